@@ -1,0 +1,60 @@
+"""Errors that end a command, each carrying the exit code DESIGN.md promises.
+
+Every user-facing failure is one of these. The CLI prints ``str(error)`` as a
+single line and exits with ``error.exit_code``; nothing else decides codes.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # some images failed (pull/push/verify found something missing)
+    USAGE = 2  # bad input: arguments, references, image lists, files
+    AUTH = 3  # authentication or TLS refused
+    INTEGRITY = 4  # digest mismatch, corrupt or unsafe bundle
+
+
+class MirrorError(Exception):
+    """Base class: a failure the user must read and act on."""
+
+    exit_code: ExitCode = ExitCode.FAILED
+
+
+class UsageError(MirrorError):
+    exit_code = ExitCode.USAGE
+
+
+class AuthError(MirrorError):
+    """Credentials refused, or TLS verification failed."""
+
+    exit_code = ExitCode.AUTH
+
+
+class IntegrityError(MirrorError):
+    """Content does not match its digest, or a bundle is corrupt or unsafe."""
+
+    exit_code = ExitCode.INTEGRITY
+
+
+class RegistryError(MirrorError):
+    """The registry answered with something we cannot use."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class NotFoundError(RegistryError):
+    """A manifest, tag or blob does not exist in the registry."""
+
+
+class ImagesFailed(MirrorError):
+    """An operation finished, but some images did not make it."""
+
+    def __init__(self, failures: dict[str, str]):
+        self.failures = failures
+        names = ", ".join(sorted(failures))
+        super().__init__(f"{len(failures)} image(s) failed: {names}")

@@ -1,0 +1,34 @@
+"""Shared fixtures: real registries on loopback, started by scripts/testbed.py."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import testbed  # noqa: E402
+
+
+@pytest.fixture
+def start_registry(tmp_path_factory):
+    """Factory: ``start_registry(tls=..., htpasswd=...)`` -> running testbed.Registry."""
+    started: list[testbed.Registry] = []
+
+    def start(**kwargs) -> testbed.Registry:
+        registry = testbed.start_registry(tmp_path_factory.mktemp("registry"), **kwargs)
+        started.append(registry)
+        return registry
+
+    yield start
+    for registry in started:
+        registry.stop()
+
+
+@pytest.fixture
+def registry(start_registry) -> testbed.Registry:
+    """A plain-HTTP loopback registry, empty, for one test."""
+    return start_registry()
