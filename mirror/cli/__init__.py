@@ -1,0 +1,12 @@
+"""Command line: thin wrappers that parse, call an operation, render its result."""
+
+from __future__ import annotations
+
+from .app import app
+
+# Each module registers its commands on ``app`` when imported.
+from . import common  # noqa: F401  (import order: common first)
+
+
+def main() -> None:
+    app()

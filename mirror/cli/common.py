@@ -1,0 +1,81 @@
+"""What every command shares: error-to-exit-code handling and registry flags."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import typer
+
+from ..errors import ExitCode, MirrorError, UsageError
+from ..registry.settings import Credentials, RegistrySettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: ExitCode) -> None:
+    """One line on stderr, then the exit code: the shape of every failure."""
+    typer.echo(f"mirror: error: {message}", err=True)
+    raise typer.Exit(int(code))
+
+
+def handle_errors(func: F) -> F:
+    """Turn MirrorError into its one-line message and exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except MirrorError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            typer.echo("mirror: interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def read_password_stdin(password_stdin: bool, username: str | None) -> Credentials | None:
+    """Credentials from ``--username`` + ``--password-stdin``; never from argv."""
+    if password_stdin and not username:
+        raise UsageError("--password-stdin needs --username")
+    if not username:
+        return None
+    if not password_stdin:
+        raise UsageError("--username needs --password-stdin (passwords are never taken as arguments)")
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError("--password-stdin: no password on standard input")
+    return Credentials(username, password)
+
+
+def registry_settings(
+    *,
+    ca_file: Path | None = None,
+    insecure: bool = False,
+    plain_http: bool = False,
+    credentials: Credentials | None = None,
+    jobs: int = 8,
+) -> RegistrySettings:
+    if ca_file is not None and not ca_file.is_file():
+        raise UsageError(f"--ca-file {ca_file}: no such file")
+    return RegistrySettings(
+        plain_http=plain_http,
+        insecure=insecure,
+        ca_file=ca_file,
+        credentials=credentials,
+        max_connections=max(1, jobs),
+    )
+
+
+# Shared option declarations, so every command spells them the same way.
+CaFileOption = typer.Option(None, "--ca-file", help="CA certificate (PEM) that signed the registry's certificate.")
+InsecureOption = typer.Option(False, "--insecure", help="Use TLS but do not verify the registry's certificate.")
+PlainHttpOption = typer.Option(False, "--plain-http", help="Talk plain HTTP to the registry (no TLS).")
+UsernameOption = typer.Option(None, "--username", "-u", help="Registry user; password from --password-stdin.")
+PasswordStdinOption = typer.Option(False, "--password-stdin", help="Read the registry password from standard input.")
+JobsOption = typer.Option(8, "--jobs", "-j", min=1, max=64, help="Concurrent transfers.")
+JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")

@@ -1,0 +1,1 @@
+"""Async OCI distribution client (httpx + anyio)."""

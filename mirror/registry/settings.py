@@ -1,0 +1,32 @@
+"""How to reach one registry: transport security, credentials, limits.
+
+Plain HTTP and unverified TLS exist only when a user asked for them by flag;
+nothing here falls back to them on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = field(repr=False)  # never printed, never logged
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password=<hidden>)"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    plain_http: bool = False
+    insecure: bool = False  # TLS without certificate verification
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    credentials: Credentials | None = None  # explicit; else looked up in auth files
+    max_connections: int = 8  # concurrent requests to this registry
+    retries: int = 5  # attempts after the first, for connection errors, 5xx and 429
+    timeout: float = 60.0  # seconds without progress before a request fails

@@ -1,0 +1,58 @@
+"""A content-addressed blob directory: the pull's work dir and resume point.
+
+Blobs live at ``ROOT/blobs/sha256/<hex>`` (the OCI layout shape) only once
+their bytes are verified; a download in progress lives at ``<hex>.partial``
+so a re-run can resume it with a Range request. Manifests are blobs too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .errors import IntegrityError
+from .oci import digest_hex, sha256_digest
+
+
+class BlobStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.blob_dir = self.root / "blobs" / "sha256"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        return self.blob_dir / digest_hex(digest)
+
+    def partial_path(self, digest: str) -> Path:
+        return self.blob_dir / f"{digest_hex(digest)}.partial"
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        return self.path(digest).stat().st_size
+
+    def read(self, digest: str) -> bytes:
+        return self.path(digest).read_bytes()
+
+    def put_bytes(self, digest: str, data: bytes) -> None:
+        """Store small content (manifests) after checking it hashes to ``digest``."""
+        actual = sha256_digest(data)
+        if actual != digest:
+            raise IntegrityError(f"content for {digest} hashes to {actual}")
+        partial = self.partial_path(digest)
+        partial.write_bytes(data)
+        os.replace(partial, self.path(digest))
+
+    def promote(self, digest: str) -> None:
+        """Move a ``.partial`` whose hash the downloader already checked into place."""
+        os.replace(self.partial_path(digest), self.path(digest))
+
+
+def file_digest(path: Path, chunk_size: int = 1 << 20) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            hasher.update(chunk)
+    return "sha256:" + hasher.hexdigest()
