@@ -1,0 +1,27 @@
+"""Session-wide real containerd and Docker Engine, started by scripts/daemons.py.
+
+Register in tests/conftest.py with ``pytest_plugins = ["tests.daemon_fixtures"]``
+(until then, import the fixtures explicitly in a test module).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from daemons import Containerd, Dockerd, start_containerd, start_dockerd
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory) -> Dockerd:
+    """A Docker Engine with its own data root; ``dockerd.docker_host`` is its DOCKER_HOST."""
+    daemon = start_dockerd(tmp_path_factory.mktemp("dockerd"))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def containerd(tmp_path_factory) -> Containerd:
+    """A containerd with its own root; ``ctr --address containerd.address`` talks to it."""
+    daemon = start_containerd(tmp_path_factory.mktemp("containerd"))
+    yield daemon
+    daemon.stop()
