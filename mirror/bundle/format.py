@@ -1,0 +1,207 @@
+"""What a bundle holds: the ``mirror-bundle.json`` model and the layout names.
+
+DESIGN.md, "Bundle format (v1)": a zstd-compressed pax tar holding an OCI
+image layout plus ``mirror-bundle.json``, which comes first so a reader knows
+every image and blob before it has read a single layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import __version__
+from ..errors import IntegrityError
+from ..oci import digest_hex
+from ..reference import Reference
+
+FORMAT_VERSION = 1
+BUNDLE_MANIFEST = "mirror-bundle.json"
+OCI_LAYOUT = "oci-layout"
+INDEX_JSON = "index.json"
+BLOB_DIR = "blobs/sha256/"
+BLOB_NAME = re.compile(r"blobs/sha256/([0-9a-f]{64})")
+OCI_LAYOUT_DOC = {"imageLayoutVersion": "1.0.0"}
+# Manifests, indexes, index.json and oci-layout are read whole into memory;
+# anything claiming to be larger is refused rather than trusted.
+MAX_DOCUMENT_SIZE = 4 << 20
+
+
+def blob_name(digest: str) -> str:
+    return BLOB_DIR + digest_hex(digest)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ImageRecord:
+    source: str  # full normalised source reference with tag
+    digest: str  # the top manifest/index stored in the bundle
+    media_type: str
+    size: int  # of the top manifest/index
+    platforms: list[str]
+    blobs: list[str]  # everything the image needs below its top digest
+    narrowed_from: str | None = None  # original index digest when --platform narrowed it
+
+    @property
+    def tag(self) -> str | None:
+        return Reference.parse(self.source).tag
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ImageRecord":
+        record = cls(
+            source=str(data["source"]),
+            digest=data["digest"],
+            media_type=str(data["media_type"]),
+            size=_size(data["size"]),
+            platforms=[str(p) for p in data.get("platforms") or []],
+            blobs=list(data.get("blobs") or []),
+            narrowed_from=data.get("narrowed_from"),
+        )
+        for digest in [record.digest, *record.blobs] + ([record.narrowed_from] if record.narrowed_from else []):
+            digest_hex(digest)
+        return record
+
+
+@dataclass
+class BundleManifest:
+    images: list[ImageRecord]
+    blobs: dict[str, int]  # every digest stored in the bundle (top manifests too) -> size
+    tool_version: str = __version__
+    format_version: int = FORMAT_VERSION
+    created: str = field(default_factory=_now)
+    topology: dict | None = None
+    base: str | None = None  # id of the base bundle, for a delta
+    omitted: list[str] = field(default_factory=list)  # blobs a delta leaves out (present in base)
+    platforms_requested: list[str] = field(default_factory=list)
+    id: str = ""  # derived from the image digests when not given
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = self.derived_id()
+
+    def derived_id(self) -> str:
+        """Stable identity a delta bundle names as its base: the set of image digests."""
+        text = "\n".join(sorted(image.digest for image in self.images))
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def created_timestamp(self) -> int:
+        """``created`` as seconds since the epoch (tar entries carry it as mtime)."""
+        return _timestamp(self.created)
+
+    @property
+    def stored_blobs(self) -> dict[str, int]:
+        """The blobs physically in the bundle (``blobs`` less anything omitted)."""
+        omitted = set(self.omitted)
+        return {digest: size for digest, size in self.blobs.items() if digest not in omitted}
+
+    @property
+    def total_size(self) -> int:
+        """Bytes stored (uncompressed), each shared blob counted once."""
+        return sum(self.stored_blobs.values())
+
+    def image_size(self, image: ImageRecord) -> int:
+        """What the image needs: its top manifest plus every blob below it whose size is known."""
+        below = set(image.blobs) - {image.digest}
+        return image.size + sum(self.blobs.get(digest, 0) for digest in below)
+
+    @property
+    def images_size(self) -> int:
+        return sum(self.image_size(image) for image in self.images)
+
+    @property
+    def shared_savings(self) -> int:
+        """Bytes not stored twice: per-image stored sizes summed, minus what is stored."""
+        stored = self.stored_blobs
+        separately = sum(
+            sum(stored.get(digest, 0) for digest in set(image.blobs) | {image.digest}) for image in self.images
+        )
+        return separately - self.total_size
+
+    def to_json(self) -> bytes:
+        self.id = self.derived_id()
+        doc = {
+            "format_version": self.format_version,
+            "tool_version": self.tool_version,
+            "id": self.id,
+            "created": self.created,
+            "base": self.base,
+            "topology": self.topology,
+            "platforms_requested": list(self.platforms_requested),
+            "totals": {
+                "images": len(self.images),
+                "blobs": len(self.stored_blobs),
+                "stored_size": self.total_size,
+                "images_size": self.images_size,
+                "shared_savings": self.shared_savings,
+            },
+            "images": [asdict(image) for image in self.images],
+            "blobs": dict(self.blobs),
+            "omitted": list(self.omitted),
+        }
+        return json.dumps(doc, indent=2).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "BundleManifest":
+        """Parse and check; the totals in the file are ignored (recomputed)."""
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:
+            raise IntegrityError(f"{BUNDLE_MANIFEST} is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise IntegrityError(f"{BUNDLE_MANIFEST} is not a JSON object")
+        version = doc.get("format_version")
+        if version != FORMAT_VERSION:
+            raise IntegrityError(
+                f"bundle format version {version!r} is not supported by mirror {__version__} "
+                f"(it reads version {FORMAT_VERSION})"
+            )
+        try:
+            blobs = {str(digest): _size(size) for digest, size in dict(doc["blobs"]).items()}
+            for digest in blobs:
+                digest_hex(digest)
+            omitted = [str(d) for d in doc.get("omitted") or []]
+            for digest in omitted:
+                digest_hex(digest)
+            manifest = cls(
+                images=[ImageRecord.from_json(image) for image in doc["images"]],
+                blobs=blobs,
+                tool_version=str(doc.get("tool_version", "")),
+                format_version=version,
+                created=str(doc["created"]),
+                topology=doc.get("topology"),
+                base=doc.get("base"),
+                omitted=omitted,
+                platforms_requested=[str(p) for p in doc.get("platforms_requested") or []],
+                id=str(doc.get("id") or ""),
+            )
+            _timestamp(manifest.created)
+        except IntegrityError as exc:
+            raise IntegrityError(f"malformed {BUNDLE_MANIFEST}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IntegrityError(f"malformed {BUNDLE_MANIFEST}: {type(exc).__name__}: {exc}") from None
+        if manifest.id != manifest.derived_id():
+            raise IntegrityError(f"malformed {BUNDLE_MANIFEST}: id {manifest.id} does not match its images")
+        if manifest.topology is not None and not isinstance(manifest.topology, dict):
+            raise IntegrityError(f"malformed {BUNDLE_MANIFEST}: topology is not an object")
+        return manifest
+
+
+def _timestamp(text: str) -> int:
+    stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))  # 3.10 does not take "Z"
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return int(stamp.timestamp())
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"invalid size {value!r}")
+    return value
