@@ -1,0 +1,171 @@
+"""Registry authentication: the /v2/ challenge, basic auth and bearer tokens.
+
+The registry says how to authenticate in ``WWW-Authenticate`` on a 401.
+``Basic`` means send the credentials on every request; ``Bearer`` means fetch
+a token for the scopes a request needs from the realm (with the credentials
+when we have them, anonymously otherwise) and send that. Tokens are cached
+per scope set until they expire. Secrets never go into a message or a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Iterable
+
+import anyio
+import httpx
+
+from ..errors import AuthError, RegistryError
+from .credentials import IDENTITY_TOKEN_USER
+from .settings import Credentials
+
+CATALOG_SCOPE = "registry:catalog:*"
+DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token server does not say (distribution spec)
+EXPIRY_MARGIN = 5.0
+
+_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
+
+Send = Callable[..., Awaitable[httpx.Response]]
+
+
+def pull_scope(repository: str) -> str:
+    return f"repository:{repository}:pull"
+
+
+def push_scope(repository: str) -> str:
+    return f"repository:{repository}:pull,push"
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # "basic" or "bearer", lower case
+    params: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, header: str | None) -> "Challenge | None":
+        """The first Basic or Bearer challenge in a WWW-Authenticate header."""
+        if not header:
+            return None
+        scheme, _, rest = header.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme not in ("basic", "bearer"):
+            return None
+        params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+                  for m in _PARAM.finditer(rest)}
+        return cls(scheme, {k: v.replace('\\"', '"') for k, v in params.items()})
+
+
+def refused_message(host: str) -> str:
+    return (f"credentials for {host} were refused; check --username/--password-stdin "
+            "or your docker login")
+
+
+def basic_header(credentials: Credentials) -> str:
+    raw = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+class Authenticator:
+    """Authorization headers for one registry host.
+
+    ``credentials`` is called at most once, when a challenge first needs
+    them, so an unreadable auth file only matters to registries that ask.
+    ``send(method, url, headers=..., params=..., data=...)`` performs a
+    request without registry auth (the caller's retrying transport).
+    """
+
+    def __init__(self, host: str, credentials: Callable[[], Credentials | None], send: Send):
+        self.host = host
+        self._credentials_source = credentials
+        self._credentials: Credentials | None = None
+        self._looked_up = False
+        self._send = send
+        self.challenge: Challenge | None = None
+        self._tokens: dict[frozenset[str], tuple[str, float]] = {}
+        self._lock = anyio.Lock()
+
+    @property
+    def credentials(self) -> Credentials | None:
+        if not self._looked_up:
+            self._credentials = self._credentials_source()
+            self._looked_up = True
+        return self._credentials
+
+    async def authorization(self, scopes: Iterable[str]) -> str | None:
+        """The Authorization header to send, or None while no challenge is known."""
+        if self.challenge is None:
+            return None
+        if self.challenge.scheme == "basic":
+            return basic_header(self.credentials) if self.credentials else None
+        key = frozenset(scopes)
+        async with self._lock:
+            cached = self._tokens.get(key)
+            if cached and cached[1] > time.monotonic():
+                return "Bearer " + cached[0]
+            token, lifetime = await self._fetch_token(sorted(key))
+            self._tokens[key] = (token, time.monotonic() + max(lifetime - EXPIRY_MARGIN, 1.0))
+            return "Bearer " + token
+
+    def unauthorized(self, response: httpx.Response, scopes: Iterable[str], *, sent: str | None,
+                     refreshed: bool) -> None:
+        """React to a 401: learn the challenge or drop a stale token; raise when retrying is pointless.
+
+        Returns normally when the request should be sent again.
+        """
+        challenge = Challenge.parse(response.headers.get("www-authenticate"))
+        if challenge is None:
+            raise AuthError(f"{self.host} refused the request (401) without an authentication "
+                            "challenge we understand (Basic or Bearer)")
+        if sent is None:
+            self.challenge = challenge
+            if challenge.scheme == "basic" and not self.credentials:
+                raise self._needs_credentials()
+            return
+        self.challenge = challenge
+        if challenge.scheme == "bearer" and sent.startswith("Bearer ") and not refreshed:
+            self._tokens.pop(frozenset(scopes), None)  # expired or revoked: fetch once more
+            return
+        raise AuthError(refused_message(self.host)) if self.credentials else self._needs_credentials()
+
+    def _needs_credentials(self) -> AuthError:
+        return AuthError(f"{self.host} requires authentication and no credentials were found; "
+                         "use --username/--password-stdin or docker login")
+
+    async def _fetch_token(self, scopes: list[str]) -> tuple[str, float]:
+        assert self.challenge is not None
+        realm = self.challenge.params.get("realm")
+        if not realm:
+            raise AuthError(f"{self.host} asked for a bearer token but named no realm to get it from")
+        service = self.challenge.params.get("service")
+        credentials = self.credentials
+        if credentials and credentials.username == IDENTITY_TOKEN_USER:
+            data = {"grant_type": "refresh_token", "refresh_token": credentials.password,
+                    "client_id": "mirror", "scope": " ".join(scopes)}
+            if service:
+                data["service"] = service
+            response = await self._send("POST", realm, data=data)
+        else:
+            params: list[tuple[str, str]] = [("service", service)] if service else []
+            params += [("scope", s) for s in scopes]
+            headers = {"Authorization": basic_header(credentials)} if credentials else {}
+            response = await self._send("GET", realm, params=params, headers=headers)
+        if response.status_code in (401, 403):
+            if credentials:
+                raise AuthError(refused_message(self.host))
+            raise AuthError(f"the token server for {self.host} refused anonymous access "
+                            f"({response.status_code}); use --username/--password-stdin or docker login")
+        if response.status_code != 200:
+            raise RegistryError(f"token server for {self.host} answered {response.status_code}",
+                                response.status_code)
+        try:
+            doc = response.json()
+            token = doc.get("token") or doc.get("access_token")
+            lifetime = float(doc.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+        except (ValueError, AttributeError, TypeError):
+            token = None
+        if not token or not isinstance(token, str):
+            raise RegistryError(f"token server for {self.host} answered without a token")
+        return token, lifetime
