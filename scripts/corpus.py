@@ -310,8 +310,23 @@ def _platform_json(platform: str) -> dict[str, str]:
     return {"architecture": arch, "os": os_, **({"variant": variant[0]} if variant else {})}
 
 
-def _encode(document: dict) -> bytes:
-    return json.dumps(document, indent=3).encode()  # Docker's own indent: byte-for-byte handling matters
+BASE_DIRS = ("bin", "etc", "lib", "usr/bin", "usr/lib", "usr/share/doc")
+
+
+def _layers_of(spec: CorpusSpec, image: ImageSpec, platform: str) -> list[tuple[str, int, tuple[str, ...]]]:
+    """(key, KiB, directories) of each layer of one platform; the key seeds the layer's content."""
+    app = _split_source(image.source)[1].rsplit("/", 1)[-1]
+    own = [(f"{spec.seed}/{image.source}/{platform}/{n}", kb, (f"opt/{app}", f"opt/{app}/bin", f"etc/{app}"))
+           for n, kb in enumerate(image.layers_kb)]
+    return ([(f"{spec.seed}/base/{platform}", spec.base_kb, BASE_DIRS)] if image.base else []) + own
+
+
+def _build_layers(blobs: Path, layers: dict[str, tuple[int, tuple[str, ...]]]) -> dict[str, tuple[str, int, str]]:
+    """key -> (digest, size, diff_id), built on every core, largest first so the workers end together."""
+    order = sorted(layers, key=lambda key: -layers[key][0])
+    kbs, dirs = zip(*(layers[key] for key in order))
+    with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, len(order))) as pool:
+        return dict(zip(order, pool.map(_build_layer, itertools.repeat(blobs), order, kbs, dirs)))
 
 
 def generate_corpus(work_dir: Path, spec: CorpusSpec) -> GeneratedCorpus:
@@ -325,25 +340,15 @@ def generate_corpus(work_dir: Path, spec: CorpusSpec) -> GeneratedCorpus:
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
 
-    base_dirs = ("bin", "etc", "lib", "usr/bin", "usr/lib", "usr/share/doc")
-    layers: dict[str, tuple[int, tuple[str, ...]]] = {}  # key -> (kb, dirs)
     for image in spec.images:
         if image.shape not in SHAPES or (SHAPES[image.shape][0] is None and len(image.platforms) != 1):
             raise ValueError(f"{image.source}: shape {image.shape!r} with platforms {image.platforms}")
-        app = _split_source(image.source)[1].rsplit("/", 1)[-1]
-        for platform in image.platforms:
-            if image.base:
-                layers[f"{spec.seed}/base/{platform}"] = (spec.base_kb, base_dirs)
-            for n, kb in enumerate(image.layers_kb):
-                layers[f"{spec.seed}/{image.source}/{platform}/{n}"] = (kb, (f"opt/{app}", f"opt/{app}/bin", f"etc/{app}"))
-    order = sorted(layers, key=lambda k: -layers[k][0])  # largest first keeps the workers evenly loaded
-    with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 1, len(order))) as pool:
-        built = dict(zip(order, pool.map(_build_layer, itertools.repeat(blobs), order,
-                                         *zip(*(layers[k] for k in order)))))
-
+    built = _build_layers(blobs, {key: (kb, dirs) for image in spec.images for platform in image.platforms
+                                  for key, kb, dirs in _layers_of(spec, image, platform)})
     sizes = {digest: size for digest, size, _ in built.values()}
 
-    def store(data: bytes) -> tuple[str, int]:
+    def store(document: dict) -> tuple[str, int]:
+        data = json.dumps(document, indent=3).encode()  # Docker's indent: only byte-for-byte copies keep digests
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         (blobs / digest.split(":")[1]).write_bytes(data)
         sizes[digest] = len(data)
@@ -354,33 +359,32 @@ def generate_corpus(work_dir: Path, spec: CorpusSpec) -> GeneratedCorpus:
         index_type, manifest_type, config_type, layer_type = SHAPES[image.shape]
         manifests, platforms, image_blobs = [], {}, []
         for platform in image.platforms:
-            keys = ([f"{spec.seed}/base/{platform}"] if image.base else []) + [
-                f"{spec.seed}/{image.source}/{platform}/{n}" for n in range(len(image.layers_kb))]
+            layers = [built[key] for key, _, _ in _layers_of(spec, image, platform)]
             app = _split_source(image.source)[1].rsplit("/", 1)[-1]
-            config_digest, config_size = store(_encode({
+            config_digest, config_size = store({
                 **_platform_json(platform),
                 "created": CREATED,
                 "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                            "Entrypoint": [f"/opt/{app}/bin/{app}"], "WorkingDir": "/"},
-                "rootfs": {"type": "layers", "diff_ids": [built[k][2] for k in keys]},
-                "history": [{"created": CREATED, "created_by": f"ADD layer {n} in /"} for n in range(len(keys))],
-            }))
-            manifest_digest, manifest_size = store(_encode({
+                "rootfs": {"type": "layers", "diff_ids": [diff_id for _, _, diff_id in layers]},
+                "history": [{"created": CREATED, "created_by": f"ADD layer {n} in /"} for n in range(len(layers))],
+            })
+            manifest_digest, _ = store({
                 "schemaVersion": 2,
                 "mediaType": manifest_type,
                 "config": {"mediaType": config_type, "size": config_size, "digest": config_digest},
-                "layers": [{"mediaType": layer_type, "size": built[k][1], "digest": built[k][0]} for k in keys],
-            }))
+                "layers": [{"mediaType": layer_type, "size": size, "digest": digest} for digest, size, _ in layers],
+            })
             manifests.append((manifest_digest, manifest_type))
             platforms[platform] = manifest_digest
-            image_blobs += [config_digest] + [built[k][0] for k in keys]
+            image_blobs += [config_digest] + [digest for digest, _, _ in layers]
         if index_type:
-            index_digest, _ = store(_encode({
+            index_digest, _ = store({
                 "schemaVersion": 2,
                 "mediaType": index_type,
                 "manifests": [{"mediaType": manifest_type, "size": sizes[digest], "digest": digest,
                                "platform": _platform_json(platform)} for platform, digest in platforms.items()],
-            }))
+            })
             manifests.append((index_digest, index_type))
         top_digest, top_type = manifests[-1]
         images.append(GeneratedImage(image.source, top_type, top_digest, manifests, platforms,
@@ -394,9 +398,10 @@ def generate_corpus(work_dir: Path, spec: CorpusSpec) -> GeneratedCorpus:
 
 
 def source_mirror_args(registry_host: str, prefixes: dict[str, str] = SOURCE_PREFIXES) -> list[str]:
-    """``--source-mirror docker.io=HOST/dockerhub ...``: how mirror reads this registry as upstream."""
+    """``--source-mirror docker.io=http://HOST/dockerhub ...``: how mirror reads this registry as
+    upstream (``http://`` because the seeding registry speaks plain HTTP, which mirror only uses when told)."""
     return [arg for source, prefix in prefixes.items()
-            for arg in ("--source-mirror", f"{source}={registry_host}/{prefix}")]
+            for arg in ("--source-mirror", f"{source}=http://{registry_host}/{prefix}")]
 
 
 def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
