@@ -1,0 +1,161 @@
+"""Topology image lists: which images a Rancher air-gap install needs.
+
+All names live in data under ``manifests/`` (DESIGN.md): one file per
+component version in Rancher's ``rancher-images.txt`` format, and
+``manifests/topologies.json`` saying which components each mode uses and
+their default versions. Adding a version means adding a file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .reference import Reference
+
+MANIFESTS_DIR = Path(__file__).resolve().parent.parent / "manifests"
+REGISTRY_COMPONENT = "registry"  # the bastion registry's image, opted out by flag
+
+
+@dataclass
+class Topology:
+    mode: str
+    versions: dict[str, str] = field(default_factory=dict)  # component -> version used
+
+
+def parse_images_file(path: Path) -> list[Reference]:
+    """References in a rancher-images.txt style file (also rancher-windows-images.txt).
+
+    One reference per line; blank lines and ``#`` comments ignored; names
+    without a registry mean docker.io. A bad line names file and line.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such image list file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read image list: {exc}") from None
+    references = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            references.append(Reference.parse(line))
+        except UsageError as exc:
+            raise UsageError(f"{path}:{lineno}: {exc}") from None
+    return references
+
+
+@lru_cache(maxsize=None)
+def _catalog() -> dict[str, Any]:
+    path = MANIFESTS_DIR / "topologies.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # a broken install, not user input
+        raise RuntimeError(f"{path}: cannot read topology catalog: {exc}") from exc
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def component_versions(component: str) -> list[str]:
+    """Versions with a data file, oldest first."""
+    directory = MANIFESTS_DIR / _catalog()["components"][component]["directory"]
+    return sorted((p.stem for p in directory.glob("*.txt")), key=_version_key)
+
+
+def components() -> dict[str, dict[str, Any]]:
+    """Component name -> {directory, option, default, title} from topologies.json."""
+    return _catalog()["components"]
+
+
+def topologies() -> dict[str, dict[str, Any]]:
+    """Mode -> {title, components}."""
+    return _catalog()["topologies"]
+
+
+def rancher_settings() -> dict[str, Any]:
+    """Rancher facts the client configuration needs (server image, cert-manager helm keys)."""
+    return _catalog()["rancher"]
+
+
+def available() -> dict[str, dict[str, list[str]]]:
+    """Mode -> component -> versions, for ``mirror lists``."""
+    return {mode: {c: component_versions(c) for c in spec["components"]} for mode, spec in topologies().items()}
+
+
+def component_images(component: str, version: str | None) -> tuple[str, list[Reference]]:
+    """(version used, images) of one component; None means its default version."""
+    spec = components()[component]
+    version = version or spec["default"]
+    known = component_versions(component)
+    if version not in known:
+        what = spec["option"] or component
+        raise UsageError(f"{what} {version}: no image list for this version; available: {', '.join(known)}")
+    return version, parse_images_file(MANIFESTS_DIR / spec["directory"] / f"{version}.txt")
+
+
+def resolve_images(
+    mode: str | None,
+    *,
+    versions: dict[str, str | None] | None = None,
+    extra_files: list[Path] | None = None,
+    extra_refs: list[str] | None = None,
+    exclude: list[str] | None = None,
+    include_registry_image: bool = True,
+) -> tuple[list[Reference], Topology | None]:
+    """The images to mirror: a topology's lists (if ``mode``) plus extras, minus excludes.
+
+    ``versions`` maps component names (see components()) to a version, or
+    None for the default. Duplicates go (by normalised reference), order is
+    stable: topology lists in component order, then files, then references.
+    ``exclude`` patterns are regexes searched in the normalised reference
+    (``docker.io/rancher/x:tag``).
+    """
+    versions = {k: v for k, v in (versions or {}).items() if v is not None}
+    unknown = set(versions) - set(components())
+    if unknown:
+        raise UsageError(f"unknown component(s) {', '.join(sorted(unknown))}; known: {', '.join(components())}")
+    try:
+        patterns = [re.compile(p) for p in exclude or []]
+    except re.error as exc:
+        raise UsageError(f"--exclude {exc.pattern!r}: invalid regular expression: {exc}") from None
+
+    groups: list[list[Reference]] = []
+    topology = None
+    if mode is not None:
+        if mode not in topologies():
+            raise UsageError(f"unknown mode {mode!r}; available: {', '.join(topologies())}")
+        used = [c for c in topologies()[mode]["components"]
+                if include_registry_image or c != REGISTRY_COMPONENT]
+        stray = [c for c in versions if c not in topologies()[mode]["components"]]
+        if stray:
+            options = ", ".join(components()[c]["option"] or c for c in stray)
+            raise UsageError(f"{options} does not apply to --mode {mode}")
+        topology = Topology(mode)
+        for component in used:
+            version, images = component_images(component, versions.get(component))
+            topology.versions[component] = version
+            groups.append(images)
+    elif versions:
+        options = ", ".join(components()[c]["option"] or c for c in versions)
+        raise UsageError(f"{options} needs --mode")
+    groups += [parse_images_file(Path(f)) for f in extra_files or []]
+    groups.append([Reference.parse(r) for r in extra_refs or []])
+
+    seen: set[str] = set()
+    result = []
+    for ref in (r for group in groups for r in group):
+        key = str(ref)
+        if key in seen or any(p.search(key) for p in patterns):
+            continue
+        seen.add(key)
+        result.append(ref)
+    return result, topology
