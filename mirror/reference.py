@@ -19,7 +19,7 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
-_HOST = re.compile(
+HOST_PATTERN = re.compile(
     r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
     r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$"
 )
@@ -56,7 +56,7 @@ class Reference:
         first, _, rest = text.partition("/")
         if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
             registry, path = first, rest
-            if not _HOST.match(registry):
+            if not HOST_PATTERN.match(registry):
                 raise UsageError(f"invalid image reference {original!r}: bad registry {registry!r}")
         else:
             registry, path = DOCKER_HUB, text

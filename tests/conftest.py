@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +13,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import testbed  # noqa: E402
+
+pytest_plugins = ["corpus_fixtures", "daemon_fixtures"]
+
+
+def run_mirror(*args: str, input: str | None = None, env: dict | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``mirror`` command line as a user would; never raises on exit codes."""
+    return subprocess.run([sys.executable, "-m", "mirror", *map(str, args)], input=input, text=True,
+                          capture_output=True, env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
 
 
 @pytest.fixture

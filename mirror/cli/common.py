@@ -9,7 +9,8 @@ from typing import Any, Callable, TypeVar
 
 import typer
 
-from ..errors import ExitCode, MirrorError, UsageError
+from ..errors import ExitCode, ImagesFailed, MirrorError, UsageError
+from .render import report_failures
 from ..registry.settings import Credentials, RegistrySettings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,6 +29,9 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except ImagesFailed as exc:
+            report_failures(exc.failures)
+            fail(str(exc), exc.exit_code)
         except MirrorError as exc:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
@@ -68,6 +72,20 @@ def registry_settings(
         credentials=credentials,
         max_connections=max(1, jobs),
     )
+
+
+def parse_size(text: str, option: str) -> int:
+    """``500M``, ``4G``, ``4GiB``, ``1048576`` -> bytes."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
+    number, unit = (cleaned[:-1], cleaned[-1]) if cleaned[-1:] in units and cleaned[-1:] else (cleaned, "")
+    try:
+        value = int(float(number) * units[unit])
+    except (ValueError, KeyError):
+        raise UsageError(f"{option} {text!r}: expected a size like 512M or 4G") from None
+    if value <= 0:
+        raise UsageError(f"{option} {text!r}: must be positive")
+    return value
 
 
 # Shared option declarations, so every command spells them the same way.

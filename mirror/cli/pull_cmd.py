@@ -1,0 +1,149 @@
+"""``mirror pull``: the connected side's command."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import anyio
+import typer
+
+from ..errors import ExitCode, UsageError
+from ..lists import resolve_images
+from ..oci import Platform
+from ..progress import Progress
+from ..pull import PullRequest, pull, resolve_all
+from ..registry.pool import ClientPool
+from ..sources import SourceMap, SourceMirror
+from .app import app
+from .common import CaFileOption, JobsOption, JsonOption, QuietOption, handle_errors, parse_size, registry_settings
+from .render import emit_json, human_size, report_failures
+
+
+def parse_platforms(values: list[str]) -> list[Platform]:
+    platforms = []
+    for value in values:
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            try:
+                platforms.append(Platform.parse(item))
+            except ValueError as exc:
+                raise UsageError(f"--platform: {exc}") from None
+    return platforms
+
+
+@app.command("pull")
+@handle_errors
+def pull_command(
+    images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle to write, e.g. bundle.tar.zst."),
+    images_file: Optional[list[Path]] = typer.Option(
+        None, "--images-file", "-f", help="rancher-images.txt-style list (repeatable; added)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Topology: k3s, rke, rke2 or docker (see `mirror lists`)."),
+    k3s_version: Optional[str] = typer.Option(None, "--k3s-version"),
+    kubernetes_version: Optional[str] = typer.Option(None, "--kubernetes-version", help="RKE system images version."),
+    rke2_version: Optional[str] = typer.Option(None, "--rke2-version"),
+    rancher_version: Optional[str] = typer.Option(None, "--rancher-version"),
+    cert_manager_version: Optional[str] = typer.Option(None, "--cert-manager-version"),
+    no_registry_image: bool = typer.Option(False, "--no-registry-image", help="Leave out the bastion registry image."),
+    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Regex; matching references are dropped."),
+    platform: Optional[list[str]] = typer.Option(
+        None, "--platform", help="Keep only these platforms, e.g. linux/amd64,linux/arm64."),
+    source_mirror: Optional[list[str]] = typer.Option(
+        None, "--source-mirror", help="REGISTRY=HOST[/PREFIX]: fetch that registry's images from a mirror."),
+    plain_http_registry: Optional[list[str]] = typer.Option(
+        None, "--plain-http-registry", help="HOST[:PORT] to reach over plain HTTP (repeatable)."),
+    insecure_registry: Optional[list[str]] = typer.Option(
+        None, "--insecure-registry", help="HOST[:PORT] whose TLS certificate is not verified (repeatable)."),
+    ca_file: Optional[Path] = CaFileOption,
+    jobs: int = JobsOption,
+    work_dir: Optional[Path] = typer.Option(
+        None, "--work-dir", help="Where blobs are fetched (default: .<output>.work beside the output); a re-run resumes."),
+    keep_work: bool = typer.Option(False, "--keep-work", help="Keep the work dir after writing the bundle."),
+    keep_going: bool = typer.Option(
+        False, "--keep-going", help="Write a bundle of the images that worked (still exit 1 naming the rest)."),
+    split_size: Optional[str] = typer.Option(None, "--split-size", help="Cut the bundle into parts of this size, e.g. 4G."),
+    level: int = typer.Option(3, "--level", min=1, max=19, help="zstd compression level."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the image list and download size; fetch no blob."),
+    json_report: bool = JsonOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Pull images into ONE portable bundle (an OCI image layout in a tar.zst)."""
+    refs, topology = resolve_images(
+        mode,
+        versions={"k3s": k3s_version, "kubernetes": kubernetes_version, "rke2": rke2_version,
+                  "rancher": rancher_version, "cert-manager": cert_manager_version},
+        extra_files=images_file or [],
+        extra_refs=images or [],
+        exclude=exclude or [],
+        include_registry_image=not no_registry_image,
+    )
+    if not refs:
+        raise UsageError("no images to pull: name images, --images-file or --mode")
+    if output is None and not dry_run:
+        raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
+    sources = SourceMap([SourceMirror.parse(m) for m in source_mirror or []])
+    plain = set(plain_http_registry or []) | sources.plain_http_hosts()
+    insecure = set(insecure_registry or [])
+    base = registry_settings(ca_file=ca_file, jobs=jobs)
+
+    def settings_for(host: str):
+        from dataclasses import replace
+
+        return replace(base, plain_http=host in plain, insecure=host in insecure)
+
+    request = PullRequest(
+        images=refs,
+        output=(output or Path("bundle.tar.zst")).absolute(),
+        sources=sources,
+        settings_for=settings_for,
+        platforms=parse_platforms(platform or []),
+        jobs=jobs,
+        work_dir=work_dir,
+        keep_going=keep_going,
+        keep_work=keep_work,
+        topology=asdict(topology) if topology else None,
+        compression_level=level,
+        part_size=parse_size(split_size, "--split-size") if split_size else None,
+    )
+    progress = Progress(quiet or json_report)
+    if dry_run:
+        _dry_run(request, progress, json_report)
+        return
+    result = anyio.run(pull, request, progress)
+    if json_report:
+        emit_json(result.to_json())
+    elif result.bundle:
+        typer.echo(f"wrote {result.bundle.path} ({human_size(result.bundle.size)}, "
+                   f"{len(result.images)} images, {human_size(result.total_blob_bytes)} of content; "
+                   f"downloaded {human_size(result.downloaded_bytes)}, reused {human_size(result.reused_bytes)})")
+        for part in result.bundle.parts if len(result.bundle.parts) > 1 else []:
+            typer.echo(f"  part {part}")
+    if result.failures:
+        report_failures(result.failures)
+        raise typer.Exit(int(result.exit_code))
+
+
+def _dry_run(request: PullRequest, progress: Progress, json_report: bool) -> None:
+    """Resolve manifests only: the list, and the unique download size where sources answer."""
+
+    async def resolve():
+        async with ClientPool(request.settings_for) as pool:
+            return await resolve_all(request, pool, progress, store=None)
+
+    images, failures, _ = anyio.run(resolve)
+    unique: dict[str, int] = {}
+    for image in images:
+        unique.update(image.blobs)
+        unique.update({m.digest: len(m.data) for m in (image.top, *image.children)})
+    if json_report:
+        emit_json({"images": [str(r) for r in request.images], "download_bytes": sum(unique.values()),
+                   "unresolved": failures})
+    else:
+        for ref in request.images:
+            typer.echo(str(ref))
+        typer.echo(f"{len(request.images)} images, {human_size(sum(unique.values()))} to download"
+                   + (f" ({len(failures)} could not be resolved)" if failures else ""), err=True)
+    if failures:
+        report_failures(failures)
+        raise typer.Exit(int(ExitCode.FAILED))

@@ -1,0 +1,29 @@
+"""One RegistryClient per registry host, opened on first use, closed together."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Callable
+
+from .client import RegistryClient
+from .settings import RegistrySettings
+
+
+class ClientPool:
+    def __init__(self, settings_for: Callable[[str], RegistrySettings]):
+        self._settings_for = settings_for
+        self._clients: dict[str, RegistryClient] = {}
+        self._stack = AsyncExitStack()
+
+    async def get(self, host: str) -> RegistryClient:
+        client = self._clients.get(host)
+        if client is None:
+            client = await self._stack.enter_async_context(RegistryClient(host, self._settings_for(host)))
+            self._clients[host] = client
+        return client
+
+    async def __aenter__(self) -> "ClientPool":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
