@@ -1,0 +1,154 @@
+"""``mirror registry up|down|status``: a registry on the bastion in one command.
+
+Exit codes: 0 done; 2 the request or the host is not fit (port taken, data
+dir not writable, Docker Engine refused, no registry image in the bundle,
+bad flags) and nothing was started; 1 the registry started but did not
+answer (it was stopped again); ``status`` exits 1 when no registry runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import UsageError
+from ..server.lifecycle import UpOptions, down, status, up
+from ..server.state import default_state_dir
+from .app import app
+from .common import JsonOption, handle_errors
+
+registry_app = typer.Typer(
+    help="Run a TLS registry with auth on this host (Docker Engine or the registry binary).",
+    no_args_is_help=True,
+)
+app.add_typer(registry_app, name="registry")
+
+StateDirOption = typer.Option(
+    None, "--state-dir", envvar="MIRROR_STATE_DIR",
+    help="Where up records URL, CA and credentials for push/config "
+         "[default: /var/lib/mirror/registry as root, else ~/.local/share/mirror/registry].")
+
+EXIT_CODES = ("Exit codes: 0 running; 2 bad flags or unfit host (port in use, data dir not writable, "
+              "Docker Engine refused, no registry image in the bundle) and nothing started; "
+              "1 the registry started but never answered (it was stopped again).")
+
+
+@registry_app.command("up", help="Start the registry (or leave the running one). " + EXIT_CODES)
+@handle_errors
+def up_command(
+    port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port to listen on."),
+    address: str = typer.Option("0.0.0.0", "--address", help="Address to listen on."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Image storage [default: STATE_DIR/data]."),
+    hostname: List[str] = typer.Option([], "--hostname", help="Name or IP nodes use (repeatable); all go in "
+                                                             "the certificate [default: this host's name]."),
+    tls: str = typer.Option("auto", "--tls", help="auto: make a CA and a server certificate."),
+    cert: Optional[Path] = typer.Option(None, "--cert", help="Server certificate (PEM) instead of --tls auto."),
+    key: Optional[Path] = typer.Option(None, "--key", help="Key for --cert."),
+    ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA behind --cert, recorded for push/config."),
+    no_tls: bool = typer.Option(False, "--no-tls", help="Plain HTTP (nodes then need it marked insecure)."),
+    auth: str = typer.Option("htpasswd", "--auth", help="htpasswd (a generated password) or none."),
+    username: str = typer.Option("mirror", "--username", help="The registry user --auth htpasswd creates."),
+    bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Bundle carrying the registry image."),
+    registry_image: Optional[str] = typer.Option(
+        None, "--registry-image", help="Image to run [default: the library/registry image in the bundle]."),
+    engine: str = typer.Option("auto", "--engine", help="auto, docker or binary (registry/docker-registry "
+                                                        "on PATH)."),
+    container_name: str = typer.Option("mirror-registry", "--container-name", help="Docker container name."),
+    print_systemd_unit: bool = typer.Option(
+        False, "--print-systemd-unit", help="Prepare config, certificate and password, print a systemd unit "
+                                            "running the binary, start nothing."),
+    state_dir: Optional[Path] = StateDirOption,
+    json_output: bool = JsonOption,
+) -> None:
+    if tls not in ("auto",):
+        raise UsageError(f"--tls {tls}: only 'auto' (or --cert/--key, or --no-tls)")
+    if no_tls and (cert or key):
+        raise UsageError("--no-tls cannot go with --cert/--key")
+    if bool(cert) != bool(key):
+        raise UsageError("--cert and --key go together")
+    if auth not in ("htpasswd", "none"):
+        raise UsageError(f"--auth {auth}: expected htpasswd or none")
+    options = UpOptions(
+        state_dir=(state_dir or default_state_dir()).absolute(),
+        data_dir=data_dir, port=port, address=address, hostnames=list(hostname),
+        tls="none" if no_tls else ("given" if cert else "auto"), cert=cert, key=key, ca_file=ca_file,
+        auth=auth, username=username, bundle=bundle, registry_image=registry_image, engine=engine,
+        systemd_unit=print_systemd_unit, container_name=container_name,
+    )
+    result = up(options)
+    state = result.state
+    # With --print-systemd-unit stdout is the unit file; everything else goes to stderr.
+    say = (lambda text: typer.echo(text, err=True)) if result.systemd_unit else typer.echo
+    for note in result.notes:
+        typer.echo(f"mirror: {note}", err=True)
+    if result.systemd_unit:
+        typer.echo(result.systemd_unit, nl=False)
+    elif json_output:
+        doc = {"url": state.url, "engine": state.engine, "already_running": result.already_running,
+               "hostnames": state.hostnames, "ca_file": state.ca_file,
+               "credentials_file": state.credentials_file, "data_dir": state.data_dir}
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        verb = "already running" if result.already_running else "running"
+        say(f"registry {verb} at {state.url} ({state.engine}), data in {state.data_dir}")
+        say(f"  nodes reach it as: {', '.join(f'{n}:{state.port}' for n in state.hostnames)}")
+        if state.ca_file:
+            say(f"  CA for nodes: {state.ca_file}")
+    if result.credentials:
+        if result.new_password:
+            say(f"  user {result.credentials.username}, password {result.credentials.password}")
+            say(f"  (shown once; kept in {state.credentials_file}, mode 0600)")
+        elif not json_output:
+            say(f"  user {result.credentials.username}, password in {state.credentials_file}")
+    if result.systemd_unit:
+        say("install: save stdout as /etc/systemd/system/mirror-registry.service, then "
+            "`systemctl enable --now mirror-registry`")
+    elif not json_output:
+        say("next: mirror push BUNDLE   (finds this registry without flags)")
+
+
+@registry_app.command("down", help="Stop the registry; its images are kept unless --purge.")
+@handle_errors
+def down_command(
+    purge: bool = typer.Option(False, "--purge", help="Also delete the images, certificates and password."),
+    state_dir: Optional[Path] = StateDirOption,
+) -> None:
+    result = down((state_dir or default_state_dir()).absolute(), purge=purge)
+    typer.echo("registry stopped" if result.stopped else "no registry was running")
+    for path in result.purged:
+        typer.echo(f"deleted {path}")
+
+
+@registry_app.command("status", help="URL, engine, storage used, repositories and tags; exit 1 when not running.")
+@handle_errors
+def status_command(
+    state_dir: Optional[Path] = StateDirOption,
+    json_output: bool = JsonOption,
+) -> None:
+    report = status((state_dir or default_state_dir()).absolute())
+    if json_output:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    elif report.state is None:
+        typer.echo("no registry: start one with `mirror registry up`")
+    else:
+        state = report.state
+        health = "running" if report.answering else ("not answering" if report.running else "stopped")
+        typer.echo(f"registry {state.url}: {health}")
+        typer.echo(f"  engine {state.engine}, data {state.data_dir}, {_human(report.storage_bytes)} used")
+        for repository, tags in sorted(report.repositories.items()):
+            typer.echo(f"  {repository}: {', '.join(tags) or '(no tags)'}")
+        if report.error:
+            typer.echo(f"  {report.error}")
+    if not report.answering:
+        raise typer.Exit(1)
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"

@@ -1,0 +1,92 @@
+"""The distribution binary as a background process, tracked by a pid file.
+
+Used where no Docker Engine is reachable. The process gets its own session
+(a closed terminal does not stop it), its output goes to a log file, and
+the pid file is trusted only while that pid still runs our config.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from ..errors import UsageError
+
+# Upstream installs `registry`; Debian's docker-registry package renames it.
+BINARY_NAMES = ("registry", "docker-registry")
+
+
+def find_binary() -> str | None:
+    for name in BINARY_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def require_binary() -> str:
+    found = find_binary()
+    if not found:
+        raise UsageError(
+            "no Docker Engine and no registry binary on PATH (looked for registry, docker-registry): "
+            "install Debian's docker-registry, or start Docker and pass --from-bundle"
+        )
+    return found
+
+
+def start(binary: str, config: Path, pid_file: Path, log_file: Path) -> int:
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(
+            [binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    pid_file.write_text(f"{process.pid}\n")
+    return process.pid
+
+
+def running_pid(pid_file: Path, config: Path) -> int | None:
+    """The pid in ``pid_file`` if that process is alive and serving ``config``."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    # A zombie has an empty cmdline; a recycled pid runs something else.
+    return pid if str(config).encode() in cmdline else None
+
+
+def stop(pid_file: Path, config: Path, timeout: float = 15.0) -> bool:
+    """SIGTERM (then SIGKILL) the process; remove the pid file. True if one ran."""
+    pid = running_pid(pid_file, config)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while running_pid(pid_file, config) is not None:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + timeout
+            time.sleep(0.05)
+    pid_file.unlink(missing_ok=True)
+    return pid is not None
+
+
+def systemd_unit(binary: str, config: Path, port: int) -> str:
+    """A unit for a permanent install: ``systemctl enable --now mirror-registry``."""
+    return "\n".join([
+        "[Unit]",
+        f"Description=mirror container registry (distribution) on port {port}",
+        "After=network-online.target",
+        "Wants=network-online.target",
+        "",
+        "[Service]",
+        f"ExecStart={binary} serve {config}",
+        "Restart=on-failure",
+        "RestartSec=2",
+        "NoNewPrivileges=true",
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+    ]) + "\n"

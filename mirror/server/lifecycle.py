@@ -1,0 +1,374 @@
+"""``registry up``, ``down`` and ``status``: the operations, free of CLI concerns.
+
+Everything that can be wrong with the request or the host (data dir, port,
+engine, bundle) is checked before anything starts, so a failure leaves
+nothing running and no state claiming otherwise.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from ..bundle.reader import BundleReader
+from ..errors import MirrorError, UsageError
+from ..registry.settings import Credentials
+from ..store import BlobStore
+from . import binary, engine, probe
+from .distconfig import DistConfig, http_secret, render
+from .htpasswd import ensure_credentials, write_private
+from .imageload import copy_image_blobs, docker_archive, find_registry_image, select_manifest
+from .state import RegistryState, StatePaths, load_state, local_registry, save_state
+from .tls import ensure_tls, install_given
+
+CONTAINER_NAME = "mirror-registry"
+ENGINES = ("auto", "docker", "binary")
+
+
+@dataclass
+class UpOptions:
+    state_dir: Path
+    data_dir: Path | None = None  # default STATE/data
+    port: int = 5000
+    address: str = "0.0.0.0"
+    hostnames: list[str] = field(default_factory=list)
+    tls: str = "auto"  # auto | given | none
+    cert: Path | None = None
+    key: Path | None = None
+    ca_file: Path | None = None  # the CA behind --cert, for push and config
+    auth: str = "htpasswd"  # htpasswd | none
+    username: str = "mirror"
+    bundle: Path | None = None
+    registry_image: str | None = None
+    engine: str = "auto"
+    systemd_unit: bool = False
+    container_name: str = CONTAINER_NAME
+    timeout: float = 60.0
+
+
+@dataclass
+class UpResult:
+    state: RegistryState
+    already_running: bool
+    credentials: Credentials | None = None
+    new_password: bool = False  # show it: this is the only time
+    systemd_unit: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def up(options: UpOptions) -> UpResult:
+    paths = StatePaths(options.state_dir)
+    _writable_dir(paths.root, "state dir")
+    data_dir = (options.data_dir or paths.root / "data").absolute()
+    _writable_dir(data_dir, "data dir")
+    previous = load_state(paths)
+    previous_alive = previous is not None and previous.running and _alive(paths, previous)
+    if not previous_alive or (previous.address, previous.port) != (options.address, options.port):
+        _port_free(options.address, options.port)
+    notes: list[str] = []
+    kind, client, binary_path = _choose_engine(options, notes)
+
+    image = None
+    if kind == "docker":
+        image = _docker_image(client, options, paths)
+
+    names = _names(options)
+    registry_dir = paths.registry_dir
+    registry_dir.mkdir(parents=True, exist_ok=True)
+    cert, key = registry_dir / "server.crt", registry_dir / "server.key"
+    ca_file: Path | None = None
+    if options.tls == "auto":
+        ca_file = ensure_tls(paths.ca_dir, cert, key, names).ca_cert
+    elif options.tls == "given":
+        install_given(options.cert, options.key, cert, key)
+        ca_file = options.ca_file
+    credentials, new_password = None, False
+    if options.auth == "htpasswd":
+        credentials, created = ensure_credentials(paths.credentials, paths.htpasswd, options.username)
+        # Shown until an `up` succeeds with it: a failed first run must not swallow it.
+        new_password = created or previous is None or not previous.auth
+
+    inside = (lambda p: f"{engine.CONFIG_MOUNT}/{p.name}") if kind == "docker" else (lambda p: str(p))
+    listen = f"{options.address}:{options.port}"
+    config = DistConfig(
+        listen=listen,
+        storage=engine.DATA_MOUNT if kind == "docker" else str(data_dir),
+        cert=inside(cert) if options.tls != "none" else None,
+        key=inside(key) if options.tls != "none" else None,
+        htpasswd=inside(paths.htpasswd) if credentials else None,
+    )
+    write_private(paths.config, render(config, http_secret(paths.config)).encode())
+
+    local_host = options.address if options.address not in ("0.0.0.0", "::") else "127.0.0.1"
+    if ":" in local_host:
+        local_host = f"[{local_host}]"
+    state = RegistryState(
+        engine="systemd" if options.systemd_unit else kind,
+        host=f"{local_host}:{options.port}",
+        hostnames=names,
+        port=options.port,
+        address=options.address,
+        data_dir=str(data_dir),
+        tls=options.tls != "none",
+        ca_file=str(ca_file) if ca_file else None,
+        auth=credentials is not None,
+        credentials_file=str(paths.credentials) if credentials else None,
+        container=options.container_name if kind == "docker" else None,
+        image=image,
+        fingerprint=_fingerprint(paths, kind, image or binary_path, data_dir),
+    )
+    result = UpResult(state, False, credentials, new_password, notes=notes)
+
+    if options.systemd_unit:
+        if previous_alive:
+            _stop(paths, previous)
+        result.systemd_unit = binary.systemd_unit(binary_path, paths.config, options.port)
+        save_state(paths, state)
+        return result
+    if previous_alive and previous.fingerprint == state.fingerprint and probe.answers(local_registry(state)):
+        result.already_running = True
+        save_state(paths, state)
+        return result
+    if previous_alive:
+        _stop(paths, previous)
+        _port_free(options.address, options.port)
+    elif previous is not None and previous.running:
+        previous.running = False  # it died on its own: say so before anything else can fail
+        save_state(paths, previous)
+
+    if kind == "docker":
+        _remove_stale_container(client, options.container_name, paths.root)
+        container = engine.run(client, name=options.container_name, image=image, config_dir=registry_dir,
+                               data_dir=data_dir, state_dir=paths.root)
+        gone = lambda: engine.exit_reason(container)  # noqa: E731
+        cleanup = lambda: engine.remove(client, options.container_name)  # noqa: E731
+    else:
+        binary.start(binary_path, paths.config, paths.pid_file, paths.log_file)
+        gone = lambda: _binary_gone(paths)  # noqa: E731
+        cleanup = lambda: binary.stop(paths.pid_file, paths.config)  # noqa: E731
+    try:
+        probe.wait_ready(local_registry(state), gone, timeout=options.timeout)
+    except BaseException:
+        cleanup()
+        raise
+    save_state(paths, state)
+    return result
+
+
+def _choose_engine(options: UpOptions, notes: list[str]):
+    """(kind, docker client or None, binary path or None) for --engine and what the host has."""
+    if options.engine not in ENGINES:
+        raise UsageError(f"--engine {options.engine}: expected one of {', '.join(ENGINES)}")
+    if options.systemd_unit:
+        if options.engine == "docker":
+            raise UsageError("--print-systemd-unit runs the registry binary; it cannot go with --engine docker")
+        return "binary", None, binary.require_binary()
+    if options.engine == "docker":
+        return "docker", engine.connect(), None
+    if options.engine == "binary":
+        return "binary", None, binary.require_binary()
+    client = engine.reachable()
+    if client is not None and (options.bundle or (
+            options.registry_image and engine.image_id(client, options.registry_image))):
+        return "docker", client, None
+    found = binary.find_binary()
+    if found:
+        if client is None:
+            notes.append("no Docker Engine reachable: running the registry binary " + found)
+        else:
+            notes.append("Docker Engine reachable but no --from-bundle: running the registry binary " + found)
+        return "binary", None, found
+    if client is not None:
+        raise UsageError("Docker Engine needs the registry image: pass --from-bundle BUNDLE "
+                         "(or --registry-image REF already loaded), or install the registry binary")
+    return "binary", None, binary.require_binary()
+
+
+def _docker_image(client, options: UpOptions, paths: StatePaths) -> str:
+    """The image id to run: loaded from the bundle, or already in the engine."""
+    if options.bundle is None:
+        found = engine.image_id(client, options.registry_image) if options.registry_image else None
+        if not found:
+            raise UsageError("--engine docker needs the registry image: pass --from-bundle BUNDLE "
+                             "(or --registry-image REF already loaded in the engine)")
+        return found
+    if not options.bundle.is_file():
+        raise UsageError(f"--from-bundle {options.bundle}: no such file")
+    with BundleReader(options.bundle) as reader, \
+            tempfile.TemporaryDirectory(prefix="image-", dir=paths.root) as spool_dir:
+        record = find_registry_image(reader.manifest, options.bundle, options.registry_image)
+        spool = BlobStore(Path(spool_dir))
+        copy_image_blobs(reader, record, spool)
+        manifest = select_manifest(spool, record, engine.engine_platform(client))
+        engine.load(client, docker_archive(spool, manifest, record.source))
+        config_digest = manifest.document["config"]["digest"]
+    loaded = engine.image_id(client, config_digest)
+    if loaded is None:
+        raise MirrorError(f"Docker Engine did not keep the registry image {record.source} after loading it")
+    return loaded
+
+
+def _remove_stale_container(client, name: str, state_dir: Path) -> None:
+    existing = engine.find(client, name)
+    if existing is None:
+        return
+    if not engine.owned(existing):
+        raise UsageError(f"container {name} exists and was not made by `mirror registry up`: remove it "
+                         "or pass --container-name")
+    engine.remove(client, name)
+
+
+def _names(options: UpOptions) -> list[str]:
+    """Every name and IP the certificate covers: the given ones, the host's, loopback."""
+    names = list(options.hostnames) or [socket.gethostname()]
+    if options.address not in ("0.0.0.0", "::"):
+        names.append(options.address)
+    names += ["localhost", "127.0.0.1"]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _fingerprint(paths: StatePaths, kind: str, runner: str | None, data_dir: Path) -> str:
+    """What a running registry was started with; unchanged means `up` has nothing to do."""
+    hasher = hashlib.sha256(f"{kind}\0{runner}\0{data_dir}\0".encode())
+    for path in sorted(paths.registry_dir.iterdir()):
+        if path.is_file():
+            hasher.update(path.name.encode() + b"\0" + path.read_bytes())
+    return hasher.hexdigest()
+
+
+def _writable_dir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe_file = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-")
+        probe_file.close()
+    except OSError as exc:
+        raise UsageError(f"{what} {path} is not writable: {exc.strerror or exc}") from None
+
+
+def _port_free(address: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(f"port {port} is already in use on {address}: stop what listens there "
+                                 "or pick another --port") from None
+            if exc.errno == errno.EACCES:
+                raise UsageError(f"port {port} needs privileges on {address}: run as root or pick a port "
+                                 "above 1023") from None
+            raise UsageError(f"cannot listen on {address}:{port}: {exc.strerror}") from None
+
+
+def _binary_gone(paths: StatePaths) -> str | None:
+    if binary.running_pid(paths.pid_file, paths.config) is not None:
+        return None
+    try:
+        lines = paths.log_file.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    return probe.log_reason(lines)
+
+
+def _alive(paths: StatePaths, state: RegistryState) -> bool:
+    if state.engine == "binary":
+        return binary.running_pid(paths.pid_file, paths.config) is not None
+    if state.engine == "docker":
+        client = engine.reachable()
+        container = engine.find(client, state.container) if client else None
+        return container is not None and engine.running(container)
+    return probe.answers(local_registry(state))  # systemd: whatever answers is the unit
+
+
+def _stop(paths: StatePaths, state: RegistryState) -> bool:
+    """Stop what ``state`` started; True if something ran. systemd units are the operator's."""
+    if state.engine == "binary":
+        return binary.stop(paths.pid_file, paths.config)
+    if state.engine == "docker":
+        return engine.remove(engine.connect(), state.container)
+    if probe.answers(local_registry(state)):
+        raise UsageError("the registry runs as a systemd unit: stop it with "
+                         "`systemctl disable --now mirror-registry`, then run this again")
+    return False
+
+
+@dataclass
+class DownResult:
+    stopped: bool
+    purged: list[str] = field(default_factory=list)
+
+
+def down(state_dir: Path, purge: bool = False) -> DownResult:
+    paths = StatePaths(state_dir)
+    state = load_state(paths)
+    if state is None:
+        return DownResult(False)
+    stopped = _stop(paths, state)
+    state.running = False
+    save_state(paths, state)
+    result = DownResult(stopped)
+    if purge:
+        for path in (Path(state.data_dir), paths.root):
+            if path.exists():
+                shutil.rmtree(path)
+                result.purged.append(str(path))
+    return result
+
+
+@dataclass
+class StatusReport:
+    state: RegistryState | None
+    running: bool = False
+    answering: bool = False
+    storage_bytes: int = 0
+    repositories: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        if self.state is None:
+            return {"running": False}
+        return {
+            "url": self.state.url, "engine": self.state.engine, "running": self.running,
+            "answering": self.answering, "hostnames": self.state.hostnames, "data_dir": self.state.data_dir,
+            "storage_bytes": self.storage_bytes, "ca_file": self.state.ca_file,
+            "credentials_file": self.state.credentials_file, "repositories": self.repositories,
+            "error": self.error,
+        }
+
+
+def status(state_dir: Path) -> StatusReport:
+    paths = StatePaths(state_dir)
+    state = load_state(paths)
+    if state is None:
+        return StatusReport(None)
+    report = StatusReport(state, running=state.running and _alive(paths, state),
+                          storage_bytes=_disk_usage(Path(state.data_dir)))
+    if report.running:
+        local = local_registry(state)
+        report.answering = probe.answers(local)
+        if report.answering:
+            try:
+                report.repositories = probe.repositories(local)
+            except (httpx.HTTPError, ValueError) as exc:  # status reports what it can
+                report.error = f"could not list repositories: {exc}"
+    return report
+
+
+def _disk_usage(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    return total
