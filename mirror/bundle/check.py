@@ -1,0 +1,324 @@
+"""Offline checks of a bundle: ``verify`` (one full pass) and ``inspect`` (mirror-bundle.json only)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import IntegrityError, MirrorError
+from ..oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Manifest
+from .format import INDEX_JSON, MAX_DOCUMENT_SIZE, OCI_LAYOUT, OCI_LAYOUT_DOC, BundleManifest, ImageRecord
+from .reader import BlobCorrupt, BundleReader
+from .writer import index_media_type
+
+MAX_LISTED_PROBLEMS = 3
+
+
+class VerificationFailed(IntegrityError):
+    """Every problem found, so ``--json`` can list them; the message names the first few."""
+
+    def __init__(self, path: Path, problems: list[str]):
+        self.problems = problems
+        shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = len(problems) - MAX_LISTED_PROBLEMS
+        suffix = f"; and {more} more" if more > 0 else ""
+        super().__init__(f"bundle {path} failed verification ({len(problems)} problem(s)): {shown}{suffix}")
+
+
+@dataclass
+class VerifyReport:
+    path: Path
+    id: str
+    images: int
+    blobs: int  # blob entries read and re-hashed
+    bytes: int  # their uncompressed size
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "id": self.id, "ok": True, "images": self.images,
+                "blobs": self.blobs, "bytes": self.bytes}
+
+
+def verify_bundle(path: Path, progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Read every entry once; raise VerificationFailed listing all problems found."""
+    path = Path(path)
+    with BundleReader(path) as reader:
+        check = _Check(reader.manifest)
+        try:
+            for entry in reader.entries():
+                if entry.digest is None:
+                    check.document(entry.name, entry.read())
+                    continue
+                keep = entry.size <= MAX_DOCUMENT_SIZE
+                content = bytearray()
+                try:
+                    for chunk in entry.chunks():
+                        if keep:
+                            content += chunk
+                        if progress:
+                            progress(len(chunk))
+                except BlobCorrupt as exc:
+                    check.problems.append(f"{exc} ({check.users(exc.digest)})")
+                    continue
+                check.blob(entry.digest, entry.size, bytes(content) if keep else None)
+        except IntegrityError as exc:  # the stream itself is unreadable from here on
+            check.problems.append(str(exc))
+        else:
+            check.finish()
+    if check.problems:
+        raise VerificationFailed(path, check.problems)
+    return VerifyReport(path, reader.manifest.id, len(reader.manifest.images), len(check.seen), sum(check.seen.values()))
+
+
+class _Check:
+    """The state of one verify pass: what has been seen, and what is wrong."""
+
+    def __init__(self, manifest: BundleManifest):
+        self.manifest = manifest
+        self.omitted = set(manifest.omitted)
+        self.problems: list[str] = []
+        self.seen: dict[str, int] = {}
+        self.children: dict[str, list[Descriptor]] = {}  # parsed manifests and indexes
+        self.media_types: dict[str, str] = {}
+        self.forward: list[tuple[str, Descriptor]] = []  # (manifest, child not yet seen)
+        self.index: dict[str, Any] | None = None
+        self._users: dict[str, list[str]] = {}
+        for image in manifest.images:
+            for digest in {image.digest, *image.blobs}:
+                self._users.setdefault(digest, []).append(image.source)
+
+    def users(self, digest: str) -> str:
+        names = self._users.get(digest)
+        return f"used by {', '.join(sorted(names))}" if names else "used by no image"
+
+    def document(self, name: str, data: bytes) -> None:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            self.problems.append(f"{name} is not a JSON object")
+        elif name == OCI_LAYOUT and doc.get("imageLayoutVersion") != OCI_LAYOUT_DOC["imageLayoutVersion"]:
+            self.problems.append(f"{OCI_LAYOUT} has unsupported imageLayoutVersion {doc.get('imageLayoutVersion')!r}")
+        elif name == INDEX_JSON:
+            self.index = doc
+
+    def blob(self, digest: str, size: int, content: bytes | None) -> None:
+        self.seen[digest] = size
+        manifest = _as_manifest(content) if content is not None else None
+        if manifest is None:
+            return
+        try:
+            children = manifest.children()
+        except IntegrityError as exc:
+            self.problems.append(f"manifest {digest} ({self.users(digest)}) is malformed: {exc}")
+            return
+        self.children[digest] = children
+        self.media_types[digest] = manifest.media_type
+        for child in children:
+            if child.digest in self.omitted:
+                continue
+            if child.digest not in self.seen:
+                self.forward.append((digest, child))
+            elif self.seen[child.digest] != child.size:
+                self.problems.append(
+                    f"manifest {digest} ({self.users(digest)}) says blob {child.digest} is {child.size} bytes, "
+                    f"the bundle holds {self.seen[child.digest]}"
+                )
+
+    def finish(self) -> None:
+        for parent, child in self.forward:
+            where = "comes after the manifest" if child.digest in self.seen else "is missing from the bundle"
+            self.problems.append(
+                f"blob {child.digest} ({self.users(child.digest)}) {where}: manifest {parent} references it"
+            )
+        listed = self.manifest.stored_blobs
+        for digest, size in listed.items():
+            if digest not in self.seen:
+                self.problems.append(f"blob {digest} ({self.users(digest)}) is listed but missing from the bundle")
+            elif self.seen[digest] != size:
+                self.problems.append(
+                    f"blob {digest} ({self.users(digest)}) is {self.seen[digest]} bytes, mirror-bundle.json says {size}"
+                )
+        for digest in self.seen.keys() - listed.keys():
+            self.problems.append(f"blob {digest} is in the bundle but not listed in mirror-bundle.json")
+        for image in self.manifest.images:
+            self._image(image)
+        self._index_json()
+
+    def _image(self, image: ImageRecord) -> None:
+        if image.digest in self.omitted:
+            return
+        if image.digest not in self.children:
+            self.problems.append(f"image {image.source}: top manifest {image.digest} is not a manifest in the bundle")
+            return
+        if self.media_types[image.digest] != image.media_type or self.seen[image.digest] != image.size:
+            self.problems.append(
+                f"image {image.source}: manifest {image.digest} is {self.media_types[image.digest]}, "
+                f"{self.seen[image.digest]} bytes; mirror-bundle.json says {image.media_type}, {image.size} bytes"
+            )
+        needed, stack = set(), [image.digest]
+        while stack:
+            for child in self.children.get(stack.pop(), []):
+                if child.digest not in needed:
+                    needed.add(child.digest)
+                    stack.append(child.digest)
+        unlisted = sorted(needed - set(image.blobs))
+        if unlisted:
+            self.problems.append(f"image {image.source}: needs blob {unlisted[0]}, which its record does not list")
+
+    def _index_json(self) -> None:
+        if self.index is None:
+            self.problems.append(f"{INDEX_JSON} is missing")
+            return
+        try:
+            found = {}
+            for item in self.index.get("manifests") or []:
+                descriptor = Descriptor.from_json(item)
+                found[descriptor.annotations.get(ANNOTATION_IMAGE_NAME)] = descriptor
+        except (IntegrityError, AttributeError, TypeError) as exc:
+            self.problems.append(f"{INDEX_JSON} is malformed: {exc}")
+            return
+        expected = {image.source: image for image in self.manifest.images}
+        for source, image in expected.items():
+            descriptor = found.get(source)
+            wanted = (index_media_type(image.media_type), image.digest, image.size, image.tag)
+            if descriptor is None:
+                self.problems.append(f"{INDEX_JSON} has no entry for {source}")
+            elif (descriptor.media_type, descriptor.digest, descriptor.size,
+                  descriptor.annotations.get(ANNOTATION_REF_NAME)) != wanted:
+                self.problems.append(f"{INDEX_JSON} entry for {source} does not match mirror-bundle.json")
+        for source in found.keys() - expected.keys():
+            self.problems.append(f"{INDEX_JSON} names {source!r}, which mirror-bundle.json does not list")
+
+
+def _as_manifest(content: bytes) -> Manifest | None:
+    """The blob parsed as a manifest or index, or None when it is something else (config, layer)."""
+    if not content.lstrip()[:1] == b"{":
+        return None
+    try:
+        doc = json.loads(content)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or doc.get("schemaVersion") is None:
+        return None
+    try:
+        return Manifest.from_bytes(content)
+    except MirrorError:
+        return None
+
+
+@dataclass
+class ImageSummary:
+    source: str
+    digest: str
+    media_type: str
+    platforms: list[str]
+    size: int  # top manifest plus every blob below it
+    narrowed_from: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "digest": self.digest, "media_type": self.media_type,
+                "platforms": list(self.platforms), "size": self.size, "narrowed_from": self.narrowed_from}
+
+
+@dataclass
+class BundleSummary:
+    path: Path
+    id: str
+    created: str
+    tool_version: str
+    format_version: int
+    topology: dict | None
+    base: str | None
+    omitted: int  # blobs a delta leaves to its base
+    platforms_requested: list[str]
+    blobs: int  # stored
+    stored_size: int  # uncompressed, each shared blob once
+    images_size: int  # the images' sizes summed
+    shared_savings: int
+    compressed_size: int  # the file(s) on disk
+    parts: int
+    images: list[ImageSummary] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "id": self.id, "created": self.created, "tool_version": self.tool_version,
+            "format_version": self.format_version, "topology": self.topology, "base": self.base,
+            "omitted": self.omitted, "platforms_requested": list(self.platforms_requested), "blobs": self.blobs,
+            "stored_size": self.stored_size, "images_size": self.images_size,
+            "shared_savings": self.shared_savings, "compressed_size": self.compressed_size, "parts": self.parts,
+            "images": [image.to_json() for image in self.images],
+        }
+
+    def render_text(self) -> str:
+        lines = [f"Bundle {self.path}", f"  id        {self.id}",
+                 f"  created   {self.created} by mirror {self.tool_version} (format {self.format_version})"]
+        if self.topology:
+            versions = self.topology.get("versions") or {}
+            detail = ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, dict) else ""
+            lines.append(f"  topology  {self.topology.get('mode', '?')}" + (f" ({detail})" if detail else ""))
+        if self.platforms_requested:
+            lines.append(f"  platforms {', '.join(self.platforms_requested)}")
+        if self.base:
+            lines.append(f"  delta of  {self.base} ({self.omitted} blob(s) left to the base bundle)")
+        rows = [("IMAGE", "PLATFORMS", "SIZE", "DIGEST")]
+        for image in self.images:
+            digest = image.digest[:19]
+            if image.narrowed_from:
+                digest += f" (narrowed from {image.narrowed_from[:19]})"
+            rows.append((image.source, ",".join(image.platforms) or "-", human_size(image.size), digest))
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines.append("")
+        for row in rows:
+            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip())
+        lines.append("")
+        lines.append(
+            f"{len(self.images)} image(s), {self.blobs} blob(s): {human_size(self.images_size)} as separate images, "
+            f"{human_size(self.stored_size)} stored ({human_size(self.shared_savings)} saved by sharing), "
+            f"{human_size(self.compressed_size)} compressed"
+            + (f" in {self.parts} parts" if self.parts > 1 else "")
+        )
+        return "\n".join(lines) + "\n"
+
+
+def summarize_bundle(path: Path) -> BundleSummary:
+    """What a bundle holds, from its first entry only: instant even for a 10 GB bundle."""
+    path = Path(path)
+    with BundleReader(path) as reader:
+        manifest, parts = reader.manifest, reader.parts
+    return BundleSummary(
+        path=path,
+        id=manifest.id,
+        created=manifest.created,
+        tool_version=manifest.tool_version,
+        format_version=manifest.format_version,
+        topology=manifest.topology,
+        base=manifest.base,
+        omitted=len(manifest.omitted),
+        platforms_requested=list(manifest.platforms_requested),
+        blobs=len(manifest.stored_blobs),
+        stored_size=manifest.total_size,
+        images_size=manifest.images_size,
+        shared_savings=manifest.shared_savings,
+        compressed_size=sum(part.stat().st_size for part in parts),
+        parts=len(parts),
+        images=[
+            ImageSummary(image.source, image.digest, image.media_type, list(image.platforms),
+                         manifest.image_size(image), image.narrowed_from)
+            for image in manifest.images
+        ],
+    )
+
+
+def human_size(size: int) -> str:
+    """Decimal units, as docker prints them: 1.5 MB."""
+    if size < 1000:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000:
+            break
+    return f"{value:.1f} {unit}"

@@ -1,0 +1,337 @@
+"""Read a bundle in one streaming pass, trusting nothing in it.
+
+Each tar member is checked before anything of it is handed out (names,
+types, duplicates), every blob is re-hashed as it is read, and a stream that
+stops early is reported as truncated: zstd's decoder returns a silent EOF at
+a cut, so the frame structure of the compressed bytes is followed alongside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tarfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, ContextManager, Iterator
+
+import zstandard
+
+from ..errors import IntegrityError, UsageError
+from .format import BLOB_NAME, BUNDLE_MANIFEST, INDEX_JSON, MAX_DOCUMENT_SIZE, OCI_LAYOUT, BundleManifest
+
+CHUNK = 1 << 20
+MAX_BUNDLE_MANIFEST = 64 << 20  # tens of thousands of blobs still fit
+_DIRECTORIES = ("blobs", "blobs/sha256")
+_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
+_READ_ERRORS = (zstandard.ZstdError, tarfile.TarError, EOFError, OSError, ValueError)
+
+
+class BlobCorrupt(IntegrityError):
+    """A blob's content does not hash to its name; the stream itself is still readable."""
+
+    def __init__(self, message: str, digest: str):
+        super().__init__(message)
+        self.digest = digest
+
+
+def bundle_part_path(path: Path, index: int) -> Path:
+    return path.with_name(f"{path.name}.part-{index:03d}")
+
+
+def _part_numbers(path: Path) -> dict[int, Path]:
+    pattern = re.compile(re.escape(path.name) + r"\.part-(\d{3,})")
+    found = {}
+    if path.parent.is_dir():
+        for candidate in path.parent.iterdir():
+            match = pattern.fullmatch(candidate.name)
+            if match:
+                found[int(match.group(1))] = candidate
+    return found
+
+
+def stray_parts(path: Path, keep: int) -> list[Path]:
+    """Part files of ``path`` numbered ``keep`` or above."""
+    return [part for number, part in sorted(_part_numbers(path).items()) if number >= keep]
+
+
+def bundle_parts(path: Path) -> list[Path]:
+    """The file itself, or its ``.part-NNN`` files in order; UsageError if neither is complete."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.exists():
+        raise UsageError(f"bundle {path} is not a regular file")
+    numbers = _part_numbers(path)
+    if not numbers:
+        raise UsageError(f"bundle {path}: no such file (nor {path.name}.part-000, ...)")
+    expected = range(max(numbers) + 1)
+    missing = [n for n in expected if n not in numbers]
+    if missing:
+        raise UsageError(f"bundle {path}: part {bundle_part_path(path, missing[0]).name} is missing")
+    return [numbers[n] for n in expected]
+
+
+class _FrameCheck:
+    """Follows zstd frame and block headers (RFC 8878) to know whether the stream ended cleanly."""
+
+    ZSTD_MAGIC = 0xFD2FB528
+
+    def __init__(self, bundle: Path):
+        self.bundle = bundle
+        self.offset = 0  # compressed bytes seen
+        self.frames = 0
+        self.state, self.need, self.skip = "magic", 4, 0
+        self.buf = bytearray()
+        self.checksum = False
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "magic" and not self.buf and not self.skip and self.frames > 0
+
+    def feed(self, data: bytes) -> None:
+        view, pos = memoryview(data), 0
+        while pos < len(view):
+            if self.skip:
+                step = min(self.skip, len(view) - pos)
+                self.skip -= step
+                pos += step
+                continue
+            take = min(self.need - len(self.buf), len(view) - pos)
+            self.buf += view[pos : pos + take]
+            pos += take
+            if len(self.buf) == self.need:
+                fieldbytes = bytes(self.buf)
+                self.buf.clear()
+                self._advance(int.from_bytes(fieldbytes, "little"), self.offset + pos)
+        self.offset += len(view)
+
+    def _advance(self, value: int, at: int) -> None:
+        if self.state == "magic":
+            if value == self.ZSTD_MAGIC:
+                self.state, self.need = "descriptor", 1
+            elif value & 0xFFFFFFF0 == 0x184D2A50:  # skippable frame
+                self.state, self.need = "skippable", 4
+            elif at == 4:
+                raise IntegrityError(f"{self.bundle} is not a mirror bundle: not a zstd stream")
+            else:
+                raise IntegrityError(f"bundle {self.bundle} is truncated or corrupt: no zstd frame at byte {at - 4}")
+        elif self.state == "skippable":
+            self.state, self.need, self.skip = "magic", 4, value
+        elif self.state == "descriptor":
+            fcs_flag, single_segment = value >> 6, bool(value & 0x20)
+            self.checksum = bool(value & 0x04)
+            rest = (0 if single_segment else 1) + (0, 1, 2, 4)[value & 3]
+            rest += (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
+            self.state, self.need, self.skip = "block", 3, rest
+            self.frames += 1
+        elif self.state == "block":
+            last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+            if kind == 3:
+                raise IntegrityError(f"bundle {self.bundle} is truncated or corrupt: bad zstd block at byte {at - 3}")
+            self.skip = 1 if kind == 1 else size
+            if last:
+                self.state, self.need = "magic", 4
+                self.skip += 4 if self.checksum else 0
+
+
+class _PartsSource:
+    """The parts, read in order as one stream, fed to the frame check as they go."""
+
+    def __init__(self, parts: list[Path], check: _FrameCheck):
+        self.parts = list(parts)
+        self.check = check
+        self.handle: BinaryIO | None = None
+        self.eof = False
+
+    def read(self, size: int = -1) -> bytes:
+        while not self.eof:
+            if self.handle is None:
+                if not self.parts:
+                    self.eof = True
+                    break
+                self.handle = open(self.parts.pop(0), "rb")
+            data = self.handle.read(size if size and size > 0 else CHUNK)
+            if data:
+                self.check.feed(data)
+                return data
+            self.handle.close()
+            self.handle = None
+        return b""
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
+@dataclass
+class BundleEntry:
+    name: str  # "oci-layout", "index.json", "blobs/sha256/<hex>"
+    digest: str | None  # blobs only, from the name
+    size: int
+    _reader: "BundleReader" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    _member: tarfile.TarInfo | None = field(repr=False, compare=False, default=None)
+
+    def chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        """The content, verified: a bad blob raises before its last chunk is handed out."""
+        reader = self._reader
+        if reader._current is not self or reader._started_current:
+            raise RuntimeError(f"entry {self.name} was already read or passed")
+        reader._started_current = True
+        hasher = hashlib.sha256() if self.digest else None
+        remaining = self.size
+        with reader._guard():
+            handle = reader._tar.extractfile(self._member)
+            while remaining:
+                chunk = handle.read(min(chunk_size, remaining))
+                if not chunk:
+                    raise IntegrityError(f"bundle {reader.path} is truncated or corrupt: {self.name} ends early")
+                remaining -= len(chunk)
+                if hasher:
+                    hasher.update(chunk)
+                    if not remaining:
+                        self._check(hasher)
+                yield chunk
+        if hasher and not self.size:
+            self._check(hasher)
+
+    def _check(self, hasher) -> None:
+        actual = "sha256:" + hasher.hexdigest()
+        if actual != self.digest:
+            raise BlobCorrupt(
+                f"blob {self.digest} in {self._reader.path} is corrupt: content hashes to {actual}", self.digest
+            )
+
+    def read(self, limit: int = MAX_DOCUMENT_SIZE) -> bytes:
+        """The whole entry (manifests, index.json), verified; refuses anything over ``limit``."""
+        if self.size > limit:
+            raise IntegrityError(
+                f"entry {self.name} in {self._reader.path} is {self.size} bytes; refusing to read more than "
+                f"{limit} into memory"
+            )
+        return b"".join(self.chunks())
+
+
+class BundleReader:
+    """``mirror-bundle.json`` on open, then ``entries()``: one forward pass over the rest."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.parts = bundle_parts(self.path)
+        self._frames = _FrameCheck(self.path)
+        self._source = _PartsSource(self.parts, self._frames)
+        self._current: BundleEntry | None = None
+        self._started_current = False
+        self._iterated = False
+        self._names: set[str] = set()
+        try:
+            with self._guard():
+                self._zstd = zstandard.ZstdDecompressor().stream_reader(
+                    self._source, read_size=CHUNK, read_across_frames=True, closefd=False
+                )
+                self._tar = tarfile.open(fileobj=self._zstd, mode="r|", bufsize=CHUNK)
+            first = self._next()
+            if first is None or first.name != BUNDLE_MANIFEST or first.type not in _FILE_TYPES:
+                found = "nothing" if first is None else repr(first.name)
+                raise IntegrityError(f"{self.path} is not a mirror bundle: it starts with {found}, not {BUNDLE_MANIFEST}")
+            self._names.add(first.name)
+            data = self._entry(first).read(limit=MAX_BUNDLE_MANIFEST)
+            try:
+                self.manifest = BundleManifest.from_json(data)
+            except IntegrityError as exc:
+                raise IntegrityError(f"bundle {self.path}: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "BundleReader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._current = None
+        self._source.close()
+
+    def _guard(self) -> ContextManager[None]:
+        return _read_guard(self.path)
+
+    def _next(self) -> tarfile.TarInfo | None:
+        with self._guard():
+            return self._tar.next()
+
+    def _entry(self, member: tarfile.TarInfo) -> BundleEntry:
+        match = BLOB_NAME.fullmatch(member.name)
+        entry = BundleEntry(member.name, f"sha256:{match.group(1)}" if match else None, member.size, self, member)
+        self._current, self._started_current = entry, False
+        return entry
+
+    def entries(self) -> Iterator[BundleEntry]:
+        """Every entry after ``mirror-bundle.json``; unread content is skipped when the next is taken."""
+        if self._iterated:
+            raise RuntimeError("a bundle can be read only once per BundleReader")
+        self._iterated = True
+        index_seen = False
+        while True:
+            self._current = None
+            member = self._next()
+            if member is None:
+                break
+            self._check_member(member)
+            if member.isdir():
+                continue
+            if index_seen:
+                raise IntegrityError(f"bundle {self.path}: entry {member.name!r} comes after {INDEX_JSON}")
+            index_seen = member.name == INDEX_JSON
+            yield self._entry(member)
+        self._current = None
+        self._finish(index_seen)
+
+    def _check_member(self, member: tarfile.TarInfo) -> None:
+        name = member.name
+        refuse = f"bundle {self.path}: refusing entry {name!r}"
+        if member.issym() or member.islnk():
+            raise IntegrityError(f"{refuse}: links are not allowed")
+        if member.ischr() or member.isblk() or member.isfifo():
+            raise IntegrityError(f"{refuse}: devices and fifos are not allowed")
+        if name.startswith("/") or ".." in name.split("/"):
+            raise IntegrityError(f"{refuse}: path escapes the bundle")
+        if member.isdir():
+            if name not in _DIRECTORIES:
+                raise IntegrityError(f"{refuse}: unexpected directory")
+            return
+        if member.type not in _FILE_TYPES:
+            raise IntegrityError(f"{refuse}: not a regular file")
+        if name not in (BUNDLE_MANIFEST, OCI_LAYOUT, INDEX_JSON) and not BLOB_NAME.fullmatch(name):
+            raise IntegrityError(
+                f"{refuse}: unexpected name (a bundle holds only {BUNDLE_MANIFEST}, {OCI_LAYOUT}, "
+                f"{INDEX_JSON} and blobs/sha256/<64 hex>)"
+            )
+        if name in self._names:
+            raise IntegrityError(f"{refuse}: duplicate entry")
+        self._names.add(name)
+
+    def _finish(self, index_seen: bool) -> None:
+        """Read to the end of the compressed stream and make sure nothing was cut off."""
+        with self._guard():
+            while self._zstd.read(CHUNK):
+                pass
+        if not self._frames.complete:
+            raise IntegrityError(
+                f"bundle {self.path} is truncated or corrupt: the zstd stream stops mid-frame "
+                f"after {self._frames.offset} bytes"
+            )
+        if not index_seen:
+            raise IntegrityError(f"bundle {self.path} is truncated or corrupt: the archive ends before {INDEX_JSON}")
+
+
+@contextmanager
+def _read_guard(path: Path) -> Iterator[None]:
+    """Turns decoder, tar and I/O failures into one IntegrityError naming the bundle."""
+    try:
+        yield
+    except _READ_ERRORS as exc:
+        raise IntegrityError(f"bundle {path} is truncated or corrupt: {exc}") from None

@@ -1,0 +1,305 @@
+"""Write a bundle: blobs from a BlobStore into one zstd-compressed pax tar.
+
+The tar is produced by hand (headers from ``tarfile.TarInfo``, content copied
+straight into the compressor) because ``tarfile``'s stream writer re-buffers
+every write in small blocks. The file appears under its final name only once
+complete; until then it lives under a hidden temp name in the same directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+import zstandard
+
+from ..errors import IntegrityError, MirrorError, UsageError
+from ..oci import (
+    ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME,
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+)
+from ..store import BlobStore
+from .format import (
+    BUNDLE_MANIFEST,
+    INDEX_JSON,
+    MAX_DOCUMENT_SIZE,
+    OCI_LAYOUT,
+    OCI_LAYOUT_DOC,
+    BundleManifest,
+    ImageRecord,
+    blob_name,
+)
+from .reader import bundle_part_path, stray_parts
+
+CHUNK = 1 << 20
+BLOCK = tarfile.BLOCKSIZE
+
+
+@dataclass
+class WrittenBundle:
+    path: Path
+    size: int  # compressed bytes, all parts together
+    sha256: str  # hex digest of the compressed stream, as in NAME.sha256
+    parts: list[Path] = field(default_factory=list)  # [path] when not split
+
+    def to_json(self) -> dict:
+        return {"path": str(self.path), "size": self.size, "sha256": self.sha256, "parts": [str(p) for p in self.parts]}
+
+
+def write_bundle(
+    path: Path,
+    bundle: BundleManifest,
+    store: BlobStore,
+    *,
+    level: int = 3,
+    threads: int = 0,
+    part_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> WrittenBundle:
+    """Write ``bundle`` with its blobs from ``store``; ``progress`` gets blob bytes as they go."""
+    path = Path(path)
+    if part_size is not None and part_size <= 0:
+        raise UsageError(f"part size must be positive, not {part_size}")
+    order = plan_blobs(bundle, store)
+    sink = _Sink(path, part_size)
+    try:
+        compressor = zstandard.ZstdCompressor(level=level, threads=-1 if threads == 0 else threads, write_checksum=True)
+        with compressor.stream_writer(sink, closefd=False) as stream:
+            tar = _TarWriter(stream, bundle.created_timestamp)
+            tar.add_bytes(BUNDLE_MANIFEST, bundle.to_json())
+            tar.add_bytes(OCI_LAYOUT, json.dumps(OCI_LAYOUT_DOC).encode())
+            for digest, size in order:
+                tar.add_blob(digest, size, store, progress)
+            tar.add_bytes(INDEX_JSON, _index_json(bundle.images))
+            tar.close()
+        return sink.commit()
+    except BaseException:
+        sink.discard()
+        raise
+
+
+def plan_blobs(bundle: BundleManifest, store: BlobStore) -> list[tuple[str, int]]:
+    """Every stored blob once, children before the manifest or index naming them.
+
+    Reads only manifests; checks the plan against ``bundle.blobs`` so that
+    ``mirror-bundle.json`` describes exactly what the tar holds.
+    """
+    omitted = set(bundle.omitted)
+    order: dict[str, int] = {}
+
+    def visit(digest: str, media_type: str, image: ImageRecord) -> None:
+        if digest in order or digest in omitted:
+            return
+        if not store.has(digest):
+            raise MirrorError(
+                f"blob {digest} of {image.source} is not in the work directory {store.root}; re-run pull"
+            )
+        size = store.size(digest)
+        if media_type in MANIFEST_TYPES:
+            if size > MAX_DOCUMENT_SIZE:
+                raise IntegrityError(f"manifest {digest} of {image.source} in {store.root} is {size} bytes; too large")
+            manifest = Manifest.from_bytes(store.read(digest), media_type)
+            if manifest.digest != digest:
+                raise IntegrityError(
+                    f"manifest {digest} of {image.source} in {store.root} is corrupt: "
+                    f"content hashes to {manifest.digest}; delete it and re-run pull"
+                )
+            for child in manifest.children():
+                visit(child.digest, child.media_type, image)
+        order[digest] = size
+
+    for image in bundle.images:
+        visit(image.digest, image.media_type, image)
+    stored = bundle.stored_blobs
+    for digest, size in order.items():
+        if digest not in stored:
+            raise MirrorError(f"bundle manifest does not list blob {digest}, which its images reference")
+        if stored[digest] != size:
+            raise IntegrityError(
+                f"blob {digest} in {store.root} is {size} bytes but the bundle manifest says {stored[digest]}"
+            )
+    unreferenced = sorted(stored.keys() - order.keys())
+    if unreferenced:
+        raise MirrorError(f"bundle manifest lists blob {unreferenced[0]}, which no image references")
+    return list(order.items())
+
+
+def index_media_type(media_type: str) -> str:
+    """The type index.json gives an image: OCI's equivalent of a Docker type.
+
+    The manifest bytes keep their Docker type (mirror-bundle.json records it
+    too); only the index.json descriptor says OCI, because skopeo's OCI
+    layout reader skips descriptors of any other type when looking up a name.
+    """
+    return {DOCKER_LIST: OCI_INDEX, DOCKER_MANIFEST: OCI_MANIFEST}.get(media_type, media_type)
+
+
+def _index_json(images: list[ImageRecord]) -> bytes:
+    manifests = []
+    for image in images:
+        annotations = {ANNOTATION_IMAGE_NAME: image.source}
+        if image.tag:
+            annotations[ANNOTATION_REF_NAME] = image.tag
+        manifests.append(Descriptor(index_media_type(image.media_type), image.digest, image.size, annotations=annotations).to_json())
+    doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
+    return json.dumps(doc, indent=2).encode() + b"\n"
+
+
+class _TarWriter:
+    """Regular files only, mode 0644, owner 0:0 without names, one fixed mtime."""
+
+    def __init__(self, out: BinaryIO, mtime: int):
+        self.out = out
+        self.mtime = mtime
+        self.size = 0
+
+    def _header(self, name: str, size: int) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = size, 0o644, self.mtime
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def _pad(self) -> None:
+        if self.size % BLOCK:
+            self._write(b"\0" * (BLOCK - self.size % BLOCK))
+
+    def _write(self, data: bytes) -> None:
+        self.out.write(data)
+        self.size += len(data)
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self._header(name, len(data))
+        self._write(data)
+        self._pad()
+
+    def add_blob(self, digest: str, size: int, store: BlobStore, progress: Callable[[int], None] | None) -> None:
+        """Copy one blob in chunks, re-hashing it: a work dir gone bad must not cross the air gap."""
+        self._header(blob_name(digest), size)
+        hasher = hashlib.sha256()
+        remaining = size
+        with open(store.path(digest), "rb") as handle:
+            while remaining:
+                chunk = handle.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise IntegrityError(f"blob {digest} in {store.root} shrank while being written")
+                hasher.update(chunk)
+                self._write(chunk)
+                remaining -= len(chunk)
+                if progress:
+                    progress(len(chunk))
+        actual = "sha256:" + hasher.hexdigest()
+        if actual != digest:
+            raise IntegrityError(
+                f"blob {digest} in {store.root} is corrupt: content hashes to {actual}; delete it and re-run pull"
+            )
+        self._pad()
+
+    def close(self) -> None:
+        """End-of-archive (two zero blocks), padded to a whole tar record as tar(1) does."""
+        self._write(b"\0" * (2 * BLOCK))
+        if self.size % tarfile.RECORDSIZE:
+            self._write(b"\0" * (tarfile.RECORDSIZE - self.size % tarfile.RECORDSIZE))
+
+
+class _Sink:
+    """The compressed stream's destination: hashes it, cuts it into parts, commits atomically."""
+
+    def __init__(self, path: Path, part_size: int | None):
+        self.path = path
+        self.part_size = part_size
+        self.token = secrets.token_hex(4)
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.temps: list[Path] = []
+        self.handle: BinaryIO | None = None
+        self.room = 0  # bytes the open part may still take
+        if not path.parent.is_dir():
+            raise UsageError(f"cannot write {path}: directory {path.parent} does not exist")
+
+    def _final(self, index: int) -> Path:
+        return bundle_part_path(self.path, index) if self.part_size else self.path
+
+    def _open_next(self) -> None:
+        self._close_current()
+        final = self._final(len(self.temps))
+        temp = final.with_name(f".{final.name}.tmp-{self.token}")
+        self.temps.append(temp)
+        self.handle = open(temp, "xb")
+        self.room = self.part_size or -1
+
+    def _close_current(self) -> None:
+        if self.handle is not None:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+            self.handle.close()
+            self.handle = None
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            if self.handle is None or self.room == 0:
+                self._open_next()
+            take = len(view) if self.room < 0 else min(self.room, len(view))
+            self.handle.write(view[:take])
+            view = view[take:]
+            if self.room > 0:
+                self.room -= take
+        return len(data)
+
+    def flush(self) -> None:
+        if self.handle is not None:
+            self.handle.flush()
+
+    def commit(self) -> WrittenBundle:
+        if self.handle is None:
+            self._open_next()  # an empty stream still gets its (empty) file
+        self._close_current()
+        digest = self.hasher.hexdigest()
+        checksum = self.path.with_name(self.path.name + ".sha256")
+        checksum_temp = checksum.with_name(f".{checksum.name}.tmp-{self.token}")
+        self.temps.append(checksum_temp)
+        checksum_temp.write_text(f"{digest}  {self.path.name}\n")
+        parts = [self._final(i) for i in range(len(self.temps) - 1)]
+        for temp, final in zip(self.temps, parts + [checksum]):
+            os.replace(temp, final)
+        self.temps = []
+        # Leftovers of an earlier bundle of the same name would be read as part of this one.
+        stale = stray_parts(self.path, keep=len(parts)) if self.part_size else stray_parts(self.path, keep=0)
+        if self.part_size and self.path.exists():
+            stale.append(self.path)
+        for leftover in stale:
+            leftover.unlink()
+        _fsync_dir(self.path.parent)
+        return WrittenBundle(self.path, self.size, digest, parts)
+
+    def discard(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        for temp in self.temps:
+            temp.unlink(missing_ok=True)
+        self.temps = []
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
