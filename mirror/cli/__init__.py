@@ -8,6 +8,7 @@ from .app import app
 from . import common  # noqa: F401  (import order: common first)
 from . import registry_cmd  # noqa: F401
 from . import pull_cmd, push_cmd  # noqa: F401
+from . import lists_cmd, config_cmd  # noqa: F401
 
 
 def main() -> None:

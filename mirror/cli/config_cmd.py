@@ -1,0 +1,109 @@
+"""``mirror config KIND``: the node/Rancher configuration that makes clients pull from the private registry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..clientconfig import GENERATORS, ClientConfig, Target, sources
+from ..clientconfig.containerd import DEFAULT_CERTS_DIR
+from ..errors import UsageError
+from ..reference import Reference
+from .app import app
+from .common import (CaFileOption, InsecureOption, PasswordStdinOption, PlainHttpOption, UsernameOption,
+                     handle_errors, read_password_stdin, registry_settings)
+
+
+def write_files(config: ClientConfig, output_dir: Path) -> list[str]:
+    """Write every file under ``output_dir``; password-bearing ones mode 0600. Returns summary lines."""
+    lines = []
+    for generated in config.files:
+        path = output_dir / generated.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if generated.copy_of is not None:
+            shutil.copyfile(generated.copy_of, path)
+        else:
+            path.write_text(generated.content, encoding="utf-8")
+        path.chmod(0o600 if generated.secret else 0o644)
+        lines.append(f"wrote {path} -> {generated.install_path}")
+    return lines
+
+
+def print_files(config: ClientConfig) -> None:
+    """Files on stdout; a header per file only when there are several (so one file can be redirected)."""
+    printed = [f for f in config.files if f.copy_of is None]
+    for generated in printed:
+        if len(printed) > 1:
+            typer.echo(f"# ==> {generated.path} (install as {generated.install_path})")
+        typer.echo(generated.content, nl=False)
+    for copied in (f for f in config.files if f.copy_of is not None):
+        config.notes.insert(0, f"copy {copied.copy_of} to {copied.install_path}")
+
+
+def _registry_name(text: str) -> str:
+    """A --source-registry value: a registry host (docker.io aliases normalised), nothing else."""
+    name = text.strip().strip("/")
+    if "/" in name or not ("." in name or ":" in name or name == "localhost"):
+        raise UsageError(f"--source-registry {text!r}: expected a registry host such as quay.io or ghcr.io")
+    return Reference.parse(f"{name}/probe/repository").registry
+
+
+@app.command("config")
+@handle_errors
+def config_command(
+    kind: str = typer.Argument(..., help=f"What to generate: {', '.join(GENERATORS)}."),
+    registry: str = typer.Option(..., "--registry", "-r", help="The private registry, HOST:PORT."),
+    prefix: str = typer.Option("", "--prefix", help="Path prefix the images were pushed under (Harbor project)."),
+    ca_file: Optional[Path] = CaFileOption,
+    insecure: bool = InsecureOption,
+    plain_http: bool = PlainHttpOption,
+    username: Optional[str] = UsernameOption,
+    password_stdin: bool = PasswordStdinOption,
+    include_secrets: bool = typer.Option(
+        False, "--include-secrets", help="Write the --password-stdin password into the files (else a placeholder)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", "-b", help="Mirror the source registries of this bundle."),
+    from_registry: bool = typer.Option(
+        False, "--from-registry", help="Find the source registries in the target registry's catalog."),
+    source_registry: Optional[list[str]] = typer.Option(
+        None, "--source-registry", help="Also mirror this source registry (repeatable)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write the files here (else stdout)."),
+    certs_dir: str = typer.Option(DEFAULT_CERTS_DIR, "--certs-dir",
+                                  help="containerd: where the certs.d tree is installed on the nodes."),
+    rancher_version: Optional[str] = typer.Option(None, "--rancher-version", help="rancher: version to run."),
+    cert_manager_version: Optional[str] = typer.Option(
+        None, "--cert-manager-version", help="rancher: cert-manager whose images the values point at."),
+) -> None:
+    """Generate K3s/RKE2 registries.yaml, RKE cluster.yml, containerd certs.d, Docker daemon.json or Rancher values."""
+    if kind not in GENERATORS:
+        raise UsageError(f"unknown config kind {kind!r}; available: {', '.join(GENERATORS)}")
+    if bundle is not None and from_registry:
+        raise UsageError("--bundle and --from-registry are alternatives: give one")
+    if plain_http and (insecure or ca_file):
+        raise UsageError("--plain-http does not go with --insecure or --ca-file")
+    if include_secrets and not password_stdin:
+        raise UsageError("--include-secrets needs --username and --password-stdin")
+    credentials = read_password_stdin(password_stdin, username)
+    settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http, credentials=credentials)
+    if bundle is not None:
+        found = sources.from_bundle(bundle)
+    elif from_registry:
+        found = sources.from_registry(registry, settings, prefix)
+    else:
+        found = sources.from_manifests()
+    extra = [_registry_name(r) for r in source_registry or []]
+    target = Target(
+        registry, sources.from_references(Reference(r, "probe") for r in (*found, *extra)), prefix=prefix,
+        ca_file=ca_file, username=username, password=credentials.password if credentials and include_secrets else None,
+        plain_http=plain_http, insecure=insecure)
+    config = GENERATORS[kind](target, certs_dir=certs_dir, rancher_version=rancher_version,
+                              cert_manager_version=cert_manager_version)
+    if output_dir is not None:
+        for line in write_files(config, output_dir):
+            typer.echo(line, err=True)
+    else:
+        print_files(config)
+    for note in config.notes:
+        typer.echo(f"note: {note}", err=True)

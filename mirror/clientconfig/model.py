@@ -1,0 +1,69 @@
+"""What a generator is given (the target registry) and what it returns (files + notes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+from ..layout import target_repository
+from ..reference import DOCKER_HUB, Reference
+
+PASSWORD_PLACEHOLDER = "REPLACE-WITH-PASSWORD"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The private registry the nodes pull from, and how images were laid out in it."""
+
+    registry: str  # HOST:PORT, as pushed to
+    source_registries: tuple[str, ...] = (DOCKER_HUB,)  # registries the images came from
+    prefix: str = ""
+    ca_file: Path | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # only when secrets were asked for
+    plain_http: bool = False
+    insecure: bool = False  # TLS without verification
+
+    def __post_init__(self) -> None:
+        try:
+            probe = Reference.parse(f"{self.registry}/probe")
+        except UsageError:
+            probe = None
+        if probe is None or probe.registry != self.registry or "/" in self.registry:
+            raise UsageError(f"--registry {self.registry!r}: expected HOST:PORT (no scheme, no path)")
+
+    @property
+    def endpoint(self) -> str:
+        return f"{'http' if self.plain_http else 'https'}://{self.registry}"
+
+    def path_prefix(self, source_registry: str) -> str:
+        """What the target layout puts before a source repository: '', 'quay.io/', 'P/quay.io/'."""
+        probe = "mirror-probe/repository"
+        target = target_repository(Reference(source_registry, probe), self.prefix)
+        assert target.endswith(probe), (source_registry, target)
+        return target[: -len(probe)]
+
+    def password_value(self) -> str:
+        return self.password if self.password is not None else PASSWORD_PLACEHOLDER
+
+    def password_note(self, where: str) -> list[str]:
+        if self.username and self.password is None:
+            return [f"{where}: replace {PASSWORD_PLACEHOLDER} with the password of {self.username!r} "
+                    "(not written unless --include-secrets)"]
+        return []
+
+
+@dataclass
+class GeneratedFile:
+    path: str  # relative, under --output-dir
+    install_path: str  # where it belongs on a node
+    content: str = ""
+    copy_of: Path | None = None  # a file copied as is (the CA certificate) instead of content
+    secret: bool = False  # holds a password: written with mode 0600
+
+
+@dataclass
+class ClientConfig:
+    files: list[GeneratedFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)

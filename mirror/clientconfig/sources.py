@@ -1,0 +1,61 @@
+"""Which source registries the nodes must mirror: from a bundle, a registry's catalog, or the manifests.
+
+docker.io always comes first: Rancher and every K3s/RKE2 system image live there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import anyio
+
+from .. import lists
+from ..reference import DOCKER_HUB, Reference
+from ..registry.settings import RegistrySettings
+
+
+def _ordered(registries: Iterable[str]) -> tuple[str, ...]:
+    rest = sorted(set(registries) - {DOCKER_HUB})
+    return (DOCKER_HUB, *rest)
+
+
+def from_references(references: Iterable[Reference]) -> tuple[str, ...]:
+    return _ordered(ref.registry for ref in references)
+
+
+def from_manifests() -> tuple[str, ...]:
+    """Every registry named by any topology at its default versions (when no bundle is given)."""
+    return from_references(ref for mode in lists.topologies() for ref in lists.resolve_images(mode)[0])
+
+
+def from_bundle(path: Path) -> tuple[str, ...]:
+    from ..bundle.reader import BundleReader
+
+    with BundleReader(path) as reader:
+        return from_references(Reference.parse(image.source) for image in reader.manifest.images)
+
+
+def from_repositories(repositories: Iterable[str], prefix: str = "") -> tuple[str, ...]:
+    """Registries implied by target repositories: a first segment that looks like a host names one."""
+    prefix = prefix.strip("/")
+    found = []
+    for repository in repositories:
+        if prefix:
+            if not repository.startswith(prefix + "/"):
+                continue
+            repository = repository[len(prefix) + 1:]
+        first, _, rest = repository.partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            found.append(first)
+    return _ordered(found)
+
+
+def from_registry(registry: str, settings: RegistrySettings, prefix: str = "") -> tuple[str, ...]:
+    from ..registry.client import RegistryClient
+
+    async def catalog() -> list[str]:
+        async with RegistryClient(registry, settings) as client:
+            return await client.catalog()
+
+    return from_repositories(anyio.run(catalog), prefix)
