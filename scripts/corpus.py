@@ -164,7 +164,10 @@ def small_spec() -> CorpusSpec:
 
 
 def demo_spec() -> CorpusSpec:
-    """The K3s v1.24.4+k3s1 air-gap images (k3s-io/k3s scripts/airgap/image-list.txt) and one quay.io image."""
+    """Every image of the K3s v1.24.4+k3s1, cert-manager v1.11.0 and registry 2.8.2 lists in manifests/.
+
+    That is all of `--mode k3s` except Rancher's own few hundred images.
+    """
     multi = (AMD64, ARM64, ARMV7)
     return CorpusSpec("demo", (
         ImageSpec("docker.io/rancher/klipper-helm:v0.7.3-build20220613", "docker-list", multi, (600, 80)),
@@ -175,7 +178,11 @@ def demo_spec() -> CorpusSpec:
         ImageSpec("docker.io/rancher/mirrored-library-traefik:2.6.2", "docker-list", multi, (4 * 1024, 100)),
         ImageSpec("docker.io/rancher/mirrored-metrics-server:v0.5.2", "docker-list", multi[:2], (500,), base=False),
         ImageSpec("docker.io/rancher/mirrored-pause:3.6", "docker-list", multi, (20,), base=False),
-        ImageSpec("quay.io/jetstack/cert-manager-controller:v1.7.1", "oci-index", multi[:2], (500,)),
+        ImageSpec("quay.io/jetstack/cert-manager-cainjector:v1.11.0", "docker-list", multi, (300,)),
+        ImageSpec("quay.io/jetstack/cert-manager-controller:v1.11.0", "docker-list", multi, (500,)),
+        ImageSpec("quay.io/jetstack/cert-manager-ctl:v1.11.0", "oci-index", multi[:2], (250,)),
+        ImageSpec("quay.io/jetstack/cert-manager-webhook:v1.11.0", "docker-list", multi, (300,)),
+        ImageSpec("docker.io/library/registry:2.8.2", "oci-index", multi, (600,)),
     ))
 
 

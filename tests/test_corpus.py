@@ -110,3 +110,10 @@ def test_cli_seeds_and_writes_the_image_list(registry, tmp_path):
     assert result.stdout.split() == corpus.source_mirror_args(registry.host)
     tags = httpx.get(f"{registry.url}/v2/quay/jetstack/cert-manager-controller/tags/list").json()
     assert tags["tags"] == ["v1.7.1"]
+
+
+def test_demo_corpus_holds_the_k3s_cert_manager_and_registry_lists():
+    lists = ["k3s/v1.24.4+k3s1.txt", "cert-manager/v1.11.0.txt", "registry/2.8.2.txt"]
+    wanted = {line.strip() for name in lists for line in (ROOT / "manifests" / name).read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    assert wanted == {image.source for image in corpus.demo_spec().images}
