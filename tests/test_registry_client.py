@@ -291,7 +291,7 @@ async def test_pagination_follows_link_headers(proxy):
                     headers={"Link": '</v2/_catalog?n=1>; rel="next"'})
         assert await c.list_tags("lib/app") == ["a", "b", "c"]
         assert await c.catalog() == ["lib/app", "lib/other", "lib/third"]
-    assert len(proxy.requests("GET", r"/_catalog\?n=1&last=")) >= 2  # the registry's own pages
+    assert len(proxy.requests("GET", r"/_catalog\?last=")) == 2  # the registry's own next pages
 
 
 async def test_concurrency_is_limited_per_registry(proxy, tmp_path):
