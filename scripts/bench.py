@@ -6,7 +6,7 @@ large layer), then times, one command at a time, with /usr/bin/time:
 
   skopeo baseline  `skopeo copy --all` of each image into one OCI layout,
                    one after another, then `tar | zstd -T0 -3` into one file
-  mirror           run_mirror_pull() (filled in once `mirror pull` exists)
+  mirror           `mirror pull --images-file` of the same images into one bundle
 
 and prints wall time and peak RSS of each, and the mirror/skopeo ratios.
 The generated corpus is cached under WORK/corpus; registry storage and
@@ -18,6 +18,7 @@ outputs are removed afterwards unless --keep.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import subprocess
@@ -26,7 +27,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import corpus  # noqa: E402
 import testbed  # noqa: E402
@@ -39,11 +41,11 @@ class Step:
     peak_rss_kb: int
 
 
-def measure(name: str, command: list[str]) -> Step:
+def measure(name: str, command: list[str], env: dict[str, str] | None = None) -> Step:
     """Run ``command`` under /usr/bin/time; peak RSS covers the children it waits for (a shell pipeline)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
         subprocess.run([testbed.require("time"), "-f", "%e %M", "-o", report.name, *command],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         wall, rss = report.read().split()[-2:]
     return Step(name, float(wall), int(rss))
 
@@ -65,30 +67,24 @@ def run_skopeo_baseline(seeded: corpus.Corpus, out_dir: Path) -> tuple[list[Step
 
 
 def run_mirror_pull(seeded: corpus.Corpus, images_file: Path, out_dir: Path) -> tuple[list[Step], Path]:
-    """LEAD: fill in once `mirror pull` exists.
+    """The same images through `mirror pull`, reading the seeding registry as docker.io and quay.io."""
+    bundle = out_dir / "mirror.tar.zst"
+    step = measure("mirror pull", [sys.executable, "-m", "mirror", "pull", "--images-file", str(images_file),
+                                   *corpus.source_mirror_args(seeded.registry_host), "-o", str(bundle), "--quiet"],
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return [step], bundle
 
-    Expected shape: measure("mirror pull", ["mirror", "pull", "-f", str(images_file),
-    *corpus.source_mirror_args(seeded.registry_host), "-o", str(out_dir / "mirror.tar.zst"), ...])
-    and return ([that step], the bundle path).
-    """
-    raise NotImplementedError("mirror pull is not wired into the benchmark yet")
 
-
-def print_report(skopeo: list[Step], skopeo_bundle: Path, mirror: list[Step] | None,
-                 mirror_bundle: Path | None, corpus_bytes: int) -> None:
-    rows = skopeo + [total("skopeo total", skopeo)]
-    if mirror:
-        rows += mirror + [total("mirror total", mirror)]
+def print_report(skopeo: list[Step], skopeo_bundle: Path, mirror: list[Step], mirror_bundle: Path,
+                 corpus_bytes: int) -> None:
+    rows = skopeo + [total("skopeo total", skopeo)] + mirror
     print(f"corpus: {corpus_bytes / 1e6:.0f} MB unique blobs")
     print(f"{'step':<28} {'wall s':>8} {'peak RSS MB':>12}")
     for row in rows:
         print(f"{row.name:<28} {row.wall_s:>8.1f} {row.peak_rss_kb / 1024:>12.0f}")
-    print(f"skopeo bundle: {skopeo_bundle.stat().st_size / 1e6:.0f} MB")
-    if not mirror or mirror_bundle is None:
-        print("mirror: not run (run_mirror_pull is not filled in yet)")
-        return
+    print(f"bundles: skopeo {skopeo_bundle.stat().st_size / 1e6:.0f} MB, "
+          f"mirror {mirror_bundle.stat().st_size / 1e6:.0f} MB")
     base, ours = total("", skopeo), total("", mirror)
-    print(f"mirror bundle: {mirror_bundle.stat().st_size / 1e6:.0f} MB")
     print(f"mirror/skopeo: wall {ours.wall_s / base.wall_s:.2f}x, "
           f"peak RSS {ours.peak_rss_kb / base.peak_rss_kb:.2f}x")
 
@@ -111,10 +107,7 @@ def main() -> None:
         images_file = runs / "images.txt"
         corpus.write_image_list(seeded, images_file, "scripts/bench.py corpus")
         skopeo, skopeo_bundle = run_skopeo_baseline(seeded, runs)
-        try:
-            mirror, mirror_bundle = run_mirror_pull(seeded, images_file, runs)
-        except NotImplementedError:
-            mirror, mirror_bundle = None, None
+        mirror, mirror_bundle = run_mirror_pull(seeded, images_file, runs)
         print_report(skopeo, skopeo_bundle, mirror, mirror_bundle, seeded.total_bytes)
     finally:
         registry.stop()
