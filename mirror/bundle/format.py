@@ -48,6 +48,7 @@ class ImageRecord:
     platforms: list[str]
     blobs: list[str]  # everything the image needs below its top digest
     narrowed_from: str | None = None  # original index digest when --platform narrowed it
+    manifests: list[str] = field(default_factory=list)  # which of `blobs` are child manifests (push needs it)
 
     @property
     def tag(self) -> str | None:
@@ -63,8 +64,9 @@ class ImageRecord:
             platforms=[str(p) for p in data.get("platforms") or []],
             blobs=list(data.get("blobs") or []),
             narrowed_from=data.get("narrowed_from"),
+            manifests=list(data.get("manifests") or []),
         )
-        for digest in [record.digest, *record.blobs] + ([record.narrowed_from] if record.narrowed_from else []):
+        for digest in [record.digest, *record.blobs, *record.manifests, *filter(None, [record.narrowed_from])]:
             digest_hex(digest)
         return record
 

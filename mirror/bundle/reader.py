@@ -14,7 +14,7 @@ import tarfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, ContextManager, Iterator
+from typing import BinaryIO, Iterator
 
 import zstandard
 
@@ -226,6 +226,7 @@ class BundleReader:
         self._started_current = False
         self._iterated = False
         self._names: set[str] = set()
+        self._broken: IntegrityError | None = None
         try:
             with self._guard():
                 self._zstd = zstandard.ZstdDecompressor().stream_reader(
@@ -256,8 +257,24 @@ class BundleReader:
         self._current = None
         self._source.close()
 
-    def _guard(self) -> ContextManager[None]:
-        return _read_guard(self.path)
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turns decoder, tar and I/O failures into one IntegrityError naming the bundle.
+
+        After one, the stream is unusable: every later read raises the same error.
+        """
+        if self._broken is not None:
+            raise self._broken
+        try:
+            yield
+        except _READ_ERRORS as exc:
+            self._broken = IntegrityError(f"bundle {self.path} is truncated or corrupt: {exc}")
+            raise self._broken from None
+        except BlobCorrupt:
+            raise
+        except IntegrityError as exc:
+            self._broken = exc
+            raise
 
     def _next(self) -> tarfile.TarInfo | None:
         with self._guard():
@@ -274,47 +291,47 @@ class BundleReader:
         if self._iterated:
             raise RuntimeError("a bundle can be read only once per BundleReader")
         self._iterated = True
-        index_seen = False
         while True:
             self._current = None
             member = self._next()
             if member is None:
                 break
-            self._check_member(member)
-            if member.isdir():
-                continue
-            if index_seen:
-                raise IntegrityError(f"bundle {self.path}: entry {member.name!r} comes after {INDEX_JSON}")
-            index_seen = member.name == INDEX_JSON
-            yield self._entry(member)
+            refusal = self._refusal(member)
+            if refusal:
+                self._broken = IntegrityError(refusal)
+                raise self._broken
+            if not member.isdir():
+                yield self._entry(member)
         self._current = None
-        self._finish(index_seen)
+        self._finish()
 
-    def _check_member(self, member: tarfile.TarInfo) -> None:
+    def _refusal(self, member: tarfile.TarInfo) -> str | None:
+        """Why ``member`` must not be read, or None when it is a layout entry or an allowed directory."""
         name = member.name
         refuse = f"bundle {self.path}: refusing entry {name!r}"
         if member.issym() or member.islnk():
-            raise IntegrityError(f"{refuse}: links are not allowed")
+            return f"{refuse}: links are not allowed"
         if member.ischr() or member.isblk() or member.isfifo():
-            raise IntegrityError(f"{refuse}: devices and fifos are not allowed")
+            return f"{refuse}: devices and fifos are not allowed"
         if name.startswith("/") or ".." in name.split("/"):
-            raise IntegrityError(f"{refuse}: path escapes the bundle")
+            return f"{refuse}: path escapes the bundle"
         if member.isdir():
-            if name not in _DIRECTORIES:
-                raise IntegrityError(f"{refuse}: unexpected directory")
-            return
+            return None if name in _DIRECTORIES else f"{refuse}: unexpected directory"
         if member.type not in _FILE_TYPES:
-            raise IntegrityError(f"{refuse}: not a regular file")
+            return f"{refuse}: not a regular file"
         if name not in (BUNDLE_MANIFEST, OCI_LAYOUT, INDEX_JSON) and not BLOB_NAME.fullmatch(name):
-            raise IntegrityError(
+            return (
                 f"{refuse}: unexpected name (a bundle holds only {BUNDLE_MANIFEST}, {OCI_LAYOUT}, "
                 f"{INDEX_JSON} and blobs/sha256/<64 hex>)"
             )
         if name in self._names:
-            raise IntegrityError(f"{refuse}: duplicate entry")
+            return f"{refuse}: duplicate entry"
+        if INDEX_JSON in self._names:
+            return f"{refuse}: it comes after {INDEX_JSON}"
         self._names.add(name)
+        return None
 
-    def _finish(self, index_seen: bool) -> None:
+    def _finish(self) -> None:
         """Read to the end of the compressed stream and make sure nothing was cut off."""
         with self._guard():
             while self._zstd.read(CHUNK):
@@ -324,14 +341,5 @@ class BundleReader:
                 f"bundle {self.path} is truncated or corrupt: the zstd stream stops mid-frame "
                 f"after {self._frames.offset} bytes"
             )
-        if not index_seen:
+        if INDEX_JSON not in self._names:
             raise IntegrityError(f"bundle {self.path} is truncated or corrupt: the archive ends before {INDEX_JSON}")
-
-
-@contextmanager
-def _read_guard(path: Path) -> Iterator[None]:
-    """Turns decoder, tar and I/O failures into one IntegrityError naming the bundle."""
-    try:
-        yield
-    except _READ_ERRORS as exc:
-        raise IntegrityError(f"bundle {path} is truncated or corrupt: {exc}") from None

@@ -1,0 +1,252 @@
+"""The bundle reader against hostile and damaged input: crafted tars, cut and flipped bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from mirror.bundle.format import BundleManifest, ImageRecord
+from mirror.bundle.reader import BlobCorrupt, BundleReader
+from mirror.errors import IntegrityError, UsageError
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def blob_member(data: bytes, digest: str | None = None) -> tuple[tarfile.TarInfo, bytes]:
+    return regular(f"blobs/sha256/{(digest or digest_of(data)).split(':')[1]}", data)
+
+
+def regular(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    return info, None
+
+
+def craft_bundle(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    """Any tar we like, zstd-compressed, made with the standard library: no help from mirror's writer."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(raw.getvalue()))
+    return path
+
+
+def header_for(blobs: list[bytes]) -> tuple[tarfile.TarInfo, bytes]:
+    """A valid mirror-bundle.json for one image made of ``blobs`` (the last one is the top manifest)."""
+    top = blobs[-1]
+    image = ImageRecord("docker.io/library/x:1", digest_of(top), OCI_MANIFEST, len(top), ["linux/amd64"],
+                        [digest_of(b) for b in blobs[:-1]])
+    manifest = BundleManifest([image], {digest_of(b): len(b) for b in blobs})
+    return regular("mirror-bundle.json", manifest.to_json())
+
+
+LAYER = os.urandom(200_000)
+TOP = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                  "layers": [{"mediaType": "x", "digest": digest_of(LAYER), "size": len(LAYER)}]}).encode()
+LAYOUT = regular("oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+INDEX = regular("index.json", b'{"schemaVersion": 2, "manifests": []}')
+
+
+def good_members() -> list[tuple[tarfile.TarInfo, bytes | None]]:
+    return [header_for([LAYER, TOP]), LAYOUT, blob_member(LAYER), blob_member(TOP), INDEX]
+
+
+def read_all(path: Path) -> list[str]:
+    """Consume the whole bundle as push does; returns the names handed out before any error."""
+    names = []
+    with BundleReader(path) as reader:
+        for entry in reader.entries():
+            names.append(entry.name)
+            for _ in entry.chunks():
+                pass
+    return names
+
+
+def test_well_formed_crafted_bundle_reads(tmp_path):
+    path = craft_bundle(tmp_path / "ok.tar.zst", good_members())
+    assert read_all(path) == ["oci-layout", f"blobs/sha256/{digest_of(LAYER)[7:]}",
+                              f"blobs/sha256/{digest_of(TOP)[7:]}", "index.json"]
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (regular("../x", b"evil"), "path escapes"),
+        (regular("blobs/sha256/../../x", b"evil"), "path escapes"),
+        (regular("/etc/x", b"evil"), "path escapes"),
+        (special("blobs/sha256/" + "a" * 64, tarfile.SYMTYPE, "/etc/passwd"), "links"),
+        (special("blobs/sha256/" + "b" * 64, tarfile.LNKTYPE, "oci-layout"), "links"),
+        (special("blobs/sha256/" + "c" * 64, tarfile.CHRTYPE), "devices"),
+        (special("blobs/sha256/" + "d" * 64, tarfile.BLKTYPE), "devices"),
+        (special("blobs/sha256/" + "e" * 64, tarfile.FIFOTYPE), "devices and fifos"),
+        (regular("blobs/sha256/" + "A" * 64, b"upper"), "unexpected name"),
+        (regular("blobs/sha512/" + "a" * 128, b"other algorithm"), "unexpected name"),
+        (regular("notes.txt", b"hello"), "unexpected name"),
+        (regular("./oci-layout", b"{}"), "unexpected name"),
+        (special("etc", tarfile.DIRTYPE), "unexpected directory"),
+        (blob_member(LAYER), "duplicate entry"),
+        (regular("mirror-bundle.json", b"{}"), "duplicate entry"),
+    ],
+)
+def test_unsafe_member_refused_before_it_is_handed_out(tmp_path, bad, reason):
+    members = good_members()
+    members.insert(3, bad)  # after oci-layout and the layer: good entries come first
+    path = craft_bundle(tmp_path / "bad.tar.zst", members)
+    handed_out = []
+    with BundleReader(path) as reader:
+        with pytest.raises(IntegrityError) as caught:
+            for entry in reader.entries():
+                handed_out.append(entry.name)
+        # the error is sticky: nothing more can be read from this bundle
+        with pytest.raises(IntegrityError):
+            reader._next()
+    assert handed_out == ["oci-layout", f"blobs/sha256/{digest_of(LAYER)[7:]}"]
+    message = str(caught.value)
+    assert reason in message and repr(bad[0].name) in message and str(path) in message
+    assert caught.value.exit_code == 4
+
+
+def test_layout_directories_are_allowed_and_skipped(tmp_path):
+    members = good_members()
+    members[2:2] = [special("blobs", tarfile.DIRTYPE), special("blobs/sha256", tarfile.DIRTYPE)]
+    assert "blobs" not in read_all(craft_bundle(tmp_path / "dirs.tar.zst", members))
+
+
+def test_entry_after_index_json_refused(tmp_path):
+    members = good_members() + [blob_member(b"late")]
+    with pytest.raises(IntegrityError, match="comes after index.json"):
+        read_all(craft_bundle(tmp_path / "late.tar.zst", members))
+
+
+def test_first_entry_must_be_the_bundle_manifest(tmp_path):
+    members = good_members()
+    members[0], members[1] = members[1], members[0]
+    path = craft_bundle(tmp_path / "other.tar.zst", members)
+    with pytest.raises(IntegrityError, match=r"other\.tar\.zst is not a mirror bundle"):
+        BundleReader(path)
+
+
+def test_plain_tar_is_not_a_bundle(tmp_path):
+    path = tmp_path / "plain.tar.zst"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info, data = LAYOUT
+        tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(raw.getvalue())
+    with pytest.raises(IntegrityError, match="is not a mirror bundle: not a zstd stream"):
+        BundleReader(path)
+
+
+def test_unsupported_format_version_refused(tmp_path):
+    header = json.loads(header_for([LAYER, TOP])[1])
+    header["format_version"] = 2
+    members = good_members()
+    members[0] = regular("mirror-bundle.json", json.dumps(header).encode())
+    with pytest.raises(IntegrityError, match="format version 2 is not supported"):
+        BundleReader(craft_bundle(tmp_path / "v2.tar.zst", members))
+
+
+def test_flipped_byte_in_layer_raises_before_the_last_chunk(tmp_path):
+    damaged = bytearray(LAYER)
+    damaged[150_000] ^= 0x01
+    members = good_members()
+    members[2] = blob_member(bytes(damaged), digest=digest_of(LAYER))
+    path = craft_bundle(tmp_path / "flip.tar.zst", members)
+    received = 0
+    with BundleReader(path) as reader:
+        entries = reader.entries()
+        next(entries)  # oci-layout
+        layer = next(entries)
+        with pytest.raises(BlobCorrupt) as caught:
+            for chunk in layer.chunks(chunk_size=65536):
+                received += len(chunk)
+        # the stream itself is intact: the rest can still be read
+        assert [e.name for e in entries] == [f"blobs/sha256/{digest_of(TOP)[7:]}", "index.json"]
+    assert received < len(LAYER)  # a streamed upload never got the whole (bad) blob
+    assert caught.value.digest == digest_of(LAYER)
+    assert f"blob {digest_of(LAYER)} in {path} is corrupt: content hashes to {digest_of(bytes(damaged))}" in str(
+        caught.value
+    )
+
+
+def test_unread_and_half_read_entries_are_skipped(tmp_path):
+    path = craft_bundle(tmp_path / "skip.tar.zst", good_members())
+    with BundleReader(path) as reader:
+        entries = reader.entries()
+        next(entries)
+        layer = next(entries)
+        next(layer.chunks(chunk_size=1000))  # abandon it after one chunk
+        top = next(entries)
+        assert top.read() == TOP
+        with pytest.raises(RuntimeError):
+            next(layer.chunks())  # a passed entry cannot be read any more
+
+
+def test_read_refuses_large_entries(tmp_path):
+    members = good_members()
+    big = bytes(5 << 20)
+    members[2:3] = [blob_member(LAYER), blob_member(big)]
+    path = craft_bundle(tmp_path / "big.tar.zst", members)
+    with BundleReader(path) as reader:
+        entries = reader.entries()
+        next(entries), next(entries)
+        with pytest.raises(IntegrityError, match="refusing to read more than"):
+            next(entries).read()
+
+
+@pytest.fixture
+def good_bundle(tmp_path) -> bytes:
+    return craft_bundle(tmp_path / "good.tar.zst", good_members()).read_bytes()
+
+
+@pytest.mark.parametrize("keep", [0.05, 0.5, 0.9, -40, -4, -1])
+def test_truncated_bundle_is_an_integrity_error(tmp_path, good_bundle, keep):
+    """Cut anywhere, including inside the final checksum where zstd's decoder reports a clean end."""
+    cut = int(len(good_bundle) * keep) if keep > 0 else len(good_bundle) + keep
+    path = tmp_path / "cut.tar.zst"
+    path.write_bytes(good_bundle[:cut])
+    with pytest.raises(IntegrityError, match=r"cut\.tar\.zst is truncated or corrupt"):
+        read_all(path)
+
+
+def test_corrupt_compressed_stream_is_an_integrity_error(tmp_path, good_bundle):
+    damaged = bytearray(good_bundle)
+    damaged[len(damaged) // 2] ^= 0xFF
+    path = tmp_path / "corrupt.tar.zst"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(IntegrityError, match="truncated or corrupt"):
+        read_all(path)
+
+
+def test_parts_are_read_as_one_stream_and_gaps_refused(tmp_path, good_bundle):
+    path = tmp_path / "split.tar.zst"
+    pieces = [good_bundle[i : i + 10_000] for i in range(0, len(good_bundle), 10_000)]
+    for n, piece in enumerate(pieces):
+        Path(f"{path}.part-{n:03d}").write_bytes(piece)
+    assert read_all(path)[-1] == "index.json"
+    Path(f"{path}.part-001").unlink()
+    with pytest.raises(UsageError, match=r"part split\.tar\.zst\.part-001 is missing"):
+        BundleReader(path)
+
+
+def test_missing_bundle_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match=r"nothere\.tar\.zst: no such file"):
+        BundleReader(tmp_path / "nothere.tar.zst")
