@@ -52,12 +52,14 @@ def generate(target: Target, *, certs_dir: str = DEFAULT_CERTS_DIR, **_: Any) ->
     for source in target.source_registries:
         result.files.append(GeneratedFile(f"certs.d/{source}/hosts.toml", f"{certs_dir}/{source}/hosts.toml",
                                           hosts_toml(target, source, ca_install)))
-    # The registry itself, for images pulled by their REG/... names.
-    own = [f"server = {json.dumps(target.endpoint)}"]
+    # The registry itself, for images pulled by their REG/... names. containerd 1.6 rejects a
+    # hosts.toml without a [host] table, hence the explicit one.
+    own = [f"server = {json.dumps(target.endpoint)}", "", f"[host.{json.dumps(target.endpoint)}]",
+           '  capabilities = ["pull", "resolve", "push"]']
     if ca_install:
-        own.append(f"ca = {json.dumps(ca_install)}")
+        own.append(f"  ca = {json.dumps(ca_install)}")
     if target.insecure:
-        own.append("skip_verify = true")
+        own.append("  skip_verify = true")
     result.files.append(GeneratedFile(f"certs.d/{target.registry}/hosts.toml",
                                       f"{certs_dir}/{target.registry}/hosts.toml", "\n".join(own) + "\n"))
     fragment = ['[plugins."io.containerd.grpc.v1.cri".registry]', f"  config_path = {json.dumps(certs_dir)}"]
