@@ -76,6 +76,7 @@ class ResolvedImage:
             platforms=self.platforms,
             blobs=needed,
             narrowed_from=self.narrowed_from,
+            manifests=[m.digest for m in self.children],
         )
 
 

@@ -7,7 +7,7 @@ from .app import app
 # Each module registers its commands on ``app`` when imported.
 from . import common  # noqa: F401  (import order: common first)
 from . import registry_cmd  # noqa: F401
-from . import pull_cmd, push_cmd  # noqa: F401
+from . import bundle_cmd, pull_cmd, push_cmd  # noqa: F401
 from . import lists_cmd, config_cmd  # noqa: F401
 
 

@@ -1,0 +1,75 @@
+"""``mirror inspect`` and ``mirror verify``: look into a bundle, check it, or check a registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import anyio
+import typer
+
+from ..bundle.check import summarize_bundle, verify_bundle
+from ..errors import ExitCode
+from ..progress import Progress
+from ..push import PushRequest, Target
+from ..verify_registry import verify_in_registry
+from .app import app
+from .common import (
+    CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
+    UsernameOption, handle_errors, read_password_stdin, registry_settings,
+)
+from .render import emit_json, human_size
+
+
+@app.command("inspect")
+@handle_errors
+def inspect_command(
+    bundle: Path = typer.Argument(..., help="Bundle (NAME.tar.zst or its split parts)."),
+    json_report: bool = JsonOption,
+) -> None:
+    """Images, platforms and sizes in a bundle, from its first entry only (fast)."""
+    summary = summarize_bundle(bundle)
+    if json_report:
+        emit_json(summary.to_json())
+    else:
+        typer.echo(summary.render_text())
+
+
+@app.command("verify")
+@handle_errors
+def verify_command(
+    bundle: Path = typer.Argument(..., help="Bundle (NAME.tar.zst or its split parts)."),
+    registry: Optional[str] = typer.Option(
+        None, "--registry", "-r", help="Check this registry holds every image instead of checking the bundle."),
+    ca_file: Optional[Path] = CaFileOption,
+    insecure: bool = InsecureOption,
+    plain_http: bool = PlainHttpOption,
+    username: Optional[str] = UsernameOption,
+    password_stdin: bool = PasswordStdinOption,
+    jobs: int = JobsOption,
+    json_report: bool = JsonOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Re-hash every blob of a bundle (exit 4 naming what is wrong), or check a registry (exit 1)."""
+    if registry is None:
+        progress = Progress(quiet or json_report)
+        with progress.bar(None, "verifying") as bar:
+            report = verify_bundle(bundle, progress=bar.update)
+        if json_report:
+            emit_json(report.to_json())
+        else:
+            typer.echo(f"{bundle}: OK, {report.images} images, {report.blobs} blobs, "
+                       f"{human_size(report.bytes)} re-hashed")
+        return
+    settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                                 credentials=read_password_stdin(password_stdin, username), jobs=jobs)
+    request = PushRequest(bundle=bundle, target=Target.parse(registry, settings), jobs=jobs)
+    check = anyio.run(verify_in_registry, request)
+    if json_report:
+        emit_json(check.to_json())
+    for source, problem in sorted(check.problems.items()):
+        typer.echo(f"mirror: missing: {source}: {problem}", err=True)
+    if check.problems:
+        raise typer.Exit(int(ExitCode.FAILED))
+    if not json_report:
+        typer.echo(f"{len(check.verified)} images verified in {check.registry}")

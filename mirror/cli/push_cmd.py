@@ -1,0 +1,63 @@
+"""``mirror push``: the disconnected side's command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import anyio
+import typer
+
+from ..progress import Progress
+from ..push import MIB, PushRequest, Target, push
+from .app import app
+from .common import (
+    CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
+    UsernameOption, handle_errors, parse_size, read_password_stdin, registry_settings,
+)
+from .render import emit_json, human_size, report_failures
+
+
+@app.command("push")
+@handle_errors
+def push_command(
+    bundle: Path = typer.Argument(..., help="Bundle written by `mirror pull` (NAME.tar.zst, or its split parts)."),
+    registry: str = typer.Option(..., "--registry", "-r", help="Target HOST[:PORT][/PREFIX]."),
+    ca_file: Optional[Path] = CaFileOption,
+    insecure: bool = InsecureOption,
+    plain_http: bool = PlainHttpOption,
+    username: Optional[str] = UsernameOption,
+    password_stdin: bool = PasswordStdinOption,
+    jobs: int = JobsOption,
+    window: str = typer.Option("512M", "--window", help="Spool (memory + temp disk) for blobs in flight."),
+    spool_dir: Optional[Path] = typer.Option(None, "--spool-dir", help="Where spooled blobs go (default: $TMPDIR)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go where; contact nothing."),
+    json_report: bool = JsonOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Stream a bundle into a registry: concurrent uploads, every digest verified."""
+    settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                                 credentials=read_password_stdin(password_stdin, username), jobs=jobs)
+    request = PushRequest(
+        bundle=bundle,
+        target=Target.parse(registry, settings),
+        jobs=jobs,
+        window=max(parse_size(window, "--window"), MIB),
+        spool_dir=spool_dir,
+        dry_run=dry_run,
+    )
+    result = anyio.run(push, request, Progress(quiet or json_report))
+    if json_report:
+        emit_json(result.to_json())
+    elif dry_run:
+        for image in result.images:
+            typer.echo(f"{image['source']} -> {image['target']}")
+    else:
+        typer.echo(
+            f"pushed {len(result.images)} images to {result.registry}: "
+            f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
+            f"{result.mounted_blobs} mounted, {result.present_blobs} already there; "
+            f"{result.manifests_pushed} manifests, {result.tags_pushed} tags")
+    if result.failures:
+        report_failures(result.failures)
+        raise typer.Exit(int(result.exit_code))

@@ -1,0 +1,212 @@
+"""mirror push: bundle -> real loopback registry, checked with containerd and skopeo."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import httpx
+import pytest
+import zstandard
+
+from conftest import run_mirror
+from mirror.bundle.reader import BundleReader
+from mirror.layout import target_repository
+from mirror.reference import Reference
+
+
+@pytest.fixture(scope="module")
+def bundle(seeded_source, tmp_path_factory):
+    """The whole small corpus pulled into one bundle, shared by this module's tests."""
+    output = tmp_path_factory.mktemp("push-bundle") / "bundle.tar.zst"
+    refs = [image.source for image in seeded_source.corpus.images]
+    result = run_mirror("pull", *refs, "-o", output, *seeded_source.mirror_args, "-q")
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+def push(bundle, registry, *extra, input=None):
+    result = run_mirror("push", bundle, "--registry", registry.host, *extra, "--json", input=input)
+    report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
+    return result, report
+
+
+def target_of(image, host):
+    return f"{host}/{target_repository(Reference.parse(image.source))}"
+
+
+def tags_pointing_at_incomplete_images(registry) -> list[str]:
+    """Every tag in the registry whose image lacks a manifest or blob (must always be empty)."""
+    client = httpx.Client(base_url=registry.url, timeout=10)
+    accept = ", ".join([
+        "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json"])
+    broken = []
+    for repository in client.get("/v2/_catalog?n=1000").json().get("repositories") or []:
+        for tag in client.get(f"/v2/{repository}/tags/list").json().get("tags") or []:
+            pending = [f"/v2/{repository}/manifests/{tag}"]
+            while pending:
+                response = client.get(pending.pop(), headers={"Accept": accept})
+                if response.status_code != 200:
+                    broken.append(f"{repository}:{tag}")
+                    break
+                document = response.json()
+                pending += [f"/v2/{repository}/manifests/{m['digest']}" for m in document.get("manifests", [])]
+                for blob in [document.get("config"), *document.get("layers", [])]:
+                    if blob and client.head(f"/v2/{repository}/blobs/{blob['digest']}").status_code != 200:
+                        broken.append(f"{repository}:{tag}")
+    return broken
+
+
+def test_push_then_containerd_pulls_every_image_by_tag_and_digest(bundle, seeded_source, registry, containerd):
+    result, report = push(bundle, registry, "--plain-http")
+    assert result.returncode == 0, result.stderr
+    assert len(report["images"]) == len(seeded_source.corpus.images)
+    for image in seeded_source.corpus.images:
+        target = target_of(image, registry.host)
+        by_tag = containerd.ctr("images", "pull", "--plain-http", "--all-platforms", f"{target}:{image.tag}")
+        assert by_tag.returncode == 0, by_tag.stderr
+        by_digest = containerd.ctr("images", "pull", "--plain-http", "--all-platforms", f"{target}@{image.digest}")
+        assert by_digest.returncode == 0, by_digest.stderr
+        listed = containerd.ctr("images", "ls").stdout
+        assert f"{target}:{image.tag}" in listed and image.digest in listed
+
+
+def test_second_push_uploads_nothing(bundle, registry):
+    first, _ = push(bundle, registry, "--plain-http")
+    assert first.returncode == 0, first.stderr
+    second, report = push(bundle, registry, "--plain-http")
+    assert second.returncode == 0, second.stderr
+    assert report["uploaded_blobs"] == 0 and report["uploaded_bytes"] == 0
+    assert report["manifests_pushed"] == 0 and report["tags_pushed"] == 0
+
+
+def test_shared_blobs_are_uploaded_once_and_mounted_under_a_prefix(bundle, seeded_source, registry):
+    with BundleReader(bundle) as reader:
+        images = reader.manifest.images
+    needs: dict[str, set[str]] = {}
+    for record in images:
+        repository = target_repository(Reference.parse(record.source))
+        for digest in set(record.blobs) - set(record.manifests):
+            needs.setdefault(digest, set()).add(repository)
+    assert any(len(repos) > 1 for repos in needs.values()), "the corpus must share layers across repositories"
+
+    result = run_mirror("push", bundle, "--registry", f"{registry.host}/harbor-project", "--plain-http", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["uploaded_blobs"] == len(needs)
+    assert report["mounted_blobs"] == sum(len(repos) - 1 for repos in needs.values())
+    image = seeded_source.corpus.images[0]
+    tags = httpx.get(f"{registry.url}/v2/harbor-project/{target_repository(Reference.parse(image.source))}"
+                     "/tags/list").json()["tags"]
+    assert image.tag in tags
+
+
+def test_auth_and_tls_target(bundle, start_registry, tmp_path):
+    import testbed
+
+    tls = testbed.make_tls(tmp_path / "tls")
+    registry = start_registry(tls=tls, htpasswd=testbed.make_htpasswd(tmp_path / "htpasswd", "admin", "s3cret"))
+    ok, report = push(bundle, registry, "--ca-file", tls.ca_cert, "--username", "admin", "--password-stdin",
+                      input="s3cret\n")
+    assert ok.returncode == 0, ok.stderr
+    assert "s3cret" not in ok.stdout + ok.stderr
+    untrusted, _ = push(bundle, registry, "--username", "admin", "--password-stdin", input="s3cret\n")
+    assert untrusted.returncode == 3, untrusted.stderr
+    assert registry.host in untrusted.stderr
+
+
+def test_wrong_password_is_refused_at_once(bundle, start_registry, tmp_path):
+    import testbed
+
+    tls = testbed.make_tls(tmp_path / "tls")
+    registry = start_registry(tls=tls, htpasswd=testbed.make_htpasswd(tmp_path / "htpasswd", "admin", "right"))
+    result, _ = push(bundle, registry, "--ca-file", tls.ca_cert, "--username", "admin", "--password-stdin",
+                     input="wrong\n")
+    assert result.returncode == 3
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "wrong" not in result.stderr
+    log = (registry.directory / "registry.log").read_text()
+    assert log.count("authentication failure") <= 3  # no retry storm
+
+
+def rewrite_bundle(source, target, edit):
+    """Copy a bundle entry by entry; ``edit(member, data)`` returns the [(member, data)] to write."""
+    with open(source, "rb") as raw, open(target, "wb") as out:
+        reader = zstandard.ZstdDecompressor().stream_reader(raw)
+        writer = zstandard.ZstdCompressor().stream_writer(out)
+        with tarfile.open(fileobj=reader, mode="r|") as tin, \
+                tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tout:
+            for member in tin:
+                data = tin.extractfile(member).read() if member.isfile() else b""
+                for new_member, new_data in edit(member, data):
+                    new_member.size = len(new_data) if new_member.isfile() else 0
+                    tout.addfile(new_member, io.BytesIO(new_data) if new_member.isfile() else None)
+        writer.close()
+
+
+def test_flipped_byte_in_a_layer_is_named_and_untagged(bundle, seeded_source, registry, tmp_path):
+    with BundleReader(bundle) as reader:
+        sizes = reader.manifest.blobs
+    victim = max(sizes, key=sizes.get)  # the large layer
+    owners = [i for i in seeded_source.corpus.images if victim in i.blob_digests]
+
+    def flip(member, data):
+        if member.name.endswith(victim.split(":")[1]):
+            data = bytearray(data)
+            data[len(data) // 2] ^= 0xFF
+        return [(member, bytes(data))]
+
+    broken = tmp_path / "broken.tar.zst"
+    rewrite_bundle(bundle, broken, flip)
+    result, report = push(broken, registry, "--plain-http")
+    assert result.returncode == 4, result.stderr
+    assert victim in result.stderr and owners[0].source in result.stderr
+    for image in owners:
+        tags = httpx.get(f"{registry.url}/v2/{target_repository(Reference.parse(image.source))}/tags/list")
+        assert tags.status_code == 404 or image.tag not in (tags.json().get("tags") or [])
+    assert tags_pointing_at_incomplete_images(registry) == []
+
+
+def test_truncated_bundle_tags_no_incomplete_image(bundle, registry, tmp_path):
+    truncated = tmp_path / "truncated.tar.zst"
+    truncated.write_bytes(bundle.read_bytes()[: bundle.stat().st_size * 2 // 3])
+    result, _ = push(truncated, registry, "--plain-http")
+    assert result.returncode == 4, result.stderr
+    assert "truncated" in result.stderr or "corrupt" in result.stderr
+    assert tags_pointing_at_incomplete_images(registry) == []
+    again, report = push(bundle, registry, "--plain-http")  # the real bundle then finishes the job
+    assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("evil", ["../x", "/etc/evil", "link"])
+def test_unsafe_tar_entry_is_refused(bundle, registry, tmp_path, evil):
+    def inject(member, data):
+        if member.name != "oci-layout":  # right after mirror-bundle.json and oci-layout
+            return [(member, data)]
+        bad = tarfile.TarInfo(evil)
+        if evil == "link":
+            bad.type, bad.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            return [(member, data), (bad, b"")]
+        return [(member, data), (bad, b"evil")]
+
+    poisoned = tmp_path / "poisoned.tar.zst"
+    rewrite_bundle(bundle, poisoned, inject)
+    result, _ = push(poisoned, registry, "--plain-http")
+    assert result.returncode == 4, result.stderr
+    assert evil in result.stderr
+    catalog = httpx.get(f"{registry.url}/v2/_catalog").json().get("repositories") or []
+    assert catalog == []  # refused before anything was written
+    assert not (tmp_path / "x").exists()
+
+
+def test_verify_against_registry(bundle, seeded_source, registry):
+    missing = run_mirror("verify", bundle, "--registry", registry.host, "--plain-http")
+    assert missing.returncode == 1
+    assert seeded_source.corpus.images[0].source in missing.stderr
+    pushed, _ = push(bundle, registry, "--plain-http")
+    assert pushed.returncode == 0, pushed.stderr
+    present = run_mirror("verify", bundle, "--registry", registry.host, "--plain-http")
+    assert present.returncode == 0, present.stderr
