@@ -1,0 +1,413 @@
+"""Registry authentication and TLS: htpasswd, bearer tokens, auth files, redirects.
+
+Real docker-registry processes throughout. The bearer-token tests run a
+small token server here (JWTs signed RS256 with an openssl-made key the
+registry trusts through ``auth: token: rootcertbundle``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+import testbed
+from faults import FaultProxy
+from mirror import oci
+from mirror.errors import AuthError, UsageError
+from mirror.registry.client import RegistryClient
+from mirror.registry.credentials import AuthFiles, default_paths
+from mirror.registry.settings import Credentials, RegistrySettings
+
+pytestmark = pytest.mark.anyio
+
+USER, PASSWORD = "alice", "correct horse battery"
+GOOD = Credentials(USER, PASSWORD)
+BAD = Credentials(USER, "wrong password 42")
+NO_AUTH_FILES = AuthFiles([])
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def client(host: str, settings: RegistrySettings, auth_files: AuthFiles | None = NO_AUTH_FILES) -> RegistryClient:
+    return RegistryClient(host, settings, auth_files=auth_files, backoff_base=0.01)
+
+
+def basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def seed(c: RegistryClient, repository: str = "lib/app", tag: str = "v1") -> tuple[oci.Manifest, bytes]:
+    layer = secrets.token_bytes(50_000)
+    config = b'{"architecture":"amd64","os":"linux"}'
+    for data in (config, layer):
+        await c.upload_blob(repository, oci.sha256_digest(data), len(data), data)
+    manifest = oci.Manifest.from_bytes(json.dumps({
+        "schemaVersion": 2, "mediaType": oci.OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": oci.sha256_digest(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": oci.sha256_digest(layer), "size": len(layer)}]}).encode())
+    await c.put_manifest(repository, tag, manifest)
+    return manifest, layer
+
+
+@pytest.fixture
+def secured(start_registry, tmp_path):
+    """A TLS + htpasswd registry, as an air-gapped site runs one."""
+    tls = testbed.make_tls(tmp_path / "tls")
+    htpasswd = testbed.make_htpasswd(tmp_path / "htpasswd", USER, PASSWORD)
+    return start_registry(tls=tls, htpasswd=htpasswd)
+
+
+@pytest.fixture
+def htpasswd_proxy(start_registry, tmp_path):
+    """A plain-HTTP htpasswd registry behind a proxy that counts requests."""
+    registry = start_registry(htpasswd=testbed.make_htpasswd(tmp_path / "htpasswd", USER, PASSWORD))
+    with FaultProxy(registry.host) as proxy:
+        yield proxy
+
+
+# -- htpasswd (Basic) and TLS ----------------------------------------------
+
+
+async def test_tls_and_basic_auth_with_explicit_credentials(secured):
+    settings = RegistrySettings(ca_file=secured.tls.ca_cert, credentials=GOOD)
+    async with client(secured.host, settings) as c:
+        await c.ping()
+        manifest, _ = await seed(c)
+        assert await c.get_manifest("lib/app", "v1") == manifest
+
+
+async def test_credentials_from_docker_config_json(secured, tmp_path, monkeypatch):
+    docker_dir = tmp_path / "docker"
+    docker_dir.mkdir()
+    (docker_dir / "config.json").write_text(json.dumps(
+        {"auths": {f"https://{secured.host}": {"auth": basic(USER, PASSWORD)}}}))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_dir))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    async with RegistryClient(secured.host, RegistrySettings(ca_file=secured.tls.ca_cert)) as c:
+        await c.ping()
+        manifest, _ = await seed(c)
+        assert (await c.head_manifest("lib/app", "v1")) == manifest.descriptor
+
+
+async def test_wrong_password_fails_at_once(htpasswd_proxy):
+    async with client(htpasswd_proxy.host, RegistrySettings(plain_http=True, credentials=BAD)) as c:
+        started = time.monotonic()
+        with pytest.raises(AuthError) as caught:
+            await c.get_manifest("lib/app", "v1")
+    message = str(caught.value)
+    assert f"credentials for {htpasswd_proxy.host} were refused" in message
+    assert BAD.password not in message and basic(USER, BAD.password) not in message
+    assert len(htpasswd_proxy.seen) < 5 and time.monotonic() - started < 2
+
+
+async def test_no_credentials_for_a_registry_that_wants_them(htpasswd_proxy):
+    async with client(htpasswd_proxy.host, RegistrySettings(plain_http=True)) as c:
+        with pytest.raises(AuthError, match=f"{htpasswd_proxy.host} requires authentication"):
+            await c.ping()
+    assert len(htpasswd_proxy.seen) == 1
+
+
+async def test_unverifiable_tls_is_an_auth_error_and_insecure_is_explicit(secured):
+    async with client(secured.host, RegistrySettings(credentials=GOOD)) as c:
+        started = time.monotonic()
+        with pytest.raises(AuthError, match=f"TLS certificate of {secured.host} could not be verified.*--ca-file"):
+            await c.ping()
+        assert time.monotonic() - started < 2  # not retried
+    async with client(secured.host, RegistrySettings(credentials=GOOD, insecure=True)) as c:
+        await c.ping()
+
+
+async def test_redirect_to_another_host_drops_authorization(htpasswd_proxy, registry, tmp_path):
+    """Blob GETs redirected to storage elsewhere must not carry the registry's credentials."""
+    settings = RegistrySettings(plain_http=True, credentials=GOOD)
+    async with client(htpasswd_proxy.host, settings) as c:
+        _, layer = await seed(c)
+    async with client(registry.host, RegistrySettings(plain_http=True)) as c:
+        await seed_blob(c, layer)
+    digest = oci.sha256_digest(layer)
+    with FaultProxy(registry.host) as storage:
+        htpasswd_proxy.redirect(r"/blobs/sha256:", f"http://{storage.host}", method="GET", times=1)
+        async with client(htpasswd_proxy.host, settings) as c:
+            await c.ping()  # learns the challenge, so every request below carries credentials
+            await c.download_blob("lib/app", digest, tmp_path / "other-host.partial")
+            # Same host (scheme, host and port): the credentials stay, or the registry would refuse.
+            htpasswd_proxy.redirect(r"/blobs/sha256:", f"http://{htpasswd_proxy.host}", method="GET", times=1)
+            await c.download_blob("lib/app", digest, tmp_path / "same-host.partial")
+        assert [r.headers.get("authorization") for r in storage.requests("GET")] == [None]
+    gets = htpasswd_proxy.requests("GET", "/blobs/sha256:")
+    assert [g.status for g in gets] == [307, 307, 200]
+    assert all(g.headers.get("authorization") == "Basic " + basic(USER, PASSWORD) for g in gets)
+    assert (tmp_path / "other-host.partial").read_bytes() == layer == (tmp_path / "same-host.partial").read_bytes()
+
+
+async def seed_blob(c: RegistryClient, data: bytes) -> None:
+    await c.upload_blob("lib/app", oci.sha256_digest(data), len(data), data)
+
+
+# -- bearer tokens -----------------------------------------------------------
+
+
+@dataclass
+class TokenRequest:
+    user: str | None  # None: anonymous
+    scopes: list[str]
+    grant: str  # "password" (GET with basic or anonymous) or "refresh_token" (POST)
+
+
+class TokenServer:
+    """Issues RS256 JWTs for a docker-registry ``auth: token`` config; records each request."""
+
+    SERVICE, ISSUER = "mirror-test-registry", "mirror-test-issuer"
+
+    def __init__(self, directory: Path, users: dict[str, str], refresh_tokens: dict[str, str]):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.key, self.cert = directory / "signer.key", directory / "signer.crt"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=mirror test token signer", "-keyout", str(self.key),
+                        "-out", str(self.cert)], check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+        self.x5c = base64.b64encode(der).decode()
+        self.users, self.refresh_tokens = users, refresh_tokens
+        self.requests: list[TokenRequest] = []
+        self.expired_next = 0  # this many next tokens are issued already expired
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenHandler)
+        self.server.daemon_threads = True
+        self.server.tokens = self  # type: ignore[attr-defined]
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def issue(self, user: str | None, scopes: list[str]) -> str:
+        access = []
+        for scope in scopes:
+            kind, name, actions = scope.split(":", 2) if scope.count(":") >= 2 else (scope, "", "")
+            wanted = actions.split(",")
+            granted = wanted if user else [a for a in wanted if a == "pull"]
+            if granted:
+                access.append({"type": kind, "name": name, "actions": granted})
+        now = int(time.time())
+        expired = self.expired_next > 0
+        self.expired_next -= 1 if expired else 0
+        exp = now - 600 if expired else now + 300  # beyond the registry's 60 s leeway
+        claims = {"iss": self.ISSUER, "sub": user or "", "aud": self.SERVICE, "exp": exp,
+                  "nbf": exp - 900, "iat": exp - 900, "jti": secrets.token_hex(8), "access": access}
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+                                   input=signing_input.encode(), check=True, capture_output=True).stdout
+        return f"{signing_input}.{_b64url(signature)}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class _TokenHandler(BaseHTTPRequestHandler):
+    server: ThreadingHTTPServer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        pass
+
+    def do_GET(self) -> None:
+        tokens: TokenServer = self.server.tokens  # type: ignore[attr-defined]
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        user = None
+        header = self.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            if tokens.users.get(name) != password:
+                return self._reply(tokens, TokenRequest(name, query.get("scope", []), "password"), 401, {})
+            user = name
+        request = TokenRequest(user, query.get("scope", []), "password")
+        self._reply(tokens, request, 200, {"token": tokens.issue(user, request.scopes), "expires_in": 300})
+
+    def do_POST(self) -> None:
+        tokens: TokenServer = self.server.tokens  # type: ignore[attr-defined]
+        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        scopes = form.get("scope", [""])[0].split()
+        user = tokens.refresh_tokens.get(form.get("refresh_token", [""])[0])
+        request = TokenRequest(user, scopes, form.get("grant_type", [""])[0])
+        if user is None or request.grant != "refresh_token":
+            return self._reply(tokens, request, 401, {})
+        self._reply(tokens, request, 200, {"access_token": tokens.issue(user, scopes), "expires_in": 300})
+
+    def _reply(self, tokens: TokenServer, request: TokenRequest, status: int, body: dict) -> None:
+        tokens.requests.append(request)
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def token_registry(tmp_path_factory):
+    """A docker-registry trusting our token server, behind a counting proxy."""
+    directory = tmp_path_factory.mktemp("token-registry")
+    tokens = TokenServer(directory / "signer", {USER: PASSWORD}, {"refresh-me": USER})
+    port = testbed.free_port()
+    (directory / "config.yml").write_text("\n".join([
+        "version: 0.1",
+        "log: {level: warn, accesslog: {disabled: true}}",
+        f"storage: {{filesystem: {{rootdirectory: {directory / 'storage'}}}}}",
+        f"http: {{addr: '127.0.0.1:{port}', secret: mirror-test-secret}}",
+        "auth:",
+        f"  token: {{realm: '{tokens.url}/token', service: {TokenServer.SERVICE}, "
+        f"issuer: {TokenServer.ISSUER}, rootcertbundle: {tokens.cert}}}",
+    ]) + "\n")
+    log = directory / "registry.log"
+    # testbed.start_registry has no token-auth option; reuse its spawn/wait helpers.
+    registry = testbed.Registry(directory, port, testbed._spawn(directory, log), log=log)
+    try:
+        testbed._wait_ready(registry)
+        with FaultProxy(registry.host) as proxy:
+            yield tokens, proxy
+    finally:
+        registry.stop()
+        tokens.close()
+
+
+PLAIN_GOOD = RegistrySettings(plain_http=True, credentials=GOOD)
+
+
+async def test_bearer_credentials_go_to_the_token_server_and_tokens_are_cached_per_scope(token_registry, tmp_path):
+    tokens, proxy = token_registry
+    async with client(proxy.host, PLAIN_GOOD) as c:
+        await c.ping()
+        manifest, layer = await seed(c)
+        for _ in range(2):
+            assert await c.get_manifest("lib/app", "v1") == manifest
+        assert await c.blob_size("lib/app", oci.sha256_digest(layer)) == len(layer)
+        await c.download_blob("lib/app", oci.sha256_digest(layer), tmp_path / "layer.partial")
+        assert await c.mount_blob("lib/copy", oci.sha256_digest(layer), "lib/app") is True
+    assert [(r.user, r.scopes) for r in tokens.requests] == [
+        (USER, []),
+        (USER, ["repository:lib/app:pull,push"]),
+        (USER, ["repository:lib/app:pull"]),
+        (USER, ["repository:lib/app:pull", "repository:lib/copy:pull,push"]),
+    ]
+    assert not [r for r in proxy.seen if r.status == 401 and r.headers.get("authorization")]
+
+
+async def test_bearer_anonymous_pull_and_refused_anonymous_push(token_registry, tmp_path):
+    tokens, proxy = token_registry
+    async with client(proxy.host, PLAIN_GOOD) as c:
+        manifest, _ = await seed(c)
+    tokens.requests.clear()
+    async with client(proxy.host, RegistrySettings(plain_http=True)) as c:
+        assert await c.get_manifest("lib/app", "v1") == manifest
+        with pytest.raises(AuthError, match=f"{proxy.host} requires authentication"):
+            await c.upload_blob("lib/app", oci.sha256_digest(b"x"), 1, b"x")
+    assert tokens.requests[0].user is None and tokens.requests[0].scopes == ["repository:lib/app:pull"]
+    assert all(r.user is None for r in tokens.requests)
+
+
+async def test_bearer_expired_token_is_refreshed_once(token_registry):
+    tokens, proxy = token_registry
+    async with client(proxy.host, PLAIN_GOOD) as c:
+        manifest, _ = await seed(c)
+    tokens.requests.clear()
+    tokens.expired_next = 1
+    async with client(proxy.host, PLAIN_GOOD) as c:
+        assert await c.get_manifest("lib/app", "v1") == manifest
+    assert len(tokens.requests) == 2
+    tokens.requests.clear()
+    tokens.expired_next = 100  # the token server keeps handing out dead tokens: give up after one refresh
+    async with client(proxy.host, PLAIN_GOOD) as c:
+        with pytest.raises(AuthError, match="were refused"):
+            await c.get_manifest("lib/app", "v1")
+    assert len(tokens.requests) == 2
+
+
+async def test_bearer_wrong_password_fails_at_the_token_server_at_once(token_registry):
+    tokens, proxy = token_registry
+    async with client(proxy.host, RegistrySettings(plain_http=True, credentials=BAD)) as c:
+        with pytest.raises(AuthError, match=f"credentials for {proxy.host} were refused") as caught:
+            await c.get_manifest("lib/app", "v1")
+    assert BAD.password not in str(caught.value)
+    assert len(tokens.requests) == 1 and len(proxy.seen) == 1
+
+
+async def test_bearer_identity_token_from_auth_file(token_registry, tmp_path):
+    tokens, proxy = token_registry
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_text(json.dumps({"auths": {proxy.host: {"identitytoken": "refresh-me"}}}))
+    async with client(proxy.host, RegistrySettings(plain_http=True), AuthFiles([auth_file])) as c:
+        await seed(c)
+    assert {(r.user, r.grant) for r in tokens.requests} == {(USER, "refresh_token")}
+
+
+# -- auth files ------------------------------------------------------------------
+
+
+def test_auth_file_lookup_order_and_key_spellings(tmp_path, monkeypatch):
+    podman = tmp_path / "podman.json"
+    podman.write_text(json.dumps({"auths": {"reg.example:5000": {"username": "pod", "password": "p1"}}}))
+    docker_dir = tmp_path / "docker"
+    docker_dir.mkdir()
+    (docker_dir / "config.json").write_text(json.dumps({"auths": {
+        "https://reg.example:5000/v2/": {"auth": basic("dock", "p2")},
+        "https://index.docker.io/v1/": {"auth": basic("hub", "p3")},
+        "quay.io": {"auth": basic("quay", "p:4")},
+    }}))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(podman))
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_dir))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert default_paths() == [podman, tmp_path / "run" / "containers" / "auth.json", docker_dir / "config.json"]
+    files = AuthFiles()
+    assert files.lookup("reg.example:5000") == Credentials("pod", "p1")  # REGISTRY_AUTH_FILE first
+    assert files.lookup("docker.io") == files.lookup("registry-1.docker.io") == Credentials("hub", "p3")
+    assert files.lookup("quay.io") == Credentials("quay", "p:4")
+    assert files.lookup("ghcr.io") is None
+    assert AuthFiles([docker_dir / "config.json"]).lookup("reg.example:5000") == Credentials("dock", "p2")
+
+
+def test_unreadable_auth_file_is_a_usage_error_naming_it(tmp_path):
+    broken = tmp_path / "config.json"
+    broken.write_text("{not json")
+    with pytest.raises(UsageError, match=str(broken)):
+        AuthFiles([broken]).lookup("quay.io")
+
+
+def test_credential_helpers(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    helper = bin_dir / "docker-credential-fake"
+    helper.write_text('#!/bin/sh\nread server\n'
+                      'if [ "$server" = "https://index.docker.io/v1/" ]; then\n'
+                      '  echo \'{"ServerURL":"x","Username":"hubuser","Secret":"hubsecret"}\'\n'
+                      'elif [ "$server" = "reg.example" ]; then\n'
+                      '  echo \'{"ServerURL":"x","Username":"reguser","Secret":"regsecret"}\'\n'
+                      'else echo "credentials not found in native keychain"; exit 1; fi\n')
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"credsStore": "fake", "credHelpers": {"reg.example": "fake", "gone.example": "absent"},
+                                  "auths": {"gone.example": {"auth": basic("file", "f")}}}))
+    files = AuthFiles([config])
+    assert files.lookup("docker.io") == Credentials("hubuser", "hubsecret")
+    assert files.lookup("reg.example") == Credentials("reguser", "regsecret")
+    assert files.lookup("gone.example") == Credentials("file", "f")  # helper binary missing: auths entry
+    assert files.lookup("other.example") is None
