@@ -180,10 +180,12 @@ def main() -> None:
     args = parser.parse_args()
     registry = start_registry(args.directory, args.port)
     print(registry.host, flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (registry.stop(), sys.exit(0)))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         registry.process.wait()
     except KeyboardInterrupt:
+        pass
+    finally:
         registry.stop()
 
 
