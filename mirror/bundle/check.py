@@ -167,6 +167,12 @@ class _Check:
         unlisted = sorted(needed - set(image.blobs))
         if unlisted:
             self.problems.append(f"image {image.source}: needs blob {unlisted[0]}, which its record does not list")
+        # push uploads what ``manifests`` lists as manifests and everything else as blobs
+        child_manifests = {digest for digest in needed if digest in self.children}
+        for digest in sorted(child_manifests - set(image.manifests)):
+            self.problems.append(f"image {image.source}: manifest {digest} is not listed among its manifests")
+        for digest in sorted(set(image.manifests) - child_manifests - self.omitted):
+            self.problems.append(f"image {image.source}: {digest} is listed as a manifest of it but is not one")
 
     def _index_json(self) -> None:
         if self.index is None:
