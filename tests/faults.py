@@ -7,6 +7,7 @@
         proxy.drop(r"/blobs/sha256:", after=1000)      # send 1000 body bytes, then cut the connection
         proxy.redirect(r"/blobs/sha256:", "http://127.0.0.1:OTHER")   # 307 to OTHER + same path
         proxy.serve(r"/manifests/old$", body, headers={...})  # answer with these bytes instead
+        proxy.strip(r"/blobs/sha256:", "Range")        # forward without that request header
         ... RegistryClient(proxy.host, RegistrySettings(plain_http=True)) ...
         proxy.requests("GET", r"/blobs/")              # what arrived: method, path, headers, status, bytes sent
         proxy.max_in_flight                            # most requests it was handling at once
@@ -51,6 +52,7 @@ class Fault:
     corrupt: bool = False
     drop_after: int | None = None
     redirect: str | None = None
+    strip: tuple[str, ...] = ()  # request headers (lower case) not forwarded
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -94,6 +96,9 @@ class FaultProxy:
     def serve(self, path: str, body: bytes, *, status: int = 200, method: str | None = "GET",
               times: int | None = None, headers: dict[str, str] | None = None) -> Fault:
         return self.add(Fault(method, path, times, status=status, headers=dict(headers or {}), body=body))
+
+    def strip(self, path: str, *headers: str, method: str | None = "GET", times: int | None = 1) -> Fault:
+        return self.add(Fault(method, path, times, strip=tuple(h.lower() for h in headers)))
 
     def corrupt(self, path: str, *, method: str | None = "GET", times: int | None = 1) -> Fault:
         return self.add(Fault(method, path, times, corrupt=True))
@@ -164,7 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         conn = http.client.HTTPConnection(proxy.upstream, timeout=120)
         try:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            dropped = _HOP_BY_HOP | set(fault.strip if fault else ())
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
             conn.request(self.command, self.path, body=body or None, headers=headers)
             upstream = conn.getresponse()
             data = upstream.read()

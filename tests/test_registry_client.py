@@ -124,6 +124,18 @@ async def test_download_resumes_with_range_from_partial_file(proxy, tmp_path):
     assert partial.read_bytes() == data
 
 
+async def test_download_starts_over_when_the_server_ignores_range(proxy, tmp_path):
+    data, digest = blob(1_200_000)
+    partial = tmp_path / "blob.partial"
+    partial.write_bytes(data[:400_000])
+    proxy.strip("/blobs/sha256:", "Range")
+    async with client(proxy.host) as c:
+        await c.upload_blob("lib/app", digest, len(data), data)
+        await c.download_blob("lib/app", digest, partial)
+    assert [(g.headers.get("range"), g.status) for g in proxy.requests("GET", "/blobs/")] == [("bytes=400000-", 200)]
+    assert partial.read_bytes() == data
+
+
 async def test_download_resumes_after_connection_drop(proxy, tmp_path):
     data, digest = blob(3_000_000)
     proxy.drop("/blobs/sha256:", after=700_000)
