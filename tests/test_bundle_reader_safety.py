@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -250,3 +251,28 @@ def test_parts_are_read_as_one_stream_and_gaps_refused(tmp_path, good_bundle):
 def test_missing_bundle_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match=r"nothere\.tar\.zst: no such file"):
         BundleReader(tmp_path / "nothere.tar.zst")
+
+
+@pytest.mark.parametrize("zstd_args", [["-19"], ["--no-check", "-1"], ["-T2", "--long", "-3"]])
+def test_bundle_recompressed_by_zstd_cli_reads(tmp_path, good_bundle, zstd_args):
+    """An operator may recompress a bundle with zstd(1); its frames must be followed as well as ours."""
+    (tmp_path / "b.tar.zst").write_bytes(good_bundle)
+    subprocess.run(["zstd", "-q", "-d", "b.tar.zst", "-o", "b.tar"], cwd=tmp_path, check=True)
+    subprocess.run(["zstd", "-q", *zstd_args, "b.tar", "-o", "re.tar.zst"], cwd=tmp_path, check=True)
+    assert read_all(tmp_path / "re.tar.zst")[-1] == "index.json"
+
+
+def test_multi_frame_bundle_with_skippable_frame_reads(tmp_path):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in good_members():
+            tar.addfile(info, io.BytesIO(data))
+    data, third = raw.getvalue(), len(raw.getvalue()) // 3
+    frames = [zstandard.ZstdCompressor().compress(data[i : i + third]) for i in range(0, len(data), third)]
+    skippable = (0x184D2A50).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"notes"
+    path = tmp_path / "frames.tar.zst"
+    path.write_bytes(frames[0] + skippable + b"".join(frames[1:]))
+    assert read_all(path)[-1] == "index.json"
+    path.write_bytes(b"".join(frames) + skippable[:6])  # a complete tar, then a cut frame header
+    with pytest.raises(IntegrityError, match="truncated or corrupt"):
+        read_all(path)
