@@ -33,7 +33,7 @@ def connect(timeout: float = 120) -> docker.DockerClient:
         client.ping()
         return client
     except docker.errors.DockerException as exc:
-        reason = str(exc).splitlines()[0][:200]
+        reason = str(exc).splitlines()[0].replace("Error while fetching server API version: ", "")[:200]
         raise UsageError(
             f"Docker Engine at {where} refused the connection ({reason}): start dockerd, "
             "set DOCKER_HOST, or use --engine binary"
