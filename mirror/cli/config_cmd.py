@@ -85,7 +85,8 @@ def config_command(
         raise UsageError("--plain-http does not go with --insecure or --ca-file")
     if include_secrets and not password_stdin:
         raise UsageError("--include-secrets needs --username and --password-stdin")
-    credentials = read_password_stdin(password_stdin, username)
+    # --username alone is fine here: the files then carry a placeholder for the password.
+    credentials = read_password_stdin(password_stdin, username) if password_stdin else None
     settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http, credentials=credentials)
     if bundle is not None:
         found = sources.from_bundle(bundle)
