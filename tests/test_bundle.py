@@ -136,6 +136,18 @@ def test_standard_tools_read_the_decompressed_bundle(tmp_path, generated, store)
         assert inspected["Digest"] == next(i.digest for i in bundle.images if i.source == source)
 
 
+def test_containerd_imports_the_decompressed_bundle(tmp_path, generated, store, containerd):
+    bundle = manifest_for(generated)
+    tar_path = decompress(write_bundle(tmp_path / "b.tar.zst", bundle, store).path, tmp_path)
+    imported = containerd.ctr("images", "import", "--all-platforms", str(tar_path))
+    assert imported.returncode == 0, imported.stderr
+    listed = containerd.ctr("images", "check")
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines()[1:]}
+    for image in bundle.images:
+        _, _, digest, status, *_ = rows[image.source]
+        assert (digest, status) == (image.digest, "complete")
+
+
 def test_split_parts_read_back_identically(tmp_path, generated, store):
     bundle = manifest_for(generated)
     whole = write_bundle(tmp_path / "whole.tar.zst", bundle, store, threads=1)
