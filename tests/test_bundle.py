@@ -16,7 +16,7 @@ from mirror.bundle.check import VerificationFailed, summarize_bundle, verify_bun
 from mirror.bundle.format import BundleManifest, ImageRecord
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.writer import write_bundle
-from mirror.errors import IntegrityError, MirrorError
+from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.store import BlobStore
 from test_bundle_reader_safety import blob_member, craft_bundle, regular
 
@@ -226,7 +226,7 @@ def test_failure_mid_write_keeps_the_previous_bundle(tmp_path, generated, store)
         if written > 100_000:
             raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(MirrorError, match=f"writing bundle {path} failed: .*No space left on device"):
         write_bundle(path, manifest_for(generated), store, progress=disk_full)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
@@ -369,3 +369,11 @@ def test_verify_catches_a_record_that_misnames_its_manifests(tmp_path, generated
         f"image {KLIPPER}: manifest {child} is not listed among its manifests",
         f"image {KLIPPER}: {config} is listed as a manifest of it but is not one",
     ]
+
+
+def test_bad_output_is_a_usage_error(tmp_path, generated, store):
+    with pytest.raises(UsageError, match="directory .*nowhere does not exist"):
+        write_bundle(tmp_path / "nowhere" / "b.tar.zst", manifest_for(generated), store)
+    with pytest.raises(UsageError, match="part size must be positive"):
+        write_bundle(tmp_path / "b.tar.zst", manifest_for(generated), store, part_size=0)
+    assert list(tmp_path.iterdir()) == []

@@ -171,8 +171,8 @@ class BundleEntry:
     name: str  # "oci-layout", "index.json", "blobs/sha256/<hex>"
     digest: str | None  # blobs only, from the name
     size: int
-    _reader: "BundleReader" = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
-    _member: tarfile.TarInfo | None = field(repr=False, compare=False, default=None)
+    _reader: "BundleReader" = field(repr=False, compare=False)
+    _member: tarfile.TarInfo = field(repr=False, compare=False)
 
     def chunks(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
         """The content, verified: a bad blob raises before its last chunk is handed out."""

@@ -86,6 +86,9 @@ def write_bundle(
             tar.add_bytes(INDEX_JSON, _index_json(bundle.images))
             tar.close()
         return sink.commit()
+    except OSError as exc:  # disk full, permissions, a failing disk: one line, nothing left behind
+        sink.discard()
+        raise MirrorError(f"writing bundle {path} failed: {exc}") from exc
     except BaseException:
         sink.discard()
         raise
