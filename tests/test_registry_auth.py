@@ -124,6 +124,14 @@ async def test_no_credentials_for_a_registry_that_wants_them(htpasswd_proxy):
     assert len(htpasswd_proxy.seen) == 1
 
 
+async def test_forbidden_is_an_auth_error(htpasswd_proxy):
+    htpasswd_proxy.fail("/manifests/", 403, times=None)
+    async with client(htpasswd_proxy.host, RegistrySettings(plain_http=True, credentials=GOOD)) as c:
+        with pytest.raises(AuthError, match=f"{htpasswd_proxy.host} denied access to repository:lib/app:pull"):
+            await c.get_manifest("lib/app", "v1")
+    assert len(htpasswd_proxy.requests("GET", "/manifests/")) == 1
+
+
 async def test_unverifiable_tls_is_an_auth_error_and_insecure_is_explicit(secured):
     async with client(secured.host, RegistrySettings(credentials=GOOD)) as c:
         started = time.monotonic()

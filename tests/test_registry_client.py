@@ -6,6 +6,7 @@ a proxy in front of the real registry.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from faults import FaultProxy
 from mirror import oci
 from mirror.errors import IntegrityError, NotFoundError, RegistryError
-from mirror.registry.client import SMALL_UPLOAD, RegistryClient, endpoint_host
+from mirror.registry.client import RETRY_AFTER_CAP, SMALL_UPLOAD, RegistryClient, _retry_after, endpoint_host
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.settings import RegistrySettings
 
@@ -282,6 +283,14 @@ async def test_transient_5xx_then_success_and_bounded_give_up(proxy):
     assert len(proxy.requests("GET", "/manifests/")) == PLAIN.retries + 1
 
 
+def test_retry_after_takes_seconds_or_an_http_date_and_is_capped():
+    assert _retry_after("7") == 7.0
+    assert 25 < _retry_after(email.utils.formatdate(time.time() + 30, usegmt=True)) <= 30
+    assert _retry_after(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
+    assert _retry_after("soon") is None and _retry_after(None) is None
+    assert client("127.0.0.1:1")._delay(0, 3600) == RETRY_AFTER_CAP
+
+
 async def test_unreachable_registry_gives_up_after_bounded_retries(registry):
     registry.stop()
     async with client(registry.host) as c:
@@ -331,3 +340,18 @@ async def test_raw_reader_agrees_with_uploaded_blob(registry):
 async def _chunks(data: bytes):
     for start in range(0, len(data), 1 << 20):
         yield data[start:start + (1 << 20)]
+
+
+async def test_http_proxy_from_environment_and_no_proxy(registry, monkeypatch):
+    """The connected side often sits behind a corporate proxy: HTTP(S)_PROXY and NO_PROXY are honoured."""
+    with FaultProxy(registry.host) as forward_proxy:  # it forwards absolute-form requests too
+        monkeypatch.setenv("HTTP_PROXY", f"http://{forward_proxy.host}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with client(registry.host) as c:
+            await c.ping()
+        assert [r.path for r in forward_proxy.seen] == [f"http://{registry.host}/v2/"]
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        async with client(registry.host) as c:
+            await c.ping()
+        assert len(forward_proxy.seen) == 1

@@ -121,8 +121,10 @@ class RegistryClient:
         """GET /v2/: the registry is there, speaks the API and accepts our credentials."""
         what = f"registry {self.host}"
         response = await self._request("GET", self._url("/v2/"), what=what)
+        await response.aclose()
         if response.status_code != 200:
-            raise await self._failure(response, what)
+            raise RegistryError(f"{self.host} answered {response.status_code} at /v2/; is it a container "
+                                "registry (OCI distribution API) at that address?", response.status_code)
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest:
         what = f"manifest {_image(self.host, repository, reference)}"
