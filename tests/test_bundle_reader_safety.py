@@ -243,6 +243,7 @@ def test_parts_are_read_as_one_stream_and_gaps_refused(tmp_path, good_bundle):
     for n, piece in enumerate(pieces):
         Path(f"{path}.part-{n:03d}").write_bytes(piece)
     assert read_all(path)[-1] == "index.json"
+    assert read_all(Path(f"{path}.part-000")) == read_all(path)  # naming the first part means all of them
     Path(f"{path}.part-001").unlink()
     with pytest.raises(UsageError, match=r"part split\.tar\.zst\.part-001 is missing"):
         BundleReader(path)

@@ -59,6 +59,9 @@ def stray_parts(path: Path, keep: int) -> list[Path]:
 def bundle_parts(path: Path) -> list[Path]:
     """The file itself, or its ``.part-NNN`` files in order; UsageError if neither is complete."""
     path = Path(path)
+    named_part = re.fullmatch(r"(.+)\.part-\d{3,}", path.name)
+    if named_part and not path.with_name(named_part.group(1)).exists():
+        path = path.with_name(named_part.group(1))  # the user named one part: read them all
     if path.is_file():
         return [path]
     if path.exists():
