@@ -93,6 +93,7 @@ def test_well_formed_crafted_bundle_reads(tmp_path):
         (regular("../x", b"evil"), "path escapes"),
         (regular("blobs/sha256/../../x", b"evil"), "path escapes"),
         (regular("/etc/x", b"evil"), "path escapes"),
+        (regular("blobs/sha256/" + "../" * 40 + "etc/cron.d/x", b"evil"), "path escapes"),  # a pax path header
         (special("blobs/sha256/" + "a" * 64, tarfile.SYMTYPE, "/etc/passwd"), "links"),
         (special("blobs/sha256/" + "b" * 64, tarfile.LNKTYPE, "oci-layout"), "links"),
         (special("blobs/sha256/" + "c" * 64, tarfile.CHRTYPE), "devices"),
