@@ -119,5 +119,6 @@ def remove(client: docker.DockerClient, name: str) -> bool:
     return True
 
 
-def owned(container: Container) -> bool:
-    return STATE_LABEL in (container.labels or {})
+def owner(container: Container) -> str | None:
+    """The state dir of the `up` that made ``container``; None if `up` did not make it."""
+    return (container.labels or {}).get(STATE_LABEL)

@@ -81,31 +81,9 @@ def up(options: UpOptions) -> UpResult:
         image = _docker_image(client, options, paths)
 
     names = _names(options)
-    registry_dir = paths.registry_dir
-    registry_dir.mkdir(parents=True, exist_ok=True)
-    cert, key = registry_dir / "server.crt", registry_dir / "server.key"
-    ca_file: Path | None = None
-    if options.tls == "auto":
-        ca_file = ensure_tls(paths.ca_dir, cert, key, names).ca_cert
-    elif options.tls == "given":
-        install_given(options.cert, options.key, cert, key)
-        ca_file = options.ca_file
-    credentials, new_password = None, False
-    if options.auth == "htpasswd":
-        credentials, created = ensure_credentials(paths.credentials, paths.htpasswd, options.username)
-        # Shown until an `up` succeeds with it: a failed first run must not swallow it.
-        new_password = created or previous is None or not previous.auth
-
-    inside = (lambda p: f"{engine.CONFIG_MOUNT}/{p.name}") if kind == "docker" else (lambda p: str(p))
-    listen = f"{options.address}:{options.port}"
-    config = DistConfig(
-        listen=listen,
-        storage=engine.DATA_MOUNT if kind == "docker" else str(data_dir),
-        cert=inside(cert) if options.tls != "none" else None,
-        key=inside(key) if options.tls != "none" else None,
-        htpasswd=inside(paths.htpasswd) if credentials else None,
-    )
-    write_private(paths.config, render(config, http_secret(paths.config)).encode())
+    ca_file, credentials, created = _write_registry_files(options, paths, kind, names, data_dir)
+    # The password is shown until an `up` succeeds with it: a failed first run must not swallow it.
+    new_password = credentials is not None and (created or previous is None or not previous.auth)
 
     local_host = options.address if options.address not in ("0.0.0.0", "::") else "127.0.0.1"
     if ":" in local_host:
@@ -137,16 +115,16 @@ def up(options: UpOptions) -> UpResult:
         result.already_running = True
         save_state(paths, state)
         return result
-    if previous_alive:
-        _stop(paths, previous)
-        _port_free(options.address, options.port)
-    elif previous is not None and previous.running:
-        previous.running = False  # it died on its own: say so before anything else can fail
+    if previous is not None and previous.running:
+        if previous_alive:
+            _stop(paths, previous)
+        previous.running = False  # recorded now, in case starting the new one fails
         save_state(paths, previous)
+        _port_free(options.address, options.port)
 
     if kind == "docker":
         _remove_stale_container(client, options.container_name, paths.root)
-        container = engine.run(client, name=options.container_name, image=image, config_dir=registry_dir,
+        container = engine.run(client, name=options.container_name, image=image, config_dir=paths.registry_dir,
                                data_dir=data_dir, state_dir=paths.root)
         gone = lambda: engine.exit_reason(container)  # noqa: E731
         cleanup = lambda: engine.remove(client, options.container_name)  # noqa: E731
@@ -161,6 +139,34 @@ def up(options: UpOptions) -> UpResult:
         raise
     save_state(paths, state)
     return result
+
+
+def _write_registry_files(options: UpOptions, paths: StatePaths, kind: str, names: list[str],
+                          data_dir: Path) -> tuple[Path | None, Credentials | None, bool]:
+    """Certificate, htpasswd and config.yml in the registry dir; (CA, credentials, new password?)."""
+    registry_dir = paths.registry_dir
+    registry_dir.mkdir(parents=True, exist_ok=True)
+    cert, key = registry_dir / "server.crt", registry_dir / "server.key"
+    ca_file: Path | None = None
+    if options.tls == "auto":
+        ca_file = ensure_tls(paths.ca_dir, cert, key, names).ca_cert
+    elif options.tls == "given":
+        install_given(options.cert, options.key, cert, key)
+        ca_file = options.ca_file
+    credentials, created = None, False
+    if options.auth == "htpasswd":
+        credentials, created = ensure_credentials(paths.credentials, paths.htpasswd, options.username)
+    # Paths as the registry sees them: its config dir is mounted in a container.
+    seen = (lambda p: f"{engine.CONFIG_MOUNT}/{p.name}") if kind == "docker" else str
+    config = DistConfig(
+        listen=f"{options.address}:{options.port}",
+        storage=engine.DATA_MOUNT if kind == "docker" else str(data_dir),
+        cert=seen(cert) if options.tls != "none" else None,
+        key=seen(key) if options.tls != "none" else None,
+        htpasswd=seen(paths.htpasswd) if credentials else None,
+    )
+    write_private(paths.config, render(config, http_secret(paths.config)).encode())
+    return ca_file, credentials, created
 
 
 def _choose_engine(options: UpOptions, notes: list[str]):
@@ -217,12 +223,15 @@ def _docker_image(client, options: UpOptions, paths: StatePaths) -> str:
 
 
 def _remove_stale_container(client, name: str, state_dir: Path) -> None:
+    """Replace a container of ours; never one someone else (or another state dir) made."""
     existing = engine.find(client, name)
     if existing is None:
         return
-    if not engine.owned(existing):
-        raise UsageError(f"container {name} exists and was not made by `mirror registry up`: remove it "
-                         "or pass --container-name")
+    owner = engine.owner(existing)
+    if owner != str(state_dir):
+        made_by = f"`mirror registry up --state-dir {owner}`" if owner else "someone else"
+        raise UsageError(f"container {name} exists and was made by {made_by}: remove it or pass "
+                         "--container-name")
     engine.remove(client, name)
 
 
@@ -319,7 +328,10 @@ def down(state_dir: Path, purge: bool = False) -> DownResult:
     if purge:
         for path in (Path(state.data_dir), paths.root):
             if path.exists():
-                shutil.rmtree(path)
+                try:
+                    shutil.rmtree(path)
+                except OSError as exc:  # e.g. files a container wrote as root
+                    raise MirrorError(f"registry stopped, but {path} could not be deleted: {exc}") from None
                 result.purged.append(str(path))
     return result
 
