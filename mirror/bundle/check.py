@@ -319,12 +319,12 @@ def summarize_bundle(path: Path) -> BundleSummary:
 
 
 def human_size(size: int) -> str:
-    """Decimal units, as docker prints them: 1.5 MB."""
-    if size < 1000:
+    """Binary units, as the CLI's other reports print them: 1.5 MiB."""
+    if size < 1024:
         return f"{size} B"
     value = float(size)
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000:
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024:
             break
     return f"{value:.1f} {unit}"
