@@ -30,7 +30,7 @@ class Target:
             probe = Reference.parse(f"{self.registry}/probe")
         except UsageError:
             probe = None
-        if probe is None or probe.registry != self.registry or "/" in self.registry:
+        if probe is None or probe.registry != self.registry:
             raise UsageError(f"--registry {self.registry!r}: expected HOST:PORT (no scheme, no path)")
 
     @property
