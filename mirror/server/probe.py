@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from typing import Callable
 
@@ -12,7 +13,7 @@ from .state import LocalRegistry
 
 
 def _client(registry: LocalRegistry, timeout: float) -> httpx.Client:
-    verify: bool | str = str(registry.ca_file) if registry.ca_file else True
+    verify = ssl.create_default_context(cafile=str(registry.ca_file)) if registry.ca_file else True
     auth = (registry.credentials.username, registry.credentials.password) if registry.credentials else None
     return httpx.Client(verify=verify, auth=auth, timeout=timeout, trust_env=False)
 

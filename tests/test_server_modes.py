@@ -1,0 +1,79 @@
+"""`registry up` with the operator's own certificate, with plain HTTP and no auth, and as a
+systemd unit: each still leaves push and config a registry they can reach."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import ssl
+import subprocess
+import time
+
+import httpx
+
+import testbed
+from conftest import run_mirror
+from mirror.server.probe import answers
+from mirror.server.state import find_local_registry
+
+
+def up(state_dir, port, *extra):
+    return run_mirror("registry", "up", "--state-dir", state_dir, "--port", str(port), "--address", "127.0.0.1",
+                      "--engine", "binary", *extra)
+
+
+def test_operator_certificate_and_ca_are_used_and_recorded(tmp_path):
+    tls = testbed.make_tls(tmp_path / "tls", ("127.0.0.1", "reg.example.com"))
+    state_dir, port = tmp_path / "state", testbed.free_port()
+    try:
+        result = up(state_dir, port, "--cert", tls.cert, "--key", tls.key, "--ca-file", tls.ca_cert)
+        assert result.returncode == 0, result.stderr
+        local = find_local_registry(state_dir)
+        assert local.ca_file == tls.ca_cert and not (state_dir / "ca").exists()
+        auth = (local.credentials.username, local.credentials.password)
+        trust = ssl.create_default_context(cafile=str(tls.ca_cert))
+        response = httpx.get(f"https://{local.host}/v2/_catalog", verify=trust, auth=auth)
+        assert response.status_code == 200
+        served = subprocess.run(["openssl", "s_client", "-connect", local.host, "-showcerts"],
+                                input="", capture_output=True, text=True, timeout=30).stdout
+        assert tls.cert.read_text().strip().splitlines()[1] in served  # our certificate, not a generated one
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir)
+
+
+def test_plain_http_without_auth(tmp_path):
+    state_dir, port = tmp_path / "state", testbed.free_port()
+    try:
+        result = up(state_dir, port, "--no-tls", "--auth", "none")
+        assert result.returncode == 0, result.stderr
+        assert "password" not in result.stdout
+        local = find_local_registry(state_dir)
+        assert local.plain_http and local.credentials is None and local.ca_file is None
+        assert httpx.get(f"http://{local.host}/v2/").status_code == 200
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir)
+
+
+def test_systemd_unit_runs_the_prepared_registry_and_nothing_starts_before(tmp_path):
+    state_dir, port = tmp_path / "state", testbed.free_port()
+    result = up(state_dir, port, "--print-systemd-unit")
+    assert result.returncode == 0, result.stderr
+    unit = result.stdout
+    assert unit.startswith("[Unit]\n") and "WantedBy=multi-user.target" in unit
+    assert "password" not in unit and "password" in result.stderr  # stdout is the unit file alone
+    local = find_local_registry(state_dir)
+    assert not answers(local)  # prepared, not started
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    process = subprocess.Popen(shlex.split(exec_start.removeprefix("ExecStart=")), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # what systemd would run
+    try:
+        deadline = time.monotonic() + 20
+        while not answers(local) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status = run_mirror("registry", "status", "--state-dir", state_dir, "--json")
+        assert status.returncode == 0 and json.loads(status.stdout)["engine"] == "systemd", status.stdout
+        down = run_mirror("registry", "down", "--state-dir", state_dir)
+        assert down.returncode == 2 and "systemctl disable --now mirror-registry" in down.stderr
+    finally:
+        process.terminate()
+        process.wait(10)
