@@ -8,8 +8,10 @@ registry trusts through ``auth: token: rootcertbundle``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
+import socket
 import subprocess
 import threading
 import time
@@ -165,6 +167,25 @@ async def test_redirect_to_another_host_drops_authorization(htpasswd_proxy, regi
     assert (tmp_path / "other-host.partial").read_bytes() == layer == (tmp_path / "same-host.partial").read_bytes()
 
 
+async def test_client_certificate_for_a_registry_that_requires_one(tmp_path):
+    tls = testbed.make_tls(tmp_path / "tls")
+    key, cert = tmp_path / "client.key", tmp_path / "client.crt"
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mirror client",
+                    "-keyout", str(key), "-out", str(tmp_path / "client.csr")], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(tmp_path / "client.csr"), "-CA", str(tls.ca_cert),
+                    "-CAkey", str(tls.ca_cert.with_suffix(".key")), "-CAcreateserial", "-days", "1",
+                    "-out", str(cert)], check=True, capture_output=True)
+    http = f"tls: {{certificate: {tls.cert}, key: {tls.key}, clientcas: [{tls.ca_cert}]}}"
+    with custom_registry(tmp_path / "registry", http) as registry:
+        async with client(registry.host, RegistrySettings(ca_file=tls.ca_cert)) as c:
+            with pytest.raises(AuthError, match=f"TLS handshake with {registry.host} failed"):
+                await c.ping()
+        settings = RegistrySettings(ca_file=tls.ca_cert, client_cert=cert, client_key=key)
+        async with client(registry.host, settings) as c:
+            await c.ping()
+            await seed(c)
+
+
 async def seed_blob(c: RegistryClient, data: bytes) -> None:
     await c.upload_blob("lib/app", oci.sha256_digest(data), len(data), data)
 
@@ -270,30 +291,46 @@ class _TokenHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+@contextlib.contextmanager
+def custom_registry(directory: Path, http: str, auth: str = ""):
+    """docker-registry with ``http:``/``auth:`` config that testbed.start_registry has no option for."""
+    port = testbed.free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yml").write_text("\n".join([
+        "version: 0.1",
+        "log: {level: warn, accesslog: {disabled: true}}",
+        f"storage: {{filesystem: {{rootdirectory: {directory / 'storage'}}}}}",
+        f"http: {{addr: '127.0.0.1:{port}', secret: mirror-test-secret{', ' + http if http else ''}}}",
+        f"auth: {{{auth}}}" if auth else "",
+    ]) + "\n")
+    log = directory / "registry.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen([testbed.require(testbed.REGISTRY_BINARY), "serve", str(directory / "config.yml")],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    registry = testbed.Registry(directory, port, process, log=log)
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # listening is ready enough; an HTTP probe would need this test's credentials
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            time.sleep(0.05)
+        yield registry
+    finally:
+        registry.stop()
+
+
 @pytest.fixture
 def token_registry(tmp_path_factory):
     """A docker-registry trusting our token server, behind a counting proxy."""
     directory = tmp_path_factory.mktemp("token-registry")
     tokens = TokenServer(directory / "signer", {USER: PASSWORD}, {"refresh-me": USER})
-    port = testbed.free_port()
-    (directory / "config.yml").write_text("\n".join([
-        "version: 0.1",
-        "log: {level: warn, accesslog: {disabled: true}}",
-        f"storage: {{filesystem: {{rootdirectory: {directory / 'storage'}}}}}",
-        f"http: {{addr: '127.0.0.1:{port}', secret: mirror-test-secret}}",
-        "auth:",
-        f"  token: {{realm: '{tokens.url}/token', service: {TokenServer.SERVICE}, "
-        f"issuer: {TokenServer.ISSUER}, rootcertbundle: {tokens.cert}}}",
-    ]) + "\n")
-    log = directory / "registry.log"
-    # testbed.start_registry has no token-auth option; reuse its spawn/wait helpers.
-    registry = testbed.Registry(directory, port, testbed._spawn(directory, log), log=log)
+    auth = (f"token: {{realm: '{tokens.url}/token', service: {TokenServer.SERVICE}, "
+            f"issuer: {TokenServer.ISSUER}, rootcertbundle: {tokens.cert}}}")
     try:
-        testbed._wait_ready(registry)
-        with FaultProxy(registry.host) as proxy:
+        with custom_registry(directory, "", auth) as registry, FaultProxy(registry.host) as proxy:
             yield tokens, proxy
     finally:
-        registry.stop()
         tokens.close()
 
 

@@ -474,7 +474,7 @@ class RegistryClient:
 
         try:
             response = await self._http.send(request, stream=stream)
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, ssl.SSLError) as exc:  # TLS 1.3 alerts arrive unwrapped, on read
             release()
             raise _transport_failure(exc, request) from exc
         except BaseException:
@@ -539,7 +539,7 @@ def _tls_context(settings: RegistrySettings) -> ssl.SSLContext:
     return context
 
 
-def _transport_failure(exc: httpx.TransportError, request: httpx.Request) -> Exception:
+def _transport_failure(exc: Exception, request: httpx.Request) -> Exception:
     """TLS refusals are final (AuthError); anything else is worth retrying."""
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, ssl.SSLError):
