@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -88,6 +89,9 @@ def config_command(
     # --username alone is fine here: the files then carry a placeholder for the password.
     credentials = read_password_stdin(password_stdin, username) if password_stdin else None
     settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http, credentials=credentials)
+    target = Target(registry, prefix=prefix, ca_file=ca_file, username=username,
+                    password=credentials.password if credentials and include_secrets else None,
+                    plain_http=plain_http, insecure=insecure)  # validates --registry before any connection
     if bundle is not None:
         found = sources.from_bundle(bundle)
     elif from_registry:
@@ -95,10 +99,7 @@ def config_command(
     else:
         found = sources.from_manifests()
     extra = [_registry_name(r) for r in source_registry or []]
-    target = Target(
-        registry, sources.from_references(Reference(r, "probe") for r in (*found, *extra)), prefix=prefix,
-        ca_file=ca_file, username=username, password=credentials.password if credentials and include_secrets else None,
-        plain_http=plain_http, insecure=insecure)
+    target = replace(target, source_registries=sources.ordered([*found, *extra]))
     config = GENERATORS[kind](target, certs_dir=certs_dir, rancher_version=rancher_version,
                               cert_manager_version=cert_manager_version)
     if output_dir is not None:

@@ -15,13 +15,14 @@ from ..reference import DOCKER_HUB, Reference
 from ..registry.settings import RegistrySettings
 
 
-def _ordered(registries: Iterable[str]) -> tuple[str, ...]:
+def ordered(registries: Iterable[str]) -> tuple[str, ...]:
+    """docker.io first, then the others sorted, each once."""
     rest = sorted(set(registries) - {DOCKER_HUB})
     return (DOCKER_HUB, *rest)
 
 
 def from_references(references: Iterable[Reference]) -> tuple[str, ...]:
-    return _ordered(ref.registry for ref in references)
+    return ordered(ref.registry for ref in references)
 
 
 def from_manifests() -> tuple[str, ...]:
@@ -48,7 +49,7 @@ def from_repositories(repositories: Iterable[str], prefix: str = "") -> tuple[st
         first, _, rest = repository.partition("/")
         if rest and ("." in first or ":" in first or first == "localhost"):
             found.append(first)
-    return _ordered(found)
+    return ordered(found)
 
 
 def from_registry(registry: str, settings: RegistrySettings, prefix: str = "") -> tuple[str, ...]:
