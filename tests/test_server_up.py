@@ -2,8 +2,9 @@
 
 Docker Engine: the registry image is built from Debian's docker-registry,
 carried in a bundle, loaded and run by `up --from-bundle`. Binary: the same
-docker-registry runs as a background process. Either way skopeo pushes into
-it and containerd pulls from it, over TLS with the generated credentials.
+docker-registry runs as a background process. Either way skopeo and
+`mirror push` push into it and containerd pulls from it, over TLS with the
+generated credentials.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def images(tmp_path_factory):
         yield bundle, seed_source(source.host, store, registry_image), stored
     finally:
         source.stop()
+
+
+REPOSITORIES = {"library/busybox": ["1.36"], "library/registry": ["2.8.2"]}
 
 
 def up_args(engine: str, state_dir: Path, port: int, bundle: Path) -> list[str]:
@@ -157,14 +161,21 @@ def test_up_serves_real_clients_over_tls_with_auth_and_keeps_data(engine, images
                              tmp_path)
         assert pushed.returncode == 0, pushed.stderr
 
+        pushed = run_mirror("push", bundle, "--registry", local.host, "--ca-file", local.ca_file, "--username",
+                            local.credentials.username, "--password-stdin", "--quiet", input=password + "\n")
+        assert pushed.returncode == 0, pushed.stderr
+
         hosts_dir = tmp_path / "hosts"
         refused, output = ctr_pull(containerd, f"anon-{engine}", target, local.ca_file, hosts_dir)
         assert refused != 0 and "401 Unauthorized" in output
         pulled, output = ctr_pull(containerd, f"up-{engine}", target, local.ca_file, hosts_dir,
                                   local.credentials.username, password)
         assert pulled == 0, output
+        pulled, output = ctr_pull(containerd, f"up-{engine}", f"{local.host}/library/busybox:1.36", local.ca_file,
+                                  hosts_dir, local.credentials.username, password)
+        assert pulled == 0, output  # what `mirror push` carried in from the bundle
         listed = containerd.ctr("-n", f"up-{engine}", "images", "ls", "-q").stdout.split()
-        assert target in listed
+        assert target in listed and f"{local.host}/library/busybox:1.36" in listed
 
         again = run_mirror(*up_args(engine, state_dir, port, bundle), env=env)
         assert again.returncode == 0, again.stderr
@@ -174,7 +185,7 @@ def test_up_serves_real_clients_over_tls_with_auth_and_keeps_data(engine, images
         status = run_mirror("registry", "status", "--state-dir", state_dir, "--json", env=env)
         report = json.loads(status.stdout)
         assert status.returncode == 0 and report["engine"] == engine and report["answering"]
-        assert report["repositories"] == {"library/registry": ["2.8.2"]}
+        assert report["repositories"] == REPOSITORIES
         assert report["storage_bytes"] >= image_bytes  # the pushed blobs are in the data dir
 
         down = run_mirror("registry", "down", "--state-dir", state_dir, env=env)
@@ -187,7 +198,7 @@ def test_up_serves_real_clients_over_tls_with_auth_and_keeps_data(engine, images
         assert back.returncode == 0, back.stderr
         assert password not in back.stdout  # the kept password, not a new one
         status = run_mirror("registry", "status", "--state-dir", state_dir, "--json", env=env)
-        assert json.loads(status.stdout)["repositories"] == {"library/registry": ["2.8.2"]}
+        assert json.loads(status.stdout)["repositories"] == REPOSITORIES
 
         purge = run_mirror("registry", "down", "--purge", "--state-dir", state_dir, env=env)
         assert purge.returncode == 0, purge.stderr
