@@ -31,6 +31,7 @@ StateDirOption = typer.Option(
     help="Where up records URL, CA and credentials for push/config "
          "[default: /var/lib/mirror/registry as root, else ~/.local/share/mirror/registry].")
 
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 EXIT_CODES = ("Exit codes: 0 running; 2 bad flags or unfit host (port in use, data dir not writable, "
               "Docker Engine refused, no registry image in the bundle) and nothing started; "
               "1 the registry started but never answered (it was stopped again).")
@@ -54,8 +55,10 @@ def up_command(
     bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Bundle carrying the registry image."),
     registry_image: Optional[str] = typer.Option(
         None, "--registry-image", help="Image to run [default: the library/registry image in the bundle]."),
-    engine: str = typer.Option("auto", "--engine", help="auto, docker or binary (registry/docker-registry "
-                                                        "on PATH)."),
+    engine: str = typer.Option(
+        "auto", "--engine", help="docker (DOCKER_HOST; the container uses the host network), binary "
+                                 "(registry or docker-registry on PATH), or auto: docker when reachable "
+                                 "and given the image, else binary."),
     container_name: str = typer.Option("mirror-registry", "--container-name", help="Docker container name."),
     print_systemd_unit: bool = typer.Option(
         False, "--print-systemd-unit", help="Prepare config, certificate and password, print a systemd unit "
@@ -94,7 +97,8 @@ def up_command(
     else:
         verb = "already running" if result.already_running else "running"
         say(f"registry {verb} at {state.url} ({state.engine}), data in {state.data_dir}")
-        say(f"  nodes reach it as: {', '.join(f'{n}:{state.port}' for n in state.hostnames)}")
+        remote = [n for n in state.hostnames if n not in LOOPBACK] or state.hostnames
+        say(f"  nodes reach it as: {', '.join(f'{n}:{state.port}' for n in remote)}")
         if state.ca_file:
             say(f"  CA for nodes: {state.ca_file}")
     if result.credentials:
