@@ -18,7 +18,7 @@ from mirror.bundle.reader import BundleReader
 from mirror.bundle.writer import write_bundle
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.store import BlobStore
-from test_bundle_reader_safety import blob_member, craft_bundle, regular
+from test_bundle_reader_safety import craft_bundle, regular
 
 KLIPPER = "docker.io/rancher/klipper-helm:v0.7.3-build20220613"  # Docker manifest list, two platforms
 WEBHOOK = "quay.io/jetstack/cert-manager-webhook:v1.7.1"  # OCI index, two platforms
