@@ -259,6 +259,17 @@ async def test_failing_upload_source_cancels_and_propagates(proxy, size):
     assert not [r for r in proxy.requests("PUT") if r.status == 201]
 
 
+async def test_bare_async_iterator_source_gets_one_attempt(proxy):
+    data, digest = blob(SMALL_UPLOAD + 100)
+    async with client(proxy.host) as c:
+        await c.upload_blob("lib/app", digest, len(data), _chunks(data))
+        assert await c.blob_size("lib/app", digest) == len(data)
+        proxy.fail("/blobs/uploads/", 503, method="PATCH")
+        with pytest.raises(RegistryError, match="answered 503, 1 attempt"):
+            await c.upload_blob("lib/other", digest, len(data), _chunks(data))
+    assert len(proxy.requests("POST", "/v2/lib/other/")) == 1
+
+
 async def test_429_waits_for_retry_after(proxy):
     proxy.fail("/manifests/", 429, headers={"Retry-After": "1"})
     async with client(proxy.host) as c:

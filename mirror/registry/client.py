@@ -39,7 +39,7 @@ CANCEL_TIMEOUT = 5.0
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 T = TypeVar("T")
-BlobSource = Union[bytes, Path, Callable[[], AsyncIterator[bytes]]]
+BlobSource = Union[bytes, Path, Callable[[], AsyncIterator[bytes]], AsyncIterator[bytes]]
 Content = Union[bytes, Callable[[], AsyncIterator[bytes]], None]
 
 
@@ -268,11 +268,16 @@ class RegistryClient:
         """Upload a blob; retried as a whole on transient failures.
 
         A callable source is called once per attempt for a fresh iterator;
-        whatever it raises cancels the upload and propagates unchanged.
+        whatever it raises cancels the upload and propagates unchanged. A bare
+        async iterator cannot be replayed, so it gets one attempt only.
         """
         digest_hex(digest)
         what = f"upload of blob {digest} to {self.host}/{repository}"
         scopes = [push_scope(repository)]
+        retries = None
+        if not isinstance(source, (bytes, Path)) and not callable(source):
+            stream, retries = source, 0
+            source = lambda: stream  # noqa: E731
 
         async def attempt() -> None:
             response = await self._request("POST", self._url(f"/v2/{repository}/blobs/uploads/"),
@@ -286,7 +291,7 @@ class RegistryClient:
                 await self._cancel_upload(location, repository)
                 raise
 
-        await self._retrying(attempt, what)
+        await self._retrying(attempt, what, retries)
 
     async def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> None:
         """PUT the manifest's bytes exactly as given under a tag or its digest."""
@@ -404,12 +409,13 @@ class RegistryClient:
 
         return await (self._retrying(attempt, what) if retry else attempt())
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str) -> T:
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str, retries: int | None = None) -> T:
+        retries = self.settings.retries if retries is None else retries
         for number in itertools.count():
             try:
                 return await attempt()
             except _Transient as exc:
-                if number >= self.settings.retries:
+                if number >= retries:
                     raise RegistryError(f"{what}: {self.host} {exc.reason}, {number + 1} attempt(s); "
                                         "check that the registry is up and reachable, then run again",
                                         exc.status) from exc
