@@ -27,7 +27,7 @@ from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, Regi
 from ..oci import Descriptor, Manifest, digest_hex
 from .auth import CATALOG_SCOPE, Authenticator, pull_scope, push_scope
 from .credentials import AuthFiles
-from .settings import RegistrySettings
+from .settings import Credentials, RegistrySettings
 
 CHUNK_SIZE = 1 << 20
 SMALL_UPLOAD = 16 << 20  # at most this: one PUT; above: PATCH then PUT
@@ -101,7 +101,7 @@ class RegistryClient:
             follow_redirects=False,
         )
 
-        def credentials():
+        def credentials() -> Credentials | None:
             return settings.credentials or (auth_files or AuthFiles()).lookup(host)
 
         self._auth = Authenticator(host, credentials, self._send_plain)
