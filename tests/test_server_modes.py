@@ -10,10 +10,13 @@ import subprocess
 import time
 
 import httpx
+import pytest
 
 import testbed
 from conftest import run_mirror
-from mirror.server.probe import answers
+from mirror.errors import UsageError
+from mirror.server import binary
+from mirror.server.probe import answers, require_local_registry
 from mirror.server.state import find_local_registry
 
 
@@ -77,3 +80,18 @@ def test_systemd_unit_runs_the_prepared_registry_and_nothing_starts_before(tmp_p
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_require_local_registry_says_the_next_step(tmp_path):
+    state_dir, port = tmp_path / "state", testbed.free_port()
+    with pytest.raises(UsageError, match=r"no --registry given .* run `mirror registry up --from-bundle BUNDLE`"):
+        require_local_registry(state_dir)
+    try:
+        assert up(state_dir, port).returncode == 0
+        found = require_local_registry(state_dir)
+        assert found == find_local_registry(state_dir) and found.host == f"127.0.0.1:{port}"
+        binary.stop(state_dir / "registry.pid", state_dir / "registry" / "config.yml")  # it died
+        with pytest.raises(UsageError, match=rf"127.0.0.1:{port} does not answer: see `mirror registry status`"):
+            require_local_registry(state_dir)
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir)

@@ -82,8 +82,9 @@ def run(client: docker.DockerClient, *, name: str, image: str, config_dir: Path,
         return client.containers.run(
             image, command=["serve", f"{CONFIG_MOUNT}/config.yml"], name=name, detach=True,
             restart_policy={"Name": "always"}, network_mode="host",
-            volumes={str(data_dir): {"bind": DATA_MOUNT, "mode": "rw"},
-                     str(config_dir): {"bind": CONFIG_MOUNT, "mode": "ro"}},
+            # z: relabel for SELinux (RHEL bastions); a no-op where SELinux is off.
+            volumes={str(data_dir): {"bind": DATA_MOUNT, "mode": "rw,z"},
+                     str(config_dir): {"bind": CONFIG_MOUNT, "mode": "ro,z"}},
             labels={STATE_LABEL: str(state_dir)},
         )
     except docker.errors.APIError as exc:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ssl
 import time
+from pathlib import Path
 from typing import Callable
 
 import httpx
 
-from ..errors import MirrorError
-from .state import LocalRegistry
+from ..errors import MirrorError, UsageError
+from .state import LocalRegistry, find_local_registry
 
 
 def _client(registry: LocalRegistry, timeout: float) -> httpx.Client:
@@ -42,6 +43,18 @@ def wait_ready(registry: LocalRegistry, gone: Callable[[], str | None], timeout:
             raise MirrorError(f"registry exited before answering on {url(registry)}: {reason}")
         time.sleep(0.2)
     raise MirrorError(f"registry did not answer on {url(registry)}/v2/ within {timeout:.0f}s")
+
+
+def require_local_registry(state_dir: Path | None = None) -> LocalRegistry:
+    """For a command run without --registry: the registry `up` started, answering, or the next step."""
+    found = find_local_registry(state_dir)
+    if found is None:
+        raise UsageError("no --registry given and no registry started by `mirror registry up` on this host: "
+                         "run `mirror registry up --from-bundle BUNDLE`, or pass --registry HOST:PORT")
+    if not answers(found):
+        raise UsageError(f"the registry `mirror registry up` started at {found.host} does not answer: see "
+                         "`mirror registry status`, or run `mirror registry up` again")
+    return found
 
 
 def log_reason(lines: list[str]) -> str:
