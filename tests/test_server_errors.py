@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import socket
+import tarfile
 
 import pytest
 
@@ -104,3 +106,25 @@ def test_bundle_without_registry_image(bundles, dockerd, tmp_path):
     assert_nothing_runs("docker", state_dir, dockerd)
     assert {image.id for image in client.images.list(all=True)} == images_before
     client.close()
+
+
+def test_container_name_taken_by_someone_else(bundles, dockerd, tmp_path):
+    state_dir = tmp_path / "state"
+    client = dockerd.client()
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("hello")
+        tar.addfile(info, io.BytesIO(b""))
+    client.api.import_image_from_data(layer.getvalue(), repository="someone/else", tag="1")
+    theirs = client.containers.create("someone/else:1", command=["/hello"], name="their-registry")
+    try:
+        result = run_mirror(*up_args("docker", state_dir, testbed.free_port(), bundles[0]),
+                            "--container-name", "their-registry", env={"DOCKER_HOST": dockerd.docker_host})
+        assert_refused(result, "container their-registry exists and was made by someone else")
+        assert_nothing_runs("docker", state_dir, dockerd)
+        theirs.reload()
+        assert theirs.status == "created"  # untouched
+    finally:
+        theirs.remove(force=True)
+        client.images.remove("someone/else:1")
+        client.close()

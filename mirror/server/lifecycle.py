@@ -78,6 +78,7 @@ def up(options: UpOptions) -> UpResult:
 
     image = None
     if kind == "docker":
+        _check_container_name(client, options.container_name, paths.root)
         image = _docker_image(client, options, paths)
 
     names = _names(options)
@@ -123,7 +124,7 @@ def up(options: UpOptions) -> UpResult:
         _port_free(options.address, options.port)
 
     if kind == "docker":
-        _remove_stale_container(client, options.container_name, paths.root)
+        engine.remove(client, options.container_name)  # ours (checked above), left stopped or dead
         container = engine.run(client, name=options.container_name, image=image, config_dir=paths.registry_dir,
                                data_dir=data_dir, state_dir=paths.root)
         gone = lambda: engine.exit_reason(container)  # noqa: E731
@@ -206,8 +207,6 @@ def _docker_image(client, options: UpOptions, paths: StatePaths) -> str:
             raise UsageError("--engine docker needs the registry image: pass --from-bundle BUNDLE "
                              "(or --registry-image REF already loaded in the engine)")
         return found
-    if not options.bundle.is_file():
-        raise UsageError(f"--from-bundle {options.bundle}: no such file")
     with BundleReader(options.bundle) as reader, \
             tempfile.TemporaryDirectory(prefix="image-", dir=paths.root) as spool_dir:
         record = find_registry_image(reader.manifest, options.bundle, options.registry_image)
@@ -222,17 +221,14 @@ def _docker_image(client, options: UpOptions, paths: StatePaths) -> str:
     return loaded
 
 
-def _remove_stale_container(client, name: str, state_dir: Path) -> None:
-    """Replace a container of ours; never one someone else (or another state dir) made."""
+def _check_container_name(client, name: str, state_dir: Path) -> None:
+    """Refuse a name some other container has: `up` replaces only what this state dir made."""
     existing = engine.find(client, name)
-    if existing is None:
-        return
-    owner = engine.owner(existing)
+    owner = engine.owner(existing) if existing else str(state_dir)
     if owner != str(state_dir):
         made_by = f"`mirror registry up --state-dir {owner}`" if owner else "someone else"
         raise UsageError(f"container {name} exists and was made by {made_by}: remove it or pass "
                          "--container-name")
-    engine.remove(client, name)
 
 
 def _names(options: UpOptions) -> list[str]:

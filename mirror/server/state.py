@@ -102,12 +102,12 @@ class RegistryState:
 
 def load_state(paths: StatePaths) -> RegistryState | None:
     try:
-        data = json.loads(paths.state_file.read_text())
+        return RegistryState(**json.loads(paths.state_file.read_text()))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"registry state {paths.state_file} is unreadable: {exc}") from None
-    return RegistryState(**data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"registry state {paths.state_file} is unreadable ({exc}): run "
+                         "`mirror registry up` again") from None
 
 
 def save_state(paths: StatePaths, state: RegistryState) -> None:
@@ -131,8 +131,8 @@ class LocalRegistry:
 def find_local_registry(state_dir: Path | None = None) -> LocalRegistry | None:
     """The registry ``up`` started and ``down`` has not stopped, or None.
 
-    It is not probed: a caller that cannot reach ``host`` should say so and
-    suggest ``mirror registry status``.
+    It is not probed; ``probe.require_local_registry`` also checks that it
+    answers and turns "none" into the next step to take.
     """
     paths = StatePaths(state_dir or default_state_dir())
     state = load_state(paths)
