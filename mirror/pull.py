@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,7 @@ from typing import Any, Callable
 import anyio
 
 from .bundle.format import BundleManifest, ImageRecord
-from .bundle.writer import WrittenBundle, write_bundle
+from .bundle.writer import WrittenBundle, plan_blobs, write_bundle
 from .errors import AuthError, ExitCode, ImagesFailed, IntegrityError, MirrorError, UsageError
 from .oci import Descriptor, Manifest, Platform
 from .progress import Progress
@@ -65,6 +66,7 @@ class ResolvedImage:
     blobs: dict[str, int]  # configs and layers: digest -> size
     platforms: list[str]
     narrowed_from: str | None = None
+    fetched: dict[str, int] = field(default_factory=dict)  # blobs already downloaded while resolving
 
     def record(self) -> ImageRecord:
         needed = [m.digest for m in self.children] + list(self.blobs)
@@ -121,6 +123,8 @@ async def resolve_all(
                 if store is not None:
                     for manifest in (image.top, *image.children):
                         store.put_bytes(manifest.digest, manifest.data)
+                    if not image.top.is_index:
+                        image.platforms = await _platform_from_config(image, store, pool)
                 resolved[index] = image
             except MirrorError as exc:
                 failures[str(ref)] = str(exc)
@@ -164,6 +168,25 @@ async def resolve_image(ref: Reference, request: PullRequest, pool: ClientPool) 
     return ResolvedImage(ref, location, top, children, blobs, platforms, narrowed_from)
 
 
+async def _platform_from_config(image: ResolvedImage, store: BlobStore, pool: ClientPool) -> list[str]:
+    """A single-manifest image's platform, as its config says (fetched now: mirror-bundle.json,
+    the bundle's first entry, lists every image's platforms)."""
+    children = image.top.children()
+    if not children:
+        return []
+    config = children[0].digest
+    if not store.has(config):
+        client = await pool.get(image.location.host)
+        await client.download_blob(image.location.repository, config, store.partial_path(config))
+        store.promote(config)
+        image.fetched[config] = children[0].size
+    try:
+        document = json.loads(store.read(config))
+        return [str(Platform(document["os"], document["architecture"], document.get("variant")))]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
 def _wanted(descriptor: Descriptor, platforms: list[Platform]) -> bool:
     if not platforms:
         return True
@@ -178,54 +201,87 @@ def _narrow_index(index: Manifest, keep: list[Descriptor]) -> Manifest:
     return Manifest.from_bytes(json.dumps(document, indent=3).encode() + b"\n", index.media_type)
 
 
-async def fetch_blobs(
-    images: list[ResolvedImage], store: BlobStore, pool: ClientPool, jobs: int, progress: Progress
-) -> tuple[dict[str, MirrorError], int, int]:
-    """Download each blob of ``images`` not yet in ``store``, once, largest first."""
-    wanted: dict[str, tuple[int, Location]] = {}
-    for image in images:
-        for digest, size in image.blobs.items():
-            wanted.setdefault(digest, (size, image.location))
-    missing = sorted((d for d in wanted if not store.has(d)), key=lambda d: -wanted[d][0])
-    reused = sum(wanted[d][0] for d in wanted if store.has(d))
-    failed: dict[str, MirrorError] = {}
-    limiter = anyio.CapacityLimiter(jobs)
-    downloaded = 0
-
-    async def one(digest: str, bar: Any) -> None:
-        nonlocal downloaded
-        size, location = wanted[digest]
-        async with limiter:
-            client: RegistryClient = await pool.get(location.host)
-            partial = store.partial_path(digest)
-            already = partial.stat().st_size if partial.exists() else 0
-            bar.update(already)
-            try:
-                await client.download_blob(location.repository, digest, partial, progress=bar.update)
-                store.promote(digest)
-                downloaded += size - already
-            except MirrorError as exc:
-                failed[digest] = exc
-
-    total = sum(wanted[d][0] for d in missing)
-    with progress.bar(total, "downloading") as bar:
-        async with anyio.create_task_group() as tg:
-            for digest in missing:
-                tg.start_soon(one, digest, bar)
-    return failed, downloaded, reused
+class _Abandoned(Exception):
+    """The bundle being written is given up because a download failed."""
 
 
-def _platform_of_config(store: BlobStore, image: ResolvedImage) -> list[str]:
-    """For a single-manifest image, its platform as its config states it."""
-    config = image.top.children()[0] if image.top.children() else None
-    if config is None or not store.has(config.digest):
-        return []
-    try:
-        document = json.loads(store.read(config.digest))
-        platform = Platform(document["os"], document["architecture"], document.get("variant"))
-    except (ValueError, KeyError, TypeError):
-        return []
-    return [str(platform)]
+class Arrivals:
+    """Which blobs are in the store: downloads announce them, the bundle writer waits for them.
+
+    Shared between the event loop (downloads) and the writer's thread.
+    """
+
+    def __init__(self, present: set[str]):
+        self._ready = set(present)
+        self._abandoned = False
+        self._condition = threading.Condition()
+
+    def arrived(self, digest: str) -> None:
+        with self._condition:
+            self._ready.add(digest)
+            self._condition.notify_all()
+
+    def abandon(self) -> None:
+        with self._condition:
+            self._abandoned = True
+            self._condition.notify_all()
+
+    def wait_for(self, digest: str) -> None:
+        with self._condition:
+            while digest not in self._ready and not self._abandoned:
+                self._condition.wait()
+            if self._abandoned:
+                raise _Abandoned(digest)
+
+
+@dataclass
+class Fetch:
+    """Downloads of every blob not yet in the store, in the order the bundle writes them."""
+
+    store: BlobStore
+    pool: ClientPool
+    jobs: int
+    wanted: dict[str, tuple[int, Location]]  # digest -> size and where to get it
+    order: list[str]
+    failed: dict[str, MirrorError] = field(default_factory=dict)
+    downloaded: int = 0
+    verified: set[str] = field(default_factory=set)  # hashed on the way in by this process
+
+    @property
+    def missing(self) -> list[str]:
+        return [d for d in self.order if d in self.wanted and not self.store.has(d)]
+
+    @property
+    def reused(self) -> int:
+        return sum(size for d, (size, _) in self.wanted.items() if d not in self.verified)
+
+    async def run(self, arrivals: Arrivals, progress: Progress, abandon_on_failure: bool) -> None:
+        limiter = anyio.CapacityLimiter(self.jobs)
+
+        async def one(digest: str, bar: Any) -> None:
+            size, location = self.wanted[digest]
+            async with limiter:
+                client: RegistryClient = await self.pool.get(location.host)
+                partial = self.store.partial_path(digest)
+                already = partial.stat().st_size if partial.exists() else 0
+                bar.update(already)
+                try:
+                    await client.download_blob(location.repository, digest, partial, progress=bar.update)
+                except MirrorError as exc:
+                    self.failed[digest] = exc
+                    if abandon_on_failure:
+                        arrivals.abandon()
+                    return
+                self.store.promote(digest)
+                self.downloaded += size - already
+                self.verified.add(digest)
+                arrivals.arrived(digest)
+
+        missing = self.missing
+        with progress.bar(sum(self.wanted[d][0] for d in missing), "downloading") as bar:
+            async with anyio.create_task_group() as tg:
+                for digest in missing:
+                    tg.start_soon(one, digest, bar)
 
 
 def exit_error(failures: dict[str, str], errors: list[MirrorError]) -> MirrorError:
@@ -238,52 +294,79 @@ def exit_error(failures: dict[str, str], errors: list[MirrorError]) -> MirrorErr
     return error
 
 
-async def pull(request: PullRequest, progress: Progress) -> PullResult:
-    """Run a whole pull. Failures raise ImagesFailed (no bundle) unless keep_going."""
-    store = BlobStore(request.store_dir)
-    async with ClientPool(request.settings_for) as pool:
-        images, failures, errors = await resolve_all(request, pool, progress, store)
-        if failures and not request.keep_going:
-            raise exit_error(failures, errors)
-        failed_blobs, downloaded, reused = await fetch_blobs(images, store, pool, request.jobs, progress)
-
-    if failed_blobs:
-        kept = []
-        for image in images:
-            bad = [d for d in image.blobs if d in failed_blobs]
-            if bad:
-                failures[str(image.ref)] = f"blob {bad[0]}: {failed_blobs[bad[0]]}"
-                errors.append(failed_blobs[bad[0]])
-            else:
-                kept.append(image)
-        images = kept
-        if not request.keep_going:
-            raise exit_error(failures, errors)
-
-    for image in images:
-        if not image.top.is_index:
-            image.platforms = _platform_of_config(store, image)
-    records = [image.record() for image in images]
+def bundle_manifest(request: PullRequest, images: list[ResolvedImage]) -> BundleManifest:
     sizes: dict[str, int] = {}
     for image in images:
         sizes[image.top.digest] = len(image.top.data)
         sizes.update({m.digest: len(m.data) for m in image.children})
         sizes.update(image.blobs)
-    manifest = BundleManifest(
-        images=records,
+    return BundleManifest(
+        images=[image.record() for image in images],
         blobs=sizes,
         topology=request.topology,
         platforms_requested=[str(p) for p in request.platforms],
     )
-    result = PullResult(records, failures, downloaded, reused, total_blob_bytes=sum(sizes.values()))
-    if not records:
-        raise exit_error(failures, errors) if failures else UsageError("no images to pull")
 
-    with progress.bar(sum(sizes.values()), "writing bundle") as bar:
-        result.bundle = await anyio.to_thread.run_sync(
+
+async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStore, progress: Progress,
+                 verified: set[str], wait_for: Callable[[str], None] | None = None) -> WrittenBundle:
+    with progress.bar(manifest.total_size, "writing bundle") as bar:
+        return await anyio.to_thread.run_sync(
             lambda: write_bundle(request.output, manifest, store, level=request.compression_level,
-                                 part_size=request.part_size, progress=bar.update)
-        )
+                                 part_size=request.part_size, progress=bar.update, verified=verified,
+                                 wait_for=wait_for))
+
+
+async def pull(request: PullRequest, progress: Progress) -> PullResult:
+    """Run a whole pull. Failures raise ImagesFailed (no bundle) unless keep_going.
+
+    The bundle is written while the blobs are still downloading (the writer
+    waits for each in turn), so disk, network and compression overlap. If a
+    download fails the half-written bundle is dropped; with ``keep_going``
+    it is written again from the work dir without the failed images.
+    """
+    store = BlobStore(request.store_dir)
+    async with ClientPool(request.settings_for) as pool:
+        images, failures, errors = await resolve_all(request, pool, progress, store)
+        if failures and not request.keep_going:
+            raise exit_error(failures, errors)
+        if not images:
+            raise exit_error(failures, errors) if failures else UsageError("no images to pull")
+        manifest = bundle_manifest(request, images)
+        wanted = {d: (size, image.location) for image in reversed(images) for d, size in image.blobs.items()}
+        order = [digest for digest, _ in plan_blobs(manifest, store, pending=True)]
+        fetch = Fetch(store, pool, request.jobs, wanted, order)
+        for image in images:
+            fetch.verified.update(image.fetched)
+            fetch.downloaded += sum(image.fetched.values())
+        arrivals = Arrivals({d for d in order if store.has(d)})
+        bundle: WrittenBundle | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fetch.run, arrivals, progress, True)
+            try:
+                bundle = await _write(request, manifest, store, progress, fetch.verified, arrivals.wait_for)
+            except _Abandoned:
+                pass
+            except BaseException:
+                tg.cancel_scope.cancel()
+                raise
+
+    if fetch.failed:
+        kept = []
+        for image in images:
+            bad = [d for d in image.blobs if d in fetch.failed]
+            if bad:
+                failures[str(image.ref)] = f"blob {bad[0]}: {fetch.failed[bad[0]]}"
+                errors.append(fetch.failed[bad[0]])
+            else:
+                kept.append(image)
+        if not request.keep_going or not kept:
+            raise exit_error(failures, errors)
+        images, manifest = kept, bundle_manifest(request, kept)
+        bundle = await _write(request, manifest, store, progress, fetch.verified)
+
+    result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused,
+                        total_blob_bytes=manifest.total_size, bundle=bundle)
     if not request.keep_work:
         shutil.rmtree(request.store_dir, ignore_errors=True)
     if failures:

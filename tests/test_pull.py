@@ -16,7 +16,7 @@ from mirror.bundle.reader import BundleReader
 def unpack(bundle, tmp_path):
     """What a user does before handing a bundle to skopeo or ctr: ``zstd -d``."""
     tar = tmp_path / "bundle.tar"
-    subprocess.run(["zstd", "-q", "-d", str(bundle), "-o", str(tar)], check=True)
+    subprocess.run(["zstd", "-q", "-f", "-d", str(bundle), "-o", str(tar)], check=True)
     return tar
 
 
