@@ -15,7 +15,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import UsageError
-from ..server.lifecycle import UpOptions, down, status, up
+from ..server.lifecycle import UpOptions, UpResult, down, status, up
 from ..server.state import default_state_dir
 from .app import app
 from .common import JsonOption, handle_errors
@@ -82,36 +82,48 @@ def up_command(
         systemd_unit=print_systemd_unit, container_name=container_name,
     )
     result = up(options)
-    state = result.state
-    # With --print-systemd-unit stdout is the unit file; everything else goes to stderr.
-    say = (lambda text: typer.echo(text, err=True)) if result.systemd_unit else typer.echo
     for note in result.notes:
         typer.echo(f"mirror: {note}", err=True)
-    if result.systemd_unit:
-        typer.echo(result.systemd_unit, nl=False)
-    elif json_output:
-        doc = {"url": state.url, "engine": state.engine, "already_running": result.already_running,
-               "hostnames": state.hostnames, "ca_file": state.ca_file,
-               "credentials_file": state.credentials_file, "data_dir": state.data_dir}
-        typer.echo(json.dumps(doc, indent=2))
+    if json_output:
+        typer.echo(json.dumps(_up_json(result), indent=2))
+    elif result.systemd_unit:
+        typer.echo(result.systemd_unit, nl=False)  # stdout is the unit file alone
+        for line in _up_lines(result):
+            typer.echo(line, err=True)
+        typer.echo("install: save stdout as /etc/systemd/system/mirror-registry.service, then "
+                   "`systemctl enable --now mirror-registry`", err=True)
     else:
-        verb = "already running" if result.already_running else "running"
-        say(f"registry {verb} at {state.url} ({state.engine}), data in {state.data_dir}")
-        remote = [n for n in state.hostnames if n not in LOOPBACK] or state.hostnames
-        say(f"  nodes reach it as: {', '.join(f'{n}:{state.port}' for n in remote)}")
-        if state.ca_file:
-            say(f"  CA for nodes: {state.ca_file}")
+        for line in _up_lines(result):
+            typer.echo(line)
+        typer.echo("next: mirror push BUNDLE   (finds this registry without flags)")
+
+
+def _up_lines(result: UpResult) -> list[str]:
+    state = result.state
+    verb = "prepared" if result.systemd_unit else ("already running" if result.already_running else "running")
+    remote = [n for n in state.hostnames if n not in LOOPBACK] or state.hostnames
+    lines = [f"registry {verb} at {state.url} ({state.engine}), data in {state.data_dir}",
+             f"  nodes reach it as: {', '.join(f'{n}:{state.port}' for n in remote)}"]
+    if state.ca_file:
+        lines.append(f"  CA for nodes: {state.ca_file}")
+    if result.credentials and result.new_password:
+        lines += [f"  user {result.credentials.username}, password {result.credentials.password}",
+                  f"  (shown once; kept in {state.credentials_file}, mode 0600)"]
+    elif result.credentials:
+        lines.append(f"  user {result.credentials.username}, password in {state.credentials_file}")
+    return lines
+
+
+def _up_json(result: UpResult) -> dict:
+    state = result.state
+    doc = {"url": state.url, "engine": state.engine, "already_running": result.already_running,
+           "hostnames": state.hostnames, "data_dir": state.data_dir, "ca_file": state.ca_file,
+           "credentials_file": state.credentials_file, "systemd_unit": result.systemd_unit}
     if result.credentials:
+        doc["username"] = result.credentials.username
         if result.new_password:
-            say(f"  user {result.credentials.username}, password {result.credentials.password}")
-            say(f"  (shown once; kept in {state.credentials_file}, mode 0600)")
-        elif not json_output:
-            say(f"  user {result.credentials.username}, password in {state.credentials_file}")
-    if result.systemd_unit:
-        say("install: save stdout as /etc/systemd/system/mirror-registry.service, then "
-            "`systemctl enable --now mirror-registry`")
-    elif not json_output:
-        say("next: mirror push BUNDLE   (finds this registry without flags)")
+            doc["password"] = result.credentials.password  # shown once, as in the text output
+    return doc
 
 
 @registry_app.command("down", help="Stop the registry; its images are kept unless --purge.")
