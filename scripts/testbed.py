@@ -11,7 +11,6 @@ scripts/bench.py so that every one of them runs the same real registry.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import socket

@@ -80,3 +80,18 @@ def test_interrupted_pull_resumes_where_it_stopped(proxied, seeded_source, tmp_p
     with BundleReader(output) as reader:
         assert reader.manifest.images[0].digest == image.digest
     assert json.loads(second.stdout)["reused_bytes"] > 0
+
+
+def test_keep_going_drops_an_image_whose_blob_is_corrupt(proxied, seeded_source, tmp_path):
+    proxy, args = proxied
+    image, digest, _ = largest_layer(seeded_source)
+    other = next(i for i in seeded_source.corpus.images if digest not in i.blob_digests)
+    proxy.corrupt(f"/blobs/{digest}", times=None)
+    output = tmp_path / "bundle.tar.zst"
+    result = run_mirror("pull", image.source, other.source, "-o", output, *args, "--keep-going")
+    assert result.returncode == 4, result.stderr
+    assert image.source in result.stderr and digest in result.stderr
+    with BundleReader(output) as reader:
+        assert [r.source for r in reader.manifest.images] == [other.source]
+    verified = run_mirror("verify", output)
+    assert verified.returncode == 0, verified.stderr

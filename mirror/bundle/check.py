@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from ..errors import IntegrityError, MirrorError
 from ..oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Manifest
+from ..units import human_size
 from .format import INDEX_JSON, MAX_DOCUMENT_SIZE, OCI_LAYOUT, OCI_LAYOUT_DOC, BundleManifest, ImageRecord
 from .reader import BlobCorrupt, BundleReader
 from .writer import index_media_type
@@ -317,14 +318,3 @@ def summarize_bundle(path: Path) -> BundleSummary:
         ],
     )
 
-
-def human_size(size: int) -> str:
-    """Binary units, as the CLI's other reports print them: 1.5 MiB."""
-    if size < 1024:
-        return f"{size} B"
-    value = float(size)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024:
-            break
-    return f"{value:.1f} {unit}"

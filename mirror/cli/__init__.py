@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from .app import app
 
-# Each module registers its commands on ``app`` when imported.
-from . import common  # noqa: F401  (import order: common first)
-from . import registry_cmd  # noqa: F401
-from . import bundle_cmd, pull_cmd, push_cmd  # noqa: F401
-from . import lists_cmd, config_cmd  # noqa: F401
+# Each module registers its commands on ``app`` when imported; --help lists them in this order.
+from . import pull_cmd, push_cmd, bundle_cmd, registry_cmd, config_cmd, lists_cmd  # noqa: F401,I001
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import anyio
 import typer
 
 from ..bundle.check import summarize_bundle, verify_bundle
+from ..bundle.reader import BundleReader
 from ..errors import ExitCode
 from ..progress import Progress
 from ..push import PushRequest, Target
@@ -18,7 +19,8 @@ from .common import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
     UsernameOption, handle_errors, read_password_stdin, registry_settings,
 )
-from .render import emit_json, human_size
+from ..units import human_size
+from .render import emit_json
 
 
 @app.command("inspect")
@@ -53,7 +55,9 @@ def verify_command(
     """Re-hash every blob of a bundle (exit 4 naming what is wrong), or check a registry (exit 1)."""
     if registry is None:
         progress = Progress(quiet or json_report)
-        with progress.bar(None, "verifying") as bar:
+        with BundleReader(bundle) as reader:
+            total = reader.manifest.total_size
+        with progress.bar(total, "verifying") as bar:
             report = verify_bundle(bundle, progress=bar.update)
         if json_report:
             emit_json(report.to_json())

@@ -74,20 +74,6 @@ def registry_settings(
     )
 
 
-def parse_size(text: str, option: str) -> int:
-    """``500M``, ``4G``, ``4GiB``, ``1048576`` -> bytes."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    cleaned = text.strip().upper().removesuffix("IB").removesuffix("B")
-    number, unit = (cleaned[:-1], cleaned[-1]) if cleaned[-1:] in units and cleaned[-1:] else (cleaned, "")
-    try:
-        value = int(float(number) * units[unit])
-    except (ValueError, KeyError):
-        raise UsageError(f"{option} {text!r}: expected a size like 512M or 4G") from None
-    if value <= 0:
-        raise UsageError(f"{option} {text!r}: must be positive")
-    return value
-
-
 # Shared option declarations, so every command spells them the same way.
 CaFileOption = typer.Option(None, "--ca-file", help="CA certificate (PEM) that signed the registry's certificate.")
 InsecureOption = typer.Option(False, "--insecure", help="Use TLS but do not verify the registry's certificate.")

@@ -17,8 +17,9 @@ from ..pull import PullRequest, pull, resolve_all
 from ..registry.pool import ClientPool
 from ..sources import SourceMap, SourceMirror
 from .app import app
-from .common import CaFileOption, JobsOption, JsonOption, QuietOption, handle_errors, parse_size, registry_settings
-from .render import emit_json, human_size, report_failures
+from .common import CaFileOption, JobsOption, JsonOption, QuietOption, handle_errors, registry_settings
+from ..units import human_size, parse_size
+from .render import emit_json, report_failures
 
 
 def parse_platforms(values: list[str]) -> list[Platform]:

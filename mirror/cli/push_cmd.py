@@ -13,9 +13,10 @@ from ..push import MIB, PushRequest, Target, push
 from .app import app
 from .common import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, handle_errors, parse_size, read_password_stdin, registry_settings,
+    UsernameOption, handle_errors, read_password_stdin, registry_settings,
 )
-from .render import emit_json, human_size, report_failures
+from ..units import human_size, parse_size
+from .render import emit_json, report_failures
 
 
 @app.command("push")

@@ -8,14 +8,6 @@ from typing import Any
 import typer
 
 
-def human_size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 def emit_json(report: dict[str, Any]) -> None:
     typer.echo(json.dumps(report, indent=2, sort_keys=True))
 
