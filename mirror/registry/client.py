@@ -228,7 +228,12 @@ class RegistryClient:
 
     @contextlib.asynccontextmanager
     async def open_blob(self, repository: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The blob's bytes as an async iterator of ~1 MiB chunks; the caller hashes them."""
+        """The blob's bytes as an async iterator of ~1 MiB chunks; the caller hashes them.
+
+        The open stream holds one of this client's ``max_connections`` slots
+        until the block exits: copying within one registry, use a separate
+        client for the writes, or they can wait forever for a slot.
+        """
         what = f"blob {digest} of {self.host}/{repository}"
         response = await self._request("GET", self._url(f"/v2/{repository}/blobs/{digest}"),
                                        scopes=[pull_scope(repository)],
