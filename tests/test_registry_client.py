@@ -259,6 +259,23 @@ async def test_failing_upload_source_cancels_and_propagates(proxy, size):
     assert not [r for r in proxy.requests("PUT") if r.status == 201]
 
 
+async def test_large_upload_retried_with_a_fresh_stream_after_a_transient_failure(proxy):
+    data, digest = blob(SMALL_UPLOAD + 100)
+    calls = []
+
+    def source():
+        calls.append(1)
+        return _chunks(data)
+
+    proxy.fail("/blobs/uploads/", 502, method="PATCH")
+    async with client(proxy.host) as c:
+        await c.upload_blob("lib/app", digest, len(data), source)
+        assert await c.blob_size("lib/app", digest) == len(data)
+    assert len(calls) == 2
+    assert [r.status for r in proxy.requests("PATCH")] == [502, 202]
+    assert len(proxy.requests("DELETE", "/blobs/uploads/")) == 1  # the broken session was cancelled
+
+
 async def test_bare_async_iterator_source_gets_one_attempt(proxy):
     data, digest = blob(SMALL_UPLOAD + 100)
     async with client(proxy.host) as c:
