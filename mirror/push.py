@@ -21,7 +21,7 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 import anyio
 import anyio.from_thread
@@ -34,7 +34,7 @@ from .layout import target_repository
 from .oci import Manifest
 from .progress import Progress
 from .reference import Reference
-from .registry.client import RegistryClient
+from .registry.client import BlobSource, RegistryClient
 from .registry.settings import RegistrySettings
 
 MIB = 1 << 20
@@ -332,7 +332,7 @@ class _Pusher:
 
     async def _upload(self, digest: str, spool: _Spool) -> None:
         try:
-            await self._place_blob(digest, spool.size, lambda: spool.source)
+            await self._place_blob(digest, spool.size, spool.source)
         finally:
             spool.discard()
             if spool.data is not None:
@@ -353,13 +353,13 @@ class _Pusher:
         with receive:
             await self._place_blob(digest, size, source)
 
-    async def _place_blob(self, digest: str, size: int, source: Callable[[], Any]) -> None:
+    async def _place_blob(self, digest: str, size: int, source: BlobSource) -> None:
         """Upload once into the first repository missing it, mount into the rest."""
         missing = [r for r in self.blob_repos[digest] if not self.outcomes[digest, r].ok]
         first, rest = missing[0], missing[1:]
         try:
             async with self.limiter:
-                await self.client.upload_blob(first, digest, size, source())
+                await self.client.upload_blob(first, digest, size, source)
             self.outcomes[digest, first].succeed()
             self.result.uploaded_blobs += 1
             self.result.uploaded_bytes += size
@@ -369,7 +369,7 @@ class _Pusher:
                     if await self.client.mount_blob(repository, digest, first):
                         self.result.mounted_blobs += 1
                     else:
-                        await self.client.upload_blob(repository, digest, size, source())
+                        await self.client.upload_blob(repository, digest, size, source)
                         self.result.uploaded_blobs += 1
                         self.result.uploaded_bytes += size
                 self.outcomes[digest, repository].succeed()

@@ -17,7 +17,7 @@ from ..verify_registry import verify_in_registry
 from .app import app
 from .common import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, handle_errors, read_password_stdin, registry_settings,
+    UsernameOption, handle_errors, target_registry,
 )
 from ..units import human_size
 from .render import emit_json
@@ -43,6 +43,8 @@ def verify_command(
     bundle: Path = typer.Argument(..., help="Bundle (NAME.tar.zst or its split parts)."),
     registry: Optional[str] = typer.Option(
         None, "--registry", "-r", help="Check this registry holds every image instead of checking the bundle."),
+    local_registry: bool = typer.Option(
+        False, "--local-registry", help="Check the registry `mirror registry up` started here."),
     ca_file: Optional[Path] = CaFileOption,
     insecure: bool = InsecureOption,
     plain_http: bool = PlainHttpOption,
@@ -53,7 +55,7 @@ def verify_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Re-hash every blob of a bundle (exit 4 naming what is wrong), or check a registry (exit 1)."""
-    if registry is None:
+    if registry is None and not local_registry:
         progress = Progress(quiet or json_report)
         with BundleReader(bundle) as reader:
             total = reader.manifest.total_size
@@ -65,8 +67,8 @@ def verify_command(
             typer.echo(f"{bundle}: OK, {report.images} images, {report.blobs} blobs, "
                        f"{human_size(report.bytes)} re-hashed")
         return
-    settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                                 credentials=read_password_stdin(password_stdin, username), jobs=jobs)
+    registry, settings = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                                         username=username, password_stdin=password_stdin, jobs=jobs)
     request = PushRequest(bundle=bundle, target=Target.parse(registry, settings), jobs=jobs)
     check = anyio.run(verify_in_registry, request)
     if json_report:

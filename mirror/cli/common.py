@@ -74,6 +74,34 @@ def registry_settings(
     )
 
 
+def target_registry(
+    registry: str | None,
+    *,
+    ca_file: Path | None,
+    insecure: bool,
+    plain_http: bool,
+    username: str | None,
+    password_stdin: bool,
+    jobs: int,
+) -> tuple[str, RegistrySettings]:
+    """The registry a command writes to or checks, and how to reach it.
+
+    Without ``--registry``: the one ``mirror registry up`` started here, with
+    its CA and credentials; flags given still win.
+    """
+    credentials = read_password_stdin(password_stdin, username)
+    if registry is None:
+        from ..server.probe import require_local_registry
+
+        local = require_local_registry()
+        registry = local.host
+        ca_file = ca_file or local.ca_file
+        plain_http = plain_http or local.plain_http
+        credentials = credentials or local.credentials
+    return registry, registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                                       credentials=credentials, jobs=jobs)
+
+
 # Shared option declarations, so every command spells them the same way.
 CaFileOption = typer.Option(None, "--ca-file", help="CA certificate (PEM) that signed the registry's certificate.")
 InsecureOption = typer.Option(False, "--insecure", help="Use TLS but do not verify the registry's certificate.")

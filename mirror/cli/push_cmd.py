@@ -13,7 +13,7 @@ from ..push import MIB, PushRequest, Target, push
 from .app import app
 from .common import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, handle_errors, read_password_stdin, registry_settings,
+    UsernameOption, handle_errors, target_registry,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
@@ -23,7 +23,9 @@ from .render import emit_json, report_failures
 @handle_errors
 def push_command(
     bundle: Path = typer.Argument(..., help="Bundle written by `mirror pull` (NAME.tar.zst, or its split parts)."),
-    registry: str = typer.Option(..., "--registry", "-r", help="Target HOST[:PORT][/PREFIX]."),
+    registry: Optional[str] = typer.Option(
+        None, "--registry", "-r",
+        help="Target HOST[:PORT][/PREFIX] [default: the registry `mirror registry up` started here]."),
     ca_file: Optional[Path] = CaFileOption,
     insecure: bool = InsecureOption,
     plain_http: bool = PlainHttpOption,
@@ -37,8 +39,8 @@ def push_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Stream a bundle into a registry: concurrent uploads, every digest verified."""
-    settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                                 credentials=read_password_stdin(password_stdin, username), jobs=jobs)
+    registry, settings = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                                         username=username, password_stdin=password_stdin, jobs=jobs)
     request = PushRequest(
         bundle=bundle,
         target=Target.parse(registry, settings),

