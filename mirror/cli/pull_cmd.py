@@ -64,7 +64,10 @@ def pull_command(
     keep_going: bool = typer.Option(
         False, "--keep-going", help="Write a bundle of the images that worked (still exit 1 naming the rest)."),
     split_size: Optional[str] = typer.Option(None, "--split-size", help="Cut the bundle into parts of this size, e.g. 4G."),
-    level: int = typer.Option(3, "--level", min=1, max=19, help="zstd compression level."),
+    level: int = typer.Option(
+        1, "--level", min=1, max=19,
+        help="zstd level. Layers are already gzip'd, so higher levels cost CPU for little; raise it for "
+             "images with uncompressed layers."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the image list and download size; fetch no blob."),
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
