@@ -18,6 +18,8 @@ from mirror.errors import UsageError
 from mirror.server import binary
 from mirror.server.probe import answers, require_local_registry
 from mirror.server.state import find_local_registry
+from mirror.store import BlobStore
+from registry_image import build_other_image, write_test_bundle
 
 
 def up(state_dir, port, *extra):
@@ -86,6 +88,10 @@ def test_require_local_registry_says_the_next_step(tmp_path):
     state_dir, port = tmp_path / "state", testbed.free_port()
     with pytest.raises(UsageError, match=r"no --registry given .* run `mirror registry up --from-bundle BUNDLE`"):
         require_local_registry(state_dir)
+    store = BlobStore(tmp_path / "store")
+    bundle = write_test_bundle(tmp_path / "bundle.tar.zst", store, [build_other_image(store)])
+    pushed = run_mirror("push", bundle, env={"MIRROR_STATE_DIR": str(state_dir)})
+    assert pushed.returncode == 2 and "run `mirror registry up --from-bundle BUNDLE`" in pushed.stderr
     try:
         assert up(state_dir, port).returncode == 0
         found = require_local_registry(state_dir)

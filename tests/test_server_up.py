@@ -136,6 +136,22 @@ def registries_running(engine: str, state_dir: Path, dockerd) -> int:
     return count
 
 
+def secret_exposed(engine: str, state_dir: Path, dockerd, password: str) -> bool:
+    """Whether the password shows in the registry's log, argv or environment (or the container's)."""
+    if engine == "docker":
+        client = dockerd.client()
+        try:
+            container = client.containers.get("mirror-registry")
+            seen = json.dumps(client.api.inspect_container(container.id)) + container.logs().decode()
+        finally:
+            client.close()
+    else:
+        pid = (state_dir / "registry.pid").read_text().strip()
+        seen = (state_dir / "registry.log").read_text() + Path(f"/proc/{pid}/cmdline").read_text() + \
+            Path(f"/proc/{pid}/environ").read_text()
+    return password in seen
+
+
 @pytest.mark.parametrize("engine", ["docker", "binary"])
 def test_up_serves_real_clients_over_tls_with_auth_and_keeps_data(engine, images, dockerd, containerd,
                                                                    tmp_path):
@@ -161,9 +177,10 @@ def test_up_serves_real_clients_over_tls_with_auth_and_keeps_data(engine, images
                              tmp_path)
         assert pushed.returncode == 0, pushed.stderr
 
-        pushed = run_mirror("push", bundle, "--registry", local.host, "--ca-file", local.ca_file, "--username",
-                            local.credentials.username, "--password-stdin", "--quiet", input=password + "\n")
+        # No --registry, CA or credentials: push finds what `up` recorded.
+        pushed = run_mirror("push", bundle, "--quiet", env={**env, "MIRROR_STATE_DIR": str(state_dir)})
         assert pushed.returncode == 0, pushed.stderr
+        assert f"pushed 2 images to {local.host}" in pushed.stdout
 
         hosts_dir = tmp_path / "hosts"
         refused, output = ctr_pull(containerd, f"anon-{engine}", target, local.ca_file, hosts_dir)
@@ -181,6 +198,8 @@ def test_up_serves_real_clients_over_tls_with_auth_and_keeps_data(engine, images
         assert again.returncode == 0, again.stderr
         assert "already running" in again.stdout and password not in again.stdout
         assert registries_running(engine, state_dir, dockerd) == 1
+
+        assert not secret_exposed(engine, state_dir, dockerd, password)
 
         status = run_mirror("registry", "status", "--state-dir", state_dir, "--json", env=env)
         report = json.loads(status.stdout)
