@@ -2,8 +2,9 @@
 # The main job end to end on loopback, on a fresh Debian machine:
 #   an "upstream" registry seeded with sample images standing in for docker.io
 #   and quay.io -> mirror pull (through --source-mirror) -> ONE bundle ->
-#   a private registry -> mirror push -> mirror verify -> a real client
-#   (skopeo and containerd's ctr) pulls an image back by its original digest.
+#   mirror registry up (TLS + auth) -> mirror push -> mirror verify ->
+#   mirror config -> a real client (skopeo) reads an image back over TLS with
+#   the generated credentials and gets its original digest.
 # Everything it starts is stopped on exit; its files go under demo-work/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,12 +38,20 @@ python3 -m mirror pull --images-file "$work/images.txt" \
 python3 -m mirror inspect "$work/bundle.tar.zst"
 python3 -m mirror verify "$work/bundle.tar.zst"
 
-step "air gap: a private registry, then mirror push"
-private=$(start_registry "$work/private")
-python3 -m mirror push "$work/bundle.tar.zst" --registry "$private" --plain-http
-python3 -m mirror verify "$work/bundle.tar.zst" --registry "$private" --plain-http
+step "air gap: mirror registry up (TLS + htpasswd), mirror push, mirror verify"
+export MIRROR_STATE_DIR="$work/bastion"   # where `registry up` records URL, CA and credentials
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m mirror registry up --engine binary --port "$port" --hostname localhost --data-dir "$work/registry-data"
+trap 'python3 -m mirror registry down >/dev/null 2>&1 || true; cleanup' EXIT
+python3 -m mirror push "$work/bundle.tar.zst"               # finds the registry `up` started
+python3 -m mirror verify "$work/bundle.tar.zst" --local-registry
+private="127.0.0.1:$port"
 
-step "a real client pulls back from the private registry"
+step "what the nodes need: mirror config k3s"
+python3 -m mirror config k3s --registry "localhost:$port" --ca-file "$MIRROR_STATE_DIR/ca/ca.crt" \
+  --username mirror --bundle "$work/bundle.tar.zst"
+
+step "a real client (skopeo, TLS + login) pulls back from the private registry"
 image=$(grep -m1 'klipper-helm' "$work/images.txt")
 expected=$(python3 - "$work/bundle.tar.zst" "$image" <<'PY'
 import sys
@@ -51,8 +60,12 @@ with BundleReader(sys.argv[1]) as reader:
     print(next(r.digest for r in reader.manifest.images if r.source == sys.argv[2]))
 PY
 )
+mkdir -p "$work/certs" && cp "$MIRROR_STATE_DIR/ca/ca.crt" "$work/certs/ca.crt"
+python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["password"])' "$MIRROR_STATE_DIR/credentials" |
+  skopeo login --authfile "$work/auth.json" --cert-dir "$work/certs" --username mirror --password-stdin "$private"
 path=${image#docker.io/}
-got=$(skopeo inspect --tls-verify=false --raw "docker://$private/$path" | sha256sum | cut -d' ' -f1)
+got=$(skopeo inspect --authfile "$work/auth.json" --cert-dir "$work/certs" --raw "docker://$private/$path" |
+  sha256sum | cut -d' ' -f1)
 echo "  $image: upstream digest $expected"
 echo "  $private/$path: served digest sha256:$got"
 [ "sha256:$got" = "$expected" ] || { echo "digest mismatch" >&2; exit 1; }
