@@ -8,12 +8,8 @@ from typing import Optional
 import anyio
 import typer
 
-from ..bundle.check import summarize_bundle, verify_bundle
-from ..bundle.reader import BundleReader
 from ..errors import ExitCode
 from ..progress import Progress
-from ..push import PushRequest, Target
-from ..verify_registry import verify_in_registry
 from .app import app
 from .common import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
@@ -30,6 +26,8 @@ def inspect_command(
     json_report: bool = JsonOption,
 ) -> None:
     """Images, platforms and sizes in a bundle, from its first entry only (fast)."""
+    from ..bundle.check import summarize_bundle  # imported here so other commands start faster
+
     summary = summarize_bundle(bundle)
     if json_report:
         emit_json(summary.to_json())
@@ -55,6 +53,11 @@ def verify_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Re-hash every blob of a bundle (exit 4 naming what is wrong), or check a registry (exit 1)."""
+    from ..bundle.check import verify_bundle  # imported here so other commands start faster
+    from ..bundle.reader import BundleReader
+    from ..push import PushRequest, Target
+    from ..verify_registry import verify_in_registry
+
     if registry is None and not local_registry:
         progress = Progress(quiet or json_report)
         with BundleReader(bundle) as reader:

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import anyio
 import typer
 
 from ..errors import ExitCode, UsageError
-from ..lists import resolve_images
 from ..oci import Platform
 from ..progress import Progress
-from ..pull import PullRequest, pull, resolve_all
-from ..registry.pool import ClientPool
-from ..sources import SourceMap, SourceMirror
 from .app import app
 from .common import CaFileOption, JobsOption, JsonOption, QuietOption, handle_errors, registry_settings
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
+
+if TYPE_CHECKING:
+    from ..pull import PullRequest
 
 
 def parse_platforms(values: list[str]) -> list[Platform]:
@@ -73,6 +72,10 @@ def pull_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Pull images into ONE portable bundle (an OCI image layout in a tar.zst)."""
+    from ..lists import resolve_images  # imported here so other commands start faster
+    from ..pull import PullRequest, pull
+    from ..sources import SourceMap, SourceMirror
+
     refs, topology = resolve_images(
         mode,
         versions={"k3s": k3s_version, "kubernetes": kubernetes_version, "rke2": rke2_version,
@@ -130,6 +133,8 @@ def pull_command(
 
 def _dry_run(request: PullRequest, progress: Progress, json_report: bool) -> None:
     """Resolve manifests only: the list, and the unique download size where sources answer."""
+    from ..pull import resolve_all
+    from ..registry.pool import ClientPool
 
     async def resolve():
         async with ClientPool(request.settings_for) as pool:

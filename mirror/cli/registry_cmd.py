@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from ..errors import UsageError
-from ..server.lifecycle import UpOptions, UpResult, down, status, up
-from ..server.state import default_state_dir
 from .app import app
 from .common import JsonOption, handle_errors
+
+if TYPE_CHECKING:
+    from ..server.lifecycle import UpResult
 
 registry_app = typer.Typer(
     help="Run a TLS registry with auth on this host (Docker Engine or the registry binary).",
@@ -74,6 +75,9 @@ def up_command(
         raise UsageError("--cert and --key go together")
     if auth not in ("htpasswd", "none"):
         raise UsageError(f"--auth {auth}: expected htpasswd or none")
+    from ..server.lifecycle import UpOptions, up  # the Docker SDK and cryptography: only when needed
+    from ..server.state import default_state_dir
+
     options = UpOptions(
         state_dir=(state_dir or default_state_dir()).absolute(),
         data_dir=data_dir, port=port, address=address, hostnames=list(hostname),
@@ -132,6 +136,9 @@ def down_command(
     purge: bool = typer.Option(False, "--purge", help="Also delete the images, certificates and password."),
     state_dir: Optional[Path] = StateDirOption,
 ) -> None:
+    from ..server.lifecycle import down
+    from ..server.state import default_state_dir
+
     result = down((state_dir or default_state_dir()).absolute(), purge=purge)
     typer.echo("registry stopped" if result.stopped else "no registry was running")
     for path in result.purged:
@@ -144,6 +151,9 @@ def status_command(
     state_dir: Optional[Path] = StateDirOption,
     json_output: bool = JsonOption,
 ) -> None:
+    from ..server.lifecycle import status
+    from ..server.state import default_state_dir
+
     report = status((state_dir or default_state_dir()).absolute())
     if json_output:
         typer.echo(json.dumps(report.to_json(), indent=2))
