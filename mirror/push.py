@@ -16,6 +16,7 @@ in one repository are mounted into the others. Then the tar is read once:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections import defaultdict
@@ -29,7 +30,7 @@ import anyio.to_thread
 
 from .bundle.format import BundleManifest, ImageRecord
 from .bundle.reader import BundleEntry, BundleReader
-from .errors import AuthError, ExitCode, IntegrityError, MirrorError
+from .errors import AuthError, ExitCode, IntegrityError, MirrorError, RegistryError
 from .layout import target_repository
 from .oci import Manifest
 from .progress import Progress
@@ -264,6 +265,8 @@ class _Pusher:
     def _read_all(self) -> None:
         """Runs in a worker thread: the tar is read sequentially, work goes to the loop."""
         for entry in self.reader.entries():
+            if self.fatal is not None:
+                return  # the registry is gone: reading on would only queue more failures
             digest = entry.digest
             if digest is None:
                 continue
@@ -358,14 +361,14 @@ class _Pusher:
         missing = [r for r in self.blob_repos[digest] if not self.outcomes[digest, r].ok]
         first, rest = missing[0], missing[1:]
         try:
-            async with self.limiter:
+            async with self._slot():
                 await self.client.upload_blob(first, digest, size, source)
             self.outcomes[digest, first].succeed()
             self.result.uploaded_blobs += 1
             self.result.uploaded_bytes += size
             self.bar.update(size)
             for repository in rest:
-                async with self.limiter:
+                async with self._slot():
                     if await self.client.mount_blob(repository, digest, first):
                         self.result.mounted_blobs += 1
                     else:
@@ -375,8 +378,18 @@ class _Pusher:
                 self.outcomes[digest, repository].succeed()
         except MirrorError as exc:
             self._blob_failed(digest, exc)
+            if _registry_unwell(exc) and self.fatal is None:
+                self.fatal = exc
         finally:
             self.uploading.discard(digest)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """A concurrency slot for one request; refused once the registry is known to be down."""
+        async with self.limiter:
+            if self.fatal is not None:
+                raise self.fatal
+            yield
 
     def _blob_failed(self, digest: str, error: MirrorError) -> None:
         for repository in self.blob_repos[digest]:
@@ -397,7 +410,7 @@ class _Pusher:
                 outcome.fail(MirrorError(f"needs {child.digest}, which failed: {dependency.error}"))
                 return
         try:
-            async with self.limiter:
+            async with self._slot():
                 await self.client.put_manifest(repository, manifest.digest, manifest)
             outcome.succeed()
             self.result.manifests_pushed += 1
@@ -484,6 +497,14 @@ async def _chunks_from(receive: Any) -> AsyncIterator[bytes]:
         if isinstance(item, BaseException):
             raise item
         yield item
+
+
+def _registry_unwell(error: MirrorError) -> bool:
+    """The registry stopped answering (or keeps failing) after the client's own retries.
+
+    Then the push stops instead of retrying every remaining blob in turn.
+    """
+    return type(error) is RegistryError and (error.status is None or error.status == 429 or error.status >= 500)
 
 
 def _exit_code(errors: Iterable[MirrorError]) -> ExitCode:

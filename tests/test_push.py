@@ -210,3 +210,42 @@ def test_verify_against_registry(bundle, seeded_source, registry):
     assert pushed.returncode == 0, pushed.stderr
     present = run_mirror("verify", bundle, "--registry", registry.host, "--plain-http")
     assert present.returncode == 0, present.stderr
+
+
+def test_registry_killed_mid_push_leaves_no_broken_tag_and_a_rerun_completes(bundle, registry):
+    from faults import FaultProxy
+
+    class KillsRegistry(FaultProxy):
+        """Kills the real registry as the third blob upload arrives, as a crash would."""
+
+        uploads = 0
+
+        def _record(self, seen):
+            super()._record(seen)
+            if seen.method == "PUT" and "/blobs/uploads/" in seen.path:
+                self.uploads += 1
+                if self.uploads == 3:
+                    registry.kill()
+
+    with KillsRegistry(registry.host) as proxy:
+        result = run_mirror("push", bundle, "--registry", proxy.host, "--plain-http", "--jobs", "2")
+    assert result.returncode == 1, result.stderr
+    assert "mirror: failed:" in result.stderr
+    registry.restart()
+    assert tags_pointing_at_incomplete_images(registry) == []
+    again, report = push(bundle, registry, "--plain-http")
+    assert again.returncode == 0, again.stderr
+    assert report["present_blobs"] > 0  # what made it before the crash is not sent again
+    check = run_mirror("verify", bundle, "--registry", registry.host, "--plain-http")
+    assert check.returncode == 0, check.stderr
+
+
+def test_push_reads_a_split_bundle(seeded_source, registry, tmp_path):
+    image = seeded_source.corpus.images[0]
+    output = tmp_path / "split.tar.zst"
+    pulled = run_mirror("pull", image.source, "-o", output, *seeded_source.mirror_args, "--split-size", "1M")
+    assert pulled.returncode == 0, pulled.stderr
+    assert not output.exists() and len(list(tmp_path.glob("split.tar.zst.part-*"))) > 1
+    result, report = push(output, registry, "--plain-http")
+    assert result.returncode == 0, result.stderr
+    assert [i["digest"] for i in report["images"]] == [image.digest]
