@@ -326,6 +326,11 @@ async def test_unreachable_registry_gives_up_after_bounded_retries(registry):
     async with client(registry.host) as c:
         with pytest.raises(RegistryError, match=f"{registry.host} could not be reached"):
             await c.ping()
+        # Every later request fails at once with the same reason instead of its own retry cycle.
+        started = time.monotonic()
+        with pytest.raises(RegistryError, match=f"{registry.host} could not be reached"):
+            await c.get_manifest("lib/app", "v1")
+        assert time.monotonic() - started < 0.05
 
 
 async def test_pagination_follows_link_headers(proxy):

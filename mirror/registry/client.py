@@ -91,6 +91,7 @@ class RegistryClient:
         scheme = "http" if settings.plain_http else "https"
         self.base_url = httpx.URL(f"{scheme}://{endpoint_host(host)}")
         self._backoff_base = BACKOFF_BASE if backoff_base is None else backoff_base
+        self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
         self._limiter = anyio.CapacityLimiter(max(1, settings.max_connections))
         self._http = httpx.AsyncClient(
             verify=_tls_context(settings),
@@ -419,14 +420,21 @@ class RegistryClient:
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]], what: str, retries: int | None = None) -> T:
         retries = self.settings.retries if retries is None else retries
+        if self._unreachable is not None:
+            # One request already spent its retries on connection errors: don't make every
+            # other request (hundreds, for a Rancher list) wait through the same backoff.
+            raise RegistryError(f"{what}: {self._unreachable}", None)
         for number in itertools.count():
             try:
                 return await attempt()
             except _Transient as exc:
                 if number >= retries:
-                    raise RegistryError(f"{what}: {self.host} {exc.reason}, {number + 1} attempt(s); "
-                                        "check that the registry is up and reachable, then run again",
-                                        exc.status) from exc
+                    error = RegistryError(f"{what}: {self.host} {exc.reason}, {number + 1} attempt(s); "
+                                          "check that the registry is up and reachable, then run again",
+                                          exc.status)
+                    if exc.status is None:
+                        self._unreachable = RegistryError(f"{self.host} {exc.reason}", None)
+                    raise error from exc
                 await anyio.sleep(self._delay(number, exc.retry_after))
         raise AssertionError("unreachable")
 
