@@ -115,3 +115,16 @@ def test_bad_reference_is_a_usage_error(tmp_path):
     assert "Rancher/UPPER" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "b.tar.zst").exists()
+
+
+def test_dry_run_prints_the_list_and_download_size_and_writes_nothing(seeded_source, tmp_path):
+    images = seeded_source.corpus.images[:3]
+    result = run_mirror("pull", *[i.source for i in images], "-o", tmp_path / "b.tar.zst",
+                        *seeded_source.mirror_args, "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == [i.source for i in images]
+    sizes = seeded_source.corpus.sizes
+    needed = set().union(*(i.blob_digests | set(i.manifest_digests.values()) | {i.digest} for i in images))
+    assert report["download_bytes"] == sum(sizes[d] for d in needed)
+    assert list(tmp_path.iterdir()) == []
