@@ -111,3 +111,21 @@ PasswordStdinOption = typer.Option(False, "--password-stdin", help="Read the reg
 JobsOption = typer.Option(8, "--jobs", "-j", min=1, max=64, help="Concurrent transfers.")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+# What picks a topology's image list; `mirror pull` and `mirror lists` take the same options.
+ModeOption = typer.Option(None, "--mode", help="Topology: k3s, rke, rke2 or docker (see `mirror lists`).")
+K3sVersionOption = typer.Option(None, "--k3s-version")
+KubernetesVersionOption = typer.Option(None, "--kubernetes-version", help="RKE system images version.")
+Rke2VersionOption = typer.Option(None, "--rke2-version")
+RancherVersionOption = typer.Option(None, "--rancher-version")
+CertManagerVersionOption = typer.Option(None, "--cert-manager-version")
+NoRegistryImageOption = typer.Option(False, "--no-registry-image", help="Leave out the bastion registry image.")
+ImagesFileOption = typer.Option(None, "--images-file", "-f",
+                                help="rancher-images.txt-style list (repeatable; added).")
+ExcludeOption = typer.Option(None, "--exclude", help="Regex; matching references are dropped.")
+
+
+def topology_versions(k3s: str | None, kubernetes: str | None, rke2: str | None, rancher: str | None,
+                      cert_manager: str | None) -> dict[str, str | None]:
+    """The version options, keyed by the component names in manifests/topologies.json."""
+    return {"k3s": k3s, "kubernetes": kubernetes, "rke2": rke2, "rancher": rancher, "cert-manager": cert_manager}

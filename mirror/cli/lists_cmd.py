@@ -9,7 +9,10 @@ import typer
 
 from .. import lists
 from .app import app
-from .common import JsonOption, handle_errors
+from .common import (
+    CertManagerVersionOption, ExcludeOption, ImagesFileOption, JsonOption, K3sVersionOption, KubernetesVersionOption,
+    ModeOption, NoRegistryImageOption, RancherVersionOption, Rke2VersionOption, handle_errors, topology_versions,
+)
 from .render import emit_json
 
 
@@ -29,21 +32,20 @@ def _overview() -> None:
 @app.command("lists")
 @handle_errors
 def lists_command(
-    mode: Optional[str] = typer.Option(None, "--mode", help="Print this topology's resolved image list."),
-    k3s_version: Optional[str] = typer.Option(None, "--k3s-version"),
-    kubernetes_version: Optional[str] = typer.Option(None, "--kubernetes-version", help="RKE system images version."),
-    rke2_version: Optional[str] = typer.Option(None, "--rke2-version"),
-    rancher_version: Optional[str] = typer.Option(None, "--rancher-version"),
-    cert_manager_version: Optional[str] = typer.Option(None, "--cert-manager-version"),
-    no_registry_image: bool = typer.Option(False, "--no-registry-image", help="Leave out the bastion registry image."),
-    images_file: Optional[list[Path]] = typer.Option(
-        None, "--images-file", "-f", help="rancher-images.txt-style list (repeatable; added)."),
-    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Regex; matching references are dropped."),
+    mode: Optional[str] = ModeOption,
+    k3s_version: Optional[str] = K3sVersionOption,
+    kubernetes_version: Optional[str] = KubernetesVersionOption,
+    rke2_version: Optional[str] = Rke2VersionOption,
+    rancher_version: Optional[str] = RancherVersionOption,
+    cert_manager_version: Optional[str] = CertManagerVersionOption,
+    no_registry_image: bool = NoRegistryImageOption,
+    images_file: Optional[list[Path]] = ImagesFileOption,
+    exclude: Optional[list[str]] = ExcludeOption,
     json_report: bool = JsonOption,
 ) -> None:
     """Show topologies and versions; with --mode or --images-file, print the resolved image list."""
-    versions = {"k3s": k3s_version, "kubernetes": kubernetes_version, "rke2": rke2_version,
-                "rancher": rancher_version, "cert-manager": cert_manager_version}
+    versions = topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
+                                 cert_manager_version)
     if mode is None and not images_file:
         if any(versions.values()) or exclude:
             lists.resolve_images(None, versions=versions, exclude=exclude or [])  # names what is wrong

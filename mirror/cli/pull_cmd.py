@@ -13,7 +13,11 @@ from ..errors import ExitCode, UsageError
 from ..oci import Platform
 from ..progress import Progress
 from .app import app
-from .common import CaFileOption, JobsOption, JsonOption, QuietOption, handle_errors, registry_settings
+from .common import (
+    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, JobsOption, JsonOption, K3sVersionOption,
+    KubernetesVersionOption, ModeOption, NoRegistryImageOption, QuietOption, RancherVersionOption, Rke2VersionOption,
+    handle_errors, registry_settings, topology_versions,
+)
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
 
@@ -37,16 +41,15 @@ def parse_platforms(values: list[str]) -> list[Platform]:
 def pull_command(
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle to write, e.g. bundle.tar.zst."),
-    images_file: Optional[list[Path]] = typer.Option(
-        None, "--images-file", "-f", help="rancher-images.txt-style list (repeatable; added)."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="Topology: k3s, rke, rke2 or docker (see `mirror lists`)."),
-    k3s_version: Optional[str] = typer.Option(None, "--k3s-version"),
-    kubernetes_version: Optional[str] = typer.Option(None, "--kubernetes-version", help="RKE system images version."),
-    rke2_version: Optional[str] = typer.Option(None, "--rke2-version"),
-    rancher_version: Optional[str] = typer.Option(None, "--rancher-version"),
-    cert_manager_version: Optional[str] = typer.Option(None, "--cert-manager-version"),
-    no_registry_image: bool = typer.Option(False, "--no-registry-image", help="Leave out the bastion registry image."),
-    exclude: Optional[list[str]] = typer.Option(None, "--exclude", help="Regex; matching references are dropped."),
+    images_file: Optional[list[Path]] = ImagesFileOption,
+    mode: Optional[str] = ModeOption,
+    k3s_version: Optional[str] = K3sVersionOption,
+    kubernetes_version: Optional[str] = KubernetesVersionOption,
+    rke2_version: Optional[str] = Rke2VersionOption,
+    rancher_version: Optional[str] = RancherVersionOption,
+    cert_manager_version: Optional[str] = CertManagerVersionOption,
+    no_registry_image: bool = NoRegistryImageOption,
+    exclude: Optional[list[str]] = ExcludeOption,
     platform: Optional[list[str]] = typer.Option(
         None, "--platform", help="Keep only these platforms, e.g. linux/amd64,linux/arm64."),
     source_mirror: Optional[list[str]] = typer.Option(
@@ -78,8 +81,8 @@ def pull_command(
 
     refs, topology = resolve_images(
         mode,
-        versions={"k3s": k3s_version, "kubernetes": kubernetes_version, "rke2": rke2_version,
-                  "rancher": rancher_version, "cert-manager": cert_manager_version},
+        versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
+                                   cert_manager_version),
         extra_files=images_file or [],
         extra_refs=images or [],
         exclude=exclude or [],
