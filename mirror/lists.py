@@ -18,7 +18,10 @@ from typing import Any
 from .errors import UsageError
 from .reference import Reference
 
-MANIFESTS_DIR = Path(__file__).resolve().parent.parent / "manifests"
+# An installed package carries manifests/ inside it (pyproject maps it there);
+# in the repository it is the top-level data folder.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+MANIFESTS_DIR = next(d for d in (_PACKAGE_DIR / "manifests", _PACKAGE_DIR.parent / "manifests") if d.is_dir())
 REGISTRY_COMPONENT = "registry"  # the bastion registry's image, opted out by flag
 
 
