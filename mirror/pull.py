@@ -1,13 +1,11 @@
 """``mirror pull``: resolve images, fetch every unique blob once, write one bundle.
 
-Three phases, each concurrent where it can be:
-
 1. resolve: every reference to its manifest bytes (tag -> digest), indexes
-   walked and, with ``--platform``, narrowed;
-2. fetch: the union of all blobs, each downloaded once into the work dir
-   (a content-addressed store that a re-run resumes from), largest first so
-   the long transfers start early;
-3. write: the bundle, streamed from the work dir under a temp name.
+   walked and, with ``--platform``, narrowed; all images concurrently;
+2. fetch and write, overlapped: the union of all blobs is downloaded once
+   into the work dir (a content-addressed store a re-run resumes from), in
+   the order the bundle needs them, while the bundle writer streams each one
+   from the work dir into the bundle as soon as it is there.
 
 An image that cannot be resolved or whose blob fails is a failure; without
 ``keep_going`` any failure means no bundle at all.
