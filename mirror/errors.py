@@ -7,6 +7,7 @@ single line and exits with ``error.exit_code``; nothing else decides codes.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Iterable
 
 
 class ExitCode(IntEnum):
@@ -58,3 +59,16 @@ class ImagesFailed(MirrorError):
         self.failures = failures
         names = ", ".join(sorted(failures))
         super().__init__(f"{len(failures)} image(s) failed: {names}")
+
+
+def worst_exit_code(errors: Iterable[BaseException]) -> ExitCode:
+    """The code a run with several failures ends on: integrity beats auth beats the rest.
+
+    A corrupt blob is the one thing an operator must never overlook, and a
+    refused credential explains every other failure of that run.
+    """
+    errors = list(errors)
+    for kind in (IntegrityError, AuthError):
+        if any(isinstance(e, kind) for e in errors):
+            return kind.exit_code
+    return ExitCode.FAILED

@@ -43,6 +43,9 @@ def digest_hex(digest: str) -> str:
     return hexpart
 
 
+_DEFAULT_VARIANT = {"arm64": "v8", "arm": "v7"}
+
+
 @dataclass(frozen=True, order=True)
 class Platform:
     os: str
@@ -64,15 +67,14 @@ class Platform:
     def matches(self, wanted: "Platform") -> bool:
         """Whether this (an index entry) satisfies a requested platform.
 
-        A request without a variant takes any variant; ``arm64`` treats a
-        missing variant as ``v8``, as containerd does.
+        A request without a variant takes any variant; a missing variant is
+        ``v8`` for ``arm64`` and ``v7`` for ``arm``, as containerd reads them.
         """
         if (self.os, self.architecture) != (wanted.os, wanted.architecture):
             return False
         if wanted.variant is None:
             return True
-        mine = self.variant or ("v8" if self.architecture == "arm64" else None)
-        return mine == wanted.variant
+        return (self.variant or _DEFAULT_VARIANT.get(self.architecture)) == wanted.variant
 
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)

@@ -24,7 +24,7 @@ import anyio
 
 from .bundle.format import BundleManifest, ImageRecord
 from .bundle.writer import WrittenBundle, plan_blobs, write_bundle
-from .errors import AuthError, ExitCode, ImagesFailed, IntegrityError, MirrorError, UsageError
+from .errors import ExitCode, ImagesFailed, MirrorError, UsageError, worst_exit_code
 from .oci import Descriptor, Manifest, Platform
 from .progress import Progress
 from .reference import Reference
@@ -108,11 +108,19 @@ class PullResult:
 async def resolve_all(
     request: PullRequest, pool: ClientPool, progress: Progress, store: BlobStore | None
 ) -> tuple[list[ResolvedImage], dict[str, str], list[MirrorError]]:
-    """Fetch every image's manifests (kept in ``store`` if given); failures are collected."""
+    """Fetch every image's manifests (kept in ``store`` if given); failures are collected.
+
+    With a ``store``, single-manifest images also get their config fetched:
+    mirror-bundle.json, the bundle's first entry, lists every image's platform.
+    """
     resolved: dict[int, ResolvedImage] = {}
     failures: dict[str, str] = {}
     errors: list[MirrorError] = []
     limiter = anyio.CapacityLimiter(request.jobs)
+
+    def failed(ref: Reference, error: MirrorError) -> None:
+        failures[str(ref)] = str(error)
+        errors.append(error)
 
     async def one(index: int, ref: Reference) -> None:
         async with limiter:
@@ -121,18 +129,20 @@ async def resolve_all(
                 if store is not None:
                     for manifest in (image.top, *image.children):
                         store.put_bytes(manifest.digest, manifest.data)
-                    if not image.top.is_index:
-                        image.platforms = await _platform_from_config(image, store, pool)
                 resolved[index] = image
             except MirrorError as exc:
-                failures[str(ref)] = str(exc)
-                errors.append(exc)
+                failed(ref, exc)
             bar.update(1)
 
     with progress.bar(len(request.images), "resolving", unit="img") as bar:
         async with anyio.create_task_group() as tg:
             for index, ref in enumerate(request.images):
                 tg.start_soon(one, index, ref)
+    if store is not None:
+        singles = [resolved[i] for i in sorted(resolved) if not resolved[i].top.is_index]
+        for image, error in await _read_platforms(singles, request, store, pool, limiter):
+            failed(image.ref, error)
+            resolved = {i: r for i, r in resolved.items() if r is not image}
     return [resolved[i] for i in sorted(resolved)], failures, errors
 
 
@@ -145,7 +155,9 @@ async def resolve_image(ref: Reference, request: PullRequest, pool: ClientPool) 
         return ResolvedImage(ref, location, top, [], blobs, platforms=[])
 
     entries = top.children()
-    selected = [d for d in entries if _wanted(d, request.platforms)]
+    # A reference pinned by digest names exactly that index: narrowing would change its digest.
+    platforms = [] if ref.digest else request.platforms
+    selected = [d for d in entries if _wanted(d, platforms)]
     if not selected:
         available = ", ".join(sorted({str(d.platform) for d in entries if d.platform})) or "none"
         wanted = ", ".join(str(p) for p in request.platforms)
@@ -166,23 +178,49 @@ async def resolve_image(ref: Reference, request: PullRequest, pool: ClientPool) 
     return ResolvedImage(ref, location, top, children, blobs, platforms, narrowed_from)
 
 
-async def _platform_from_config(image: ResolvedImage, store: BlobStore, pool: ClientPool) -> list[str]:
-    """A single-manifest image's platform, as its config says (fetched now: mirror-bundle.json,
-    the bundle's first entry, lists every image's platforms)."""
-    children = image.top.children()
-    if not children:
-        return []
-    config = children[0].digest
-    if not store.has(config):
-        client = await pool.get(image.location.host)
-        await client.download_blob(image.location.repository, config, store.partial_path(config))
-        store.promote(config)
-        image.fetched[config] = children[0].size
-    try:
-        document = json.loads(store.read(config))
-        return [str(Platform(document["os"], document["architecture"], document.get("variant")))]
-    except (ValueError, KeyError, TypeError):
-        return []
+async def _read_platforms(images: list[ResolvedImage], request: PullRequest, store: BlobStore, pool: ClientPool,
+                          limiter: anyio.CapacityLimiter) -> list[tuple[ResolvedImage, MirrorError]]:
+    """Each single-manifest image's platform, from its config (fetched once per digest).
+
+    Returns the images that fail: config not fetched, or not a requested platform.
+    """
+    configs = {image.top.children()[0].digest: image for image in reversed(images) if image.top.children()}
+    unfetched: dict[str, MirrorError] = {}
+
+    async def fetch(digest: str, image: ResolvedImage) -> None:
+        async with limiter:
+            if store.has(digest):
+                return
+            client = await pool.get(image.location.host)
+            try:
+                await client.download_blob(image.location.repository, digest, store.partial_path(digest))
+                store.promote(digest)
+                image.fetched[digest] = store.size(digest)
+            except MirrorError as exc:
+                unfetched[digest] = exc
+
+    async with anyio.create_task_group() as tg:
+        for digest, image in configs.items():
+            tg.start_soon(fetch, digest, image)
+    failed = []
+    for image in images:
+        if not image.top.children():
+            continue
+        config = image.top.children()[0].digest
+        if config in unfetched:
+            failed.append((image, unfetched[config]))
+            continue
+        try:
+            document = json.loads(store.read(config))
+            platform = Platform(document["os"], document["architecture"], document.get("variant"))
+        except (ValueError, KeyError, TypeError):
+            continue  # not an image config (an artifact): no platform to list
+        image.platforms = [str(platform)]
+        if request.platforms and not image.ref.digest and not any(platform.matches(p) for p in request.platforms):
+            wanted = ", ".join(str(p) for p in request.platforms)
+            failed.append((image, UsageError(f"{image.ref}: no manifest for platform {wanted} "
+                                             f"(the image is only {platform})")))
+    return failed
 
 
 def _wanted(descriptor: Descriptor, platforms: list[Platform]) -> bool:
@@ -265,30 +303,35 @@ class Fetch:
                 bar.update(already)
                 try:
                     await client.download_blob(location.repository, digest, partial, progress=bar.update)
+                    self.store.promote(digest)
+                except OSError as exc:  # the work dir, not the registry: full disk, permissions
+                    exc = MirrorError(f"blob {digest}: cannot write to the work dir {self.store.root}: {exc}")
+                    self.failed[digest] = exc
                 except MirrorError as exc:
                     self.failed[digest] = exc
+                if digest in self.failed:
                     if abandon_on_failure:
                         arrivals.abandon()
                     return
-                self.store.promote(digest)
                 self.downloaded += size - already
                 self.verified.add(digest)
                 arrivals.arrived(digest)
 
         missing = self.missing
-        with progress.bar(sum(self.wanted[d][0] for d in missing), "downloading") as bar:
-            async with anyio.create_task_group() as tg:
-                for digest in missing:
-                    tg.start_soon(one, digest, bar)
+        try:
+            with progress.bar(sum(self.wanted[d][0] for d in missing), "downloading") as bar:
+                async with anyio.create_task_group() as tg:
+                    for digest in missing:
+                        tg.start_soon(one, digest, bar)
+        finally:
+            if not all(self.store.has(d) for d in missing):
+                arrivals.abandon()  # cancelled or failed: the writer thread must not wait for ever
 
 
 def exit_error(failures: dict[str, str], errors: list[MirrorError]) -> MirrorError:
-    """The error a run with failures ends on: integrity beats auth beats the rest."""
+    """The error a run with failures ends on, with the worst of their exit codes."""
     error = ImagesFailed(failures)
-    for kind in (IntegrityError, AuthError):
-        if any(isinstance(e, kind) for e in errors):
-            error.exit_code = kind.exit_code
-            break
+    error.exit_code = worst_exit_code(errors) if errors else ExitCode.FAILED
     return error
 
 
@@ -323,6 +366,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     download fails the half-written bundle is dropped; with ``keep_going``
     it is written again from the work dir without the failed images.
     """
+    if not request.output.parent.is_dir():
+        raise UsageError(f"cannot write {request.output}: directory {request.output.parent} does not exist")
     store = BlobStore(request.store_dir)
     async with ClientPool(request.settings_for) as pool:
         images, failures, errors = await resolve_all(request, pool, progress, store)
@@ -339,15 +384,18 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
             fetch.downloaded += sum(image.fetched.values())
         arrivals = Arrivals({d for d in order if store.has(d)})
         bundle: WrittenBundle | None = None
+        writer_error: BaseException | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch.run, arrivals, progress, True)
             try:
                 bundle = await _write(request, manifest, store, progress, fetch.verified, arrivals.wait_for)
             except _Abandoned:
                 pass
-            except BaseException:
+            except Exception as exc:  # kept out of the task group, so it surfaces as itself
+                writer_error = exc
                 tg.cancel_scope.cancel()
-                raise
+        if writer_error is not None:
+            raise writer_error
 
     if fetch.failed:
         kept = []
@@ -365,8 +413,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
 
     result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused,
                         total_blob_bytes=manifest.total_size, bundle=bundle)
-    if not request.keep_work:
-        shutil.rmtree(request.store_dir, ignore_errors=True)
+    if request.work_dir is None and not request.keep_work and not failures:
+        shutil.rmtree(request.store_dir, ignore_errors=True)  # our own hidden dir; a --work-dir is the user's
     if failures:
         result.exit_code = exit_error(failures, errors).exit_code
     return result

@@ -7,7 +7,6 @@ so a re-run can resume it with a Range request. Manifests are blobs too.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -49,10 +48,3 @@ class BlobStore:
         """Move a ``.partial`` whose hash the downloader already checked into place."""
         os.replace(self.partial_path(digest), self.path(digest))
 
-
-def file_digest(path: Path, chunk_size: int = 1 << 20) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            hasher.update(chunk)
-    return "sha256:" + hasher.hexdigest()

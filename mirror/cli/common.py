@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 
 from ..errors import ExitCode, ImagesFailed, MirrorError, UsageError
-from .render import report_failures
 from ..registry.settings import Credentials, RegistrySettings
+from .render import report_failures
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio brings along
+    from exceptiongroup import BaseExceptionGroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,22 +26,57 @@ def fail(message: str, code: ExitCode) -> None:
 
 
 def handle_errors(func: F) -> F:
-    """Turn MirrorError into its one-line message and exit code."""
+    """Turn MirrorError into its one-line message and exit code.
+
+    Errors raised inside task groups arrive wrapped in exception groups: the
+    worst of them (integrity, then auth, then the rest) is the one reported.
+    An OSError the operations did not name (an unreadable bundle, a full
+    disk) is still one line, exit 1; anything else is a bug and keeps its
+    traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except ImagesFailed as exc:
-            report_failures(exc.failures)
-            fail(str(exc), exc.exit_code)
-        except MirrorError as exc:
-            fail(str(exc), exc.exit_code)
+        except BaseExceptionGroup as group:
+            leaves = list(_leaves(group))
+            if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+                _interrupted()
+            if not all(isinstance(e, (MirrorError, OSError)) for e in leaves):
+                raise
+            _report(max(leaves, key=lambda e: _severity(e)))
+        except (MirrorError, OSError) as exc:
+            _report(exc)
         except KeyboardInterrupt:
-            typer.echo("mirror: interrupted", err=True)
-            raise typer.Exit(130) from None
+            _interrupted()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
+
+
+def _severity(error: BaseException) -> int:
+    code = error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
+    return {ExitCode.INTEGRITY: 2, ExitCode.AUTH: 1}.get(code, 0)
+
+
+def _report(error: BaseException) -> None:
+    if isinstance(error, ImagesFailed):
+        report_failures(error.failures)
+    code = error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
+    fail(str(error), code)
+
+
+def _interrupted() -> None:
+    typer.echo("mirror: interrupted", err=True)
+    raise typer.Exit(130)
 
 
 def read_password_stdin(password_stdin: bool, username: str | None) -> Credentials | None:

@@ -51,7 +51,8 @@ def pull_command(
     no_registry_image: bool = NoRegistryImageOption,
     exclude: Optional[list[str]] = ExcludeOption,
     platform: Optional[list[str]] = typer.Option(
-        None, "--platform", help="Keep only these platforms, e.g. linux/amd64,linux/arm64."),
+        None, "--platform",
+        help="Keep only these platforms, e.g. linux/amd64,linux/arm64 (an image pinned by @digest stays whole)."),
     source_mirror: Optional[list[str]] = typer.Option(
         None, "--source-mirror", help="REGISTRY=HOST[/PREFIX]: fetch that registry's images from a mirror."),
     plain_http_registry: Optional[list[str]] = typer.Option(
@@ -61,11 +62,14 @@ def pull_command(
     ca_file: Optional[Path] = CaFileOption,
     jobs: int = JobsOption,
     work_dir: Optional[Path] = typer.Option(
-        None, "--work-dir", help="Where blobs are fetched (default: .<output>.work beside the output); a re-run resumes."),
-    keep_work: bool = typer.Option(False, "--keep-work", help="Keep the work dir after writing the bundle."),
+        None, "--work-dir",
+        help="Where blobs are fetched; a re-run resumes from it, and it is never deleted "
+             "[default: .<output>.work beside the output, removed after a complete bundle]."),
+    keep_work: bool = typer.Option(False, "--keep-work", help="Keep the default work dir after writing the bundle."),
     keep_going: bool = typer.Option(
         False, "--keep-going", help="Write a bundle of the images that worked (still exit 1 naming the rest)."),
-    split_size: Optional[str] = typer.Option(None, "--split-size", help="Cut the bundle into parts of this size, e.g. 4G."),
+    split_size: Optional[str] = typer.Option(
+        None, "--split-size", help="Cut the bundle into parts of at most this size, e.g. 4000M (FAT32 takes < 4 GiB)."),
     level: int = typer.Option(
         1, "--level", min=1, max=19,
         help="zstd level. Layers are already gzip'd, so higher levels cost CPU for little; raise it for "
@@ -77,6 +81,7 @@ def pull_command(
     """Pull images into ONE portable bundle (an OCI image layout in a tar.zst)."""
     from ..lists import resolve_images  # imported here so other commands start faster
     from ..pull import PullRequest, pull
+    from ..registry.client import endpoint_host
     from ..sources import SourceMap, SourceMirror
 
     refs, topology = resolve_images(
@@ -93,8 +98,9 @@ def pull_command(
     if output is None and not dry_run:
         raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
     sources = SourceMap([SourceMirror.parse(m) for m in source_mirror or []])
-    plain = set(plain_http_registry or []) | sources.plain_http_hosts()
-    insecure = set(insecure_registry or [])
+    # Named as users write them (docker.io), matched as the client connects (registry-1.docker.io).
+    plain = {endpoint_host(h) for h in plain_http_registry or []} | sources.plain_http_hosts()
+    insecure = {endpoint_host(h) for h in insecure_registry or []}
     base = registry_settings(ca_file=ca_file, jobs=jobs)
 
     def settings_for(host: str):
