@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -24,11 +25,16 @@ def write_files(config: ClientConfig, output_dir: Path) -> list[str]:
     for generated in config.files:
         path = output_dir / generated.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        if generated.copy_of is not None:
-            shutil.copyfile(generated.copy_of, path)
-        else:
-            path.write_text(generated.content, encoding="utf-8")
-        path.chmod(0o600 if generated.secret else 0o644)
+        mode = 0o600 if generated.secret else 0o644
+        # Created with its final mode, so a password is never readable by others, not even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with open(fd, "wb") as out:
+            if generated.copy_of is not None:
+                with open(generated.copy_of, "rb") as source:
+                    shutil.copyfileobj(source, out)
+            else:
+                out.write(generated.content.encode("utf-8"))
+        path.chmod(mode)  # an existing file keeps its old mode through O_CREAT
         lines.append(f"wrote {path} -> {generated.install_path}")
     return lines
 
