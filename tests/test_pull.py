@@ -128,3 +128,12 @@ def test_dry_run_prints_the_list_and_download_size_and_writes_nothing(seeded_sou
     needed = set().union(*(i.blob_digests | set(i.manifest_digests.values()) | {i.digest} for i in images))
     assert report["download_bytes"] == sum(sizes[d] for d in needed)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_json_report_on_failure_says_why_and_no_bundle(seeded_source, tmp_path):
+    result = run_mirror("pull", "docker.io/rancher/does-not-exist:v1", "-o", tmp_path / "b.tar.zst",
+                        *seeded_source.mirror_args, "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["bundle"] is None and report["exit_code"] == 1
+    assert list(report["failures"]) == ["docker.io/rancher/does-not-exist:v1"]

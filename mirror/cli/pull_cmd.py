@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Optional
 import anyio
 import typer
 
-from ..errors import ExitCode, UsageError
+from ..errors import ExitCode, ImagesFailed, UsageError
 from ..oci import Platform
 from ..progress import Progress
 from .app import app
@@ -126,7 +126,12 @@ def pull_command(
     if dry_run:
         _dry_run(request, progress, json_report)
         return
-    result = anyio.run(pull, request, progress)
+    try:
+        result = anyio.run(pull, request, progress)
+    except ImagesFailed as failed:
+        if json_report:  # a script still gets its report: no bundle, and why
+            emit_json({"bundle": None, "failures": failed.failures, "exit_code": int(failed.exit_code)})
+        raise
     if json_report:
         emit_json(result.to_json())
     elif result.bundle:
