@@ -65,7 +65,7 @@ def test_interrupted_pull_resumes_where_it_stopped(proxied, seeded_source, tmp_p
     # every attempt dies after `cut` bytes: more attempts than the client's retries allow
     proxy.drop(f"/blobs/{digest}", after=cut, times=None)
     first = run_mirror("pull", image.source, "-o", output, "--work-dir", work, *args)
-    assert first.returncode != 0
+    assert first.returncode == 1 and len(first.stderr.strip().splitlines()) == 2, first.stderr  # image + summary
     assert not output.exists()
     asked_before = len(proxy.requests("GET", "/blobs/"))
 
