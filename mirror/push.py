@@ -22,7 +22,7 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator
 
 import anyio
 import anyio.from_thread
@@ -30,7 +30,7 @@ import anyio.to_thread
 
 from .bundle.format import BundleManifest, ImageRecord
 from .bundle.reader import BundleEntry, BundleReader
-from .errors import AuthError, ExitCode, IntegrityError, MirrorError, RegistryError
+from .errors import ExitCode, IntegrityError, MirrorError, RegistryError, worst_exit_code
 from .layout import target_repository
 from .oci import Manifest
 from .progress import Progress
@@ -404,10 +404,16 @@ class _Pusher:
     async def _push_manifest(self, manifest: Manifest, repository: str) -> None:
         outcome = self.outcomes[manifest.digest, repository]
         for child in manifest.children():
+            if not self._planned(child.digest, repository):
+                # mirror-bundle.json is input too: a manifest must not wait for what nothing will send.
+                outcome.fail(IntegrityError(
+                    f"manifest {manifest.digest} references {child.digest}, which {self.request.bundle}'s "
+                    f"mirror-bundle.json does not list for {repository}: the bundle is inconsistent"))
+                return
             dependency = self.outcomes[child.digest, repository]
             await dependency.done.wait()
             if dependency.error is not None:
-                outcome.fail(MirrorError(f"needs {child.digest}, which failed: {dependency.error}"))
+                outcome.fail(dependency.error)  # the child's own error: it names what is wrong, keeps its kind
                 return
         try:
             async with self._slot():
@@ -417,16 +423,22 @@ class _Pusher:
         except MirrorError as exc:
             outcome.fail(exc)
 
+    def _planned(self, digest: str, repository: str) -> bool:
+        return repository in self.blob_repos.get(digest, ()) or repository in self.manifest_repos.get(digest, ())
+
     def _fail_unreached(self) -> None:
         """After the pass: whatever the bundle never delivered cannot arrive any more."""
-        reason = self.fatal or IntegrityError(f"{self.request.bundle} ended before this content")
+
+        def reason(digest: str) -> MirrorError:
+            return self.fatal or IntegrityError(f"{digest} is not in {self.request.bundle} (truncated or incomplete)")
+
         for (digest, repository), outcome in list(self.outcomes.items()):
             if not outcome.done.is_set() and digest not in self.uploading and digest not in self.manifests:
-                outcome.fail(reason)
+                outcome.fail(reason(digest))
         for digest, repositories in self.manifest_repos.items():
             for repository in repositories:
                 if digest not in self.manifests and not self.outcomes[digest, repository].done.is_set():
-                    self.outcomes[digest, repository].fail(reason)
+                    self.outcomes[digest, repository].fail(reason(digest))
 
     # -- phase 3: tags ----------------------------------------------------------
 
@@ -471,7 +483,7 @@ class _Pusher:
             for plan in self.plans:
                 tg.start_soon(one, plan)
         if self.result.failures:
-            self.result.exit_code = _exit_code(self.errors)
+            self.result.exit_code = worst_exit_code(self.errors)
 
     async def run(self) -> PushResult:
         await self.client.ping()
@@ -505,14 +517,6 @@ def _registry_unwell(error: MirrorError) -> bool:
     Then the push stops instead of retrying every remaining blob in turn.
     """
     return type(error) is RegistryError and (error.status is None or error.status == 429 or error.status >= 500)
-
-
-def _exit_code(errors: Iterable[MirrorError]) -> ExitCode:
-    errors = list(errors)
-    for kind in (IntegrityError, AuthError):
-        if any(isinstance(e, kind) for e in errors):
-            return kind.exit_code
-    return ExitCode.FAILED
 
 
 def dry_run(request: PushRequest) -> PushResult:

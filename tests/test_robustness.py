@@ -97,3 +97,41 @@ def test_a_registry_refusing_during_the_survey_is_one_line_with_exit_3(seeded_so
         result = mirror_timed("push", bundle, "--registry", proxy.host, "--plain-http", "-q")
     assert result.returncode == 3, result.stderr[-800:]
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-800:]
+
+
+def test_a_bundle_whose_image_record_omits_a_layer_fails_that_image_instead_of_hanging(
+        seeded_source, registry, tmp_path):
+    """mirror-bundle.json is input like the rest: it must not be able to make push wait for ever."""
+    import io
+    import json
+    import tarfile
+
+    import zstandard
+
+    from mirror.bundle.reader import BundleReader
+
+    image = max(seeded_source.corpus.images, key=lambda i: len(i.blob_digests))
+    bundle = tmp_path / "b.tar.zst"
+    assert mirror_timed("pull", image.source, "-o", bundle, *seeded_source.mirror_args, "-q").returncode == 0
+    with BundleReader(bundle) as reader:
+        record = reader.manifest.images[0]
+    dropped = [d for d in record.blobs if d not in record.manifests][-1]
+
+    raw = zstandard.ZstdDecompressor().stream_reader(open(bundle, "rb"), read_across_frames=True).read()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tin, tarfile.open(fileobj=out, mode="w",
+                                                                   format=tarfile.PAX_FORMAT) as tout:
+        for member in tin.getmembers():
+            data = tin.extractfile(member).read()
+            if member.name == "mirror-bundle.json":
+                document = json.loads(data)
+                document["images"][0]["blobs"].remove(dropped)
+                data = json.dumps(document).encode()
+            member.size = len(data)
+            tout.addfile(member, io.BytesIO(data))
+    lying = tmp_path / "lying.tar.zst"
+    lying.write_bytes(zstandard.ZstdCompressor().compress(out.getvalue()))
+
+    result = mirror_timed("push", lying, "--registry", registry.host, "--plain-http", "-q")
+    assert result.returncode == 4, result.stderr
+    assert dropped in result.stderr and image.source in result.stderr
