@@ -379,7 +379,8 @@ class _Pusher:
         except MirrorError as exc:
             self._blob_failed(digest, exc)
             if _registry_unwell(exc) and self.fatal is None:
-                self.fatal = exc
+                self.fatal = RegistryError(f"not sent: {self.request.target.host} stopped answering "
+                                           f"(first failure: {exc})", exc.status)
         finally:
             self.uploading.discard(digest)
 
@@ -475,8 +476,7 @@ class _Pusher:
                     error = exc
             error = error or self.fatal
             assert error is not None
-            self.result.failures[plan.record.source] = (
-                f"{plan.record.source} -> {self.request.target.host}/{plan.target}: {error}")
+            self.result.failures[plan.record.source] = f"to {self.request.target.host}/{plan.target}: {error}"
             self.errors.append(error)
 
         async with anyio.create_task_group() as tg:
