@@ -7,8 +7,9 @@ in one repository are mounted into the others. Then the tar is read once:
 
 - a blob still missing is re-hashed while it is spooled (memory for small
   ones, a temp file otherwise, all within a byte window so disk and memory
-  stay bounded) and uploaded by a worker while reading goes on; one larger
-  than the window is streamed straight from the bundle;
+  stay bounded) and uploaded by a worker while reading goes on; a temp
+  file's upload starts with its first bytes and follows the writing; one
+  larger than the window is streamed straight from the bundle;
 - a manifest is pushed by digest as soon as everything it references is
   in its repository;
 - tags go last, and only for images whose every blob and manifest made it.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ from .layout import target_repository
 from .oci import Manifest
 from .progress import Progress
 from .reference import Reference
-from .registry.client import BlobSource, RegistryClient
+from .registry.client import CHUNK_SIZE as CHUNK, BlobSource, RegistryClient
 from .registry.settings import RegistrySettings
 
 MIB = 1 << 20
@@ -147,19 +149,68 @@ class _Outcome:
         return self.done.is_set() and self.error is None
 
 
-class _Spool:
-    """One blob's verified bytes, held until its uploads are done."""
+class _FileSpool:
+    """A blob's temp file, uploaded while the reader thread is still writing it.
 
-    def __init__(self, data: bytes | None = None, path: Path | None = None, size: int = 0):
-        self.data, self.path, self.size = data, path, size
+    The reader thread creates it, then calls ``write`` and ``finish``. Every
+    upload attempt reads the file from its start and waits for bytes not
+    written yet, so a retry still sends the whole blob; if reading the blob
+    failed (a corrupt blob), the attempt raises that error.
+    """
+
+    def __init__(self, path: Path, size: int):
+        self.path, self.size = path, size
+        self.abandoned = False  # the uploads are over: the reader can stop writing
+        self._lock = threading.Lock()
+        self._written = 0
+        self._error: MirrorError | None = None
+        self._waiter: anyio.Event | None = None
+        self._handle = open(path, "wb")  # exists before any upload opens it
+
+    def write(self, chunk: bytes) -> None:
+        self._handle.write(chunk)
+        self._handle.flush()
+        self._advance(len(chunk))
+
+    def finish(self, error: MirrorError | None = None) -> None:
+        self._handle.close()
+        if error is not None:
+            self._advance(error=error)
+
+    def _advance(self, written: int = 0, error: MirrorError | None = None) -> None:
+        with self._lock:
+            self._written += written
+            self._error = self._error or error
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            anyio.from_thread.run_sync(waiter.set)
+
+    async def _available(self, offset: int) -> int:
+        while True:
+            with self._lock:
+                if self._error is not None:
+                    raise self._error
+                if self._written > offset or self._written == self.size:
+                    return self._written
+                self._waiter = waiter = self._waiter or anyio.Event()
+            await waiter.wait()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        with open(self.path, "rb") as handle:
+            offset = 0
+            while offset < self.size:
+                available = await self._available(offset)
+                chunk = handle.read(min(CHUNK, available - offset))
+                offset += len(chunk)
+                yield chunk
 
     @property
-    def source(self) -> bytes | Path:
-        return self.data if self.data is not None else self.path  # type: ignore[return-value]
+    def source(self) -> BlobSource:
+        return self._chunks
 
     def discard(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+        self.abandoned = True
+        self.path.unlink(missing_ok=True)
 
 
 def plan_push(manifest: BundleManifest, prefix: str) -> list[ImagePlan]:
@@ -283,34 +334,57 @@ class _Pusher:
             self._stream_through(entry)
             return
         anyio.from_thread.run(self.window.acquire, size)
+        if size <= IN_MEMORY_LIMIT and self.memory.used + size <= MEMORY_BUDGET:
+            self._spool_in_memory(entry)
+        else:
+            self._spool_to_file(entry)
+
+    def _spool_in_memory(self, entry: BundleEntry) -> None:
+        """Copy a small blob out of the stream, verified, then hand it to an upload."""
+        digest, size = entry.digest, entry.size
+        assert digest is not None
+        anyio.from_thread.run(self.memory.acquire, size)
         try:
-            spool = self._spool(entry)
+            data = b"".join(entry.chunks())
         except MirrorError as exc:
+            anyio.from_thread.run(self.memory.release, size)
             anyio.from_thread.run(self.window.release, size)
             anyio.from_thread.run_sync(self._blob_failed, digest, exc)
             return
         self.uploading.add(digest)
-        anyio.from_thread.run_sync(self.tg.start_soon, self._upload, digest, spool)
+        anyio.from_thread.run_sync(self.tg.start_soon, self._upload, digest, data)
 
-    def _spool(self, entry: BundleEntry) -> _Spool:
-        """Copy a blob out of the stream, verifying its digest as it goes."""
-        in_memory = entry.size <= IN_MEMORY_LIMIT and self.memory.used + entry.size <= MEMORY_BUDGET
-        if in_memory:
-            anyio.from_thread.run(self.memory.acquire, entry.size)
-            try:
-                return _Spool(data=b"".join(entry.chunks()), size=entry.size)
-            except BaseException:
-                anyio.from_thread.run(self.memory.release, entry.size)
-                raise
-        path = self.spool_dir / entry.digest.split(":", 1)[1]  # type: ignore[union-attr]
+    def _spool_to_file(self, entry: BundleEntry) -> None:
+        """Copy a blob into a temp file, verifying its digest as it goes; its upload starts at once."""
+        digest = entry.digest
+        assert digest is not None
         try:
-            with open(path, "wb") as handle:
-                for chunk in entry.chunks():
-                    handle.write(chunk)
+            spool = _FileSpool(self.spool_dir / digest.split(":", 1)[1], entry.size)
+        except OSError as exc:
+            anyio.from_thread.run(self.window.release, entry.size)
+            raise self._spool_error(exc) from None
+        self.uploading.add(digest)
+        anyio.from_thread.run_sync(self.tg.start_soon, self._upload, digest, spool)
+        error: MirrorError | None = None
+        try:
+            for chunk in entry.chunks():
+                if spool.abandoned:
+                    break  # the upload is over (it failed): the reader skips the rest
+                spool.write(chunk)
+        except MirrorError as exc:
+            error = exc
+        except OSError as exc:
+            error = self._spool_error(exc)
+            raise error from None
         except BaseException:
-            path.unlink(missing_ok=True)
+            error = MirrorError(f"blob {digest}: reading the bundle was interrupted")
             raise
-        return _Spool(path=path, size=entry.size)
+        finally:
+            spool.finish(error)
+
+    def _spool_error(self, exc: OSError) -> MirrorError:
+        return MirrorError(f"cannot write the push spool in {self.spool_dir} ({exc}); free some space "
+                           "there, or pass --spool-dir elsewhere or a smaller --window")
 
     def _stream_through(self, entry: BundleEntry) -> None:
         """A blob larger than the window: upload straight from the tar, one attempt."""
@@ -333,14 +407,17 @@ class _Pusher:
 
     # -- uploads and manifests (event loop) -----------------------------------
 
-    async def _upload(self, digest: str, spool: _Spool) -> None:
+    async def _upload(self, digest: str, spool: bytes | _FileSpool) -> None:
+        """Upload a spooled blob, then give its room in the window (and memory) back."""
+        size, source = (len(spool), spool) if isinstance(spool, bytes) else (spool.size, spool.source)
         try:
-            await self._place_blob(digest, spool.size, spool.source)
+            await self._place_blob(digest, size, source)
         finally:
-            spool.discard()
-            if spool.data is not None:
-                await self.memory.release(spool.size)
-            await self.window.release(spool.size)
+            if isinstance(spool, bytes):
+                await self.memory.release(size)
+            else:
+                spool.discard()
+            await self.window.release(size)
 
     async def _upload_streamed(self, digest: str, size: int, receive: Any) -> None:
         used = False

@@ -1,0 +1,105 @@
+"""push's temp-file spool: a blob's upload starts while the bundle is still being read into it."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import httpx
+import pytest
+from faults import FaultProxy
+
+from conftest import run_mirror
+from mirror.bundle.reader import BlobCorrupt, BundleReader
+from mirror.layout import target_repository
+from mirror.push import _FileSpool
+from mirror.reference import Reference
+
+CHUNK = 1 << 20
+
+
+def write_slowly(spool: _FileSpool, data: bytes, error: Exception | None = None) -> None:
+    """The reader thread's side (run it in a worker thread): the file grows one chunk at a time."""
+    for start in range(0, len(data), CHUNK):
+        time.sleep(0.02)
+        spool.write(data[start:start + CHUNK])
+    spool.finish(error)
+
+
+def test_every_attempt_reads_the_whole_blob_while_it_is_written(tmp_path):
+    data = bytes(range(256)) * (5 * CHUNK // 256) + b"tail"
+    spool = _FileSpool(tmp_path / "blob", len(data))
+
+    async def main() -> tuple[bytes, bytes]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, write_slowly, spool, data)
+            first = spool.source()
+            partial = await first.__anext__()  # an attempt that fails after its first chunk ...
+            await first.aclose()
+            retry = b"".join([chunk async for chunk in spool.source()])  # ... and a retry from the start
+        return partial, retry
+
+    partial, retry = anyio.run(main)
+    assert partial == data[:len(partial)] and retry == data
+
+
+def test_a_read_error_ends_the_upload_with_that_error(tmp_path):
+    data = b"x" * (3 * CHUNK)
+    spool = _FileSpool(tmp_path / "blob", len(data) + 10)  # the bundle ends the blob early
+    error = BlobCorrupt("blob sha256:abc in b.tar.zst is corrupt", "sha256:abc")
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.to_thread.run_sync, write_slowly, spool, data, error)
+            with pytest.raises(BlobCorrupt, match="is corrupt"):
+                async for _ in spool.source():
+                    pass
+
+    anyio.run(main)
+
+
+@pytest.fixture(scope="module")
+def bundle(seeded_source, tmp_path_factory):
+    output = tmp_path_factory.mktemp("spool-bundle") / "bundle.tar.zst"
+    refs = [image.source for image in seeded_source.corpus.images]
+    result = run_mirror("pull", *refs, "-o", output, *seeded_source.mirror_args, "-q")
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+def test_large_blob_whose_upload_fails_is_sent_again_in_full(bundle, registry):
+    with BundleReader(bundle) as reader:
+        sizes = reader.manifest.blobs
+    large = max(sizes, key=sizes.get)
+    assert sizes[large] > 2 * CHUNK  # spooled to a file, not memory
+    with FaultProxy(registry.host) as proxy:
+        proxy.fail(r"/blobs/uploads/.*digest=" + large.replace(":", "%3A"), 503, method="PUT")
+        result = run_mirror("push", bundle, "--registry", proxy.host, "--plain-http", "-q")
+        puts = proxy.requests("PUT", r"digest=" + large.replace(":", "%3A"))
+    assert result.returncode == 0, result.stderr
+    assert [p.status for p in puts][:2] == [503, 201]
+    check = run_mirror("verify", bundle, "--registry", registry.host, "--plain-http")
+    assert check.returncode == 0, check.stderr
+
+
+def test_corrupt_large_blob_never_reaches_the_registry(bundle, seeded_source, registry, tmp_path):
+    from test_push import rewrite_bundle
+
+    with BundleReader(bundle) as reader:
+        sizes = reader.manifest.blobs
+    large = max(sizes, key=sizes.get)
+
+    def flip_last_byte(member, data):
+        if member.name.endswith(large.split(":")[1]):
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])  # found only when the whole blob was read
+        return [(member, data)]
+
+    broken = tmp_path / "broken.tar.zst"
+    rewrite_bundle(bundle, broken, flip_last_byte)
+    result = run_mirror("push", broken, "--registry", registry.host, "--plain-http", "-q")
+    assert result.returncode == 4, result.stderr
+    assert large in result.stderr
+    owners = [image for image in seeded_source.corpus.images if large in image.blob_digests]
+    for image in owners:
+        repository = target_repository(Reference.parse(image.source))
+        assert httpx.head(f"{registry.url}/v2/{repository}/blobs/{large}").status_code == 404
