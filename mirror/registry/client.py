@@ -344,8 +344,8 @@ class RegistryClient:
             content = lambda: _file_chunks(path)  # noqa: E731
         else:
             content = source
-        if not callable(content) or isinstance(source, (bytes, Path)):
-            headers["Content-Length"] = str(size)
+        # The size is always known: chunked framing would only cost h11 a copy of every piece.
+        headers["Content-Length"] = str(size)
         if callable(content) and size > SMALL_UPLOAD:
             response = await self._request("PATCH", location, scopes=scopes, content=content, retry=False,
                                            headers=headers, what=what)
