@@ -33,11 +33,11 @@ import anyio.to_thread
 
 from .bundle.format import BundleManifest, ImageRecord
 from .bundle.reader import BundleEntry, BundleReader
-from .errors import ExitCode, IntegrityError, MirrorError, RegistryError, worst_exit_code
+from .errors import ExitCode, IntegrityError, MirrorError, RegistryError, UsageError, worst_exit_code
 from .layout import target_repository
 from .oci import Manifest
 from .progress import Progress
-from .reference import Reference
+from .reference import HOST_PATTERN, REPOSITORY_PATTERN, Reference
 from .registry.client import CHUNK_SIZE as CHUNK, BlobSource, RegistryClient
 from .registry.settings import RegistrySettings
 
@@ -54,14 +54,12 @@ class Target:
 
     @classmethod
     def parse(cls, text: str, settings: RegistrySettings) -> "Target":
-        """``HOST[:PORT][/PREFIX]``."""
-        from .errors import UsageError
-        from .reference import HOST_PATTERN
-
+        """``HOST[:PORT][/PREFIX]``; the prefix must be valid in a repository name (lowercase)."""
         host, _, prefix = text.removeprefix("https://").removeprefix("http://").partition("/")
-        if not HOST_PATTERN.match(host):
-            raise UsageError(f"--registry {text!r}: expected HOST[:PORT][/PREFIX]")
-        return cls(host, prefix.strip("/"), settings)
+        prefix = prefix.strip("/")
+        if not HOST_PATTERN.match(host) or (prefix and not REPOSITORY_PATTERN.match(prefix)):
+            raise UsageError(f"--registry {text!r}: expected HOST[:PORT][/PREFIX] with a lowercase prefix")
+        return cls(host, prefix, settings)
 
 
 @dataclass

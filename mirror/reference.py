@@ -16,7 +16,7 @@ _HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "docker.io"}
 
 # Grammar from distribution/reference (reference.go), anchored.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+REPOSITORY_PATTERN = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$", re.ASCII)
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 HOST_PATTERN = re.compile(
@@ -64,7 +64,7 @@ class Reference:
             registry = DOCKER_HUB
             if "/" not in path:
                 path = f"library/{path}"
-        if not _REPOSITORY.match(path):
+        if not REPOSITORY_PATTERN.match(path):
             raise UsageError(
                 f"invalid image reference {original!r}: repository {path!r} must be lowercase "
                 "letters, digits and separators"

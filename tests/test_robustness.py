@@ -135,3 +135,10 @@ def test_a_bundle_whose_image_record_omits_a_layer_fails_that_image_instead_of_h
     result = mirror_timed("push", lying, "--registry", registry.host, "--plain-http", "-q")
     assert result.returncode == 4, result.stderr
     assert dropped in result.stderr and image.source in result.stderr
+
+
+def test_a_registry_prefix_that_cannot_be_a_repository_name_is_refused_up_front(tmp_path):
+    bundle = tmp_path / "missing.tar.zst"  # never opened: the flag is checked first
+    result = mirror_timed("push", bundle, "--registry", "127.0.0.1:5000/Harbor", "--plain-http")
+    assert result.returncode == 2
+    assert "127.0.0.1:5000/Harbor" in result.stderr and len(result.stderr.strip().splitlines()) == 1

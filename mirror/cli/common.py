@@ -46,6 +46,9 @@ def handle_errors(func: F) -> F:
             if not all(isinstance(e, (MirrorError, OSError)) for e in leaves):
                 raise
             _report(max(leaves, key=lambda e: _severity(e)))
+        except BrokenPipeError:  # `mirror ... | head`: the reader has what it wanted
+            sys.stdout = None  # type: ignore[assignment]  # nothing left to flush at exit
+            raise typer.Exit(141) from None
         except (MirrorError, OSError) as exc:
             _report(exc)
         except KeyboardInterrupt:
