@@ -30,3 +30,15 @@ def seeded_source(tmp_path_factory) -> SeededSource:
         yield SeededSource(registry, seeded, corpus.source_mirror_args(registry.host))
     finally:
         registry.stop()
+
+
+@pytest.fixture(scope="session")
+def corpus_bundle(seeded_source, tmp_path_factory):
+    """Every image of the small corpus pulled once into one bundle; read-only for tests."""
+    from conftest import run_mirror
+
+    output = tmp_path_factory.mktemp("corpus-bundle") / "bundle.tar.zst"
+    refs = [image.source for image in seeded_source.corpus.images]
+    result = run_mirror("pull", *refs, "-o", output, *seeded_source.mirror_args, "-q")
+    assert result.returncode == 0, result.stderr
+    return output

@@ -17,14 +17,9 @@ from mirror.layout import target_repository
 from mirror.reference import Reference
 
 
-@pytest.fixture(scope="module")
-def bundle(seeded_source, tmp_path_factory):
-    """The whole small corpus pulled into one bundle, shared by this module's tests."""
-    output = tmp_path_factory.mktemp("push-bundle") / "bundle.tar.zst"
-    refs = [image.source for image in seeded_source.corpus.images]
-    result = run_mirror("pull", *refs, "-o", output, *seeded_source.mirror_args, "-q")
-    assert result.returncode == 0, result.stderr
-    return output
+@pytest.fixture
+def bundle(corpus_bundle):
+    return corpus_bundle
 
 
 def push(bundle, registry, *extra, input=None):

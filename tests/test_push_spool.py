@@ -58,13 +58,9 @@ def test_a_read_error_ends_the_upload_with_that_error(tmp_path):
     anyio.run(main)
 
 
-@pytest.fixture(scope="module")
-def bundle(seeded_source, tmp_path_factory):
-    output = tmp_path_factory.mktemp("spool-bundle") / "bundle.tar.zst"
-    refs = [image.source for image in seeded_source.corpus.images]
-    result = run_mirror("pull", *refs, "-o", output, *seeded_source.mirror_args, "-q")
-    assert result.returncode == 0, result.stderr
-    return output
+@pytest.fixture
+def bundle(corpus_bundle):
+    return corpus_bundle
 
 
 def test_large_blob_whose_upload_fails_is_sent_again_in_full(bundle, registry):

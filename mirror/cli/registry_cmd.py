@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from ..errors import UsageError
+from ..units import human_size
 from .app import app
 from .common import JsonOption, handle_errors
 
@@ -163,18 +164,10 @@ def status_command(
         state = report.state
         health = "running" if report.answering else ("not answering" if report.running else "stopped")
         typer.echo(f"registry {state.url}: {health}")
-        typer.echo(f"  engine {state.engine}, data {state.data_dir}, {_human(report.storage_bytes)} used")
+        typer.echo(f"  engine {state.engine}, data {state.data_dir}, {human_size(report.storage_bytes)} used")
         for repository, tags in sorted(report.repositories.items()):
             typer.echo(f"  {repository}: {', '.join(tags) or '(no tags)'}")
         if report.error:
             typer.echo(f"  {report.error}")
     if not report.answering:
         raise typer.Exit(1)
-
-
-def _human(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
