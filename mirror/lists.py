@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .reference import Reference
+from .model.reference import Reference
 
 # An installed package carries manifests/ inside it (pyproject maps it there);
 # in the repository it is the top-level data folder.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .errors import UsageError
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MIB = 1 << 20
+_UNITS = {"": 1, "K": 1 << 10, "M": MIB, "G": 1 << 30, "T": 1 << 40}
 
 
 def human_size(size: int) -> str:

@@ -20,8 +20,8 @@ from pathlib import Path
 import corpus
 from mirror.bundle.format import BundleManifest, ImageRecord
 from mirror.bundle.writer import write_bundle
-from mirror.oci import DOCKER_LIST, DOCKER_MANIFEST, sha256_digest
-from mirror.store import BlobStore
+from mirror.model.oci import DOCKER_LIST, DOCKER_MANIFEST, sha256_digest
+from mirror.bundle.store import BlobStore
 
 REGISTRY_SOURCE = "docker.io/library/registry:2.8.2"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"

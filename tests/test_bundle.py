@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 import corpus
-from mirror.bundle.check import VerificationFailed, summarize_bundle, verify_bundle
+from mirror.bundle.inspect import summarize_bundle
+from mirror.bundle.verify import VerificationFailed, verify_bundle
 from mirror.bundle.format import BundleManifest, ImageRecord
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.writer import write_bundle
 from mirror.errors import IntegrityError, MirrorError, UsageError
-from mirror.store import BlobStore
+from mirror.bundle.store import BlobStore
 from test_bundle_reader_safety import craft_bundle, regular
 
 KLIPPER = "docker.io/rancher/klipper-helm:v0.7.3-build20220613"  # Docker manifest list, two platforms

@@ -13,8 +13,8 @@ from conftest import run_mirror
 from mirror import lists
 from mirror.clientconfig import GENERATORS, Target, sources
 from mirror.clientconfig.registries_yaml import registries
-from mirror.layout import target_repository
-from mirror.reference import Reference
+from mirror.model.target import target_repository
+from mirror.model.reference import Reference
 
 REG = "registry.airgap.example:5000"
 

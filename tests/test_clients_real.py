@@ -2,7 +2,7 @@
 
 The private registry holds generated images (digests that exist nowhere
 upstream) in the target layout, copied there by skopeo at the path
-mirror.layout.target_repository gives. There is no other network, so a
+mirror.model.target.target_repository gives. There is no other network, so a
 client that ends up with those digests under the ORIGINAL names got them
 from the private registry, through nothing but the generated files.
 """
@@ -18,8 +18,8 @@ import pytest
 import testbed
 from conftest import run_mirror
 from daemons import start_dockerd
-from mirror.layout import target_repository
-from mirror.reference import Reference
+from mirror.model.target import target_repository
+from mirror.model.reference import Reference
 
 # docker-list, oci-index and an OCI index from quay.io: every path shape the configs must map.
 IMAGES = [

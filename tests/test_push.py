@@ -13,8 +13,8 @@ import zstandard
 from conftest import run_mirror
 from faults import FaultProxy
 from mirror.bundle.reader import BundleReader
-from mirror.layout import target_repository
-from mirror.reference import Reference
+from mirror.model.target import target_repository
+from mirror.model.reference import Reference
 
 
 @pytest.fixture

@@ -11,14 +11,14 @@ from faults import FaultProxy
 
 from conftest import run_mirror
 from mirror.bundle.reader import BlobCorrupt, BundleReader
-from mirror.layout import target_repository
-from mirror.push import _FileSpool
-from mirror.reference import Reference
+from mirror.model.target import target_repository
+from mirror.transfer.spool import FileSpool
+from mirror.model.reference import Reference
 
 CHUNK = 1 << 20
 
 
-def write_slowly(spool: _FileSpool, data: bytes, error: Exception | None = None) -> None:
+def write_slowly(spool: FileSpool, data: bytes, error: Exception | None = None) -> None:
     """The reader thread's side (run it in a worker thread): the file grows one chunk at a time."""
     for start in range(0, len(data), CHUNK):
         time.sleep(0.02)
@@ -28,7 +28,7 @@ def write_slowly(spool: _FileSpool, data: bytes, error: Exception | None = None)
 
 def test_every_attempt_reads_the_whole_blob_while_it_is_written(tmp_path):
     data = bytes(range(256)) * (5 * CHUNK // 256) + b"tail"
-    spool = _FileSpool(tmp_path / "blob", len(data))
+    spool = FileSpool(tmp_path / "blob", len(data))
 
     async def main() -> tuple[bytes, bytes]:
         async with anyio.create_task_group() as tg:
@@ -45,7 +45,7 @@ def test_every_attempt_reads_the_whole_blob_while_it_is_written(tmp_path):
 
 def test_a_read_error_ends_the_upload_with_that_error(tmp_path):
     data = b"x" * (3 * CHUNK)
-    spool = _FileSpool(tmp_path / "blob", len(data) + 10)  # the bundle ends the blob early
+    spool = FileSpool(tmp_path / "blob", len(data) + 10)  # the bundle ends the blob early
     error = BlobCorrupt("blob sha256:abc in b.tar.zst is corrupt", "sha256:abc")
 
     async def main() -> None:

@@ -11,7 +11,7 @@ import pytest
 import testbed
 from conftest import run_mirror
 from mirror.server.state import find_local_registry
-from mirror.store import BlobStore
+from mirror.bundle.store import BlobStore
 from registry_image import build_other_image, build_registry_image, write_test_bundle
 from test_server_up import registries_running, up_args
 

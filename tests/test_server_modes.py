@@ -18,7 +18,7 @@ from mirror.errors import UsageError
 from mirror.server import binary
 from mirror.server.probe import answers, require_local_registry
 from mirror.server.state import find_local_registry
-from mirror.store import BlobStore
+from mirror.bundle.store import BlobStore
 from registry_image import build_other_image, write_test_bundle
 
 

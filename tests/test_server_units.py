@@ -16,12 +16,12 @@ from cryptography import x509
 
 from mirror.bundle.reader import BundleReader
 from mirror.errors import UsageError
-from mirror.oci import Platform
+from mirror.model.oci import Platform
 from mirror.server.htpasswd import ensure_credentials
 from mirror.server.imageload import copy_image_blobs, docker_archive, find_registry_image, select_manifest
 from mirror.server.state import RegistryState, StatePaths, default_state_dir, find_local_registry, save_state
 from mirror.server.tls import ensure_tls
-from mirror.store import BlobStore
+from mirror.bundle.store import BlobStore
 from registry_image import build_other_image, build_registry_image, write_test_bundle
 
 

@@ -26,7 +26,7 @@ import testbed
 from conftest import run_mirror
 from mirror.server.engine import STATE_LABEL
 from mirror.server.state import find_local_registry
-from mirror.store import BlobStore
+from mirror.bundle.store import BlobStore
 from registry_image import build_other_image, build_registry_image, seed_source, write_test_bundle
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from .. import __version__
 from ..errors import IntegrityError
-from ..oci import digest_hex
-from ..reference import Reference
+from ..model.oci import digest_hex
+from ..model.reference import Reference
 
 FORMAT_VERSION = 1
 BUNDLE_MANIFEST = "mirror-bundle.json"

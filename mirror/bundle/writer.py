@@ -22,7 +22,7 @@ from typing import BinaryIO, Callable, Collection
 import zstandard
 
 from ..errors import IntegrityError, MirrorError, UsageError
-from ..oci import (
+from ..model.oci import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
     DOCKER_LIST,
@@ -33,7 +33,7 @@ from ..oci import (
     Descriptor,
     Manifest,
 )
-from ..store import BlobStore
+from .store import BlobStore
 from .format import (
     BUNDLE_MANIFEST,
     INDEX_JSON,

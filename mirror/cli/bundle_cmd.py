@@ -26,7 +26,7 @@ def inspect_command(
     json_report: bool = JsonOption,
 ) -> None:
     """Images, platforms and sizes in a bundle, from its first entry only (fast)."""
-    from ..bundle.check import summarize_bundle  # imported here so other commands start faster
+    from ..bundle.inspect import summarize_bundle  # imported here so other commands start faster
 
     summary = summarize_bundle(bundle)
     if json_report:
@@ -53,10 +53,9 @@ def verify_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Re-hash every blob of a bundle (exit 4 naming what is wrong), or check a registry (exit 1)."""
-    from ..bundle.check import verify_bundle  # imported here so other commands start faster
+    from ..bundle.verify import verify_bundle  # imported here so other commands start faster
     from ..bundle.reader import BundleReader
-    from ..push import PushRequest, Target
-    from ..verify_registry import verify_in_registry
+    from ..transfer.verify import verify_in_registry
 
     if registry is None and not local_registry:
         progress = Progress(quiet or json_report)
@@ -70,10 +69,9 @@ def verify_command(
             typer.echo(f"{bundle}: OK, {report.images} images, {report.blobs} blobs, "
                        f"{human_size(report.bytes)} re-hashed")
         return
-    registry, settings = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                                         username=username, password_stdin=password_stdin, jobs=jobs)
-    request = PushRequest(bundle=bundle, target=Target.parse(registry, settings), jobs=jobs)
-    check = anyio.run(verify_in_registry, request)
+    target = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                             username=username, password_stdin=password_stdin, jobs=jobs)
+    check = anyio.run(verify_in_registry, bundle, target, jobs)
     if json_report:
         emit_json(check.to_json())
     for source, problem in sorted(check.problems.items()):

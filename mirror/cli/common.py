@@ -5,13 +5,16 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import typer
 
 from ..errors import ExitCode, ImagesFailed, MirrorError, UsageError
 from ..registry.settings import Credentials, RegistrySettings
 from .render import report_failures
+
+if TYPE_CHECKING:
+    from ..transfer.plan import Target
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio brings along
     from exceptiongroup import BaseExceptionGroup
@@ -124,23 +127,29 @@ def target_registry(
     username: str | None,
     password_stdin: bool,
     jobs: int,
-) -> tuple[str, RegistrySettings]:
+) -> "Target":
     """The registry a command writes to or checks, and how to reach it.
 
     Without ``--registry``: the one ``mirror registry up`` started here, with
-    its CA and credentials; flags given still win.
+    its CA and credentials; flags given still win. ``http://HOST`` means
+    plain HTTP, as ``--plain-http`` does.
     """
+    from ..model.target import RegistryAddress
+    from ..transfer.plan import Target
+
     credentials = read_password_stdin(password_stdin, username)
     if registry is None:
         from ..server.probe import require_local_registry
 
         local = require_local_registry()
-        registry = local.host
+        address = RegistryAddress(local.host, plain_http=local.plain_http)
         ca_file = ca_file or local.ca_file
-        plain_http = plain_http or local.plain_http
         credentials = credentials or local.credentials
-    return registry, registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                                       credentials=credentials, jobs=jobs)
+    else:
+        address = RegistryAddress.parse(registry)
+    settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http or address.plain_http,
+                                 credentials=credentials, jobs=jobs)
+    return Target(address, settings)
 
 
 # Shared option declarations, so every command spells them the same way.

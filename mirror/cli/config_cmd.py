@@ -13,7 +13,7 @@ import typer
 from ..clientconfig import GENERATORS, ClientConfig, Target, sources
 from ..clientconfig.containerd import DEFAULT_CERTS_DIR
 from ..errors import UsageError
-from ..reference import Reference
+from ..model.reference import Reference
 from .app import app
 from .common import (CaFileOption, InsecureOption, PasswordStdinOption, PlainHttpOption, UsernameOption,
                      handle_errors, read_password_stdin, registry_settings)

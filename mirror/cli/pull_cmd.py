@@ -10,7 +10,7 @@ import anyio
 import typer
 
 from ..errors import ExitCode, ImagesFailed, UsageError
-from ..oci import Platform
+from ..model.oci import Platform
 from ..progress import Progress
 from .app import app
 from .common import (
@@ -22,7 +22,7 @@ from ..units import human_size, parse_size
 from .render import emit_json, report_failures
 
 if TYPE_CHECKING:
-    from ..pull import PullRequest
+    from ..transfer.pull import PullRequest
 
 
 def parse_platforms(values: list[str]) -> list[Platform]:
@@ -80,9 +80,9 @@ def pull_command(
 ) -> None:
     """Pull images into ONE portable bundle (an OCI image layout in a tar.zst)."""
     from ..lists import resolve_images  # imported here so other commands start faster
-    from ..pull import PullRequest, pull
-    from ..registry.client import endpoint_host
-    from ..sources import SourceMap, SourceMirror
+    from ..model.reference import endpoint_host
+    from ..model.upstream import SourceMap, SourceMirror
+    from ..transfer.pull import PullRequest, pull
 
     refs, topology = resolve_images(
         mode,
@@ -147,18 +147,19 @@ def pull_command(
 
 def _dry_run(request: PullRequest, progress: Progress, json_report: bool) -> None:
     """Resolve manifests only: the list, and the unique download size where sources answer."""
-    from ..pull import resolve_all
     from ..registry.pool import ClientPool
+    from ..transfer.pull import resolver
 
     async def resolve():
         async with ClientPool(request.settings_for) as pool:
-            return await resolve_all(request, pool, progress, store=None)
+            return await resolver(request, pool, store=None).resolve_all(request.images, progress)
 
-    images, failures, _ = anyio.run(resolve)
+    resolution = anyio.run(resolve)
+    failures = resolution.failures
     unique: dict[str, int] = {}
-    for image in images:
+    for image in resolution.images:
         unique.update(image.blobs)
-        unique.update({m.digest: len(m.data) for m in (image.top, *image.children)})
+        unique.update({m.digest: len(m.data) for m in image.manifests})
     if json_report:
         emit_json({"images": [str(r) for r in request.images], "download_bytes": sum(unique.values()),
                    "unresolved": failures})

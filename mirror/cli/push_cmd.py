@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +10,6 @@ import anyio
 import typer
 
 from ..progress import Progress
-from ..push import MIB, PushRequest, Target, push
 from .app import app
 from .common import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
@@ -39,16 +39,22 @@ def push_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Stream a bundle into a registry: concurrent uploads, every digest verified."""
-    registry, settings = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                                         username=username, password_stdin=password_stdin, jobs=jobs)
+    from ..transfer.push import PushRequest, push
+    from ..units import MIB
+
+    target = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                             username=username, password_stdin=password_stdin, jobs=jobs)
     request = PushRequest(
         bundle=bundle,
-        target=Target.parse(registry, settings),
+        target=target,
         jobs=jobs,
         window=max(parse_size(window, "--window"), MIB),
         spool_dir=spool_dir,
         dry_run=dry_run,
     )
+    # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it
+    # again each time the many short-lived request objects of a push trigger a full collection.
+    gc.freeze()
     result = anyio.run(push, request, Progress(quiet or json_report))
     if json_report:
         emit_json(result.to_json())

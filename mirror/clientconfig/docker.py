@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..reference import DOCKER_HUB
+from ..model.reference import DOCKER_HUB
 from .model import ClientConfig, GeneratedFile, Target
 
 CERTS_DIR = "/etc/docker/certs.d"

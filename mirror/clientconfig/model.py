@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from ..layout import target_repository
-from ..reference import DOCKER_HUB, Reference
+from ..model.target import target_repository
+from ..model.reference import DOCKER_HUB, Reference
 
 PASSWORD_PLACEHOLDER = "REPLACE-WITH-PASSWORD"
 

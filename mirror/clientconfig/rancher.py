@@ -10,8 +10,8 @@ import shlex
 from typing import Any
 
 from .. import lists
-from ..layout import target_repository
-from ..reference import Reference
+from ..model.target import target_repository
+from ..model.reference import Reference
 from . import yamltext
 from .model import ClientConfig, GeneratedFile, Target
 

@@ -11,7 +11,7 @@ from typing import Iterable
 import anyio
 
 from .. import lists
-from ..reference import DOCKER_HUB, Reference
+from ..model.reference import DOCKER_HUB, Reference
 from ..registry.settings import RegistrySettings
 
 

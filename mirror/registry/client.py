@@ -22,9 +22,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar, U
 import anyio
 import httpx
 
-from .. import oci
+from ..model import oci
 from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, UsageError
-from ..oci import Descriptor, Manifest, digest_hex
+from ..model.oci import Descriptor, Manifest, digest_hex
+from ..model.reference import endpoint_host
 from .auth import CATALOG_SCOPE, Authenticator, pull_scope, push_scope
 from .credentials import AuthFiles
 from .settings import Credentials, RegistrySettings
@@ -41,11 +42,6 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 T = TypeVar("T")
 BlobSource = Union[bytes, Path, Callable[[], AsyncIterator[bytes]], AsyncIterator[bytes]]
 Content = Union[bytes, Callable[[], AsyncIterator[bytes]], None]
-
-
-def endpoint_host(registry: str) -> str:
-    """Where a registry name is served: Docker Hub's API lives on registry-1.docker.io."""
-    return "registry-1.docker.io" if registry == "docker.io" else registry
 
 
 class _Transient(Exception):

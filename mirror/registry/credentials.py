@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UsageError
+from ..model.reference import DOCKER_HUB, canonical_registry
 from .settings import Credentials
 
 IDENTITY_TOKEN_USER = "<token>"
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # how Docker names Hub in auth files and helpers
-_HUB_NAMES = {"docker.io", "index.docker.io", "registry-1.docker.io"}
 HELPER_TIMEOUT = 30.0
 
 
@@ -37,7 +37,7 @@ def normalize_host(key: str) -> str:
         if host.startswith(scheme):
             host = host[len(scheme):]
     host = host.split("/", 1)[0].lower()
-    return "docker.io" if host in _HUB_NAMES else host
+    return canonical_registry(host)
 
 
 def default_paths(env: Mapping[str, str] | None = None) -> list[Path]:
@@ -121,7 +121,7 @@ def _run_helper(name: str, host: str) -> Credentials | None:
     binary = shutil.which(f"docker-credential-{name}")
     if not binary:
         return None
-    server = DOCKER_HUB_KEY if host == "docker.io" else host
+    server = DOCKER_HUB_KEY if host == DOCKER_HUB else host
     try:
         result = subprocess.run([binary, "get"], input=server.encode(), capture_output=True,
                                 timeout=HELPER_TIMEOUT, check=False)

@@ -17,7 +17,7 @@ import docker
 from docker.models.containers import Container
 
 from ..errors import MirrorError, UsageError
-from ..oci import Platform
+from ..model.oci import Platform
 from .probe import log_reason
 
 CONFIG_MOUNT = "/etc/mirror-registry"

@@ -18,9 +18,9 @@ from typing import Iterator
 from ..bundle.format import BundleManifest, ImageRecord
 from ..bundle.reader import BundleReader
 from ..errors import UsageError
-from ..oci import Manifest, Platform, digest_hex
-from ..reference import Reference
-from ..store import BlobStore
+from ..model.oci import Manifest, Platform, digest_hex
+from ..model.reference import Reference
+from ..bundle.store import BlobStore
 
 # Which image in a bundle runs the registry (manifests/registry/ lists it).
 REGISTRY_REPOSITORY = "library/registry"

@@ -21,7 +21,7 @@ import httpx
 from ..bundle.reader import BundleReader
 from ..errors import MirrorError, UsageError
 from ..registry.settings import Credentials
-from ..store import BlobStore
+from ..bundle.store import BlobStore
 from . import binary, engine, probe
 from .distconfig import DistConfig, http_secret, render
 from .htpasswd import ensure_credentials, write_private

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import UsageError
-from .reference import HOST_PATTERN, Reference
+from ..errors import UsageError
+from .reference import Reference, endpoint_host
+from .target import RegistryAddress
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,9 @@ class SourceMirror:
         registry, sep, target = text.partition("=")
         if not sep or not registry or not target:
             raise UsageError(f"--source-mirror {text!r}: expected REGISTRY=HOST[/PREFIX], e.g. docker.io=mirror.corp:5000/dockerhub")
-        plain_http = target.startswith("http://")
-        target = target.removeprefix("http://").removeprefix("https://")
-        host, _, prefix = target.partition("/")
-        if not HOST_PATTERN.match(host):
-            raise UsageError(f"--source-mirror {text!r}: bad host {host!r}")
+        address = RegistryAddress.parse(target, "--source-mirror")
         registry = Reference.parse(f"{registry}/x/y").registry  # same aliasing as references
-        return cls(registry, host, prefix.strip("/"), plain_http)
+        return cls(registry, address.host, address.prefix, address.plain_http)
 
 
 class SourceMap:
@@ -50,8 +47,6 @@ class SourceMap:
         self._mirrors = {m.registry: m for m in mirrors}
 
     def locate(self, ref: Reference) -> Location:
-        from .registry.client import endpoint_host
-
         mirror = self._mirrors.get(ref.registry)
         if mirror is None:
             return Location(endpoint_host(ref.registry), ref.repository)

@@ -1,15 +1,14 @@
-"""Offline checks of a bundle: ``verify`` (one full pass) and ``inspect`` (mirror-bundle.json only)."""
+"""``mirror verify BUNDLE``: one full pass re-hashing every blob and checking every record."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import IntegrityError, MirrorError
-from ..oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Manifest
-from ..units import human_size
+from ..model.oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Manifest
 from .format import INDEX_JSON, MAX_DOCUMENT_SIZE, OCI_LAYOUT, OCI_LAYOUT_DOC, BundleManifest, ImageRecord
 from .reader import BlobCorrupt, BundleReader
 from .writer import index_media_type
@@ -214,107 +213,3 @@ def _as_manifest(content: bytes) -> Manifest | None:
         return Manifest.from_bytes(content)
     except MirrorError:
         return None
-
-
-@dataclass
-class ImageSummary:
-    source: str
-    digest: str
-    media_type: str
-    platforms: list[str]
-    size: int  # top manifest plus every blob below it
-    narrowed_from: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "digest": self.digest, "media_type": self.media_type,
-                "platforms": list(self.platforms), "size": self.size, "narrowed_from": self.narrowed_from}
-
-
-@dataclass
-class BundleSummary:
-    path: Path
-    id: str
-    created: str
-    tool_version: str
-    format_version: int
-    topology: dict | None
-    base: str | None
-    omitted: int  # blobs a delta leaves to its base
-    platforms_requested: list[str]
-    blobs: int  # stored
-    stored_size: int  # uncompressed, each shared blob once
-    images_size: int  # the images' sizes summed
-    shared_savings: int
-    compressed_size: int  # the file(s) on disk
-    parts: int
-    images: list[ImageSummary] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path), "id": self.id, "created": self.created, "tool_version": self.tool_version,
-            "format_version": self.format_version, "topology": self.topology, "base": self.base,
-            "omitted": self.omitted, "platforms_requested": list(self.platforms_requested), "blobs": self.blobs,
-            "stored_size": self.stored_size, "images_size": self.images_size,
-            "shared_savings": self.shared_savings, "compressed_size": self.compressed_size, "parts": self.parts,
-            "images": [image.to_json() for image in self.images],
-        }
-
-    def render_text(self) -> str:
-        lines = [f"Bundle {self.path}", f"  id        {self.id}",
-                 f"  created   {self.created} by mirror {self.tool_version} (format {self.format_version})"]
-        if self.topology:
-            versions = self.topology.get("versions") or {}
-            detail = ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, dict) else ""
-            lines.append(f"  topology  {self.topology.get('mode', '?')}" + (f" ({detail})" if detail else ""))
-        if self.platforms_requested:
-            lines.append(f"  platforms {', '.join(self.platforms_requested)}")
-        if self.base:
-            lines.append(f"  delta of  {self.base} ({self.omitted} blob(s) left to the base bundle)")
-        rows = [("IMAGE", "PLATFORMS", "SIZE", "DIGEST")]
-        for image in self.images:
-            digest = image.digest[:19]
-            if image.narrowed_from:
-                digest += f" (narrowed from {image.narrowed_from[:19]})"
-            rows.append((image.source, ",".join(image.platforms) or "-", human_size(image.size), digest))
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
-        lines.append("")
-        for row in rows:
-            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip())
-        lines.append("")
-        lines.append(
-            f"{len(self.images)} image(s), {self.blobs} blob(s): {human_size(self.images_size)} as separate images, "
-            f"{human_size(self.stored_size)} stored ({human_size(self.shared_savings)} saved by sharing), "
-            f"{human_size(self.compressed_size)} compressed"
-            + (f" in {self.parts} parts" if self.parts > 1 else "")
-        )
-        return "\n".join(lines) + "\n"
-
-
-def summarize_bundle(path: Path) -> BundleSummary:
-    """What a bundle holds, from its first entry only: instant even for a 10 GB bundle."""
-    path = Path(path)
-    with BundleReader(path) as reader:
-        manifest, parts = reader.manifest, reader.parts
-    return BundleSummary(
-        path=path,
-        id=manifest.id,
-        created=manifest.created,
-        tool_version=manifest.tool_version,
-        format_version=manifest.format_version,
-        topology=manifest.topology,
-        base=manifest.base,
-        omitted=len(manifest.omitted),
-        platforms_requested=list(manifest.platforms_requested),
-        blobs=len(manifest.stored_blobs),
-        stored_size=manifest.total_size,
-        images_size=manifest.images_size,
-        shared_savings=manifest.shared_savings,
-        compressed_size=sum(part.stat().st_size for part in parts),
-        parts=len(parts),
-        images=[
-            ImageSummary(image.source, image.digest, image.media_type, list(image.platforms),
-                         manifest.image_size(image), image.narrowed_from)
-            for image in manifest.images
-        ],
-    )
-

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import IntegrityError
-from .oci import digest_hex, sha256_digest
+from ..errors import IntegrityError
+from ..model.oci import digest_hex, sha256_digest
 
 
 class BlobStore:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from .errors import UsageError
+from ..errors import UsageError
 
 DOCKER_HUB = "docker.io"
-_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "docker.io"}
+DOCKER_HUB_API = "registry-1.docker.io"  # where Docker Hub's registry API is served
+HUB_ALIASES = frozenset({"index.docker.io", DOCKER_HUB_API, DOCKER_HUB})
 
 # Grammar from distribution/reference (reference.go), anchored.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
@@ -60,7 +61,7 @@ class Reference:
                 raise UsageError(f"invalid image reference {original!r}: bad registry {registry!r}")
         else:
             registry, path = DOCKER_HUB, text
-        if registry in _HUB_ALIASES:
+        if registry in HUB_ALIASES:
             registry = DOCKER_HUB
             if "/" not in path:
                 path = f"library/{path}"
@@ -93,3 +94,13 @@ class Reference:
         if self.digest:
             text += f"@{self.digest}"
         return text
+
+
+def canonical_registry(host: str) -> str:
+    """``docker.io`` for any of Docker Hub's names, the host unchanged otherwise."""
+    return DOCKER_HUB if host in HUB_ALIASES else host
+
+
+def endpoint_host(registry: str) -> str:
+    """Where a registry name is served: Docker Hub's API lives on registry-1.docker.io."""
+    return DOCKER_HUB_API if registry == DOCKER_HUB else registry

@@ -1,0 +1,52 @@
+"""A registry address as users write it, and where a source image lands in it.
+
+``HOST[:PORT][/PREFIX]``, optionally ``http://`` (plain HTTP, an explicit
+choice) or ``https://``, means the same for every option that takes one:
+``--registry``, ``--to`` and ``--source-mirror``.
+
+Registry layout (docs/bundle-format.md, "Registry layout"):
+
+``docker.io/rancher/x`` -> ``rancher/x``; ``docker.io/library/busybox`` ->
+``library/busybox``; any other registry keeps its host as the first path
+segment: ``quay.io/jetstack/c`` -> ``quay.io/jetstack/c`` (a port becomes ``_PORT``:
+``harbor.corp:8443/x`` -> ``harbor.corp_8443/x``). An optional prefix
+goes in front of everything (Harbor projects). The client configuration
+generators use the same function, so nodes ask for what was pushed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UsageError
+from .reference import DOCKER_HUB, HOST_PATTERN, REPOSITORY_PATTERN, Reference
+
+
+@dataclass(frozen=True)
+class RegistryAddress:
+    host: str  # HOST[:PORT], as the client connects to it
+    prefix: str = ""  # a path every repository goes under (a Harbor project), no slashes around
+    plain_http: bool = False  # written with http://
+
+    @classmethod
+    def parse(cls, text: str, option: str = "--registry") -> "RegistryAddress":
+        """``[http[s]://]HOST[:PORT][/PREFIX]``; the prefix must be valid in a repository name."""
+        rest = text.strip()
+        plain_http = rest.startswith("http://")
+        rest = rest.removeprefix("http://").removeprefix("https://")
+        host, _, prefix = rest.partition("/")
+        prefix = prefix.strip("/")
+        if not HOST_PATTERN.match(host) or (prefix and not REPOSITORY_PATTERN.match(prefix)):
+            raise UsageError(f"{option} {text!r}: expected HOST[:PORT][/PREFIX] with a lowercase prefix")
+        return cls(host, prefix, plain_http)
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.prefix}" if self.prefix else self.host
+
+
+def target_repository(source: Reference, prefix: str = "") -> str:
+    # A port cannot stand in a repository name: harbor.corp:8443 becomes harbor.corp_8443.
+    host = source.registry.replace(":", "_")
+    path = source.repository if source.registry == DOCKER_HUB else f"{host}/{source.repository}"
+    prefix = prefix.strip("/")
+    return f"{prefix}/{path}" if prefix else path

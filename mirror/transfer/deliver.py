@@ -1,0 +1,202 @@
+"""Deliver: write blobs, manifests and tags into the target in an order that never lies.
+
+A blob is uploaded once, into the first repository missing it, and mounted
+into the others. A manifest goes up by digest only once everything it names
+is present in its repository. Tags go last, and only for images whose every
+blob and manifest arrived, so a tag never points at a broken image. Where
+the bytes come from (a bundle being read, another registry) is the caller's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+import anyio
+
+from ..errors import ExitCode, IntegrityError, MirrorError, RegistryError, worst_exit_code
+from ..model.oci import Manifest
+from ..registry.client import BlobSource, RegistryClient
+from .plan import ImagePlan, Target
+from .survey import Presence
+from .tasks import each
+
+
+@dataclass
+class DeliveryReport:
+    registry: str
+    images: list[dict[str, Any]] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    uploaded_blobs: int = 0
+    uploaded_bytes: int = 0
+    mounted_blobs: int = 0
+    present_blobs: int = 0
+    manifests_pushed: int = 0
+    tags_pushed: int = 0
+    exit_code: ExitCode = ExitCode.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: (int(value) if key == "exit_code" else value) for key, value in self.__dict__.items()}
+
+
+def image_entry(target: Target, plan: ImagePlan) -> dict[str, Any]:
+    return {"source": plan.record.source, "target": f"{target.host}/{plan.target}", "digest": plan.record.digest}
+
+
+class Delivery:
+    """One write of planned images into one registry; ``fatal`` stops it once the registry is gone."""
+
+    def __init__(self, target: Target, client: RegistryClient, plans: list[ImagePlan], presence: Presence,
+                 jobs: int, progress: Any = None):
+        self.target, self.client, self.plans, self.presence = target, client, plans, presence
+        self.report = DeliveryReport(registry=target.host)
+        self.limiter = anyio.CapacityLimiter(jobs)
+        self.jobs = jobs
+        self.progress = progress  # a bar's update(n), for uploaded bytes
+        self.manifests: dict[str, Manifest] = {}  # every manifest handed over, by digest
+        self.uploading: set[str] = set()  # blobs handed over whose upload has not finished
+        self.fatal: MirrorError | None = None
+        self.errors: list[MirrorError] = []
+
+    # -- blobs ------------------------------------------------------------------
+
+    async def place_blob(self, digest: str, size: int, source: BlobSource) -> None:
+        """Upload once into the first repository missing the blob, mount into the rest."""
+        presence = self.presence
+        missing = [r for r in presence.blob_repos[digest] if not presence[digest, r].ok]
+        first, rest = missing[0], missing[1:]
+        self.claim(digest)
+        try:
+            async with self._slot():
+                await self.client.upload_blob(first, digest, size, source)
+            presence[digest, first].succeed()
+            self._uploaded(size)
+            for repository in rest:
+                async with self._slot():
+                    if await self.client.mount_blob(repository, digest, first):
+                        self.report.mounted_blobs += 1
+                    else:
+                        await self.client.upload_blob(repository, digest, size, source)
+                        self._uploaded(size)
+                presence[digest, repository].succeed()
+        except MirrorError as exc:
+            presence.fail_blob(digest, exc)
+            if _registry_unwell(exc) and self.fatal is None:
+                self.fatal = RegistryError(f"not sent: {self.target.host} stopped answering "
+                                           f"(first failure: {exc})", exc.status)
+        finally:
+            self.uploading.discard(digest)
+
+    def claim(self, digest: str) -> None:
+        """The source has the blob in hand: its upload is coming, even if not started yet.
+
+        Called from the reading thread before the upload task is scheduled, so
+        ``fail_unreached`` never fails a blob whose upload is merely queued.
+        """
+        self.uploading.add(digest)
+
+    def _uploaded(self, size: int) -> None:
+        self.report.uploaded_blobs += 1
+        self.report.uploaded_bytes += size
+        if self.progress is not None:
+            self.progress(size)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """A concurrency slot for one request; refused once the registry is known to be down."""
+        async with self.limiter:
+            if self.fatal is not None:
+                raise self.fatal
+            yield
+
+    # -- manifests ----------------------------------------------------------------
+
+    def manifest_arrived(self, manifest: Manifest, group: Any) -> None:
+        """Push ``manifest`` into every repository that needs it, each once its children are there."""
+        self.manifests[manifest.digest] = manifest
+        for repository in self.presence.manifest_repos[manifest.digest]:
+            if not self.presence[manifest.digest, repository].done.is_set():
+                group.start_soon(self._push_manifest, manifest, repository)
+
+    async def _push_manifest(self, manifest: Manifest, repository: str) -> None:
+        outcome = self.presence[manifest.digest, repository]
+        for child in manifest.children():
+            if not self.presence.planned(child.digest, repository):
+                # The plan is input too: a manifest must not wait for what nothing will send.
+                outcome.fail(IntegrityError(
+                    f"manifest {manifest.digest} references {child.digest}, which the plan does not "
+                    f"list for {repository}: the bundle's mirror-bundle.json is inconsistent"))
+                return
+            dependency = self.presence[child.digest, repository]
+            await dependency.done.wait()
+            if dependency.error is not None:
+                outcome.fail(dependency.error)  # the child's own error: it names what is wrong, keeps its kind
+                return
+        try:
+            async with self._slot():
+                await self.client.put_manifest(repository, manifest.digest, manifest)
+            outcome.succeed()
+            self.report.manifests_pushed += 1
+        except MirrorError as exc:
+            outcome.fail(exc)
+
+    def fail_unreached(self, never_came: Callable[[str], MirrorError]) -> None:
+        """The source is exhausted: whatever it never delivered cannot arrive any more.
+
+        ``never_came(digest)`` says why, unless the registry is gone (then that is why).
+        """
+
+        def reason(digest: str) -> MirrorError:
+            return self.fatal or never_came(digest)
+
+        for (digest, _), outcome in list(self.presence.outcomes.items()):
+            if not outcome.done.is_set() and digest not in self.uploading and digest not in self.manifests:
+                outcome.fail(reason(digest))
+        for digest, repositories in self.presence.manifest_repos.items():
+            for repository in repositories:
+                if digest not in self.manifests and not self.presence[digest, repository].done.is_set():
+                    self.presence[digest, repository].fail(reason(digest))
+
+    # -- tags ---------------------------------------------------------------------
+
+    async def tag_all(self) -> None:
+        """Tag every complete image (unless the registry is gone); record the others as failures."""
+
+        async def tag(plan: ImagePlan) -> None:
+            if plan.tag is None:
+                return
+            current = await self.client.head_manifest(plan.repository, plan.tag)
+            if current is not None and current.digest == plan.record.digest:
+                return
+            manifest = self.manifests.get(plan.record.digest) or await self.client.get_manifest(
+                plan.repository, plan.record.digest)
+            async with self.limiter:
+                await self.client.put_manifest(plan.repository, plan.tag, manifest)
+            self.report.tags_pushed += 1
+
+        async def one(plan: ImagePlan) -> None:
+            error = self.presence.image_error(plan)
+            if error is None and self.fatal is None:
+                try:
+                    await tag(plan)
+                    self.report.images.append(image_entry(self.target, plan))
+                    return
+                except MirrorError as exc:
+                    error = exc
+            error = error or self.fatal
+            assert error is not None
+            self.report.failures[plan.record.source] = f"to {self.target.host}/{plan.target}: {error}"
+            self.errors.append(error)
+
+        await each(self.plans, one, len(self.plans))
+        if self.report.failures:
+            self.report.exit_code = worst_exit_code(self.errors)
+
+
+def _registry_unwell(error: MirrorError) -> bool:
+    """The registry stopped answering (or keeps failing) after the client's own retries.
+
+    Then the write stops instead of retrying every remaining blob in turn.
+    """
+    return type(error) is RegistryError and (error.status is None or error.status == 429 or error.status >= 500)

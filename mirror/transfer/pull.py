@@ -1,0 +1,177 @@
+"""``mirror pull``: resolve images, fetch every unique blob once, write one bundle.
+
+1. resolve: every reference to its manifest bytes (tag -> digest), indexes
+   walked and, with ``--platform``, narrowed; all images concurrently;
+2. fetch and write, overlapped: the union of all blobs is downloaded once
+   into the work dir (a content-addressed store a re-run resumes from), in
+   the order the bundle needs them, while the bundle writer streams each one
+   from the work dir into the bundle as soon as it is there.
+
+An image that cannot be resolved or whose blob fails is a failure; without
+``keep_going`` any failure means no bundle at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import anyio
+
+from ..bundle.format import BundleManifest, ImageRecord
+from ..bundle.store import BlobStore
+from ..bundle.writer import WrittenBundle, plan_blobs, write_bundle
+from ..errors import ExitCode, ImagesFailed, MirrorError, UsageError, worst_exit_code
+from ..model.oci import Platform
+from ..model.reference import Reference
+from ..model.upstream import SourceMap
+from ..progress import Progress
+from ..registry.pool import ClientPool
+from ..registry.settings import RegistrySettings
+from .fetch import Abandoned, Arrivals, Fetch
+from .resolve import ResolvedImage, Resolver
+
+
+@dataclass
+class PullRequest:
+    images: list[Reference]
+    output: Path
+    sources: SourceMap
+    settings_for: Callable[[str], RegistrySettings]
+    platforms: list[Platform] = field(default_factory=list)
+    jobs: int = 8
+    work_dir: Path | None = None
+    keep_going: bool = False
+    keep_work: bool = False
+    topology: dict[str, Any] | None = None
+    compression_level: int = 1  # layers are gzip'd already: level 3 costs ~2x CPU for ~0.5% smaller
+    part_size: int | None = None
+
+    @property
+    def store_dir(self) -> Path:
+        return self.work_dir or self.output.parent / f".{self.output.name}.work"
+
+
+@dataclass
+class PullResult:
+    images: list[ImageRecord]
+    failures: dict[str, str]
+    downloaded_bytes: int = 0
+    reused_bytes: int = 0
+    bundle: WrittenBundle | None = None
+    total_blob_bytes: int = 0
+    exit_code: ExitCode = ExitCode.OK  # not OK only with keep_going: a bundle without the failed images
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bundle": str(self.bundle.path) if self.bundle else None,
+            "bundle_size": self.bundle.size if self.bundle else None,
+            "bundle_sha256": self.bundle.sha256 if self.bundle else None,
+            "parts": [str(p) for p in self.bundle.parts] if self.bundle else [],
+            "images": [{"source": r.source, "digest": r.digest, "platforms": r.platforms,
+                        "narrowed_from": r.narrowed_from} for r in self.images],
+            "failures": self.failures,
+            "exit_code": int(self.exit_code),
+            "downloaded_bytes": self.downloaded_bytes,
+            "reused_bytes": self.reused_bytes,
+            "unique_blob_bytes": self.total_blob_bytes,
+        }
+
+
+def resolver(request: PullRequest, pool: ClientPool, store: BlobStore | None) -> Resolver:
+    return Resolver(pool, request.sources, request.platforms, request.jobs, store)
+
+
+def exit_error(failures: dict[str, str], errors: list[MirrorError]) -> MirrorError:
+    """The error a run with failures ends on, with the worst of their exit codes."""
+    error = ImagesFailed(failures)
+    error.exit_code = worst_exit_code(errors) if errors else ExitCode.FAILED
+    return error
+
+
+def bundle_manifest(request: PullRequest, images: list[ResolvedImage]) -> BundleManifest:
+    sizes: dict[str, int] = {}
+    for image in images:
+        sizes[image.top.digest] = len(image.top.data)
+        sizes.update({m.digest: len(m.data) for m in image.children})
+        sizes.update(image.blobs)
+    return BundleManifest(
+        images=[image.record() for image in images],
+        blobs=sizes,
+        topology=request.topology,
+        platforms_requested=[str(p) for p in request.platforms],
+    )
+
+
+async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStore, progress: Progress,
+                 verified: set[str], wait_for: Callable[[str], None] | None = None) -> WrittenBundle:
+    with progress.bar(manifest.total_size, "writing bundle") as bar:
+        return await anyio.to_thread.run_sync(
+            lambda: write_bundle(request.output, manifest, store, level=request.compression_level,
+                                 part_size=request.part_size, progress=bar.update, verified=verified,
+                                 wait_for=wait_for))
+
+
+async def pull(request: PullRequest, progress: Progress) -> PullResult:
+    """Run a whole pull. Failures raise ImagesFailed (no bundle) unless keep_going.
+
+    The bundle is written while the blobs are still downloading (the writer
+    waits for each in turn), so disk, network and compression overlap. If a
+    download fails the half-written bundle is dropped; with ``keep_going``
+    it is written again from the work dir without the failed images.
+    """
+    if not request.output.parent.is_dir():
+        raise UsageError(f"cannot write {request.output}: directory {request.output.parent} does not exist")
+    store = BlobStore(request.store_dir)
+    async with ClientPool(request.settings_for) as pool:
+        resolution = await resolver(request, pool, store).resolve_all(request.images, progress)
+        images, failures, errors = resolution.images, resolution.failures, resolution.errors
+        if failures and not request.keep_going:
+            raise exit_error(failures, errors)
+        if not images:
+            raise exit_error(failures, errors) if failures else UsageError("no images to pull")
+        manifest = bundle_manifest(request, images)
+        wanted = {d: (size, image.location) for image in reversed(images) for d, size in image.blobs.items()}
+        order = [digest for digest, _ in plan_blobs(manifest, store, pending=True)]
+        fetch = Fetch(store, pool, request.jobs, wanted, order)
+        for image in images:
+            fetch.verified.update(image.fetched)
+            fetch.downloaded += sum(image.fetched.values())
+        arrivals = Arrivals({d for d in order if store.has(d)})
+        bundle: WrittenBundle | None = None
+        writer_error: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fetch.run, arrivals, progress, True)
+            try:
+                bundle = await _write(request, manifest, store, progress, fetch.verified, arrivals.wait_for)
+            except Abandoned:
+                pass
+            except Exception as exc:  # kept out of the task group, so it surfaces as itself
+                writer_error = exc
+                tg.cancel_scope.cancel()
+        if writer_error is not None:
+            raise writer_error
+
+    if fetch.failed:
+        kept = []
+        for image in images:
+            bad = [d for d in image.blobs if d in fetch.failed]
+            if bad:
+                failures[str(image.ref)] = f"blob {bad[0]}: {fetch.failed[bad[0]]}"
+                errors.append(fetch.failed[bad[0]])
+            else:
+                kept.append(image)
+        if not request.keep_going or not kept:
+            raise exit_error(failures, errors)
+        images, manifest = kept, bundle_manifest(request, kept)
+        bundle = await _write(request, manifest, store, progress, fetch.verified)
+
+    result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused,
+                        total_blob_bytes=manifest.total_size, bundle=bundle)
+    if request.work_dir is None and not request.keep_work and not failures:
+        shutil.rmtree(request.store_dir, ignore_errors=True)  # our own hidden dir; a --work-dir is the user's
+    if failures:
+        result.exit_code = exit_error(failures, errors).exit_code
+    return result

@@ -1,0 +1,94 @@
+"""``mirror push``: stream a bundle into a registry in one pass, never unpacked.
+
+plan (``mirror-bundle.json``, the bundle's first entry: which repository each
+image goes to, what it needs) -> survey (what the registry has; mounts
+across repositories) -> feed (one pass over the tar, blobs re-hashed and
+uploaded within a byte window) -> deliver (manifests after their children,
+tags last and only for complete images).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from ..bundle.reader import BundleReader
+from ..errors import MirrorError
+from ..progress import Progress
+from ..registry.client import RegistryClient
+from .deliver import Delivery, DeliveryReport, image_entry
+from .plan import Target, plan_images
+from ..units import MIB
+from .spool import BundleFeed
+from .survey import Presence
+
+
+@dataclass
+class PushRequest:
+    bundle: Path
+    target: Target
+    jobs: int = 8
+    window: int = 512 * MIB  # bytes of spool (memory + temp disk) at most
+    spool_dir: Path | None = None
+    dry_run: bool = False
+
+
+def dry_run(request: PushRequest) -> DeliveryReport:
+    """What would go where, from the bundle's first entry alone; nothing is contacted."""
+    with BundleReader(request.bundle) as reader:
+        plans = plan_images(reader.manifest.images, request.target.prefix)
+    report = DeliveryReport(registry=request.target.host)
+    report.images = [image_entry(request.target, plan) for plan in plans]
+    return report
+
+
+async def push(request: PushRequest, progress: Progress) -> DeliveryReport:
+    """Push a whole bundle. Per-image failures are in the report; setup errors raise."""
+    if request.dry_run:
+        return dry_run(request)
+    reader = await anyio.to_thread.run_sync(BundleReader, request.bundle)
+    try:
+        async with RegistryClient(request.target.host, request.target.settings) as client:
+            return await _push(request, reader, client, progress)
+    finally:
+        reader.close()
+
+
+async def _push(request: PushRequest, reader: BundleReader, client: RegistryClient,
+                progress: Progress) -> DeliveryReport:
+    manifest = reader.manifest
+    plans = plan_images(manifest.images, request.target.prefix)
+    presence = Presence(plans)
+    await client.ping()
+    await presence.survey(client, request.jobs)
+    delivery = Delivery(request.target, client, plans, presence, request.jobs)
+    delivery.report.present_blobs = len(presence.blob_repos) - len(presence.missing_blobs)
+    delivery.report.mounted_blobs = await presence.mount_known(client, request.jobs)
+    to_upload = presence.missing_blobs
+    _refuse_omitted(request, reader, presence, to_upload)
+    if to_upload or presence.missing_manifests:
+        spool_dir = Path(tempfile.mkdtemp(prefix="mirror-push-", dir=request.spool_dir))
+        try:
+            pending = sum(manifest.blobs.get(d, 0) for d in to_upload)
+            with progress.bar(pending, "uploading") as bar:
+                delivery.progress = bar.update
+                await BundleFeed(reader, delivery, to_upload, request.window, spool_dir).run()
+        finally:
+            shutil.rmtree(spool_dir, ignore_errors=True)
+    await delivery.tag_all()
+    return delivery.report
+
+
+def _refuse_omitted(request: PushRequest, reader: BundleReader, presence: Presence, to_upload: set[str]) -> None:
+    """Blobs a delta bundle leaves out must already be in the registry; fail their images if not."""
+    omitted = set(reader.manifest.omitted)
+    for digest in to_upload & omitted:
+        presence.fail_blob(digest, MirrorError(
+            f"blob {digest} is left out of this delta bundle (its base is {reader.manifest.base}) but "
+            f"{request.target.host} does not have it: push the base bundle first"))
+    to_upload -= omitted

@@ -1,0 +1,180 @@
+"""Resolve: each source reference to its manifests, exactly as the source serves them.
+
+A tag becomes a digest; an index's platform manifests are fetched
+concurrently (and, with ``--platform``, narrowed: the kept manifests keep
+their digests, the index gets a new one and records the original); a single
+image's config is fetched as soon as its manifest arrives, to learn its
+platform. Pull, sync and the delta planner start from what this returns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import anyio
+
+from ..bundle.format import ImageRecord
+from ..bundle.store import BlobStore
+from ..errors import MirrorError, UsageError
+from ..model import graph
+from ..model.oci import Descriptor, Manifest, Platform
+from ..model.reference import Reference
+from ..model.upstream import Location, SourceMap
+from ..progress import Progress
+from ..registry.client import RegistryClient
+from ..registry.pool import ClientPool
+from .tasks import each
+
+
+@dataclass
+class ResolvedImage:
+    ref: Reference
+    location: Location
+    top: Manifest
+    children: list[Manifest]
+    blobs: dict[str, int]  # configs and layers: digest -> size
+    platforms: list[str]
+    narrowed_from: str | None = None
+    fetched: dict[str, int] = field(default_factory=dict)  # blobs already downloaded while resolving
+
+    @property
+    def manifests(self) -> list[Manifest]:
+        return [self.top, *self.children]
+
+    def record(self) -> ImageRecord:
+        needed = [m.digest for m in self.children] + list(self.blobs)
+        return ImageRecord(
+            source=str(self.ref.with_digest(None)) if self.ref.tag else str(self.ref),
+            digest=self.top.digest,
+            media_type=self.top.media_type,
+            size=len(self.top.data),
+            platforms=self.platforms,
+            blobs=needed,
+            narrowed_from=self.narrowed_from,
+            manifests=[m.digest for m in self.children],
+        )
+
+
+@dataclass
+class Resolution:
+    images: list[ResolvedImage]  # in the order asked for
+    failures: dict[str, str]  # reference -> why
+    errors: list[MirrorError]
+
+
+class Resolver:
+    """Resolves references against their sources; with a ``store``, keeps what it fetched there."""
+
+    def __init__(self, pool: ClientPool, sources: SourceMap, platforms: list[Platform], jobs: int,
+                 store: BlobStore | None = None):
+        self.pool, self.sources, self.platforms, self.jobs, self.store = pool, sources, platforms, jobs, store
+        self._configs: dict[str, anyio.Event] = {}  # config downloads in flight or done, each once
+
+    async def resolve_all(self, refs: list[Reference], progress: Progress) -> Resolution:
+        resolved: dict[int, ResolvedImage] = {}
+        failures: dict[str, str] = {}
+        errors: list[MirrorError] = []
+
+        async def one(item: tuple[int, Reference]) -> None:
+            index, ref = item
+            try:
+                resolved[index] = await self.resolve(ref)
+            except MirrorError as exc:
+                failures[str(ref)] = str(exc)
+                errors.append(exc)
+            bar.update(1)
+
+        with progress.bar(len(refs), "resolving", unit="img") as bar:
+            await each(enumerate(refs), one, self.jobs)
+        return Resolution([resolved[i] for i in sorted(resolved)], failures, errors)
+
+    async def resolve(self, ref: Reference) -> ResolvedImage:
+        location = self.sources.locate(ref)
+        client = await self.pool.get(location.host)
+        top = await client.get_manifest(location.repository, ref.identifier)
+        if top.is_index:
+            image = await self._resolve_index(ref, location, client, top)
+        else:
+            image = ResolvedImage(ref, location, top, [], graph.layer_blobs([top]), platforms=[])
+            if self.store is not None:
+                await self._read_platform(image, client)
+        if self.store is not None:
+            for manifest in image.manifests:
+                self.store.put_bytes(manifest.digest, manifest.data)
+        return image
+
+    async def _resolve_index(self, ref: Reference, location: Location, client: RegistryClient,
+                             top: Manifest) -> ResolvedImage:
+        entries = top.children()
+        # A reference pinned by digest names exactly that index: narrowing would change its digest.
+        platforms = [] if ref.digest else self.platforms
+        selected = [d for d in entries if _wanted(d, platforms)]
+        if not selected:
+            available = ", ".join(sorted({str(d.platform) for d in entries if d.platform})) or "none"
+            wanted = ", ".join(str(p) for p in self.platforms)
+            raise UsageError(f"{ref}: no manifest for platform {wanted} (the image has: {available})")
+        children: dict[int, Manifest] = {}
+
+        async def fetch(item: tuple[int, Descriptor]) -> None:
+            index, descriptor = item
+            child = await client.get_manifest(location.repository, descriptor.digest)
+            if child.is_index:
+                raise MirrorError(f"{ref}: nested index {descriptor.digest} is not supported")
+            children[index] = child
+
+        await each(enumerate(selected), fetch, len(selected))
+        ordered = [children[i] for i in range(len(selected))]
+        platforms_found = sorted({str(d.platform) for d in selected if d.platform and d.platform.os != "unknown"})
+        narrowed_from = None
+        if len(selected) < len(entries):
+            narrowed_from = top.digest
+            top = _narrow_index(top, selected)
+        return ResolvedImage(ref, location, top, ordered, graph.layer_blobs(ordered), platforms_found,
+                             narrowed_from)
+
+    async def _read_platform(self, image: ResolvedImage, client: RegistryClient) -> None:
+        """A single-manifest image's platform, from its config (downloaded once per digest).
+
+        Raises when the config cannot be fetched or the image is not of a requested platform.
+        """
+        assert self.store is not None
+        config = image.top.children()[0].digest if image.top.children() else None
+        if config is None:
+            return
+        done = self._configs.get(config)
+        if done is None:
+            self._configs[config] = done = anyio.Event()
+            try:
+                if not self.store.has(config):
+                    await client.download_blob(image.location.repository, config, self.store.partial_path(config))
+                    self.store.promote(config)
+                    image.fetched[config] = self.store.size(config)
+            finally:
+                done.set()
+        await done.wait()
+        if not self.store.has(config):
+            raise MirrorError(f"{image.ref}: its config {config} could not be fetched")
+        try:
+            document = json.loads(self.store.read(config))
+            platform = Platform(document["os"], document["architecture"], document.get("variant"))
+        except (ValueError, KeyError, TypeError):
+            return  # not an image config (an artifact): no platform to list
+        image.platforms = [str(platform)]
+        if self.platforms and not image.ref.digest and not any(platform.matches(p) for p in self.platforms):
+            wanted = ", ".join(str(p) for p in self.platforms)
+            raise UsageError(f"{image.ref}: no manifest for platform {wanted} (the image is only {platform})")
+
+
+def _wanted(descriptor: Descriptor, platforms: list[Platform]) -> bool:
+    if not platforms:
+        return True
+    return descriptor.platform is not None and any(descriptor.platform.matches(p) for p in platforms)
+
+
+def _narrow_index(index: Manifest, keep: list[Descriptor]) -> Manifest:
+    """The same index, holding only the kept entries (a new digest, recorded as narrowed)."""
+    document = index.document
+    kept = {d.digest for d in keep}
+    document["manifests"] = [m for m in document.get("manifests", []) if m.get("digest") in kept]
+    return Manifest.from_bytes(json.dumps(document, indent=3).encode() + b"\n", index.media_type)

@@ -1,0 +1,26 @@
+"""The one fan-out every operation uses: work on many items, a bounded number at once."""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Iterable, TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+
+async def each(items: Iterable[T], work: Callable[[T], Awaitable[object]], limit: int) -> None:
+    """Await ``work(item)`` for every item, at most ``limit`` running at a time, in order of start.
+
+    ``limit`` workers share one iterator, so a million items cost ``limit``
+    tasks, not a million. The first exception cancels the rest and propagates.
+    """
+    iterator = iter(items)
+
+    async def worker() -> None:
+        for item in iterator:  # one event loop: no two workers take the same item
+            await work(item)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(max(1, limit)):
+            group.start_soon(worker)
