@@ -24,7 +24,7 @@ import pytest
 
 import testbed
 from faults import FaultProxy
-from mirror import oci
+from mirror.model import oci
 from mirror.errors import AuthError, UsageError
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles, default_paths

@@ -17,9 +17,11 @@ import httpx
 import pytest
 
 from faults import FaultProxy
-from mirror import oci
+from mirror.model import oci
 from mirror.errors import IntegrityError, NotFoundError, RegistryError
-from mirror.registry.client import RETRY_AFTER_CAP, SMALL_UPLOAD, RegistryClient, _retry_after, endpoint_host
+from mirror.model.reference import endpoint_host
+from mirror.registry.client import SMALL_UPLOAD, RegistryClient
+from mirror.registry.transport import RETRY_AFTER_CAP, _retry_after
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.settings import RegistrySettings
 
@@ -318,7 +320,7 @@ def test_retry_after_takes_seconds_or_an_http_date_and_is_capped():
     assert 25 < _retry_after(email.utils.formatdate(time.time() + 30, usegmt=True)) <= 30
     assert _retry_after(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
     assert _retry_after("soon") is None and _retry_after(None) is None
-    assert client("127.0.0.1:1")._delay(0, 3600) == RETRY_AFTER_CAP
+    assert client("127.0.0.1:1")._transport.delay(0, 3600) == RETRY_AFTER_CAP
 
 
 async def test_unreachable_registry_gives_up_after_bounded_retries(registry):

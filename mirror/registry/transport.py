@@ -1,0 +1,312 @@
+"""The transport under the registry API: one host, every request's plumbing.
+
+Concurrency limit (a streamed body holds its slot until closed), the auth
+round trip (401 -> token or basic, once refreshed), redirects followed by
+hand so Authorization never leaves the registry, transient trouble
+(connection errors, timeouts, 5xx, 429) retried with capped exponential
+backoff and Retry-After, TLS and auth refusals ended at once in AuthError
+(exit 3), and the mapping of unusable answers to MirrorError kinds.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import random
+import ssl
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar, Union
+
+import anyio
+import httpx
+
+from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, UsageError
+from ..model.reference import endpoint_host
+from .auth import Authenticator
+from .credentials import AuthFiles
+from .settings import Credentials, RegistrySettings
+
+BACKOFF_BASE = 0.5  # seconds before the first retry; doubles per attempt, with jitter
+BACKOFF_CAP = 30.0
+RETRY_AFTER_CAP = 60.0
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+T = TypeVar("T")
+Content = Union[bytes, Callable[[], AsyncIterator[bytes]], None]
+
+
+class Transient(Exception):
+    """A failure worth another attempt: connection trouble, timeout, 5xx or 429."""
+
+    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.status = status
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A response body that gives back its concurrency slot when closed."""
+
+    def __init__(self, inner: Any, release: Callable[[], None]):
+        self._inner = inner
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            if self._release:
+                self._release, release = None, self._release
+                release()
+
+
+class Transport:
+    """Requests to one registry host. ``backoff_base`` overrides BACKOFF_BASE (tests use a tiny one)."""
+
+    def __init__(self, host: str, settings: RegistrySettings, *, auth_files: AuthFiles | None = None,
+                 backoff_base: float | None = None):
+        self.host = host
+        self.settings = settings
+        scheme = "http" if settings.plain_http else "https"
+        self.base_url = httpx.URL(f"{scheme}://{endpoint_host(host)}")
+        self._backoff_base = BACKOFF_BASE if backoff_base is None else backoff_base
+        self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
+        self._limiter = anyio.CapacityLimiter(max(1, settings.max_connections))
+        self._http = httpx.AsyncClient(
+            verify=_tls_context(settings),
+            timeout=httpx.Timeout(settings.timeout, pool=None),  # the limiter does the queueing
+            limits=httpx.Limits(max_connections=settings.max_connections,
+                                max_keepalive_connections=settings.max_connections),
+            trust_env=True,
+            follow_redirects=False,
+        )
+
+        def credentials() -> Credentials | None:
+            return settings.credentials or (auth_files or AuthFiles()).lookup(host)
+
+        self._auth = Authenticator(host, credentials, self._send_plain)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def url(self, path: str) -> httpx.URL:
+        return self.base_url.join(path)
+
+    def location(self, response: httpx.Response, what: str) -> httpx.URL:
+        location = response.headers.get("location")
+        if not location:
+            raise RegistryError(f"{what}: {self.host} answered {response.status_code} without a Location header",
+                                response.status_code)
+        return response.url.join(location)
+
+    def same_origin(self, url: httpx.URL) -> bool:
+        base = self.base_url
+        return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
+
+    async def request(self, method: str, url: httpx.URL, *, scopes: Iterable[str] = (),
+                       headers: dict[str, str] | None = None, content: Content = None,
+                       stream: bool = False, follow: bool = False, retry: bool = True,
+                       what: str) -> httpx.Response:
+        """Send with registry auth. Transient failures are retried (or, with
+        ``retry=False``, raised as Transient for an enclosing ``_retrying``);
+        401/403 end in AuthError; any other answer is the caller's to judge."""
+        scopes = list(scopes)
+
+        async def attempt() -> httpx.Response:
+            return await self.authorized(method, url, scopes, headers or {}, content, stream=stream,
+                                          follow=follow)
+
+        return await (self.retrying(attempt, what) if retry else attempt())
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]], what: str, retries: int | None = None) -> T:
+        retries = self.settings.retries if retries is None else retries
+        if self._unreachable is not None:
+            # One request already spent its retries on connection errors: don't make every
+            # other request (hundreds, for a Rancher list) wait through the same backoff.
+            raise RegistryError(f"{what}: {self._unreachable}", None)
+        for number in itertools.count():
+            try:
+                return await attempt()
+            except Transient as exc:
+                if number >= retries:
+                    error = RegistryError(f"{what}: {self.host} {exc.reason}, {number + 1} attempt(s); "
+                                          "check that the registry is up and reachable, then run again",
+                                          exc.status)
+                    if exc.status is None:
+                        self._unreachable = RegistryError(f"{self.host} {exc.reason}", None)
+                    raise error from exc
+                await anyio.sleep(self.delay(number, exc.retry_after))
+        raise AssertionError("unreachable")
+
+    def delay(self, number: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, RETRY_AFTER_CAP)
+        return min(BACKOFF_CAP, self._backoff_base * 2 ** number) * random.uniform(0.5, 1.0)
+
+    async def authorized(self, method: str, url: httpx.URL, scopes: list[str], headers: dict[str, str],
+                          content: Content, *, stream: bool, follow: bool) -> httpx.Response:
+        refreshed = False
+        while True:
+            authorization = await self._auth.authorization(scopes)
+            sent = dict(headers)
+            if authorization:
+                sent["Authorization"] = authorization
+            response = await self._exchange(method, url, sent, content, stream=stream, follow=follow)
+            status = response.status_code
+            if status in (401, 403) and self.same_origin(response.url):
+                await response.aclose()
+                if status == 403:
+                    raise AuthError(f"{self.host} denied access to {', '.join(scopes) or '/v2/'} (403); "
+                                    "the account lacks permission for it")
+                self._auth.unauthorized(response, scopes, sent=authorization, refreshed=refreshed)
+                refreshed = refreshed or authorization is not None
+                continue
+            if status == 429 or status >= 500:
+                if stream:
+                    await response.aread()
+                await response.aclose()
+                raise Transient(f"answered {status}{_error_detail(response)}",
+                                 _retry_after(response.headers.get("retry-after")), status)
+            return response
+
+    async def _exchange(self, method: str, url: httpx.URL, headers: dict[str, str], content: Content, *,
+                        stream: bool, follow: bool) -> httpx.Response:
+        """One request, following redirects by hand so Authorization never leaves the registry."""
+        for _ in range(MAX_REDIRECTS + 1):
+            body = content() if callable(content) else content
+            request = self._http.build_request(method, url, headers=headers, content=body)
+            response = await self._send_limited(request, stream)
+            if not (follow and response.status_code in _REDIRECTS and response.headers.get("location")):
+                return response
+            await response.aclose()
+            url = response.url.join(response.headers["location"])
+            if not self.same_origin(url):
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            if response.status_code == 303:
+                method, content = "GET", None
+        raise RegistryError(f"{self.host} redirected {method} {url.path} more than {MAX_REDIRECTS} times")
+
+    async def _send_limited(self, request: httpx.Request, stream: bool) -> httpx.Response:
+        """Send within this registry's concurrency limit; a streamed body holds its slot until closed."""
+        borrower = object()
+        await self._limiter.acquire_on_behalf_of(borrower)
+
+        def release() -> None:
+            self._limiter.release_on_behalf_of(borrower)
+
+        try:
+            response = await self._http.send(request, stream=stream)
+        except (httpx.TransportError, ssl.SSLError) as exc:  # TLS 1.3 alerts arrive unwrapped, on read
+            release()
+            raise _transport_failure(exc, request) from exc
+        except BaseException:
+            release()
+            raise
+        if stream:
+            response.stream = _ReleasingStream(response.stream, release)
+        else:
+            release()
+        return response
+
+    async def _send_plain(self, method: str, url: str, *, headers: dict[str, str] | None = None,
+                          params: Any = None, data: dict[str, str] | None = None) -> httpx.Response:
+        """A request outside the registry's auth (the token endpoint), with retries."""
+
+        async def attempt() -> httpx.Response:
+            request = self._http.build_request(method, url, headers=headers, params=params, data=data)
+            response = await self._send_limited(request, stream=False)
+            if response.status_code == 429 or response.status_code >= 500:
+                raise Transient(f"token endpoint answered {response.status_code}",
+                                 _retry_after(response.headers.get("retry-after")), response.status_code)
+            return response
+
+        return await self.retrying(attempt, f"token request for {self.host}")
+
+    async def failure(self, response: httpx.Response, what: str) -> MirrorError:
+        """The error for an answer we cannot use, with the registry's own error code."""
+        try:
+            await response.aread()
+        except httpx.TransportError:
+            pass
+        finally:
+            await response.aclose()
+        status = response.status_code
+        detail = _error_detail(response)
+        if status == 404:
+            return NotFoundError(f"{what} not found on {self.host}{detail}", status)
+        if status == 400 and any(code in detail for code in ("DIGEST_INVALID", "SIZE_INVALID")):
+            return IntegrityError(f"{what}: {self.host} refused the content as not matching its "
+                                  f"digest{detail}")
+        return RegistryError(f"{what}: {self.host} answered {status}{detail}", status)
+
+
+def _tls_context(settings: RegistrySettings) -> ssl.SSLContext:
+    """System CAs plus --ca-file; --insecure turns verification off; client cert for mTLS."""
+    context = ssl.create_default_context()
+    if settings.ca_file:
+        try:
+            context.load_verify_locations(cafile=str(settings.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--ca-file {settings.ca_file}: not a readable PEM CA certificate ({exc})") from None
+    if settings.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.client_cert:
+        try:
+            context.load_cert_chain(str(settings.client_cert),
+                                    str(settings.client_key) if settings.client_key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"client certificate {settings.client_cert}: cannot load it with its key "
+                             f"({exc})") from None
+    return context
+
+
+def _transport_failure(exc: Exception, request: httpx.Request) -> Exception:
+    """TLS refusals are final (AuthError); anything else is worth retrying."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    host = request.url.netloc.decode()
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return AuthError(f"TLS certificate of {host} could not be verified ({cause.verify_message}); "
+                         "pass --ca-file with the CA that signed it (or --insecure to skip verification)")
+    if isinstance(cause, ssl.SSLError):
+        return AuthError(f"TLS handshake with {host} failed ({cause.reason or cause}); if it serves "
+                         "plain HTTP use --plain-http, if it wants a client certificate pass one")
+    return Transient(f"could not be reached ({describe(exc)})")
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """`` (CODE: message)`` from the registry's error JSON, when it sent one."""
+    try:
+        error = response.json()["errors"][0]
+        return f" ({error.get('code', '?')}: {error.get('message', '')})"
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, httpx.ResponseNotRead):
+        return ""
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
