@@ -1,4 +1,4 @@
-"""Errors that end a command, each carrying the exit code DESIGN.md promises.
+"""Errors that end a command, each carrying its exit code (docs/exit-codes.md).
 
 Every user-facing failure is one of these. The CLI prints ``str(error)`` as a
 single line and exits with ``error.exit_code``; nothing else decides codes.

@@ -1,6 +1,6 @@
 """Topology image lists: which images a Rancher air-gap install needs.
 
-All names live in data under ``manifests/`` (DESIGN.md): one file per
+All names live in data under ``manifests/``: one file per
 component version in Rancher's ``rancher-images.txt`` format, and
 ``manifests/topologies.json`` saying which components each mode uses and
 their default versions. Adding a version means adding a file.

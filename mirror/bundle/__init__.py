@@ -1,1 +1,1 @@
-"""Bundles: one portable ``NAME.tar.zst`` holding an OCI layout (DESIGN.md)."""
+"""Bundles: one portable ``NAME.tar.zst`` holding an OCI layout (docs/bundle-format.md)."""

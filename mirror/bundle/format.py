@@ -1,6 +1,6 @@
 """What a bundle holds: the ``mirror-bundle.json`` model and the layout names.
 
-DESIGN.md, "Bundle format (v1)": a zstd-compressed pax tar holding an OCI
+docs/bundle-format.md: a zstd-compressed pax tar holding an OCI
 image layout plus ``mirror-bundle.json``, which comes first so a reader knows
 every image and blob before it has read a single layer.
 """

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import IntegrityError, MirrorError
+from ..model import graph
 from ..model.oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Manifest
 from .format import INDEX_JSON, MAX_DOCUMENT_SIZE, OCI_LAYOUT, OCI_LAYOUT_DOC, BundleManifest, ImageRecord
 from .reader import BlobCorrupt, BundleReader
@@ -79,7 +80,7 @@ class _Check:
         self.omitted = set(manifest.omitted)
         self.problems: list[str] = []
         self.seen: dict[str, int] = {}
-        self.children: dict[str, list[Descriptor]] = {}  # parsed manifests and indexes
+        self.manifests: dict[str, Manifest] = {}  # parsed manifests and indexes
         self.media_types: dict[str, str] = {}
         self.forward: list[tuple[str, Descriptor]] = []  # (manifest, child not yet seen)
         self.index: dict[str, Any] | None = None
@@ -114,7 +115,7 @@ class _Check:
         except IntegrityError as exc:
             self.problems.append(f"manifest {digest} ({self.users(digest)}) is malformed: {exc}")
             return
-        self.children[digest] = children
+        self.manifests[digest] = manifest
         self.media_types[digest] = manifest.media_type
         for child in children:
             if child.digest in self.omitted:
@@ -150,7 +151,7 @@ class _Check:
     def _image(self, image: ImageRecord) -> None:
         if image.digest in self.omitted:
             return
-        if image.digest not in self.children:
+        if image.digest not in self.manifests:
             self.problems.append(f"image {image.source}: top manifest {image.digest} is not a manifest in the bundle")
             return
         if self.media_types[image.digest] != image.media_type or self.seen[image.digest] != image.size:
@@ -158,17 +159,13 @@ class _Check:
                 f"image {image.source}: manifest {image.digest} is {self.media_types[image.digest]}, "
                 f"{self.seen[image.digest]} bytes; mirror-bundle.json says {image.media_type}, {image.size} bytes"
             )
-        needed, stack = set(), [image.digest]
-        while stack:
-            for child in self.children.get(stack.pop(), []):
-                if child.digest not in needed:
-                    needed.add(child.digest)
-                    stack.append(child.digest)
+        top = Descriptor(image.media_type, image.digest, image.size)
+        needed = {d.digest for d in graph.walk(top, lambda d: self.manifests.get(d.digest))} - {image.digest}
         unlisted = sorted(needed - set(image.blobs))
         if unlisted:
             self.problems.append(f"image {image.source}: needs blob {unlisted[0]}, which its record does not list")
         # push uploads what ``manifests`` lists as manifests and everything else as blobs
-        child_manifests = {digest for digest in needed if digest in self.children}
+        child_manifests = {digest for digest in needed if digest in self.manifests}
         for digest in sorted(child_manifests - set(image.manifests)):
             self.problems.append(f"image {image.source}: manifest {digest} is not listed among its manifests")
         for digest in sorted(set(image.manifests) - child_manifests - self.omitted):

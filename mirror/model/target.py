@@ -4,7 +4,7 @@
 choice) or ``https://``, means the same for every option that takes one:
 ``--registry``, ``--to`` and ``--source-mirror``.
 
-Registry layout (docs/bundle-format.md, "Registry layout"):
+Registry layout (docs/registry-layout.md):
 
 ``docker.io/rancher/x`` -> ``rancher/x``; ``docker.io/library/busybox`` ->
 ``library/busybox``; any other registry keeps its host as the first path
