@@ -58,7 +58,7 @@ class RegistryClient:
     async def ping(self) -> None:
         """GET /v2/: the registry is there, speaks the API and accepts our credentials."""
         what = f"registry {self.host}"
-        response = await self._transport.request("GET", self._transport.url("/v2/"), what=what)
+        response = await self._transport.request("GET", "/v2/", what=what)
         await response.aclose()
         if response.status_code != 200:
             raise RegistryError(f"{self.host} answered {response.status_code} at /v2/; is it a container "
@@ -66,9 +66,9 @@ class RegistryClient:
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest:
         what = f"manifest {_image(self.host, repository, reference)}"
-        response = await self._transport.request("GET", self._transport.url(f"/v2/{repository}/manifests/{reference}"),
-                                       scopes=[pull_scope(repository)],
-                                       headers={"Accept": oci.ACCEPT}, what=what)
+        response = await self._transport.request("GET", f"/v2/{repository}/manifests/{reference}",
+                                                 scopes=[pull_scope(repository)],
+                                                 headers={"Accept": oci.ACCEPT}, what=what)
         if response.status_code != 200:
             raise await self._transport.failure(response, what)
         try:
@@ -86,9 +86,9 @@ class RegistryClient:
 
     async def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
         what = f"manifest {_image(self.host, repository, reference)}"
-        response = await self._transport.request("HEAD", self._transport.url(f"/v2/{repository}/manifests/{reference}"),
-                                       scopes=[pull_scope(repository)],
-                                       headers={"Accept": oci.ACCEPT}, what=what)
+        response = await self._transport.request("HEAD", f"/v2/{repository}/manifests/{reference}",
+                                                 scopes=[pull_scope(repository)],
+                                                 headers={"Accept": oci.ACCEPT}, what=what)
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -103,8 +103,8 @@ class RegistryClient:
     async def blob_size(self, repository: str, digest: str) -> int | None:
         """Size of a blob the registry has in ``repository``; None when absent."""
         what = f"blob {digest} in {self.host}/{repository}"
-        response = await self._transport.request("HEAD", self._transport.url(f"/v2/{repository}/blobs/{digest}"),
-                                       scopes=[pull_scope(repository)], follow=True, what=what)
+        response = await self._transport.request("HEAD", f"/v2/{repository}/blobs/{digest}",
+                                                 scopes=[pull_scope(repository)], follow=True, what=what)
         if response.status_code == 404:
             return None
         length = response.headers.get("content-length", "")
@@ -122,7 +122,7 @@ class RegistryClient:
         """
         digest_hex(digest)
         what = f"blob {digest} of {self.host}/{repository}"
-        url = self._transport.url(f"/v2/{repository}/blobs/{digest}")
+        url = f"/v2/{repository}/blobs/{digest}"
         partial = Path(partial)
         hasher = hashlib.sha256()
         offset = await anyio.to_thread.run_sync(_hash_file, partial, hasher) if partial.exists() else 0
@@ -130,8 +130,8 @@ class RegistryClient:
             headers = {"Accept-Encoding": "identity"}
             if offset:
                 headers["Range"] = f"bytes={offset}-"
-            response = await self._transport.request("GET", url, scopes=[pull_scope(repository)], headers=headers,
-                                           stream=True, follow=True, what=what)
+            response = await self._transport.request("GET", url, scopes=[pull_scope(repository)],
+                                                     headers=headers, stream=True, follow=True, what=what)
             try:
                 status = response.status_code
                 if status == 416 and offset:
@@ -173,10 +173,10 @@ class RegistryClient:
         client for the writes, or they can wait forever for a slot.
         """
         what = f"blob {digest} of {self.host}/{repository}"
-        response = await self._transport.request("GET", self._transport.url(f"/v2/{repository}/blobs/{digest}"),
-                                       scopes=[pull_scope(repository)],
-                                       headers={"Accept-Encoding": "identity"},
-                                       stream=True, follow=True, what=what)
+        response = await self._transport.request("GET", f"/v2/{repository}/blobs/{digest}",
+                                                 scopes=[pull_scope(repository)],
+                                                 headers={"Accept-Encoding": "identity"},
+                                                 stream=True, follow=True, what=what)
         try:
             if response.status_code != 200:
                 raise await self._transport.failure(response, what)
@@ -198,7 +198,7 @@ class RegistryClient:
         url = self._transport.url(f"/v2/{repository}/blobs/uploads/").copy_merge_params(
             {"mount": digest, "from": from_repository})
         response = await self._transport.request("POST", url, what=what,
-                                       scopes=[push_scope(repository), pull_scope(from_repository)])
+                                                 scopes=[push_scope(repository), pull_scope(from_repository)])
         if response.status_code == 201:
             return True
         if response.status_code == 202:  # it started an ordinary upload instead
@@ -223,8 +223,8 @@ class RegistryClient:
             source = lambda: stream  # noqa: E731
 
         async def attempt() -> None:
-            response = await self._transport.request("POST", self._transport.url(f"/v2/{repository}/blobs/uploads/"),
-                                           scopes=scopes, retry=False, what=what)
+            response = await self._transport.request("POST", f"/v2/{repository}/blobs/uploads/",
+                                                     scopes=scopes, retry=False, what=what)
             if response.status_code != 202:
                 raise await self._transport.failure(response, what)
             location = self._transport.location(response, what)
@@ -241,10 +241,10 @@ class RegistryClient:
         what = f"manifest {_image(self.host, repository, reference)}"
         if _is_digest(reference) and reference != manifest.digest:
             raise IntegrityError(f"{what}: the manifest's bytes hash to {manifest.digest}")
-        response = await self._transport.request("PUT", self._transport.url(f"/v2/{repository}/manifests/{reference}"),
-                                       scopes=[push_scope(repository)],
-                                       headers={"Content-Type": manifest.media_type},
-                                       content=manifest.data, what=what)
+        response = await self._transport.request("PUT", f"/v2/{repository}/manifests/{reference}",
+                                                 scopes=[push_scope(repository)],
+                                                 headers={"Content-Type": manifest.media_type},
+                                                 content=manifest.data, what=what)
         if response.status_code not in (200, 201):
             raise await self._transport.failure(response, what)
         served = response.headers.get("docker-content-digest")
@@ -284,14 +284,15 @@ class RegistryClient:
         # The size is always known: chunked framing would only cost h11 a copy of every piece.
         headers["Content-Length"] = str(size)
         if callable(content) and size > SMALL_UPLOAD:
-            response = await self._transport.request("PATCH", location, scopes=scopes, content=content, retry=False,
-                                           headers=headers, what=what)
+            response = await self._transport.request("PATCH", location, scopes=scopes, content=content,
+                                                     retry=False, headers=headers, what=what)
             if response.status_code != 202:
                 raise await self._transport.failure(response, what)
             location, content = self._transport.location(response, what), b""
             headers = {"Content-Type": "application/octet-stream"}
         response = await self._transport.request("PUT", location.copy_merge_params({"digest": digest}),
-                                       scopes=scopes, content=content, retry=False, headers=headers, what=what)
+                                                 scopes=scopes, content=content, retry=False, headers=headers,
+                                                 what=what)
         if response.status_code != 201:
             raise await self._transport.failure(response, what)
         served = response.headers.get("docker-content-digest")

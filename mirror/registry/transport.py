@@ -109,18 +109,22 @@ class Transport:
         base = self.base_url
         return (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port)
 
-    async def request(self, method: str, url: httpx.URL, *, scopes: Iterable[str] = (),
-                       headers: dict[str, str] | None = None, content: Content = None,
-                       stream: bool = False, follow: bool = False, retry: bool = True,
-                       what: str) -> httpx.Response:
-        """Send with registry auth. Transient failures are retried (or, with
-        ``retry=False``, raised as Transient for an enclosing ``_retrying``);
-        401/403 end in AuthError; any other answer is the caller's to judge."""
+    async def request(self, method: str, url: httpx.URL | str, *, scopes: Iterable[str] = (),
+                      headers: dict[str, str] | None = None, content: Content = None,
+                      stream: bool = False, follow: bool = False, retry: bool = True,
+                      what: str) -> httpx.Response:
+        """Send with registry auth; a ``url`` given as a path is on this registry.
+
+        Transient failures are retried (or, with ``retry=False``, raised as
+        Transient for an enclosing ``retrying``); 401/403 end in AuthError;
+        any other answer is the caller's to judge.
+        """
         scopes = list(scopes)
+        target = self.url(url) if isinstance(url, str) else url
 
         async def attempt() -> httpx.Response:
-            return await self.authorized(method, url, scopes, headers or {}, content, stream=stream,
-                                          follow=follow)
+            return await self.authorized(method, target, scopes, headers or {}, content, stream=stream,
+                                         follow=follow)
 
         return await (self.retrying(attempt, what) if retry else attempt())
 
