@@ -27,6 +27,9 @@ IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 MANIFEST_TYPES = INDEX_TYPES + IMAGE_TYPES
 ACCEPT = ", ".join(MANIFEST_TYPES)
 
+# Manifests and indexes are read whole into memory: anything larger is refused, never read.
+MAX_MANIFEST_SIZE = 4 << 20
+
 ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 

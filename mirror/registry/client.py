@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Union
 
@@ -23,7 +24,7 @@ from ..model.oci import Descriptor, Manifest, digest_hex
 from .auth import CATALOG_SCOPE, pull_scope, push_scope
 from .credentials import AuthFiles
 from .settings import RegistrySettings
-from .transport import Content, Transient, Transport, describe
+from .transport import Content, RateGuard, Stalled, Transient, Transport, describe
 
 CHUNK_SIZE = 1 << 20
 SMALL_UPLOAD = 16 << 20  # at most this: one PUT; above: PATCH then PUT
@@ -68,11 +69,15 @@ class RegistryClient:
         what = f"manifest {_image(self.host, repository, reference)}"
         response = await self._transport.request("GET", f"/v2/{repository}/manifests/{reference}",
                                                  scopes=[pull_scope(repository)],
-                                                 headers={"Accept": oci.ACCEPT}, what=what)
-        if response.status_code != 200:
-            raise await self._transport.failure(response, what)
+                                                 headers={"Accept": oci.ACCEPT}, stream=True, what=what)
         try:
-            manifest = Manifest.from_bytes(response.content, response.headers.get("content-type"))
+            if response.status_code != 200:
+                raise await self._transport.failure(response, what)
+            data = await self._read_document(response, what)
+        finally:
+            await response.aclose()
+        try:
+            manifest = Manifest.from_bytes(data, response.headers.get("content-type"))
         except MirrorError as exc:
             raise type(exc)(f"{what}: {exc}") from None
         if _is_digest(reference) and manifest.digest != reference:
@@ -83,6 +88,26 @@ class RegistryClient:
             raise IntegrityError(f"{what}: the registry says its digest is {served} but the bytes "
                                  f"hash to {manifest.digest}; a proxy in between may alter content")
         return manifest
+
+    async def _read_document(self, response: httpx.Response, what: str) -> bytes:
+        """A manifest body, refused past MAX_MANIFEST_SIZE before it is read (or as soon as it gets there)."""
+        limit = oci.MAX_MANIFEST_SIZE
+        declared = response.headers.get("content-length", "")
+        too_large = IntegrityError(f"{what}: {self.host} serves more than {limit} bytes for it; a manifest "
+                                   "is never that large, so it was not read")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        body = bytearray()
+        guard = RateGuard(self.settings)
+        try:
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+                guard.feed(len(chunk))
+        except (httpx.TransportError, Stalled) as exc:
+            raise RegistryError(f"{what}: the connection failed mid-transfer ({describe(exc)})") from exc
+        return bytes(body)
 
     async def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
         what = f"manifest {_image(self.host, repository, reference)}"
@@ -112,10 +137,14 @@ class RegistryClient:
             raise await self._transport.failure(response, what)
         return int(length)
 
-    async def download_blob(self, repository: str, digest: str, partial: Path, *,
+    async def download_blob(self, repository: str, digest: str, partial: Path, *, size: int | None = None,
                             progress: Callable[[int], None] | None = None) -> None:
         """Stream a blob into ``partial``, resuming from what it holds; verify its sha256.
 
+        ``size`` is what the descriptor declares: a body going past it is cut
+        there, so a lying source costs at most one chunk more than declared.
+        A body slower than the settings' ``min_rate`` is cut and resumed;
+        attempts stop once ``give_up_after`` seconds pass without a byte.
         ``progress(n)`` gets the bytes as they arrive over the network (bytes
         already in ``partial`` are not reported). On a digest mismatch the
         partial file is deleted, so the next run downloads afresh.
@@ -126,6 +155,10 @@ class RegistryClient:
         partial = Path(partial)
         hasher = hashlib.sha256()
         offset = await anyio.to_thread.run_sync(_hash_file, partial, hasher) if partial.exists() else 0
+        if size is not None and offset > size:
+            partial.unlink()
+            offset, hasher = 0, hashlib.sha256()
+        last_progress = time.monotonic()
         for drops in itertools.count(1):
             headers = {"Accept-Encoding": "identity"}
             if offset:
@@ -142,18 +175,28 @@ class RegistryClient:
                     mode, offset, hasher = "wb", 0, hashlib.sha256()
                 else:
                     raise await self._transport.failure(response, what)
+                guard = RateGuard(self.settings)
                 # Chunks as they arrive (so a drop loses nothing), written in ~1 MiB syscalls.
                 with open(partial, mode, buffering=CHUNK_SIZE) as out:
                     async for chunk in response.aiter_bytes():
                         out.write(chunk)
                         hasher.update(chunk)
                         offset += len(chunk)
+                        last_progress = time.monotonic()
+                        if size is not None and offset > size:
+                            break
+                        guard.feed(len(chunk))
                         if progress:
                             progress(len(chunk))
+                if size is not None and offset > size:
+                    partial.unlink(missing_ok=True)
+                    raise IntegrityError(f"{what}: {self.host} sent more than the {size} bytes its descriptor "
+                                         "declares; stopped reading there")
                 break
-            except httpx.TransportError as exc:
-                if drops > self.settings.retries:
-                    raise RegistryError(f"{what}: the connection kept failing mid-download ({describe(exc)}); "
+            except (httpx.TransportError, Stalled) as exc:
+                stuck = time.monotonic() - last_progress >= self.settings.give_up_after
+                if drops > self.settings.retries or stuck:
+                    raise RegistryError(f"{what}: the transfer kept failing mid-download ({describe(exc)}); "
                                         "run again to resume from the partial file") from exc
                 await anyio.sleep(self._transport.delay(drops - 1, None))
             finally:
@@ -165,8 +208,12 @@ class RegistryClient:
                                  "download was deleted, run again to fetch it afresh")
 
     @contextlib.asynccontextmanager
-    async def open_blob(self, repository: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def open_blob(self, repository: str, digest: str,
+                        size: int | None = None) -> AsyncIterator[AsyncIterator[bytes]]:
         """The blob's bytes as an async iterator of ~1 MiB chunks; the caller hashes them.
+
+        A body past the declared ``size`` or slower than the settings'
+        ``min_rate`` fails the transfer (IntegrityError, RegistryError).
 
         The open stream holds one of this client's ``max_connections`` slots
         until the block exits: copying within one registry, use a separate
@@ -182,10 +229,16 @@ class RegistryClient:
                 raise await self._transport.failure(response, what)
 
             async def chunks() -> AsyncIterator[bytes]:
+                guard, received = RateGuard(self.settings), 0
                 try:
                     async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                        received += len(chunk)
+                        if size is not None and received > size:
+                            raise IntegrityError(f"{what}: {self.host} sent more than the {size} bytes its "
+                                                 "descriptor declares")
+                        guard.feed(len(chunk))
                         yield chunk
-                except httpx.TransportError as exc:
+                except (httpx.TransportError, Stalled) as exc:
                     raise RegistryError(f"{what}: the connection failed mid-transfer ({describe(exc)})") from exc
 
             yield chunks()

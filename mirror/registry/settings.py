@@ -29,4 +29,7 @@ class RegistrySettings:
     credentials: Credentials | None = None  # explicit; else looked up in auth files
     max_connections: int = 8  # concurrent requests to this registry
     retries: int = 5  # attempts after the first, for connection errors, 5xx and 429
-    timeout: float = 60.0  # seconds without progress before a request fails
+    timeout: float = 15.0  # seconds without a byte (or a connection) before an attempt fails
+    give_up_after: float = 30.0  # seconds of failing attempts without progress before a request fails
+    min_rate: int = 16 << 10  # bytes/s a body must keep up over rate_window, else it is cut and retried
+    rate_window: float = 30.0

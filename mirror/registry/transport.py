@@ -14,6 +14,8 @@ import email.utils
 import itertools
 import random
 import ssl
+import time
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar, Union
 
@@ -44,6 +46,36 @@ class Transient(Exception):
         self.reason = reason
         self.retry_after = retry_after
         self.status = status
+
+
+class Stalled(Exception):
+    """A body arriving slower than the settings' min_rate: cut, and retried like a dropped connection."""
+
+
+class RateGuard:
+    """Watches one body: fails it when fewer than ``min_rate`` bytes/s arrive over ``window`` seconds.
+
+    A source that drips a byte every few seconds never trips the idle
+    timeout and would hold a transfer (and a work dir) for ever.
+    """
+
+    def __init__(self, settings: RegistrySettings):
+        self.min_rate, self.window = settings.min_rate, settings.rate_window
+        self._total = 0
+        self._marks: deque[tuple[float, int]] = deque([(time.monotonic(), 0)])
+
+    def feed(self, size: int) -> None:
+        if self.min_rate <= 0:
+            return
+        now = time.monotonic()
+        self._total += size
+        if now - self._marks[-1][0] >= 1.0:  # a mark a second at most: memory stays ~window entries
+            self._marks.append((now, self._total))
+        while len(self._marks) > 2 and now - self._marks[1][0] >= self.window:
+            self._marks.popleft()  # keep one mark at least a window old
+        since, then = self._marks[0]
+        if now - since >= self.window and self._total - then < self.min_rate * (now - since):
+            raise Stalled(f"under {self.min_rate} bytes/s for {now - since:.0f} s")
 
 
 class _ReleasingStream(httpx.AsyncByteStream):
@@ -80,7 +112,8 @@ class Transport:
         self._limiter = anyio.CapacityLimiter(max(1, settings.max_connections))
         self._http = httpx.AsyncClient(
             verify=_tls_context(settings),
-            timeout=httpx.Timeout(settings.timeout, pool=None),  # the limiter does the queueing
+            # The limiter does the queueing, so no pool timeout; a frozen peer fails the attempt.
+            timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0), pool=None),
             limits=httpx.Limits(max_connections=settings.max_connections,
                                 max_keepalive_connections=settings.max_connections),
             trust_env=True,
@@ -134,11 +167,15 @@ class Transport:
             # One request already spent its retries on connection errors: don't make every
             # other request (hundreds, for a Rancher list) wait through the same backoff.
             raise RegistryError(f"{what}: {self._unreachable}", None)
+        started = time.monotonic()
         for number in itertools.count():
             try:
                 return await attempt()
             except Transient as exc:
-                if number >= retries:
+                # A peer that accepts nothing or answers nothing fails within give_up_after, not
+                # after retries x timeout; a registry that says when to come back is waited for.
+                late = exc.status is None and time.monotonic() - started >= self.settings.give_up_after
+                if number >= retries or late:
                     error = RegistryError(f"{what}: {self.host} {exc.reason}, {number + 1} attempt(s); "
                                           "check that the registry is up and reachable, then run again",
                                           exc.status)

@@ -81,7 +81,8 @@ class Fetch:
             already = partial.stat().st_size if partial.exists() else 0
             bar.update(already)
             try:
-                await client.download_blob(location.repository, digest, partial, progress=bar.update)
+                await client.download_blob(location.repository, digest, partial, size=size,
+                                           progress=bar.update)
                 self.store.promote(digest)
             except OSError as exc:  # the work dir, not the registry: full disk, permissions
                 self.failed[digest] = MirrorError(f"blob {digest}: cannot write to the work dir "

@@ -139,15 +139,16 @@ class Resolver:
         Raises when the config cannot be fetched or the image is not of a requested platform.
         """
         assert self.store is not None
-        config = image.top.children()[0].digest if image.top.children() else None
-        if config is None:
+        if not image.top.children():
             return
+        config, size = image.top.children()[0].digest, image.top.children()[0].size
         done = self._configs.get(config)
         if done is None:
             self._configs[config] = done = anyio.Event()
             try:
                 if not self.store.has(config):
-                    await client.download_blob(image.location.repository, config, self.store.partial_path(config))
+                    await client.download_blob(image.location.repository, config, self.store.partial_path(config),
+                                               size=size)
                     self.store.promote(config)
                     image.fetched[config] = self.store.size(config)
             finally:
