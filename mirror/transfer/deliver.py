@@ -134,12 +134,32 @@ class Delivery:
                 outcome.fail(dependency.error)  # the child's own error: it names what is wrong, keeps its kind
                 return
         try:
-            async with self._slot():
-                await self.client.put_manifest(repository, manifest.digest, manifest)
+            try:
+                async with self._slot():
+                    await self.client.put_manifest(repository, manifest.digest, manifest)
+            except IntegrityError:
+                # A registry written to by two pushes at once can refuse a manifest while it is
+                # still linking the blobs (distribution's DIGEST_INVALID race). If every child is
+                # really there, one more PUT settles it; a true mismatch fails again and is reported.
+                if not await self._children_present(manifest, repository):
+                    raise
+                async with self._slot():
+                    await self.client.put_manifest(repository, manifest.digest, manifest)
             outcome.succeed()
             self.report.manifests_pushed += 1
         except MirrorError as exc:
             outcome.fail(exc)
+
+    async def _children_present(self, manifest: Manifest, repository: str) -> bool:
+        for child in manifest.children():
+            async with self._slot():
+                if self.presence.manifest_repos.get(child.digest):
+                    found = await self.client.head_manifest(repository, child.digest) is not None
+                else:
+                    found = await self.client.blob_size(repository, child.digest) == child.size
+            if not found:
+                return False
+        return True
 
     def fail_unreached(self, never_came: Callable[[str], MirrorError]) -> None:
         """The source is exhausted: whatever it never delivered cannot arrive any more.
