@@ -36,7 +36,7 @@ def pull_through(registry, image, tmp_path, *extra, env=None):
     output = tmp_path / "out.tar.zst"
     mirror_arg = f"{image.source.split('/')[0]}={registry.host}" + ("" if image.source.startswith("docker.io/")
                                                                      else f"/{image.source.split('/')[0]}")
-    result = run_mirror("pull", image.source, "--source-mirror", mirror_arg, "-o", output, *extra, env=env)
+    result = run_mirror("pull", image.source, "--source-mirror", mirror_arg, "-o", output, "--force", *extra, env=env)
     return result, output
 
 

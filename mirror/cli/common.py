@@ -11,7 +11,7 @@ import typer
 
 from ..errors import ExitCode, ImagesFailed, MirrorError, UsageError
 from ..registry.settings import Credentials, RegistrySettings
-from .render import report_failures
+from .render import emit_failure_json, report_failures
 
 if TYPE_CHECKING:
     from ..transfer.plan import Target
@@ -33,6 +33,7 @@ def handle_errors(func: F) -> F:
 
     Errors raised inside task groups arrive wrapped in exception groups: the
     worst of them (integrity, then auth, then the rest) is the one reported.
+    With ``--json`` a failure still prints a report, unless the command did.
     An OSError the operations did not name (an unreadable bundle, a full
     disk) is still one line, exit 1; anything else is a bug and keeps its
     traceback.
@@ -40,6 +41,7 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        json_report = bool(kwargs.get("json_report"))
         try:
             return func(*args, **kwargs)
         except BaseExceptionGroup as group:
@@ -48,12 +50,12 @@ def handle_errors(func: F) -> F:
                 _interrupted()
             if not all(isinstance(e, (MirrorError, OSError)) for e in leaves):
                 raise
-            _report(max(leaves, key=lambda e: _severity(e)))
+            _report(max(leaves, key=lambda e: _severity(e)), json_report)
         except BrokenPipeError:  # `mirror ... | head`: the reader has what it wanted
             sys.stdout = None  # type: ignore[assignment]  # nothing left to flush at exit
             raise typer.Exit(141) from None
         except (MirrorError, OSError) as exc:
-            _report(exc)
+            _report(exc, json_report)
         except KeyboardInterrupt:
             _interrupted()
 
@@ -73,10 +75,12 @@ def _severity(error: BaseException) -> int:
     return {ExitCode.INTEGRITY: 2, ExitCode.AUTH: 1}.get(code, 0)
 
 
-def _report(error: BaseException) -> None:
-    if isinstance(error, ImagesFailed):
-        report_failures(error.failures)
+def _report(error: BaseException, json_report: bool) -> None:
+    failures = error.failures if isinstance(error, ImagesFailed) else {}
+    report_failures(failures)
     code = error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
+    if json_report:
+        emit_failure_json(str(error), int(code), failures)
     fail(str(error), code)
 
 

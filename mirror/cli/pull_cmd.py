@@ -75,6 +75,7 @@ def pull_command(
         help="zstd level. Layers are already gzip'd, so higher levels cost CPU for little; raise it for "
              "images with uncompressed layers."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the image list and download size; fetch no blob."),
+    force: bool = typer.Option(False, "--force", help="Replace a bundle already at -o."),
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -97,6 +98,8 @@ def pull_command(
         raise UsageError("no images to pull: name images, --images-file or --mode")
     if output is None and not dry_run:
         raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
+    if output is not None and not dry_run:
+        _check_output(output, force)
     sources = SourceMap([SourceMirror.parse(m) for m in source_mirror or []])
     # Named as users write them (docker.io), matched as the client connects (registry-1.docker.io).
     plain = {endpoint_host(h) for h in plain_http_registry or []} | sources.plain_http_hosts()
@@ -143,6 +146,16 @@ def pull_command(
     if result.failures:
         report_failures(result.failures)
         raise typer.Exit(int(result.exit_code))
+
+
+def _check_output(output: Path, force: bool) -> None:
+    """Refuse, before anything is fetched, an -o that is a directory or (without --force) a bundle."""
+    from ..bundle.reader import stray_parts
+
+    if output.is_dir():
+        raise UsageError(f"-o {output}: is a directory; name the bundle file to write, e.g. {output}/bundle.tar.zst")
+    if not force and (output.exists() or stray_parts(output, 0)):
+        raise UsageError(f"-o {output}: a bundle is already there; pass --force to replace it")
 
 
 def _dry_run(request: PullRequest, progress: Progress, json_report: bool) -> None:

@@ -8,8 +8,22 @@ from typing import Any
 import typer
 
 
+REPORT_SCHEMA = 1  # bumped when a key of any --json report changes meaning or goes away
+_emitted = False
+
+
 def emit_json(report: dict[str, Any]) -> None:
+    """The one JSON report of a run: every command's carries ``schema_version`` and ``exit_code``."""
+    global _emitted
+    _emitted = True
+    report = {"schema_version": REPORT_SCHEMA, "exit_code": 0, **report}
     typer.echo(json.dumps(report, indent=2, sort_keys=True))
+
+
+def emit_failure_json(message: str, exit_code: int, failures: dict[str, str]) -> None:
+    """The report of a run that failed before its command could write one (bad input, TLS, corrupt bundle)."""
+    if not _emitted:
+        emit_json({"error": message, "exit_code": exit_code, "failures": failures})
 
 
 def report_failures(failures: dict[str, str]) -> None:

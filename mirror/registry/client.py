@@ -61,6 +61,9 @@ class RegistryClient:
         what = f"registry {self.host}"
         response = await self._transport.request("GET", "/v2/", what=what)
         await response.aclose()
+        refused = self._transport.plain_http_refused(response)
+        if refused:
+            raise refused
         if response.status_code != 200:
             raise RegistryError(f"{self.host} answered {response.status_code} at /v2/; is it a container "
                                 "registry (OCI distribution API) at that address?", response.status_code)

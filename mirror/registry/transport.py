@@ -269,6 +269,13 @@ class Transport:
 
         return await self.retrying(attempt, f"token request for {self.host}")
 
+    def plain_http_refused(self, response: httpx.Response) -> UsageError | None:
+        """A TLS port answering our plain HTTP (Go's servers say "HTTP request to an HTTPS server")."""
+        if response.status_code == 400 and self.settings.plain_http and b"HTTPS" in response.content:
+            return UsageError(f"{self.host} speaks TLS, not plain HTTP: drop the plain-HTTP option for it "
+                              "(and pass --ca-file if a private CA signed its certificate)")
+        return None
+
     async def failure(self, response: httpx.Response, what: str) -> MirrorError:
         """The error for an answer we cannot use, with the registry's own error code."""
         try:
@@ -278,6 +285,9 @@ class Transport:
         finally:
             await response.aclose()
         status = response.status_code
+        refused = self.plain_http_refused(response)
+        if refused:
+            return refused
         detail = _error_detail(response)
         if status == 404:
             return NotFoundError(f"{what} not found on {self.host}{detail}", status)
