@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import typer
 
-from ..errors import ExitCode, ImagesFailed, MirrorError, UsageError
+from ..errors import DeltaBaseMissing, ExitCode, ImagesFailed, MirrorError, UsageError
 from ..registry.settings import Credentials, RegistrySettings
 from .render import report_failures
 
@@ -76,6 +76,9 @@ def _severity(error: BaseException) -> int:
 def _report(error: BaseException) -> None:
     if isinstance(error, ImagesFailed):
         report_failures(error.failures)
+    if isinstance(error, DeltaBaseMissing):
+        for digest, reason in sorted(error.missing.items()):
+            typer.echo(f"mirror: missing: {digest}: {reason}", err=True)
     code = error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
     fail(str(error), code)
 
