@@ -20,6 +20,7 @@ from conftest import run_mirror
 from mirror.bundle.reader import BundleReader
 from mirror.model.reference import Reference
 from mirror.model.target import target_repository
+from mirror.transfer.inventory import Inventory
 
 AMD64, ARM64 = corpus.AMD64, corpus.ARM64
 KEPT = [
@@ -47,6 +48,7 @@ class Resync:
     v1: corpus.Corpus
     v2: corpus.Corpus
     target: testbed.Registry  # holds v1, pushed from the full bundle
+    full_v1: Path
     inventory: Path  # of the target after that push
     delta: Path  # v2 against the inventory
     full_v2: Path
@@ -97,7 +99,7 @@ def resync(tmp_path_factory) -> Resync:
         refs = [i.source for i in v2.images]
         delta = pull(refs, work / "delta.tar.zst", mirror_args, "--base", inventory)
         full_v2 = pull(refs, work / "v2.tar.zst", mirror_args)
-        yield Resync(v1, v2, target, inventory, delta, full_v2, mirror_args)
+        yield Resync(v1, v2, target, full_v1, inventory, delta, full_v2, mirror_args)
     finally:
         upstream.stop()
         target.stop()
@@ -206,3 +208,40 @@ def test_dry_run_with_base_prints_what_would_ship(resync):
     new = everything(resync.v2) - everything(resync.v1)
     assert report["download_bytes"] == sum(resync.v2.sizes[d] for d in new)
     assert report["shipped_blobs"] == len(new)
+
+
+def test_inventory_that_lies_is_caught_by_push_before_any_tag(resync, registry, tmp_path):
+    """The inventory claims a layer of the new image the registry never had."""
+    assert push(resync.full_v1, registry).returncode == 0
+    claimed = next(iter(resync.v2.image("docker.io/rancher/new-image:v1").blob_digests - everything(resync.v1)))
+    inventory = Inventory.from_doc(json.loads(resync.inventory.read_text()), resync.inventory)
+    inventory.digests.add(claimed)
+    lying = tmp_path / "lying.json"
+    lying.write_bytes(inventory.to_json())
+    delta = pull([i.source for i in resync.v2.images], tmp_path / "d.tar.zst", resync.mirror_args, "--base", lying)
+    result = push(delta, registry)
+    assert result.returncode == 5, result.stderr
+    assert any(claimed in line and "new-image" in line for line in result.stderr.splitlines())
+    assert tag_digest(registry, resync.v2.image("docker.io/rancher/new-image:v1")) is None
+    assert tag_digest(registry, resync.v1.image(RETAGGED)) == resync.v1.image(RETAGGED).digest
+
+
+def test_chain_delta_on_delta_with_an_inventory_taken_after_the_first(resync, start_registry, tmp_path):
+    target = start_registry()
+    assert push(resync.full_v1, target).returncode == 0
+    assert push(resync.delta, target).returncode == 0  # delta 1
+    after_first = tmp_path / "have-2.json"
+    taken = run_mirror("inventory", "--registry", target.host, "--plain-http", "-o", after_first)
+    assert taken.returncode == 0, taken.stderr
+    v3_spec = corpus.CorpusSpec("delta-v3", V2.images + (
+        corpus.ImageSpec("docker.io/rancher/app-c:v3", "docker-list", (AMD64, ARM64), (20,)),), base_kb=60)
+    upstream = start_registry()
+    v3 = corpus.seed_registry(upstream.host, corpus.generate_corpus(tmp_path / "corpus", v3_spec))
+    delta2 = pull([i.source for i in v3.images], tmp_path / "delta2.tar.zst",
+                  corpus.source_mirror_args(upstream.host), "--base", after_first)
+    with BundleReader(delta2) as reader:
+        assert set(reader.manifest.stored_blobs) == everything(v3) - everything(resync.v2) - everything(resync.v1)
+    result = push(delta2, target)
+    assert result.returncode == 0, result.stderr
+    for image in v3.images:
+        assert tag_digest(target, image) == image.digest, image.source
