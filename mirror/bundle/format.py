@@ -184,9 +184,6 @@ class BundleManifest:
             kind = doc.get("kind", "full")  # bundles written before deltas existed have no kind
             if kind not in ("full", "delta") or (kind == "delta") != bool(base):
                 raise ValueError(f"kind {kind!r} with base {base!r}")
-            unknown = set(omitted) - set(blobs)
-            if unknown:
-                raise ValueError(f"omitted {sorted(unknown)[0]} is not listed in blobs")
             manifest = cls(
                 images=[ImageRecord.from_json(image) for image in doc["images"]],
                 blobs=blobs,

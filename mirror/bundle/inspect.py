@@ -105,7 +105,7 @@ def summarize_bundle(path: Path) -> BundleSummary:
         kind=manifest.kind,
         base=list(manifest.base),
         omitted=len(manifest.omitted),
-        omitted_size=sum(manifest.blobs[digest] for digest in manifest.omitted),
+        omitted_size=sum(manifest.blobs.get(digest, 0) for digest in manifest.omitted),  # sizes pull records
         platforms_requested=list(manifest.platforms_requested),
         blobs=len(manifest.stored_blobs),
         stored_size=manifest.total_size,
