@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad input: arguments, references, image lists, files
     AUTH = 3  # authentication or TLS refused
     INTEGRITY = 4  # digest mismatch, corrupt or unsafe bundle
+    DELTA_BASE_MISSING = 5  # a delta bundle's base is not in the target registry
 
 
 class MirrorError(Exception):
@@ -50,6 +51,16 @@ class RegistryError(MirrorError):
 
 class NotFoundError(RegistryError):
     """A manifest, tag or blob does not exist in the registry."""
+
+
+class DeltaBaseMissing(MirrorError):
+    """Content a delta bundle leaves to its base is not in the target; nothing was written."""
+
+    exit_code = ExitCode.DELTA_BASE_MISSING
+
+    def __init__(self, message: str, missing: dict[str, str]):
+        self.missing = missing  # digest -> which images need it, and the base expected to hold it
+        super().__init__(message)
 
 
 class ImagesFailed(MirrorError):

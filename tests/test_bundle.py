@@ -53,7 +53,7 @@ def manifest_for(generated: corpus.GeneratedCorpus, omitted: tuple[str, ...] = (
             if digest not in omitted:
                 blobs[digest] = generated.sizes[digest]
     return BundleManifest(images, blobs, topology={"mode": "k3s", "versions": {"k3s": "v1.24.4+k3s1"}},
-                          base=base, omitted=list(omitted))
+                          base=[base] if base else [], omitted=list(omitted))
 
 
 def children_of(data: bytes) -> list[str]:
@@ -343,7 +343,7 @@ def test_delta_bundle_leaves_out_what_its_base_has(tmp_path, generated, store):
         assert base not in {entry.digest for entry in reader.entries()}
     assert verify_bundle(written.path).blobs == len(full.blobs) - 1
     summary = summarize_bundle(written.path)
-    assert (summary.base, summary.omitted) == (full.id, 1)
+    assert (summary.kind, summary.base, summary.omitted) == ("delta", [full.id], 1)
     assert summary.stored_size == full.total_size - generated.sizes[base]
     assert f"delta of  {full.id}" in summary.render_text()
 

@@ -79,8 +79,9 @@ class BundleManifest:
     format_version: int = FORMAT_VERSION
     created: str = field(default_factory=_now)
     topology: dict | None = None
-    base: str | None = None  # id of the base bundle, for a delta
-    omitted: list[str] = field(default_factory=list)  # blobs a delta leaves out (present in base)
+    base: list[str] = field(default_factory=list)  # ids of the inventories or bundles a delta builds on
+    omitted: list[str] = field(default_factory=list)  # blobs and manifests a delta leaves to its base
+    base_registry: dict[str, str] = field(default_factory=dict)  # inventory id -> HOST[/PREFIX] it was taken of
     platforms_requested: list[str] = field(default_factory=list)
     id: str = ""  # derived from the image digests when not given
 
@@ -92,6 +93,11 @@ class BundleManifest:
         """Stable identity a delta bundle names as its base: the set of image digests."""
         text = "\n".join(sorted(image.digest for image in self.images))
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def kind(self) -> str:
+        """``delta`` when built on a base (some content left out), else ``full``."""
+        return "delta" if self.base else "full"
 
     @property
     def created_timestamp(self) -> int:
@@ -133,8 +139,10 @@ class BundleManifest:
             "format_version": self.format_version,
             "tool_version": self.tool_version,
             "id": self.id,
+            "kind": self.kind,
             "created": self.created,
-            "base": self.base,
+            "base": list(self.base),
+            "base_registry": dict(self.base_registry),
             "topology": self.topology,
             "platforms_requested": list(self.platforms_requested),
             "totals": {
@@ -172,6 +180,10 @@ class BundleManifest:
             omitted = [str(d) for d in doc.get("omitted") or []]
             for digest in omitted:
                 digest_hex(digest)
+            base = _base_ids(doc.get("base"))
+            kind = doc.get("kind", "full")  # bundles written before deltas existed have no kind
+            if kind not in ("full", "delta") or (kind == "delta") != bool(base):
+                raise ValueError(f"kind {kind!r} with base {base!r}")
             manifest = cls(
                 images=[ImageRecord.from_json(image) for image in doc["images"]],
                 blobs=blobs,
@@ -179,8 +191,9 @@ class BundleManifest:
                 format_version=version,
                 created=str(doc["created"]),
                 topology=doc.get("topology"),
-                base=doc.get("base"),
+                base=base,
                 omitted=omitted,
+                base_registry={str(k): str(v) for k, v in dict(doc.get("base_registry") or {}).items()},
                 platforms_requested=[str(p) for p in doc.get("platforms_requested") or []],
                 id=str(doc.get("id") or ""),
             )
@@ -194,6 +207,14 @@ class BundleManifest:
         if manifest.topology is not None and not isinstance(manifest.topology, dict):
             raise IntegrityError(f"malformed {BUNDLE_MANIFEST}: topology is not an object")
         return manifest
+
+
+def _base_ids(value: Any) -> list[str]:
+    """``base`` as a list of ids: absent, null (format 1 before deltas) and one id all read."""
+    ids = [] if value is None else [value] if isinstance(value, str) else list(value)
+    for base_id in ids:
+        digest_hex(base_id)
+    return [str(base_id) for base_id in ids]
 
 
 def _timestamp(text: str) -> int:

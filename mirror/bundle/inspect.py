@@ -32,8 +32,10 @@ class BundleSummary:
     tool_version: str
     format_version: int
     topology: dict | None
-    base: str | None
-    omitted: int  # blobs a delta leaves to its base
+    kind: str  # full or delta
+    base: list[str]
+    omitted: int  # blobs and manifests a delta leaves to its base
+    omitted_size: int
     platforms_requested: list[str]
     blobs: int  # stored
     stored_size: int  # uncompressed, each shared blob once
@@ -46,8 +48,8 @@ class BundleSummary:
     def to_json(self) -> dict[str, Any]:
         return {
             "path": str(self.path), "id": self.id, "created": self.created, "tool_version": self.tool_version,
-            "format_version": self.format_version, "topology": self.topology, "base": self.base,
-            "omitted": self.omitted, "platforms_requested": list(self.platforms_requested), "blobs": self.blobs,
+            "format_version": self.format_version, "topology": self.topology, "kind": self.kind,
+            "base": list(self.base), "omitted": self.omitted, "omitted_size": self.omitted_size, "platforms_requested": list(self.platforms_requested), "blobs": self.blobs,
             "stored_size": self.stored_size, "images_size": self.images_size,
             "shared_savings": self.shared_savings, "compressed_size": self.compressed_size, "parts": self.parts,
             "images": [image.to_json() for image in self.images],
@@ -62,8 +64,12 @@ class BundleSummary:
             lines.append(f"  topology  {self.topology.get('mode', '?')}" + (f" ({detail})" if detail else ""))
         if self.platforms_requested:
             lines.append(f"  platforms {', '.join(self.platforms_requested)}")
+        lines.append(f"  kind      {self.kind}")
+        for base_id in self.base:
+            lines.append(f"  delta of  {base_id}")
         if self.base:
-            lines.append(f"  delta of  {self.base} ({self.omitted} blob(s) left to the base bundle)")
+            lines.append(f"  omitted   {self.omitted} blob(s) and manifest(s), {human_size(self.omitted_size)}, "
+                         "left to the base")
         rows = [("IMAGE", "PLATFORMS", "SIZE", "DIGEST")]
         for image in self.images:
             digest = image.digest[:19]
@@ -96,8 +102,10 @@ def summarize_bundle(path: Path) -> BundleSummary:
         tool_version=manifest.tool_version,
         format_version=manifest.format_version,
         topology=manifest.topology,
-        base=manifest.base,
+        kind=manifest.kind,
+        base=list(manifest.base),
         omitted=len(manifest.omitted),
+        omitted_size=sum(manifest.blobs.get(digest, 0) for digest in manifest.omitted),  # sizes pull records
         platforms_requested=list(manifest.platforms_requested),
         blobs=len(manifest.stored_blobs),
         stored_size=manifest.total_size,

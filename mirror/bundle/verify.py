@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,10 +35,14 @@ class VerifyReport:
     images: int
     blobs: int  # blob entries read and re-hashed
     bytes: int  # their uncompressed size
+    kind: str = "full"
+    base: list[str] = field(default_factory=list)  # for a delta: the ids of what it builds on
+    omitted: int = 0  # digests left to the base (not in the bundle, not checked here)
 
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "id": self.id, "ok": True, "images": self.images,
-                "blobs": self.blobs, "bytes": self.bytes}
+                "blobs": self.blobs, "bytes": self.bytes, "kind": self.kind, "base": list(self.base),
+                "omitted": self.omitted}
 
 
 def verify_bundle(path: Path, progress: Callable[[int], None] | None = None) -> VerifyReport:
@@ -69,7 +73,9 @@ def verify_bundle(path: Path, progress: Callable[[int], None] | None = None) -> 
             check.finish()
     if check.problems:
         raise VerificationFailed(path, check.problems)
-    return VerifyReport(path, reader.manifest.id, len(reader.manifest.images), len(check.seen), sum(check.seen.values()))
+    manifest = reader.manifest
+    return VerifyReport(path, manifest.id, len(manifest.images), len(check.seen), sum(check.seen.values()),
+                        manifest.kind, list(manifest.base), len(manifest.omitted))
 
 
 class _Check:

@@ -120,10 +120,17 @@ def plan_blobs(bundle: BundleManifest, store: BlobStore, pending: bool = False) 
     """
     omitted = set(bundle.omitted)
     order: dict[str, int] = {}
+    left_out: set[str] = set()  # omitted digests already walked
 
     def visit(digest: str, media_type: str, image: ImageRecord) -> None:
-        if digest in order or digest in omitted:
+        if digest in order or digest in left_out:
             return
+        if digest in omitted:
+            # A delta leaves it to the base, but a manifest at hand is still walked: whatever it
+            # names that the base lacks must be stored.
+            left_out.add(digest)
+            if media_type not in MANIFEST_TYPES or not store.has(digest):
+                return
         if pending and media_type not in MANIFEST_TYPES and not store.has(digest):
             order[digest] = bundle.stored_blobs.get(digest, -1)
             return
@@ -143,7 +150,8 @@ def plan_blobs(bundle: BundleManifest, store: BlobStore, pending: bool = False) 
                 )
             for child in manifest.children():
                 visit(child.digest, child.media_type, image)
-        order[digest] = size
+        if digest not in omitted:
+            order[digest] = size
 
     for image in bundle.images:
         visit(image.digest, image.media_type, image)

@@ -68,6 +68,9 @@ def verify_command(
         else:
             typer.echo(f"{bundle}: OK, {report.images} images, {report.blobs} blobs, "
                        f"{human_size(report.bytes)} re-hashed")
+            if report.base:
+                typer.echo(f"delta of {', '.join(report.base)}: {report.omitted} blob(s) and manifest(s) "
+                           "left to the base; push checks they are in the registry")
         return
     target = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
                              username=username, password_stdin=password_stdin, jobs=jobs)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
 import typer
 
-from ..errors import ExitCode, ImagesFailed, MirrorError, UsageError
+from ..errors import DeltaBaseMissing, ExitCode, ImagesFailed, MirrorError, UsageError
 from ..registry.settings import Credentials, RegistrySettings
 from .render import emit_failure_json, report_failures
 
@@ -78,9 +78,12 @@ def _severity(error: BaseException) -> int:
 def _report(error: BaseException, json_report: bool) -> None:
     failures = error.failures if isinstance(error, ImagesFailed) else {}
     report_failures(failures)
+    missing = error.missing if isinstance(error, DeltaBaseMissing) else {}
+    for digest, reason in sorted(missing.items()):
+        typer.echo(f"mirror: missing: {digest}: {reason}", err=True)
     code = error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
     if json_report:
-        emit_failure_json(str(error), int(code), failures)
+        emit_failure_json(str(error), int(code), failures, {"missing": missing} if missing else {})
     fail(str(error), code)
 
 

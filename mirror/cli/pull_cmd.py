@@ -74,6 +74,10 @@ def pull_command(
         1, "--level", min=1, max=19,
         help="zstd level. Layers are already gzip'd, so higher levels cost CPU for little; raise it for "
              "images with uncompressed layers."),
+    base: Optional[list[Path]] = typer.Option(
+        None, "--base",
+        help="What the target already holds: an inventory (`mirror inventory`), a previous bundle or its "
+             "mirror-bundle.json (repeatable; united). Writes a delta bundle leaving all of it out."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the image list and download size; fetch no blob."),
     force: bool = typer.Option(False, "--force", help="Replace a bundle already at -o."),
     json_report: bool = JsonOption,
@@ -83,6 +87,7 @@ def pull_command(
     from ..lists import resolve_images  # imported here so other commands start faster
     from ..model.reference import endpoint_host
     from ..model.upstream import SourceMap, SourceMirror
+    from ..transfer.base import load_base
     from ..transfer.pull import PullRequest, pull
 
     refs, topology = resolve_images(
@@ -104,12 +109,12 @@ def pull_command(
     # Named as users write them (docker.io), matched as the client connects (registry-1.docker.io).
     plain = {endpoint_host(h) for h in plain_http_registry or []} | sources.plain_http_hosts()
     insecure = {endpoint_host(h) for h in insecure_registry or []}
-    base = registry_settings(ca_file=ca_file, jobs=jobs)
+    common = registry_settings(ca_file=ca_file, jobs=jobs)
 
     def settings_for(host: str):
         from dataclasses import replace
 
-        return replace(base, plain_http=host in plain, insecure=host in insecure)
+        return replace(common, plain_http=host in plain, insecure=host in insecure)
 
     request = PullRequest(
         images=refs,
@@ -124,6 +129,7 @@ def pull_command(
         topology=asdict(topology) if topology else None,
         compression_level=level,
         part_size=parse_size(split_size, "--split-size") if split_size else None,
+        base=load_base(base) if base else None,
     )
     progress = Progress(quiet or json_report)
     if dry_run:
@@ -138,7 +144,7 @@ def pull_command(
     if json_report:
         emit_json(result.to_json())
     elif result.bundle:
-        typer.echo(f"wrote {result.bundle.path} ({human_size(result.bundle.size)}, "
+        typer.echo(f"wrote {result.kind} bundle {result.bundle.path} ({human_size(result.bundle.size)}, "
                    f"{len(result.images)} images, {human_size(result.total_blob_bytes)} of content; "
                    f"downloaded {human_size(result.downloaded_bytes)}, reused {human_size(result.reused_bytes)})")
         for part in result.bundle.parts if len(result.bundle.parts) > 1 else []:
@@ -173,14 +179,23 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool) -> Non
     for image in resolution.images:
         unique.update(image.blobs)
         unique.update({m.digest: len(m.data) for m in image.manifests})
+    base = request.base.digests if request.base else set()
+    shipped = {digest: size for digest, size in unique.items() if digest not in base}
     if json_report:
-        emit_json({"images": [str(r) for r in request.images], "download_bytes": sum(unique.values()),
-                   "unresolved": failures})
+        report = {"images": [str(r) for r in request.images], "download_bytes": sum(shipped.values()),
+                  "unresolved": failures}
+        if request.base:
+            report.update(base=request.base.ids, shipped_blobs=len(shipped), omitted_blobs=len(unique) - len(shipped),
+                          omitted_bytes=sum(unique.values()) - sum(shipped.values()))
+        emit_json(report)
     else:
         for ref in request.images:
             typer.echo(str(ref))
-        typer.echo(f"{len(request.images)} images, {human_size(sum(unique.values()))} to download"
-                   + (f" ({len(failures)} could not be resolved)" if failures else ""), err=True)
+        summary = f"{len(request.images)} images, {human_size(sum(shipped.values()))} to download"
+        if request.base:
+            summary += (f" and ship ({len(shipped)} blob(s); {len(unique) - len(shipped)} blob(s), "
+                        f"{human_size(sum(unique.values()) - sum(shipped.values()))} left to the base)")
+        typer.echo(summary + (f" ({len(failures)} could not be resolved)" if failures else ""), err=True)
     if failures:
         report_failures(failures)
         raise typer.Exit(int(ExitCode.FAILED))

@@ -56,6 +56,8 @@ def push_command(
     # again each time the many short-lived request objects of a push trigger a full collection.
     gc.freeze()
     result = anyio.run(push, request, Progress(quiet or json_report))
+    for warning in result.warnings:
+        typer.echo(f"mirror: warning: {warning}", err=True)
     if json_report:
         emit_json(result.to_json())
     elif dry_run:
@@ -67,6 +69,10 @@ def push_command(
             f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
             f"{result.mounted_blobs} mounted, {result.present_blobs} already there; "
             f"{result.manifests_pushed} manifests, {result.tags_pushed} tags")
+        if result.kind == "delta":
+            changes = [image.get("change") for image in result.images]
+            typer.echo(f"delta of {', '.join(result.base)}: {changes.count('added')} added, "
+                       f"{changes.count('updated')} updated, {changes.count('unchanged')} unchanged")
     if result.failures:
         report_failures(result.failures)
         raise typer.Exit(int(result.exit_code))

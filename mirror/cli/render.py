@@ -20,10 +20,10 @@ def emit_json(report: dict[str, Any]) -> None:
     typer.echo(json.dumps(report, indent=2, sort_keys=True))
 
 
-def emit_failure_json(message: str, exit_code: int, failures: dict[str, str]) -> None:
+def emit_failure_json(message: str, exit_code: int, failures: dict[str, str], extra: dict[str, Any]) -> None:
     """The report of a run that failed before its command could write one (bad input, TLS, corrupt bundle)."""
     if not _emitted:
-        emit_json({"error": message, "exit_code": exit_code, "failures": failures})
+        emit_json({"error": message, "exit_code": exit_code, "failures": failures, **extra})
 
 
 def report_failures(failures: dict[str, str]) -> None:

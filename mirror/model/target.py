@@ -50,3 +50,33 @@ def target_repository(source: Reference, prefix: str = "") -> str:
     path = source.repository if source.registry == DOCKER_HUB else f"{host}/{source.repository}"
     prefix = prefix.strip("/")
     return f"{prefix}/{path}" if prefix else path
+
+
+def source_name(repository: str, prefix: str = "") -> str | None:
+    """The inverse of ``target_repository``: which source ``registry/path`` a target repository holds.
+
+    ``rancher/x`` -> ``docker.io/rancher/x``; ``quay.io/jetstack/c`` -> ``quay.io/jetstack/c``;
+    ``harbor.corp_8443/x`` -> ``harbor.corp:8443/x``. A first segment is a host when it has a dot,
+    is ``localhost``, or ends in ``_PORT`` (Docker Hub namespaces have none of these). None when the
+    repository is outside ``prefix`` or is no name ``target_repository`` produces (``busybox``).
+    """
+    prefix = prefix.strip("/")
+    if prefix:
+        if not repository.startswith(prefix + "/"):
+            return None
+        repository = repository[len(prefix) + 1:]
+    first, _, rest = repository.partition("/")
+    host, underscore, port = first.rpartition("_")
+    if underscore and port.isdigit() and host:
+        first = f"{host}:{port}"
+    name = f"{first}/{rest}" if rest and ("." in first or ":" in first or first == "localhost") \
+        else f"{DOCKER_HUB}/{repository}"
+    try:
+        reference = Reference.parse(name)
+    except UsageError:
+        return None
+    return reference.name if target_repository(reference, prefix) == _prefixed(prefix, repository) else None
+
+
+def _prefixed(prefix: str, repository: str) -> str:
+    return f"{prefix}/{repository}" if prefix else repository

@@ -10,6 +10,7 @@ the bytes come from (a bundle being read, another registry) is the caller's.
 from __future__ import annotations
 
 import contextlib
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -34,6 +35,9 @@ class DeliveryReport:
     present_blobs: int = 0
     manifests_pushed: int = 0
     tags_pushed: int = 0
+    kind: str = "full"
+    base: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     exit_code: ExitCode = ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
@@ -58,6 +62,10 @@ class Delivery:
         self.uploading: set[str] = set()  # blobs handed over whose upload has not finished
         self.fatal: MirrorError | None = None
         self.errors: list[MirrorError] = []
+        self.present_before: dict[str, set[str]] = defaultdict(set)  # repository -> manifests there at the survey
+        for (digest, repository), outcome in presence.outcomes.items():
+            if outcome.ok and digest in presence.manifest_repos:
+                self.present_before[repository].add(digest)
 
     # -- blobs ------------------------------------------------------------------
 
@@ -183,24 +191,26 @@ class Delivery:
     async def tag_all(self) -> None:
         """Tag every complete image (unless the registry is gone); record the others as failures."""
 
-        async def tag(plan: ImagePlan) -> None:
+        async def tag(plan: ImagePlan) -> dict[str, str]:
+            """Tag the image; says whether it was added, updated (and from what) or unchanged."""
             if plan.tag is None:
-                return
+                return {"change": "unchanged" if plan.record.digest in self.present_before[plan.repository] else "added"}
             current = await self.client.head_manifest(plan.repository, plan.tag)
             if current is not None and current.digest == plan.record.digest:
-                return
+                return {"change": "unchanged"}
             manifest = self.manifests.get(plan.record.digest) or await self.client.get_manifest(
                 plan.repository, plan.record.digest)
             async with self.limiter:
                 await self.client.put_manifest(plan.repository, plan.tag, manifest)
             self.report.tags_pushed += 1
+            return {"change": "added"} if current is None else {"change": "updated", "previous": current.digest}
 
         async def one(plan: ImagePlan) -> None:
             error = self.presence.image_error(plan)
             if error is None and self.fatal is None:
                 try:
-                    await tag(plan)
-                    self.report.images.append(image_entry(self.target, plan))
+                    change = await tag(plan)
+                    self.report.images.append({**image_entry(self.target, plan), **change})
                     return
                 except MirrorError as exc:
                     error = exc

@@ -30,6 +30,7 @@ from ..model.upstream import SourceMap
 from ..progress import Progress
 from ..registry.pool import ClientPool
 from ..registry.settings import RegistrySettings
+from .base import Base
 from .fetch import Abandoned, Arrivals, Fetch
 from .resolve import ResolvedImage, Resolver
 
@@ -48,6 +49,7 @@ class PullRequest:
     topology: dict[str, Any] | None = None
     compression_level: int = 1  # layers are gzip'd already: level 3 costs ~2x CPU for ~0.5% smaller
     part_size: int | None = None
+    base: Base | None = None  # with a base: a delta bundle, leaving out what the base holds
 
     @property
     def store_dir(self) -> Path:
@@ -63,6 +65,9 @@ class PullResult:
     bundle: WrittenBundle | None = None
     total_blob_bytes: int = 0
     exit_code: ExitCode = ExitCode.OK  # not OK only with keep_going: a bundle without the failed images
+    kind: str = "full"
+    base: list[str] = field(default_factory=list)
+    omitted: int = 0  # blobs and manifests left to the base
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +82,9 @@ class PullResult:
             "downloaded_bytes": self.downloaded_bytes,
             "reused_bytes": self.reused_bytes,
             "unique_blob_bytes": self.total_blob_bytes,
+            "kind": self.kind,
+            "base": self.base,
+            "omitted": self.omitted,
         }
 
 
@@ -97,11 +105,15 @@ def bundle_manifest(request: PullRequest, images: list[ResolvedImage]) -> Bundle
         sizes[image.top.digest] = len(image.top.data)
         sizes.update({m.digest: len(m.data) for m in image.children})
         sizes.update(image.blobs)
+    base = request.base or Base()
     return BundleManifest(
         images=[image.record() for image in images],
         blobs=sizes,
         topology=request.topology,
         platforms_requested=[str(p) for p in request.platforms],
+        base=list(base.ids),
+        omitted=sorted(digest for digest in sizes if digest in base.digests),
+        base_registry=dict(base.registries),
     )
 
 
@@ -133,7 +145,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         if not images:
             raise exit_error(failures, errors) if failures else UsageError("no images to pull")
         manifest = bundle_manifest(request, images)
-        wanted = {d: (size, image.location) for image in reversed(images) for d, size in image.blobs.items()}
+        wanted = {d: (size, image.location) for image in reversed(images) for d, size in image.blobs.items()
+                  if d in manifest.stored_blobs}
         order = [digest for digest, _ in plan_blobs(manifest, store, pending=True)]
         fetch = Fetch(store, pool, request.jobs, wanted, order)
         for image in images:
@@ -169,7 +182,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         bundle = await _write(request, manifest, store, progress, fetch.verified)
 
     result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused,
-                        total_blob_bytes=manifest.total_size, bundle=bundle)
+                        total_blob_bytes=manifest.total_size, bundle=bundle, kind=manifest.kind,
+                        base=list(manifest.base), omitted=len(manifest.omitted))
     if request.work_dir is None and not request.keep_work and not failures:
         shutil.rmtree(request.store_dir, ignore_errors=True)  # our own hidden dir; a --work-dir is the user's
     if failures:

@@ -21,6 +21,7 @@ from ..bundle.reader import BundleReader
 from ..errors import MirrorError
 from ..progress import Progress
 from ..registry.client import RegistryClient
+from .delta import base_warnings, require_base
 from .deliver import Delivery, DeliveryReport, image_entry
 from .plan import Target, plan_images
 from ..units import MIB
@@ -66,18 +67,25 @@ async def _push(request: PushRequest, reader: BundleReader, client: RegistryClie
     presence = Presence(plans)
     await client.ping()
     await presence.survey(client, request.jobs)
+    sources = await require_base(client, manifest, plans, presence)  # before any write
     delivery = Delivery(request.target, client, plans, presence, request.jobs)
+    delivery.report.kind, delivery.report.base = manifest.kind, list(manifest.base)
+    delivery.report.warnings = base_warnings(manifest, request.target)
     delivery.report.present_blobs = len(presence.blob_repos) - len(presence.missing_blobs)
-    delivery.report.mounted_blobs = await presence.mount_known(client, request.jobs)
+    delivery.report.mounted_blobs = await presence.mount_known(client, request.jobs, sources.blobs)
     to_upload = presence.missing_blobs
     _refuse_omitted(request, reader, presence, to_upload)
+    copies = [await client.get_manifest(repository, digest) for digest, repository in sources.manifests.items()]
     if to_upload or presence.missing_manifests:
         spool_dir = Path(tempfile.mkdtemp(prefix="mirror-push-", dir=request.spool_dir))
         try:
             pending = sum(manifest.blobs.get(d, 0) for d in to_upload)
             with progress.bar(pending, "uploading") as bar:
                 delivery.progress = bar.update
-                await BundleFeed(reader, delivery, to_upload, request.window, spool_dir).run()
+                async with anyio.create_task_group() as group:
+                    for copy in copies:  # omitted manifests, from another repository of the target
+                        delivery.manifest_arrived(copy, group)
+                    await BundleFeed(reader, delivery, to_upload, request.window, spool_dir).run()
         finally:
             shutil.rmtree(spool_dir, ignore_errors=True)
     await delivery.tag_all()
@@ -89,6 +97,6 @@ def _refuse_omitted(request: PushRequest, reader: BundleReader, presence: Presen
     omitted = set(reader.manifest.omitted)
     for digest in to_upload & omitted:
         presence.fail_blob(digest, MirrorError(
-            f"blob {digest} is left out of this delta bundle (its base is {reader.manifest.base}) but "
-            f"{request.target.host} does not have it: push the base bundle first"))
+            f"blob {digest} is left out of this delta bundle (its base is {', '.join(reader.manifest.base)}) "
+            f"but {request.target.host} does not have it, and mounting it failed"))
     to_upload -= omitted

@@ -98,11 +98,15 @@ class Presence:
 
         await each(wanted, head, jobs)
 
-    async def mount_known(self, client: RegistryClient, jobs: int) -> int:
-        """Blobs present in some repository: mount them where missing, no bytes read. Returns the count."""
+    async def mount_known(self, client: RegistryClient, jobs: int, elsewhere: dict[str, str] | None = None) -> int:
+        """Blobs present in some repository: mount them where missing, no bytes read. Returns the count.
+
+        ``elsewhere`` names, for blobs in none of the planned repositories, another one that has them.
+        """
         mounts = []
         for digest, repositories in self.blob_repos.items():
             have = [r for r in repositories if self.outcomes[digest, r].ok]
+            have = have or ([elsewhere[digest]] if elsewhere and digest in elsewhere else [])
             mounts += [(digest, r, have[0]) for r in repositories if have and not self.outcomes[digest, r].ok]
         mounted = 0
 

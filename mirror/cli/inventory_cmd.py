@@ -1,0 +1,89 @@
+"""``mirror inventory``: the disconnected side writes down what its registry holds."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+import anyio
+import typer
+
+from ..errors import UsageError
+from .app import app
+from .common import (
+    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureOption, JobsOption, JsonOption,
+    K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, PasswordStdinOption,
+    PlainHttpOption, RancherVersionOption, Rke2VersionOption, UsernameOption, handle_errors, target_registry,
+    topology_versions,
+)
+from .render import emit_json
+
+
+@app.command("inventory")
+@handle_errors
+def inventory_command(
+    images: Optional[list[str]] = typer.Argument(None, help="Only these images (added to --mode's list)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Inventory to write, e.g. have.json."),
+    registry: Optional[str] = typer.Option(
+        None, "--registry", "-r",
+        help="Registry HOST[:PORT][/PREFIX] [default: the registry `mirror registry up` started here]."),
+    local_registry: bool = typer.Option(
+        False, "--local-registry", help="The registry `mirror registry up` started here (the default)."),
+    images_file: Optional[list[Path]] = ImagesFileOption,
+    mode: Optional[str] = ModeOption,
+    k3s_version: Optional[str] = K3sVersionOption,
+    kubernetes_version: Optional[str] = KubernetesVersionOption,
+    rke2_version: Optional[str] = Rke2VersionOption,
+    rancher_version: Optional[str] = RancherVersionOption,
+    cert_manager_version: Optional[str] = CertManagerVersionOption,
+    no_registry_image: bool = NoRegistryImageOption,
+    exclude: Optional[list[str]] = ExcludeOption,
+    ca_file: Optional[Path] = CaFileOption,
+    insecure: bool = InsecureOption,
+    plain_http: bool = PlainHttpOption,
+    username: Optional[str] = UsernameOption,
+    password_stdin: bool = PasswordStdinOption,
+    jobs: int = JobsOption,
+    json_report: bool = JsonOption,
+) -> None:
+    """Write what a registry holds (images, digests) for `mirror pull --base` on the connected side."""
+    from ..lists import resolve_images
+    from ..registry.client import RegistryClient
+    from ..transfer.inventory import take_inventory
+
+    if registry is not None and local_registry:
+        raise UsageError("--registry and --local-registry exclude each other")
+    if not output.absolute().parent.is_dir():
+        raise UsageError(f"cannot write {output}: directory {output.absolute().parent} does not exist")
+    selection = None
+    if images or images_file or mode:
+        selection, _ = resolve_images(
+            mode, versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
+                                             cert_manager_version),
+            extra_files=images_file or [], extra_refs=images or [], exclude=exclude or [],
+            include_registry_image=not no_registry_image)
+    try:
+        patterns = [re.compile(p) for p in exclude or []]
+    except re.error as exc:
+        raise UsageError(f"--exclude {exc.pattern!r}: invalid regular expression: {exc}") from None
+    target = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                             username=username, password_stdin=password_stdin, jobs=jobs)
+
+    async def run():
+        async with RegistryClient(target.host, target.settings) as client:
+            await client.ping()
+            return await take_inventory(client, target, selection, jobs,
+                                        keep=lambda source: not any(p.search(source) for p in patterns))
+
+    inventory = anyio.run(run)
+    temp = output.with_name(f".{output.name}.tmp")
+    temp.write_bytes(inventory.to_json())
+    os.replace(temp, output)
+    if json_report:
+        emit_json({"path": str(output), "id": inventory.id, "registry": inventory.address,
+                   "images": len(inventory.images), "digests": len(inventory.digests)})
+    else:
+        typer.echo(f"wrote {output}: {len(inventory.images)} images, {len(inventory.digests)} digests "
+                   f"in {inventory.address} (id {inventory.id})")

@@ -1,0 +1,97 @@
+"""Pushing a delta bundle: what it leaves to its base must already be in the target.
+
+Checked after the survey and before any write. An omitted digest the plans
+need counts as present when some repository of the target has it: a planned
+one (the survey's HEADs), or, failing that, any repository of the catalog.
+Blobs found are mounted where missing; manifests found are copied (GET, then
+PUT once their children are there). Anything found nowhere stops the push
+with exit 5, one line per digest, before a single byte or tag is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..bundle.format import BundleManifest
+from ..errors import DeltaBaseMissing, MirrorError
+from ..registry.client import RegistryClient
+from .plan import ImagePlan, Target
+from .survey import Presence
+
+
+@dataclass
+class BaseSources:
+    """Where omitted content not already in place can be taken from, inside the target."""
+
+    blobs: dict[str, str] = field(default_factory=dict)  # blob in no planned repository -> one that has it
+    manifests: dict[str, str] = field(default_factory=dict)  # manifest missing in some planned repository -> one that has it
+
+
+def base_warnings(bundle: BundleManifest, target: Target) -> list[str]:
+    """Base inventories taken of another registry or prefix than the one pushed to."""
+    return [f"this delta's base inventory {base_id} was taken of {address}, not {target.address}: "
+            "it may lack what the bundle leaves out" for base_id, address in sorted(bundle.base_registry.items())
+            if address != str(target.address)]
+
+
+async def require_base(client: RegistryClient, bundle: BundleManifest, plans: list[ImagePlan],
+                       presence: Presence) -> BaseSources:
+    """Find every omitted digest the plans need in the target, or raise DeltaBaseMissing."""
+    sources = BaseSources()
+    unresolved: list[tuple[str, bool]] = []
+    for digest in sorted(set(bundle.omitted)):
+        is_manifest = digest in presence.manifest_repos
+        repositories = presence.manifest_repos[digest] if is_manifest else presence.blob_repos.get(digest, [])
+        have = [r for r in repositories if presence[digest, r].ok]
+        if not repositories or len(have) == len(repositories):
+            continue
+        if not have:
+            unresolved.append((digest, is_manifest))
+        elif is_manifest:
+            sources.manifests[digest] = have[0]
+        # a blob in some planned repository is mounted into the rest by Presence.mount_known
+    if unresolved:
+        found = await _search_catalog(client, unresolved, {p.repository for p in plans})
+        for digest, is_manifest in unresolved:
+            if digest in found:
+                (sources.manifests if is_manifest else sources.blobs)[digest] = found[digest]
+    missing = [digest for digest, _ in unresolved if digest not in sources.blobs and digest not in sources.manifests]
+    if missing:
+        base = ", ".join(bundle.base)
+        reasons = {digest: f"needed by {', '.join(_users(plans, digest))}; expected from base {base}"
+                   for digest in missing}
+        raise DeltaBaseMissing(
+            f"{len(missing)} digest(s) this delta bundle leaves to its base {base} are not in {client.host}: "
+            "nothing was written; push the base (or a full bundle) first, or pull a delta against an "
+            "inventory of this registry", reasons)
+    return sources
+
+
+async def _search_catalog(client: RegistryClient, wanted: list[tuple[str, bool]],
+                          searched: set[str]) -> dict[str, str]:
+    """Which repository outside ``searched`` holds each digest.
+
+    One digest at a time through the catalog: once one is missing everywhere the push is refused
+    anyway, so the search stops there (bounded on a large registry of the wrong base).
+    """
+    try:
+        repositories = [r for r in await client.catalog() if r not in searched]
+    except MirrorError:
+        return {}  # a registry may refuse its catalog: then only the planned repositories count
+    found: dict[str, str] = {}
+    for digest, is_manifest in wanted:
+        for repository in repositories:
+            if is_manifest:
+                present = await client.head_manifest(repository, digest) is not None
+            else:
+                present = await client.blob_size(repository, digest) is not None
+            if present:
+                found[digest] = repository
+                break
+        else:
+            return found
+    return found
+
+
+def _users(plans: list[ImagePlan], digest: str) -> list[str]:
+    return sorted({plan.record.source for plan in plans if digest in plan.blobs or digest in plan.manifests})
