@@ -41,7 +41,9 @@ class DeliveryReport:
     exit_code: ExitCode = ExitCode.OK
 
     def to_json(self) -> dict[str, Any]:
-        return {key: (int(value) if key == "exit_code" else value) for key, value in self.__dict__.items()}
+        report = {key: (int(value) if key == "exit_code" else value) for key, value in self.__dict__.items()}
+        report["images"] = sorted(self.images, key=lambda image: (image["source"], image["target"]))
+        return report
 
 
 def image_entry(target: Target, plan: ImagePlan) -> dict[str, Any]:

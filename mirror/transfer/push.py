@@ -26,7 +26,7 @@ from .deliver import Delivery, DeliveryReport, image_entry
 from .plan import Target, plan_images
 from ..units import MIB
 from .spool import BundleFeed
-from .survey import Presence
+from .survey import Presence, tagged_in_place
 
 
 @dataclass
@@ -63,9 +63,12 @@ async def push(request: PushRequest, progress: Progress) -> DeliveryReport:
 async def _push(request: PushRequest, reader: BundleReader, client: RegistryClient,
                 progress: Progress) -> DeliveryReport:
     manifest = reader.manifest
-    plans = plan_images(manifest.images, request.target.prefix)
-    presence = Presence(plans)
     await client.ping()
+    every_plan = plan_images(manifest.images, request.target.prefix)
+    in_place = await tagged_in_place(client, every_plan, request.jobs)
+    done = {id(plan) for plan in in_place}
+    plans = [plan for plan in every_plan if id(plan) not in done]
+    presence = Presence(plans)
     await presence.survey(client, request.jobs)
     sources = await require_base(client, manifest, plans, presence)  # before any write
     delivery = Delivery(request.target, client, plans, presence, request.jobs)
@@ -89,6 +92,7 @@ async def _push(request: PushRequest, reader: BundleReader, client: RegistryClie
         finally:
             shutil.rmtree(spool_dir, ignore_errors=True)
     await delivery.tag_all()
+    delivery.report.images += [{**image_entry(request.target, plan), "change": "unchanged"} for plan in in_place]
     return delivery.report
 
 

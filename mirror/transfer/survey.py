@@ -119,3 +119,23 @@ class Presence:
 
         await each(mounts, mount, jobs)
         return mounted
+
+
+async def tagged_in_place(client: RegistryClient, plans: list[ImagePlan], jobs: int) -> list[ImagePlan]:
+    """The images whose tag already points at the plan's digest: one HEAD each, nothing else.
+
+    Such an image is complete: a registry accepts a manifest only once
+    everything it names is in the repository, so a re-push of an unchanged
+    bundle costs a HEAD per image, whatever the bundle's size.
+    """
+    done: list[ImagePlan] = []
+
+    async def head(plan: ImagePlan) -> None:
+        if plan.tag is None:
+            return
+        current = await client.head_manifest(plan.repository, plan.tag)
+        if current is not None and current.digest == plan.record.digest:
+            done.append(plan)
+
+    await each(plans, head, jobs)
+    return done
