@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from ..clientconfig import GENERATORS, ClientConfig, Target, sources
+from ..clientconfig import GENERATORS, ClientConfig, Target, recorded, sources
 from ..clientconfig.containerd import DEFAULT_CERTS_DIR
 from ..errors import UsageError
 from ..reference import Reference
@@ -62,7 +62,9 @@ def _registry_name(text: str) -> str:
 @handle_errors
 def config_command(
     kind: str = typer.Argument(..., help=f"What to generate: {', '.join(GENERATORS)}."),
-    registry: str = typer.Option(..., "--registry", "-r", help="The private registry, HOST:PORT."),
+    registry: Optional[str] = typer.Option(
+        None, "--registry", "-r",
+        help="The private registry, HOST:PORT [default: the registry `mirror registry up` started here]."),
     prefix: str = typer.Option("", "--prefix", help="Path prefix the images were pushed under (Harbor project)."),
     ca_file: Optional[Path] = CaFileOption,
     insecure: bool = InsecureOption,
@@ -90,10 +92,24 @@ def config_command(
         raise UsageError("--bundle and --from-registry are alternatives: give one")
     if plain_http and (insecure or ca_file):
         raise UsageError("--plain-http does not go with --insecure or --ca-file")
-    if include_secrets and not password_stdin:
-        raise UsageError("--include-secrets needs --username and --password-stdin")
     # --username alone is fine here: the files then carry a placeholder for the password.
     credentials = read_password_stdin(password_stdin, username) if password_stdin else None
+    # The registry `up` started: its CA and user, as push uses them; flags given still win.
+    started = recorded.find(registry)
+    reach = started.local.host if started else registry  # how this machine reaches it (--from-registry)
+    if started is not None:
+        registry = started.registry
+        if started.warning:
+            typer.echo(f"mirror: warning: {started.warning}", err=True)
+        if not (insecure or plain_http):
+            ca_file = ca_file or started.local.ca_file
+        plain_http = plain_http or started.local.plain_http
+        if username is None:
+            credentials = credentials or started.local.credentials
+            username = credentials.username if credentials else None
+    if include_secrets and not credentials:
+        raise UsageError("--include-secrets needs --username and --password-stdin "
+                         "(or the registry `mirror registry up` started)")
     settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http, credentials=credentials)
     target = Target(registry, prefix=prefix, ca_file=ca_file, username=username,
                     password=credentials.password if credentials and include_secrets else None,
@@ -101,7 +117,7 @@ def config_command(
     if bundle is not None:
         found = sources.from_bundle(bundle)
     elif from_registry:
-        found = sources.from_registry(registry, settings, prefix)
+        found = sources.from_registry(reach, settings, prefix)
     else:
         found = sources.from_manifests()
     extra = [_registry_name(r) for r in source_registry or []]
