@@ -51,6 +51,14 @@ def docker_run(target: Target, rancher_version: str) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+def docker_run_file(target: Target, rancher_version: str | None) -> GeneratedFile:
+    """rancher-docker-run.sh: the single-node install, every image by its full name in the registry."""
+    rancher_version, _ = lists.component_images("rancher", rancher_version)  # unknown version: usage error
+    return GeneratedFile("rancher-docker-run.sh", "single-node install (run on the Docker host)",
+                         "#!/bin/sh\n# Rancher on a single Docker node, images from the private registry.\n"
+                         + docker_run(target, rancher_version) + "\n")
+
+
 def generate(target: Target, *, rancher_version: str | None = None, cert_manager_version: str | None = None,
              **_: Any) -> ClientConfig:
     rancher_version, _ = lists.component_images("rancher", rancher_version)  # unknown version: usage error
@@ -61,10 +69,9 @@ def generate(target: Target, *, rancher_version: str | None = None, cert_manager
                                           "deploys, its own included."])))
     result.files.append(GeneratedFile("cert-manager-values.yaml", "helm install cert-manager -f cert-manager-values.yaml",
                                       yamltext.dump(cert_manager_values(target, cert_manager_version))))
-    result.files.append(GeneratedFile("rancher-docker-run.sh", "single-node install (run on the Docker host)",
-                                      "#!/bin/sh\n# Rancher on a single Docker node, images from the private "
-                                      "registry.\n" + docker_run(target, rancher_version) + "\n"))
+    result.files.append(docker_run_file(target, rancher_version))
     if target.username:
-        result.notes.append(f"run `docker login {target.registry}` before the single-node `docker run`; "
-                            "cluster nodes get credentials from registries.yaml (`mirror config k3s|rke2`)")
+        result.notes.append(f"run `docker login {target.registry}` (`mirror config docker` writes the line) before "
+                            "the single-node `docker run`; cluster nodes get credentials from registries.yaml "
+                            "(`mirror config k3s|rke2`)")
     return result
