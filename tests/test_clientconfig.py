@@ -146,6 +146,22 @@ def test_containerd_hosts_toml_per_source_registry(tmp_path):
     assert 'config_path = "/etc/containerd/certs.d"' in (tmp_path / "containerd-config.toml").read_text()
 
 
+def test_containerd_2x_form_uses_the_images_plugin_of_config_version_3(tmp_path):
+    result = run_mirror("config", "containerd", "--registry", REG, "-u", "bob", "--containerd-version", "v2.0.2",
+                        "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "containerd-config.toml").read_text() == f"""\
+version = 3
+
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "/etc/containerd/certs.d"
+
+[plugins."io.containerd.cri.v1.images".registry.configs."{REG}".auth]
+  username = "bob"
+  password = "REPLACE-WITH-PASSWORD"
+"""
+
+
 def test_docker_daemon_json_and_ca_location(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("CERT")
@@ -202,6 +218,7 @@ def test_sources_from_catalog_repositories():
     (["k3s", "--registry", REG, "--bundle", "missing.tar.zst"], "missing.tar.zst: no such file"),
     (["k3s", "--registry", REG, "--source-registry", "quay"], "--source-registry 'quay'"),
     (["rancher", "--registry", REG, "--rancher-version", "v0.1"], "--rancher-version v0.1: no image list"),
+    (["containerd", "--registry", REG, "--containerd-version", "3.0"], "--containerd-version 3.0: expected 1.x"),
 ])
 def test_usage_errors_exit_2(args, message):
     result = run_mirror("config", *args)

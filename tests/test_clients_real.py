@@ -235,3 +235,19 @@ def test_single_docker_node_with_auth_pulls_rancher_names_through_generated_file
             assert private_auth.digest in pulled.stdout
     finally:
         daemon.stop()
+
+
+def test_containerd_1x_loads_the_generated_cri_config(tmp_path):
+    """The fragment as containerd reads it: without `version = 2` containerd 1.x drops its tables."""
+    certs_dir = "/etc/containerd/certs.d"
+    result = run_mirror("config", "containerd", "--registry", "registry.airgap.test:5000", "-u", "bob",
+                        "--certs-dir", certs_dir, "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    dump = subprocess.run([testbed.require("containerd"), "--config", str(tmp_path / "containerd-config.toml"),
+                           "config", "dump"], capture_output=True, text=True, timeout=60)
+    assert dump.returncode == 0, dump.stderr
+    registry = dump.stdout.split('[plugins."io.containerd.grpc.v1.cri".registry]', 1)[1]
+    assert registry.split("\n", 2)[1].strip() == f'config_path = "{certs_dir}"'
+    auth = dump.stdout.split('[plugins."io.containerd.grpc.v1.cri".registry.configs."registry.airgap.test:5000".auth]',
+                             1)[1].split("[", 1)[0]
+    assert 'username = "bob"' in auth

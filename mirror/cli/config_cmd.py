@@ -81,6 +81,10 @@ def config_command(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write the files here (else stdout)."),
     certs_dir: str = typer.Option(DEFAULT_CERTS_DIR, "--certs-dir",
                                   help="containerd: where the certs.d tree is installed on the nodes."),
+    containerd_version: str = typer.Option(
+        "1", "--containerd-version",
+        help="containerd: 1.x (config version 2, also read by 2.x) or 2.x (version 3, to merge into a 2.x "
+             "config.toml)."),
     rancher_version: Optional[str] = typer.Option(None, "--rancher-version", help="rancher: version to run."),
     cert_manager_version: Optional[str] = typer.Option(
         None, "--cert-manager-version", help="rancher: cert-manager whose images the values point at."),
@@ -122,8 +126,8 @@ def config_command(
         found = sources.from_manifests()
     extra = [_registry_name(r) for r in source_registry or []]
     target = replace(target, source_registries=sources.ordered([*found, *extra]))
-    config = GENERATORS[kind](target, certs_dir=certs_dir, rancher_version=rancher_version,
-                              cert_manager_version=cert_manager_version)
+    config = GENERATORS[kind](target, certs_dir=certs_dir, containerd_version=containerd_version,
+                              rancher_version=rancher_version, cert_manager_version=cert_manager_version)
     if output_dir is not None:
         for line in write_files(config, output_dir):
             typer.echo(line, err=True)
