@@ -11,8 +11,9 @@ import pytest
 
 from conftest import run_mirror
 from mirror import lists
-from mirror.clientconfig import GENERATORS, Target, sources
+from mirror.clientconfig import GENERATORS, Target, rancher, sources
 from mirror.clientconfig.registries_yaml import registries
+from mirror.errors import UsageError
 from mirror.layout import target_repository
 from mirror.reference import Reference
 
@@ -183,7 +184,9 @@ def test_rancher_values_and_single_node_line():
     result = run_mirror("config", "rancher", "--registry", REG, "--cert-manager-version", "v1.7.1")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert f'systemDefaultRegistry: "{REG}"\nuseBundledSystemChart: true\n' in out
+    # What the Rancher air-gap guide's helm install sets, and nothing it does not.
+    assert (f'rancherImage: "{REG}/rancher/rancher"\nsystemDefaultRegistry: "{REG}"\nuseBundledSystemChart: true\n'
+            'certmanager:\n  version: "v1.7.1"\n') in out
     for ref in lists.component_images("cert-manager", "v1.7.1")[1]:
         assert f'repository: "{REG}/{target_repository(ref)}"' in out
     assert ('startupapicheck:\n  image:\n    repository: '
@@ -193,12 +196,34 @@ def test_rancher_values_and_single_node_line():
             f"{REG}/rancher/rancher:v2.7.9") in out
 
 
+def test_rancher_files_refuse_images_the_bundle_lacks(corpus_bundle, tmp_path):
+    """The corpus has cert-manager v1.7.1 but no rancher/rancher and no cert-manager-ctl: nodes could not pull them."""
+    for kind in ("rancher", "docker"):
+        result = run_mirror("config", kind, "--registry", REG, "--bundle", corpus_bundle,
+                            "--cert-manager-version", "v1.7.1", "--output-dir", tmp_path / kind)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "--bundle lacks docker.io/rancher/rancher:v2.7.9" in result.stderr
+        assert ("quay.io/jetstack/cert-manager-ctl:v1.7.1" in result.stderr) == (kind == "rancher")
+        assert "it has no rancher/rancher at all" in result.stderr
+        assert not (tmp_path / kind).exists()
+
+
+def test_rancher_files_accept_a_bundle_holding_their_images():
+    server = rancher.server_image(None)
+    _, cert_manager = lists.component_images("cert-manager", "v1.7.1")
+    config = rancher.generate(Target(REG), cert_manager_version="v1.7.1", bundled=[server, *cert_manager])
+    assert f'rancherImage: "{REG}/rancher/rancher"' in config.files[0].content
+    older = Reference.parse("docker.io/rancher/rancher:v2.6.0")
+    with pytest.raises(UsageError, match="it has rancher/rancher v2.6.0"):
+        rancher.generate(Target(REG), cert_manager_version="v1.7.1", bundled=[older, *cert_manager])
+
+
 def test_sources_from_a_bundle(seeded_source, tmp_path):
     bundle = tmp_path / "quay.tar.zst"
     pulled = run_mirror("pull", "quay.io/jetstack/cert-manager-cainjector:v1.7.1", *seeded_source.mirror_args,
                         "--output", bundle, "--quiet")
     assert pulled.returncode == 0, pulled.stderr
-    assert sources.from_bundle(bundle) == ("docker.io", "quay.io")
+    assert sources.from_references(sources.bundle_images(bundle)) == ("docker.io", "quay.io")
     result = run_mirror("config", "k3s", "--registry", REG, "--bundle", bundle, "--source-registry", "ghcr.io")
     assert result.returncode == 0, result.stderr
     assert '  quay.io:\n' in result.stdout and '  ghcr.io:\n' in result.stdout

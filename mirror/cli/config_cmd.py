@@ -118,8 +118,9 @@ def config_command(
     target = Target(registry, prefix=prefix, ca_file=ca_file, username=username,
                     password=credentials.password if credentials and include_secrets else None,
                     plain_http=plain_http, insecure=insecure)  # validates --registry before any connection
-    if bundle is not None:
-        found = sources.from_bundle(bundle)
+    bundled = sources.bundle_images(bundle) if bundle is not None else None
+    if bundled is not None:
+        found = sources.from_references(bundled)
     elif from_registry:
         found = sources.from_registry(reach, settings, prefix)
     else:
@@ -127,7 +128,8 @@ def config_command(
     extra = [_registry_name(r) for r in source_registry or []]
     target = replace(target, source_registries=sources.ordered([*found, *extra]))
     config = GENERATORS[kind](target, certs_dir=certs_dir, containerd_version=containerd_version,
-                              rancher_version=rancher_version, cert_manager_version=cert_manager_version)
+                              rancher_version=rancher_version, cert_manager_version=cert_manager_version,
+                              bundled=bundled)
     if output_dir is not None:
         for line in write_files(config, output_dir):
             typer.echo(line, err=True)

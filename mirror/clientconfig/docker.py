@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Any
+from typing import Any, Collection
 
-from ..reference import DOCKER_HUB
+from ..reference import DOCKER_HUB, Reference
 from . import rancher
 from .model import ClientConfig, GeneratedFile, Target
 
@@ -37,7 +37,8 @@ def login_script(target: Target) -> str:
             "sh docker-login.sh < password-file\n" + " ".join(shlex.quote(a) for a in argv) + "\n")
 
 
-def generate(target: Target, *, rancher_version: str | None = None, **_: Any) -> ClientConfig:
+def generate(target: Target, *, rancher_version: str | None = None,
+             bundled: Collection[Reference] | None = None, **_: Any) -> ClientConfig:
     result = ClientConfig()
     if target.ca_file and not target.plain_http:
         install = f"{CERTS_DIR}/{target.registry}/ca.crt"
@@ -48,7 +49,7 @@ def generate(target: Target, *, rancher_version: str | None = None, **_: Any) ->
                                           json.dumps(daemon, indent=2) + "\n"))
     if target.username:
         result.files.append(GeneratedFile("docker-login.sh", "run once on each Docker host", login_script(target)))
-    result.files.append(rancher.docker_run_file(target, rancher_version))
+    result.files.append(rancher.docker_run_file(target, rancher_version, bundled))
     if target.username:
         result.notes.append("no registry-mirrors: Docker sends no credentials to a mirror (moby/moby#30880), so "
                             f"pull by full names, {target.registry}/{target.path_prefix(DOCKER_HUB)}rancher/..., "
