@@ -125,6 +125,18 @@ def test_password_never_written_unless_asked(kind, tmp_path):
     assert secret not in asked.stdout + asked.stderr
 
 
+def test_output_dir_keeps_existing_files_unless_force(tmp_path):
+    edited = tmp_path / "registries.yaml"
+    edited.write_text("# edited by hand\n")
+    refused = run_mirror("config", "k3s", "--registry", REG, "--output-dir", tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr == f"mirror: error: {edited} exists: pass --force to overwrite, or another --output-dir\n"
+    assert edited.read_text() == "# edited by hand\n" and sorted(p.name for p in tmp_path.iterdir()) == [edited.name]
+    forced = run_mirror("config", "k3s", "--registry", REG, "--output-dir", tmp_path, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "mirrors:" in edited.read_text()
+
+
 def test_rke_private_registries():
     result = run_mirror("config", "rke", "--registry", REG)
     assert result.returncode == 0, result.stderr

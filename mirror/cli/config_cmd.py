@@ -19,8 +19,15 @@ from .common import (CaFileOption, InsecureOption, PasswordStdinOption, PlainHtt
                      handle_errors, read_password_stdin, registry_settings)
 
 
-def write_files(config: ClientConfig, output_dir: Path) -> list[str]:
-    """Write every file under ``output_dir``; password-bearing ones mode 0600. Returns summary lines."""
+def write_files(config: ClientConfig, output_dir: Path, force: bool = False) -> list[str]:
+    """Write every file under ``output_dir``; password-bearing ones mode 0600. Returns summary lines.
+
+    A file already there (an edited registries.yaml, say) is kept, and nothing written, unless ``force``.
+    """
+    existing = [output_dir / f.path for f in config.files if (output_dir / f.path).exists()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UsageError(f"{existing[0]} exists{more}: pass --force to overwrite, or another --output-dir")
     lines = []
     for generated in config.files:
         path = output_dir / generated.path
@@ -79,6 +86,7 @@ def config_command(
     source_registry: Optional[list[str]] = typer.Option(
         None, "--source-registry", help="Also mirror this source registry (repeatable)."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write the files here (else stdout)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite files already in --output-dir."),
     certs_dir: str = typer.Option(DEFAULT_CERTS_DIR, "--certs-dir",
                                   help="containerd: where the certs.d tree is installed on the nodes."),
     containerd_version: str = typer.Option(
@@ -131,7 +139,7 @@ def config_command(
                               rancher_version=rancher_version, cert_manager_version=cert_manager_version,
                               bundled=bundled)
     if output_dir is not None:
-        for line in write_files(config, output_dir):
+        for line in write_files(config, output_dir, force):
             typer.echo(line, err=True)
     else:
         print_files(config)
