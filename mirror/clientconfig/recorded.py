@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from ..errors import UsageError
 from ..server.state import LocalRegistry, StatePaths, default_state_dir, find_local_registry
 
 
@@ -37,7 +38,10 @@ def find(registry: str | None) -> Recorded | None:
         local = require_local_registry(paths.root)
         name = local.hostnames[0] if local.hostnames else _split(local.host)[0]
         return Recorded(f"{_bracketed(name)}:{_split(local.host)[1]}", local)
-    local = find_local_registry(paths.root)
+    try:
+        local = find_local_registry(paths.root)
+    except UsageError:  # an unreadable state file says nothing about the registry named
+        local = None
     if local is None:
         return None
     host, port = _split(registry)
