@@ -52,6 +52,13 @@ class _Daemon:
 
 @dataclass
 class Dockerd(_Daemon):
+    etc_docker: Path | None = None  # its own /etc/docker, when started with ``hosts``
+
+    @property
+    def certs_dir(self) -> Path:
+        """Where this dockerd reads registry CAs: ``certs.d/<host:port>/ca.crt``."""
+        return (self.etc_docker or Path("/etc/docker")) / "certs.d"
+
     @property
     def socket(self) -> Path:
         return self.run_dir / "docker.sock"
@@ -82,12 +89,19 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen:
                                 start_new_session=True)
 
 
-def start_dockerd(directory: Path, *, config_file: Path | None = None) -> Dockerd:
+def start_dockerd(directory: Path, *, config_file: Path | None = None,
+                  hosts: dict[str, str] | None = None) -> Dockerd:
     """dockerd (vfs, no iptables, no bridge) with data under ``directory``; waits for /_ping.
 
     ``config_file`` is passed as ``--config-file`` (a daemon.json, e.g. with
     ``registry-mirrors``); without it an empty one is used so the host's
     /etc/docker/daemon.json never leaks in.
+
+    ``hosts`` ({name: address}) runs dockerd in a mount namespace of its own
+    whose /etc/hosts maps those names and whose /etc/docker is under
+    ``directory`` (CAs go in ``daemon.certs_dir``). dockerd never verifies TLS
+    of a registry in 127.0.0.0/8; a name mapped to ::1 is verified as on a
+    real node, and the host's /etc is left alone.
     """
     directory.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="mirror-dockerd-"))
@@ -100,7 +114,18 @@ def start_dockerd(directory: Path, *, config_file: Path | None = None) -> Docker
         "--data-root", str(directory / "data"), "--exec-root", str(run_dir / "exec"),
         "--pidfile", str(run_dir / "docker.pid"), "-H", f"unix://{run_dir / 'docker.sock'}",
     ]
-    daemon = Dockerd(directory, run_dir, _spawn(argv, directory / "dockerd.log"), directory / "dockerd.log")
+    etc_docker = None
+    if hosts is not None:
+        etc_docker = directory / "etc-docker"
+        (etc_docker / "certs.d").mkdir(parents=True, exist_ok=True)
+        hosts_file = directory / "hosts"
+        hosts_file.write_text("127.0.0.1 localhost\n::1 localhost\n"
+                              + "".join(f"{address} {name}\n" for name, address in hosts.items()))
+        argv = [require("unshare"), "--mount", "--propagation", "private", "sh", "-c",
+                'mkdir -p /etc/docker && mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/docker '
+                '&& shift 2 && exec "$@"', "sh", str(hosts_file), str(etc_docker), *argv]
+    daemon = Dockerd(directory, run_dir, _spawn(argv, directory / "dockerd.log"), directory / "dockerd.log",
+                     etc_docker)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         daemon._check_alive("dockerd")

@@ -89,10 +89,11 @@ class Registry:
     tls: TLSFiles | None = None
     credentials: tuple[str, str] | None = None
     log: Path = field(default=Path("/dev/null"))
+    address: str = "127.0.0.1"
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -119,8 +120,13 @@ class Registry:
 
 
 def start_registry(directory: Path, port: int | None = None, *, tls: TLSFiles | None = None,
-                   htpasswd: Path | None = None, credentials: tuple[str, str] | None = None) -> Registry:
-    """Start docker-registry with storage under ``directory``; wait until /v2/ answers."""
+                   htpasswd: Path | None = None, credentials: tuple[str, str] | None = None,
+                   address: str = "127.0.0.1") -> Registry:
+    """Start docker-registry with storage under ``directory``; wait until /v2/ answers.
+
+    ``address`` "::1" serves on IPv6 loopback, which dockerd (unlike 127.0.0.0/8)
+    does not exempt from TLS verification.
+    """
     require(REGISTRY_BINARY)
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -131,7 +137,7 @@ def start_registry(directory: Path, port: int | None = None, *, tls: TLSFiles | 
         f"  filesystem: {{rootdirectory: {directory / 'storage'}}}",
         "  delete: {enabled: true}",
         "http:",
-        f"  addr: 127.0.0.1:{port}",
+        f"  addr: '{f'[{address}]' if ':' in address else address}:{port}'",
         "  secret: mirror-test-secret",
     ]
     if tls:
@@ -140,7 +146,7 @@ def start_registry(directory: Path, port: int | None = None, *, tls: TLSFiles | 
         config += ["auth:", f"  htpasswd: {{realm: mirror-test, path: {htpasswd}}}"]
     (directory / "config.yml").write_text("\n".join(config) + "\n")
     registry = Registry(directory, port, _spawn(directory, directory / "registry.log"), tls,
-                        credentials, directory / "registry.log")
+                        credentials, directory / "registry.log", address)
     _wait_ready(registry)
     return registry
 

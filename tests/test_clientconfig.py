@@ -11,10 +11,11 @@ import pytest
 
 from conftest import run_mirror
 from mirror import lists
-from mirror.clientconfig import GENERATORS, Target, sources
+from mirror.clientconfig import GENERATORS, Target, rancher, sources
 from mirror.clientconfig.registries_yaml import registries
-from mirror.model.target import target_repository
+from mirror.errors import UsageError
 from mirror.model.reference import Reference
+from mirror.model.target import target_repository
 
 REG = "registry.airgap.example:5000"
 
@@ -124,6 +125,18 @@ def test_password_never_written_unless_asked(kind, tmp_path):
     assert secret not in asked.stdout + asked.stderr
 
 
+def test_output_dir_keeps_existing_files_unless_force(tmp_path):
+    edited = tmp_path / "registries.yaml"
+    edited.write_text("# edited by hand\n")
+    refused = run_mirror("config", "k3s", "--registry", REG, "--output-dir", tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr == f"mirror: error: {edited} exists: pass --force to overwrite, or another --output-dir\n"
+    assert edited.read_text() == "# edited by hand\n" and sorted(p.name for p in tmp_path.iterdir()) == [edited.name]
+    forced = run_mirror("config", "k3s", "--registry", REG, "--output-dir", tmp_path, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "mirrors:" in edited.read_text()
+
+
 def test_rke_private_registries():
     result = run_mirror("config", "rke", "--registry", REG)
     assert result.returncode == 0, result.stderr
@@ -144,6 +157,22 @@ def test_containerd_hosts_toml_per_source_registry(tmp_path):
     assert f'[host."https://{REG}/v2/p"]' in docker
     assert 'server = "https://registry-1.docker.io"' in docker
     assert 'config_path = "/etc/containerd/certs.d"' in (tmp_path / "containerd-config.toml").read_text()
+
+
+def test_containerd_2x_form_uses_the_images_plugin_of_config_version_3(tmp_path):
+    result = run_mirror("config", "containerd", "--registry", REG, "-u", "bob", "--containerd-version", "v2.0.2",
+                        "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "containerd-config.toml").read_text() == f"""\
+version = 3
+
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "/etc/containerd/certs.d"
+
+[plugins."io.containerd.cri.v1.images".registry.configs."{REG}".auth]
+  username = "bob"
+  password = "REPLACE-WITH-PASSWORD"
+"""
 
 
 def test_docker_daemon_json_and_ca_location(tmp_path):
@@ -167,7 +196,9 @@ def test_rancher_values_and_single_node_line():
     result = run_mirror("config", "rancher", "--registry", REG, "--cert-manager-version", "v1.7.1")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert f'systemDefaultRegistry: "{REG}"\nuseBundledSystemChart: true\n' in out
+    # What the Rancher air-gap guide's helm install sets, and nothing it does not.
+    assert (f'rancherImage: "{REG}/rancher/rancher"\nsystemDefaultRegistry: "{REG}"\nuseBundledSystemChart: true\n'
+            'certmanager:\n  version: "v1.7.1"\n') in out
     for ref in lists.component_images("cert-manager", "v1.7.1")[1]:
         assert f'repository: "{REG}/{target_repository(ref)}"' in out
     assert ('startupapicheck:\n  image:\n    repository: '
@@ -177,12 +208,34 @@ def test_rancher_values_and_single_node_line():
             f"{REG}/rancher/rancher:v2.7.9") in out
 
 
+def test_rancher_files_refuse_images_the_bundle_lacks(corpus_bundle, tmp_path):
+    """The corpus has cert-manager v1.7.1 but no rancher/rancher and no cert-manager-ctl: nodes could not pull them."""
+    for kind in ("rancher", "docker"):
+        result = run_mirror("config", kind, "--registry", REG, "--bundle", corpus_bundle,
+                            "--cert-manager-version", "v1.7.1", "--output-dir", tmp_path / kind)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "--bundle lacks docker.io/rancher/rancher:v2.7.9" in result.stderr
+        assert ("quay.io/jetstack/cert-manager-ctl:v1.7.1" in result.stderr) == (kind == "rancher")
+        assert "it has no rancher/rancher at all" in result.stderr
+        assert not (tmp_path / kind).exists()
+
+
+def test_rancher_files_accept_a_bundle_holding_their_images():
+    server = rancher.server_image(None)
+    _, cert_manager = lists.component_images("cert-manager", "v1.7.1")
+    config = rancher.generate(Target(REG), cert_manager_version="v1.7.1", bundled=[server, *cert_manager])
+    assert f'rancherImage: "{REG}/rancher/rancher"' in config.files[0].content
+    older = Reference.parse("docker.io/rancher/rancher:v2.6.0")
+    with pytest.raises(UsageError, match="it has rancher/rancher v2.6.0"):
+        rancher.generate(Target(REG), cert_manager_version="v1.7.1", bundled=[older, *cert_manager])
+
+
 def test_sources_from_a_bundle(seeded_source, tmp_path):
     bundle = tmp_path / "quay.tar.zst"
     pulled = run_mirror("pull", "quay.io/jetstack/cert-manager-cainjector:v1.7.1", *seeded_source.mirror_args,
                         "--output", bundle, "--quiet")
     assert pulled.returncode == 0, pulled.stderr
-    assert sources.from_bundle(bundle) == ("docker.io", "quay.io")
+    assert sources.from_references(sources.bundle_images(bundle)) == ("docker.io", "quay.io")
     result = run_mirror("config", "k3s", "--registry", REG, "--bundle", bundle, "--source-registry", "ghcr.io")
     assert result.returncode == 0, result.stderr
     assert '  quay.io:\n' in result.stdout and '  ghcr.io:\n' in result.stdout
@@ -202,6 +255,7 @@ def test_sources_from_catalog_repositories():
     (["k3s", "--registry", REG, "--bundle", "missing.tar.zst"], "missing.tar.zst: no such file"),
     (["k3s", "--registry", REG, "--source-registry", "quay"], "--source-registry 'quay'"),
     (["rancher", "--registry", REG, "--rancher-version", "v0.1"], "--rancher-version v0.1: no image list"),
+    (["containerd", "--registry", REG, "--containerd-version", "3.0"], "--containerd-version 3.0: expected 1.x"),
 ])
 def test_usage_errors_exit_2(args, message):
     result = run_mirror("config", *args)

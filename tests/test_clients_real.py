@@ -9,6 +9,10 @@ from the private registry, through nothing but the generated files.
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -132,3 +136,118 @@ def test_docker_engine_pulls_through_generated_daemon_json(private, docker_certs
     finally:
         client.close()
         daemon.stop()
+
+
+USER, PASSWORD = "node", "n0de-Pa55"
+RANCHER = "v2.7.9"
+NAME = "registry.airgap.test"  # what the nodes call the registry; only the test's dockerd resolves it (to ::1)
+
+
+class PrivateAuth:
+    def __init__(self, registry: testbed.Registry, ca_file: Path, digest: str):
+        self.registry = registry
+        self.ca_file = ca_file
+        self.digest = digest  # of the pause image, under both names
+        self.host = f"{NAME}:{registry.port}"
+
+
+@pytest.fixture(scope="module")
+def private_auth(tmp_path_factory, seeded_source) -> PrivateAuth:
+    """A TLS + htpasswd registry on ::1 holding the pause image as the Rancher guide names images.
+
+    ::1 because dockerd treats 127.0.0.0/8 as an insecure registry (TLS unverified): on ::1 its TLS
+    works only with the CA in certs.d. Seeded by skopeo while it listens on 127.0.0.1 (skopeo cannot
+    spell an IPv6 reference, nor resolve NAME), then moved to ::1 on the same storage. The pause
+    image also stands in for rancher/rancher at the tag the generated ``docker run`` line names.
+    """
+    directory = tmp_path_factory.mktemp("private-auth")
+    tls = testbed.make_tls(directory / "tls", hosts=(NAME, "127.0.0.1", "::1"))
+    htpasswd = testbed.make_htpasswd(directory / "htpasswd", USER, PASSWORD)
+    registry = testbed.start_registry(directory / "registry", tls=tls, htpasswd=htpasswd)
+    certs = directory / "skopeo-certs"
+    certs.mkdir()
+    shutil.copy(tls.ca_cert, certs / "ca.crt")
+    authfile = directory / "auth.json"
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    authfile.write_text(json.dumps({"auths": {registry.host: {"auth": token}}}))
+    source = "docker.io/rancher/mirrored-pause:3.6"
+    try:
+        for target in ("rancher/mirrored-pause:3.6", f"rancher/rancher:{RANCHER}"):
+            subprocess.run([testbed.require("skopeo"), "copy", "--quiet", "--all", "--preserve-digests",
+                            "--src-tls-verify=false", "--dest-cert-dir", str(certs), "--dest-authfile", str(authfile),
+                            f"docker://{seeded_source.corpus.seeded_reference(source)}",
+                            f"docker://{registry.host}/{target}"], check=True, capture_output=True, timeout=120)
+    finally:
+        registry.stop()
+    registry = testbed.start_registry(directory / "registry", registry.port, tls=tls, htpasswd=htpasswd,
+                                      address="::1")
+    try:
+        yield PrivateAuth(registry, tls.ca_cert, seeded_source.corpus.image(source).digest)
+    finally:
+        registry.stop()
+
+
+def docker_cli(daemon, home: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    """The docker CLI against ``daemon``, its login kept in ``home`` (never the host's ~/.docker)."""
+    env = {**os.environ, "DOCKER_HOST": daemon.docker_host, "DOCKER_CONFIG": str(home)}
+    return subprocess.run([testbed.require("docker"), *args], input=input, env=env, capture_output=True,
+                           text=True, timeout=180)
+
+
+def test_single_docker_node_with_auth_pulls_rancher_names_through_generated_files(private_auth, tmp_path):
+    """What the single-node guide does on a node: install the CA, log in, pull REG/rancher/... by full name."""
+    out = tmp_path / "config"
+    result = run_mirror("config", "docker", "--registry", private_auth.host, "--ca-file", private_auth.ca_file,
+                        "--username", USER, "--rancher-version", RANCHER, "--output-dir", out)
+    assert result.returncode == 0, result.stderr
+    assert not (out / "daemon.json").exists()  # registry-mirrors would send no credentials: not written
+    assert "moby/moby#30880" in result.stderr
+    login = (out / "docker-login.sh").read_text()
+    assert PASSWORD not in login
+    run_line = shlex.split((out / "rancher-docker-run.sh").read_text().splitlines()[-1])
+    assert f"CATTLE_SYSTEM_DEFAULT_REGISTRY={private_auth.host}" in run_line
+    rancher_image = run_line[-1]
+    assert rancher_image == f"{private_auth.host}/rancher/rancher:{RANCHER}"
+    images = [f"{private_auth.host}/rancher/mirrored-pause:3.6", rancher_image]
+
+    daemon = start_dockerd(tmp_path / "docker", hosts={NAME: "::1"})
+    home = tmp_path / "docker-home"
+    env = {**os.environ, "DOCKER_HOST": daemon.docker_host, "DOCKER_CONFIG": str(home)}
+    try:
+        # Without the CA the registry's TLS is refused: unlike 127.0.0.0/8, ::1 is verified.
+        refused = subprocess.run(["sh", "-c", login], input=PASSWORD + "\n", capture_output=True, text=True,
+                                 timeout=120, env=env)
+        assert refused.returncode != 0 and "certificate signed by unknown authority" in refused.stderr, \
+            refused.stderr
+        installed = daemon.certs_dir / private_auth.host
+        installed.mkdir(parents=True)
+        shutil.copy(out / "certs.d" / private_auth.host / "ca.crt", installed / "ca.crt")
+
+        for image in images:
+            anonymous = docker_cli(daemon, home, "pull", image)
+            assert anonymous.returncode != 0 and "no basic auth credentials" in anonymous.stderr, anonymous.stderr
+        logged_in = subprocess.run(["sh", "-c", login], input=PASSWORD + "\n", capture_output=True, text=True,
+                                   timeout=120, env=env)
+        assert logged_in.returncode == 0, logged_in.stderr
+        for image in images:
+            pulled = docker_cli(daemon, home, "pull", image)
+            assert pulled.returncode == 0, pulled.stderr
+            assert private_auth.digest in pulled.stdout
+    finally:
+        daemon.stop()
+
+
+def test_containerd_1x_loads_the_generated_cri_config(tmp_path):
+    """The fragment as containerd reads it: without `version = 2` containerd 1.x drops its tables."""
+    certs_dir = "/etc/containerd/certs.d"
+    result = run_mirror("config", "containerd", "--registry", "registry.airgap.test:5000", "-u", "bob",
+                        "--certs-dir", certs_dir, "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    dump = subprocess.run([testbed.require("containerd"), "--config", str(tmp_path / "containerd-config.toml"),
+                           "config", "dump"], capture_output=True, text=True, timeout=60)
+    assert dump.returncode == 0, dump.stderr
+    registry = dump.stdout.split('[plugins."io.containerd.grpc.v1.cri".registry]', 1)[1]
+    assert registry.split("\n", 2)[1].strip() == f'config_path = "{certs_dir}"'
+    auth = dump.stdout.split('[plugins."io.containerd.grpc.v1.cri".registry.configs."registry.airgap.test:5000".auth]',
+                             1)[1].split("[", 1)[0]
+    assert 'username = "bob"' in auth

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from ..clientconfig import GENERATORS, ClientConfig, Target, sources
+from ..clientconfig import GENERATORS, ClientConfig, Target, recorded, sources
 from ..clientconfig.containerd import DEFAULT_CERTS_DIR
 from ..errors import UsageError
 from ..model.reference import Reference
@@ -19,8 +19,15 @@ from .common import (CaFileOption, InsecureOption, PasswordStdinOption, PlainHtt
                      handle_errors, read_password_stdin, registry_settings)
 
 
-def write_files(config: ClientConfig, output_dir: Path) -> list[str]:
-    """Write every file under ``output_dir``; password-bearing ones mode 0600. Returns summary lines."""
+def write_files(config: ClientConfig, output_dir: Path, force: bool = False) -> list[str]:
+    """Write every file under ``output_dir``; password-bearing ones mode 0600. Returns summary lines.
+
+    A file already there (an edited registries.yaml, say) is kept, and nothing written, unless ``force``.
+    """
+    existing = [output_dir / f.path for f in config.files if (output_dir / f.path).exists()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise UsageError(f"{existing[0]} exists{more}: pass --force to overwrite, or another --output-dir")
     lines = []
     for generated in config.files:
         path = output_dir / generated.path
@@ -62,7 +69,9 @@ def _registry_name(text: str) -> str:
 @handle_errors
 def config_command(
     kind: str = typer.Argument(..., help=f"What to generate: {', '.join(GENERATORS)}."),
-    registry: str = typer.Option(..., "--registry", "-r", help="The private registry, HOST:PORT."),
+    registry: Optional[str] = typer.Option(
+        None, "--registry", "-r",
+        help="The private registry, HOST:PORT [default: the registry `mirror registry up` started here]."),
     prefix: str = typer.Option("", "--prefix", help="Path prefix the images were pushed under (Harbor project)."),
     ca_file: Optional[Path] = CaFileOption,
     insecure: bool = InsecureOption,
@@ -77,8 +86,13 @@ def config_command(
     source_registry: Optional[list[str]] = typer.Option(
         None, "--source-registry", help="Also mirror this source registry (repeatable)."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write the files here (else stdout)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite files already in --output-dir."),
     certs_dir: str = typer.Option(DEFAULT_CERTS_DIR, "--certs-dir",
                                   help="containerd: where the certs.d tree is installed on the nodes."),
+    containerd_version: str = typer.Option(
+        "1", "--containerd-version",
+        help="containerd: 1.x (config version 2, also read by 2.x) or 2.x (version 3, to merge into a 2.x "
+             "config.toml)."),
     rancher_version: Optional[str] = typer.Option(None, "--rancher-version", help="rancher: version to run."),
     cert_manager_version: Optional[str] = typer.Option(
         None, "--cert-manager-version", help="rancher: cert-manager whose images the values point at."),
@@ -90,26 +104,42 @@ def config_command(
         raise UsageError("--bundle and --from-registry are alternatives: give one")
     if plain_http and (insecure or ca_file):
         raise UsageError("--plain-http does not go with --insecure or --ca-file")
-    if include_secrets and not password_stdin:
-        raise UsageError("--include-secrets needs --username and --password-stdin")
     # --username alone is fine here: the files then carry a placeholder for the password.
     credentials = read_password_stdin(password_stdin, username) if password_stdin else None
+    # The registry `up` started: its CA and user, as push uses them; flags given still win.
+    started = recorded.find(registry)
+    reach = started.local.host if started else registry  # how this machine reaches it (--from-registry)
+    if started is not None:
+        registry = started.registry
+        if started.warning:
+            typer.echo(f"mirror: warning: {started.warning}", err=True)
+        if not (insecure or plain_http):
+            ca_file = ca_file or started.local.ca_file
+        plain_http = plain_http or started.local.plain_http
+        if username is None:
+            credentials = credentials or started.local.credentials
+            username = credentials.username if credentials else None
+    if include_secrets and not credentials:
+        raise UsageError("--include-secrets needs --username and --password-stdin "
+                         "(or the registry `mirror registry up` started)")
     settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http, credentials=credentials)
     target = Target(registry, prefix=prefix, ca_file=ca_file, username=username,
                     password=credentials.password if credentials and include_secrets else None,
                     plain_http=plain_http, insecure=insecure)  # validates --registry before any connection
-    if bundle is not None:
-        found = sources.from_bundle(bundle)
+    bundled = sources.bundle_images(bundle) if bundle is not None else None
+    if bundled is not None:
+        found = sources.from_references(bundled)
     elif from_registry:
-        found = sources.from_registry(registry, settings, prefix)
+        found = sources.from_registry(reach, settings, prefix)
     else:
         found = sources.from_manifests()
     extra = [_registry_name(r) for r in source_registry or []]
     target = replace(target, source_registries=sources.ordered([*found, *extra]))
-    config = GENERATORS[kind](target, certs_dir=certs_dir, rancher_version=rancher_version,
-                              cert_manager_version=cert_manager_version)
+    config = GENERATORS[kind](target, certs_dir=certs_dir, containerd_version=containerd_version,
+                              rancher_version=rancher_version, cert_manager_version=cert_manager_version,
+                              bundled=bundled)
     if output_dir is not None:
-        for line in write_files(config, output_dir):
+        for line in write_files(config, output_dir, force):
             typer.echo(line, err=True)
     else:
         print_files(config)

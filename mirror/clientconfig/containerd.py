@@ -4,17 +4,53 @@ docker.io maps to ``[host."https://REG"]``; a registry whose images sit
 under a path in the target (``REG/quay.io/...``) maps to
 ``[host."https://REG/v2/quay.io"]`` with ``override_path = true``. hosts.toml
 cannot carry credentials: a CRI config fragment does.
+
+The fragment's tables depend on the config schema: containerd 1.x reads
+``version = 2`` with the registry under ``io.containerd.grpc.v1.cri`` (with
+no version line it takes the file as version 1 and ignores those tables),
+containerd 2.x writes ``version = 3`` with it under
+``io.containerd.cri.v1.images``. 2.x still reads and migrates a version 2
+file, so the 1.x form is the default; ``--containerd-version 2`` gives the
+form to merge into a 2.x config.toml.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+from ..errors import UsageError
 from .model import ClientConfig, GeneratedFile, Target
 
 DEFAULT_CERTS_DIR = "/etc/containerd/certs.d"
 UPSTREAM = {"docker.io": "registry-1.docker.io"}  # the API host behind docker.io
+# containerd major version -> (config schema version, plugin holding the CRI registry settings)
+CRI_REGISTRY = {1: (2, "io.containerd.grpc.v1.cri"), 2: (3, "io.containerd.cri.v1.images")}
+
+
+def config_schema(containerd_version: str) -> tuple[int, str]:
+    """(schema version, CRI registry plugin) for ``1``, ``1.7``, ``v2.0.1``..."""
+    match = re.fullmatch(r"v?(\d+)(\.\d+)*", containerd_version.strip())
+    if match is None or int(match.group(1)) not in CRI_REGISTRY:
+        raise UsageError(f"--containerd-version {containerd_version}: expected 1.x or 2.x "
+                         "(what `containerd --version` prints)")
+    return CRI_REGISTRY[int(match.group(1))]
+
+
+def cri_fragment(target: Target, certs_dir: str, containerd_version: str) -> str:
+    """The config.toml part that points CRI at the certs.d tree and carries the registry's user."""
+    schema, plugin = config_schema(containerd_version)
+    lines = [f"version = {schema}", "", f'[plugins.{json.dumps(plugin)}.registry]',
+             f"  config_path = {json.dumps(certs_dir)}"]
+    if target.username:
+        lines += [
+            "",
+            f'[plugins.{json.dumps(plugin)}.registry.configs.{json.dumps(target.registry)}.auth]',
+            f"  username = {json.dumps(target.username)}",
+            f"  password = {json.dumps(target.password_value())}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def _host_block(target: Target, source: str, ca_install: str | None) -> list[str]:
@@ -41,7 +77,8 @@ def hosts_toml(target: Target, source: str, ca_install: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate(target: Target, *, certs_dir: str = DEFAULT_CERTS_DIR, **_: Any) -> ClientConfig:
+def generate(target: Target, *, certs_dir: str = DEFAULT_CERTS_DIR, containerd_version: str = "1",
+             **_: Any) -> ClientConfig:
     certs_dir = certs_dir.rstrip("/")
     ca_install = None
     result = ClientConfig()
@@ -62,17 +99,11 @@ def generate(target: Target, *, certs_dir: str = DEFAULT_CERTS_DIR, **_: Any) ->
         own.append("  skip_verify = true")
     result.files.append(GeneratedFile(f"certs.d/{target.registry}/hosts.toml",
                                       f"{certs_dir}/{target.registry}/hosts.toml", "\n".join(own) + "\n"))
-    fragment = ['[plugins."io.containerd.grpc.v1.cri".registry]', f"  config_path = {json.dumps(certs_dir)}"]
-    if target.username:
-        fragment += [
-            "",
-            f'[plugins."io.containerd.grpc.v1.cri".registry.configs.{json.dumps(target.registry)}.auth]',
-            f"  username = {json.dumps(target.username)}",
-            f"  password = {json.dumps(target.password_value())}",
-        ]
+    fragment = cri_fragment(target, certs_dir, containerd_version)
     result.files.append(GeneratedFile("containerd-config.toml", "/etc/containerd/config.toml (merge)",
-                                      "\n".join(fragment) + "\n", secret=target.password is not None))
-    result.notes.append(f"containerd reads {certs_dir} through config_path (containerd-config.toml); "
+                                      fragment, secret=target.password is not None))
+    result.notes.append(f"containerd reads {certs_dir} through config_path (containerd-config.toml, "
+                        f"{fragment.splitlines()[0]}: merge it only into a config.toml of that version); "
                         f"`ctr images pull --hosts-dir {certs_dir}` uses it directly")
     if target.username:
         result.notes.append("hosts.toml cannot hold credentials: CRI pulls use containerd-config.toml's auth, "

@@ -30,11 +30,13 @@ def from_manifests() -> tuple[str, ...]:
     return from_references(ref for mode in lists.topologies() for ref in lists.resolve_images(mode)[0])
 
 
-def from_bundle(path: Path) -> tuple[str, ...]:
+def bundle_images(path: Path) -> list[Reference]:
+    """The images a bundle holds, by their source references."""
     from ..bundle.reader import BundleReader
 
     with BundleReader(path) as reader:
-        return from_references(Reference.parse(image.source) for image in reader.manifest.images)
+        return [Reference.parse(image.source) for image in reader.manifest.images]
+
 
 
 def from_repositories(repositories: Iterable[str], prefix: str = "") -> tuple[str, ...]:

@@ -64,6 +64,10 @@ class StatePaths:
         return self.registry_dir / "config.yml"
 
     @property
+    def server_cert(self) -> Path:
+        return self.registry_dir / "server.crt"
+
+    @property
     def htpasswd(self) -> Path:
         return self.registry_dir / "htpasswd"
 
