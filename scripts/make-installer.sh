@@ -51,7 +51,12 @@ trap 'rm -rf "$stage" "$out.tmp"' EXIT
 dir=$stage/mirror-installer
 mkdir -p "$dir/wheels"
 
-"${pip[@]}" wheel --no-deps --wheel-dir "$dir/wheels" "$repo"
+# mirror's wheel is built from a copy of the checkout's files: setuptools' build/
+# in the repository would carry modules deleted since into the wheel.
+mkdir "$stage/src"
+git -C "$repo" ls-files -z --cached --others --exclude-standard |
+  (cd "$repo" && tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -C "$stage/src" -xf -
+"${pip[@]}" wheel --no-deps --wheel-dir "$dir/wheels" "$stage/src"
 mirror_wheel=$(ls "$dir"/wheels/mirror-*.whl)
 # install.sh runs pip from its wheel: a bastion's Python may have neither pip nor ensurepip.
 "${pip[@]}" download --only-binary=:all: --no-deps --dest "$dir/wheels" pip
