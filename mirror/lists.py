@@ -3,7 +3,8 @@
 All names live in data under ``manifests/``: one file per
 component version in Rancher's ``rancher-images.txt`` format, and
 ``manifests/topologies.json`` saying which components each mode uses and
-their default versions. Adding a version means adding a file.
+their default versions. Adding a version means adding a file. A version with
+no file comes from its release (release_lists.py) when the caller allows it.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .model.reference import Reference
+
+if TYPE_CHECKING:
+    from .release_lists import ReleaseLists
 
 # An installed package carries manifests/ inside it (pyproject maps it there);
 # in the repository it is the top-level data folder.
@@ -25,10 +29,30 @@ MANIFESTS_DIR = next(d for d in (_PACKAGE_DIR / "manifests", _PACKAGE_DIR.parent
 REGISTRY_COMPONENT = "registry"  # the bastion registry's image, opted out by flag
 
 
+@dataclass(frozen=True)
+class ListSource:
+    """Where one component's list came from, as the bundle records it."""
+
+    origin: str  # "built in", "fetched", "cached" (fetched by an earlier run) or "generated"
+    url: str | None = None  # what was fetched; None for built in and generated lists
+    sha256: str | None = None  # hex digest of what the URL served
+
+    def describe(self) -> str:
+        if self.origin == "built in":
+            return "built-in list"
+        if self.origin == "generated":
+            return "list generated from the version"
+        return f"{self.origin} {self.url} (sha256 {self.sha256})"
+
+
+BUILT_IN = ListSource("built in")
+
+
 @dataclass
 class Topology:
     mode: str
     versions: dict[str, str] = field(default_factory=dict)  # component -> version used
+    sources: dict[str, ListSource] = field(default_factory=dict)  # component -> where its list came from
 
 
 def parse_images_file(path: Path) -> list[Reference]:
@@ -43,6 +67,11 @@ def parse_images_file(path: Path) -> list[Reference]:
         raise UsageError(f"{path}: no such image list file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read image list: {exc}") from None
+    return parse_images_text(text, str(path))
+
+
+def parse_images_text(text: str, origin: str) -> list[Reference]:
+    """References in the text of an image list; a bad line is named as ``origin:LINE``."""
     references = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
@@ -51,7 +80,7 @@ def parse_images_file(path: Path) -> list[Reference]:
         try:
             references.append(Reference.parse(line))
         except UsageError as exc:
-            raise UsageError(f"{path}:{lineno}: {exc}") from None
+            raise UsageError(f"{origin}:{lineno}: {exc}") from None
     return references
 
 
@@ -95,14 +124,30 @@ def available() -> dict[str, dict[str, list[str]]]:
 
 
 def component_images(component: str, version: str | None) -> tuple[str, list[Reference]]:
-    """(version used, images) of one component; None means its default version."""
+    """(version used, images) of one component from its built-in lists; None means its default version."""
+    version, images, _ = component_list(component, version)
+    return version, images
+
+
+def component_list(component: str, version: str | None, releases: ReleaseLists | None = None,
+                   rancher_version: str | None = None) -> tuple[str, list[Reference], ListSource]:
+    """(version used, images, their source) of one component; None means its default version.
+
+    A version with no built-in list comes from ``releases`` (fetched or cached;
+    ``rancher_version`` picks the RKE metadata); without it, it is refused.
+    """
     spec = components()[component]
     version = version or spec["default"]
+    if version == "latest" and releases is not None:
+        version = releases.latest(component, spec["option"])
     known = component_versions(component)
-    if version not in known:
-        what = spec["option"] or component
+    if version in known:
+        return version, parse_images_file(MANIFESTS_DIR / spec["directory"] / f"{version}.txt"), BUILT_IN
+    what = spec["option"] or component
+    if releases is None or not releases.knows(component):
         raise UsageError(f"{what} {version}: no image list for this version; available: {', '.join(known)}")
-    return version, parse_images_file(MANIFESTS_DIR / spec["directory"] / f"{version}.txt")
+    images, source = releases.images(component, what, version, rancher_version or components()["rancher"]["default"])
+    return version, images, source
 
 
 def resolve_images(
@@ -113,6 +158,7 @@ def resolve_images(
     extra_refs: list[str] | None = None,
     exclude: list[str] | None = None,
     include_registry_image: bool = True,
+    releases: ReleaseLists | None = None,
 ) -> tuple[list[Reference], Topology | None]:
     """The images to mirror: a topology's lists (if ``mode``) plus extras, minus excludes.
 
@@ -120,7 +166,8 @@ def resolve_images(
     None for the default. Duplicates go (by normalised reference), order is
     stable: topology lists in component order, then files, then references.
     ``exclude`` patterns are regexes searched in the normalised reference
-    (``docker.io/rancher/x:tag``).
+    (``docker.io/rancher/x:tag``). ``releases`` supplies the lists of
+    versions that are not built in; without it only built-in ones resolve.
     """
     versions = {k: v for k, v in (versions or {}).items() if v is not None}
     unknown = set(versions) - set(components())
@@ -144,8 +191,10 @@ def resolve_images(
             raise UsageError(f"{options} does not apply to --mode {mode}")
         topology = Topology(mode)
         for component in used:
-            version, images = component_images(component, versions.get(component))
+            version, images, source = component_list(component, versions.get(component), releases,
+                                                     versions.get("rancher"))
             topology.versions[component] = version
+            topology.sources[component] = source
             groups.append(images)
     elif versions:
         options = ", ".join(components()[c]["option"] or c for c in versions)

@@ -18,7 +18,7 @@ The pull corpus is --size-mb (500 MB by default, issue #2); the push corpus
 is --push-size-mb (2100 MB: peak RSS must stay flat on a bundle over 2 GB).
 Generated corpora are cached under WORK/corpus.
 
-    python3 scripts/bench.py [--size-mb 500] [--push-size-mb 2100] [--images 20] [--work DIR] [--keep]
+    .venv/bin/python scripts/bench.py [--size-mb 500] [--push-size-mb 2100] [--images 20] [--work DIR] [--keep]
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+py="$PWD/.venv/bin/python"   # where install-deps.sh put mirror
 
 work="$PWD/demo-work"
 rm -rf "$work" && mkdir -p "$work"
@@ -19,7 +20,7 @@ trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 start_registry() {  # DIR: runs a loopback registry; its HOST:PORT lands in DIR.addr once it answers
-  python3 scripts/testbed.py registry "$1" >"$1.addr" 2>"$1.err" &
+  "$py" scripts/testbed.py registry "$1" >"$1.addr" 2>"$1.err" &
   pids+=($!)
   for _ in $(seq 100); do [ -s "$1.addr" ] && return; sleep 0.1; done
   echo "registry in $1 did not start: $(cat "$1.err")" >&2; exit 1
@@ -28,33 +29,33 @@ start_registry() {  # DIR: runs a loopback registry; its HOST:PORT lands in DIR.
 step "upstream: a loopback registry standing in for docker.io and quay.io"
 start_registry "$work/upstream"
 upstream=$(head -n1 "$work/upstream.addr")
-python3 scripts/corpus.py seed --registry "$upstream" --spec demo --work "$work/corpus" \
+"$py" scripts/corpus.py seed --registry "$upstream" --spec demo --work "$work/corpus" \
   --images-file "$work/images.txt" >/dev/null
 sed 's/^/  /' "$work/images.txt"
 
 step "connected side: mirror pull -> one bundle"
-python3 -m mirror pull --images-file "$work/images.txt" \
+"$py" -m mirror pull --images-file "$work/images.txt" \
   --source-mirror "docker.io=http://$upstream/dockerhub" --source-mirror "quay.io=http://$upstream/quay" \
   -o "$work/bundle.tar.zst"
-python3 -m mirror inspect "$work/bundle.tar.zst"
-python3 -m mirror verify "$work/bundle.tar.zst"
+"$py" -m mirror inspect "$work/bundle.tar.zst"
+"$py" -m mirror verify "$work/bundle.tar.zst"
 
 step "air gap: mirror registry up (TLS + htpasswd), mirror push, mirror verify"
 export MIRROR_STATE_DIR="$work/bastion"   # where `registry up` records URL, CA and credentials
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -m mirror registry up --engine binary --port "$port" --hostname localhost --data-dir "$work/registry-data"
-trap 'python3 -m mirror registry down >/dev/null 2>&1 || true; cleanup' EXIT
-python3 -m mirror push "$work/bundle.tar.zst"               # finds the registry `up` started
-python3 -m mirror verify "$work/bundle.tar.zst" --local-registry
+port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$py" -m mirror registry up --engine binary --port "$port" --hostname localhost --data-dir "$work/registry-data"
+trap '"$py" -m mirror registry down >/dev/null 2>&1 || true; cleanup' EXIT
+"$py" -m mirror push "$work/bundle.tar.zst"               # finds the registry `up` started
+"$py" -m mirror verify "$work/bundle.tar.zst" --local-registry
 private="127.0.0.1:$port"
 
 step "what the nodes need: mirror config k3s"
-python3 -m mirror config k3s --registry "localhost:$port" --ca-file "$MIRROR_STATE_DIR/ca/ca.crt" \
+"$py" -m mirror config k3s --registry "localhost:$port" --ca-file "$MIRROR_STATE_DIR/ca/ca.crt" \
   --username mirror --bundle "$work/bundle.tar.zst"
 
 step "a real client (skopeo, TLS + login) pulls back from the private registry"
 image=$(grep -m1 'klipper-helm' "$work/images.txt")
-expected=$(python3 - "$work/bundle.tar.zst" "$image" <<'PY'
+expected=$("$py" - "$work/bundle.tar.zst" "$image" <<'PY'
 import sys
 from mirror.bundle.reader import BundleReader
 with BundleReader(sys.argv[1]) as reader:
@@ -62,7 +63,7 @@ with BundleReader(sys.argv[1]) as reader:
 PY
 )
 mkdir -p "$work/certs" && cp "$MIRROR_STATE_DIR/ca/ca.crt" "$work/certs/ca.crt"
-python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["password"])' "$MIRROR_STATE_DIR/credentials" |
+"$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))["password"])' "$MIRROR_STATE_DIR/credentials" |
   skopeo login --authfile "$work/auth.json" --cert-dir "$work/certs" --username mirror --password-stdin "$private"
 path=${image#docker.io/}
 got=$(skopeo inspect --authfile "$work/auth.json" --cert-dir "$work/certs" --raw "docker://$private/$path" |

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install everything mirror's tests, demo and benchmark use on a fresh Debian
 # machine: the real components (registry, skopeo, containerd, Docker Engine,
-# htpasswd, zstd) and the package itself, editable, with its test extras.
+# htpasswd, zstd) and the package itself, editable, with its test extras, in
+# the virtual environment .venv/ (Debian's own python3 is "externally managed",
+# PEP 668: pip refuses to install into it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Debian splits `python3 -m venv`'s ensurepip off into python3-venv.
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
@@ -17,4 +21,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# The install is editable, so only a change to pyproject.toml (dependencies,
+# packages, entry points) needs pip again: its hash is the stamp of the last
+# install, and a run with the same hash does nothing.
+venv=.venv
+stamp="$venv/.pyproject.sha256"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+[ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && exit 0
+if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then  # absent, or left broken
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "$want" >"$stamp"

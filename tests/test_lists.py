@@ -182,11 +182,13 @@ def test_cli_lists_json():
 
 @pytest.mark.parametrize("args, message", [
     (["--mode", "k8s"], "unknown mode 'k8s'; available: k3s, rke, rke2, docker"),
-    (["--mode", "rke", "--kubernetes-version", "v1.2.3"], "available: v1.24.4-rancher1-1"),
+    (["--mode", "rke", "--kubernetes-version", "v1.2.3", "--offline-lists"],
+     "--kubernetes-version v1.2.3: no built-in or cached image list, and --offline-lists forbids fetching "
+     "https://releases.rancher.com/kontainer-driver-metadata/release-v2.7/data.json"),
     (["--images-file", "missing.txt"], "missing.txt: no such image list file"),
 ])
-def test_cli_usage_errors_exit_2(args, message):
-    result = run_mirror("lists", *args)
+def test_cli_usage_errors_exit_2(args, message, tmp_path):
+    result = run_mirror("lists", *args, env={"XDG_CACHE_HOME": str(tmp_path)})
     assert result.returncode == 2
     assert message in result.stderr
     assert result.stderr.count("\n") == 1

@@ -180,6 +180,17 @@ NoRegistryImageOption = typer.Option(False, "--no-registry-image", help="Leave o
 ImagesFileOption = typer.Option(None, "--images-file", "-f",
                                 help="rancher-images.txt-style list (repeatable; added).")
 ExcludeOption = typer.Option(None, "--exclude", help="Regex; matching references are dropped.")
+OfflineListsOption = typer.Option(
+    False, "--offline-lists",
+    help="Never fetch an image list: only built-in and cached ones (a version not built in is fetched "
+         "from its release and cached otherwise).")
+
+
+def note_fetched_lists(topology: Any) -> None:
+    """One line on stderr for each list that did not come with mirror: where it came from."""
+    for component, source in (topology.sources.items() if topology else ()):
+        if source.origin in ("fetched", "cached"):
+            typer.echo(f"mirror: {component} {topology.versions[component]}: {source.describe()}", err=True)
 
 
 def topology_versions(k3s: str | None, kubernetes: str | None, rke2: str | None, rancher: str | None,

@@ -8,25 +8,32 @@ from typing import Optional
 import typer
 
 from .. import lists
+from ..release_lists import ReleaseLists
 from .app import app
 from .common import (
-    CertManagerVersionOption, ExcludeOption, ImagesFileOption, JsonOption, K3sVersionOption, KubernetesVersionOption,
-    ModeOption, NoRegistryImageOption, RancherVersionOption, Rke2VersionOption, handle_errors, topology_versions,
+    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, JsonOption, K3sVersionOption,
+    KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption, RancherVersionOption,
+    Rke2VersionOption, handle_errors, note_fetched_lists, topology_versions,
 )
 from .render import emit_json
 
 
-def _overview() -> None:
+def _overview(releases: ReleaseLists) -> None:
     components = lists.components()
     for mode, spec in lists.topologies().items():
         typer.echo(f"{mode}: {spec['title']}")
         for component in spec["components"]:
             info = components[component]
-            versions = ", ".join(f"{v} (default)" if v == info["default"] else v
-                                 for v in lists.component_versions(component))
+            built_in = lists.component_versions(component)
+            versions = ", ".join(
+                [f"{v} (default)" if v == info["default"] else v for v in built_in]
+                + [f"{v} (cached)" for v in releases.cached_versions(component) if v not in built_in])
             option = info["option"] or "--no-registry-image to omit"
             typer.echo(f"  {component:<13} {versions}   [{option}]")
     typer.echo("Print a resolved list: mirror lists --mode MODE [--k3s-version V ...]")
+    typer.echo(f"Other versions come from their release (K3s, RKE2, Rancher: the release assets; RKE: Rancher's "
+               f"metadata; --k3s-version/--rke2-version latest: the stable channel) and are cached in "
+               f"{releases.cache}; --offline-lists never fetches.")
 
 
 @app.command("lists")
@@ -39,6 +46,8 @@ def lists_command(
     rancher_version: Optional[str] = RancherVersionOption,
     cert_manager_version: Optional[str] = CertManagerVersionOption,
     no_registry_image: bool = NoRegistryImageOption,
+    offline_lists: bool = OfflineListsOption,
+    ca_file: Optional[Path] = CaFileOption,
     images_file: Optional[list[Path]] = ImagesFileOption,
     exclude: Optional[list[str]] = ExcludeOption,
     json_report: bool = JsonOption,
@@ -46,24 +55,31 @@ def lists_command(
     """Show topologies and versions; with --mode or --images-file, print the resolved image list."""
     versions = topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
                                  cert_manager_version)
+    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file)
     if mode is None and not images_file:
         if any(versions.values()) or exclude:
             lists.resolve_images(None, versions=versions, exclude=exclude or [])  # names what is wrong
         if json_report:
             emit_json({"topologies": {m: {"title": s["title"], "components": {
                 c: {"versions": lists.component_versions(c), "default": lists.components()[c]["default"],
-                    "option": lists.components()[c]["option"]} for c in s["components"]}}
-                for m, s in lists.topologies().items()}})
+                    "option": lists.components()[c]["option"], "cached": releases.cached_versions(c)}
+                for c in s["components"]}}
+                for m, s in lists.topologies().items()}, "cache": str(releases.cache)})
         else:
-            _overview()
+            _overview(releases)
         return
     refs, topology = lists.resolve_images(mode, versions=versions, extra_files=images_file or [],
-                                          exclude=exclude or [], include_registry_image=not no_registry_image)
+                                          exclude=exclude or [], include_registry_image=not no_registry_image,
+                                          releases=releases)
     if json_report:
         emit_json({"mode": mode, "versions": topology.versions if topology else {},
+                   "sources": {c: vars(s) for c, s in topology.sources.items()} if topology else {},
                    "images": [str(r) for r in refs]})
         return
+    note_fetched_lists(topology)
     if topology:
         typer.echo(f"# mirror lists --mode {mode}: " + ", ".join(f"{c} {v}" for c, v in topology.versions.items()))
+        for component, source in topology.sources.items():
+            typer.echo(f"#   {component} {topology.versions[component]}: {source.describe()}")
     for ref in refs:
         typer.echo(str(ref))

@@ -18,6 +18,7 @@ from .common import (
     KubernetesVersionOption, ModeOption, NoRegistryImageOption, QuietOption, RancherVersionOption, Rke2VersionOption,
     handle_errors, registry_settings, topology_versions,
 )
+from .common import OfflineListsOption, note_fetched_lists
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
 
@@ -49,6 +50,7 @@ def pull_command(
     rancher_version: Optional[str] = RancherVersionOption,
     cert_manager_version: Optional[str] = CertManagerVersionOption,
     no_registry_image: bool = NoRegistryImageOption,
+    offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
     platform: Optional[list[str]] = typer.Option(
         None, "--platform",
@@ -89,6 +91,7 @@ def pull_command(
     from ..model.upstream import SourceMap, SourceMirror
     from ..transfer.base import load_base
     from ..transfer.pull import PullRequest, pull
+    from ..release_lists import ReleaseLists
 
     refs, topology = resolve_images(
         mode,
@@ -98,7 +101,9 @@ def pull_command(
         extra_refs=images or [],
         exclude=exclude or [],
         include_registry_image=not no_registry_image,
+        releases=ReleaseLists(offline=offline_lists, ca_file=ca_file),
     )
+    note_fetched_lists(topology)
     if not refs:
         raise UsageError("no images to pull: name images, --images-file or --mode")
     if output is None and not dry_run:

@@ -1,0 +1,74 @@
+"""The offline installer: built on a connected host, installed on a "bastion" with the network cut.
+
+The bastion is this machine inside ``unshare -n`` (no interface but a downed
+loopback), with only the distribution's own Python on PATH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+import mirror
+from conftest import ROOT
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+BASTION_PATH = "/usr/bin:/bin"
+
+
+def offline(*args, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(["unshare", "-n", *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def installer(tmp_path_factory):
+    """An installer archive for this host's architecture and its system Python, unpacked."""
+    version = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    work = tmp_path_factory.mktemp("installer")
+    archive = work / "mirror-installer.tar.gz"
+    build = subprocess.run([ROOT / "scripts" / "make-installer.sh", "--arch", platform.machine(),
+                            "--python-version", version, archive],
+                           env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+    recorded = (work / "mirror-installer.tar.gz.sha256").read_text()
+    assert recorded == f"{hashlib.sha256(archive.read_bytes()).hexdigest()}  mirror-installer.tar.gz\n"
+    (work / "bastion").mkdir()
+    subprocess.run(["tar", "xzf", archive], cwd=work / "bastion", check=True)  # as the README says
+    return work / "bastion" / "mirror-installer"
+
+
+def test_installs_with_the_network_cut_and_runs(installer, tmp_path):
+    prefix = tmp_path / "prefix"
+    env = {"PATH": BASTION_PATH, "HOME": str(tmp_path)}
+    install = offline(installer / "install.sh", "--prefix", prefix, env=env)
+    assert install.returncode == 0, install.stderr
+    assert (prefix / "bin" / "mirror").resolve() == (prefix / "lib" / "mirror" / "bin" / "mirror").resolve()
+    version = offline(prefix / "bin" / "mirror", "--version", env=env)
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == f"mirror {mirror.__version__}\n"
+    listed = offline(prefix / "bin" / "mirror", "lists", "--mode", "k3s", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "docker.io/rancher/klipper-helm" in listed.stdout
+    again = offline(installer / "install.sh", "--prefix", prefix, env=env)  # an upgrade replaces in place
+    assert again.returncode == 0, again.stderr
+
+
+def test_refuses_a_python_it_has_no_wheels_for(installer, tmp_path):
+    targets = installer / "targets"
+    carried = targets.read_text()
+    targets.write_text(f"{platform.machine()} 3.99\n")
+    try:
+        result = offline(installer / "install.sh", "--prefix", tmp_path / "prefix",
+                         env={"PATH": BASTION_PATH, "HOME": str(tmp_path)})
+    finally:
+        targets.write_text(carried)
+    assert result.returncode == 2
+    assert result.stderr == (f"install.sh: no Python this installer carries wheels for on {platform.machine()} "
+                             f"(carried: {platform.machine()} 3.99); name one with --python\n")
+    assert not (tmp_path / "prefix").exists()
