@@ -161,7 +161,6 @@ def test_split_parts_read_back_identically(tmp_path, generated, store):
     assert joined == whole.path.read_bytes()
     cat = subprocess.run(f"cat {' '.join(str(p) for p in split.parts)} | sha256sum", shell=True,
                          capture_output=True, text=True, check=True).stdout.split()[0]
-    assert (tmp_path / "split.tar.zst.sha256").read_text() == f"{cat}  split.tar.zst\n"
     assert split.sha256 == cat == whole.sha256
     assert subprocess.run(["sha256sum", "-c", "whole.tar.zst.sha256"], cwd=tmp_path).returncode == 0
 

@@ -44,10 +44,11 @@ from .format import (
     ImageRecord,
     blob_name,
 )
-from .reader import bundle_part_path, stray_parts
+from .reader import bundle_part_path, checksum_path, incomplete_marker, stray_parts
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
+FAT32_MAX_FILE = (4 << 30) - 1  # split bundles are for size-capped media; FAT32 is the usual one
 
 
 @dataclass
@@ -86,8 +87,8 @@ def write_bundle(
     work overlaps with reading and compressing.
     """
     path = Path(path)
-    if part_size is not None and part_size <= 0:
-        raise UsageError(f"part size must be positive, not {part_size}")
+    if part_size is not None:
+        part_size = capped_part_size(part_size)
     order = plan_blobs(bundle, store, pending=wait_for is not None)
     sink = _Sink(path, part_size)
     try:
@@ -109,6 +110,13 @@ def write_bundle(
     except BaseException:
         sink.discard()
         raise
+
+
+def capped_part_size(requested: int) -> int:
+    """Parts never exceed FAT32's largest file, 4 GiB - 1: ``--split-size 4G`` means "fits FAT32"."""
+    if requested <= 0:
+        raise UsageError(f"part size must be positive, not {requested}")
+    return min(requested, FAT32_MAX_FILE)
 
 
 def plan_blobs(bundle: BundleManifest, store: BlobStore, pending: bool = False) -> list[tuple[str, int]]:
@@ -290,13 +298,29 @@ class _Background:
 
 
 class _Sink:
-    """The compressed stream's destination: hashes it, cuts it into parts, commits atomically."""
+    """The compressed stream's destination: hashes it, cuts it into parts, commits them.
+
+    Parts are written under hidden temp names. The commit then swaps the old
+    bundle for the new one under the final names, which takes one rename per
+    part and so cannot be a single atomic step. ``NAME.incomplete`` is created
+    (and synced) before the first old file goes, and removed only after the new
+    ``NAME.sha256`` is in place; the reader refuses a bundle while it is there.
+    So after a crash at any point the final names hold the old complete bundle,
+    or the new one, or a bundle the reader reports as incomplete, never a mix
+    of old and new parts passed off as one bundle.
+
+    ``NAME.sha256`` works with ``sha256sum -c``: one line per file (each part of
+    a split bundle), and for a split bundle the digest of the whole stream on a
+    ``#`` line, which ``sha256sum -c`` skips.
+    """
 
     def __init__(self, path: Path, part_size: int | None):
         self.path = path
         self.part_size = part_size
         self.token = secrets.token_hex(4)
         self.hasher = hashlib.sha256()
+        self.part_hasher = hashlib.sha256() if part_size else None  # a whole bundle's is ``hasher``
+        self.part_digests: list[str] = []
         self.size = 0
         self.temps: list[Path] = []
         self.handle: BinaryIO | None = None
@@ -307,12 +331,14 @@ class _Sink:
     def _final(self, index: int) -> Path:
         return bundle_part_path(self.path, index) if self.part_size else self.path
 
-    def _open_next(self) -> None:
-        self._close_current()
-        final = self._final(len(self.temps))
+    def _temp(self, final: Path) -> Path:
         temp = final.with_name(f".{final.name}.tmp-{self.token}")
         self.temps.append(temp)
-        self.handle = open(temp, "xb")
+        return temp
+
+    def _open_next(self) -> None:
+        self._close_current()
+        self.handle = open(self._temp(self._final(len(self.temps))), "xb")
         self.room = self.part_size or -1
 
     def _close_current(self) -> None:
@@ -321,6 +347,9 @@ class _Sink:
             os.fsync(self.handle.fileno())
             self.handle.close()
             self.handle = None
+            if self.part_hasher:
+                self.part_digests.append(self.part_hasher.hexdigest())
+                self.part_hasher = hashlib.sha256()
 
     def write(self, data: bytes) -> int:
         self.hasher.update(data)
@@ -331,6 +360,8 @@ class _Sink:
                 self._open_next()
             take = len(view) if self.room < 0 else min(self.room, len(view))
             self.handle.write(view[:take])
+            if self.part_hasher:
+                self.part_hasher.update(view[:take])
             view = view[take:]
             if self.room > 0:
                 self.room -= take
@@ -340,27 +371,39 @@ class _Sink:
         if self.handle is not None:
             self.handle.flush()
 
+    def _checksum_text(self, parts: list[Path]) -> str:
+        digest = self.hasher.hexdigest()
+        if not self.part_size:
+            return f"{digest}  {self.path.name}\n"
+        lines = [f"# {digest}  {self.path.name} (the parts joined: cat {self.path.name}.part-* | sha256sum)"]
+        lines += [f"{part_digest}  {part.name}" for part_digest, part in zip(self.part_digests, parts)]
+        return "\n".join(lines) + "\n"
+
     def commit(self) -> WrittenBundle:
         if self.handle is None:
             self._open_next()  # an empty stream still gets its (empty) file
         self._close_current()
-        digest = self.hasher.hexdigest()
-        checksum = self.path.with_name(self.path.name + ".sha256")
-        checksum_temp = checksum.with_name(f".{checksum.name}.tmp-{self.token}")
-        self.temps.append(checksum_temp)
-        checksum_temp.write_text(f"{digest}  {self.path.name}\n")
-        parts = [self._final(i) for i in range(len(self.temps) - 1)]
+        parts = [self._final(i) for i in range(len(self.temps))]
+        checksum = checksum_path(self.path)
+        _write_synced(self._temp(checksum), self._checksum_text(parts))
+        marker = incomplete_marker(self.path)
+        _write_synced(marker, f"{self.path.name} is being replaced; if this stays, the write was interrupted\n")
+        _fsync_dir(self.path.parent)
+        # From here until the marker goes, readers refuse the bundle as incomplete.
+        checksum.unlink(missing_ok=True)
+        # Leftovers of an earlier bundle of the same name would be read as part of this one.
+        stale = stray_parts(self.path, keep=len(parts) if self.part_size else 0)
+        if self.part_size:
+            stale.append(self.path)
+        for leftover in stale:
+            leftover.unlink(missing_ok=True)
         for temp, final in zip(self.temps, parts + [checksum]):
             os.replace(temp, final)
         self.temps = []
-        # Leftovers of an earlier bundle of the same name would be read as part of this one.
-        stale = stray_parts(self.path, keep=len(parts)) if self.part_size else stray_parts(self.path, keep=0)
-        if self.part_size and self.path.exists():
-            stale.append(self.path)
-        for leftover in stale:
-            leftover.unlink()
         _fsync_dir(self.path.parent)
-        return WrittenBundle(self.path, self.size, digest, parts)
+        marker.unlink()
+        _fsync_dir(self.path.parent)
+        return WrittenBundle(self.path, self.size, self.hasher.hexdigest(), parts)
 
     def discard(self) -> None:
         if self.handle is not None:
@@ -369,6 +412,13 @@ class _Sink:
         for temp in self.temps:
             temp.unlink(missing_ok=True)
         self.temps = []
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _fsync_dir(directory: Path) -> None:
