@@ -7,12 +7,14 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 import zstandard
 
+from conftest import ROOT
 from mirror.bundle.format import BundleManifest, ImageRecord
 from mirror.bundle.reader import BlobCorrupt, BundleReader
 from mirror.errors import IntegrityError, UsageError
@@ -278,3 +280,53 @@ def test_multi_frame_bundle_with_skippable_frame_reads(tmp_path):
     path.write_bytes(b"".join(frames) + skippable[:6])  # a complete tar, then a cut frame header
     with pytest.raises(IntegrityError, match="truncated or corrupt"):
         read_all(path)
+
+
+def header_bomb(path: Path, kind: bytes, claimed: int) -> Path:
+    """A bundle of a few tens of KB: a pax or GNU long-name header of ``claimed`` bytes, all zeros."""
+    info = tarfile.TarInfo("././@LongLink" if kind in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+                           else "PaxHeaders/mirror-bundle.json")
+    info.type, info.size = kind, claimed
+    compressor = zstandard.ZstdCompressor(write_checksum=True).compressobj()
+    with open(path, "wb") as out:
+        out.write(compressor.compress(info.tobuf(tarfile.GNU_FORMAT)))
+        zeros = bytes(16 << 20)
+        for _ in range(claimed // len(zeros)):
+            out.write(compressor.compress(zeros))
+        out.write(compressor.flush())
+    return path
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK])
+def test_header_claiming_a_huge_size_is_refused_before_it_is_read(tmp_path, kind):
+    bomb = header_bomb(tmp_path / "bomb.tar.zst", kind, 1536 << 20)
+    assert bomb.stat().st_size < 100_000
+    peak = tmp_path / "peak-kib"
+    for command in ("inspect", "verify"):
+        result = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(peak), sys.executable, "-m", "mirror",
+                                 command, str(bomb)], cwd=ROOT, capture_output=True, text=True)
+        assert int(peak.read_text().split()[-1]) < 200 << 10  # KiB: nowhere near the 1.5 GiB claimed
+        assert result.returncode == 4, result.stderr
+        assert f"bundle {bomb}: refusing a tar header that claims 1610612736 bytes" in result.stderr
+
+
+def test_chain_of_extension_headers_is_bounded(tmp_path):
+    info, data = header_for([LAYER, TOP])
+    chain = b"".join(tarfile.TarInfo._create_pax_generic_header({"comment": "x" * 400}, tarfile.XHDTYPE, "utf-8")
+                     for _ in range(200))
+    raw = chain + info.tobuf(tarfile.PAX_FORMAT) + data.ljust(-(-len(data) // 512) * 512, b"\0")
+    path = tmp_path / "chain.tar.zst"
+    path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(raw))
+    with pytest.raises(IntegrityError, match=f"bundle {path}: refusing a tar header"):
+        BundleReader(path)
+
+
+def test_global_pax_header_is_refused(tmp_path):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "everywhere"}) as tar:
+        for info, data in good_members():
+            tar.addfile(info, io.BytesIO(data))
+    path = tmp_path / "global.tar.zst"
+    path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(raw.getvalue()))
+    with pytest.raises(IntegrityError, match=f"bundle {path}: refusing a global pax header"):
+        BundleReader(path)

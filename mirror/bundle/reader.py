@@ -27,6 +27,9 @@ CHUNK = 1 << 20
 COMPRESSED_READ = 128 << 10  # zstd input per read: measured ~2.5x less decoder CPU than 1 MiB (cache-sized)
 DROP_BEHIND = 64 << 20  # read bytes handed back to the page cache in steps of this
 MAX_BUNDLE_MANIFEST = 64 << 20  # tens of thousands of blobs still fit
+# tarfile reads a pax or GNU long-name header whole, at whatever size it claims: all the
+# header bytes of one member (extension headers included) must fit in this.
+MAX_HEADER_BYTES = 64 << 10
 _DIRECTORIES = ("blobs", "blobs/sha256")
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 _READ_ERRORS = (zstandard.ZstdError, tarfile.TarError, EOFError, OSError, ValueError)
@@ -245,13 +248,36 @@ class _Decoded:
     ``probe`` decodes ahead into a buffer that later reads consume first: when
     a blob does not match its digest, that tells a damaged stream (zstd's
     checksum or block check fails just past it) from a wrong blob.
+    ``headers_only`` bounds what tarfile may read while it parses one member's
+    headers, refusing a claimed size before anything of that size is allocated.
     """
 
-    def __init__(self, decoder: zstandard.ZstdDecompressionReader):
+    def __init__(self, decoder: zstandard.ZstdDecompressionReader, bundle: Path):
         self._decoder = decoder
         self._ahead = b""
+        self._bundle = bundle
+        self._header_budget: int | None = None
+
+    @contextmanager
+    def headers_only(self) -> Iterator[None]:
+        self._header_budget = MAX_HEADER_BYTES
+        try:
+            yield
+        finally:
+            self._header_budget = None
+
+    def _charge(self, size: int) -> None:
+        if self._header_budget is None:
+            return
+        if size < 0 or size > self._header_budget:
+            raise IntegrityError(
+                f"bundle {self._bundle}: refusing a tar header that claims {size} bytes "
+                f"(all headers of one entry must fit in {MAX_HEADER_BYTES})"
+            )
+        self._header_budget -= size
 
     def read(self, size: int = -1) -> bytes:
+        self._charge(size)
         if not self._ahead:
             return self._decoder.read(size)
         if size < 0 or size >= len(self._ahead):
@@ -343,11 +369,12 @@ class BundleReader:
             with self._guard():
                 self._decoded = _Decoded(zstandard.ZstdDecompressor().stream_reader(
                     self._source, read_size=COMPRESSED_READ, read_across_frames=True, closefd=False
-                ))
+                ), self.path)
                 # "r:" (not "r|"): tarfile only parses headers and moves on by seeking forward;
                 # member data is read in chunks() straight from the decoder, as tarfile's
-                # stream buffering would copy every byte twice more.
-                self._tar = tarfile.open(fileobj=self._decoded, mode="r:")
+                # stream buffering would copy every byte twice more. Opening parses the first header.
+                with self._decoded.headers_only():
+                    self._tar = tarfile.open(fileobj=self._decoded, mode="r:")
             first = self._next()
             if first is None or first.name != BUNDLE_MANIFEST or first.type not in _FILE_TYPES:
                 found = "nothing" if first is None else repr(first.name)
@@ -392,8 +419,12 @@ class BundleReader:
             raise
 
     def _next(self) -> tarfile.TarInfo | None:
-        with self._guard():
-            return self._tar.next()
+        with self._guard(), self._decoded.headers_only():
+            member = self._tar.next()
+        if self._tar.pax_headers:  # they would apply to, and pile up over, every later entry
+            self._broken = IntegrityError(f"bundle {self.path}: refusing a global pax header")
+            raise self._broken
+        return member
 
     def _entry(self, member: tarfile.TarInfo) -> BundleEntry:
         match = BLOB_NAME.fullmatch(member.name)
