@@ -89,10 +89,10 @@ def test_kill_at_any_step_of_the_commit_never_leaves_a_mix(tmp_path, generated, 
     assert set(seen) <= {"old", "new", "incomplete"}
     assert state_of(path) == "new"
 
-    # Whatever a kill left, the next write ends with one good bundle.
-    write_bundle(path, created_at(generated, "2020-01-01T00:00:00Z"), store, part_size=PART)
+    # Whatever a kill left, the next write ends with one good bundle, and the killed writers' temps are gone.
+    again = write_bundle(path, created_at(generated, "2020-01-01T00:00:00Z"), store, part_size=PART)
     assert state_of(path) == "old"
-    assert not (path.parent / "b.tar.zst.incomplete").exists()
+    assert sorted(path.parent.iterdir()) == sorted([*again.parts, path.with_name("b.tar.zst.sha256")])
 
 
 def test_split_checksum_file_works_with_sha256sum(tmp_path, generated, store):  # noqa: F811

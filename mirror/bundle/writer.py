@@ -3,15 +3,19 @@
 The tar is produced by hand (headers from ``tarfile.TarInfo``, content copied
 straight into the compressor) because ``tarfile``'s stream writer re-buffers
 every write in small blocks. The file appears under its final name only once
-complete; until then it lives under a hidden temp name in the same directory.
+complete; until then it lives under a hidden temp name in the same directory,
+``.NAME.tmp-PID-TOKEN``: a failed write removes its own, and the next write of
+the same bundle removes those whose process is gone (killed).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import queue
+import re
 import secrets
 import tarfile
 import threading
@@ -106,6 +110,8 @@ def write_bundle(
         return sink.commit()
     except OSError as exc:  # disk full, permissions, a failing disk: one line, nothing left behind
         sink.discard()
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise MirrorError(f"writing bundle {path} failed: {path.parent} is full ({exc.strerror})") from exc
         raise MirrorError(f"writing bundle {path} failed: {exc}") from exc
     except BaseException:
         sink.discard()
@@ -327,12 +333,13 @@ class _Sink:
         self.room = 0  # bytes the open part may still take
         if not path.parent.is_dir():
             raise UsageError(f"cannot write {path}: directory {path.parent} does not exist")
+        _remove_dead_temps(path)
 
     def _final(self, index: int) -> Path:
         return bundle_part_path(self.path, index) if self.part_size else self.path
 
     def _temp(self, final: Path) -> Path:
-        temp = final.with_name(f".{final.name}.tmp-{self.token}")
+        temp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{self.token}")
         self.temps.append(temp)
         return temp
 
@@ -412,6 +419,29 @@ class _Sink:
         for temp in self.temps:
             temp.unlink(missing_ok=True)
         self.temps = []
+
+
+def _remove_dead_temps(path: Path) -> None:
+    """Temp files of ``path`` (whole, parts, checksum) left by writers that were killed."""
+    pattern = re.compile(r"\." + re.escape(path.name) + r"(?:\.part-\d{3,}|\.sha256)?\.tmp-(\d+)-[0-9a-f]+")
+    for candidate in path.parent.iterdir():
+        match = pattern.fullmatch(candidate.name)
+        if match and not _process_alive(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OverflowError:
+        return False
+    return True
 
 
 def _write_synced(path: Path, text: str) -> None:
