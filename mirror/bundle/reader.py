@@ -27,6 +27,14 @@ CHUNK = 1 << 20
 COMPRESSED_READ = 128 << 10  # zstd input per read: measured ~2.5x less decoder CPU than 1 MiB (cache-sized)
 DROP_BEHIND = 64 << 20  # read bytes handed back to the page cache in steps of this
 MAX_BUNDLE_MANIFEST = 64 << 20  # tens of thousands of blobs still fit
+# What mirror-bundle.json may claim, checked on open because consumers act on it before
+# reading the stream (push asks the registry about every blob of every image first).
+# Every digest it names is 32 random bytes that no compressor shrinks: 16 compressed
+# bytes per digest is generous. A tiny bundle may still name a few.
+COMPRESSED_BYTES_PER_DIGEST = 16
+MIN_DIGEST_ALLOWANCE = 256
+MAX_BLOBS_PER_IMAGE = 20_000  # a real image, every platform of it, needs a few thousand at most
+REFERENCES_PER_DIGEST = 16  # images sharing blobs: the sum of their blob lists, per digest allowed
 # tarfile reads a pax or GNU long-name header whole, at whatever size it claims: all the
 # header bytes of one member (extension headers included) must fit in this.
 MAX_HEADER_BYTES = 64 << 10
@@ -385,9 +393,41 @@ class BundleReader:
                 self.manifest = BundleManifest.from_json(data)
             except IntegrityError as exc:
                 raise IntegrityError(f"bundle {self.path}: {exc}") from None
+            self._check_claims()
         except BaseException:
             self.close()
             raise
+
+    def _check_claims(self) -> None:
+        """Refuse a header naming more blobs than a bundle of this size can plausibly hold."""
+        manifest = self.manifest
+        compressed = sum(part.stat().st_size for part in self.parts)
+        allowed = max(MIN_DIGEST_ALLOWANCE, compressed // COMPRESSED_BYTES_PER_DIGEST)
+        named = manifest.blobs.keys() | set(manifest.omitted)
+        refuse = f"bundle {self.path}: refusing {BUNDLE_MANIFEST}"
+        if len(named) > allowed:
+            raise IntegrityError(
+                f"{refuse}: it names {len(named)} blobs, more than a bundle of {compressed} bytes can hold "
+                f"(at most {allowed})"
+            )
+        references = 0
+        for image in manifest.images:
+            needed = {image.digest, *image.blobs, *image.manifests}
+            if len(needed) > MAX_BLOBS_PER_IMAGE:
+                raise IntegrityError(
+                    f"{refuse}: image {image.source} lists {len(needed)} blobs (at most {MAX_BLOBS_PER_IMAGE})"
+                )
+            unknown = needed - named
+            if unknown:
+                raise IntegrityError(
+                    f"{refuse}: image {image.source} needs blob {min(unknown)}, which it neither stores nor omits"
+                )
+            references += len(needed)
+        if references > allowed * REFERENCES_PER_DIGEST:
+            raise IntegrityError(
+                f"{refuse}: its images list {references} blobs in all, more than a bundle of {compressed} bytes "
+                f"can account for (at most {allowed * REFERENCES_PER_DIGEST})"
+            )
 
     def __enter__(self) -> "BundleReader":
         return self
