@@ -16,7 +16,7 @@ from mirror.bundle.inspect import summarize_bundle
 from mirror.bundle.verify import VerificationFailed, verify_bundle
 from mirror.bundle.format import BundleManifest, ImageRecord
 from mirror.bundle.reader import BundleReader
-from mirror.bundle.writer import write_bundle
+from mirror.bundle.writer import plan_blobs, write_bundle
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.bundle.store import BlobStore
 from test_bundle_reader_safety import craft_bundle, regular
@@ -187,6 +187,15 @@ def test_rewrite_with_fewer_parts_removes_stale_parts(tmp_path, generated, store
 def copy_store(generated, tmp_path) -> BlobStore:
     shutil.copytree(generated.directory / "blobs", tmp_path / "work" / "blobs")
     return BlobStore(tmp_path / "work")
+
+
+def test_plan_while_layers_are_still_downloading_matches_the_finished_plan(tmp_path, generated):
+    store = copy_store(generated, tmp_path)
+    bundle = manifest_for(generated)
+    finished = plan_blobs(bundle, store)
+    for digest in [shared_base_layer(generated), generated.images[2].blobs[-1]]:
+        store.path(digest).unlink()
+    assert plan_blobs(bundle, store, pending=True) == finished  # sizes from mirror-bundle.json, same order
 
 
 def test_blob_missing_from_store_leaves_no_file(tmp_path, generated):

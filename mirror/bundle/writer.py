@@ -133,6 +133,7 @@ def plan_blobs(bundle: BundleManifest, store: BlobStore, pending: bool = False) 
     ``pending``, layers and configs may still be on their way into ``store``.
     """
     omitted = set(bundle.omitted)
+    stored = bundle.stored_blobs  # a property that builds a dict: once, not per blob
     order: dict[str, int] = {}
     left_out: set[str] = set()  # omitted digests already walked
 
@@ -146,7 +147,7 @@ def plan_blobs(bundle: BundleManifest, store: BlobStore, pending: bool = False) 
             if media_type not in MANIFEST_TYPES or not store.has(digest):
                 return
         if pending and media_type not in MANIFEST_TYPES and not store.has(digest):
-            order[digest] = bundle.stored_blobs.get(digest, -1)
+            order[digest] = stored.get(digest, -1)
             return
         if not store.has(digest):
             raise MirrorError(
@@ -169,7 +170,6 @@ def plan_blobs(bundle: BundleManifest, store: BlobStore, pending: bool = False) 
 
     for image in bundle.images:
         visit(image.digest, image.media_type, image)
-    stored = bundle.stored_blobs
     for digest, size in order.items():
         if digest not in stored:
             raise MirrorError(f"bundle manifest does not list blob {digest}, which its images reference")
