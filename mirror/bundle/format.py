@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import IntegrityError
-from ..model.oci import digest_hex
+from ..model.oci import MAX_MANIFEST_SIZE, digest_hex
 from ..model.reference import Reference
 
 FORMAT_VERSION = 1
@@ -28,7 +28,7 @@ BLOB_NAME = re.compile(r"blobs/sha256/([0-9a-f]{64})")
 OCI_LAYOUT_DOC = {"imageLayoutVersion": "1.0.0"}
 # Manifests, indexes, index.json and oci-layout are read whole into memory;
 # anything claiming to be larger is refused rather than trusted.
-MAX_DOCUMENT_SIZE = 4 << 20
+MAX_DOCUMENT_SIZE = MAX_MANIFEST_SIZE
 
 
 def blob_name(digest: str) -> str:

@@ -26,12 +26,12 @@ from typing import BinaryIO, Callable, Collection
 import zstandard
 
 from ..errors import IntegrityError, MirrorError, UsageError
+from ..model import graph
 from ..model.oci import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
     DOCKER_LIST,
     DOCKER_MANIFEST,
-    MANIFEST_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
     Descriptor,
@@ -131,45 +131,26 @@ def plan_blobs(bundle: BundleManifest, store: BlobStore, pending: bool = False) 
     Reads only manifests; checks the plan against ``bundle.blobs`` so that
     ``mirror-bundle.json`` describes exactly what the tar holds. With
     ``pending``, layers and configs may still be on their way into ``store``.
+    A delta leaves omitted digests to its base, but an omitted manifest at
+    hand is still walked: whatever it names that the base lacks is stored.
     """
     omitted = set(bundle.omitted)
     stored = bundle.stored_blobs  # a property that builds a dict: once, not per blob
     order: dict[str, int] = {}
-    left_out: set[str] = set()  # omitted digests already walked
-
-    def visit(digest: str, media_type: str, image: ImageRecord) -> None:
-        if digest in order or digest in left_out:
-            return
-        if digest in omitted:
-            # A delta leaves it to the base, but a manifest at hand is still walked: whatever it
-            # names that the base lacks must be stored.
-            left_out.add(digest)
-            if media_type not in MANIFEST_TYPES or not store.has(digest):
-                return
-        if pending and media_type not in MANIFEST_TYPES and not store.has(digest):
-            order[digest] = stored.get(digest, -1)
-            return
-        if not store.has(digest):
-            raise MirrorError(
-                f"blob {digest} of {image.source} is not in the work directory {store.root}; re-run pull"
-            )
-        size = store.size(digest)
-        if media_type in MANIFEST_TYPES:
-            if size > MAX_DOCUMENT_SIZE:
-                raise IntegrityError(f"manifest {digest} of {image.source} in {store.root} is {size} bytes; too large")
-            manifest = Manifest.from_bytes(store.read(digest), media_type)
-            if manifest.digest != digest:
-                raise IntegrityError(
-                    f"manifest {digest} of {image.source} in {store.root} is corrupt: "
-                    f"content hashes to {manifest.digest}; delete it and re-run pull"
-                )
-            for child in manifest.children():
-                visit(child.digest, child.media_type, image)
-        if digest not in omitted:
-            order[digest] = size
-
+    walked: set[str] = set()
     for image in bundle.images:
-        visit(image.digest, image.media_type, image)
+        top = Descriptor(image.media_type, image.digest, image.size)
+        for descriptor in graph.walk(top, lambda d: _manifest_at_hand(d, image, store, omitted), walked):
+            digest = descriptor.digest
+            if digest in omitted:
+                continue
+            if store.has(digest):
+                order[digest] = store.size(digest)
+            elif pending and not graph.is_manifest(descriptor):
+                order[digest] = stored.get(digest, -1)
+            else:
+                raise MirrorError(
+                    f"blob {digest} of {image.source} is not in the work directory {store.root}; re-run pull")
     for digest, size in order.items():
         if digest not in stored:
             raise MirrorError(f"bundle manifest does not list blob {digest}, which its images reference")
@@ -181,6 +162,27 @@ def plan_blobs(bundle: BundleManifest, store: BlobStore, pending: bool = False) 
     if unreferenced:
         raise MirrorError(f"bundle manifest lists blob {unreferenced[0]}, which no image references")
     return list(order.items())
+
+
+def _manifest_at_hand(descriptor: Descriptor, image: ImageRecord, store: BlobStore,
+                      omitted: set[str]) -> Manifest | None:
+    """The manifest in the work dir, checked; None for an omitted one that is not there."""
+    digest = descriptor.digest
+    if not store.has(digest):
+        if digest in omitted:
+            return None
+        raise MirrorError(f"manifest {digest} of {image.source} is not in the work directory {store.root}; "
+                          "re-run pull")
+    size = store.size(digest)
+    if size > MAX_DOCUMENT_SIZE:
+        raise IntegrityError(f"manifest {digest} of {image.source} in {store.root} is {size} bytes; too large")
+    manifest = Manifest.from_bytes(store.read(digest), descriptor.media_type)
+    if manifest.digest != digest:
+        raise IntegrityError(
+            f"manifest {digest} of {image.source} in {store.root} is corrupt: "
+            f"content hashes to {manifest.digest}; delete it and re-run pull"
+        )
+    return manifest
 
 
 def index_media_type(media_type: str) -> str:
