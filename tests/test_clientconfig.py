@@ -249,7 +249,8 @@ def test_sources_from_catalog_repositories():
 
 @pytest.mark.parametrize("args, message", [
     (["nope", "--registry", REG], "unknown config kind 'nope'; available: k3s, rke2, rke, containerd, docker, rancher"),
-    (["k3s", "--registry", f"https://{REG}"], "expected HOST:PORT (no scheme, no path)"),
+    (["k3s", "--registry", f"{REG}/Project"], "--registry 'registry.airgap.example:5000/Project': expected HOST[:PORT][/PREFIX]"),
+    (["k3s", "--registry", f"{REG}/a", "--prefix", "b"], "--registry names prefix 'a' and --prefix 'b'"),
     (["k3s", "--registry", REG, "--include-secrets"], "--include-secrets needs --username and --password-stdin"),
     (["k3s", "--registry", REG, "--bundle", "b.tar.zst", "--from-registry"], "alternatives"),
     (["k3s", "--registry", REG, "--bundle", "missing.tar.zst"], "missing.tar.zst: no such file"),

@@ -13,6 +13,7 @@ import typer
 from ..clientconfig import GENERATORS, ClientConfig, Target, recorded, sources
 from ..clientconfig.containerd import DEFAULT_CERTS_DIR
 from ..errors import UsageError
+from ..model.target import RegistryAddress
 from ..model.reference import Reference
 from .app import app
 from .common import (CaFileOption, InsecureOption, PasswordStdinOption, PlainHttpOption, UsernameOption,
@@ -71,7 +72,8 @@ def config_command(
     kind: str = typer.Argument(..., help=f"What to generate: {', '.join(GENERATORS)}."),
     registry: Optional[str] = typer.Option(
         None, "--registry", "-r",
-        help="The private registry, HOST:PORT [default: the registry `mirror registry up` started here]."),
+        help="The private registry, HOST[:PORT][/PREFIX] "
+             "[default: the registry `mirror registry up` started here]."),
     prefix: str = typer.Option("", "--prefix", help="Path prefix the images were pushed under (Harbor project)."),
     ca_file: Optional[Path] = CaFileOption,
     insecure: bool = InsecureOption,
@@ -102,6 +104,11 @@ def config_command(
         raise UsageError(f"unknown config kind {kind!r}; available: {', '.join(GENERATORS)}")
     if bundle is not None and from_registry:
         raise UsageError("--bundle and --from-registry are alternatives: give one")
+    if registry is not None:  # HOST[:PORT][/PREFIX] and http:// as every command reads them
+        address = RegistryAddress.parse(registry)
+        if address.prefix and prefix.strip("/") not in ("", address.prefix):
+            raise UsageError(f"--registry names prefix {address.prefix!r} and --prefix {prefix!r}: give one")
+        registry, prefix, plain_http = address.host, address.prefix or prefix, plain_http or address.plain_http
     if plain_http and (insecure or ca_file):
         raise UsageError("--plain-http does not go with --insecure or --ca-file")
     # --username alone is fine here: the files then carry a placeholder for the password.

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from ..model.target import target_repository
+from ..model.target import RegistryAddress, target_repository
 from ..model.reference import DOCKER_HUB, Reference
 
 PASSWORD_PLACEHOLDER = "REPLACE-WITH-PASSWORD"
@@ -26,12 +26,10 @@ class Target:
     insecure: bool = False  # TLS without verification
 
     def __post_init__(self) -> None:
-        try:
-            probe = Reference.parse(f"{self.registry}/probe")
-        except UsageError:
-            probe = None
-        if probe is None or probe.registry != self.registry:
-            raise UsageError(f"--registry {self.registry!r}: expected HOST:PORT (no scheme, no path)")
+        address = RegistryAddress.parse(self.registry)
+        if address.prefix or address.plain_http or address.host != self.registry:
+            raise UsageError(f"registry {self.registry!r}: expected HOST[:PORT] alone (the prefix and "
+                             "the scheme are fields of their own)")
 
     @property
     def endpoint(self) -> str:
