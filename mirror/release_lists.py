@@ -26,6 +26,8 @@ import httpx
 from .errors import AuthError, MirrorError, UsageError
 from .lists import ListSource, parse_images_text
 from .model.reference import Reference
+from .registry.settings import RegistrySettings
+from .registry.transport import tls_context
 
 RELEASE_ASSETS = {  # component -> release asset under the releases host
     "k3s": "k3s-io/k3s/releases/download/{version}/k3s-images.txt",
@@ -142,12 +144,7 @@ class ReleaseLists:
         return body
 
     def _client(self, *, follow_redirects: bool) -> httpx.Client:
-        context = ssl.create_default_context()
-        if self.ca_file:
-            try:
-                context.load_verify_locations(cafile=str(self.ca_file))
-            except (OSError, ssl.SSLError) as exc:
-                raise UsageError(f"--ca-file {self.ca_file}: not a readable PEM CA certificate ({exc})") from None
+        context = tls_context(RegistrySettings(ca_file=self.ca_file))  # system CAs plus --ca-file
         # trust_env: HTTPS_PROXY / NO_PROXY are honoured as for registries.
         return httpx.Client(verify=context, follow_redirects=follow_redirects, trust_env=True, timeout=60)
 

@@ -111,7 +111,7 @@ class Transport:
         self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
         self._limiter = anyio.CapacityLimiter(max(1, settings.max_connections))
         self._http = httpx.AsyncClient(
-            verify=_tls_context(settings),
+            verify=tls_context(settings),
             # The limiter does the queueing, so no pool timeout; a frozen peer fails the attempt.
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0), pool=None),
             limits=httpx.Limits(max_connections=settings.max_connections,
@@ -297,7 +297,7 @@ class Transport:
         return RegistryError(f"{what}: {self.host} answered {status}{detail}", status)
 
 
-def _tls_context(settings: RegistrySettings) -> ssl.SSLContext:
+def tls_context(settings: RegistrySettings) -> ssl.SSLContext:
     """System CAs plus --ca-file; --insecure turns verification off; client cert for mTLS."""
     context = ssl.create_default_context()
     if settings.ca_file:
