@@ -1,4 +1,4 @@
-"""Fetch: download every blob not yet in the work dir, while the bundle writer waits for each.
+"""Fetch: download every blob not yet in the work dir, while images resolve and the writer waits.
 
 The work dir (a BlobStore) is the resume point: a blob is promoted into it
 only once its sha256 matched. ``Arrivals`` tells the writer's thread which
@@ -7,19 +7,17 @@ blobs are there; a failed download abandons the bundle being written.
 
 from __future__ import annotations
 
+import math
 import threading
-from dataclasses import dataclass, field
+from typing import Collection
 
+import anyio
 
 from ..bundle.store import BlobStore
 from ..errors import MirrorError
 from ..model.upstream import Location
 from ..progress import Progress
 from ..registry.pool import ClientPool
-from .tasks import each
-
-
-LARGE_BLOB = 16 << 20  # blobs from this size on start before the rest
 
 
 class Abandoned(Exception):
@@ -32,8 +30,8 @@ class Arrivals:
     Shared between the event loop (downloads) and the writer's thread.
     """
 
-    def __init__(self, present: set[str]):
-        self._ready = set(present)
+    def __init__(self) -> None:
+        self._ready: set[str] = set()
         self._abandoned = False
         self._condition = threading.Condition()
 
@@ -55,36 +53,43 @@ class Arrivals:
                 raise Abandoned(digest)
 
 
-@dataclass
 class Fetch:
-    """Downloads of every blob not yet in the store, in the order the bundle writes them."""
+    """Downloads into the work dir, fed image by image as they resolve; each blob once.
 
-    store: BlobStore
-    pool: ClientPool
-    jobs: int
-    wanted: dict[str, tuple[int, Location]]  # digest -> size and where to get it
-    order: list[str]
-    failed: dict[str, MirrorError] = field(default_factory=dict)
-    downloaded: int = 0
-    verified: set[str] = field(default_factory=set)  # hashed on the way in by this process
+    Downloads start with the first resolved image instead of after the last:
+    over a real network, resolving hundreds of images is mostly round trips,
+    and the link would otherwise idle through them. An image's blobs start
+    largest first: with each connection capped (a CDN gives one connection
+    ~10 MB/s), the largest blob alone can outlast the rest, and started last
+    it sets the tail. The bundle writer, far faster than such a link, takes
+    blobs in bundle order as they arrive.
+    """
 
-    @property
-    def missing(self) -> list[str]:
-        """What to download, in the order to start it: large blobs first, then the bundle's order.
+    def __init__(self, store: BlobStore, pool: ClientPool, jobs: int, skip: Collection[str] = ()):
+        self.store, self.pool, self.jobs = store, pool, jobs
+        self.skip = set(skip)  # left to a delta's base: never downloaded
+        self.wanted: dict[str, tuple[int, Location]] = {}  # digest -> size and where to get it
+        self.failed: dict[str, MirrorError] = {}
+        self.downloaded = 0
+        self.verified: set[str] = set()  # hashed on the way in by this process
+        self._send, self._receive = anyio.create_memory_object_stream[str](math.inf)
 
-        Over a real network each connection is capped (a CDN gives one
-        connection ~10 MB/s), so the largest blob alone can outlast all the
-        rest: started last, it sets the tail. The writer, which takes blobs
-        in bundle order, is far faster than the network and catches up.
-        """
-        missing = [d for d in self.order if d in self.wanted and not self.store.has(d)]
-        large = sorted((d for d in missing if self.wanted[d][0] >= LARGE_BLOB), key=lambda d: -self.wanted[d][0])
-        first = set(large)
-        return large + [d for d in missing if d not in first]
+    def want(self, blobs: dict[str, int], location: Location) -> None:
+        """Queue blobs (digest -> size) unless present, queued already or left to the base."""
+        for digest, size in sorted(blobs.items(), key=lambda item: -item[1]):
+            if digest in self.wanted or digest in self.skip:
+                continue
+            self.wanted[digest] = (size, location)
+            if not self.store.has(digest):
+                self._send.send_nowait(digest)
 
-    @property
-    def reused(self) -> int:
-        return sum(size for d, (size, _) in self.wanted.items() if d not in self.verified)
+    def no_more(self) -> None:
+        """Every image is resolved: the downloads end once the queue is empty."""
+        self._send.close()
+
+    def reused(self, digests: Collection[str]) -> int:
+        """Bytes of these blobs taken from the work dir rather than downloaded by this run."""
+        return sum(self.wanted[d][0] for d in digests if d in self.wanted and d not in self.verified)
 
     async def run(self, arrivals: Arrivals, progress: Progress, abandon_on_failure: bool) -> None:
         async def one(digest: str) -> None:
@@ -110,10 +115,15 @@ class Fetch:
             self.verified.add(digest)
             arrivals.arrived(digest)
 
-        missing = self.missing
+        async def worker() -> None:
+            async for digest in self._receive:
+                await one(digest)
+
         try:
-            with progress.bar(sum(self.wanted[d][0] for d in missing), "downloading") as bar:
-                await each(missing, one, self.jobs)
+            with progress.bar(None, "downloading") as bar:
+                async with anyio.create_task_group() as group:
+                    for _ in range(self.jobs):
+                        group.start_soon(worker)
         finally:
-            if not all(self.store.has(d) for d in missing):
+            if not all(self.store.has(d) for d in self.wanted):
                 arrivals.abandon()  # cancelled or failed: the writer thread must not wait for ever

@@ -137,35 +137,41 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     if not request.output.parent.is_dir():
         raise UsageError(f"cannot write {request.output}: directory {request.output.parent} does not exist")
     store = BlobStore(request.store_dir)
+    base = request.base or Base()
+    bundle: WrittenBundle | None = None
+    writer_error: BaseException | None = None
     async with ClientPool(request.settings_for) as pool:
-        resolution = await resolver(request, pool, store).resolve_all(request.images, progress)
-        images, failures, errors = resolution.images, resolution.failures, resolution.errors
-        if failures and not request.keep_going:
-            raise exit_error(failures, errors)
-        if not images:
-            raise exit_error(failures, errors) if failures else UsageError("no images to pull")
-        manifest = bundle_manifest(request, images)
-        wanted = {d: (size, image.location) for image in reversed(images) for d, size in image.blobs.items()
-                  if d in manifest.stored_blobs}
-        order = [digest for digest, _ in plan_blobs(manifest, store, pending=True)]
-        fetch = Fetch(store, pool, request.jobs, wanted, order)
-        for image in images:
-            fetch.verified.update(image.fetched)
-            fetch.downloaded += sum(image.fetched.values())
-        arrivals = Arrivals({d for d in order if store.has(d)})
-        bundle: WrittenBundle | None = None
-        writer_error: BaseException | None = None
+        fetch = Fetch(store, pool, request.jobs, skip=base.digests)
+        arrivals = Arrivals()
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch.run, arrivals, progress, True)
-            try:
-                bundle = await _write(request, manifest, store, progress, fetch.verified, arrivals.wait_for)
-            except Abandoned:
-                pass
-            except Exception as exc:  # kept out of the task group, so it surfaces as itself
-                writer_error = exc
-                tg.cancel_scope.cancel()
-        if writer_error is not None:
-            raise writer_error
+            resolution = await resolver(request, pool, store).resolve_all(
+                request.images, progress, lambda image: fetch.want(image.blobs, image.location))
+            fetch.no_more()
+            images, failures, errors = resolution.images, resolution.failures, resolution.errors
+            if (failures and not request.keep_going) or not images:
+                tg.cancel_scope.cancel()  # raised below, outside the task group, as itself
+            else:
+                manifest = bundle_manifest(request, images)
+                for image in images:
+                    fetch.verified.update(image.fetched)
+                    fetch.downloaded += sum(image.fetched.values())
+                for digest, _ in plan_blobs(manifest, store, pending=True):
+                    if store.has(digest):
+                        arrivals.arrived(digest)
+                try:
+                    bundle = await _write(request, manifest, store, progress, fetch.verified, arrivals.wait_for)
+                except Abandoned:
+                    pass
+                except Exception as exc:  # kept out of the task group, so it surfaces as itself
+                    writer_error = exc
+                    tg.cancel_scope.cancel()
+    if failures and not request.keep_going:
+        raise exit_error(failures, errors)
+    if not images:
+        raise exit_error(failures, errors) if failures else UsageError("no images to pull")
+    if writer_error is not None:
+        raise writer_error
 
     if fetch.failed:
         kept = []
@@ -181,7 +187,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         images, manifest = kept, bundle_manifest(request, kept)
         bundle = await _write(request, manifest, store, progress, fetch.verified)
 
-    result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused,
+    layers = {d for image in images for d in image.blobs} & manifest.stored_blobs.keys()
+    result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused(layers),
                         total_blob_bytes=manifest.total_size, bundle=bundle, kind=manifest.kind,
                         base=list(manifest.base), omitted=len(manifest.omitted))
     if request.work_dir is None and not request.keep_work and not failures:

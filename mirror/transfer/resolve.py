@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Callable
 
 import anyio
 
@@ -71,7 +72,9 @@ class Resolver:
         self.pool, self.sources, self.platforms, self.jobs, self.store = pool, sources, platforms, jobs, store
         self._configs: dict[str, anyio.Event] = {}  # config downloads in flight or done, each once
 
-    async def resolve_all(self, refs: list[Reference], progress: Progress) -> Resolution:
+    async def resolve_all(self, refs: list[Reference], progress: Progress,
+                          resolved_one: Callable[[ResolvedImage], None] | None = None) -> Resolution:
+        """Every reference, concurrently; ``resolved_one(image)`` hears of each as soon as it is resolved."""
         resolved: dict[int, ResolvedImage] = {}
         failures: dict[str, str] = {}
         errors: list[MirrorError] = []
@@ -79,10 +82,13 @@ class Resolver:
         async def one(item: tuple[int, Reference]) -> None:
             index, ref = item
             try:
-                resolved[index] = await self.resolve(ref)
+                resolved[index] = image = await self.resolve(ref)
             except MirrorError as exc:
                 failures[str(ref)] = str(exc)
                 errors.append(exc)
+            else:
+                if resolved_one is not None:
+                    resolved_one(image)
             bar.update(1)
 
         with progress.bar(len(refs), "resolving", unit="img") as bar:
