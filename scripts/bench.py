@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -212,8 +214,6 @@ def pack(layout: Path, out: Path) -> Step:
 
 def fetch_blobs(host: str, listing: Path) -> None:
     """The CPU floor of a pull: GET every blob once, one connection, sha256 over the bytes, nothing stored."""
-    import httpx
-
     with httpx.Client(base_url=f"http://{host}", timeout=120) as client:
         for line in listing.read_text().splitlines():
             repository, digest = line.split()
