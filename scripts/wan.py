@@ -35,7 +35,6 @@ from typing import Iterator
 import testbed
 
 CHUNK = 64 * 1024
-QUEUED_CHUNKS = 64  # read ahead of a slow reader at most this much per direction
 IDLE_TIMEOUT = 300.0
 
 
@@ -59,6 +58,7 @@ class WanLink:
         self.site = {"up": TokenBucket(site_rate, 4 * CHUNK), "down": TokenBucket(site_rate, 4 * CHUNK)}
         self.loop = asyncio.new_event_loop()
         self.servers: list[asyncio.Server] = []
+        self.open: set[asyncio.StreamWriter] = set()
         self.thread = threading.Thread(target=self.loop.run_forever, name="wan-link", daemon=True)
 
     def __enter__(self) -> "WanLink":
@@ -69,8 +69,10 @@ class WanLink:
         async def close() -> None:
             for server in self.servers:
                 server.close()
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
-                task.cancel()
+            for writer in self.open:
+                writer.close()  # every pump then reads end-of-stream or fails to write, and returns
+            if tasks := asyncio.all_tasks() - {asyncio.current_task()}:
+                await asyncio.wait(tasks, timeout=5)
 
         asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -97,45 +99,43 @@ class WanLink:
         except OSError:
             client_writer.close()
             return
-        pumps = [asyncio.create_task(self._pump(client_reader, upstream_writer, self.site["up"], established)),
-                 asyncio.create_task(self._pump(upstream_reader, client_writer, self.site["down"], established))]
+        writers = {client_writer, upstream_writer}
+        self.open |= writers
         try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)  # one side went away: close both
+            await asyncio.gather(self._pump(client_reader, upstream_writer, self.site["up"], established),
+                                 self._pump(upstream_reader, client_writer, self.site["down"], established))
+        except (OSError, asyncio.TimeoutError):
+            pass  # one side went away or fell silent
         finally:
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            for writer in (client_writer, upstream_writer):
+            self.open -= writers
+            for writer in writers:
                 writer.close()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, site: TokenBucket,
                     established: float) -> None:
-        """Read, wait for both buckets, deliver RTT/2 later in order; forward end-of-stream."""
-        connection = TokenBucket(self.connection_rate, CHUNK)
-        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(QUEUED_CHUNKS)
+        """Read, wait for both buckets, deliver RTT/2 later; forward end-of-stream.
 
-        async def deliver() -> None:
-            while (item := await queue.get()) is not None:
-                due, data = item
-                if (delay := due - self.loop.time()) > 0:
-                    await asyncio.sleep(delay)
+        Delivery times only grow (the connection's bucket adds to them), so data arrives in order."""
+        connection = TokenBucket(self.connection_rate, CHUNK)
+        due = 0.0
+
+        def deliver(data: bytes | None) -> None:
+            if writer.is_closing():
+                return
+            if data is not None:
                 writer.write(data)
-                await writer.drain()
-            if writer.can_write_eof():
+            elif writer.can_write_eof():
                 writer.write_eof()
 
-        delivery = asyncio.create_task(deliver())
-        try:
-            while data := await asyncio.wait_for(reader.read(CHUNK), IDLE_TIMEOUT):
-                now = self.loop.time()
-                passes = max(connection.reserve(len(data), now), site.reserve(len(data), now), established)
-                if passes > now:
-                    await asyncio.sleep(passes - now)
-                await queue.put((passes + self.rtt / 2, data))
-            await queue.put(None)
-            await delivery
-        finally:
-            delivery.cancel()
+        while data := await asyncio.wait_for(reader.read(CHUNK), IDLE_TIMEOUT):
+            now = self.loop.time()
+            passes = max(connection.reserve(len(data), now), site.reserve(len(data), now), established)
+            if passes > now:
+                await asyncio.sleep(passes - now)
+            due = passes + self.rtt / 2
+            self.loop.call_at(due, deliver, data)
+            await writer.drain()  # a far side slow to take data stops the reading here
+        self.loop.call_at(max(due, self.loop.time() + self.rtt / 2), deliver, None)
 
 
 @contextlib.contextmanager
