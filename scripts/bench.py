@@ -69,17 +69,6 @@ class Sizes:
 QUICK = Sizes(large_mb=100, large_images=10, small_images=60, push_mb=200)
 
 
-@dataclass(frozen=True)
-class Network:
-    rtt: float = 0.040
-    connection_rate: float = 10e6  # bytes/s
-    site_rate: float = 100e6
-
-    def describe(self) -> str:
-        return (f"RTT {self.rtt * 1000:.0f} ms, {self.connection_rate / 1e6:.0f} MB/s per connection, "
-                f"{self.site_rate / 1e6:.0f} MB/s site")
-
-
 @dataclass
 class Step:
     name: str
@@ -132,7 +121,7 @@ class Source:
 class Bench:
     """Seeded registries and artefacts, made on first use and shared by the scenarios that need them."""
 
-    def __init__(self, work: Path, sizes: Sizes, network: Network, stack: contextlib.ExitStack):
+    def __init__(self, work: Path, sizes: Sizes, network: wan.Network, stack: contextlib.ExitStack):
         self.work, self.sizes, self.network, self.stack = work, sizes, network, stack
         self.runs = work / "runs"
         self.sources: dict[str, Source] = {}
@@ -167,8 +156,7 @@ class Bench:
     def remote(self, kind: str) -> str:
         """The ``kind`` corpus as a far-away, token-auth registry (same storage): its host through the WAN."""
         if self.link is None:
-            self.link = self.stack.enter_context(wan.WanLink(
-                self.network.rtt, self.network.connection_rate, self.network.site_rate))
+            self.link = self.stack.enter_context(wan.WanLink(self.network))
         if kind not in self.remotes:
             storage = self.source(kind).registry.directory / "storage"
             self.remotes[kind] = self.stack.enter_context(
@@ -372,7 +360,7 @@ def main() -> None:
     rows: list[Row] = []
     try:
         with contextlib.ExitStack() as stack:
-            bench = Bench(args.work, QUICK if args.quick else Sizes(), Network(), stack)
+            bench = Bench(args.work, QUICK if args.quick else Sizes(), wan.Network(), stack)
             for name in SCENARIOS:
                 if name in chosen:
                     rows += SCENARIOS[name](bench)

@@ -16,7 +16,7 @@ that is just as far away. ``WanLink`` models the network as a TCP proxy:
 its token server behind such a link. Everything binds 127.0.0.1 only; a
 connection idle for ``IDLE_TIMEOUT`` seconds is closed.
 
-    with WanLink(rtt=0.040, connection_rate=10e6, site_rate=100e6) as link:
+    with WanLink(Network(rtt=0.040, connection_rate=10e6, site_rate=100e6)) as link:
         with remote_registry(work / "wan", seeded_storage, link) as host:
             ... pull from http://host/... ...
 
@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -36,6 +37,19 @@ import testbed
 
 CHUNK = 64 * 1024
 IDLE_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class Network:
+    """Issue 11's model of the internet as a connected host sees a big registry."""
+
+    rtt: float = 0.040  # seconds
+    connection_rate: float = 10e6  # bytes/s per connection and direction
+    site_rate: float = 100e6  # bytes/s for all connections together, per direction
+
+    def describe(self) -> str:
+        return (f"RTT {self.rtt * 1000:.0f} ms, {self.connection_rate / 1e6:.0f} MB/s per connection, "
+                f"{self.site_rate / 1e6:.0f} MB/s site")
 
 
 class TokenBucket:
@@ -53,9 +67,9 @@ class TokenBucket:
 class WanLink:
     """A loop in a daemon thread running proxies that share one site cap (one bucket per direction)."""
 
-    def __init__(self, rtt: float = 0.040, connection_rate: float = 10e6, site_rate: float = 100e6):
-        self.rtt, self.connection_rate = rtt, connection_rate
-        self.site = {"up": TokenBucket(site_rate, 4 * CHUNK), "down": TokenBucket(site_rate, 4 * CHUNK)}
+    def __init__(self, network: Network = Network()):
+        self.rtt, self.connection_rate = network.rtt, network.connection_rate
+        self.site = {direction: TokenBucket(network.site_rate, 4 * CHUNK) for direction in ("up", "down")}
         self.loop = asyncio.new_event_loop()
         self.servers: list[asyncio.Server] = []
         self.open: set[asyncio.StreamWriter] = set()
@@ -162,11 +176,13 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     proxy = sub.add_parser("proxy", help="run one proxy to UPSTREAM until interrupted")
     proxy.add_argument("upstream", help="host:port")
-    proxy.add_argument("--rtt-ms", type=float, default=40)
-    proxy.add_argument("--connection-mb", type=float, default=10, help="MB/s per connection and direction")
-    proxy.add_argument("--site-mb", type=float, default=100, help="MB/s for all connections, per direction")
+    proxy.add_argument("--rtt-ms", type=float, default=Network.rtt * 1000)
+    proxy.add_argument("--connection-mb", type=float, default=Network.connection_rate / 1e6,
+                       help="MB/s per connection and direction")
+    proxy.add_argument("--site-mb", type=float, default=Network.site_rate / 1e6,
+                       help="MB/s for all connections, per direction")
     args = parser.parse_args()
-    with WanLink(args.rtt_ms / 1000, args.connection_mb * 1e6, args.site_mb * 1e6) as link:
+    with WanLink(Network(args.rtt_ms / 1000, args.connection_mb * 1e6, args.site_mb * 1e6)) as link:
         print(link.proxy(args.upstream), flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
