@@ -3,7 +3,9 @@
 Tests, the demo and the benchmark need images that look like the real thing
 without touching the internet: multi-arch Docker manifest lists and OCI
 indexes, single-platform Docker v2 and OCI images, a base-OS layer per
-architecture shared by most images, and at least one large layer. Layers are
+architecture shared by most images, at least one large layer, and
+BuildKit-style attestation manifests (``unknown/unknown`` index entries
+holding in-toto provenance) where a spec asks for them. Layers are
 gzip'd tars of compressible, text-like content with correct ``diff_ids`` in
 their configs (containerd checks them when unpacking). Everything derives
 from a seed, so a spec always yields the same digests; generated blobs are
@@ -22,8 +24,8 @@ This module shares no code with mirror on purpose: tests of mirror's pull
 rely on what it seeds, so it pushes with plain synchronous httpx and its own
 media-type constants.
 
-    python3 scripts/corpus.py seed --registry 127.0.0.1:PORT --spec small|demo|bench \\
-        [--work DIR] [--images-file OUT] [--size-mb N --images N]
+    python3 scripts/corpus.py seed --registry 127.0.0.1:PORT --spec small|demo|bench|scale \\
+        [--work DIR] [--images-file OUT] [--size-mb N] [--images N]
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 
@@ -55,6 +57,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+IN_TOTO = "application/vnd.in-toto+json"
 
 # shape -> (index media type or None for a single-platform image, manifest, config, layer)
 SHAPES = {
@@ -82,6 +85,7 @@ class ImageSpec:
     platforms: tuple[str, ...] = (AMD64,)
     layers_kb: tuple[int, ...] = (200,)  # the image's own layers per platform, approx. compressed KiB
     base: bool = True  # start from the shared base-OS layer of each platform
+    attestations: bool = False  # an attestation manifest per platform in the index, as BuildKit adds
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,23 @@ def bench_spec(total_mb: int = 500, images: int = 20) -> CorpusSpec:
     ), base_kb=base)
 
 
-SPECS = {"small": small_spec, "demo": demo_spec, "bench": bench_spec}
+def scale_spec(images: int = 300, image_kb: int = 900) -> CorpusSpec:
+    """A Rancher-sized list: ``images`` small two-platform images of about ``image_kb`` KiB each
+    (besides the shared base layers), Docker lists and OCI indexes; every third one an OCI index
+    with BuildKit's provenance attestations."""
+    if images < 3 or image_kb < 20:
+        raise ValueError("scale_spec needs at least 3 images of 20 KiB")
+    own = image_kb // 2  # per platform
+    plans = []
+    for i in range(images):
+        registry = "quay.io/jetstack" if i % 5 == 4 else "docker.io/rancher"
+        shape = "docker-list" if i % 3 == 1 else "oci-index"
+        plans.append(ImageSpec(f"{registry}/scale-{i:03d}:v0.{i}.0", shape, (AMD64, ARM64),
+                               (own * 85 // 100, own * 15 // 100), attestations=i % 3 == 0))
+    return CorpusSpec(f"scale-{images}x{image_kb}kb", tuple(plans))
+
+
+SPECS = {"small": small_spec, "demo": demo_spec, "bench": bench_spec, "scale": scale_spec}
 
 
 # --- layer content -----------------------------------------------------------
@@ -350,6 +370,8 @@ def generate_corpus(work_dir: Path, spec: CorpusSpec) -> GeneratedCorpus:
     for image in spec.images:
         if image.shape not in SHAPES or (SHAPES[image.shape][0] is None and len(image.platforms) != 1):
             raise ValueError(f"{image.source}: shape {image.shape!r} with platforms {image.platforms}")
+        if image.attestations and image.shape != "oci-index":
+            raise ValueError(f"{image.source}: attestation manifests need shape 'oci-index'")
     built = _build_layers(blobs, {key: (kb, dirs) for image in spec.images for platform in image.platforms
                                   for key, kb, dirs in _layers_of(spec, image, platform)})
     sizes = {digest: size for digest, size, _ in built.values()}
@@ -385,13 +407,19 @@ def generate_corpus(work_dir: Path, spec: CorpusSpec) -> GeneratedCorpus:
             manifests.append((manifest_digest, manifest_type))
             platforms[platform] = manifest_digest
             image_blobs += [config_digest] + [digest for digest, _, _ in layers]
+        entries = [{"mediaType": manifest_type, "size": sizes[digest], "digest": digest,
+                    "platform": _platform_json(platform)} for platform, digest in platforms.items()]
+        if image.attestations:
+            for subject in platforms.values():
+                attestation, attestation_blobs = _attestation(store, image.source, subject)
+                manifests.append((attestation, OCI_MANIFEST))
+                image_blobs += attestation_blobs
+                entries.append({"mediaType": OCI_MANIFEST, "size": sizes[attestation], "digest": attestation,
+                                "annotations": {"vnd.docker.reference.digest": subject,
+                                                "vnd.docker.reference.type": "attestation-manifest"},
+                                "platform": {"architecture": "unknown", "os": "unknown"}})
         if index_type:
-            index_digest, _ = store({
-                "schemaVersion": 2,
-                "mediaType": index_type,
-                "manifests": [{"mediaType": manifest_type, "size": sizes[digest], "digest": digest,
-                               "platform": _platform_json(platform)} for platform, digest in platforms.items()],
-            })
+            index_digest, _ = store({"schemaVersion": 2, "mediaType": index_type, "manifests": entries})
             manifests.append((index_digest, index_type))
         top_digest, top_type = manifests[-1]
         images.append(GeneratedImage(image.source, top_type, top_digest, manifests, platforms,
@@ -399,6 +427,31 @@ def generate_corpus(work_dir: Path, spec: CorpusSpec) -> GeneratedCorpus:
     plan_file.with_suffix(".tmp").write_text(json.dumps({"images": [asdict(i) for i in images], "sizes": sizes}))
     plan_file.with_suffix(".tmp").rename(plan_file)
     return GeneratedCorpus(directory, images, sizes)
+
+
+def _attestation(store: Callable[[dict], tuple[str, int]], source: str, subject: str) -> tuple[str, list[str]]:
+    """BuildKit's default (``--provenance=mode=min``) attestation of one platform manifest:
+    an OCI manifest whose one layer is an in-toto SLSA provenance statement. Returns
+    (manifest digest, [config digest, layer digest])."""
+    statement, statement_size = store({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "predicateType": "https://slsa.dev/provenance/v0.2",
+        "subject": [{"name": f"pkg:docker/{source}", "digest": {"sha256": subject.split(":")[1]}}],
+        "predicate": {"builder": {"id": ""}, "buildType": "https://mobyproject.org/buildkit@v1",
+                      "metadata": {"buildStartedOn": CREATED, "buildFinishedOn": CREATED,
+                                   "completeness": {"parameters": False, "environment": False, "materials": False},
+                                   "reproducible": False}},
+    })
+    config, config_size = store({"architecture": "unknown", "os": "unknown", "config": {},
+                                 "rootfs": {"type": "layers", "diff_ids": [statement]}})
+    manifest, _ = store({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "size": config_size, "digest": config},
+        "layers": [{"mediaType": IN_TOTO, "size": statement_size, "digest": statement,
+                    "annotations": {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"}}],
+    })
+    return manifest, [config, statement]
 
 
 # --- seeding -----------------------------------------------------------------
@@ -473,9 +526,10 @@ def main(argv: list[str] | None = None) -> None:
                       default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mirror-corpus")
     seed.add_argument("--images-file", type=Path, help="write the source references here")
     seed.add_argument("--size-mb", type=int, default=500, help="bench spec only")
-    seed.add_argument("--images", type=int, default=20, help="bench spec only")
+    seed.add_argument("--images", type=int, default=20, help="bench and scale specs only")
     args = parser.parse_args(argv)
-    spec = bench_spec(args.size_mb, args.images) if args.spec == "bench" else SPECS[args.spec]()
+    spec = {"bench": lambda: bench_spec(args.size_mb, args.images),
+            "scale": lambda: scale_spec(args.images)}.get(args.spec, SPECS[args.spec])()
     started = time.monotonic()
     generated = generate_corpus(args.work, spec)
     generated_at = time.monotonic()

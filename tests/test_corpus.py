@@ -117,3 +117,22 @@ def test_demo_corpus_holds_the_k3s_cert_manager_and_registry_lists():
     wanted = {line.strip() for name in lists for line in (ROOT / "manifests" / name).read_text().splitlines()
               if line.strip() and not line.startswith("#")}
     assert wanted == {image.source for image in corpus.demo_spec().images}
+
+
+def test_scale_corpus_carries_buildkit_attestations_that_skopeo_copies(registry, tmp_path):
+    seeded = corpus.seed_registry(registry.host, corpus.generate_corpus(tmp_path, corpus.scale_spec(3, 40)))
+    attested = seeded.images[0]
+    index = json.loads(skopeo("inspect", "--tls-verify=false", "--raw",
+                              f"docker://{seeded.seeded_reference(attested.source)}"))
+    attestations = [entry for entry in index["manifests"] if entry["platform"]["os"] == "unknown"]
+    assert {entry["annotations"]["vnd.docker.reference.digest"] for entry in attestations} == set(
+        attested.manifest_digests.values())
+    assert {entry["annotations"]["vnd.docker.reference.type"] for entry in attestations} == {"attestation-manifest"}
+    statement = json.loads(skopeo("inspect", "--tls-verify=false", "--raw",
+                                  f"docker://{registry.host}/{attested.repository}@{attestations[0]['digest']}"))
+    assert statement["layers"][0]["mediaType"] == corpus.IN_TOTO
+    skopeo("copy", "--all", "--src-tls-verify=false", f"docker://{seeded.seeded_reference(attested.source)}",
+           f"oci:{tmp_path / 'layout'}:copy")
+    copied = json.loads((tmp_path / "layout" / "index.json").read_text())["manifests"][0]
+    assert copied["digest"] == attested.digest
+    assert [image.media_type for image in seeded.images] == [corpus.OCI_INDEX, corpus.DOCKER_LIST, corpus.OCI_INDEX]

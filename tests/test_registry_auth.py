@@ -1,7 +1,7 @@
 """Registry authentication and TLS: htpasswd, bearer tokens, auth files, redirects.
 
-Real docker-registry processes throughout. The bearer-token tests run a
-small token server here (JWTs signed RS256 with an openssl-made key the
+Real docker-registry processes throughout. The bearer-token tests run
+testbed's small token server (JWTs signed RS256 with an openssl-made key the
 registry trusts through ``auth: token: rootcertbundle``).
 """
 
@@ -13,17 +13,14 @@ import json
 import secrets
 import socket
 import subprocess
-import threading
 import time
-import urllib.parse
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 import testbed
 from faults import FaultProxy
+from testbed import TokenServer
 from mirror.model import oci
 from mirror.errors import AuthError, UsageError
 from mirror.registry.client import RegistryClient
@@ -193,104 +190,6 @@ async def seed_blob(c: RegistryClient, data: bytes) -> None:
 # -- bearer tokens -----------------------------------------------------------
 
 
-@dataclass
-class TokenRequest:
-    user: str | None  # None: anonymous
-    scopes: list[str]
-    grant: str  # "password" (GET with basic or anonymous) or "refresh_token" (POST)
-
-
-class TokenServer:
-    """Issues RS256 JWTs for a docker-registry ``auth: token`` config; records each request."""
-
-    SERVICE, ISSUER = "mirror-test-registry", "mirror-test-issuer"
-
-    def __init__(self, directory: Path, users: dict[str, str], refresh_tokens: dict[str, str]):
-        directory.mkdir(parents=True, exist_ok=True)
-        self.key, self.cert = directory / "signer.key", directory / "signer.crt"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                        "-subj", "/CN=mirror test token signer", "-keyout", str(self.key),
-                        "-out", str(self.cert)], check=True, capture_output=True)
-        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"],
-                             check=True, capture_output=True).stdout
-        self.x5c = base64.b64encode(der).decode()
-        self.users, self.refresh_tokens = users, refresh_tokens
-        self.requests: list[TokenRequest] = []
-        self.expired_next = 0  # this many next tokens are issued already expired
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenHandler)
-        self.server.daemon_threads = True
-        self.server.tokens = self  # type: ignore[attr-defined]
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def issue(self, user: str | None, scopes: list[str]) -> str:
-        access = []
-        for scope in scopes:
-            kind, name, actions = scope.split(":", 2) if scope.count(":") >= 2 else (scope, "", "")
-            wanted = actions.split(",")
-            granted = wanted if user else [a for a in wanted if a == "pull"]
-            if granted:
-                access.append({"type": kind, "name": name, "actions": granted})
-        now = int(time.time())
-        expired = self.expired_next > 0
-        self.expired_next -= 1 if expired else 0
-        exp = now - 600 if expired else now + 300  # beyond the registry's 60 s leeway
-        claims = {"iss": self.ISSUER, "sub": user or "", "aud": self.SERVICE, "exp": exp,
-                  "nbf": exp - 900, "iat": exp - 900, "jti": secrets.token_hex(8), "access": access}
-        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)],
-                                   input=signing_input.encode(), check=True, capture_output=True).stdout
-        return f"{signing_input}.{_b64url(signature)}"
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-class _TokenHandler(BaseHTTPRequestHandler):
-    server: ThreadingHTTPServer
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
-        pass
-
-    def do_GET(self) -> None:
-        tokens: TokenServer = self.server.tokens  # type: ignore[attr-defined]
-        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
-        user = None
-        header = self.headers.get("Authorization", "")
-        if header.startswith("Basic "):
-            name, _, password = base64.b64decode(header[6:]).decode().partition(":")
-            if tokens.users.get(name) != password:
-                return self._reply(tokens, TokenRequest(name, query.get("scope", []), "password"), 401, {})
-            user = name
-        request = TokenRequest(user, query.get("scope", []), "password")
-        self._reply(tokens, request, 200, {"token": tokens.issue(user, request.scopes), "expires_in": 300})
-
-    def do_POST(self) -> None:
-        tokens: TokenServer = self.server.tokens  # type: ignore[attr-defined]
-        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-        scopes = form.get("scope", [""])[0].split()
-        user = tokens.refresh_tokens.get(form.get("refresh_token", [""])[0])
-        request = TokenRequest(user, scopes, form.get("grant_type", [""])[0])
-        if user is None or request.grant != "refresh_token":
-            return self._reply(tokens, request, 401, {})
-        self._reply(tokens, request, 200, {"access_token": tokens.issue(user, scopes), "expires_in": 300})
-
-    def _reply(self, tokens: TokenServer, request: TokenRequest, status: int, body: dict) -> None:
-        tokens.requests.append(request)
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 @contextlib.contextmanager
 def custom_registry(directory: Path, http: str, auth: str = ""):
     """docker-registry with ``http:``/``auth:`` config that testbed.start_registry has no option for."""
@@ -325,8 +224,7 @@ def token_registry(tmp_path_factory):
     """A docker-registry trusting our token server, behind a counting proxy."""
     directory = tmp_path_factory.mktemp("token-registry")
     tokens = TokenServer(directory / "signer", {USER: PASSWORD}, {"refresh-me": USER})
-    auth = (f"token: {{realm: '{tokens.url}/token', service: {TokenServer.SERVICE}, "
-            f"issuer: {TokenServer.ISSUER}, rootcertbundle: {tokens.cert}}}")
+    auth = tokens.auth_config()
     try:
         with custom_registry(directory, "", auth) as registry, FaultProxy(registry.host) as proxy:
             yield tokens, proxy
