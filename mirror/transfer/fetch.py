@@ -20,6 +20,9 @@ from ..progress import Progress
 from ..registry.pool import ClientPool
 
 
+PARALLEL_RANGES = 4  # a large blob comes as this many ranges at once (registry/client.py SEGMENTED_MIN)
+
+
 class Abandoned(Exception):
     """The bundle being written is given up because a download failed."""
 
@@ -100,7 +103,7 @@ class Fetch:
             bar.update(already)
             try:
                 await client.download_blob(location.repository, digest, partial, size=size,
-                                           progress=bar.update)
+                                           progress=bar.update, segments=PARALLEL_RANGES)
                 self.store.promote(digest)
             except OSError as exc:  # the work dir, not the registry: full disk, permissions
                 self.failed[digest] = MirrorError(f"blob {digest}: cannot write to the work dir "
