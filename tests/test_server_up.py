@@ -24,7 +24,7 @@ import pytest
 
 import testbed
 from conftest import run_mirror
-from mirror.server.engine import STATE_LABEL
+from mirror.server.container import STATE_LABEL
 from mirror.server.state import find_local_registry
 from mirror.bundle.store import BlobStore
 from registry_image import build_other_image, build_registry_image, seed_source, write_test_bundle
