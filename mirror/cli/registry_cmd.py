@@ -35,7 +35,8 @@ StateDirOption = typer.Option(
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 EXIT_CODES = ("Exit codes: 0 running; 2 bad flags or unfit host (port in use, data dir not writable, "
-              "Docker Engine refused, no registry image in the bundle) and nothing started; "
+              "Docker Engine refused, no registry image in the bundle, another up or down at work, "
+              "a registry running elsewhere without --replace) and nothing started; "
               "1 the registry started but never answered (it was stopped again).")
 
 
@@ -65,6 +66,9 @@ def up_command(
     print_systemd_unit: bool = typer.Option(
         False, "--print-systemd-unit", help="Prepare config, certificate and password, print a systemd unit "
                                             "running the binary, start nothing."),
+    replace: bool = typer.Option(
+        False, "--replace", help="Stop the registry this state dir runs on another address, port or data dir "
+                                 "and start this one [default: refuse]."),
     state_dir: Optional[Path] = StateDirOption,
     json_output: bool = JsonOption,
 ) -> None:
@@ -84,7 +88,7 @@ def up_command(
         data_dir=data_dir, port=port, address=address, hostnames=list(hostname),
         tls="none" if no_tls else ("given" if cert else "auto"), cert=cert, key=key, ca_file=ca_file,
         auth=auth, username=username, bundle=bundle, registry_image=registry_image, engine=engine,
-        systemd_unit=print_systemd_unit, container_name=container_name,
+        systemd_unit=print_systemd_unit, container_name=container_name, replace=replace,
     )
     result = up(options)
     for note in result.notes:

@@ -23,6 +23,7 @@ from .distconfig import DistConfig, http_secret, render
 from .engines import CONTAINER_NAME, Engine, choose_engine, recorded_engine
 from .htpasswd import ensure_credentials, write_private
 from .state import RegistryState, StatePaths, load_state, local_registry, save_state
+from .statelock import state_lock
 from .tls import ensure_tls, install_given
 
 
@@ -45,6 +46,7 @@ class UpOptions:
     systemd_unit: bool = False
     container_name: str = CONTAINER_NAME
     timeout: float = 60.0
+    replace: bool = False  # stop a registry this state dir runs on another address, port or data dir
 
 
 @dataclass
@@ -60,11 +62,21 @@ class UpResult:
 def up(options: UpOptions) -> UpResult:
     paths = StatePaths(options.state_dir)
     _writable_dir(paths.root, "state dir")
+    with state_lock(paths.root):
+        return _up(options, paths)
+
+
+def _up(options: UpOptions, paths: StatePaths) -> UpResult:
     data_dir = (options.data_dir or paths.root / "data").absolute()
-    _writable_dir(data_dir, "data dir")
     previous = load_state(paths)
     previous_engine = recorded_engine(previous, paths) if previous is not None else None
     previous_alive = previous_engine is not None and previous.running and previous_engine.running()
+    if previous_alive and not options.replace and (
+            (previous.address, previous.port, previous.data_dir) != (options.address, options.port, str(data_dir))):
+        raise UsageError(f"a registry from state dir {paths.root} already runs at {previous.url} "
+                         f"({previous.engine}), data in {previous.data_dir}: pass --replace to stop it and "
+                         "start this one, or `mirror registry down` first")
+    _writable_dir(data_dir, "data dir")
     if not previous_alive or (previous.address, previous.port) != (options.address, options.port):
         _port_free(options.address, options.port)
     notes: list[str] = []
@@ -201,6 +213,13 @@ class DownResult:
 
 def down(state_dir: Path, purge: bool = False) -> DownResult:
     paths = StatePaths(state_dir)
+    if not paths.root.is_dir():
+        return DownResult(False)
+    with state_lock(paths.root):
+        return _down(paths, purge)
+
+
+def _down(paths: StatePaths, purge: bool) -> DownResult:
     state = load_state(paths)
     if state is None:
         return DownResult(False)

@@ -3,6 +3,7 @@
 The state directory holds everything ``up`` generates::
 
     state.json          what runs where (no secrets)
+    lock                held by the one `up` or `down` at work (statelock.py)
     credentials         username/password as JSON, mode 0600
     ca/ca.crt ca.key    the CA nodes must trust (--tls auto)
     registry/           given to the registry (bind-mounted into a container):
