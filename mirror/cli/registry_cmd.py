@@ -9,6 +9,7 @@ answer (it was stopped again); ``status`` exits 1 when no registry runs.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
@@ -97,17 +98,18 @@ def up_command(
         typer.echo(json.dumps(_up_json(result), indent=2))
     elif result.systemd_unit:
         typer.echo(result.systemd_unit, nl=False)  # stdout is the unit file alone
-        for line in _up_lines(result):
+        for line in _up_lines(result, sys.stderr.isatty()):
             typer.echo(line, err=True)
         typer.echo("install: save stdout as /etc/systemd/system/mirror-registry.service, then "
                    "`systemctl enable --now mirror-registry`", err=True)
     else:
-        for line in _up_lines(result):
+        for line in _up_lines(result, sys.stdout.isatty()):
             typer.echo(line)
         typer.echo("next: mirror push BUNDLE   (finds this registry without flags)")
 
 
-def _up_lines(result: UpResult) -> list[str]:
+def _up_lines(result: UpResult, on_terminal: bool) -> list[str]:
+    """What `up` did. A new password is shown only to a terminal: redirected output ends up in logs."""
     state = result.state
     verb = "prepared" if result.systemd_unit else ("already running" if result.already_running else "running")
     remote = [n for n in state.hostnames if n not in LOOPBACK] or state.hostnames
@@ -115,11 +117,11 @@ def _up_lines(result: UpResult) -> list[str]:
              f"  nodes reach it as: {', '.join(f'{n}:{state.port}' for n in remote)}"]
     if state.ca_file:
         lines.append(f"  CA for nodes: {state.ca_file}")
-    if result.credentials and result.new_password:
+    if result.credentials and result.new_password and on_terminal:
         lines += [f"  user {result.credentials.username}, password {result.credentials.password}",
                   f"  (shown once; kept in {state.credentials_file}, mode 0600)"]
     elif result.credentials:
-        lines.append(f"  user {result.credentials.username}, password in {state.credentials_file}")
+        lines.append(f"  user {result.credentials.username}, password in {state.credentials_file} (mode 0600)")
     return lines
 
 
@@ -129,9 +131,7 @@ def _up_json(result: UpResult) -> dict:
            "hostnames": state.hostnames, "data_dir": state.data_dir, "ca_file": state.ca_file,
            "credentials_file": state.credentials_file, "systemd_unit": result.systemd_unit}
     if result.credentials:
-        doc["username"] = result.credentials.username
-        if result.new_password:
-            doc["password"] = result.credentials.password  # shown once, as in the text output
+        doc["username"] = result.credentials.username  # the password stays in credentials_file
     return doc
 
 
