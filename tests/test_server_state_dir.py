@@ -12,6 +12,8 @@ import testbed
 from conftest import run_mirror
 from mirror.server.state import find_local_registry
 from mirror.server.statelock import state_lock
+from mirror.bundle.store import BlobStore
+from registry_image import build_other_image, write_test_bundle
 from test_server_errors import assert_refused
 from test_server_up import registries_running
 
@@ -70,3 +72,32 @@ def test_up_on_another_port_or_data_dir_refuses_without_replace(tmp_path):
         assert find_local_registry(state_dir).host == f"127.0.0.1:{other_port}"
     finally:
         run_mirror("registry", "down", "--state-dir", state_dir)
+
+
+def test_purge_deletes_only_what_up_created_in_directories_the_user_gave(tmp_path):
+    state_dir, data_dir, port = tmp_path / "state", tmp_path / "images", testbed.free_port()
+    state_dir.mkdir()
+    data_dir.mkdir()
+    (state_dir / "mine.txt").write_text("the operator's notes\n")
+    (data_dir / "notes.txt").write_text("the operator's notes\n")
+    store = BlobStore(tmp_path / "store")
+    bundle = write_test_bundle(tmp_path / "bundle.tar.zst", store, [build_other_image(store)])
+    try:
+        assert up(state_dir, port, "--data-dir", data_dir).returncode == 0
+        pushed = run_mirror("push", bundle, "--quiet", env={"MIRROR_STATE_DIR": str(state_dir)})
+        assert pushed.returncode == 0, pushed.stderr
+        assert (data_dir / "docker" / "registry" / "v2").is_dir()
+    finally:
+        purge = run_mirror("registry", "down", "--purge", "--state-dir", state_dir)
+    assert purge.returncode == 0, purge.stderr
+    lines = purge.stdout.splitlines()
+    assert lines[0] == "registry stopped"
+    deleted = {line.removeprefix("deleted ") for line in lines if line.startswith("deleted ")}
+    assert deleted == {str(data_dir / "docker")} | {str(state_dir / name) for name in (
+        "registry", "registry.log", "state.json", "lock")}
+    assert [line for line in lines if line.startswith("kept ")] == [
+        f"kept {data_dir} (up did not create it)", f"kept {state_dir} (up did not create it)"]
+    assert len(lines) == 1 + len(deleted) + 2
+    assert sorted(p.name for p in data_dir.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in state_dir.iterdir()) == ["mine.txt"]
+    assert registries_running("binary", state_dir, None) == 0 and not serves(port)

@@ -138,7 +138,9 @@ def _up_json(result: UpResult) -> dict:
 @registry_app.command("down", help="Stop the registry; its images are kept unless --purge.")
 @handle_errors
 def down_command(
-    purge: bool = typer.Option(False, "--purge", help="Also delete the images, certificates and password."),
+    purge: bool = typer.Option(False, "--purge", help="Also delete what up created: images, certificates, "
+                                                      "password; a --data-dir or --state-dir that existed "
+                                                      "before keeps its other files."),
     state_dir: Optional[Path] = StateDirOption,
 ) -> None:
     from ..server.lifecycle import down
@@ -148,6 +150,8 @@ def down_command(
     typer.echo("registry stopped" if result.stopped else "no registry was running")
     for path in result.purged:
         typer.echo(f"deleted {path}")
+    for path in result.kept:
+        typer.echo(f"kept {path} (up did not create it)")
 
 
 @registry_app.command("status", help="URL, engine, storage used, repositories and tags; exit 1 when not running.")

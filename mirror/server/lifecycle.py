@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import MirrorError, UsageError
 from ..registry.settings import Credentials
 from . import probe
-from .distconfig import DistConfig, http_secret, render
+from .distconfig import STORAGE_TREE, DistConfig, http_secret, render
 from .engines import CONTAINER_NAME, Engine, choose_engine, recorded_engine
 from .htpasswd import ensure_credentials, write_private
 from .state import RegistryState, StatePaths, load_state, local_registry, save_state
@@ -61,12 +61,14 @@ class UpResult:
 
 def up(options: UpOptions) -> UpResult:
     paths = StatePaths(options.state_dir)
+    made_root = not paths.root.exists()
     _writable_dir(paths.root, "state dir")
     with state_lock(paths.root):
-        return _up(options, paths)
+        return _up(options, paths, [str(paths.root)] if made_root else [])
 
 
-def _up(options: UpOptions, paths: StatePaths) -> UpResult:
+def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
+    """``up`` holding the state dir's lock; ``made`` lists what it created so far."""
     data_dir = (options.data_dir or paths.root / "data").absolute()
     previous = load_state(paths)
     previous_engine = recorded_engine(previous, paths) if previous is not None else None
@@ -76,13 +78,18 @@ def _up(options: UpOptions, paths: StatePaths) -> UpResult:
         raise UsageError(f"a registry from state dir {paths.root} already runs at {previous.url} "
                          f"({previous.engine}), data in {previous.data_dir}: pass --replace to stop it and "
                          "start this one, or `mirror registry down` first")
-    _writable_dir(data_dir, "data dir")
     if not previous_alive or (previous.address, previous.port) != (options.address, options.port):
         _port_free(options.address, options.port)
     notes: list[str] = []
     engine = choose_engine(options.engine, paths, notes, systemd_unit=options.systemd_unit,
                            container_name=options.container_name, bundle=options.bundle,
                            registry_image=options.registry_image)
+    made = (previous.created if previous is not None else []) + made
+    if not data_dir.exists():
+        made.append(str(data_dir))
+    elif not (data_dir / STORAGE_TREE).exists():
+        made.append(str(data_dir / STORAGE_TREE))  # the registry's tree in the user's directory
+    _writable_dir(data_dir, "data dir")
     engine.prepare(options.bundle, options.registry_image)
 
     names = _names(options)
@@ -105,6 +112,7 @@ def _up(options: UpOptions, paths: StatePaths) -> UpResult:
         auth=credentials is not None,
         credentials_file=str(paths.credentials) if credentials else None,
         fingerprint=_fingerprint(paths, engine, data_dir),
+        created=list(dict.fromkeys(made)),
         **engine.recorded(),
     )
     result = UpResult(state, False, credentials, new_password, notes=notes)
@@ -123,6 +131,7 @@ def _up(options: UpOptions, paths: StatePaths) -> UpResult:
         if previous_alive:
             previous_engine.stop()
         previous.running = False  # recorded now, in case starting the new one fails
+        previous.created = state.created
         save_state(paths, previous)
         _port_free(options.address, options.port)
 
@@ -208,7 +217,8 @@ def _port_free(address: str, port: int) -> None:
 @dataclass
 class DownResult:
     stopped: bool
-    purged: list[str] = field(default_factory=list)
+    purged: list[str] = field(default_factory=list)  # deleted
+    kept: list[str] = field(default_factory=list)  # left, as up did not create them
 
 
 def down(state_dir: Path, purge: bool = False) -> DownResult:
@@ -228,14 +238,29 @@ def _down(paths: StatePaths, purge: bool) -> DownResult:
     save_state(paths, state)
     result = DownResult(stopped)
     if purge:
-        for path in (Path(state.data_dir), paths.root):
-            if path.exists():
-                try:
-                    shutil.rmtree(path)
-                except OSError as exc:  # e.g. files a container wrote as root
-                    raise MirrorError(f"registry stopped, but {path} could not be deleted: {exc}") from None
-                result.purged.append(str(path))
+        _purge(paths, state, result)
     return result
+
+
+def _purge(paths: StatePaths, state: RegistryState, result: DownResult) -> None:
+    """Delete what ``up`` created (state.created), and in a state dir it did not make, only its files."""
+    created = [Path(p) for p in state.created]
+    targets = [p for p in created if p != paths.root]
+    targets += [paths.root] if paths.root in created else paths.generated()
+    for path in targets:
+        if not (path.exists() or path.is_symlink()):
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as exc:  # e.g. files a container wrote as root
+            done = f"; deleted {', '.join(result.purged)}" if result.purged else ""
+            raise MirrorError(f"registry stopped{done}; but {path} could not be deleted: "
+                              f"{exc.strerror or exc}") from None
+        result.purged.append(str(path))
+    result.kept = [str(p) for p in dict.fromkeys([Path(state.data_dir), paths.root]) if p.exists()]
 
 
 @dataclass

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
 from ..registry.settings import Credentials
 from .htpasswd import read_credentials
+from .statelock import LOCK_FILE
 
 STATE_ENV = "MIRROR_STATE_DIR"
 STATE_FILE = "state.json"
@@ -76,6 +77,11 @@ class StatePaths:
     def log_file(self) -> Path:
         return self.root / "registry.log"
 
+    def generated(self) -> list[Path]:
+        """Everything ``up`` writes here; all that ``down --purge`` deletes from a state dir it did not make."""
+        return [self.registry_dir, self.ca_dir, self.credentials, self.pid_file, self.log_file, self.state_file,
+                self.root / LOCK_FILE]
+
 
 @dataclass
 class RegistryState:
@@ -95,6 +101,9 @@ class RegistryState:
     image: str | None = None  # docker engine
     fingerprint: str = ""  # of image + config + files: unchanged -> `up` is a no-op
     running: bool = True
+    # Directories `up` made, which `down --purge` deletes whole: the state dir, the data dir, or in a
+    # data dir that existed before, the registry's docker/ tree. Nothing else of the user's is touched.
+    created: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
