@@ -61,8 +61,9 @@ def up_command(
         None, "--registry-image", help="Image to run [default: the library/registry image in the bundle]."),
     engine: str = typer.Option(
         "auto", "--engine", help="docker (DOCKER_HOST; the container uses the host network), binary "
-                                 "(registry or docker-registry on PATH), or auto: docker when reachable "
-                                 "and given the image, else binary."),
+                                 "(registry or docker-registry on PATH, else /bin/registry out of the "
+                                 "--from-bundle registry image), or auto: docker when reachable and given "
+                                 "the image, else binary."),
     container_name: str = typer.Option("mirror-registry", "--container-name", help="Docker container name."),
     print_systemd_unit: bool = typer.Option(
         False, "--print-systemd-unit", help="Prepare config, certificate and password, print a systemd unit "

@@ -16,6 +16,7 @@ from ..bundle.reader import BundleReader
 from ..errors import MirrorError, UsageError
 from ..bundle.store import BlobStore
 from . import binary, container, probe
+from .binaryload import extract_registry_binary
 from .imageload import copy_image_blobs, docker_archive, find_registry_image, select_manifest
 from .state import RegistryState, StatePaths, local_registry
 
@@ -159,7 +160,9 @@ class BinaryEngine(Engine):
 
     def __init__(self, paths: StatePaths, path: str | None = None):
         super().__init__(paths)
-        self.path = path  # None for one rebuilt from state: stopping needs only the pid file
+        # None for one rebuilt from state (stopping needs only the pid file), or until prepare()
+        # takes the binary out of the bundle.
+        self.path = path
 
     @property
     def runner(self) -> str | None:
@@ -170,6 +173,11 @@ class BinaryEngine(Engine):
 
     def storage(self, data_dir: Path) -> str:
         return str(data_dir)
+
+    def prepare(self, bundle: Path | None, registry_image: str | None) -> None:
+        if self.path is None:
+            assert bundle is not None  # choose_engine picks a binary engine without a path only then
+            self.path = str(extract_registry_binary(bundle, registry_image, self.paths.bundled_binary))
 
     def start(self, data_dir: Path) -> None:
         assert self.path is not None
@@ -226,11 +234,11 @@ def choose_engine(requested: str, paths: StatePaths, notes: list[str], *, system
     if systemd_unit:
         if requested == "docker":
             raise UsageError("--print-systemd-unit runs the registry binary; it cannot go with --engine docker")
-        return SystemdEngine(paths, binary.require_binary())
+        return SystemdEngine(paths, _binary(bundle, notes))
     if requested == "docker":
         return DockerEngine(paths, container_name, container.connect())
     if requested == "binary":
-        return BinaryEngine(paths, binary.require_binary())
+        return BinaryEngine(paths, _binary(bundle, notes))
     client = container.reachable()
     if client is not None and (bundle or (registry_image and container.image_id(client, registry_image))):
         return DockerEngine(paths, container_name, client)
@@ -244,7 +252,16 @@ def choose_engine(requested: str, paths: StatePaths, notes: list[str], *, system
     if client is not None:
         raise UsageError("Docker Engine needs the registry image: pass --from-bundle BUNDLE "
                          "(or --registry-image REF already loaded), or install the registry binary")
-    return BinaryEngine(paths, binary.require_binary())
+    return BinaryEngine(paths, _binary(bundle, notes))
+
+
+def _binary(bundle: Path | None, notes: list[str]) -> str | None:
+    """The registry binary on PATH; None when it is to come out of ``bundle``."""
+    found = binary.find_binary()
+    if found or bundle is None:
+        return found or binary.require_binary()
+    notes.append(f"no registry binary on PATH: taking /bin/registry out of the registry image in {bundle}")
+    return None
 
 
 def recorded_engine(state: RegistryState, paths: StatePaths) -> Engine:
