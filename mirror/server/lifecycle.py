@@ -63,13 +63,13 @@ def up(options: UpOptions) -> UpResult:
     paths = StatePaths(options.state_dir)
     made_root = not paths.root.exists()
     _writable_dir(paths.root, "state dir")
-    try:
-        with state_lock(paths.root):
+    with state_lock(paths.root):  # a refusal to wait for the lock must not delete the holder's dir
+        try:
             return _up(options, paths, [str(paths.root)] if made_root else [])
-    except BaseException:
-        if made_root and not paths.state_file.exists():
-            shutil.rmtree(paths.root, ignore_errors=True)  # a refused first `up` leaves nothing behind
-        raise
+        except BaseException:
+            if made_root and not paths.state_file.exists():
+                shutil.rmtree(paths.root, ignore_errors=True)  # a refused first `up` leaves nothing behind
+            raise
 
 
 def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
