@@ -54,6 +54,7 @@ def test_port_in_use(engine, bundles, dockerd, tmp_path):
                             env={"DOCKER_HOST": dockerd.docker_host})
     assert_refused(result, f"port {port}", "already in use")
     assert_nothing_runs(engine, state_dir, dockerd)
+    assert not state_dir.exists()  # a refused first up leaves nothing behind
 
 
 @pytest.mark.parametrize("engine", ["docker", "binary"])

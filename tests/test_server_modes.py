@@ -4,16 +4,19 @@ systemd unit: each still leaves push and config a registry they can reach."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import shlex
 import ssl
 import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
 import testbed
-from conftest import run_mirror
+from conftest import ROOT, run_mirror
 from mirror.errors import UsageError
 from mirror.server import binary
 from mirror.server.probe import answers, require_local_registry
@@ -99,5 +102,49 @@ def test_require_local_registry_says_the_next_step(tmp_path):
         binary.stop(state_dir / "registry.pid", state_dir / "registry" / "config.yml")  # it died
         with pytest.raises(UsageError, match=rf"127.0.0.1:{port} does not answer: see `mirror registry status`"):
             require_local_registry(state_dir)
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir)
+
+
+def on_terminal(*args: str) -> tuple[int, str]:
+    """Run mirror with its stdout on a terminal (a pty), as an operator typing the command."""
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "mirror", *map(str, args)], stdin=subprocess.DEVNULL,
+                               stdout=slave, stderr=subprocess.DEVNULL, cwd=ROOT)
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the last writer closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    return process.wait(timeout=120), output.decode(errors="replace")
+
+
+def test_generated_password_is_shown_on_a_terminal_never_in_json(tmp_path):
+    state_dir, port = tmp_path / "json", testbed.free_port()
+    try:
+        result = up(state_dir, port, "--json")
+        assert result.returncode == 0, result.stderr
+        password = find_local_registry(state_dir).credentials.password
+        assert password not in result.stdout + result.stderr
+        report = json.loads(result.stdout)
+        assert "password" not in report and report["username"] == "mirror"
+        assert report["credentials_file"] == str(state_dir / "credentials")
+        assert json.loads((state_dir / "credentials").read_text())["password"] == password
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir)
+
+    state_dir, port = tmp_path / "terminal", testbed.free_port()
+    try:
+        code, output = on_terminal("registry", "up", "--state-dir", state_dir, "--port", port, "--address",
+                                   "127.0.0.1", "--engine", "binary")
+        assert code == 0, output
+        password = find_local_registry(state_dir).credentials.password
+        assert f"user mirror, password {password}" in output and "shown once" in output
     finally:
         run_mirror("registry", "down", "--state-dir", state_dir)

@@ -24,7 +24,7 @@ import pytest
 
 import testbed
 from conftest import run_mirror
-from mirror.server.engine import STATE_LABEL
+from mirror.server.container import STATE_LABEL
 from mirror.server.state import find_local_registry
 from mirror.bundle.store import BlobStore
 from registry_image import build_other_image, build_registry_image, seed_source, write_test_bundle
@@ -168,7 +168,8 @@ def test_up_serves_real_clients_over_tls_with_auth_and_keeps_data(engine, images
         assert local is not None and local.host == f"127.0.0.1:{port}" and not local.plain_http
         assert local.ca_file == state_dir / "ca" / "ca.crt"
         password = local.credentials.password
-        assert f"password {password}" in first.stdout  # shown once, at the first up
+        assert password not in first.stdout  # not a terminal: output may end in a log
+        assert f"password in {state_dir / 'credentials'} (mode 0600)" in first.stdout
         assert (state_dir / "credentials").stat().st_mode & 0o777 == 0o600
         assert password not in (state_dir / "state.json").read_text()
 

@@ -9,6 +9,7 @@ answer (it was stopped again); ``status`` exits 1 when no registry runs.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
 
@@ -35,7 +36,8 @@ StateDirOption = typer.Option(
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 EXIT_CODES = ("Exit codes: 0 running; 2 bad flags or unfit host (port in use, data dir not writable, "
-              "Docker Engine refused, no registry image in the bundle) and nothing started; "
+              "Docker Engine refused, no registry image in the bundle, another up or down at work, "
+              "a registry running elsewhere without --replace) and nothing started; "
               "1 the registry started but never answered (it was stopped again).")
 
 
@@ -59,12 +61,16 @@ def up_command(
         None, "--registry-image", help="Image to run [default: the library/registry image in the bundle]."),
     engine: str = typer.Option(
         "auto", "--engine", help="docker (DOCKER_HOST; the container uses the host network), binary "
-                                 "(registry or docker-registry on PATH), or auto: docker when reachable "
-                                 "and given the image, else binary."),
+                                 "(registry or docker-registry on PATH, else /bin/registry out of the "
+                                 "--from-bundle registry image), or auto: docker when reachable and given "
+                                 "the image, else binary."),
     container_name: str = typer.Option("mirror-registry", "--container-name", help="Docker container name."),
     print_systemd_unit: bool = typer.Option(
         False, "--print-systemd-unit", help="Prepare config, certificate and password, print a systemd unit "
                                             "running the binary, start nothing."),
+    replace: bool = typer.Option(
+        False, "--replace", help="Stop the registry this state dir runs on another address, port or data dir "
+                                 "and start this one [default: refuse]."),
     state_dir: Optional[Path] = StateDirOption,
     json_output: bool = JsonOption,
 ) -> None:
@@ -84,7 +90,7 @@ def up_command(
         data_dir=data_dir, port=port, address=address, hostnames=list(hostname),
         tls="none" if no_tls else ("given" if cert else "auto"), cert=cert, key=key, ca_file=ca_file,
         auth=auth, username=username, bundle=bundle, registry_image=registry_image, engine=engine,
-        systemd_unit=print_systemd_unit, container_name=container_name,
+        systemd_unit=print_systemd_unit, container_name=container_name, replace=replace,
     )
     result = up(options)
     for note in result.notes:
@@ -93,17 +99,18 @@ def up_command(
         typer.echo(json.dumps(_up_json(result), indent=2))
     elif result.systemd_unit:
         typer.echo(result.systemd_unit, nl=False)  # stdout is the unit file alone
-        for line in _up_lines(result):
+        for line in _up_lines(result, sys.stderr.isatty()):
             typer.echo(line, err=True)
         typer.echo("install: save stdout as /etc/systemd/system/mirror-registry.service, then "
                    "`systemctl enable --now mirror-registry`", err=True)
     else:
-        for line in _up_lines(result):
+        for line in _up_lines(result, sys.stdout.isatty()):
             typer.echo(line)
         typer.echo("next: mirror push BUNDLE   (finds this registry without flags)")
 
 
-def _up_lines(result: UpResult) -> list[str]:
+def _up_lines(result: UpResult, on_terminal: bool) -> list[str]:
+    """What `up` did. A new password is shown only to a terminal: redirected output ends up in logs."""
     state = result.state
     verb = "prepared" if result.systemd_unit else ("already running" if result.already_running else "running")
     remote = [n for n in state.hostnames if n not in LOOPBACK] or state.hostnames
@@ -111,11 +118,11 @@ def _up_lines(result: UpResult) -> list[str]:
              f"  nodes reach it as: {', '.join(f'{n}:{state.port}' for n in remote)}"]
     if state.ca_file:
         lines.append(f"  CA for nodes: {state.ca_file}")
-    if result.credentials and result.new_password:
+    if result.credentials and result.new_password and on_terminal:
         lines += [f"  user {result.credentials.username}, password {result.credentials.password}",
                   f"  (shown once; kept in {state.credentials_file}, mode 0600)"]
     elif result.credentials:
-        lines.append(f"  user {result.credentials.username}, password in {state.credentials_file}")
+        lines.append(f"  user {result.credentials.username}, password in {state.credentials_file} (mode 0600)")
     return lines
 
 
@@ -125,16 +132,16 @@ def _up_json(result: UpResult) -> dict:
            "hostnames": state.hostnames, "data_dir": state.data_dir, "ca_file": state.ca_file,
            "credentials_file": state.credentials_file, "systemd_unit": result.systemd_unit}
     if result.credentials:
-        doc["username"] = result.credentials.username
-        if result.new_password:
-            doc["password"] = result.credentials.password  # shown once, as in the text output
+        doc["username"] = result.credentials.username  # the password stays in credentials_file
     return doc
 
 
 @registry_app.command("down", help="Stop the registry; its images are kept unless --purge.")
 @handle_errors
 def down_command(
-    purge: bool = typer.Option(False, "--purge", help="Also delete the images, certificates and password."),
+    purge: bool = typer.Option(False, "--purge", help="Also delete what up created: images, certificates, "
+                                                      "password; a --data-dir or --state-dir that existed "
+                                                      "before keeps its other files."),
     state_dir: Optional[Path] = StateDirOption,
 ) -> None:
     from ..server.lifecycle import down
@@ -144,6 +151,8 @@ def down_command(
     typer.echo("registry stopped" if result.stopped else "no registry was running")
     for path in result.purged:
         typer.echo(f"deleted {path}")
+    for path in result.kept:
+        typer.echo(f"kept {path} (up did not create it)")
 
 
 @registry_app.command("status", help="URL, engine, storage used, repositories and tags; exit 1 when not running.")

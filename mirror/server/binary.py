@@ -32,8 +32,8 @@ def require_binary() -> str:
     found = find_binary()
     if not found:
         raise UsageError(
-            "no Docker Engine and no registry binary on PATH (looked for registry, docker-registry): "
-            "install Debian's docker-registry, or start Docker and pass --from-bundle"
+            "no registry binary on PATH (looked for registry, docker-registry) and no --from-bundle: pass "
+            "--from-bundle BUNDLE (its registry image carries the binary), or install Debian's docker-registry"
         )
     return found
 

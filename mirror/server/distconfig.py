@@ -12,6 +12,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+# What the filesystem driver makes in its rootdirectory; the registry writes nothing else there.
+STORAGE_TREE = "docker"
+
 
 @dataclass(frozen=True)
 class DistConfig:

@@ -16,21 +16,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from ..bundle.reader import BundleReader
 from ..errors import MirrorError, UsageError
 from ..registry.settings import Credentials
-from ..bundle.store import BlobStore
-from . import binary, engine, probe
-from .distconfig import DistConfig, http_secret, render
+from . import probe
+from .distconfig import STORAGE_TREE, DistConfig, http_secret, render
+from .engines import CONTAINER_NAME, Engine, choose_engine, recorded_engine
 from .htpasswd import ensure_credentials, write_private
-from .imageload import copy_image_blobs, docker_archive, find_registry_image, select_manifest
 from .state import RegistryState, StatePaths, load_state, local_registry, save_state
+from .statelock import state_lock
 from .tls import ensure_tls, install_given
-
-CONTAINER_NAME = "mirror-registry"
-ENGINES = ("auto", "docker", "binary")
 
 
 @dataclass
@@ -52,6 +46,7 @@ class UpOptions:
     systemd_unit: bool = False
     container_name: str = CONTAINER_NAME
     timeout: float = 60.0
+    replace: bool = False  # stop a registry this state dir runs on another address, port or data dir
 
 
 @dataclass
@@ -66,23 +61,44 @@ class UpResult:
 
 def up(options: UpOptions) -> UpResult:
     paths = StatePaths(options.state_dir)
+    made_root = not paths.root.exists()
     _writable_dir(paths.root, "state dir")
+    with state_lock(paths.root):  # a refusal to wait for the lock must not delete the holder's dir
+        try:
+            return _up(options, paths, [str(paths.root)] if made_root else [])
+        except BaseException:
+            if made_root and not paths.state_file.exists():
+                shutil.rmtree(paths.root, ignore_errors=True)  # a refused first `up` leaves nothing behind
+            raise
+
+
+def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
+    """``up`` holding the state dir's lock; ``made`` lists what it created so far."""
     data_dir = (options.data_dir or paths.root / "data").absolute()
-    _writable_dir(data_dir, "data dir")
     previous = load_state(paths)
-    previous_alive = previous is not None and previous.running and _alive(paths, previous)
+    previous_engine = recorded_engine(previous, paths) if previous is not None else None
+    previous_alive = previous_engine is not None and previous.running and previous_engine.running()
+    if previous_alive and not options.replace and (
+            (previous.address, previous.port, previous.data_dir) != (options.address, options.port, str(data_dir))):
+        raise UsageError(f"a registry from state dir {paths.root} already runs at {previous.url} "
+                         f"({previous.engine}), data in {previous.data_dir}: pass --replace to stop it and "
+                         "start this one, or `mirror registry down` first")
     if not previous_alive or (previous.address, previous.port) != (options.address, options.port):
         _port_free(options.address, options.port)
     notes: list[str] = []
-    kind, client, binary_path = _choose_engine(options, notes)
-
-    image = None
-    if kind == "docker":
-        _check_container_name(client, options.container_name, paths.root)
-        image = _docker_image(client, options, paths)
+    engine = choose_engine(options.engine, paths, notes, systemd_unit=options.systemd_unit,
+                           container_name=options.container_name, bundle=options.bundle,
+                           registry_image=options.registry_image)
+    made = (previous.created if previous is not None else []) + made
+    if not data_dir.exists():
+        made.append(str(data_dir))
+    elif not (data_dir / STORAGE_TREE).exists():
+        made.append(str(data_dir / STORAGE_TREE))  # the registry's tree in the user's directory
+    _writable_dir(data_dir, "data dir")
+    engine.prepare(options.bundle, options.registry_image)
 
     names = _names(options)
-    ca_file, credentials, created = _write_registry_files(options, paths, kind, names, data_dir)
+    ca_file, credentials, created = _write_registry_files(options, paths, engine, names, data_dir)
     # The password is shown until an `up` succeeds with it: a failed first run must not swallow it.
     new_password = credentials is not None and (created or previous is None or not previous.auth)
 
@@ -90,7 +106,7 @@ def up(options: UpOptions) -> UpResult:
     if ":" in local_host:
         local_host = f"[{local_host}]"
     state = RegistryState(
-        engine="systemd" if options.systemd_unit else kind,
+        engine=engine.name,
         host=f"{local_host}:{options.port}",
         hostnames=names,
         port=options.port,
@@ -100,16 +116,16 @@ def up(options: UpOptions) -> UpResult:
         ca_file=str(ca_file) if ca_file else None,
         auth=credentials is not None,
         credentials_file=str(paths.credentials) if credentials else None,
-        container=options.container_name if kind == "docker" else None,
-        image=image,
-        fingerprint=_fingerprint(paths, kind, image or binary_path, data_dir),
+        fingerprint=_fingerprint(paths, engine, data_dir),
+        created=list(dict.fromkeys(made)),
+        **engine.recorded(),
     )
     result = UpResult(state, False, credentials, new_password, notes=notes)
 
     if options.systemd_unit:
         if previous_alive:
-            _stop(paths, previous)
-        result.systemd_unit = binary.systemd_unit(binary_path, paths.config, options.port)
+            previous_engine.stop()
+        result.systemd_unit = engine.unit(options.port)
         save_state(paths, state)
         return result
     if previous_alive and previous.fingerprint == state.fingerprint and probe.answers(local_registry(state)):
@@ -118,31 +134,23 @@ def up(options: UpOptions) -> UpResult:
         return result
     if previous is not None and previous.running:
         if previous_alive:
-            _stop(paths, previous)
+            previous_engine.stop()
         previous.running = False  # recorded now, in case starting the new one fails
+        previous.created = state.created
         save_state(paths, previous)
         _port_free(options.address, options.port)
 
-    if kind == "docker":
-        engine.remove(client, options.container_name)  # ours (checked above), left stopped or dead
-        container = engine.run(client, name=options.container_name, image=image, config_dir=paths.registry_dir,
-                               data_dir=data_dir, state_dir=paths.root)
-        gone = lambda: engine.exit_reason(container)  # noqa: E731
-        cleanup = lambda: engine.remove(client, options.container_name)  # noqa: E731
-    else:
-        binary.start(binary_path, paths.config, paths.pid_file, paths.log_file)
-        gone = lambda: _binary_gone(paths)  # noqa: E731
-        cleanup = lambda: binary.stop(paths.pid_file, paths.config)  # noqa: E731
+    engine.start(data_dir)
     try:
-        probe.wait_ready(local_registry(state), gone, timeout=options.timeout)
+        probe.wait_ready(local_registry(state), engine.exit_reason, timeout=options.timeout)
     except BaseException:
-        cleanup()
+        engine.stop()
         raise
     save_state(paths, state)
     return result
 
 
-def _write_registry_files(options: UpOptions, paths: StatePaths, kind: str, names: list[str],
+def _write_registry_files(options: UpOptions, paths: StatePaths, engine: Engine, names: list[str],
                           data_dir: Path) -> tuple[Path | None, Credentials | None, bool]:
     """Certificate, htpasswd and config.yml in the registry dir; (CA, credentials, new password?)."""
     registry_dir = paths.registry_dir
@@ -157,78 +165,15 @@ def _write_registry_files(options: UpOptions, paths: StatePaths, kind: str, name
     credentials, created = None, False
     if options.auth == "htpasswd":
         credentials, created = ensure_credentials(paths.credentials, paths.htpasswd, options.username)
-    # Paths as the registry sees them: its config dir is mounted in a container.
-    seen = (lambda p: f"{engine.CONFIG_MOUNT}/{p.name}") if kind == "docker" else str
     config = DistConfig(
         listen=f"{options.address}:{options.port}",
-        storage=engine.DATA_MOUNT if kind == "docker" else str(data_dir),
-        cert=seen(cert) if options.tls != "none" else None,
-        key=seen(key) if options.tls != "none" else None,
-        htpasswd=seen(paths.htpasswd) if credentials else None,
+        storage=engine.storage(data_dir),
+        cert=engine.sees(cert) if options.tls != "none" else None,
+        key=engine.sees(key) if options.tls != "none" else None,
+        htpasswd=engine.sees(paths.htpasswd) if credentials else None,
     )
     write_private(paths.config, render(config, http_secret(paths.config)).encode())
     return ca_file, credentials, created
-
-
-def _choose_engine(options: UpOptions, notes: list[str]):
-    """(kind, docker client or None, binary path or None) for --engine and what the host has."""
-    if options.engine not in ENGINES:
-        raise UsageError(f"--engine {options.engine}: expected one of {', '.join(ENGINES)}")
-    if options.systemd_unit:
-        if options.engine == "docker":
-            raise UsageError("--print-systemd-unit runs the registry binary; it cannot go with --engine docker")
-        return "binary", None, binary.require_binary()
-    if options.engine == "docker":
-        return "docker", engine.connect(), None
-    if options.engine == "binary":
-        return "binary", None, binary.require_binary()
-    client = engine.reachable()
-    if client is not None and (options.bundle or (
-            options.registry_image and engine.image_id(client, options.registry_image))):
-        return "docker", client, None
-    found = binary.find_binary()
-    if found:
-        if client is None:
-            notes.append("no Docker Engine reachable: running the registry binary " + found)
-        else:
-            notes.append("Docker Engine reachable but no --from-bundle: running the registry binary " + found)
-        return "binary", None, found
-    if client is not None:
-        raise UsageError("Docker Engine needs the registry image: pass --from-bundle BUNDLE "
-                         "(or --registry-image REF already loaded), or install the registry binary")
-    return "binary", None, binary.require_binary()
-
-
-def _docker_image(client, options: UpOptions, paths: StatePaths) -> str:
-    """The image id to run: loaded from the bundle, or already in the engine."""
-    if options.bundle is None:
-        found = engine.image_id(client, options.registry_image) if options.registry_image else None
-        if not found:
-            raise UsageError("--engine docker needs the registry image: pass --from-bundle BUNDLE "
-                             "(or --registry-image REF already loaded in the engine)")
-        return found
-    with BundleReader(options.bundle) as reader, \
-            tempfile.TemporaryDirectory(prefix="image-", dir=paths.root) as spool_dir:
-        record = find_registry_image(reader.manifest, options.bundle, options.registry_image)
-        spool = BlobStore(Path(spool_dir))
-        copy_image_blobs(reader, record, spool)
-        manifest = select_manifest(spool, record, engine.engine_platform(client))
-        engine.load(client, docker_archive(spool, manifest, record.source))
-        config_digest = manifest.document["config"]["digest"]
-    loaded = engine.image_id(client, config_digest)
-    if loaded is None:
-        raise MirrorError(f"Docker Engine did not keep the registry image {record.source} after loading it")
-    return loaded
-
-
-def _check_container_name(client, name: str, state_dir: Path) -> None:
-    """Refuse a name some other container has: `up` replaces only what this state dir made."""
-    existing = engine.find(client, name)
-    owner = engine.owner(existing) if existing else str(state_dir)
-    if owner != str(state_dir):
-        made_by = f"`mirror registry up --state-dir {owner}`" if owner else "someone else"
-        raise UsageError(f"container {name} exists and was made by {made_by}: remove it or pass "
-                         "--container-name")
 
 
 def _names(options: UpOptions) -> list[str]:
@@ -240,9 +185,9 @@ def _names(options: UpOptions) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def _fingerprint(paths: StatePaths, kind: str, runner: str | None, data_dir: Path) -> str:
+def _fingerprint(paths: StatePaths, engine: Engine, data_dir: Path) -> str:
     """What a running registry was started with; unchanged means `up` has nothing to do."""
-    hasher = hashlib.sha256(f"{kind}\0{runner}\0{data_dir}\0".encode())
+    hasher = hashlib.sha256(f"{engine.name}\0{engine.runner}\0{data_dir}\0".encode())
     for path in sorted(paths.registry_dir.iterdir()):
         if path.is_file():
             hasher.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -274,62 +219,53 @@ def _port_free(address: str, port: int) -> None:
             raise UsageError(f"cannot listen on {address}:{port}: {exc.strerror}") from None
 
 
-def _binary_gone(paths: StatePaths) -> str | None:
-    if binary.running_pid(paths.pid_file, paths.config) is not None:
-        return None
-    try:
-        lines = paths.log_file.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        lines = []
-    return probe.log_reason(lines)
-
-
-def _alive(paths: StatePaths, state: RegistryState) -> bool:
-    if state.engine == "binary":
-        return binary.running_pid(paths.pid_file, paths.config) is not None
-    if state.engine == "docker":
-        client = engine.reachable()
-        container = engine.find(client, state.container) if client else None
-        return container is not None and engine.running(container)
-    return probe.answers(local_registry(state))  # systemd: whatever answers is the unit
-
-
-def _stop(paths: StatePaths, state: RegistryState) -> bool:
-    """Stop what ``state`` started; True if something ran. systemd units are the operator's."""
-    if state.engine == "binary":
-        return binary.stop(paths.pid_file, paths.config)
-    if state.engine == "docker":
-        return engine.remove(engine.connect(), state.container)
-    if probe.answers(local_registry(state)):
-        raise UsageError("the registry runs as a systemd unit: stop it with "
-                         "`systemctl disable --now mirror-registry`, then run this again")
-    return False
-
-
 @dataclass
 class DownResult:
     stopped: bool
-    purged: list[str] = field(default_factory=list)
+    purged: list[str] = field(default_factory=list)  # deleted
+    kept: list[str] = field(default_factory=list)  # left, as up did not create them
 
 
 def down(state_dir: Path, purge: bool = False) -> DownResult:
     paths = StatePaths(state_dir)
+    if not paths.root.is_dir():
+        return DownResult(False)
+    with state_lock(paths.root):
+        return _down(paths, purge)
+
+
+def _down(paths: StatePaths, purge: bool) -> DownResult:
     state = load_state(paths)
     if state is None:
         return DownResult(False)
-    stopped = _stop(paths, state)
+    stopped = recorded_engine(state, paths).stop()
     state.running = False
     save_state(paths, state)
     result = DownResult(stopped)
     if purge:
-        for path in (Path(state.data_dir), paths.root):
-            if path.exists():
-                try:
-                    shutil.rmtree(path)
-                except OSError as exc:  # e.g. files a container wrote as root
-                    raise MirrorError(f"registry stopped, but {path} could not be deleted: {exc}") from None
-                result.purged.append(str(path))
+        _purge(paths, state, result)
     return result
+
+
+def _purge(paths: StatePaths, state: RegistryState, result: DownResult) -> None:
+    """Delete what ``up`` created (state.created), and in a state dir it did not make, only its files."""
+    created = [Path(p) for p in state.created]
+    targets = [p for p in created if p != paths.root]
+    targets += [paths.root] if paths.root in created else paths.generated()
+    for path in targets:
+        if not (path.exists() or path.is_symlink()):
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as exc:  # e.g. files a container wrote as root
+            done = f"; deleted {', '.join(result.purged)}" if result.purged else ""
+            raise MirrorError(f"registry stopped{done}; but {path} could not be deleted: "
+                              f"{exc.strerror or exc}") from None
+        result.purged.append(str(path))
+    result.kept = [str(p) for p in dict.fromkeys([Path(state.data_dir), paths.root]) if p.exists()]
 
 
 @dataclass
@@ -358,7 +294,7 @@ def status(state_dir: Path) -> StatusReport:
     state = load_state(paths)
     if state is None:
         return StatusReport(None)
-    report = StatusReport(state, running=state.running and _alive(paths, state),
+    report = StatusReport(state, running=state.running and recorded_engine(state, paths).running(),
                           storage_bytes=_disk_usage(Path(state.data_dir)))
     if report.running:
         local = local_registry(state)
@@ -366,7 +302,7 @@ def status(state_dir: Path) -> StatusReport:
         if report.answering:
             try:
                 report.repositories = probe.repositories(local)
-            except (httpx.HTTPError, ValueError) as exc:  # status reports what it can
+            except MirrorError as exc:  # status reports what it can
                 report.error = f"could not list repositories: {exc}"
     return report
 

@@ -1,22 +1,31 @@
-"""Talk to the local registry: is /v2/ answering, and what does it hold."""
+"""Talk to the local registry: is /v2/ answering, and what does it hold.
+
+Through the same RegistryClient as push, with the CA and credentials `up`
+recorded; these callers are synchronous, so each question runs its own
+event loop.
+"""
 
 from __future__ import annotations
 
-import ssl
 import time
 from pathlib import Path
 from typing import Callable
 
-import httpx
+import anyio
 
-from ..errors import MirrorError, UsageError
+from ..errors import AuthError, MirrorError, UsageError
+from ..registry.client import RegistryClient
+from ..registry.credentials import AuthFiles
+from ..registry.settings import RegistrySettings
 from .state import LocalRegistry, find_local_registry
 
 
-def _client(registry: LocalRegistry, timeout: float) -> httpx.Client:
-    verify = ssl.create_default_context(cafile=str(registry.ca_file)) if registry.ca_file else True
-    auth = (registry.credentials.username, registry.credentials.password) if registry.credentials else None
-    return httpx.Client(verify=verify, auth=auth, timeout=timeout, trust_env=False)
+def client(registry: LocalRegistry, timeout: float, retries: int = 0) -> RegistryClient:
+    """A client for ``registry`` with what `up` recorded, and no other credentials (no auth files)."""
+    settings = RegistrySettings(plain_http=registry.plain_http, ca_file=registry.ca_file,
+                                credentials=registry.credentials, max_connections=4, retries=retries,
+                                timeout=timeout)
+    return RegistryClient(registry.host, settings, auth_files=AuthFiles([]))
 
 
 def url(registry: LocalRegistry) -> str:
@@ -25,11 +34,19 @@ def url(registry: LocalRegistry) -> str:
 
 def answers(registry: LocalRegistry, timeout: float = 3.0) -> bool:
     """/v2/ answers 200, or 401 (up, behind auth)."""
+
+    async def ping() -> None:
+        async with client(registry, timeout) as registry_client:
+            await registry_client.ping()
+
     try:
-        with _client(registry, timeout) as client:
-            return client.get(url(registry) + "/v2/").status_code in (200, 401)
-    except httpx.HTTPError:
+        anyio.run(ping)
+    except AuthError as exc:
+        # Refused credentials (a 401) come from an answer; a TLS refusal has the transport error as cause.
+        return exc.__cause__ is None
+    except MirrorError:
         return False
+    return True
 
 
 def wait_ready(registry: LocalRegistry, gone: Callable[[], str | None], timeout: float = 30.0) -> None:
@@ -67,23 +84,11 @@ def log_reason(lines: list[str]) -> str:
 
 
 def repositories(registry: LocalRegistry, timeout: float = 10.0) -> dict[str, list[str]]:
-    """Every repository and its tags, following the registry's pagination."""
-    found: dict[str, list[str]] = {}
-    with _client(registry, timeout) as client:
-        next_url: str | None = url(registry) + "/v2/_catalog?n=1000"
-        while next_url:
-            response = client.get(next_url)
-            response.raise_for_status()
-            for repository in response.json().get("repositories") or []:
-                tags = client.get(f"{url(registry)}/v2/{repository}/tags/list")
-                found[repository] = sorted(tags.json().get("tags") or []) if tags.status_code == 200 else []
-            next_url = _next_link(response, url(registry))
-    return found
+    """Every repository and its tags (every page of each)."""
 
+    async def listing() -> dict[str, list[str]]:
+        async with client(registry, timeout, retries=2) as registry_client:
+            return {repository: sorted(await registry_client.list_tags(repository))
+                    for repository in await registry_client.catalog()}
 
-def _next_link(response: httpx.Response, base: str) -> str | None:
-    link = response.headers.get("link", "")
-    if "<" not in link:
-        return None
-    target = link[link.index("<") + 1 : link.index(">")]
-    return target if target.startswith("http") else base + target
+    return anyio.run(listing)

@@ -3,11 +3,13 @@
 The state directory holds everything ``up`` generates::
 
     state.json          what runs where (no secrets)
+    lock                held by the one `up` or `down` at work (statelock.py)
     credentials         username/password as JSON, mode 0600
     ca/ca.crt ca.key    the CA nodes must trust (--tls auto)
     registry/           given to the registry (bind-mounted into a container):
       config.yml server.crt server.key htpasswd
     registry.pid registry.log   the binary engine's process
+    bin/registry        the binary out of a bundle's registry image, when PATH has none
 
 Default: ``/var/lib/mirror/registry`` as root, else
 ``$XDG_DATA_HOME/mirror/registry`` (``~/.local/share``); ``--state-dir`` or
@@ -18,12 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
 from ..registry.settings import Credentials
 from .htpasswd import read_credentials
+from .statelock import LOCK_FILE
 
 STATE_ENV = "MIRROR_STATE_DIR"
 STATE_FILE = "state.json"
@@ -79,6 +82,16 @@ class StatePaths:
     def log_file(self) -> Path:
         return self.root / "registry.log"
 
+    @property
+    def bundled_binary(self) -> Path:
+        """The registry binary taken out of a bundle's registry image, when PATH has none."""
+        return self.root / "bin" / "registry"
+
+    def generated(self) -> list[Path]:
+        """Everything ``up`` writes here; all that ``down --purge`` deletes from a state dir it did not make."""
+        return [self.registry_dir, self.ca_dir, self.credentials, self.pid_file, self.log_file, self.state_file,
+                self.bundled_binary.parent, self.root / LOCK_FILE]
+
 
 @dataclass
 class RegistryState:
@@ -98,6 +111,9 @@ class RegistryState:
     image: str | None = None  # docker engine
     fingerprint: str = ""  # of image + config + files: unchanged -> `up` is a no-op
     running: bool = True
+    # Directories `up` made, which `down --purge` deletes whole: the state dir, the data dir, or in a
+    # data dir that existed before, the registry's docker/ tree. Nothing else of the user's is touched.
+    created: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:

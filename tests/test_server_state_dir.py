@@ -1,0 +1,103 @@
+"""One state dir, one registry: `up` and `down` take turns, a running registry is replaced only when
+asked, and `down --purge` deletes only what `up` made. The binary engine: nothing here is engine-specific."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+import testbed
+from conftest import run_mirror
+from mirror.server.state import find_local_registry
+from mirror.server.statelock import state_lock
+from mirror.bundle.store import BlobStore
+from registry_image import build_other_image, write_test_bundle
+from test_server_errors import assert_refused
+from test_server_up import registries_running
+
+
+def up(state_dir, port, *extra):
+    return run_mirror("registry", "up", "--state-dir", state_dir, "--port", str(port), "--address", "127.0.0.1",
+                      "--engine", "binary", "--no-tls", "--auth", "none", *extra)
+
+
+def serves(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_up_refuses_while_another_up_or_down_holds_the_state_dir(tmp_path):
+    state_dir, port = tmp_path / "state", testbed.free_port()
+    with state_lock(state_dir):  # as an `up` at work would
+        result = up(state_dir, port)
+    line = assert_refused(result, f"pid {os.getpid()}", str(state_dir))
+    assert "another `mirror registry up` or `down`" in line
+    assert registries_running("binary", state_dir, None) == 0
+    assert find_local_registry(state_dir) is None and not serves(port)
+
+
+def test_two_ups_at_once_leave_one_registry_that_down_stops(tmp_path):
+    state_dir, port = tmp_path / "state", testbed.free_port()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: up(state_dir, port), range(2)))
+        assert any(r.returncode == 0 for r in results), [r.stderr for r in results]
+        for result in results:  # the other one either found it running or was told who held the lock
+            assert result.returncode == 0 or "another `mirror registry up` or `down` (pid" in result.stderr
+        assert registries_running("binary", state_dir, None) == 1 and serves(port)
+    finally:
+        down = run_mirror("registry", "down", "--state-dir", state_dir)
+    assert down.returncode == 0 and "registry stopped" in down.stdout, down.stdout + down.stderr
+    assert registries_running("binary", state_dir, None) == 0 and not serves(port)
+
+
+def test_up_on_another_port_or_data_dir_refuses_without_replace(tmp_path):
+    state_dir, port, other_port = tmp_path / "state", testbed.free_port(), testbed.free_port()
+    try:
+        assert up(state_dir, port).returncode == 0
+        for refused in (up(state_dir, other_port), up(state_dir, port, "--data-dir", tmp_path / "elsewhere")):
+            assert_refused(refused, f"http://127.0.0.1:{port} (binary)", f"data in {state_dir / 'data'}",
+                           "--replace")
+            assert serves(port) and registries_running("binary", state_dir, None) == 1
+        assert not serves(other_port) and not (tmp_path / "elsewhere").exists()
+
+        replaced = up(state_dir, other_port, "--replace")
+        assert replaced.returncode == 0, replaced.stderr
+        assert serves(other_port) and not serves(port)
+        assert registries_running("binary", state_dir, None) == 1
+        assert find_local_registry(state_dir).host == f"127.0.0.1:{other_port}"
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir)
+
+
+def test_purge_deletes_only_what_up_created_in_directories_the_user_gave(tmp_path):
+    state_dir, data_dir, port = tmp_path / "state", tmp_path / "images", testbed.free_port()
+    state_dir.mkdir()
+    data_dir.mkdir()
+    (state_dir / "mine.txt").write_text("the operator's notes\n")
+    (data_dir / "notes.txt").write_text("the operator's notes\n")
+    store = BlobStore(tmp_path / "store")
+    bundle = write_test_bundle(tmp_path / "bundle.tar.zst", store, [build_other_image(store)])
+    try:
+        assert up(state_dir, port, "--data-dir", data_dir).returncode == 0
+        pushed = run_mirror("push", bundle, "--quiet", env={"MIRROR_STATE_DIR": str(state_dir)})
+        assert pushed.returncode == 0, pushed.stderr
+        assert (data_dir / "docker" / "registry" / "v2").is_dir()
+    finally:
+        purge = run_mirror("registry", "down", "--purge", "--state-dir", state_dir)
+    assert purge.returncode == 0, purge.stderr
+    lines = purge.stdout.splitlines()
+    assert lines[0] == "registry stopped"
+    deleted = {line.removeprefix("deleted ") for line in lines if line.startswith("deleted ")}
+    assert deleted == {str(data_dir / "docker")} | {str(state_dir / name) for name in (
+        "registry", "registry.log", "state.json", "lock")}
+    assert [line for line in lines if line.startswith("kept ")] == [
+        f"kept {data_dir} (up did not create it)", f"kept {state_dir} (up did not create it)"]
+    assert len(lines) == 1 + len(deleted) + 2
+    assert sorted(p.name for p in data_dir.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in state_dir.iterdir()) == ["mine.txt"]
+    assert registries_running("binary", state_dir, None) == 0 and not serves(port)
