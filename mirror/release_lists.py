@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote
 import httpx
 
 from .errors import AuthError, MirrorError, UsageError
-from .lists import ListSource, parse_images_text
+from .imagelist import ListSource, parse_images_text
 from .model.reference import Reference
 from .registry.settings import RegistrySettings
 from .registry.transport import tls_context

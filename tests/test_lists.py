@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import ROOT, run_mirror
-from mirror import lists
+from mirror import imagelist, lists
 from mirror.errors import UsageError
 
 MANIFESTS = ROOT / "manifests"
@@ -99,7 +99,7 @@ def test_rancher_files_are_accepted_as_is(tmp_path):
     windows = tmp_path / "rancher-windows-images.txt"
     windows.write_text("rancher/wins:v0.4.11\r\nrancher/mirrored-pause:3.6  # the pause image\n\n"
                        "mcr.microsoft.com/windows/servercore:ltsc2019\n")
-    refs = lists.parse_images_file(windows)
+    refs = imagelist.parse_images_file(windows)
     assert [str(r) for r in refs] == ["docker.io/rancher/wins:v0.4.11", "docker.io/rancher/mirrored-pause:3.6",
                                       "mcr.microsoft.com/windows/servercore:ltsc2019"]
 
@@ -119,7 +119,7 @@ def test_every_data_file_records_its_source():
     assert len(files) >= 9
     for path in files:
         assert path.read_text().startswith("# source: "), path
-        lists.parse_images_file(path)  # and every line is a valid reference
+        imagelist.parse_images_file(path)  # and every line is a valid reference
 
 
 def test_available_lists_modes_components_versions():
@@ -150,7 +150,7 @@ def test_malformed_line_names_file_and_line(tmp_path):
     bad = tmp_path / "images.txt"
     bad.write_text("# list\nrancher/fleet:v0.3.10\n\nRancher/Fleet:v1\n")
     with pytest.raises(UsageError) as caught:
-        lists.parse_images_file(bad)
+        imagelist.parse_images_file(bad)
     assert str(caught.value).startswith(f"{bad}:4: invalid image reference 'Rancher/Fleet:v1'")
 
 
@@ -170,7 +170,7 @@ def test_cli_lists_prints_a_resolved_list_usable_as_images_file(tmp_path):
     assert result.returncode == 0, result.stderr
     saved = tmp_path / "rke2.txt"
     saved.write_text(result.stdout)
-    assert [str(r) for r in lists.parse_images_file(saved)] == EXPECTED["rke2"][:-1]
+    assert [str(r) for r in imagelist.parse_images_file(saved)] == EXPECTED["rke2"][:-1]
 
 
 def test_cli_lists_json():
