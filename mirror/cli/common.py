@@ -112,7 +112,7 @@ def registry_settings(
     insecure: bool = False,
     plain_http: bool = False,
     credentials: Credentials | None = None,
-    jobs: int = 8,
+    jobs: int = 16,
 ) -> RegistrySettings:
     if ca_file is not None and not ca_file.is_file():
         raise UsageError(f"--ca-file {ca_file}: no such file")
@@ -121,7 +121,10 @@ def registry_settings(
         insecure=insecure,
         ca_file=ca_file,
         credentials=credentials,
-        max_connections=max(1, jobs),
+        # httpcore matches each request against every pooled connection: past ~16 connections
+        # to one host that costs more CPU than the extra parallelism wins (measured: -j 32 was
+        # 1.3x slower than -j 8 on loopback). More jobs still mean more transfers queued.
+        max_connections=max(1, min(jobs, MAX_CONNECTIONS_PER_REGISTRY)),
     )
 
 
@@ -159,13 +162,16 @@ def target_registry(
     return Target(address, settings)
 
 
+MAX_CONNECTIONS_PER_REGISTRY = 16
+
 # Shared option declarations, so every command spells them the same way.
 CaFileOption = typer.Option(None, "--ca-file", help="CA certificate (PEM) that signed the registry's certificate.")
 InsecureOption = typer.Option(False, "--insecure", help="Use TLS but do not verify the registry's certificate.")
 PlainHttpOption = typer.Option(False, "--plain-http", help="Talk plain HTTP to the registry (no TLS).")
 UsernameOption = typer.Option(None, "--username", "-u", help="Registry user; password from --password-stdin.")
 PasswordStdinOption = typer.Option(False, "--password-stdin", help="Read the registry password from standard input.")
-JobsOption = typer.Option(8, "--jobs", "-j", min=1, max=64, help="Concurrent transfers.")
+JobsOption = typer.Option(16, "--jobs", "-j", min=1, max=64,
+                          help="Concurrent transfers (at most 16 connections to one registry).")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 

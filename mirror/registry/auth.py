@@ -85,7 +85,9 @@ class Authenticator:
         self._send = send
         self.challenge: Challenge | None = None
         self._tokens: dict[frozenset[str], tuple[str, float]] = {}
-        self._lock = anyio.Lock()
+        # One lock per scope set: a token is fetched once per scope, while tokens for other
+        # repositories are fetched at the same time (a Rancher list is hundreds of repositories).
+        self._locks: dict[frozenset[str], anyio.Lock] = {}
 
     @property
     def credentials(self) -> Credentials | None:
@@ -101,7 +103,7 @@ class Authenticator:
         if self.challenge.scheme == "basic":
             return basic_header(self.credentials) if self.credentials else None
         key = frozenset(scopes)
-        async with self._lock:
+        async with self._locks.setdefault(key, anyio.Lock()):
             cached = self._tokens.get(key)
             if cached and cached[1] > time.monotonic():
                 return "Bearer " + cached[0]

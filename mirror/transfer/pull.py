@@ -42,7 +42,7 @@ class PullRequest:
     sources: SourceMap
     settings_for: Callable[[str], RegistrySettings]
     platforms: list[Platform] = field(default_factory=list)
-    jobs: int = 8
+    jobs: int = 16
     work_dir: Path | None = None
     keep_going: bool = False
     keep_work: bool = False

@@ -33,7 +33,7 @@ from .survey import Presence, tagged_in_place
 class PushRequest:
     bundle: Path
     target: Target
-    jobs: int = 8
+    jobs: int = 16
     window: int = 512 * MIB  # bytes of spool (memory + temp disk) at most
     spool_dir: Path | None = None
     dry_run: bool = False
