@@ -7,6 +7,7 @@ import json
 import subprocess
 import tarfile
 
+import httpx
 import pytest
 
 from conftest import run_mirror
@@ -137,3 +138,37 @@ def test_json_report_on_failure_says_why_and_no_bundle(seeded_source, tmp_path):
     report = json.loads(result.stdout)
     assert report["bundle"] is None and report["exit_code"] == 1
     assert list(report["failures"]) == ["docker.io/rancher/does-not-exist:v1"]
+
+
+def test_narrowed_bundle_is_pushed_and_read_back_by_containerd_for_that_platform(
+        seeded_source, registry, containerd, tmp_path):
+    image = next(i for i in seeded_source.corpus.images if len(i.platforms) > 1 and "linux/arm64/v8" in i.platforms)
+    accept = {"Accept": image.media_type}
+    upstream = httpx.get(f"{seeded_source.registry.url}/v2/{image.repository}/manifests/{image.tag}", headers=accept)
+    upstream.raise_for_status()
+    upstream_digest = "sha256:" + hashlib.sha256(upstream.content).hexdigest()
+    arm64 = next(m for m in upstream.json()["manifests"] if m["platform"]["architecture"] == "arm64")
+
+    result, output = pull(seeded_source, tmp_path, image.source, extra=("--platform", "linux/arm64"))
+    assert result.returncode == 0, result.stderr
+    inspected = run_mirror("inspect", output, "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    [record] = json.loads(inspected.stdout)["images"]
+    assert record["narrowed_from"] == upstream_digest
+    assert record["digest"] != upstream_digest  # the narrowed index is a new document
+
+    pushed = run_mirror("push", output, "--registry", registry.host, "--plain-http", "-q")
+    assert pushed.returncode == 0, pushed.stderr
+    repository = image.source.removeprefix("docker.io/").rsplit(":", 1)[0]  # README "Target layout"
+    target = f"{registry.host}/{repository}:{image.tag}"
+    served = httpx.get(f"{registry.url}/v2/{repository}/manifests/{image.tag}", headers=accept)
+    assert "sha256:" + hashlib.sha256(served.content).hexdigest() == record["digest"]
+    assert [m["digest"] for m in served.json()["manifests"]] == [arm64["digest"]]  # the child keeps its digest
+
+    by_platform = containerd.ctr("images", "pull", "--plain-http", "--platform", "linux/arm64", target)
+    assert by_platform.returncode == 0, by_platform.stderr
+    listed = containerd.ctr("images", "ls").stdout
+    assert any(target in line and record["digest"] in line for line in listed.splitlines()), listed
+    other = containerd.ctr("images", "pull", "--plain-http", "--platform", "linux/amd64",
+                           f"{registry.host}/{repository}@{record['digest']}")
+    assert other.returncode != 0 and "no match for platform" in other.stderr, other.stderr  # none other kept
