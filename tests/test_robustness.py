@@ -8,10 +8,13 @@ registry refusal turning into a traceback).
 
 from __future__ import annotations
 
+import json
 import subprocess
+import tarfile
 
 import httpx
 import pytest
+import zstandard
 
 from conftest import run_mirror
 from faults import FaultProxy
@@ -61,8 +64,14 @@ def test_many_tags_of_one_single_platform_image(seeded_source, tmp_path):
         httpx.put(f"{base}/alias{i}", content=manifest.content,
                   headers={"Content-Type": manifest.headers["content-type"]}).raise_for_status()
         sources.append(image.source.rsplit(":", 1)[0] + f":alias{i}")
-    result = mirror_timed("pull", *sources, "-o", tmp_path / "b.tar.zst", *seeded_source.mirror_args, "-q")
+    bundle = tmp_path / "b.tar.zst"
+    result = mirror_timed("pull", *sources, "-o", bundle, *seeded_source.mirror_args, "-q")
     assert result.returncode == 0, result.stderr[-2000:]
+    with open(bundle, "rb") as raw, tarfile.open(
+            fileobj=zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), mode="r|") as tar:
+        index = next(json.load(tar.extractfile(m)) for m in tar if m.name == "index.json")
+    named = {m["annotations"]["io.containerd.image.name"]: m["digest"] for m in index["manifests"]}
+    assert named == {source: image.digest for source in sources}  # every tag, none lost, none swapped
 
 
 def test_platform_filter_applies_to_single_platform_images(seeded_source, tmp_path):
@@ -103,10 +112,6 @@ def test_a_bundle_whose_image_record_omits_a_layer_fails_that_image_instead_of_h
         seeded_source, registry, tmp_path):
     """mirror-bundle.json is input like the rest: it must not be able to make push wait for ever."""
     import io
-    import json
-    import tarfile
-
-    import zstandard
 
     from mirror.bundle.reader import BundleReader
 
