@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from conftest import run_mirror
+from corpus_fixtures import single_platform_image
 from mirror.bundle.reader import BundleReader
 
 
@@ -172,3 +173,31 @@ def test_narrowed_bundle_is_pushed_and_read_back_by_containerd_for_that_platform
     other = containerd.ctr("images", "pull", "--plain-http", "--platform", "linux/amd64",
                            f"{registry.host}/{repository}@{record['digest']}")
     assert other.returncode != 0 and "no match for platform" in other.stderr, other.stderr  # none other kept
+
+
+def test_many_tags_of_one_single_platform_image(seeded_source, tmp_path):
+    image = single_platform_image(seeded_source.corpus)
+    repository = seeded_source.corpus.seeded_reference(image.source).split("/", 1)[1].rsplit(":", 1)[0]
+    base = f"{seeded_source.registry.url}/v2/{repository}/manifests"
+    manifest = httpx.get(f"{base}/{image.tag}", headers={"Accept": image.media_type})
+    sources = []
+    for i in range(8):
+        httpx.put(f"{base}/alias{i}", content=manifest.content,
+                  headers={"Content-Type": manifest.headers["content-type"]}).raise_for_status()
+        sources.append(image.source.rsplit(":", 1)[0] + f":alias{i}")
+    bundle = tmp_path / "b.tar.zst"
+    result = run_mirror("pull", *sources, "-o", bundle, *seeded_source.mirror_args, "-q")
+    assert result.returncode == 0, result.stderr[-2000:]
+    index = json.loads(tarfile.open(unpack(bundle, tmp_path)).extractfile("index.json").read())
+    named = {m["annotations"]["io.containerd.image.name"]: m["digest"] for m in index["manifests"]}
+    assert named == {source: image.digest for source in sources}  # every tag, none lost, none swapped
+
+
+def test_platform_filter_applies_to_single_platform_images(seeded_source, tmp_path):
+    image = single_platform_image(seeded_source.corpus)
+    other = "linux/arm64" if "amd64" in image.platforms[0] else "linux/amd64"
+    output = tmp_path / "b.tar.zst"
+    result = run_mirror("pull", image.source, "--platform", other, "-o", output, *seeded_source.mirror_args)
+    assert result.returncode == 1, result.stderr
+    assert image.source in result.stderr and image.platforms[0] in result.stderr
+    assert not output.exists()

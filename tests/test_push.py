@@ -13,6 +13,7 @@ import pytest
 import zstandard
 
 from conftest import run_mirror
+from corpus_fixtures import single_platform_image
 from faults import FaultProxy
 from mirror.bundle.reader import BundleReader
 from mirror.model.target import target_repository
@@ -347,3 +348,16 @@ def test_push_reads_a_split_bundle(seeded_source, registry, tmp_path):
     result, report = push(output, registry, "--plain-http")
     assert result.returncode == 0, result.stderr
     assert [i["digest"] for i in report["images"]] == [image.digest]
+
+
+def test_an_image_from_a_registry_with_a_port_can_be_pushed(seeded_source, registry, tmp_path):
+    image = single_platform_image(seeded_source.corpus)
+    source = seeded_source.corpus.seeded_reference(image.source)  # 127.0.0.1:PORT/...
+    bundle = tmp_path / "b.tar.zst"
+    pulled = run_mirror("pull", source, "--plain-http-registry", seeded_source.registry.host, "-o", bundle, "-q")
+    assert pulled.returncode == 0, pulled.stderr
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q")
+    assert pushed.returncode == 0, pushed.stderr[-1500:]
+    repository = source.rsplit(":", 1)[0].replace(":", "_")
+    assert httpx.get(f"{registry.url}/v2/{repository}/manifests/{image.tag}",
+                     headers={"Accept": image.media_type}).status_code == 200
