@@ -19,9 +19,15 @@ pytest_plugins = ["corpus_fixtures", "daemon_fixtures"]
 
 def run_mirror(*args: str, input: str | None = None, env: dict | None = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real ``mirror`` command line as a user would; never raises on exit codes."""
-    return subprocess.run([sys.executable, "-m", "mirror", *map(str, args)], input=input, text=True,
-                          capture_output=True, env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+    """Run the real ``mirror`` command line as a user would; never raises on exit codes.
+
+    A run that outlives ``timeout`` fails the test as a hang.
+    """
+    try:
+        return subprocess.run([sys.executable, "-m", "mirror", *map(str, args)], input=input, text=True,
+                              capture_output=True, env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"mirror {args[0]} hung (> {timeout:g}s)")
 
 
 @pytest.fixture

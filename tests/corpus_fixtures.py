@@ -20,6 +20,11 @@ class SeededSource:
     mirror_args: list[str]  # --source-mirror flags that make mirror read this registry as upstream
 
 
+def single_platform_image(seeded: corpus.Corpus) -> corpus.CorpusImage:
+    """An image that is one manifest, no index: the shape where a platform comes from the config."""
+    return next(image for image in seeded.images if len(image.platforms) == 1)
+
+
 @pytest.fixture(scope="session")
 def seeded_source(tmp_path_factory) -> SeededSource:
     """Read-only for tests: ``mirror pull docker.io/rancher/...`` with ``*seeded_source.mirror_args``."""

@@ -9,7 +9,9 @@
         proxy.serve(r"/manifests/old$", body, headers={...})  # answer with these bytes instead
         proxy.strip(r"/blobs/sha256:", "Range")        # forward without that request header
         ... RegistryClient(proxy.host, RegistrySettings(plain_http=True)) ...
-        proxy.requests("GET", r"/blobs/")              # what arrived: method, path, headers, status, bytes sent
+        proxy.requests("GET", r"/blobs/")              # what arrived: method, path, headers, status, bytes sent,
+                                                       # and when it arrived and was answered (one counter)
+        proxy.writes()                                 # every POST, PUT, PATCH and DELETE that arrived
         proxy.max_in_flight                            # most requests it was handling at once
 
 Each fault matches a method (None: any) and a regex searched in the path
@@ -22,11 +24,13 @@ buffered whole, so keep test blobs to tens of MiB.
 from __future__ import annotations
 
 import http.client
+import itertools
 import re
 import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server",
                "proxy-connection", "te", "trailer", "upgrade"}
@@ -39,6 +43,13 @@ class Seen:
     headers: dict[str, str]  # lower-case names
     status: int = 0
     body_bytes: int = 0  # response body bytes written to the client
+    arrived: int = 0  # when the request arrived, on the proxy's own clock (a counter, not time)
+    answered: int | None = None  # when the client began to get the answer; None: it never did
+
+    def query(self, name: str) -> str | None:
+        """A query parameter of the request, decoded (``digest`` of a blob PUT, ``mount`` of a POST)."""
+        values = parse_qs(urlsplit(self.path).query).get(name)
+        return values[0] if values else None
 
 
 @dataclass
@@ -67,6 +78,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._clock = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.proxy = self  # type: ignore[attr-defined]
@@ -114,6 +126,10 @@ class FaultProxy:
             return [s for s in self.seen if (method is None or s.method == method)
                     and (path is None or re.search(path, s.path))]
 
+    def writes(self) -> list[Seen]:
+        """Every request that could change the registry, in the order they arrived."""
+        return [s for s in self.requests() if s.method not in ("GET", "HEAD")]
+
     def _take(self, method: str, path: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
@@ -124,7 +140,12 @@ class FaultProxy:
 
     def _record(self, seen: Seen) -> None:
         with self._lock:
+            seen.arrived = next(self._clock)
             self.seen.append(seen)
+
+    def _answering(self, seen: Seen, status: int) -> None:
+        with self._lock:
+            seen.status, seen.answered = status, next(self._clock)
 
     def _count(self, delta: int) -> None:
         with self._lock:
@@ -182,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault and fault.corrupt and data:
             middle = len(data) // 2
             data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
-        seen.status = status
+        proxy._answering(seen, status)
         self.send_response(status)
         for key, value in reply:
             self.send_header(key, value)
@@ -204,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _answer(self, seen: Seen, status: int, headers: dict[str, str], body: bytes = b"") -> None:
-        seen.status = status
+        self.server.proxy._answering(seen, status)  # type: ignore[attr-defined]
         self.send_response(status)
         for key, value in headers.items():
             self.send_header(key, value)

@@ -7,9 +7,11 @@ import json
 import subprocess
 import tarfile
 
+import httpx
 import pytest
 
 from conftest import run_mirror
+from corpus_fixtures import single_platform_image
 from mirror.bundle.reader import BundleReader
 
 
@@ -137,3 +139,65 @@ def test_json_report_on_failure_says_why_and_no_bundle(seeded_source, tmp_path):
     report = json.loads(result.stdout)
     assert report["bundle"] is None and report["exit_code"] == 1
     assert list(report["failures"]) == ["docker.io/rancher/does-not-exist:v1"]
+
+
+def test_narrowed_bundle_is_pushed_and_read_back_by_containerd_for_that_platform(
+        seeded_source, registry, containerd, tmp_path):
+    image = next(i for i in seeded_source.corpus.images if len(i.platforms) > 1 and "linux/arm64/v8" in i.platforms)
+    accept = {"Accept": image.media_type}
+    upstream = httpx.get(f"{seeded_source.registry.url}/v2/{image.repository}/manifests/{image.tag}", headers=accept)
+    upstream.raise_for_status()
+    upstream_digest = "sha256:" + hashlib.sha256(upstream.content).hexdigest()
+    arm64 = next(m for m in upstream.json()["manifests"] if m["platform"]["architecture"] == "arm64")
+
+    result, output = pull(seeded_source, tmp_path, image.source, extra=("--platform", "linux/arm64"))
+    assert result.returncode == 0, result.stderr
+    inspected = run_mirror("inspect", output, "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    [record] = json.loads(inspected.stdout)["images"]
+    assert record["narrowed_from"] == upstream_digest
+    assert record["digest"] != upstream_digest  # the narrowed index is a new document
+
+    pushed = run_mirror("push", output, "--registry", registry.host, "--plain-http", "-q")
+    assert pushed.returncode == 0, pushed.stderr
+    repository = image.source.removeprefix("docker.io/").rsplit(":", 1)[0]  # README "Target layout"
+    target = f"{registry.host}/{repository}:{image.tag}"
+    served = httpx.get(f"{registry.url}/v2/{repository}/manifests/{image.tag}", headers=accept)
+    assert "sha256:" + hashlib.sha256(served.content).hexdigest() == record["digest"]
+    assert [m["digest"] for m in served.json()["manifests"]] == [arm64["digest"]]  # the child keeps its digest
+
+    by_platform = containerd.ctr("images", "pull", "--plain-http", "--platform", "linux/arm64", target)
+    assert by_platform.returncode == 0, by_platform.stderr
+    listed = containerd.ctr("images", "ls").stdout
+    assert any(target in line and record["digest"] in line for line in listed.splitlines()), listed
+    other = containerd.ctr("images", "pull", "--plain-http", "--platform", "linux/amd64",
+                           f"{registry.host}/{repository}@{record['digest']}")
+    assert other.returncode != 0 and "no match for platform" in other.stderr, other.stderr  # none other kept
+
+
+def test_many_tags_of_one_single_platform_image(seeded_source, tmp_path):
+    image = single_platform_image(seeded_source.corpus)
+    repository = seeded_source.corpus.seeded_reference(image.source).split("/", 1)[1].rsplit(":", 1)[0]
+    base = f"{seeded_source.registry.url}/v2/{repository}/manifests"
+    manifest = httpx.get(f"{base}/{image.tag}", headers={"Accept": image.media_type})
+    sources = []
+    for i in range(8):
+        httpx.put(f"{base}/alias{i}", content=manifest.content,
+                  headers={"Content-Type": manifest.headers["content-type"]}).raise_for_status()
+        sources.append(image.source.rsplit(":", 1)[0] + f":alias{i}")
+    bundle = tmp_path / "b.tar.zst"
+    result = run_mirror("pull", *sources, "-o", bundle, *seeded_source.mirror_args, "-q")
+    assert result.returncode == 0, result.stderr[-2000:]
+    index = json.loads(tarfile.open(unpack(bundle, tmp_path)).extractfile("index.json").read())
+    named = {m["annotations"]["io.containerd.image.name"]: m["digest"] for m in index["manifests"]}
+    assert named == {source: image.digest for source in sources}  # every tag, none lost, none swapped
+
+
+def test_platform_filter_applies_to_single_platform_images(seeded_source, tmp_path):
+    image = single_platform_image(seeded_source.corpus)
+    other = "linux/arm64" if "amd64" in image.platforms[0] else "linux/amd64"
+    output = tmp_path / "b.tar.zst"
+    result = run_mirror("pull", image.source, "--platform", other, "-o", output, *seeded_source.mirror_args)
+    assert result.returncode == 1, result.stderr
+    assert image.source in result.stderr and image.platforms[0] in result.stderr
+    assert not output.exists()

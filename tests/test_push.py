@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import re
 import tarfile
 
 import httpx
@@ -11,6 +13,7 @@ import pytest
 import zstandard
 
 from conftest import run_mirror
+from corpus_fixtures import single_platform_image
 from faults import FaultProxy
 from mirror.bundle.reader import BundleReader
 from mirror.model.target import target_repository
@@ -42,19 +45,37 @@ def tags_sent(proxy, repository: str | None = None) -> list[str]:
             if "/manifests/sha256:" not in r.path and (repository is None or f"/v2/{repository}/" in r.path)]
 
 
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json"])
+
+
+def catalog(registry) -> list[str]:
+    """Every repository in the registry; raises when the registry does not answer with a list."""
+    response = httpx.get(f"{registry.url}/v2/_catalog?n=1000")
+    response.raise_for_status()
+    return response.json()["repositories"]
+
+
+def tags_of(registry, repository: str) -> list[str]:
+    """The repository's tags; [] only when the registry says it has none, never when the call fails."""
+    response = httpx.get(f"{registry.url}/v2/{repository}/tags/list")
+    if response.status_code == 404 and "NAME_UNKNOWN" in response.text:
+        return []
+    response.raise_for_status()
+    return response.json()["tags"] or []  # null: a repository whose tags are gone
+
+
 def tags_pointing_at_incomplete_images(registry) -> list[str]:
     """Every tag in the registry whose image lacks a manifest or blob (must always be empty)."""
     client = httpx.Client(base_url=registry.url, timeout=10)
-    accept = ", ".join([
-        "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v2+json"])
     broken = []
-    for repository in client.get("/v2/_catalog?n=1000").json().get("repositories") or []:
-        for tag in client.get(f"/v2/{repository}/tags/list").json().get("tags") or []:
+    for repository in catalog(registry):
+        for tag in tags_of(registry, repository):
             pending = [f"/v2/{repository}/manifests/{tag}"]
             while pending:
-                response = client.get(pending.pop(), headers={"Accept": accept})
+                response = client.get(pending.pop(), headers={"Accept": MANIFEST_TYPES})
                 if response.status_code != 200:
                     broken.append(f"{repository}:{tag}")
                     break
@@ -64,6 +85,60 @@ def tags_pointing_at_incomplete_images(registry) -> list[str]:
                     if blob and client.head(f"/v2/{repository}/blobs/{blob['digest']}").status_code != 200:
                         broken.append(f"{repository}:{tag}")
     return broken
+
+
+def blobs_committed(proxy) -> list[str]:
+    """Digests of every blob push asked the registry to commit (``PUT ...?digest=``), whatever the answer."""
+    return [seen.query("digest") for seen in proxy.requests("PUT", r"/blobs/uploads/") if seen.query("digest")]
+
+
+_WIRE_PATH = re.compile(r"/v2/(?P<repository>.+)/(?P<kind>blobs|manifests)/(?P<rest>[^?]*)")
+
+
+def assert_manifests_follow_their_content(proxy, registry) -> int:
+    """Every manifest PUT (by digest or by tag) arrived only after the registry had answered that
+    everything it references is in that repository: a child manifest or blob seen there (HEAD 200),
+    committed (PUT ?digest= 201), mounted (POST ?mount= 201) or pushed (manifest PUT 201); a tag also
+    after its own manifest. What a manifest references is read back from the registry, not from
+    mirror. Returns how many manifest PUTs were checked.
+    """
+    since: dict[tuple[str, str], int] = {}  # (repository, digest) -> when the registry said it had it
+
+    def have(repository: str, digest: str | None, seen) -> None:
+        key = (repository, digest)
+        since[key] = min(since.get(key, seen.answered), seen.answered)
+
+    manifest_puts = []
+    for seen in proxy.requests():
+        match = _WIRE_PATH.match(seen.path)
+        if not match or seen.answered is None:
+            continue
+        repository, kind, rest = match["repository"], match["kind"], match["rest"]
+        if seen.method == "HEAD" and seen.status == 200 and rest.startswith("sha256:"):
+            have(repository, rest, seen)
+        elif kind == "blobs" and seen.method == "PUT" and seen.status == 201 and seen.query("digest"):
+            have(repository, seen.query("digest"), seen)
+        elif kind == "blobs" and seen.method == "POST" and seen.status == 201 and seen.query("mount"):
+            have(repository, seen.query("mount"), seen)
+        elif kind == "manifests" and seen.method == "PUT" and seen.status == 201:
+            manifest_puts.append((repository, rest, seen))
+    documents = []
+    for repository, reference, seen in manifest_puts:
+        response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{reference}",
+                             headers={"Accept": MANIFEST_TYPES})
+        response.raise_for_status()
+        digest = "sha256:" + hashlib.sha256(response.content).hexdigest()
+        if reference == digest:
+            have(repository, digest, seen)
+        documents.append((repository, reference, digest, response.json(), seen))
+    for repository, reference, digest, document, seen in documents:
+        needed = [m["digest"] for m in document.get("manifests", [])]
+        needed += [blob["digest"] for blob in [document.get("config"), *document.get("layers", [])] if blob]
+        if reference != digest:
+            needed.append(digest)  # a tag: its manifest first
+        early = [d for d in needed if since.get((repository, d), seen.arrived) >= seen.arrived]
+        assert early == [], f"PUT {seen.path} arrived before the registry had {early}"
+    return len(manifest_puts)
 
 
 def test_push_then_containerd_pulls_every_image_by_tag_and_digest(bundle, seeded_source, registry, containerd):
@@ -80,11 +155,16 @@ def test_push_then_containerd_pulls_every_image_by_tag_and_digest(bundle, seeded
         assert f"{target}:{image.tag}" in listed and image.digest in listed
 
 
-def test_second_push_uploads_nothing(bundle, registry):
-    first, _ = push(bundle, registry, "--plain-http")
-    assert first.returncode == 0, first.stderr
-    second, report = push(bundle, registry, "--plain-http")
-    assert second.returncode == 0, second.stderr
+def test_second_push_sends_nothing_and_manifests_follow_their_content(bundle, seeded_source, registry):
+    with FaultProxy(registry.host) as proxy:
+        first = run_mirror("push", bundle, "--registry", proxy.host, "--plain-http", "-q")
+        assert first.returncode == 0, first.stderr
+        assert blobs_committed(proxy)
+        assert assert_manifests_follow_their_content(proxy, registry) > len(seeded_source.corpus.images)
+    with FaultProxy(registry.host) as proxy:
+        second, report = push(bundle, proxy, "--plain-http")
+        assert second.returncode == 0, second.stderr
+        assert [f"{w.method} {w.path}" for w in proxy.writes()] == []  # seen on the wire, not only counted
     assert report["uploaded_blobs"] == 0 and report["uploaded_bytes"] == 0
     assert report["manifests_pushed"] == 0 and report["tags_pushed"] == 0
 
@@ -99,15 +179,18 @@ def test_shared_blobs_are_uploaded_once_and_mounted_under_a_prefix(bundle, seede
             needs.setdefault(digest, set()).add(repository)
     assert any(len(repos) > 1 for repos in needs.values()), "the corpus must share layers across repositories"
 
-    result = run_mirror("push", bundle, "--registry", f"{registry.host}/harbor-project", "--plain-http", "--json")
-    assert result.returncode == 0, result.stderr
+    with FaultProxy(registry.host) as proxy:
+        result = run_mirror("push", bundle, "--registry", f"{proxy.host}/harbor-project", "--plain-http", "--json")
+        assert result.returncode == 0, result.stderr
+        assert sorted(blobs_committed(proxy)) == sorted(needs)  # each blob's bytes sent once
+        mounts = [seen for seen in proxy.requests("POST", r"[?&]mount=") if seen.status == 201]
+        assert len(mounts) == sum(len(repos) - 1 for repos in needs.values())
+        assert assert_manifests_follow_their_content(proxy, registry) > 0
     report = json.loads(result.stdout)
     assert report["uploaded_blobs"] == len(needs)
     assert report["mounted_blobs"] == sum(len(repos) - 1 for repos in needs.values())
     image = seeded_source.corpus.images[0]
-    tags = httpx.get(f"{registry.url}/v2/harbor-project/{target_repository(Reference.parse(image.source))}"
-                     "/tags/list").json()["tags"]
-    assert image.tag in tags
+    assert image.tag in tags_of(registry, f"harbor-project/{target_repository(Reference.parse(image.source))}")
 
 
 def test_auth_and_tls_target(bundle, start_registry, tmp_path):
@@ -153,10 +236,12 @@ def rewrite_bundle(source, target, edit):
         writer.close()
 
 
-def test_flipped_byte_in_a_layer_is_named_and_untagged(bundle, seeded_source, registry, tmp_path):
-    with BundleReader(bundle) as reader:
-        sizes = reader.manifest.blobs
-    victim = max(sizes, key=sizes.get)  # the large layer
+@pytest.mark.parametrize("which", ["large", "small"])  # spooled to a temp file / in memory
+def test_flipped_byte_in_a_layer_is_named_and_never_committed(bundle, seeded_source, registry, tmp_path, which):
+    sizes = seeded_source.corpus.sizes
+    layers = set().union(*(image.blob_digests for image in seeded_source.corpus.images))
+    large = max(layers, key=sizes.get)
+    victim = large if which == "large" else max((d for d in layers if sizes[d] < (1 << 20)), key=sizes.get)
     owners = [i for i in seeded_source.corpus.images if victim in i.blob_digests]
 
     def flip(member, data):
@@ -171,10 +256,14 @@ def test_flipped_byte_in_a_layer_is_named_and_untagged(bundle, seeded_source, re
         result = run_mirror("push", broken, "--registry", proxy.host, "--plain-http")
         assert result.returncode == 4, result.stderr
         assert victim in result.stderr and owners[0].source in result.stderr
+        # push's own re-hash refused it: the registry was never asked to commit it (and so never had
+        # the chance to refuse it with its own DIGEST_INVALID)
+        assert victim not in blobs_committed(proxy)
         for image in owners:
             assert tags_sent(proxy, target_repository(Reference.parse(image.source))) == []
         others = [i for i in seeded_source.corpus.images if i not in owners]
         assert len(tags_sent(proxy)) == len(others)  # every intact image still got its tag
+        assert_manifests_follow_their_content(proxy, registry)
     assert tags_pointing_at_incomplete_images(registry) == []
 
 
@@ -191,8 +280,9 @@ def test_truncated_bundle_tags_no_incomplete_image(bundle, registry, tmp_path):
     assert again.returncode == 0, again.stderr
 
 
-@pytest.mark.parametrize("evil", ["../x", "/etc/evil", "link"])
-def test_unsafe_tar_entry_is_refused(bundle, registry, tmp_path, evil):
+@pytest.mark.parametrize("evil, rule", [("../x", "path escapes the bundle"), ("/etc/evil", "path escapes the bundle"),
+                                         ("link", "links are not allowed")])
+def test_unsafe_tar_entry_is_refused(bundle, registry, tmp_path, evil, rule):
     def inject(member, data):
         if member.name != "oci-layout":  # right after mirror-bundle.json and oci-layout
             return [(member, data)]
@@ -206,9 +296,8 @@ def test_unsafe_tar_entry_is_refused(bundle, registry, tmp_path, evil):
     rewrite_bundle(bundle, poisoned, inject)
     result, _ = push(poisoned, registry, "--plain-http")
     assert result.returncode == 4, result.stderr
-    assert evil in result.stderr
-    catalog = httpx.get(f"{registry.url}/v2/_catalog").json().get("repositories") or []
-    assert catalog == []  # refused before anything was written
+    assert f"refusing entry {evil!r}: {rule}" in result.stderr
+    assert catalog(registry) == []  # refused before anything was written
 
 
 def test_verify_against_registry(bundle, seeded_source, registry):
@@ -241,8 +330,10 @@ def test_registry_killed_mid_push_leaves_no_broken_tag_and_a_rerun_completes(bun
     assert "mirror: failed:" in result.stderr
     registry.restart()
     assert tags_pointing_at_incomplete_images(registry) == []
-    again, report = push(bundle, registry, "--plain-http")
-    assert again.returncode == 0, again.stderr
+    with FaultProxy(registry.host) as proxy:
+        again, report = push(bundle, proxy, "--plain-http")
+        assert again.returncode == 0, again.stderr
+        assert assert_manifests_follow_their_content(proxy, registry) > 0
     assert report["present_blobs"] > 0  # what made it before the crash is not sent again
     check = run_mirror("verify", bundle, "--registry", registry.host, "--plain-http")
     assert check.returncode == 0, check.stderr
@@ -257,3 +348,16 @@ def test_push_reads_a_split_bundle(seeded_source, registry, tmp_path):
     result, report = push(output, registry, "--plain-http")
     assert result.returncode == 0, result.stderr
     assert [i["digest"] for i in report["images"]] == [image.digest]
+
+
+def test_an_image_from_a_registry_with_a_port_can_be_pushed(seeded_source, registry, tmp_path):
+    image = single_platform_image(seeded_source.corpus)
+    source = seeded_source.corpus.seeded_reference(image.source)  # 127.0.0.1:PORT/...
+    bundle = tmp_path / "b.tar.zst"
+    pulled = run_mirror("pull", source, "--plain-http-registry", seeded_source.registry.host, "-o", bundle, "-q")
+    assert pulled.returncode == 0, pulled.stderr
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q")
+    assert pushed.returncode == 0, pushed.stderr[-1500:]
+    repository = source.rsplit(":", 1)[0].replace(":", "_")
+    assert httpx.get(f"{registry.url}/v2/{repository}/manifests/{image.tag}",
+                     headers={"Accept": image.media_type}).status_code == 200

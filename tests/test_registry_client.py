@@ -141,6 +141,24 @@ async def test_download_starts_over_when_the_server_ignores_range(proxy, tmp_pat
     assert partial.read_bytes() == data
 
 
+async def test_a_206_from_another_offset_is_never_appended(proxy, tmp_path):
+    """A server answering a resume from the wrong byte: refused as it stands, the partial file kept."""
+    data, digest = blob(1_500_000)
+    partial = tmp_path / "blob.partial"
+    partial.write_bytes(data[:600_000])
+    async with client(proxy.host) as c:
+        await c.upload_blob("lib/app", digest, len(data), data)
+        proxy.serve("/blobs/sha256:", data, status=206, times=1,
+                    headers={"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"})  # asked for 600000-
+        with pytest.raises(RegistryError, match="answered 206"):  # the server is at fault, not the blob
+            await c.download_blob("lib/app", digest, partial)
+        assert partial.read_bytes() == data[:600_000]  # nothing of the wrong answer was written
+        await c.download_blob("lib/app", digest, partial)  # the next run resumes where it was
+    gets = proxy.requests("GET", "/blobs/")
+    assert [g.headers.get("range") for g in gets] == ["bytes=600000-", "bytes=600000-"]
+    assert partial.read_bytes() == data
+
+
 async def test_download_resumes_after_connection_drop(proxy, tmp_path):
     data, digest = blob(3_000_000)
     proxy.drop("/blobs/sha256:", after=700_000)

@@ -1,0 +1,30 @@
+"""The pull's work dir: a user's own is never deleted; one that cannot be written ends the pull in one line."""
+
+from __future__ import annotations
+
+from conftest import run_mirror
+from corpus_fixtures import single_platform_image
+
+
+def test_a_work_dir_given_by_the_user_is_not_deleted(seeded_source, tmp_path):
+    work = tmp_path / "cache"
+    work.mkdir()
+    (work / "notes.txt").write_text("not mirror's")
+    result = run_mirror("pull", seeded_source.corpus.images[1].source, "-o", tmp_path / "b.tar.zst",
+                        "--work-dir", work, *seeded_source.mirror_args, "-q")
+    assert result.returncode == 0, result.stderr
+    assert (work / "notes.txt").read_text() == "not mirror's"
+
+
+def test_a_work_dir_that_cannot_be_written_ends_the_pull_in_one_line(seeded_source, tmp_path):
+    image = single_platform_image(seeded_source.corpus)
+    layer = max(image.blob_digests, key=lambda d: seeded_source.corpus.sizes[d])
+    work = tmp_path / "work"
+    (work / "blobs" / "sha256" / f"{layer.split(':')[1]}.partial").mkdir(parents=True)  # in the download's way
+    output = tmp_path / "b.tar.zst"
+    result = run_mirror("pull", image.source, "-o", output, "--work-dir", work, *seeded_source.mirror_args, "-q",
+                        timeout=90)  # a full work dir once hung the pull
+    assert result.returncode == 1, result.stderr
+    assert layer in result.stderr and "work dir" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name != "work"] == []  # no bundle, no temp file
