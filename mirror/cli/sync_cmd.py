@@ -1,0 +1,159 @@
+"""``mirror sync run``: registry to registry, for scheduled resync jobs.
+
+Exit codes: 0 everything in sync (or nothing to do); 1 some images failed;
+2 bad flags or config (one line naming file:line and key); 3 authentication
+or TLS refused; 4 integrity; 6 the source's rate limit deferred some images
+to the next run; 7 another run of the same job holds its lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import anyio
+import typer
+
+from ..errors import UsageError
+from ..progress import Progress
+from ..units import human_size
+from .app import app
+from .common import (
+    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
+    JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, PasswordStdinOption,
+    PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption, Rke2VersionOption,
+    SourceMirrorOption, UsernameOption, handle_errors, parse_platforms, source_access, target_registry,
+    topology_versions,
+)
+from .render import emit_json, report_failures
+
+if TYPE_CHECKING:
+    from ..transfer.sync import SyncRequest, SyncResult
+
+EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 bad flags or config; "
+              "3 auth/TLS refused; 4 integrity; 6 deferred by a rate limit; 7 another run holds the lock.")
+
+sync_app = typer.Typer(
+    help="Keep a registry in sync with upstream, registry to registry (scheduled resync jobs).",
+    no_args_is_help=True,
+)
+app.add_typer(sync_app, name="sync")
+
+
+@sync_app.command("run", epilog=EXIT_CODES)
+@handle_errors
+def run_command(
+    images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="sync.yaml: the job (see docs/sync.md)."),
+    to: Optional[str] = typer.Option(None, "--to", help="Target registry HOST[:PORT][/PREFIX]."),
+    images_file: Optional[list[Path]] = ImagesFileOption,
+    mode: Optional[str] = ModeOption,
+    k3s_version: Optional[str] = K3sVersionOption,
+    kubernetes_version: Optional[str] = KubernetesVersionOption,
+    rke2_version: Optional[str] = Rke2VersionOption,
+    rancher_version: Optional[str] = RancherVersionOption,
+    cert_manager_version: Optional[str] = CertManagerVersionOption,
+    no_registry_image: bool = NoRegistryImageOption,
+    exclude: Optional[list[str]] = ExcludeOption,
+    platform: Optional[list[str]] = PlatformOption,
+    source_mirror: Optional[list[str]] = SourceMirrorOption,
+    plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
+    insecure_registry: Optional[list[str]] = InsecureRegistryOption,
+    ca_file: Optional[Path] = CaFileOption,
+    to_ca_file: Optional[Path] = typer.Option(None, "--to-ca-file", help="CA certificate (PEM) of the target."),
+    to_plain_http: bool = typer.Option(False, "--to-plain-http", help="Talk plain HTTP to the target."),
+    to_insecure: bool = typer.Option(False, "--to-insecure", help="Do not verify the target's TLS certificate."),
+    username: Optional[str] = UsernameOption,
+    password_stdin: bool = PasswordStdinOption,
+    on_retag: str = typer.Option("update", "--on-retag",
+                                 help="A tag that moved upstream: update, backup (keep TAG-prev-<12 hex>) or fail."),
+    jobs: int = JobsOption,
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON run report to this file."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="HEAD both sides and say what would change; write nothing."),
+    keep_going: bool = typer.Option(False, "--keep-going",
+                                    help="Copy what can be copied even when other images fail (still exit 1)."),
+    json_report: bool = JsonOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Copy images from their sources straight into a registry: only what changed, never via disk."""
+    from ..runlock import RunLock
+    from ..transfer.sync import RETAG_POLICIES, SyncImage, SyncRequest
+
+    if report is not None and not report.parent.is_dir():
+        raise UsageError(f"--report {report}: directory {report.parent} does not exist")
+    if config is not None:
+        from ..transfer.sync_config import load_config
+
+        given = [name for name, value in (("images", images), ("--images-file", images_file), ("--mode", mode),
+                                          ("--to", to), ("--source-mirror", source_mirror)) if value]
+        if given:
+            raise UsageError(f"-c {config}: the config names the images and the target; drop {', '.join(given)}")
+        job = load_config(config, jobs=jobs, dry_run=dry_run, keep_going=keep_going)
+        request, lock_key = job.request, f"sync {config.resolve()} -> {job.request.target.address}"
+    else:
+        from ..lists import resolve_images
+
+        if on_retag not in RETAG_POLICIES:
+            raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
+        if to is None:
+            raise UsageError("--to is required (the target registry HOST[:PORT][/PREFIX]), or -c sync.yaml")
+        refs, _ = resolve_images(
+            mode,
+            versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
+                                       cert_manager_version),
+            extra_files=images_file or [], extra_refs=images or [], exclude=exclude or [],
+            include_registry_image=not no_registry_image)
+        if not refs:
+            raise UsageError("no images to sync: name images, --images-file or --mode")
+        sources, settings_for = source_access(source_mirror or [], plain_http_registry or [],
+                                              insecure_registry or [], ca_file, jobs)
+        target = target_registry(to, ca_file=to_ca_file, insecure=to_insecure, plain_http=to_plain_http,
+                                 username=username, password_stdin=password_stdin, jobs=jobs, option="--to")
+        request = SyncRequest([SyncImage(ref, on_retag) for ref in refs], target, sources, settings_for,
+                              platforms=parse_platforms(platform or []), jobs=jobs, dry_run=dry_run,
+                              keep_going=keep_going)
+        lock_key = f"sync -> {target.address}"
+    with RunLock(lock_key, f"sync to {request.target.address}"):
+        result = run_sync(request, Progress(quiet or json_report))
+    finish(result, report, json_report)
+
+
+def run_sync(request: "SyncRequest", progress: Progress) -> "SyncResult":
+    from ..transfer.sync import sync
+
+    return anyio.run(sync, request, progress)
+
+
+def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None:
+    """Write the report, say what happened, exit with the run's code."""
+    document = result.to_json()
+    if report is not None:
+        write_report(report, document)
+    if json_report:
+        emit_json(document)
+    else:
+        counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred", "failed")
+                           if result.count(a))
+        verb = "would sync" if result.dry_run else "synced"
+        typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
+                   f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
+                   f"{result.mounted_blobs} mounted, {result.skipped_blobs} already there")
+        for image in result.images:
+            if image.action in ("copied", "updated") or (result.dry_run and image.action != "unchanged"):
+                typer.echo(f"  {image.action}: {image.source} -> {image.target}")
+    for image in result.images:
+        if image.action == "deferred":
+            typer.echo(f"mirror: deferred: {image.source}: {image.error}", err=True)
+    if result.failures:
+        report_failures(result.failures)
+    if result.exit_code:
+        raise typer.Exit(int(result.exit_code))
+
+
+def write_report(path: Path, document: dict) -> None:
+    """All or nothing: a half-written report is never left for a script to read."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)

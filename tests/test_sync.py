@@ -1,0 +1,204 @@
+"""mirror sync run: registry to registry, real loopback registries; a fault proxy counts upstream requests."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+import corpus
+from conftest import run_mirror
+from faults import FaultProxy
+from mirror.model.reference import Reference
+from mirror.model.target import target_repository
+from mirror.runlock import lock_path
+
+ACCEPT = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json"])
+
+
+@pytest.fixture
+def state_home(tmp_path, monkeypatch):
+    """Locks go under a directory of this test (the runs and the test process agree on it)."""
+    home = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    return home
+
+
+def sync(*args, input=None):
+    result = run_mirror("sync", "run", *args, "--json", "-q", input=input)
+    report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
+    return result, report
+
+
+def digest_at(registry_url: str, repository: str, reference: str) -> str | None:
+    response = httpx.head(f"{registry_url}/v2/{repository}/manifests/{reference}", headers={"Accept": ACCEPT})
+    return response.headers.get("docker-content-digest") if response.status_code == 200 else None
+
+
+def repository_of(source: str) -> str:
+    return target_repository(Reference.parse(source))
+
+
+def actions(report) -> dict[str, str]:
+    return {image["source"]: image["action"] for image in report["images"]}
+
+
+def test_first_run_copies_every_image_byte_identical_second_run_costs_only_heads(
+        seeded_source, registry, state_home, containerd):
+    images = seeded_source.corpus.images
+    with FaultProxy(seeded_source.registry.host) as proxy:
+        args = [*(i.source for i in images), "--to", registry.host, "--to-plain-http",
+                *corpus.source_mirror_args(proxy.host)]
+        first, report = sync(*args)
+        assert first.returncode == 0, first.stderr
+        assert report["schema"] == "mirror.sync.report/v1" and report["result"] == "ok"
+        assert set(actions(report).values()) == {"copied"}
+        assert [i["source"] for i in report["images"]] == sorted(i["source"] for i in report["images"])
+        for image in images:
+            assert digest_at(registry.url, repository_of(image.source), image.tag) == image.digest
+        assert report["bytes"]["uploaded"] > 0
+
+        proxy.seen.clear()
+        second, again = sync(*args)
+        assert second.returncode == 0, second.stderr
+        assert set(actions(again).values()) == {"unchanged"}
+        assert again["bytes"]["uploaded"] == 0 and again["blobs"]["uploaded"] == 0
+        assert proxy.requests("GET") == []  # no manifest GET, no blob: HEADs only
+        assert len(proxy.requests("HEAD", "/manifests/")) == len(images)
+
+    image = seeded_source.corpus.image("docker.io/rancher/klipper-helm:v0.7.3-build20220613")
+    pulled = containerd.ctr("images", "pull", "--plain-http", "--all-platforms",
+                            f"{registry.host}/{repository_of(image.source)}:{image.tag}")
+    assert pulled.returncode == 0, pulled.stderr
+
+
+@pytest.fixture
+def upstream(seeded_source, start_registry, state_home):
+    """A source registry the test may change: two images synced into it from the seeded corpus.
+
+    It holds them as ``rancher/fleet:v0.3.10`` etc., so ``--source-mirror docker.io=http://HOST`` reads it.
+    """
+    registry = start_registry()
+    sources = ["docker.io/rancher/fleet:v0.3.10", "docker.io/rancher/mirrored-pause:3.6"]
+    result, _ = sync(*sources, "--to", registry.host, "--to-plain-http", *seeded_source.mirror_args)
+    assert result.returncode == 0, result.stderr
+    return registry
+
+
+def retag(registry, repository: str, tag: str) -> str:
+    """Point ``tag`` at a new manifest (same blobs, one annotation more); returns its digest."""
+    response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{tag}", headers={"Accept": ACCEPT})
+    document = response.json()
+    document.setdefault("annotations", {})["org.example.rebuilt"] = "1"
+    put = httpx.put(f"{registry.url}/v2/{repository}/manifests/{tag}", content=json.dumps(document).encode(),
+                    headers={"Content-Type": response.headers["content-type"]})
+    assert put.status_code == 201, put.text
+    return put.headers["docker-content-digest"]
+
+
+@pytest.mark.parametrize("policy", ["update", "backup", "fail"])
+def test_a_tag_moved_upstream_is_updated_backed_up_or_refused(upstream, registry, policy):
+    source = "docker.io/rancher/fleet:v0.3.10"
+    args = [source, "docker.io/rancher/mirrored-pause:3.6", "--to", registry.host, "--to-plain-http",
+            "--source-mirror", f"docker.io=http://{upstream.host}", "--on-retag", policy]
+    first, _ = sync(*args)
+    assert first.returncode == 0, first.stderr
+    old = digest_at(registry.url, "rancher/fleet", "v0.3.10")
+    new = retag(upstream, "rancher/fleet", "v0.3.10")
+
+    result, report = sync(*args)
+    entry = next(i for i in report["images"] if i["source"] == source)
+    assert actions(report)["docker.io/rancher/mirrored-pause:3.6"] == "unchanged"
+    assert entry["old_digest"] == old
+    backup = f"v0.3.10-prev-{old.split(':')[1][:12]}"
+    if policy == "fail":
+        assert result.returncode == 1 and entry["action"] == "failed" and "on_retag: fail" in entry["error"]
+        assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == old
+    else:
+        assert result.returncode == 0, result.stderr
+        assert entry["action"] == "updated" and entry["new_digest"] == new
+        assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == new
+        assert digest_at(registry.url, "rancher/fleet", backup) == (old if policy == "backup" else None)
+
+
+def test_dry_run_says_what_would_change_and_writes_nothing(seeded_source, registry, state_home):
+    source = "docker.io/rancher/fleet:v0.3.10"
+    result, report = sync(source, "--to", registry.host, "--to-plain-http", "--dry-run",
+                          *seeded_source.mirror_args)
+    assert result.returncode == 0, result.stderr
+    assert report["dry_run"] and actions(report) == {source: "copied"}
+    assert report["images"][0]["new_digest"] == seeded_source.corpus.image(source).digest
+    assert httpx.get(f"{registry.url}/v2/_catalog").json()["repositories"] == []
+
+
+def test_a_missing_image_fails_alone_with_keep_going_and_stops_the_run_without(seeded_source, registry, state_home):
+    args = ["docker.io/rancher/fleet:v0.3.10", "docker.io/rancher/no-such-image:1", "--to", registry.host,
+            "--to-plain-http", *seeded_source.mirror_args]
+    stopped, report = sync(*args)
+    assert stopped.returncode == 1
+    assert report["result"] == "failed" and set(actions(report).values()) == {"failed"}
+    assert "no-such-image" in stopped.stderr
+    assert httpx.get(f"{registry.url}/v2/_catalog").json()["repositories"] == []
+
+    kept, report = sync(*args, "--keep-going")
+    assert kept.returncode == 1 and report["result"] == "partial" and report["exit_code"] == 1
+    assert actions(report) == {"docker.io/rancher/fleet:v0.3.10": "copied",
+                               "docker.io/rancher/no-such-image:1": "failed"}
+
+
+def test_exit_codes_bad_flags_2_refused_target_3(seeded_source, start_registry, state_home, tmp_path):
+    bad, _ = sync("docker.io/rancher/fleet:v0.3.10", "--to", "Not A Host", *seeded_source.mirror_args)
+    assert bad.returncode == 2 and "--to" in bad.stderr
+    missing_dir, _ = sync("docker.io/rancher/fleet:v0.3.10", "--to", "127.0.0.1:1", "--report",
+                          tmp_path / "no" / "r.json")
+    assert missing_dir.returncode == 2 and "--report" in missing_dir.stderr
+
+    import testbed
+
+    guarded = start_registry(htpasswd=testbed.make_htpasswd(tmp_path / "htpasswd", "alice", "s3cret"))
+    refused, _ = sync("docker.io/rancher/fleet:v0.3.10", "--to", guarded.host, "--to-plain-http",
+                      "-u", "alice", "--password-stdin", *seeded_source.mirror_args, input="wrong\n")
+    assert refused.returncode == 3, refused.stderr
+
+
+def test_report_file_is_written_with_the_run(seeded_source, registry, state_home, tmp_path):
+    path = tmp_path / "report.json"
+    result, printed = sync("docker.io/rancher/mirrored-pause:3.6", "--to", registry.host, "--to-plain-http",
+                           "--report", path, *seeded_source.mirror_args)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(path.read_text())
+    assert written == printed
+    assert written["run_id"] and written["started"] <= written["ended"]
+
+
+def test_a_second_run_while_one_holds_the_lock_exits_7_naming_its_pid(seeded_source, registry, state_home):
+    path = lock_path(f"sync -> {registry.host}")
+    path.parent.mkdir(parents=True)
+    with open(path, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        result, _ = sync("docker.io/rancher/mirrored-pause:3.6", "--to", registry.host, "--to-plain-http",
+                         *seeded_source.mirror_args)
+    assert result.returncode == 7
+    assert f"PID {os.getpid()}" in result.stderr
+    assert httpx.get(f"{registry.url}/v2/_catalog").json()["repositories"] == []
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(seeded_source, registry, state_home):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = lock_path(f"sync -> {registry.host}")
+    path.parent.mkdir(parents=True)
+    path.write_text(dead.stdout)
+    result, report = sync("docker.io/rancher/mirrored-pause:3.6", "--to", registry.host, "--to-plain-http",
+                          *seeded_source.mirror_args)
+    assert result.returncode == 0, result.stderr
+    assert actions(report) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}
