@@ -202,3 +202,115 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(seeded_source, registry, st
                           *seeded_source.mirror_args)
     assert result.returncode == 0, result.stderr
     assert actions(report) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}
+
+
+def write_config(path, text: str):
+    path.write_text(text)
+    return path
+
+
+def sync_config(config, *extra):
+    result = run_mirror("sync", "run", "-c", config, "--json", "-q", *extra)
+    return result, (json.loads(result.stdout) if result.stdout.strip().startswith("{") else None)
+
+
+def tag_as(registry, repository: str, source_tag: str, *tags: str) -> None:
+    response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{source_tag}", headers={"Accept": ACCEPT})
+    for tag in tags:
+        put = httpx.put(f"{registry.url}/v2/{repository}/manifests/{tag}", content=response.content,
+                        headers={"Content-Type": response.headers["content-type"]})
+        assert put.status_code == 201, put.text
+
+
+def tags_at(registry, repository: str) -> set[str]:
+    return set(httpx.get(f"{registry.url}/v2/{repository}/tags/list").json().get("tags") or [])
+
+
+def test_config_selects_exactly_the_tags_its_rules_allow(upstream, registry, tmp_path):
+    tag_as(upstream, "rancher/fleet", "v0.3.10", "v0.3.8", "v0.3.9", "v0.4.0", "v0.4.1-rc1", "latest", "v0.5.0")
+    config = write_config(tmp_path / "sync.yaml", f"""
+target:
+  registry: {registry.host}/mirrored
+  plain_http: true
+sources:
+  - registry: docker.io
+    mirror: http://{upstream.host}
+images:
+  - repository: docker.io/rancher/fleet
+    semver: ">=0.3.0 <0.4.0"
+    keep_latest: 2
+  - repository: docker.io/rancher/fleet
+    allow: ['^v0\\.4\\.']
+    deny: ['-rc']
+  - image: docker.io/rancher/mirrored-pause:3.6
+""")
+    result, report = sync_config(config)
+    assert result.returncode == 0, result.stderr
+    assert tags_at(registry, "mirrored/rancher/fleet") == {"v0.3.10", "v0.3.9", "v0.4.0"}
+    assert tags_at(registry, "mirrored/rancher/mirrored-pause") == {"3.6"}
+    assert report["config_sha256"] and len(report["images"]) == 4
+
+
+def test_an_immutable_tag_at_the_target_is_never_asked_upstream_again(upstream, registry, tmp_path):
+    config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+images:
+  - image: docker.io/rancher/fleet:v0.3.10
+    immutable: ['^v\\d+\\.\\d+\\.\\d+$']
+""")
+    with FaultProxy(upstream.host) as proxy:
+        text = config.read_text() + f"sources:\n  - {{registry: docker.io, mirror: 'http://{proxy.host}'}}\n"
+        config.write_text(text)
+        first, _ = sync_config(config)
+        assert first.returncode == 0, first.stderr
+        old = digest_at(registry.url, "rancher/fleet", "v0.3.10")
+        retag(upstream, "rancher/fleet", "v0.3.10")
+        proxy.seen.clear()
+        again, report = sync_config(config)
+        assert again.returncode == 0, again.stderr
+        assert actions(report) == {"docker.io/rancher/fleet:v0.3.10": "unchanged"}
+        assert proxy.requests() == []
+    assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == old
+
+
+@pytest.mark.parametrize("entry, line, key", [
+    ("  - repository: docker.io/rancher/fleet\n    alow: ['x']\n", 6, "alow"),
+    ("  - repository: docker.io/rancher/fleet\n    allow: ['v(']\n", 6, "allow"),
+    ("  - repository: docker.io/rancher/fleet\n    semver: '>=banana'\n", 6, "semver"),
+    ("  - repository: docker.io/rancher/fleet\n    keep_latest: 0\n", 6, "keep_latest"),
+    ("  - image: docker.io/rancher/fleet:v1\n    on_retag: sometimes\n", 6, "on_retag"),
+])
+def test_a_bad_config_exits_2_naming_file_line_and_key(tmp_path, state_home, entry, line, key):
+    config = write_config(tmp_path / "sync.yaml", "target:\n  registry: 127.0.0.1:1\n  plain_http: true\n"
+                                                  "images:\n" + entry)
+    result, _ = sync_config(config)
+    assert result.returncode == 2
+    assert f"{config}:{line}: {key}:" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_password_written_inline_is_refused_one_by_reference_is_used(seeded_source, start_registry, tmp_path,
+                                                                        state_home):
+    import testbed
+
+    guarded = start_registry(htpasswd=testbed.make_htpasswd(tmp_path / "htpasswd", "alice", "s3cret"))
+    inline = write_config(tmp_path / "inline.yaml", f"""
+target:
+  registry: {guarded.host}
+  plain_http: true
+  username: alice
+  password: s3cret
+images:
+  - image: docker.io/rancher/mirrored-pause:3.6
+""")
+    refused, _ = sync_config(inline)
+    assert refused.returncode == 2 and f"{inline}:6: password:" in refused.stderr
+    assert "s3cret" not in refused.stderr
+
+    mirror = seeded_source.mirror_args[1].split("=", 1)[1]
+    by_env = write_config(tmp_path / "env.yaml", inline.read_text().replace(
+        "password: s3cret", "password: {env: SYNC_TEST_PASSWORD}")
+        + f"sources:\n  - {{registry: docker.io, mirror: '{mirror}'}}\n")
+    result = run_mirror("sync", "run", "-c", by_env, "--json", "-q", env={"SYNC_TEST_PASSWORD": "s3cret"})
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout + result.stderr

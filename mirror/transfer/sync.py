@@ -51,7 +51,7 @@ class SyncImage:
 
 @dataclass
 class SyncRequest:
-    images: list[SyncImage]
+    images: list[SyncImage]  # references named one by one
     target: Target
     sources: SourceMap
     settings_for: Callable[[str], RegistrySettings]
@@ -60,6 +60,7 @@ class SyncRequest:
     dry_run: bool = False
     keep_going: bool = False  # without it, a failure found before any write stops the run
     config_sha256: str | None = None
+    selections: list[Any] = field(default_factory=list)  # selection.TagSelection: tags listed at run time
 
 
 @dataclass
@@ -179,18 +180,27 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
     target = request.target
     result = SyncResult(str(target.address), uuid.uuid4().hex, _now(), config_sha256=request.config_sha256,
                         dry_run=request.dry_run)
-    seen: set[Reference] = set()
-    for image in request.images:
-        if image.ref in seen:
-            continue
-        seen.add(image.ref)
-        repository = target_repository(image.ref, target.prefix)
-        where = f":{image.ref.tag}" if image.ref.tag else f"@{image.ref.digest}"
-        result.images.append(ImageResult(str(image.ref), f"{target.host}/{repository}{where}", image=image,
-                                         repository=repository))
     async with ClientPool(request.settings_for) as pool, \
             RegistryClient(target.host, target.settings) as client:
         await client.ping()
+        images = list(request.images)
+        for selection in request.selections:
+            try:
+                images += await selection.select(pool, request.sources)
+            except MirrorError as exc:
+                entry = ImageResult(selection.repository.name, f"{target.host}/"
+                                    f"{target_repository(selection.repository, target.prefix)}")
+                entry.fail(exc)
+                result.images.append(entry)
+        seen: set[Reference] = set()
+        for image in images:
+            if image.ref in seen:
+                continue
+            seen.add(image.ref)
+            repository = target_repository(image.ref, target.prefix)
+            where = f":{image.ref.tag}" if image.ref.tag else f"@{image.ref.digest}"
+            result.images.append(ImageResult(str(image.ref), f"{target.host}/{repository}{where}", image=image,
+                                             repository=repository))
         run = _Run(request, result, pool, client, progress)
         await run.check()
         if not request.dry_run:
@@ -215,6 +225,8 @@ class _Run:
 
     async def check(self) -> None:
         async def one(image: ImageResult) -> None:
+            if image.image is None:  # an entry whose tags could not be listed
+                return
             try:
                 await self._check(image)
             except MirrorError as exc:
