@@ -314,3 +314,26 @@ images:
     result = run_mirror("sync", "run", "-c", by_env, "--json", "-q", env={"SYNC_TEST_PASSWORD": "s3cret"})
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_a_spent_rate_limit_defers_what_does_not_fit_and_exits_6(seeded_source, registry, state_home):
+    images = [i.source for i in seeded_source.corpus.images if i.source.startswith("docker.io/")]
+    with FaultProxy(seeded_source.registry.host) as proxy:
+        limited = proxy.add_headers(r"/manifests/", {"RateLimit-Limit": "100;w=21600",
+                                                     "RateLimit-Remaining": "3;w=21600"}, method="HEAD")
+        args = [*images, "--to", registry.host, "--to-plain-http", *corpus.source_mirror_args(proxy.host)]
+        result, report = sync(*args)
+        assert result.returncode == 6, result.stderr
+        assert report["result"] == "deferred"
+        assert sorted(actions(report).values()) == ["copied"] * 3 + ["deferred"] * (len(images) - 3)
+        assert report["ratelimits"] == {proxy.host: {"remaining": 3, "window": 21600}}
+        assert "rate limit" in result.stderr
+        copied = [i["source"] for i in report["images"] if i["action"] == "copied"]
+        assert sorted(copied) == sorted(images[:3])  # the first in the order asked for
+        tops = {f"/manifests/{seeded_source.corpus.image(s).tag}" for s in images if s not in copied}
+        assert not [r for r in proxy.requests("GET", "/manifests/") if any(r.path.endswith(t) for t in tops)]
+
+        limited.times = 0  # the window has passed
+        rest, report = sync(*args)
+        assert rest.returncode == 0, rest.stderr
+        assert sorted(actions(report).values()) == ["copied"] * (len(images) - 3) + ["unchanged"] * 3
