@@ -337,3 +337,17 @@ def test_a_spent_rate_limit_defers_what_does_not_fit_and_exits_6(seeded_source, 
         rest, report = sync(*args)
         assert rest.returncode == 0, rest.stderr
         assert sorted(actions(report).values()) == ["copied"] * (len(images) - 3) + ["unchanged"] * 3
+
+
+def test_a_blob_corrupted_on_the_way_is_never_committed_and_exits_4(seeded_source, registry, state_home):
+    source = "docker.io/rancher/fleet:v0.3.10"
+    image = seeded_source.corpus.image(source)
+    with FaultProxy(seeded_source.registry.host) as proxy:
+        proxy.corrupt(r"/blobs/sha256:", times=None)
+        result, report = sync(source, "--to", registry.host, "--to-plain-http",
+                              *corpus.source_mirror_args(proxy.host))
+    assert result.returncode == 4, result.stderr
+    assert actions(report) == {source: "failed"} and "hash" in report["images"][0]["error"]
+    assert digest_at(registry.url, "rancher/fleet", "v0.3.10") is None
+    for blob in image.blob_digests:
+        assert httpx.head(f"{registry.url}/v2/rancher/fleet/blobs/{blob}").status_code == 404
