@@ -262,9 +262,16 @@ class _Run:
         image.source_head, image.new_digest = upstream, upstream.digest
         if current is not None and current.digest == upstream.digest:
             image.action = "unchanged"
-        elif current is not None and image.image.on_retag == "fail":
-            image.fail(MirrorError(f"{ref} moved upstream from {current.digest} to {upstream.digest}, "
-                                   "and its entry says on_retag: fail"))
+        elif not self.request.platforms:  # a narrowed index differs from upstream anyway: judged once resolved
+            self._refuse_retag(image)
+
+    @staticmethod
+    def _refuse_retag(image: ImageResult) -> None:
+        """``on_retag: fail``: a tag the target has that now means another image upstream."""
+        assert image.image is not None
+        if image.old_digest and image.old_digest != image.new_digest and image.image.on_retag == "fail":
+            image.fail(MirrorError(f"{image.image.ref} moved upstream from {image.old_digest} to "
+                                   f"{image.new_digest}, and its entry says on_retag: fail"))
 
     def _budget(self) -> None:
         """Defer what the sources' rate limits cannot pay for: one pull per changed image, in order.
@@ -305,6 +312,9 @@ class _Run:
             image.resolved, image.new_digest = resolved, resolved.top.digest
             if image.old_digest == resolved.top.digest:  # a narrowed index already synced
                 image.action = "unchanged"
+                return
+            self._refuse_retag(image)
+            if image.action == "failed":
                 return
             image.plan = ImagePlan.of(resolved.record(), request.target.prefix)
 
