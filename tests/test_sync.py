@@ -351,3 +351,37 @@ def test_a_blob_corrupted_on_the_way_is_never_committed_and_exits_4(seeded_sourc
     assert digest_at(registry.url, "rancher/fleet", "v0.3.10") is None
     for blob in image.blob_digests:
         assert httpx.head(f"{registry.url}/v2/rancher/fleet/blobs/{blob}").status_code == 404
+
+
+def test_serve_runs_on_its_interval_keeps_each_report_and_stops_cleanly_on_sigterm(
+        seeded_source, registry, state_home, tmp_path):
+    import signal
+    import time
+
+    mirror = seeded_source.mirror_args[1].split("=", 1)[1]
+    config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: '{mirror}'}}
+interval: 1s
+images:
+  - image: docker.io/rancher/mirrored-pause:3.6
+""")
+    reports = tmp_path / "reports"
+    server = subprocess.Popen([sys.executable, "-m", "mirror", "sync", "serve", "-c", str(config),
+                               "--report-dir", str(reports), "--keep-reports", "50"],
+                              cwd=os.path.dirname(os.path.dirname(__file__)), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120  # a bound on a hang, not a timing assertion
+        while len(list(reports.glob("sync-*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=120)
+    finally:
+        server.kill()
+    assert server.returncode == 0, log
+    kept = [json.loads(p.read_text()) for p in sorted(reports.glob("sync-*.json"))]
+    assert len(kept) >= 2
+    assert actions(kept[0]) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}
+    assert all(actions(r) == {"docker.io/rancher/mirrored-pause:3.6": "unchanged"} for r in kept[1:])
+    assert log.count(": ok (exit 0)") == len(kept) and log.rstrip().endswith("stopped")

@@ -157,3 +157,70 @@ def write_report(path: Path, document: dict) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     os.replace(partial, path)
+
+
+@sync_app.command("serve")
+@handle_errors
+def serve_command(
+    config: Path = typer.Option(..., "--config", "-c", help="sync.yaml: the job (see docs/sync.md)."),
+    interval: Optional[str] = typer.Option(
+        None, "--interval", help="Time between the starts of two runs, e.g. 30m, 6h, 1d [default: the config's]."),
+    report_dir: Optional[Path] = typer.Option(
+        None, "--report-dir", help="Where each run's report is kept [default: under $XDG_STATE_HOME/mirror]."),
+    keep_reports: int = typer.Option(30, "--keep-reports", min=1, help="How many run reports to keep."),
+    jobs: int = JobsOption,
+) -> None:
+    """Run a sync job on an interval, one run at a time; SIGTERM ends it after the current run.
+
+    The config is read again before each run, so edits apply to the next one;
+    a run that fails is logged and the schedule goes on.
+    """
+    import hashlib
+    import signal
+    import threading
+    import time
+    from datetime import datetime, timezone
+
+    from ..errors import MirrorError
+    from ..runlock import RunLock, lock_dir
+    from ..transfer.sync_config import load_config, parse_interval
+
+    job = load_config(config, jobs=jobs)  # a bad config ends serve at once (exit 2)
+    try:
+        period = parse_interval(interval) if interval else job.interval
+    except ValueError as exc:
+        raise UsageError(f"--interval: {exc}") from None
+    if period is None:
+        raise UsageError(f"no interval: give --interval or an interval: key in {config}")
+    key = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:12]
+    reports = report_dir or lock_dir().parent / "sync-reports" / key
+    reports.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+
+    def log(message: str) -> None:
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        typer.echo(f"{stamp} mirror sync serve: {message}", err=True)
+
+    log(f"serving {config} every {int(period)} s; reports in {reports}")
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            job = load_config(config, jobs=jobs)
+            with RunLock(f"sync {config.resolve()} -> {job.request.target.address}",
+                         f"sync to {job.request.target.address}"):
+                result = run_sync(job.request, Progress(True))
+            document = result.to_json()
+            write_report(reports / f"sync-{result.started.replace(':', '')}-{result.run_id[:8]}.json", document)
+            for old in sorted(reports.glob("sync-*.json"))[:-keep_reports]:
+                old.unlink(missing_ok=True)
+            counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred",
+                                                                  "failed") if result.count(a))
+            log(f"run {result.run_id}: {result.result} (exit {int(result.exit_code)}): {counts or 'nothing to do'}")
+        except MirrorError as exc:
+            log(f"run failed (exit {int(exc.exit_code)}): {exc}")
+        except OSError as exc:  # a full disk for the report, say: the next run may find room
+            log(f"run failed: {exc}")
+        stop.wait(max(0.0, period - (time.monotonic() - started)))
+    log("stopped")

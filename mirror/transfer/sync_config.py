@@ -28,16 +28,29 @@ from .plan import Target
 from .selection import TagSelection
 from .sync import RETAG_POLICIES, SyncImage, SyncRequest
 
-TOP_KEYS = {"target", "sources", "platforms", "images"}
+TOP_KEYS = {"target", "sources", "platforms", "images", "interval"}
 TARGET_KEYS = {"registry", "ca_file", "insecure", "plain_http", "username", "password"}
 SOURCE_KEYS = {"registry", "mirror", "ca_file", "insecure", "plain_http", "username", "password"}
 ENTRY_KEYS = {"repository", "image", "allow", "deny", "semver", "keep_latest", "immutable", "on_retag"}
+
+
+_INTERVAL = re.compile(r"^(\d+)\s*([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass
 class SyncJob:
     path: Path
     request: SyncRequest
+    interval: float | None = None  # seconds between the starts of two runs of ``mirror sync serve``
+
+
+def parse_interval(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``6h``, ``1d`` -> seconds; ValueError otherwise."""
+    match = _INTERVAL.match(str(text).strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"interval {text!r}: expected a positive number with s, m, h or d, e.g. 6h")
+    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 class _Mapping(dict):
@@ -187,10 +200,16 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     selections: list[TagSelection] = []
     for entry in entries:
         _entry(reader, reader.mapping(top, "images", entry, ENTRY_KEYS), images, selections)
+    interval = None
+    if "interval" in top:
+        try:
+            interval = parse_interval(top["interval"])
+        except ValueError as exc:
+            raise reader.error(top, "interval", str(exc)) from None
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
                           selections=selections)
-    return SyncJob(path, request)
+    return SyncJob(path, request, interval)
 
 
 def _target(reader: _Reader, mapping: _Mapping, jobs: int) -> Target:
