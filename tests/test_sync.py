@@ -385,3 +385,35 @@ images:
     assert actions(kept[0]) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}
     assert all(actions(r) == {"docker.io/rancher/mirrored-pause:3.6": "unchanged"} for r in kept[1:])
     assert log.count(": ok (exit 0)") == len(kept) and log.rstrip().endswith("stopped")
+
+
+def test_print_systemd_and_cronjob_schedule_the_config_checked_without_its_secrets(tmp_path):
+    import yaml
+
+    config = write_config(tmp_path / "nightly.yaml", """
+target:
+  registry: reg.dmz.corp:5000
+  username: robot
+  password: {env: ROBOT_PASSWORD}
+images:
+  - repository: docker.io/rancher/rancher
+    semver: '>=2.7.0 <2.8.0'
+""")
+    units = run_mirror("sync", "print-systemd", "-c", config, "--on-calendar", "*-*-* 02:15")
+    assert units.returncode == 0, units.stderr
+    assert f"sync run -c {config}" in units.stdout
+    for line in ("OnCalendar=*-*-* 02:15", "Persistent=true", "RandomizedDelaySec=15min", "SuccessExitStatus=6 7"):
+        assert line in units.stdout
+
+    cron = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1")
+    assert cron.returncode == 0, cron.stderr
+    document = yaml.safe_load(cron.stdout)
+    assert document["kind"] == "CronJob" and document["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = document["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "reg.corp/tools/mirror:1"
+    assert pod["volumes"][0]["secret"]["secretName"] == "mirror-sync-nightly"
+    assert "--from-literal=ROBOT_PASSWORD=" in cron.stdout
+
+    config.write_text(config.read_text().replace("semver", "semvr"))
+    bad = run_mirror("sync", "print-systemd", "-c", config)
+    assert bad.returncode == 2 and f"{config}:8: semvr:" in bad.stderr

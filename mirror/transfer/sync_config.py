@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +43,7 @@ class SyncJob:
     path: Path
     request: SyncRequest
     interval: float | None = None  # seconds between the starts of two runs of ``mirror sync serve``
+    env_names: list[str] = field(default_factory=list)  # environment variables its passwords come from
 
 
 def parse_interval(text: str) -> float:
@@ -84,8 +85,10 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 class _Reader:
     """Reads one file, turning every mistake into ``file:line: key: why``."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, secrets: bool = True):
         self.path = path
+        self.secrets = secrets  # False: check how secrets are referenced, read none
+        self.env_names: list[str] = []  # every {env: NAME} referenced
 
     def error(self, mapping: Any, key: str | None, why: str) -> UsageError:
         line = mapping.lines.get(key, mapping.line) if isinstance(mapping, _Mapping) else 0
@@ -155,6 +158,10 @@ class _Reader:
             raise self.error(mapping, "password", "exactly one of env or file")
         if "env" in secret:
             name = self.string(secret, "env") or ""
+            self.env_names.append(name)
+        if not self.secrets:
+            return None
+        if "env" in secret:
             if name not in os.environ:
                 raise self.error(secret, "env", f"environment variable {name!r} is not set")
             password = os.environ[name]
@@ -167,8 +174,13 @@ class _Reader:
         return Credentials(username, password)
 
 
-def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going: bool = False) -> SyncJob:
-    """Read and check ``path`` whole; raises UsageError (exit 2) naming file:line and key."""
+def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going: bool = False,
+                secrets: bool = True) -> SyncJob:
+    """Read and check ``path`` whole; raises UsageError (exit 2) naming file:line and key.
+
+    ``secrets=False`` checks the config without reading any password (for
+    printing units that run it elsewhere).
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -181,7 +193,7 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
         raise UsageError(f"{path}{line}: not valid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: not valid YAML: {exc}") from None
-    reader = _Reader(path)
+    reader = _Reader(path, secrets)
     top = reader.mapping(None, "", document, TOP_KEYS)
     if "target" not in top:
         raise reader.error(top, None, "target: missing (the registry to sync into)")
@@ -209,7 +221,7 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
                           selections=selections)
-    return SyncJob(path, request, interval)
+    return SyncJob(path, request, interval, reader.env_names)
 
 
 def _target(reader: _Reader, mapping: _Mapping, jobs: int) -> Target:
