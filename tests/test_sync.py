@@ -417,3 +417,15 @@ images:
     config.write_text(config.read_text().replace("semver", "semvr"))
     bad = run_mirror("sync", "print-systemd", "-c", config)
     assert bad.returncode == 2 and f"{config}:8: semvr:" in bad.stderr
+
+
+def test_a_429_from_the_source_is_waited_out_once_not_stormed(seeded_source, registry, state_home):
+    source = "docker.io/rancher/fleet:v0.3.10"
+    with FaultProxy(seeded_source.registry.host) as proxy:
+        proxy.fail(r"/manifests/", 429, method="GET", headers={"Retry-After": "1"})
+        result, report = sync(source, "--to", registry.host, "--to-plain-http",
+                              *corpus.source_mirror_args(proxy.host))
+        gets = proxy.requests("GET", "/manifests/")
+    assert result.returncode == 0, result.stderr
+    assert actions(report) == {source: "copied"}
+    assert [r.status for r in gets] == [429, 200]
