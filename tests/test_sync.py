@@ -429,3 +429,11 @@ def test_a_429_from_the_source_is_waited_out_once_not_stormed(seeded_source, reg
     assert result.returncode == 0, result.stderr
     assert actions(report) == {source: "copied"}
     assert [r.status for r in gets] == [429, 200]
+
+
+def test_flags_that_the_config_already_says_are_refused_beside_it(tmp_path, state_home):
+    config = write_config(tmp_path / "sync.yaml", "target: {registry: 127.0.0.1:1}\n"
+                                                  "images:\n  - image: docker.io/rancher/fleet:v1\n")
+    result, _ = sync_config(config, "--to", "127.0.0.1:2", "--platform", "linux/amd64")
+    assert result.returncode == 2
+    assert "drop --platform, --to" in result.stderr

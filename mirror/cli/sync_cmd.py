@@ -86,10 +86,14 @@ def run_command(
     if config is not None:
         from ..transfer.sync_config import load_config
 
-        given = [name for name, value in (("images", images), ("--images-file", images_file), ("--mode", mode),
-                                          ("--to", to), ("--source-mirror", source_mirror)) if value]
+        given = [name for name, value in (
+            ("images", images), ("--images-file", images_file), ("--mode", mode), ("--exclude", exclude),
+            ("--platform", platform), ("--source-mirror", source_mirror), ("--plain-http-registry", plain_http_registry),
+            ("--insecure-registry", insecure_registry), ("--ca-file", ca_file), ("--to", to),
+            ("--to-ca-file", to_ca_file), ("--to-plain-http", to_plain_http), ("--to-insecure", to_insecure),
+            ("--username", username), ("--on-retag", on_retag != "update")) if value]
         if given:
-            raise UsageError(f"-c {config}: the config names the images and the target; drop {', '.join(given)}")
+            raise UsageError(f"-c {config}: the config says what and where; drop {', '.join(given)}")
         job = load_config(config, jobs=jobs, dry_run=dry_run, keep_going=keep_going)
         request, lock_key = job.request, f"sync {config.resolve()} -> {job.request.target.address}"
     else:
