@@ -59,7 +59,7 @@ def test_first_run_copies_every_image_byte_identical_second_run_costs_only_heads
                 *corpus.source_mirror_args(proxy.host)]
         first, report = sync(*args)
         assert first.returncode == 0, first.stderr
-        assert report["schema"] == "mirror.sync.report/v1" and report["result"] == "ok"
+        assert report["schema_version"] == 1 and report["result"] == "ok"
         assert set(actions(report).values()) == {"copied"}
         assert [i["source"] for i in report["images"]] == sorted(i["source"] for i in report["images"])
         for image in images:

@@ -27,7 +27,7 @@ from .common import (
     SourceMirrorOption, UsernameOption, handle_errors, parse_platforms, source_access, target_registry,
     topology_versions,
 )
-from .render import emit_json, report_failures
+from .render import REPORT_SCHEMA, emit_json, report_failures
 
 if TYPE_CHECKING:
     from ..transfer.sync import SyncRequest, SyncResult
@@ -132,7 +132,7 @@ def run_sync(request: "SyncRequest", progress: Progress) -> "SyncResult":
 
 def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None:
     """Write the report, say what happened, exit with the run's code."""
-    document = result.to_json()
+    document = {"schema_version": REPORT_SCHEMA, **result.to_json()}  # what --json prints, too
     if report is not None:
         write_report(report, document)
     if json_report:
@@ -215,7 +215,7 @@ def serve_command(
             with RunLock(f"sync {config.resolve()} -> {job.request.target.address}",
                          f"sync to {job.request.target.address}"):
                 result = run_sync(job.request, Progress(True))
-            document = result.to_json()
+            document = {"schema_version": REPORT_SCHEMA, **result.to_json()}
             write_report(reports / f"sync-{result.started.replace(':', '')}-{result.run_id[:8]}.json", document)
             for old in sorted(reports.glob("sync-*.json"))[:-keep_reports]:
                 old.unlink(missing_ok=True)

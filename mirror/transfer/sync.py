@@ -36,7 +36,6 @@ from .resolve import ResolvedImage, Resolver
 from .survey import Presence
 from .tasks import each
 
-REPORT_SCHEMA = "mirror.sync.report/v1"
 RETAG_POLICIES = ("update", "backup", "fail")
 
 
@@ -147,7 +146,6 @@ class SyncResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema": REPORT_SCHEMA,
             "run_id": self.run_id,
             "config_sha256": self.config_sha256,
             "started": self.started,
