@@ -17,6 +17,8 @@ class ExitCode(IntEnum):
     AUTH = 3  # authentication or TLS refused
     INTEGRITY = 4  # digest mismatch, corrupt or unsafe bundle
     DELTA_BASE_MISSING = 5  # a delta bundle's base is not in the target registry
+    DEFERRED = 6  # sync: the source's rate limit left images for the next run
+    LOCKED = 7  # sync: another run holds the lock of this config/target
 
 
 class MirrorError(Exception):
@@ -39,6 +41,10 @@ class IntegrityError(MirrorError):
     """Content does not match its digest, or a bundle is corrupt or unsafe."""
 
     exit_code = ExitCode.INTEGRITY
+
+
+class LockHeld(MirrorError):
+    exit_code = ExitCode.LOCKED
 
 
 class RegistryError(MirrorError):

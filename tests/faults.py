@@ -8,6 +8,7 @@
         proxy.redirect(r"/blobs/sha256:", "http://127.0.0.1:OTHER")   # 307 to OTHER + same path
         proxy.serve(r"/manifests/old$", body, headers={...})  # answer with these bytes instead
         proxy.strip(r"/blobs/sha256:", "Range")        # forward without that request header
+        proxy.add_headers(r"/manifests/", {"RateLimit-Remaining": "3;w=21600"}, method="HEAD")  # forward, add these
         ... RegistryClient(proxy.host, RegistrySettings(plain_http=True)) ...
         proxy.requests("GET", r"/blobs/")              # what arrived: method, path, headers, status, bytes sent,
                                                        # and when it arrived and was answered (one counter)
@@ -121,6 +122,10 @@ class FaultProxy:
     def redirect(self, path: str, to: str, *, method: str | None = None, times: int | None = None) -> Fault:
         return self.add(Fault(method, path, times, redirect=to.rstrip("/")))
 
+    def add_headers(self, path: str, headers: dict[str, str], *, method: str | None = None,
+                    times: int | None = None) -> Fault:
+        return self.add(Fault(method, path, times, headers=dict(headers)))
+
     def requests(self, method: str | None = None, path: str | None = None) -> list[Seen]:
         with self._lock:
             return [s for s in self.seen if (method is None or s.method == method)
@@ -197,6 +202,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = upstream.read()
             length = upstream.getheader("content-length") if self.command == "HEAD" else str(len(data))
             reply = [(k, v) for k, v in upstream.getheaders() if k.lower() not in _HOP_BY_HOP]
+            reply += list(fault.headers.items()) if fault else []
             status = upstream.status
         finally:
             conn.close()

@@ -14,6 +14,8 @@ from ..registry.settings import Credentials, RegistrySettings
 from .render import emit_failure_json, report_failures
 
 if TYPE_CHECKING:
+    from ..model.oci import Platform
+    from ..model.upstream import SourceMap
     from ..transfer.plan import Target
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio brings along
@@ -137,6 +139,7 @@ def target_registry(
     username: str | None,
     password_stdin: bool,
     jobs: int,
+    option: str = "--registry",
 ) -> "Target":
     """The registry a command writes to or checks, and how to reach it.
 
@@ -156,7 +159,7 @@ def target_registry(
         ca_file = ca_file or local.ca_file
         credentials = credentials or local.credentials
     else:
-        address = RegistryAddress.parse(registry)
+        address = RegistryAddress.parse(registry, option)
     settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http or address.plain_http,
                                  credentials=credentials, jobs=jobs)
     return Target(address, settings)
@@ -197,6 +200,50 @@ def note_fetched_lists(topology: Any) -> None:
     for component, source in (topology.sources.items() if topology else ()):
         if source.origin in ("fetched", "cached"):
             typer.echo(f"mirror: {component} {topology.versions[component]}: {source.describe()}", err=True)
+
+# Where source images are read from; `mirror pull` and `mirror sync run` take the same options.
+PlatformOption = typer.Option(
+    None, "--platform",
+    help="Keep only these platforms, e.g. linux/amd64,linux/arm64 (an image pinned by @digest stays whole).")
+SourceMirrorOption = typer.Option(
+    None, "--source-mirror", help="REGISTRY=HOST[/PREFIX]: fetch that registry's images from a mirror.")
+PlainHttpRegistryOption = typer.Option(
+    None, "--plain-http-registry", help="HOST[:PORT] to reach over plain HTTP (repeatable).")
+InsecureRegistryOption = typer.Option(
+    None, "--insecure-registry", help="HOST[:PORT] whose TLS certificate is not verified (repeatable).")
+
+
+def parse_platforms(values: list[str]) -> "list[Platform]":
+    from ..model.oci import Platform
+
+    platforms = []
+    for value in values:
+        for item in filter(None, (v.strip() for v in value.split(","))):
+            try:
+                platforms.append(Platform.parse(item))
+            except ValueError as exc:
+                raise UsageError(f"--platform: {exc}") from None
+    return platforms
+
+
+def source_access(source_mirror: list[str], plain_http_registry: list[str], insecure_registry: list[str],
+                  ca_file: Path | None, jobs: int) -> "tuple[SourceMap, Callable[[str], RegistrySettings]]":
+    """Where each source registry is read from, and the settings to reach each host with."""
+    from dataclasses import replace
+
+    from ..model.reference import endpoint_host
+    from ..model.upstream import SourceMap, SourceMirror
+
+    sources = SourceMap([SourceMirror.parse(m) for m in source_mirror])
+    # Named as users write them (docker.io), matched as the client connects (registry-1.docker.io).
+    plain = {endpoint_host(h) for h in plain_http_registry} | sources.plain_http_hosts()
+    insecure = {endpoint_host(h) for h in insecure_registry}
+    base = registry_settings(ca_file=ca_file, jobs=jobs)
+
+    def settings_for(host: str) -> RegistrySettings:
+        return replace(base, plain_http=host in plain, insecure=host in insecure)
+
+    return sources, settings_for
 
 
 def topology_versions(k3s: str | None, kubernetes: str | None, rke2: str | None, rancher: str | None,

@@ -10,13 +10,13 @@ import anyio
 import typer
 
 from ..errors import ExitCode, ImagesFailed, UsageError
-from ..model.oci import Platform
 from ..progress import Progress
 from .app import app
 from .common import (
-    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, JobsOption, JsonOption, K3sVersionOption,
-    KubernetesVersionOption, ModeOption, NoRegistryImageOption, QuietOption, RancherVersionOption, Rke2VersionOption,
-    handle_errors, registry_settings, topology_versions,
+    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
+    JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, PlainHttpRegistryOption,
+    PlatformOption, QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors,
+    parse_platforms, source_access, topology_versions,
 )
 from .common import OfflineListsOption, note_fetched_lists
 from ..units import human_size, parse_size
@@ -24,17 +24,6 @@ from .render import emit_json, report_failures
 
 if TYPE_CHECKING:
     from ..transfer.pull import PullRequest
-
-
-def parse_platforms(values: list[str]) -> list[Platform]:
-    platforms = []
-    for value in values:
-        for item in filter(None, (v.strip() for v in value.split(","))):
-            try:
-                platforms.append(Platform.parse(item))
-            except ValueError as exc:
-                raise UsageError(f"--platform: {exc}") from None
-    return platforms
 
 
 @app.command("pull")
@@ -52,15 +41,10 @@ def pull_command(
     no_registry_image: bool = NoRegistryImageOption,
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
-    platform: Optional[list[str]] = typer.Option(
-        None, "--platform",
-        help="Keep only these platforms, e.g. linux/amd64,linux/arm64 (an image pinned by @digest stays whole)."),
-    source_mirror: Optional[list[str]] = typer.Option(
-        None, "--source-mirror", help="REGISTRY=HOST[/PREFIX]: fetch that registry's images from a mirror."),
-    plain_http_registry: Optional[list[str]] = typer.Option(
-        None, "--plain-http-registry", help="HOST[:PORT] to reach over plain HTTP (repeatable)."),
-    insecure_registry: Optional[list[str]] = typer.Option(
-        None, "--insecure-registry", help="HOST[:PORT] whose TLS certificate is not verified (repeatable)."),
+    platform: Optional[list[str]] = PlatformOption,
+    source_mirror: Optional[list[str]] = SourceMirrorOption,
+    plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
+    insecure_registry: Optional[list[str]] = InsecureRegistryOption,
     ca_file: Optional[Path] = CaFileOption,
     jobs: int = JobsOption,
     work_dir: Optional[Path] = typer.Option(
@@ -87,8 +71,6 @@ def pull_command(
 ) -> None:
     """Pull images into ONE portable bundle (an OCI image layout in a tar.zst)."""
     from ..lists import resolve_images  # imported here so other commands start faster
-    from ..model.reference import endpoint_host
-    from ..model.upstream import SourceMap, SourceMirror
     from ..transfer.base import load_base
     from ..transfer.pull import PullRequest, pull
     from ..release_lists import ReleaseLists
@@ -110,17 +92,8 @@ def pull_command(
         raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
     if output is not None and not dry_run:
         _check_output(output, force)
-    sources = SourceMap([SourceMirror.parse(m) for m in source_mirror or []])
-    # Named as users write them (docker.io), matched as the client connects (registry-1.docker.io).
-    plain = {endpoint_host(h) for h in plain_http_registry or []} | sources.plain_http_hosts()
-    insecure = {endpoint_host(h) for h in insecure_registry or []}
-    common = registry_settings(ca_file=ca_file, jobs=jobs)
-
-    def settings_for(host: str):
-        from dataclasses import replace
-
-        return replace(common, plain_http=host in plain, insecure=host in insecure)
-
+    sources, settings_for = source_access(source_mirror or [], plain_http_registry or [], insecure_registry or [],
+                                          ca_file, jobs)
     request = PullRequest(
         images=refs,
         output=(output or Path("bundle.tar.zst")).absolute(),

@@ -49,6 +49,8 @@ class RegistryClient:
         self.host = host
         self.settings = settings
         self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base)
+        # The newest ``RateLimit-Remaining`` a manifest HEAD answered (``N;w=SECONDS``), as sent.
+        self.last_ratelimit: str | None = None
 
     async def __aenter__(self) -> "RegistryClient":
         return self
@@ -122,6 +124,7 @@ class RegistryClient:
         response = await self._transport.request("HEAD", f"/v2/{repository}/manifests/{reference}",
                                                  scopes=[pull_scope(repository)],
                                                  headers={"Accept": oci.ACCEPT}, what=what)
+        self.last_ratelimit = response.headers.get("ratelimit-remaining", self.last_ratelimit)
         if response.status_code == 404:
             return None
         if response.status_code != 200:

@@ -1,0 +1,230 @@
+"""``mirror sync run``: registry to registry, for scheduled resync jobs.
+
+Exit codes: 0 everything in sync (or nothing to do); 1 some images failed;
+2 bad flags or config (one line naming file:line and key); 3 authentication
+or TLS refused; 4 integrity; 6 the source's rate limit deferred some images
+to the next run; 7 another run of the same job holds its lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import anyio
+import typer
+
+from ..errors import UsageError
+from ..progress import Progress
+from ..units import human_size
+from .app import app
+from .common import (
+    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
+    JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, PasswordStdinOption,
+    PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption, Rke2VersionOption,
+    SourceMirrorOption, UsernameOption, handle_errors, parse_platforms, source_access, target_registry,
+    topology_versions,
+)
+from .render import REPORT_SCHEMA, emit_json, report_failures
+
+if TYPE_CHECKING:
+    from ..transfer.sync import SyncRequest, SyncResult
+
+EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 bad flags or config; "
+              "3 auth/TLS refused; 4 integrity; 6 deferred by a rate limit; 7 another run holds the lock.")
+
+sync_app = typer.Typer(
+    help="Keep a registry in sync with upstream, registry to registry (scheduled resync jobs).",
+    no_args_is_help=True,
+)
+app.add_typer(sync_app, name="sync")
+
+
+@sync_app.command("run", epilog=EXIT_CODES)
+@handle_errors
+def run_command(
+    images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="sync.yaml: the job (see docs/sync.md)."),
+    to: Optional[str] = typer.Option(None, "--to", help="Target registry HOST[:PORT][/PREFIX]."),
+    images_file: Optional[list[Path]] = ImagesFileOption,
+    mode: Optional[str] = ModeOption,
+    k3s_version: Optional[str] = K3sVersionOption,
+    kubernetes_version: Optional[str] = KubernetesVersionOption,
+    rke2_version: Optional[str] = Rke2VersionOption,
+    rancher_version: Optional[str] = RancherVersionOption,
+    cert_manager_version: Optional[str] = CertManagerVersionOption,
+    no_registry_image: bool = NoRegistryImageOption,
+    exclude: Optional[list[str]] = ExcludeOption,
+    platform: Optional[list[str]] = PlatformOption,
+    source_mirror: Optional[list[str]] = SourceMirrorOption,
+    plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
+    insecure_registry: Optional[list[str]] = InsecureRegistryOption,
+    ca_file: Optional[Path] = CaFileOption,
+    to_ca_file: Optional[Path] = typer.Option(None, "--to-ca-file", help="CA certificate (PEM) of the target."),
+    to_plain_http: bool = typer.Option(False, "--to-plain-http", help="Talk plain HTTP to the target."),
+    to_insecure: bool = typer.Option(False, "--to-insecure", help="Do not verify the target's TLS certificate."),
+    username: Optional[str] = UsernameOption,
+    password_stdin: bool = PasswordStdinOption,
+    on_retag: str = typer.Option("update", "--on-retag",
+                                 help="A tag that moved upstream: update, backup (keep TAG-prev-<12 hex>) or fail."),
+    jobs: int = JobsOption,
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON run report to this file."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="HEAD both sides and say what would change; write nothing."),
+    keep_going: bool = typer.Option(False, "--keep-going",
+                                    help="Copy what can be copied even when other images fail (still exit 1)."),
+    json_report: bool = JsonOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Copy images from their sources straight into a registry: only what changed, never via disk."""
+    from ..runlock import RunLock
+    from ..transfer.sync import RETAG_POLICIES, SyncImage, SyncRequest
+
+    if report is not None and not report.parent.is_dir():
+        raise UsageError(f"--report {report}: directory {report.parent} does not exist")
+    if config is not None:
+        from ..transfer.sync_config import load_config
+
+        given = [name for name, value in (
+            ("images", images), ("--images-file", images_file), ("--mode", mode), ("--exclude", exclude),
+            ("--platform", platform), ("--source-mirror", source_mirror), ("--plain-http-registry", plain_http_registry),
+            ("--insecure-registry", insecure_registry), ("--ca-file", ca_file), ("--to", to),
+            ("--to-ca-file", to_ca_file), ("--to-plain-http", to_plain_http), ("--to-insecure", to_insecure),
+            ("--username", username), ("--on-retag", on_retag != "update")) if value]
+        if given:
+            raise UsageError(f"-c {config}: the config says what and where; drop {', '.join(given)}")
+        job = load_config(config, jobs=jobs, dry_run=dry_run, keep_going=keep_going)
+        request, lock_key = job.request, f"sync {config.resolve()} -> {job.request.target.address}"
+    else:
+        from ..lists import resolve_images
+
+        if on_retag not in RETAG_POLICIES:
+            raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
+        if to is None:
+            raise UsageError("--to is required (the target registry HOST[:PORT][/PREFIX]), or -c sync.yaml")
+        refs, _ = resolve_images(
+            mode,
+            versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
+                                       cert_manager_version),
+            extra_files=images_file or [], extra_refs=images or [], exclude=exclude or [],
+            include_registry_image=not no_registry_image)
+        if not refs:
+            raise UsageError("no images to sync: name images, --images-file or --mode")
+        sources, settings_for = source_access(source_mirror or [], plain_http_registry or [],
+                                              insecure_registry or [], ca_file, jobs)
+        target = target_registry(to, ca_file=to_ca_file, insecure=to_insecure, plain_http=to_plain_http,
+                                 username=username, password_stdin=password_stdin, jobs=jobs, option="--to")
+        request = SyncRequest([SyncImage(ref, on_retag) for ref in refs], target, sources, settings_for,
+                              platforms=parse_platforms(platform or []), jobs=jobs, dry_run=dry_run,
+                              keep_going=keep_going)
+        lock_key = f"sync -> {target.address}"
+    with RunLock(lock_key, f"sync to {request.target.address}"):
+        result = run_sync(request, Progress(quiet or json_report))
+    finish(result, report, json_report)
+
+
+def run_sync(request: "SyncRequest", progress: Progress) -> "SyncResult":
+    from ..transfer.sync import sync
+
+    return anyio.run(sync, request, progress)
+
+
+def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None:
+    """Write the report, say what happened, exit with the run's code."""
+    document = {"schema_version": REPORT_SCHEMA, **result.to_json()}  # what --json prints, too
+    if report is not None:
+        write_report(report, document)
+    if json_report:
+        emit_json(document)
+    else:
+        counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred", "failed")
+                           if result.count(a))
+        verb = "would sync" if result.dry_run else "synced"
+        typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
+                   f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
+                   f"{result.mounted_blobs} mounted, {result.skipped_blobs} already there")
+        for image in result.images:
+            if image.action in ("copied", "updated") or (result.dry_run and image.action != "unchanged"):
+                typer.echo(f"  {image.action}: {image.source} -> {image.target}")
+    for image in result.images:
+        if image.action == "deferred":
+            typer.echo(f"mirror: deferred: {image.source}: {image.error}", err=True)
+    if result.failures:
+        report_failures(result.failures)
+    if result.exit_code:
+        raise typer.Exit(int(result.exit_code))
+
+
+def write_report(path: Path, document: dict) -> None:
+    """All or nothing: a half-written report is never left for a script to read."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+
+
+@sync_app.command("serve")
+@handle_errors
+def serve_command(
+    config: Path = typer.Option(..., "--config", "-c", help="sync.yaml: the job (see docs/sync.md)."),
+    interval: Optional[str] = typer.Option(
+        None, "--interval", help="Time between the starts of two runs, e.g. 30m, 6h, 1d [default: the config's]."),
+    report_dir: Optional[Path] = typer.Option(
+        None, "--report-dir", help="Where each run's report is kept [default: under $XDG_STATE_HOME/mirror]."),
+    keep_reports: int = typer.Option(30, "--keep-reports", min=1, help="How many run reports to keep."),
+    jobs: int = JobsOption,
+) -> None:
+    """Run a sync job on an interval, one run at a time; SIGTERM ends it after the current run.
+
+    The config is read again before each run, so edits apply to the next one;
+    a run that fails is logged and the schedule goes on.
+    """
+    import hashlib
+    import signal
+    import threading
+    import time
+    from datetime import datetime, timezone
+
+    from ..errors import MirrorError
+    from ..runlock import RunLock, lock_dir
+    from ..transfer.sync_config import load_config, parse_interval
+
+    job = load_config(config, jobs=jobs)  # a bad config ends serve at once (exit 2)
+    try:
+        period = parse_interval(interval) if interval else job.interval
+    except ValueError as exc:
+        raise UsageError(f"--interval: {exc}") from None
+    if period is None:
+        raise UsageError(f"no interval: give --interval or an interval: key in {config}")
+    key = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:12]
+    reports = report_dir or lock_dir().parent / "sync-reports" / key
+    reports.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+
+    def log(message: str) -> None:
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        typer.echo(f"{stamp} mirror sync serve: {message}", err=True)
+
+    log(f"serving {config} every {int(period)} s; reports in {reports}")
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            job = load_config(config, jobs=jobs)
+            with RunLock(f"sync {config.resolve()} -> {job.request.target.address}",
+                         f"sync to {job.request.target.address}"):
+                result = run_sync(job.request, Progress(True))
+            document = {"schema_version": REPORT_SCHEMA, **result.to_json()}
+            write_report(reports / f"sync-{result.started.replace(':', '')}-{result.run_id[:8]}.json", document)
+            for old in sorted(reports.glob("sync-*.json"))[:-keep_reports]:
+                old.unlink(missing_ok=True)
+            counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred",
+                                                                  "failed") if result.count(a))
+            log(f"run {result.run_id}: {result.result} (exit {int(result.exit_code)}): {counts or 'nothing to do'}")
+        except MirrorError as exc:
+            log(f"run failed (exit {int(exc.exit_code)}): {exc}")
+        except OSError as exc:  # a full disk for the report, say: the next run may find room
+            log(f"run failed: {exc}")
+        stop.wait(max(0.0, period - (time.monotonic() - started)))
+    log("stopped")

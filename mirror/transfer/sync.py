@@ -1,0 +1,433 @@
+"""``mirror sync``: copy images from their sources straight into a target registry.
+
+check (HEAD the tag on both sides: HEADs do not count against Docker Hub's
+rate limit; an image whose tag already has the source's digest costs those
+two HEADs and nothing else) -> budget (the source's ``ratelimit-remaining``:
+what does not fit is deferred to the next run) -> resolve (GET the
+manifests of what changed, with the Resolver pull uses) -> deliver (one
+Presence over every plan: blobs stream source -> target, re-hashed on the
+way and never on disk, each uploaded once and mounted into the other
+repositories; manifests after their children; retag backups; tags last,
+only on complete images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable
+
+import anyio
+
+from ..errors import ExitCode, IntegrityError, MirrorError, NotFoundError, worst_exit_code
+from ..model.oci import Descriptor, Platform, digest_hex
+from ..model.reference import Reference
+from ..model.target import target_repository
+from ..model.upstream import Location, SourceMap
+from ..progress import Progress
+from ..registry.client import RegistryClient
+from ..registry.pool import ClientPool
+from ..registry.settings import RegistrySettings
+from .deliver import Delivery
+from .plan import ImagePlan, Target
+from .resolve import ResolvedImage, Resolver
+from .survey import Presence
+from .tasks import each
+
+RETAG_POLICIES = ("update", "backup", "fail")
+
+
+@dataclass(frozen=True)
+class SyncImage:
+    """One source reference to keep in sync, with its entry's rules."""
+
+    ref: Reference
+    on_retag: str = "update"  # one of RETAG_POLICIES
+    immutable: bool = False  # present at the target -> never asked upstream again
+
+
+@dataclass
+class SyncRequest:
+    images: list[SyncImage]  # references named one by one
+    target: Target
+    sources: SourceMap
+    settings_for: Callable[[str], RegistrySettings]
+    platforms: list[Platform] = field(default_factory=list)
+    jobs: int = 8
+    dry_run: bool = False
+    keep_going: bool = False  # without it, a failure found before any write stops the run
+    config_sha256: str | None = None
+    selections: list[Any] = field(default_factory=list)  # selection.TagSelection: tags listed at run time
+
+
+@dataclass
+class ImageResult:
+    source: str
+    target: str
+    action: str = "pending"  # copied | updated | unchanged | deferred | failed
+    old_digest: str | None = None  # what the target's tag pointed at before the run
+    new_digest: str | None = None
+    error: str | None = None
+    image: SyncImage | None = field(default=None, repr=False)
+    repository: str = field(default="", repr=False)
+    source_head: Descriptor | None = field(default=None, repr=False)
+    resolved: ResolvedImage | None = field(default=None, repr=False)
+    plan: ImagePlan | None = field(default=None, repr=False)
+    exception: MirrorError | None = field(default=None, repr=False)
+
+    def fail(self, error: MirrorError | str) -> None:
+        self.action = "failed"
+        self.error = str(error)
+        self.exception = error if isinstance(error, MirrorError) else MirrorError(error)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "target": self.target, "action": self.action,
+                "old_digest": self.old_digest, "new_digest": self.new_digest, "error": self.error}
+
+
+@dataclass
+class RateLimit:
+    remaining: int
+    window: int | None  # seconds
+
+    @classmethod
+    def parse(cls, value: str | None) -> "RateLimit | None":
+        """``N;w=SECONDS`` (the window optional); None when absent or unreadable."""
+        if not value:
+            return None
+        count, *params = [part.strip() for part in value.split(";")]
+        window = next((p[2:] for p in params if p.startswith("w=")), None)
+        if not count.isdigit():
+            return None
+        return cls(int(count), int(window) if window and window.isdigit() else None)
+
+
+@dataclass
+class SyncResult:
+    target: str
+    run_id: str
+    started: str
+    ended: str = ""
+    images: list[ImageResult] = field(default_factory=list)
+    uploaded_blobs: int = 0
+    uploaded_bytes: int = 0
+    mounted_blobs: int = 0
+    skipped_blobs: int = 0  # already in their repository
+    manifests_pushed: int = 0
+    tags_pushed: int = 0
+    ratelimits: dict[str, RateLimit] = field(default_factory=dict)
+    config_sha256: str | None = None
+    dry_run: bool = False
+
+    def count(self, action: str) -> int:
+        return sum(1 for image in self.images if image.action == action)
+
+    @property
+    def result(self) -> str:
+        failed = self.count("failed")
+        if failed and failed == len(self.images):
+            return "failed"
+        if failed:
+            return "partial"
+        return "deferred" if self.count("deferred") else "ok"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        errors = [i.exception or MirrorError(i.error or "") for i in self.images if i.action == "failed"]
+        if errors:
+            return worst_exit_code(errors)
+        return ExitCode.DEFERRED if self.count("deferred") else ExitCode.OK
+
+    @property
+    def failures(self) -> dict[str, str]:
+        return {i.source: i.error or "" for i in self.images if i.action == "failed"}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "config_sha256": self.config_sha256,
+            "started": self.started,
+            "ended": self.ended,
+            "target": self.target,
+            "dry_run": self.dry_run,
+            "result": self.result,
+            "exit_code": int(self.exit_code),
+            "images": [i.to_json() for i in sorted(self.images, key=lambda i: (i.source, i.target))],
+            "blobs": {"uploaded": self.uploaded_blobs, "mounted": self.mounted_blobs, "skipped": self.skipped_blobs},
+            "bytes": {"uploaded": self.uploaded_bytes},
+            "manifests_pushed": self.manifests_pushed,
+            "tags_pushed": self.tags_pushed,
+            "ratelimits": {host: {"remaining": r.remaining, "window": r.window}
+                           for host, r in sorted(self.ratelimits.items())},
+        }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def backup_tag(tag: str, old_digest: str) -> str:
+    """Where ``on_retag: backup`` keeps what the tag pointed at: ``TAG-prev-<12 hex>``."""
+    return f"{tag}-prev-{digest_hex(old_digest)[:12]}"
+
+
+async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
+    """One run. Per-image outcomes are in the result; setup errors (target unreachable, auth) raise."""
+    target = request.target
+    result = SyncResult(str(target.address), uuid.uuid4().hex, _now(), config_sha256=request.config_sha256,
+                        dry_run=request.dry_run)
+    async with ClientPool(request.settings_for) as pool, \
+            RegistryClient(target.host, target.settings) as client:
+        await client.ping()
+        images = list(request.images)
+        for selection in request.selections:
+            try:
+                images += await selection.select(pool, request.sources)
+            except MirrorError as exc:
+                entry = ImageResult(selection.repository.name, f"{target.host}/"
+                                    f"{target_repository(selection.repository, target.prefix)}")
+                entry.fail(exc)
+                result.images.append(entry)
+        seen: set[Reference] = set()
+        for image in images:
+            if image.ref in seen:
+                continue
+            seen.add(image.ref)
+            repository = target_repository(image.ref, target.prefix)
+            where = f":{image.ref.tag}" if image.ref.tag else f"@{image.ref.digest}"
+            result.images.append(ImageResult(str(image.ref), f"{target.host}/{repository}{where}", image=image,
+                                             repository=repository))
+        run = _Run(request, result, pool, client, progress)
+        await run.check()
+        if not request.dry_run:
+            await run.resolve()
+            if request.keep_going or not any(i.action == "failed" for i in result.images):
+                await run.deliver()
+            else:
+                for image in result.images:
+                    if image.action == "pending":
+                        image.fail("not copied: another image failed before anything was written "
+                                   "(--keep-going copies the rest)")
+    result.ended = _now()
+    return result
+
+
+class _Run:
+    def __init__(self, request: SyncRequest, result: SyncResult, pool: ClientPool, client: RegistryClient,
+                 progress: Progress):
+        self.request, self.result, self.pool, self.client, self.progress = request, result, pool, client, progress
+
+    # -- check: two HEADs per image ------------------------------------------------
+
+    async def check(self) -> None:
+        async def one(image: ImageResult) -> None:
+            if image.image is None:  # an entry whose tags could not be listed
+                return
+            try:
+                await self._check(image)
+            except MirrorError as exc:
+                image.fail(exc)
+            bar.update(1)
+
+        with self.progress.bar(len(self.result.images), "checking", unit="img") as bar:
+            await each(self.result.images, one, self.request.jobs)
+        self._budget()
+        if self.request.dry_run:
+            for image in self.result.images:
+                if image.action == "pending":
+                    image.action = "updated" if image.old_digest else "copied"
+
+    async def _check(self, image: ImageResult) -> None:
+        assert image.image is not None
+        ref = image.image.ref
+        current = await self.client.head_manifest(image.repository, ref.identifier)
+        image.old_digest = current.digest if current else None
+        if current is not None and image.image.immutable:
+            image.action, image.new_digest = "unchanged", current.digest
+            return
+        location = self.request.sources.locate(ref)
+        source = await self.pool.get(location.host)
+        upstream = await source.head_manifest(location.repository, ref.identifier)
+        limit = RateLimit.parse(source.last_ratelimit)
+        if limit is not None:
+            known = self.result.ratelimits.get(location.host)
+            if known is None or limit.remaining < known.remaining:
+                self.result.ratelimits[location.host] = limit
+        if upstream is None:
+            raise NotFoundError(f"{ref}: not found at {location.host}/{location.repository}")
+        image.source_head, image.new_digest = upstream, upstream.digest
+        if current is not None and current.digest == upstream.digest:
+            image.action = "unchanged"
+        elif not self.request.platforms:  # a narrowed index differs from upstream anyway: judged once resolved
+            self._refuse_retag(image)
+
+    @staticmethod
+    def _refuse_retag(image: ImageResult) -> None:
+        """``on_retag: fail``: a tag the target has that now means another image upstream."""
+        assert image.image is not None
+        if image.old_digest and image.old_digest != image.new_digest and image.image.on_retag == "fail":
+            image.fail(MirrorError(f"{image.image.ref} moved upstream from {image.old_digest} to "
+                                   f"{image.new_digest}, and its entry says on_retag: fail"))
+
+    def _budget(self) -> None:
+        """Defer what the sources' rate limits cannot pay for: one pull per changed image, in order.
+
+        Docker Hub's ``ratelimit-remaining`` counts pulls; HEADs are free, so
+        only the images whose manifests must be fetched are counted.
+        """
+        left = {host: limit.remaining for host, limit in self.result.ratelimits.items()}
+        for image in self.result.images:
+            if image.action != "pending" or self.request.dry_run:
+                continue
+            assert image.image is not None
+            host = self.request.sources.locate(image.image.ref).host
+            if host not in left:
+                continue
+            if left[host] <= 0:
+                image.action = "deferred"
+                window = self.result.ratelimits[host].window
+                image.error = (f"{host}'s rate limit is spent" +
+                               (f" (its window is {window} s)" if window else "") + "; the next run copies it")
+            else:
+                left[host] -= 1
+
+    # -- resolve: GET the manifests of what changed ----------------------------------
+
+    async def resolve(self) -> None:
+        request = self.request
+        resolver = Resolver(self.pool, request.sources, request.platforms, request.jobs, store=None)
+        pending = [image for image in self.result.images if image.action == "pending"]
+
+        async def one(image: ImageResult) -> None:
+            assert image.image is not None
+            try:
+                resolved = await resolver.resolve(image.image.ref)
+            except MirrorError as exc:
+                image.fail(exc)
+                return
+            image.resolved, image.new_digest = resolved, resolved.top.digest
+            if image.old_digest == resolved.top.digest:  # a narrowed index already synced
+                image.action = "unchanged"
+                return
+            self._refuse_retag(image)
+            if image.action == "failed":
+                return
+            image.plan = ImagePlan.of(resolved.record(), request.target.prefix)
+
+        await each(pending, one, request.jobs)
+
+    # -- deliver: blobs, manifests, backups, tags ----------------------------------
+
+    async def deliver(self) -> None:
+        images = [image for image in self.result.images if image.plan is not None and image.action == "pending"]
+        if not images:
+            return
+        plans = [image.plan for image in images if image.plan]
+        request, client = self.request, self.client
+        presence = Presence(plans)
+        await presence.survey(client, request.jobs)
+        delivery = Delivery(request.target, client, plans, presence, request.jobs)
+        self.result.skipped_blobs += len(presence.blob_repos) - len(presence.missing_blobs)
+        self.result.mounted_blobs += await presence.mount_known(client, request.jobs)
+        origins: dict[str, tuple[Location, int]] = {}
+        for image in images:
+            assert image.resolved is not None
+            for digest, size in image.resolved.blobs.items():
+                origins.setdefault(digest, (image.resolved.location, size))
+        missing = sorted(presence.missing_blobs, key=lambda d: -origins[d][1])  # largest first: they end last
+        arrived: set[str] = set()
+
+        async def place(digest: str) -> None:
+            location, size = origins[digest]
+            await delivery.place_blob(digest, size, self._streamed(location, digest, size))
+
+        with self.progress.bar(sum(origins[d][1] for d in missing), "copying") as bar:
+            delivery.progress = bar.update
+            async with anyio.create_task_group() as group:
+                for image in images:
+                    assert image.resolved is not None
+                    for manifest in image.resolved.manifests:
+                        if manifest.digest not in arrived:
+                            arrived.add(manifest.digest)
+                            delivery.manifest_arrived(manifest, group)
+                group.start_soon(each, missing, place, request.jobs)
+        await self._backups(images, presence, delivery)
+        await delivery.tag_all()
+        report = delivery.report
+        self.result.uploaded_blobs += report.uploaded_blobs
+        self.result.uploaded_bytes += report.uploaded_bytes
+        self.result.mounted_blobs += report.mounted_blobs
+        self.result.manifests_pushed += report.manifests_pushed
+        self.result.tags_pushed += report.tags_pushed
+        for image in images:
+            if image.action != "pending":
+                continue  # its backup failed
+            assert image.plan is not None
+            failure = report.failures.get(image.plan.record.source)
+            if failure is not None:
+                image.fail(presence.image_error(image.plan) or delivery.fatal or MirrorError(failure))
+                image.error = failure
+            else:
+                image.action = "updated" if image.old_digest else "copied"
+
+    async def _backups(self, images: list[ImageResult], presence: Presence, delivery: Delivery) -> None:
+        """``on_retag: backup``: tag the old image ``TAG-prev-<12 hex>`` before its tag moves.
+
+        Only for complete images (the others keep their tag anyway); an image
+        whose backup fails is not retagged.
+        """
+        async def one(image: ImageResult) -> None:
+            assert image.image is not None and image.plan is not None and image.old_digest
+            tag = image.image.ref.tag
+            if tag is None or presence.image_error(image.plan) is not None:
+                return
+            try:
+                old = await self.client.get_manifest(image.repository, image.old_digest)
+                await self.client.put_manifest(image.repository, backup_tag(tag, image.old_digest), old)
+            except MirrorError as exc:
+                image.fail(MirrorError(f"backup of {image.target} ({image.old_digest}) failed, so it "
+                                       f"was not moved: {exc}"))
+                delivery.plans.remove(image.plan)
+
+        wanted = [i for i in images if i.old_digest and i.image and i.image.on_retag == "backup"]
+        await each(wanted, one, self.request.jobs)
+
+    def _streamed(self, location: Location, digest: str, size: int) -> Callable[[], AsyncIterator[bytes]]:
+        """A fresh source stream per upload attempt, hashed as it goes through."""
+        pool = self.pool
+
+        async def stream() -> AsyncIterator[bytes]:
+            source = await pool.get(location.host)
+            async with source.open_blob(location.repository, digest) as chunks:
+                async for chunk in verified(chunks, digest, size, f"blob {digest} of {location.host}/"
+                                                                    f"{location.repository}"):
+                    yield chunk
+
+        return stream
+
+
+async def verified(chunks: AsyncIterator[bytes], digest: str, size: int, what: str) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` through, holding the last one back until the whole content hashes to ``digest``.
+
+    An upload with a declared length is committed by its last byte: raising
+    before that byte leaves the target without the bad blob.
+    """
+    hasher = hashlib.sha256()
+    seen = 0
+    held: bytes | None = None
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > size:
+            raise IntegrityError(f"{what}: the source sent more than its {size} bytes")
+        hasher.update(chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    actual = "sha256:" + hasher.hexdigest()
+    if seen != size or actual != digest:
+        raise IntegrityError(f"{what}: the source sent {seen} bytes hashing to {actual}; nothing was "
+                             "written for it")
+    if held is not None:
+        yield held

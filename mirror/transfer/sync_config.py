@@ -1,0 +1,310 @@
+"""``sync.yaml``: a sync job as a file (reference: docs/sync.md).
+
+Everything is checked before any registry is contacted; a mistake is one
+UsageError naming ``file:line`` and the key. Secrets are never written in
+the file: a password is ``{env: NAME}`` or ``{file: PATH}``, or left out
+(then docker config files and credential helpers are asked, as everywhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from ..errors import UsageError
+from ..model.oci import Platform
+from ..model.reference import Reference, endpoint_host
+from ..model.semver import Range
+from ..model.target import RegistryAddress
+from ..model.upstream import SourceMap, SourceMirror
+from ..registry.settings import Credentials, RegistrySettings
+from .plan import Target
+from .selection import TagSelection
+from .sync import RETAG_POLICIES, SyncImage, SyncRequest
+
+TOP_KEYS = {"target", "sources", "platforms", "images", "interval"}
+TARGET_KEYS = {"registry", "ca_file", "insecure", "plain_http", "username", "password"}
+SOURCE_KEYS = {"registry", "mirror", "ca_file", "insecure", "plain_http", "username", "password"}
+ENTRY_KEYS = {"repository", "image", "allow", "deny", "semver", "keep_latest", "immutable", "on_retag"}
+
+
+_INTERVAL = re.compile(r"^(\d+)\s*([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass
+class SyncJob:
+    path: Path
+    request: SyncRequest
+    interval: float | None = None  # seconds between the starts of two runs of ``mirror sync serve``
+    env_names: list[str] = field(default_factory=list)  # environment variables its passwords come from
+
+
+def parse_interval(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``6h``, ``1d`` -> seconds; ValueError otherwise."""
+    match = _INTERVAL.match(str(text).strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"interval {text!r}: expected a positive number with s, m, h or d, e.g. 6h")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+class _Mapping(dict):
+    """A YAML mapping that remembers the line of each key."""
+
+    line = 0
+    lines: dict[Any, int]
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
+    loader.flatten_mapping(node)
+    mapping = _Mapping()
+    mapping.line, mapping.lines = node.start_mark.line + 1, {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise yaml.MarkedYAMLError("while reading a mapping", node.start_mark,
+                                       f"key {key!r} given twice", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _Reader:
+    """Reads one file, turning every mistake into ``file:line: key: why``."""
+
+    def __init__(self, path: Path, secrets: bool = True):
+        self.path = path
+        self.secrets = secrets  # False: check how secrets are referenced, read none
+        self.env_names: list[str] = []  # every {env: NAME} referenced
+
+    def error(self, mapping: Any, key: str | None, why: str) -> UsageError:
+        line = mapping.lines.get(key, mapping.line) if isinstance(mapping, _Mapping) else 0
+        where = f"{self.path}:{line}" if line else str(self.path)
+        return UsageError(f"{where}: {key + ': ' if key else ''}{why}")
+
+    def mapping(self, parent: Any, key: str, value: Any, allowed: set[str]) -> _Mapping:
+        if not isinstance(value, _Mapping):
+            raise self.error(parent, key, "expected a mapping of keys")
+        for name in value:
+            if name not in allowed:
+                raise self.error(value, name, f"unknown key (known: {', '.join(sorted(allowed))})")
+        return value
+
+    def string(self, mapping: _Mapping, key: str, default: str | None = None) -> str | None:
+        value = mapping.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self.error(mapping, key, "expected a string")
+        return value
+
+    def flag(self, mapping: _Mapping, key: str) -> bool:
+        value = mapping.get(key, False)
+        if not isinstance(value, bool):
+            raise self.error(mapping, key, "expected true or false")
+        return value
+
+    def strings(self, mapping: _Mapping, key: str) -> list[str]:
+        value = mapping.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(mapping, key, "expected a string or a list of strings")
+        return value
+
+    def patterns(self, mapping: _Mapping, key: str) -> list[re.Pattern]:
+        compiled = []
+        for text in self.strings(mapping, key):
+            try:
+                compiled.append(re.compile(text))
+            except re.error as exc:
+                raise self.error(mapping, key, f"invalid regular expression {text!r}: {exc}") from None
+        return compiled
+
+    def file(self, mapping: _Mapping, key: str) -> Path | None:
+        value = self.string(mapping, key)
+        if value is None:
+            return None
+        path = self.path.parent / os.path.expanduser(value)
+        if not path.is_file():
+            raise self.error(mapping, key, f"no such file {path}")
+        return path
+
+    def credentials(self, mapping: _Mapping) -> Credentials | None:
+        username = self.string(mapping, "username")
+        secret = mapping.get("password")
+        if secret is None:
+            if username is not None:
+                raise self.error(mapping, "username", "needs a password: {env: NAME} or {file: PATH}")
+            return None
+        if not isinstance(secret, _Mapping):
+            raise self.error(mapping, "password", "a password is never written in the file: "
+                                                  "use {env: NAME} or {file: PATH}")
+        if username is None:
+            raise self.error(mapping, "password", "needs a username")
+        self.mapping(mapping, "password", secret, {"env", "file"})
+        if len(secret) != 1:
+            raise self.error(mapping, "password", "exactly one of env or file")
+        if "env" in secret:
+            name = self.string(secret, "env") or ""
+            self.env_names.append(name)
+        if not self.secrets:
+            return None
+        if "env" in secret:
+            if name not in os.environ:
+                raise self.error(secret, "env", f"environment variable {name!r} is not set")
+            password = os.environ[name]
+        else:
+            path = self.file(secret, "file")
+            assert path is not None
+            password = path.read_text().rstrip("\r\n")
+        if not password:
+            raise self.error(mapping, "password", "is empty")
+        return Credentials(username, password)
+
+
+def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going: bool = False,
+                secrets: bool = True) -> SyncJob:
+    """Read and check ``path`` whole; raises UsageError (exit 2) naming file:line and key.
+
+    ``secrets=False`` checks the config without reading any password (for
+    printing units that run it elsewhere).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"-c {path}: cannot read it: {exc.strerror}") from None
+    try:
+        document = yaml.load(data, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise UsageError(f"{path}{line}: not valid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {exc}") from None
+    reader = _Reader(path, secrets)
+    top = reader.mapping(None, "", document, TOP_KEYS)
+    if "target" not in top:
+        raise reader.error(top, None, "target: missing (the registry to sync into)")
+    target = _target(reader, reader.mapping(top, "target", top["target"], TARGET_KEYS), jobs)
+    sources, settings_for = _sources(reader, top, jobs)
+    platforms = []
+    for text in reader.strings(top, "platforms"):
+        try:
+            platforms.append(Platform.parse(text))
+        except ValueError as exc:
+            raise reader.error(top, "platforms", str(exc)) from None
+    entries = top.get("images")
+    if not isinstance(entries, list) or not entries:
+        raise reader.error(top, "images" if "images" in top else None, "images: expected a list of entries")
+    images: list[SyncImage] = []
+    selections: list[TagSelection] = []
+    for entry in entries:
+        _entry(reader, reader.mapping(top, "images", entry, ENTRY_KEYS), images, selections)
+    interval = None
+    if "interval" in top:
+        try:
+            interval = parse_interval(top["interval"])
+        except ValueError as exc:
+            raise reader.error(top, "interval", str(exc)) from None
+    request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
+                          dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
+                          selections=selections)
+    return SyncJob(path, request, interval, reader.env_names)
+
+
+def _target(reader: _Reader, mapping: _Mapping, jobs: int) -> Target:
+    registry = reader.string(mapping, "registry")
+    if registry is None:
+        raise reader.error(mapping, None, "target: registry missing (HOST[:PORT][/PREFIX])")
+    try:
+        address = RegistryAddress.parse(registry, "registry")
+    except UsageError as exc:
+        raise reader.error(mapping, "registry", str(exc)) from None
+    settings = RegistrySettings(plain_http=reader.flag(mapping, "plain_http") or address.plain_http,
+                                insecure=reader.flag(mapping, "insecure"), ca_file=reader.file(mapping, "ca_file"),
+                                credentials=reader.credentials(mapping), max_connections=jobs)
+    return Target(address, settings)
+
+
+def _sources(reader: _Reader, top: _Mapping, jobs: int) -> tuple[SourceMap, Callable[[str], RegistrySettings]]:
+    entries = top.get("sources", [])
+    if not isinstance(entries, list):
+        raise reader.error(top, "sources", "expected a list of registries")
+    mirrors: list[SourceMirror] = []
+    by_host: dict[str, RegistrySettings] = {}
+    for entry in entries:
+        mapping = reader.mapping(top, "sources", entry, SOURCE_KEYS)
+        registry = reader.string(mapping, "registry")
+        if registry is None:
+            raise reader.error(mapping, None, "sources: registry missing (e.g. docker.io)")
+        mirror = reader.string(mapping, "mirror")
+        host = endpoint_host(Reference.parse(f"{registry}/x/y").registry)
+        plain = reader.flag(mapping, "plain_http")
+        if mirror is not None:
+            try:
+                found = SourceMirror.parse(f"{registry}={mirror}")
+            except UsageError as exc:
+                raise reader.error(mapping, "mirror", str(exc)) from None
+            mirrors.append(found)
+            host, plain = found.host, plain or found.plain_http
+        by_host[host] = RegistrySettings(plain_http=plain, insecure=reader.flag(mapping, "insecure"),
+                                         ca_file=reader.file(mapping, "ca_file"),
+                                         credentials=reader.credentials(mapping), max_connections=jobs)
+    default = RegistrySettings(max_connections=jobs)
+
+    def settings_for(host: str) -> RegistrySettings:
+        return by_host.get(host, default)
+
+    return SourceMap(mirrors), settings_for
+
+
+def _entry(reader: _Reader, mapping: _Mapping, images: list[SyncImage], selections: list[TagSelection]) -> None:
+    on_retag = reader.string(mapping, "on_retag", "update")
+    if on_retag not in RETAG_POLICIES:
+        raise reader.error(mapping, "on_retag", f"{on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
+    immutable = reader.patterns(mapping, "immutable")
+    if ("image" in mapping) == ("repository" in mapping):
+        raise reader.error(mapping, None, "an entry names either repository: (tags selected) or image: (one)")
+    if "image" in mapping:
+        extra = sorted(set(mapping) - {"image", "on_retag", "immutable"})
+        if extra:
+            raise reader.error(mapping, extra[0], "selects tags, so it belongs to a repository: entry")
+        ref = _reference(reader, mapping, "image")
+        images.append(SyncImage(ref, on_retag, immutable=bool(ref.tag and any(p.search(ref.tag) for p in immutable))))
+        return
+    ref = _reference(reader, mapping, "repository")
+    if ref.digest or ":" in (reader.string(mapping, "repository") or "").rpartition("/")[2]:
+        raise reader.error(mapping, "repository", "a repository without tag or digest; tags are chosen by "
+                                                  "allow/deny/semver/keep_latest")
+    semver = None
+    if "semver" in mapping:
+        try:
+            semver = Range(reader.string(mapping, "semver") or "")
+        except ValueError as exc:
+            raise reader.error(mapping, "semver", str(exc)) from None
+    keep_latest = mapping.get("keep_latest")
+    if keep_latest is not None and (isinstance(keep_latest, bool) or not isinstance(keep_latest, int)
+                                    or keep_latest < 1):
+        raise reader.error(mapping, "keep_latest", "expected a whole number of tags, at least 1")
+    selections.append(TagSelection(ref, reader.patterns(mapping, "allow"), reader.patterns(mapping, "deny"),
+                                   semver, keep_latest, immutable, on_retag))
+
+
+def _reference(reader: _Reader, mapping: _Mapping, key: str) -> Reference:
+    try:
+        return Reference.parse(reader.string(mapping, key) or "")
+    except UsageError as exc:
+        raise reader.error(mapping, key, str(exc)) from None
+

@@ -1,0 +1,439 @@
+"""mirror sync run: registry to registry, real loopback registries; a fault proxy counts upstream requests."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+import corpus
+from conftest import run_mirror
+from faults import FaultProxy
+from mirror.model.reference import Reference
+from mirror.model.target import target_repository
+from mirror.runlock import lock_path
+
+ACCEPT = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json"])
+
+
+@pytest.fixture
+def state_home(tmp_path, monkeypatch):
+    """Locks go under a directory of this test (the runs and the test process agree on it)."""
+    home = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    return home
+
+
+def sync(*args, input=None):
+    result = run_mirror("sync", "run", *args, "--json", "-q", input=input)
+    report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
+    return result, report
+
+
+def digest_at(registry_url: str, repository: str, reference: str) -> str | None:
+    response = httpx.head(f"{registry_url}/v2/{repository}/manifests/{reference}", headers={"Accept": ACCEPT})
+    return response.headers.get("docker-content-digest") if response.status_code == 200 else None
+
+
+def repository_of(source: str) -> str:
+    return target_repository(Reference.parse(source))
+
+
+def actions(report) -> dict[str, str]:
+    return {image["source"]: image["action"] for image in report["images"]}
+
+
+def test_first_run_copies_every_image_byte_identical_second_run_costs_only_heads(
+        seeded_source, registry, state_home, containerd):
+    images = seeded_source.corpus.images
+    with FaultProxy(seeded_source.registry.host) as proxy:
+        args = [*(i.source for i in images), "--to", registry.host, "--to-plain-http",
+                *corpus.source_mirror_args(proxy.host)]
+        first, report = sync(*args)
+        assert first.returncode == 0, first.stderr
+        assert report["schema_version"] == 1 and report["result"] == "ok"
+        assert set(actions(report).values()) == {"copied"}
+        assert [i["source"] for i in report["images"]] == sorted(i["source"] for i in report["images"])
+        for image in images:
+            assert digest_at(registry.url, repository_of(image.source), image.tag) == image.digest
+        assert report["bytes"]["uploaded"] > 0
+
+        proxy.seen.clear()
+        second, again = sync(*args)
+        assert second.returncode == 0, second.stderr
+        assert set(actions(again).values()) == {"unchanged"}
+        assert again["bytes"]["uploaded"] == 0 and again["blobs"]["uploaded"] == 0
+        assert proxy.requests("GET") == []  # no manifest GET, no blob: HEADs only
+        assert len(proxy.requests("HEAD", "/manifests/")) == len(images)
+
+    image = seeded_source.corpus.image("docker.io/rancher/klipper-helm:v0.7.3-build20220613")
+    pulled = containerd.ctr("images", "pull", "--plain-http", "--all-platforms",
+                            f"{registry.host}/{repository_of(image.source)}:{image.tag}")
+    assert pulled.returncode == 0, pulled.stderr
+
+
+@pytest.fixture
+def upstream(seeded_source, start_registry, state_home):
+    """A source registry the test may change: two images synced into it from the seeded corpus.
+
+    It holds them as ``rancher/fleet:v0.3.10`` etc., so ``--source-mirror docker.io=http://HOST`` reads it.
+    """
+    registry = start_registry()
+    sources = ["docker.io/rancher/fleet:v0.3.10", "docker.io/rancher/mirrored-pause:3.6"]
+    result, _ = sync(*sources, "--to", registry.host, "--to-plain-http", *seeded_source.mirror_args)
+    assert result.returncode == 0, result.stderr
+    return registry
+
+
+def retag(registry, repository: str, tag: str) -> str:
+    """Point ``tag`` at a new manifest (same blobs, one annotation more); returns its digest."""
+    response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{tag}", headers={"Accept": ACCEPT})
+    document = response.json()
+    document.setdefault("annotations", {})["org.example.rebuilt"] = "1"
+    put = httpx.put(f"{registry.url}/v2/{repository}/manifests/{tag}", content=json.dumps(document).encode(),
+                    headers={"Content-Type": response.headers["content-type"]})
+    assert put.status_code == 201, put.text
+    return put.headers["docker-content-digest"]
+
+
+@pytest.mark.parametrize("policy", ["update", "backup", "fail"])
+def test_a_tag_moved_upstream_is_updated_backed_up_or_refused(upstream, registry, policy):
+    source = "docker.io/rancher/fleet:v0.3.10"
+    args = [source, "docker.io/rancher/mirrored-pause:3.6", "--to", registry.host, "--to-plain-http",
+            "--source-mirror", f"docker.io=http://{upstream.host}", "--on-retag", policy]
+    first, _ = sync(*args)
+    assert first.returncode == 0, first.stderr
+    old = digest_at(registry.url, "rancher/fleet", "v0.3.10")
+    new = retag(upstream, "rancher/fleet", "v0.3.10")
+
+    result, report = sync(*args)
+    entry = next(i for i in report["images"] if i["source"] == source)
+    assert actions(report)["docker.io/rancher/mirrored-pause:3.6"] == "unchanged"
+    assert entry["old_digest"] == old
+    backup = f"v0.3.10-prev-{old.split(':')[1][:12]}"
+    if policy == "fail":
+        assert result.returncode == 1 and entry["action"] == "failed" and "on_retag: fail" in entry["error"]
+        assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == old
+    else:
+        assert result.returncode == 0, result.stderr
+        assert entry["action"] == "updated" and entry["new_digest"] == new
+        assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == new
+        assert digest_at(registry.url, "rancher/fleet", backup) == (old if policy == "backup" else None)
+
+
+def test_dry_run_says_what_would_change_and_writes_nothing(seeded_source, registry, state_home):
+    source = "docker.io/rancher/fleet:v0.3.10"
+    result, report = sync(source, "--to", registry.host, "--to-plain-http", "--dry-run",
+                          *seeded_source.mirror_args)
+    assert result.returncode == 0, result.stderr
+    assert report["dry_run"] and actions(report) == {source: "copied"}
+    assert report["images"][0]["new_digest"] == seeded_source.corpus.image(source).digest
+    assert httpx.get(f"{registry.url}/v2/_catalog").json()["repositories"] == []
+
+
+def test_a_missing_image_fails_alone_with_keep_going_and_stops_the_run_without(seeded_source, registry, state_home):
+    args = ["docker.io/rancher/fleet:v0.3.10", "docker.io/rancher/no-such-image:1", "--to", registry.host,
+            "--to-plain-http", *seeded_source.mirror_args]
+    stopped, report = sync(*args)
+    assert stopped.returncode == 1
+    assert report["result"] == "failed" and set(actions(report).values()) == {"failed"}
+    assert "no-such-image" in stopped.stderr
+    assert httpx.get(f"{registry.url}/v2/_catalog").json()["repositories"] == []
+
+    kept, report = sync(*args, "--keep-going")
+    assert kept.returncode == 1 and report["result"] == "partial" and report["exit_code"] == 1
+    assert actions(report) == {"docker.io/rancher/fleet:v0.3.10": "copied",
+                               "docker.io/rancher/no-such-image:1": "failed"}
+
+
+def test_exit_codes_bad_flags_2_refused_target_3(seeded_source, start_registry, state_home, tmp_path):
+    bad, _ = sync("docker.io/rancher/fleet:v0.3.10", "--to", "Not A Host", *seeded_source.mirror_args)
+    assert bad.returncode == 2 and "--to" in bad.stderr
+    missing_dir, _ = sync("docker.io/rancher/fleet:v0.3.10", "--to", "127.0.0.1:1", "--report",
+                          tmp_path / "no" / "r.json")
+    assert missing_dir.returncode == 2 and "--report" in missing_dir.stderr
+
+    import testbed
+
+    guarded = start_registry(htpasswd=testbed.make_htpasswd(tmp_path / "htpasswd", "alice", "s3cret"))
+    refused, _ = sync("docker.io/rancher/fleet:v0.3.10", "--to", guarded.host, "--to-plain-http",
+                      "-u", "alice", "--password-stdin", *seeded_source.mirror_args, input="wrong\n")
+    assert refused.returncode == 3, refused.stderr
+
+
+def test_report_file_is_written_with_the_run(seeded_source, registry, state_home, tmp_path):
+    path = tmp_path / "report.json"
+    result, printed = sync("docker.io/rancher/mirrored-pause:3.6", "--to", registry.host, "--to-plain-http",
+                           "--report", path, *seeded_source.mirror_args)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(path.read_text())
+    assert written == printed
+    assert written["run_id"] and written["started"] <= written["ended"]
+
+
+def test_a_second_run_while_one_holds_the_lock_exits_7_naming_its_pid(seeded_source, registry, state_home):
+    path = lock_path(f"sync -> {registry.host}")
+    path.parent.mkdir(parents=True)
+    with open(path, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        result, _ = sync("docker.io/rancher/mirrored-pause:3.6", "--to", registry.host, "--to-plain-http",
+                         *seeded_source.mirror_args)
+    assert result.returncode == 7
+    assert f"PID {os.getpid()}" in result.stderr
+    assert httpx.get(f"{registry.url}/v2/_catalog").json()["repositories"] == []
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(seeded_source, registry, state_home):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = lock_path(f"sync -> {registry.host}")
+    path.parent.mkdir(parents=True)
+    path.write_text(dead.stdout)
+    result, report = sync("docker.io/rancher/mirrored-pause:3.6", "--to", registry.host, "--to-plain-http",
+                          *seeded_source.mirror_args)
+    assert result.returncode == 0, result.stderr
+    assert actions(report) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}
+
+
+def write_config(path, text: str):
+    path.write_text(text)
+    return path
+
+
+def sync_config(config, *extra):
+    result = run_mirror("sync", "run", "-c", config, "--json", "-q", *extra)
+    return result, (json.loads(result.stdout) if result.stdout.strip().startswith("{") else None)
+
+
+def tag_as(registry, repository: str, source_tag: str, *tags: str) -> None:
+    response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{source_tag}", headers={"Accept": ACCEPT})
+    for tag in tags:
+        put = httpx.put(f"{registry.url}/v2/{repository}/manifests/{tag}", content=response.content,
+                        headers={"Content-Type": response.headers["content-type"]})
+        assert put.status_code == 201, put.text
+
+
+def tags_at(registry, repository: str) -> set[str]:
+    return set(httpx.get(f"{registry.url}/v2/{repository}/tags/list").json().get("tags") or [])
+
+
+def test_config_selects_exactly_the_tags_its_rules_allow(upstream, registry, tmp_path):
+    tag_as(upstream, "rancher/fleet", "v0.3.10", "v0.3.8", "v0.3.9", "v0.4.0", "v0.4.1-rc1", "latest", "v0.5.0")
+    config = write_config(tmp_path / "sync.yaml", f"""
+target:
+  registry: {registry.host}/mirrored
+  plain_http: true
+sources:
+  - registry: docker.io
+    mirror: http://{upstream.host}
+images:
+  - repository: docker.io/rancher/fleet
+    semver: ">=0.3.0 <0.4.0"
+    keep_latest: 2
+  - repository: docker.io/rancher/fleet
+    allow: ['^v0\\.4\\.']
+    deny: ['-rc']
+  - image: docker.io/rancher/mirrored-pause:3.6
+""")
+    result, report = sync_config(config)
+    assert result.returncode == 0, result.stderr
+    assert tags_at(registry, "mirrored/rancher/fleet") == {"v0.3.10", "v0.3.9", "v0.4.0"}
+    assert tags_at(registry, "mirrored/rancher/mirrored-pause") == {"3.6"}
+    assert report["config_sha256"] and len(report["images"]) == 4
+
+
+def test_an_immutable_tag_at_the_target_is_never_asked_upstream_again(upstream, registry, tmp_path):
+    config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+images:
+  - image: docker.io/rancher/fleet:v0.3.10
+    immutable: ['^v\\d+\\.\\d+\\.\\d+$']
+""")
+    with FaultProxy(upstream.host) as proxy:
+        text = config.read_text() + f"sources:\n  - {{registry: docker.io, mirror: 'http://{proxy.host}'}}\n"
+        config.write_text(text)
+        first, _ = sync_config(config)
+        assert first.returncode == 0, first.stderr
+        old = digest_at(registry.url, "rancher/fleet", "v0.3.10")
+        retag(upstream, "rancher/fleet", "v0.3.10")
+        proxy.seen.clear()
+        again, report = sync_config(config)
+        assert again.returncode == 0, again.stderr
+        assert actions(report) == {"docker.io/rancher/fleet:v0.3.10": "unchanged"}
+        assert proxy.requests() == []
+    assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == old
+
+
+@pytest.mark.parametrize("entry, line, key", [
+    ("  - repository: docker.io/rancher/fleet\n    alow: ['x']\n", 6, "alow"),
+    ("  - repository: docker.io/rancher/fleet\n    allow: ['v(']\n", 6, "allow"),
+    ("  - repository: docker.io/rancher/fleet\n    semver: '>=banana'\n", 6, "semver"),
+    ("  - repository: docker.io/rancher/fleet\n    keep_latest: 0\n", 6, "keep_latest"),
+    ("  - image: docker.io/rancher/fleet:v1\n    on_retag: sometimes\n", 6, "on_retag"),
+])
+def test_a_bad_config_exits_2_naming_file_line_and_key(tmp_path, state_home, entry, line, key):
+    config = write_config(tmp_path / "sync.yaml", "target:\n  registry: 127.0.0.1:1\n  plain_http: true\n"
+                                                  "images:\n" + entry)
+    result, _ = sync_config(config)
+    assert result.returncode == 2
+    assert f"{config}:{line}: {key}:" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_password_written_inline_is_refused_one_by_reference_is_used(seeded_source, start_registry, tmp_path,
+                                                                        state_home):
+    import testbed
+
+    guarded = start_registry(htpasswd=testbed.make_htpasswd(tmp_path / "htpasswd", "alice", "s3cret"))
+    inline = write_config(tmp_path / "inline.yaml", f"""
+target:
+  registry: {guarded.host}
+  plain_http: true
+  username: alice
+  password: s3cret
+images:
+  - image: docker.io/rancher/mirrored-pause:3.6
+""")
+    refused, _ = sync_config(inline)
+    assert refused.returncode == 2 and f"{inline}:6: password:" in refused.stderr
+    assert "s3cret" not in refused.stderr
+
+    mirror = seeded_source.mirror_args[1].split("=", 1)[1]
+    by_env = write_config(tmp_path / "env.yaml", inline.read_text().replace(
+        "password: s3cret", "password: {env: SYNC_TEST_PASSWORD}")
+        + f"sources:\n  - {{registry: docker.io, mirror: '{mirror}'}}\n")
+    result = run_mirror("sync", "run", "-c", by_env, "--json", "-q", env={"SYNC_TEST_PASSWORD": "s3cret"})
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_a_spent_rate_limit_defers_what_does_not_fit_and_exits_6(seeded_source, registry, state_home):
+    images = [i.source for i in seeded_source.corpus.images if i.source.startswith("docker.io/")]
+    with FaultProxy(seeded_source.registry.host) as proxy:
+        limited = proxy.add_headers(r"/manifests/", {"RateLimit-Limit": "100;w=21600",
+                                                     "RateLimit-Remaining": "3;w=21600"}, method="HEAD")
+        args = [*images, "--to", registry.host, "--to-plain-http", *corpus.source_mirror_args(proxy.host)]
+        result, report = sync(*args)
+        assert result.returncode == 6, result.stderr
+        assert report["result"] == "deferred"
+        assert sorted(actions(report).values()) == ["copied"] * 3 + ["deferred"] * (len(images) - 3)
+        assert report["ratelimits"] == {proxy.host: {"remaining": 3, "window": 21600}}
+        assert "rate limit" in result.stderr
+        copied = [i["source"] for i in report["images"] if i["action"] == "copied"]
+        assert sorted(copied) == sorted(images[:3])  # the first in the order asked for
+        tops = {f"/manifests/{seeded_source.corpus.image(s).tag}" for s in images if s not in copied}
+        assert not [r for r in proxy.requests("GET", "/manifests/") if any(r.path.endswith(t) for t in tops)]
+
+        limited.times = 0  # the window has passed
+        rest, report = sync(*args)
+        assert rest.returncode == 0, rest.stderr
+        assert sorted(actions(report).values()) == ["copied"] * (len(images) - 3) + ["unchanged"] * 3
+
+
+def test_a_blob_corrupted_on_the_way_is_never_committed_and_exits_4(seeded_source, registry, state_home):
+    source = "docker.io/rancher/fleet:v0.3.10"
+    image = seeded_source.corpus.image(source)
+    with FaultProxy(seeded_source.registry.host) as proxy:
+        proxy.corrupt(r"/blobs/sha256:", times=None)
+        result, report = sync(source, "--to", registry.host, "--to-plain-http",
+                              *corpus.source_mirror_args(proxy.host))
+    assert result.returncode == 4, result.stderr
+    assert actions(report) == {source: "failed"} and "hash" in report["images"][0]["error"]
+    assert digest_at(registry.url, "rancher/fleet", "v0.3.10") is None
+    for blob in image.blob_digests:
+        assert httpx.head(f"{registry.url}/v2/rancher/fleet/blobs/{blob}").status_code == 404
+
+
+def test_serve_runs_on_its_interval_keeps_each_report_and_stops_cleanly_on_sigterm(
+        seeded_source, registry, state_home, tmp_path):
+    import signal
+    import time
+
+    mirror = seeded_source.mirror_args[1].split("=", 1)[1]
+    config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: '{mirror}'}}
+interval: 1s
+images:
+  - image: docker.io/rancher/mirrored-pause:3.6
+""")
+    reports = tmp_path / "reports"
+    server = subprocess.Popen([sys.executable, "-m", "mirror", "sync", "serve", "-c", str(config),
+                               "--report-dir", str(reports), "--keep-reports", "50"],
+                              cwd=os.path.dirname(os.path.dirname(__file__)), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120  # a bound on a hang, not a timing assertion
+        while len(list(reports.glob("sync-*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=120)
+    finally:
+        server.kill()
+    assert server.returncode == 0, log
+    kept = [json.loads(p.read_text()) for p in sorted(reports.glob("sync-*.json"))]
+    assert len(kept) >= 2
+    assert actions(kept[0]) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}
+    assert all(actions(r) == {"docker.io/rancher/mirrored-pause:3.6": "unchanged"} for r in kept[1:])
+    assert log.count(": ok (exit 0)") == len(kept) and log.rstrip().endswith("stopped")
+
+
+def test_print_systemd_and_cronjob_schedule_the_config_checked_without_its_secrets(tmp_path):
+    import yaml
+
+    config = write_config(tmp_path / "nightly.yaml", """
+target:
+  registry: reg.dmz.corp:5000
+  username: robot
+  password: {env: ROBOT_PASSWORD}
+images:
+  - repository: docker.io/rancher/rancher
+    semver: '>=2.7.0 <2.8.0'
+""")
+    units = run_mirror("sync", "print-systemd", "-c", config, "--on-calendar", "*-*-* 02:15")
+    assert units.returncode == 0, units.stderr
+    assert f"sync run -c {config}" in units.stdout
+    for line in ("OnCalendar=*-*-* 02:15", "Persistent=true", "RandomizedDelaySec=15min", "SuccessExitStatus=6 7"):
+        assert line in units.stdout
+
+    cron = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1")
+    assert cron.returncode == 0, cron.stderr
+    document = yaml.safe_load(cron.stdout)
+    assert document["kind"] == "CronJob" and document["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = document["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "reg.corp/tools/mirror:1"
+    assert pod["volumes"][0]["secret"]["secretName"] == "mirror-sync-nightly"
+    assert "--from-literal=ROBOT_PASSWORD=" in cron.stdout
+
+    config.write_text(config.read_text().replace("semver", "semvr"))
+    bad = run_mirror("sync", "print-systemd", "-c", config)
+    assert bad.returncode == 2 and f"{config}:8: semvr:" in bad.stderr
+
+
+def test_a_429_from_the_source_is_waited_out_once_not_stormed(seeded_source, registry, state_home):
+    source = "docker.io/rancher/fleet:v0.3.10"
+    with FaultProxy(seeded_source.registry.host) as proxy:
+        proxy.fail(r"/manifests/", 429, method="GET", headers={"Retry-After": "1"})
+        result, report = sync(source, "--to", registry.host, "--to-plain-http",
+                              *corpus.source_mirror_args(proxy.host))
+        gets = proxy.requests("GET", "/manifests/")
+    assert result.returncode == 0, result.stderr
+    assert actions(report) == {source: "copied"}
+    assert [r.status for r in gets] == [429, 200]
+
+
+def test_flags_that_the_config_already_says_are_refused_beside_it(tmp_path, state_home):
+    config = write_config(tmp_path / "sync.yaml", "target: {registry: 127.0.0.1:1}\n"
+                                                  "images:\n  - image: docker.io/rancher/fleet:v1\n")
+    result, _ = sync_config(config, "--to", "127.0.0.1:2", "--platform", "linux/amd64")
+    assert result.returncode == 2
+    assert "drop --platform, --to" in result.stderr
