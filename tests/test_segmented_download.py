@@ -6,7 +6,7 @@ import pytest
 
 from faults import FaultProxy
 from mirror.errors import IntegrityError
-from mirror.registry.client import SEGMENTED_MIN
+from mirror.registry.download import SEGMENTED_MIN
 from test_registry_client import blob, client
 
 pytestmark = pytest.mark.anyio

@@ -9,11 +9,8 @@ checked against the digest asked for.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import itertools
-import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Union
+from typing import AsyncIterator, Callable, Union
 
 import anyio
 import httpx
@@ -23,17 +20,12 @@ from ..model import oci
 from ..model.oci import Descriptor, Manifest, digest_hex
 from .auth import CATALOG_SCOPE, pull_scope, push_scope
 from .credentials import AuthFiles
+from .download import CHUNK_SIZE, Downloads
 from .settings import RegistrySettings
 from .transport import Content, RateGuard, Stalled, Transient, Transport, describe
 
-CHUNK_SIZE = 1 << 20
-SEGMENTED_MIN = 32 << 20  # blobs from this size on may be fetched as parallel ranges
 SMALL_UPLOAD = 16 << 20  # at most this: one PUT; above: PATCH then PUT
 CANCEL_TIMEOUT = 5.0
-
-class _NoRanges(Exception):
-    """The registry answered a range request with the whole body or another range."""
-
 
 BlobSource = Union[bytes, Path, Callable[[], AsyncIterator[bytes]], AsyncIterator[bytes]]
 
@@ -49,6 +41,7 @@ class RegistryClient:
         self.host = host
         self.settings = settings
         self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base)
+        self._downloads = Downloads(self._transport)
         # The newest ``RateLimit-Remaining`` a manifest HEAD answered (``N;w=SECONDS``), as sent.
         self.last_ratelimit: str | None = None
 
@@ -150,145 +143,9 @@ class RegistryClient:
 
     async def download_blob(self, repository: str, digest: str, partial: Path, *, size: int | None = None,
                             progress: Callable[[int], None] | None = None, segments: int = 1) -> None:
-        """Stream a blob into ``partial``, resuming from what it holds; verify its sha256.
-
-        With ``segments`` > 1, a blob of SEGMENTED_MIN bytes or more is fetched
-        as that many ranges at once (each resumable in a file of its own,
-        joined into ``partial`` and hashed in order at the end): one capped
-        connection would otherwise set the pace of the largest layers. A
-        registry that does not answer ranges gets one stream instead.
-
-        ``size`` is what the descriptor declares: a body going past it is cut
-        there, so a lying source costs at most one chunk more than declared.
-        A body slower than the settings' ``min_rate`` is cut and resumed;
-        attempts stop once ``give_up_after`` seconds pass without a byte.
-        ``progress(n)`` gets the bytes as they arrive over the network (bytes
-        already in ``partial`` are not reported). On a digest mismatch the
-        partial file is deleted, so the next run downloads afresh.
-        """
-        digest_hex(digest)
-        what = f"blob {digest} of {self.host}/{repository}"
-        url = f"/v2/{repository}/blobs/{digest}"
-        partial = Path(partial)
-        if size is not None and segments > 1 and size >= SEGMENTED_MIN:
-            bounds = _segments(size, segments)
-            if not partial.exists() or partial.stat().st_size <= bounds[0][1]:
-                try:
-                    await self._download_segmented(url, what, repository, partial, bounds, progress)
-                except _NoRanges:
-                    pass  # the whole body, as one stream, resuming from the first segment
-                else:
-                    await _check_digest(partial, digest, what)
-                    return
-        hasher = hashlib.sha256()
-        offset = await anyio.to_thread.run_sync(_hash_file, partial, hasher) if partial.exists() else 0
-        if size is not None and offset > size:
-            partial.unlink()
-            offset, hasher = 0, hashlib.sha256()
-        last_progress = time.monotonic()
-        for drops in itertools.count(1):
-            headers = {"Accept-Encoding": "identity"}
-            if offset:
-                headers["Range"] = f"bytes={offset}-"
-            response = await self._transport.request("GET", url, scopes=[pull_scope(repository)],
-                                                     headers=headers, stream=True, follow=True, what=what)
-            try:
-                status = response.status_code
-                if status == 416 and offset:
-                    break  # nothing after what we hold: the hash check below decides
-                if status == 206 and offset and _range_start(response) == offset:
-                    mode = "ab"
-                elif status == 200:
-                    mode, offset, hasher = "wb", 0, hashlib.sha256()
-                else:
-                    raise await self._transport.failure(response, what)
-                guard = RateGuard(self.settings)
-                # Chunks as they arrive (so a drop loses nothing), written in ~1 MiB syscalls.
-                with open(partial, mode, buffering=CHUNK_SIZE) as out:
-                    async for chunk in response.aiter_bytes():
-                        out.write(chunk)
-                        hasher.update(chunk)
-                        offset += len(chunk)
-                        last_progress = time.monotonic()
-                        if size is not None and offset > size:
-                            break
-                        guard.feed(len(chunk))
-                        if progress:
-                            progress(len(chunk))
-                if size is not None and offset > size:
-                    partial.unlink(missing_ok=True)
-                    raise IntegrityError(f"{what}: {self.host} sent more than the {size} bytes its descriptor "
-                                         "declares; stopped reading there")
-                break
-            except (httpx.TransportError, Stalled) as exc:
-                stuck = time.monotonic() - last_progress >= self.settings.give_up_after
-                if drops > self.settings.retries or stuck:
-                    raise RegistryError(f"{what}: the transfer kept failing mid-download ({describe(exc)}); "
-                                        "run again to resume from the partial file") from exc
-                await anyio.sleep(self._transport.delay(drops - 1, None))
-            finally:
-                await response.aclose()
-        _verdict(partial, digest, "sha256:" + hasher.hexdigest(), what)
-
-    async def _download_segmented(self, url: str, what: str, repository: str, partial: Path,
-                                  bounds: list[tuple[int, int]], progress: Callable[[int], None] | None) -> None:
-        """Every range into its file (the first is ``partial``), concurrently; then joined into ``partial``."""
-        files = [partial] + [partial.with_name(f"{partial.name}.seg{k}") for k in range(1, len(bounds))]
-        try:
-            async with anyio.create_task_group() as group:
-                for file, (start, end) in zip(files, bounds):
-                    group.start_soon(self._fetch_range, url, what, repository, file, start, end, progress)
-        except BaseException as exc:
-            refusals = [e for e in getattr(exc, "exceptions", [exc]) if isinstance(e, _NoRanges)]
-            if refusals:
-                for file in files[1:]:
-                    file.unlink(missing_ok=True)
-                raise refusals[0] from None
-            raise
-        await anyio.to_thread.run_sync(_join, partial, files[1:])
-
-    async def _fetch_range(self, url: str, what: str, repository: str, file: Path, start: int, end: int,
-                           progress: Callable[[int], None] | None) -> None:
-        """Bytes [start, end) of a blob into ``file``, resuming from what it holds (Range requests)."""
-        have = file.stat().st_size if file.exists() else 0
-        if start + have > end:
-            file.unlink()
-            have = 0
-        last_progress = time.monotonic()
-        for attempt in itertools.count(1):
-            if start + have == end:
-                return
-            response = await self._transport.request(
-                "GET", url, scopes=[pull_scope(repository)], stream=True, follow=True, what=what,
-                headers={"Accept-Encoding": "identity", "Range": f"bytes={start + have}-{end - 1}"})
-            try:
-                if response.status_code == 200 or (response.status_code == 206
-                                                   and _range_start(response) != start + have):
-                    raise _NoRanges()
-                if response.status_code != 206:
-                    raise await self._transport.failure(response, what)
-                guard = RateGuard(self.settings)
-                with open(file, "ab", buffering=CHUNK_SIZE) as out:
-                    async for chunk in response.aiter_bytes():
-                        if start + have + len(chunk) > end:
-                            raise IntegrityError(f"{what}: {self.host} answered a range with more bytes "
-                                                 "than asked for")
-                        out.write(chunk)
-                        have += len(chunk)
-                        last_progress = time.monotonic()
-                        guard.feed(len(chunk))
-                        if progress:
-                            progress(len(chunk))
-                if start + have < end:
-                    raise httpx.RemoteProtocolError("the range ended early")
-            except (httpx.TransportError, Stalled) as exc:
-                stuck = time.monotonic() - last_progress >= self.settings.give_up_after
-                if attempt > self.settings.retries or stuck:
-                    raise RegistryError(f"{what}: the transfer kept failing mid-download ({describe(exc)}); "
-                                        "run again to resume from the partial files") from exc
-                await anyio.sleep(self._transport.delay(attempt - 1, None))
-            finally:
-                await response.aclose()
+        """Stream a blob into ``partial``, resuming from what it holds; verify its sha256 (download.py)."""
+        await self._downloads.download(repository, digest, partial, size=size, progress=progress,
+                                       segments=segments)
 
     @contextlib.asynccontextmanager
     async def open_blob(self, repository: str, digest: str,
@@ -471,29 +328,12 @@ def _next_link(response: httpx.Response) -> httpx.URL | None:
     return None
 
 
-def _range_start(response: httpx.Response) -> int | None:
-    """First byte of a 206 answer, from ``Content-Range: bytes START-END/TOTAL``."""
-    value = response.headers.get("content-range", "")
-    unit, _, spec = value.partition(" ")
-    start = spec.split("-", 1)[0]
-    return int(start) if unit == "bytes" and start.isdigit() else None
-
-
 def _is_digest(reference: str) -> bool:
     return ":" in reference
 
 
 def _image(host: str, repository: str, reference: str) -> str:
     return f"{host}/{repository}{'@' if _is_digest(reference) else ':'}{reference}"
-
-
-def _hash_file(path: Path, hasher: Any) -> int:
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_SIZE):
-            hasher.update(chunk)
-            size += len(chunk)
-    return size
 
 
 async def _bytes_chunks(data: bytes) -> AsyncIterator[bytes]:
@@ -508,31 +348,3 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
-def _segments(size: int, count: int) -> list[tuple[int, int]]:
-    """``count`` ranges [start, end) covering ``size`` bytes, cut on MiB boundaries."""
-    step = -(-size // count // CHUNK_SIZE) * CHUNK_SIZE
-    return [(start, min(start + step, size)) for start in range(0, size, step)]
-
-
-def _join(partial: Path, rest: list[Path]) -> None:
-    """Append the later segments' files to the first, in order, removing each once appended."""
-    with open(partial, "ab") as out:
-        for segment in rest:
-            with open(segment, "rb") as handle:
-                while chunk := handle.read(CHUNK_SIZE):
-                    out.write(chunk)
-            segment.unlink()
-
-
-async def _check_digest(partial: Path, digest: str, what: str) -> None:
-    hasher = hashlib.sha256()
-    await anyio.to_thread.run_sync(_hash_file, partial, hasher)
-    _verdict(partial, digest, "sha256:" + hasher.hexdigest(), what)
-
-
-def _verdict(partial: Path, digest: str, actual: str, what: str) -> None:
-    """The downloaded bytes are the blob, or they are deleted and the run fails."""
-    if actual != digest:
-        partial.unlink(missing_ok=True)
-        raise IntegrityError(f"{what}: the downloaded bytes hash to {actual}; the partial "
-                             "download was deleted, run again to fetch it afresh")

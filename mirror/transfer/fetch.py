@@ -20,7 +20,7 @@ from ..progress import Progress
 from ..registry.pool import ClientPool
 
 
-PARALLEL_RANGES = 4  # a large blob comes as this many ranges at once (registry/client.py SEGMENTED_MIN)
+PARALLEL_RANGES = 4  # a large blob comes as this many ranges at once (registry/download.py SEGMENTED_MIN)
 
 
 class Abandoned(Exception):
