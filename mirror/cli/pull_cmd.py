@@ -55,7 +55,8 @@ def pull_command(
     keep_going: bool = typer.Option(
         False, "--keep-going", help="Write a bundle of the images that worked (still exit 1 naming the rest)."),
     split_size: Optional[str] = typer.Option(
-        None, "--split-size", help="Cut the bundle into parts of at most this size, e.g. 4000M (FAT32 takes < 4 GiB)."),
+        None, "--split-size",
+        help="Cut the bundle into parts of at most this size, e.g. 4G (capped at 4 GiB - 1, what FAT32 takes)."),
     level: int = typer.Option(
         1, "--level", min=1, max=19,
         help="zstd level. Layers are already gzip'd, so higher levels cost CPU for little; raise it for "
