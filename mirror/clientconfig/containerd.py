@@ -21,10 +21,10 @@ import re
 from typing import Any
 
 from ..errors import UsageError
+from ..model.reference import endpoint_host
 from .model import ClientConfig, GeneratedFile, Target
 
 DEFAULT_CERTS_DIR = "/etc/containerd/certs.d"
-UPSTREAM = {"docker.io": "registry-1.docker.io"}  # the API host behind docker.io
 # containerd major version -> (config schema version, plugin holding the CRI registry settings)
 CRI_REGISTRY = {1: (2, "io.containerd.grpc.v1.cri"), 2: (3, "io.containerd.cri.v1.images")}
 
@@ -67,7 +67,7 @@ def _host_block(target: Target, source: str, ca_install: str | None) -> list[str
 
 
 def hosts_toml(target: Target, source: str, ca_install: str | None) -> str:
-    upstream = UPSTREAM.get(source, source)
+    upstream = endpoint_host(source)  # docker.io's API is served by registry-1.docker.io
     lines = [
         f"# {source} images come from {target.registry}, where `mirror push` put them.",
         f"server = {json.dumps('https://' + upstream)}",
