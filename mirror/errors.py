@@ -55,6 +55,14 @@ class RegistryError(MirrorError):
         self.status = status
 
 
+class Unreachable(RegistryError):
+    """A registry that answered nothing after every retry; later requests to it fail at once."""
+
+    def __init__(self, message: str, host: str):
+        super().__init__(message, None)
+        self.host = host
+
+
 class NotFoundError(RegistryError):
     """A manifest, tag or blob does not exist in the registry."""
 
@@ -70,12 +78,21 @@ class DeltaBaseMissing(MirrorError):
 
 
 class ImagesFailed(MirrorError):
-    """An operation finished, but some images did not make it."""
+    """An operation finished, but some images did not make it.
 
-    def __init__(self, failures: dict[str, str]):
+    ``causes`` (image -> error), where known, lets a report say "N images
+    from HOST: unreachable" once instead of once per image.
+    """
+
+    def __init__(self, failures: dict[str, str], causes: dict[str, MirrorError] | None = None):
         self.failures = failures
-        names = ", ".join(sorted(failures))
-        super().__init__(f"{len(failures)} image(s) failed: {names}")
+        self.causes = causes or {}
+        names = sorted(failures)
+        shown = ", ".join(names[:MAX_NAMED]) + (f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else "")
+        super().__init__(f"{len(failures)} image(s) failed: {shown}")
+
+
+MAX_NAMED = 10  # images named in one summary line; every one still gets its own line (or its registry's)
 
 
 def worst_exit_code(errors: Iterable[BaseException]) -> ExitCode:

@@ -67,3 +67,26 @@ def test_pull_to_a_directory_fails_before_fetching_anything(tmp_path):
     # The source does not exist: reaching it would be exit 1; the -o check comes first.
     result = run_mirror("pull", "127.0.0.1:1/nothing/here:v1", "-o", tmp_path)
     assert result.returncode == 2 and "is a directory" in result.stderr
+
+
+def test_a_log_gets_progress_lines_at_its_interval_and_a_short_run_none(seeded_source, tmp_path):
+    images = [image.source for image in seeded_source.corpus.images[:3]]
+    logged = run_mirror("pull", *images, "-o", tmp_path / "a.tar.zst", *seeded_source.mirror_args,
+                        env={"MIRROR_PROGRESS_INTERVAL": "0"})
+    assert logged.returncode == 0, logged.stderr
+    lines = logged.stderr.splitlines()
+    assert any(line.startswith("mirror: resolving: ") and line.endswith(f" of {len(images)} img") for line in lines)
+    assert any(line.startswith("mirror: downloading: ") and "iB/s" in line for line in lines), lines[-5:]
+    quiet_log = run_mirror("pull", *images, "-o", tmp_path / "b.tar.zst", *seeded_source.mirror_args)
+    assert quiet_log.returncode == 0 and "mirror: downloading" not in quiet_log.stderr  # shorter than 30 s
+
+
+def test_an_offline_pull_says_so_once_per_registry_not_once_per_image(tmp_path):
+    images = [f"127.0.0.1:1/rancher/image-{n}:v1" for n in range(25)]
+    result = run_mirror("pull", *images, "-o", tmp_path / "b.tar.zst", "--plain-http-registry", "127.0.0.1:1")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, lines  # the registry once, then the summary
+    assert lines[0].startswith("mirror: failed: 25 image(s) from 127.0.0.1:1, which could not be reached")
+    assert lines[1].startswith("mirror: error: 25 image(s) failed: ") and lines[1].endswith(" and 15 more")
+    assert not (tmp_path / "b.tar.zst").exists()

@@ -79,7 +79,7 @@ def _severity(error: BaseException) -> int:
 
 def _report(error: BaseException, json_report: bool) -> None:
     failures = error.failures if isinstance(error, ImagesFailed) else {}
-    report_failures(failures)
+    report_failures(failures, error.causes if isinstance(error, ImagesFailed) else None)
     missing = error.missing if isinstance(error, DeltaBaseMissing) else {}
     for digest, reason in sorted(missing.items()):
         typer.echo(f"mirror: missing: {digest}: {reason}", err=True)

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from ..errors import MirrorError, Unreachable
+
 
 REPORT_SCHEMA = 1  # bumped when a key of any --json report changes meaning or goes away
 _emitted = False
@@ -26,7 +28,20 @@ def emit_failure_json(message: str, exit_code: int, failures: dict[str, str], ex
         emit_json({"error": message, "exit_code": exit_code, "failures": failures, **extra})
 
 
-def report_failures(failures: dict[str, str]) -> None:
-    """One line per failed image on stderr, each naming the image and the cause."""
+def report_failures(failures: dict[str, str], causes: dict[str, MirrorError] | None = None) -> None:
+    """One line per failed image on stderr, naming the image and the cause.
+
+    Images that failed because their registry could not be reached at all
+    get one line per registry instead: an offline pull of 700 images is one
+    line, not 700.
+    """
+    unreachable: dict[str, list[str]] = {}
     for image, reason in sorted(failures.items()):
-        typer.echo(f"mirror: failed: {image}: {reason}", err=True)
+        cause = (causes or {}).get(image)
+        if isinstance(cause, Unreachable):
+            unreachable.setdefault(cause.host, []).append(reason)
+        else:
+            typer.echo(f"mirror: failed: {image}: {reason}", err=True)
+    for host, reasons in sorted(unreachable.items()):
+        typer.echo(f"mirror: failed: {len(reasons)} image(s) from {host}, which could not be reached; "
+                   f"the first: {reasons[0]}", err=True)

@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar, U
 import anyio
 import httpx
 
-from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, UsageError
+from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, Unreachable, UsageError
 from ..model.reference import endpoint_host
 from .auth import Authenticator
 from .credentials import AuthFiles
@@ -166,7 +166,7 @@ class Transport:
         if self._unreachable is not None:
             # One request already spent its retries on connection errors: don't make every
             # other request (hundreds, for a Rancher list) wait through the same backoff.
-            raise RegistryError(f"{what}: {self._unreachable}", None)
+            raise Unreachable(f"{what}: {self._unreachable}", self.host)
         started = time.monotonic()
         for number in itertools.count():
             try:
@@ -176,12 +176,12 @@ class Transport:
                 # after retries x timeout; a registry that says when to come back is waited for.
                 late = exc.status is None and time.monotonic() - started >= self.settings.give_up_after
                 if number >= retries or late:
-                    error = RegistryError(f"{what}: {self.host} {exc.reason}, {number + 1} attempt(s); "
-                                          "check that the registry is up and reachable, then run again",
-                                          exc.status)
-                    if exc.status is None:
-                        self._unreachable = RegistryError(f"{self.host} {exc.reason}", None)
-                    raise error from exc
+                    message = (f"{what}: {self.host} {exc.reason}, {number + 1} attempt(s); "
+                               "check that the registry is up and reachable, then run again")
+                    if exc.status is not None:
+                        raise RegistryError(message, exc.status) from exc
+                    self._unreachable = Unreachable(f"{self.host} {exc.reason}", self.host)
+                    raise Unreachable(message, self.host) from exc
                 await anyio.sleep(self.delay(number, exc.retry_after))
         raise AssertionError("unreachable")
 

@@ -92,10 +92,10 @@ def resolver(request: PullRequest, pool: ClientPool, store: BlobStore | None) ->
     return Resolver(pool, request.sources, request.platforms, request.jobs, store)
 
 
-def exit_error(failures: dict[str, str], errors: list[MirrorError]) -> MirrorError:
+def exit_error(failures: dict[str, str], causes: dict[str, MirrorError]) -> MirrorError:
     """The error a run with failures ends on, with the worst of their exit codes."""
-    error = ImagesFailed(failures)
-    error.exit_code = worst_exit_code(errors) if errors else ExitCode.FAILED
+    error = ImagesFailed(failures, causes)
+    error.exit_code = worst_exit_code(causes.values()) if causes else ExitCode.FAILED
     return error
 
 
@@ -148,7 +148,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
             resolution = await resolver(request, pool, store).resolve_all(
                 request.images, progress, lambda image: fetch.want(image.blobs, image.location))
             fetch.no_more()
-            images, failures, errors = resolution.images, resolution.failures, resolution.errors
+            images, failures, causes = resolution.images, resolution.failures, resolution.causes
             if (failures and not request.keep_going) or not images:
                 tg.cancel_scope.cancel()  # raised below, outside the task group, as itself
             else:
@@ -167,9 +167,9 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                     writer_error = exc
                     tg.cancel_scope.cancel()
     if failures and not request.keep_going:
-        raise exit_error(failures, errors)
+        raise exit_error(failures, causes)
     if not images:
-        raise exit_error(failures, errors) if failures else UsageError("no images to pull")
+        raise exit_error(failures, causes) if failures else UsageError("no images to pull")
     if writer_error is not None:
         raise writer_error
 
@@ -179,11 +179,11 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
             bad = [d for d in image.blobs if d in fetch.failed]
             if bad:
                 failures[str(image.ref)] = f"blob {bad[0]}: {fetch.failed[bad[0]]}"
-                errors.append(fetch.failed[bad[0]])
+                causes[str(image.ref)] = fetch.failed[bad[0]]
             else:
                 kept.append(image)
         if not request.keep_going or not kept:
-            raise exit_error(failures, errors)
+            raise exit_error(failures, causes)
         images, manifest = kept, bundle_manifest(request, kept)
         bundle = await _write(request, manifest, store, progress, fetch.verified)
 
@@ -194,5 +194,5 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     if request.work_dir is None and not request.keep_work and not failures:
         shutil.rmtree(request.store_dir, ignore_errors=True)  # our own hidden dir; a --work-dir is the user's
     if failures:
-        result.exit_code = exit_error(failures, errors).exit_code
+        result.exit_code = exit_error(failures, causes).exit_code
     return result

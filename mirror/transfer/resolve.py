@@ -61,7 +61,7 @@ class ResolvedImage:
 class Resolution:
     images: list[ResolvedImage]  # in the order asked for
     failures: dict[str, str]  # reference -> why
-    errors: list[MirrorError]
+    causes: dict[str, MirrorError]  # reference -> the error itself
 
 
 class Resolver:
@@ -77,7 +77,7 @@ class Resolver:
         """Every reference, concurrently; ``resolved_one(image)`` hears of each as soon as it is resolved."""
         resolved: dict[int, ResolvedImage] = {}
         failures: dict[str, str] = {}
-        errors: list[MirrorError] = []
+        causes: dict[str, MirrorError] = {}
 
         async def one(item: tuple[int, Reference]) -> None:
             index, ref = item
@@ -85,7 +85,7 @@ class Resolver:
                 resolved[index] = image = await self.resolve(ref)
             except MirrorError as exc:
                 failures[str(ref)] = str(exc)
-                errors.append(exc)
+                causes[str(ref)] = exc
             else:
                 if resolved_one is not None:
                     resolved_one(image)
@@ -93,7 +93,7 @@ class Resolver:
 
         with progress.bar(len(refs), "resolving", unit="img") as bar:
             await each(enumerate(refs), one, self.jobs)
-        return Resolution([resolved[i] for i in sorted(resolved)], failures, errors)
+        return Resolution([resolved[i] for i in sorted(resolved)], failures, causes)
 
     async def resolve(self, ref: Reference) -> ResolvedImage:
         location = self.sources.locate(ref)
