@@ -90,3 +90,9 @@ def test_an_offline_pull_says_so_once_per_registry_not_once_per_image(tmp_path):
     assert lines[0].startswith("mirror: failed: 25 image(s) from 127.0.0.1:1, which could not be reached")
     assert lines[1].startswith("mirror: error: 25 image(s) failed: ") and lines[1].endswith(" and 15 more")
     assert not (tmp_path / "b.tar.zst").exists()
+
+
+def test_registry_commands_report_failures_in_json_too(tmp_path):
+    result = run_mirror("registry", "up", "--engine", "nonsense", "--state-dir", tmp_path / "state", "--json")
+    assert result.returncode == 2
+    assert "--engine nonsense" in _failure_report(result)["error"]

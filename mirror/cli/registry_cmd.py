@@ -8,7 +8,6 @@ answer (it was stopped again); ``status`` exits 1 when no registry runs.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional
@@ -19,6 +18,7 @@ from ..errors import UsageError
 from ..units import human_size
 from .app import app
 from .common import JsonOption, handle_errors
+from .render import emit_json
 
 if TYPE_CHECKING:
     from ..server.lifecycle import UpResult
@@ -72,7 +72,7 @@ def up_command(
         False, "--replace", help="Stop the registry this state dir runs on another address, port or data dir "
                                  "and start this one [default: refuse]."),
     state_dir: Optional[Path] = StateDirOption,
-    json_output: bool = JsonOption,
+    json_report: bool = JsonOption,
 ) -> None:
     if tls not in ("auto",):
         raise UsageError(f"--tls {tls}: only 'auto' (or --cert/--key, or --no-tls)")
@@ -95,8 +95,8 @@ def up_command(
     result = up(options)
     for note in result.notes:
         typer.echo(f"mirror: {note}", err=True)
-    if json_output:
-        typer.echo(json.dumps(_up_json(result), indent=2))
+    if json_report:
+        emit_json(_up_json(result))
     elif result.systemd_unit:
         typer.echo(result.systemd_unit, nl=False)  # stdout is the unit file alone
         for line in _up_lines(result, sys.stderr.isatty()):
@@ -159,14 +159,14 @@ def down_command(
 @handle_errors
 def status_command(
     state_dir: Optional[Path] = StateDirOption,
-    json_output: bool = JsonOption,
+    json_report: bool = JsonOption,
 ) -> None:
     from ..server.lifecycle import status
     from ..server.state import default_state_dir
 
     report = status((state_dir or default_state_dir()).absolute())
-    if json_output:
-        typer.echo(json.dumps(report.to_json(), indent=2))
+    if json_report:
+        emit_json(report.to_json())
     elif report.state is None:
         typer.echo("no registry: start one with `mirror registry up`")
     else:
