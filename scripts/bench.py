@@ -19,6 +19,8 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
   push-small      push their bundle vs skopeo from the OCI layout; re-push of
                   the unchanged bundle vs the first push
   push-large      the same on a 2.1 GB corpus (peak RSS must stay flat past 2 GB)
+  delta           resync: v1 pushed and inventoried, v2 adds ~10% new bytes; the delta bundle's
+                  size against the new bytes' share, delta pull and push against full ones
 
 skopeo reaches the WAN registry over plain HTTP with the token flow
 (`--src-tls-verify=false --src-no-creds`, an empty registries.conf). `--quick`
@@ -39,7 +41,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -311,9 +313,49 @@ def push_large(bench: Bench) -> list[Row]:
     return push(bench, "push", "push-large", "")
 
 
+def delta(bench: Bench) -> list[Row]:
+    """Resync: v1 pushed and inventoried; v2 adds about 10% new bytes; a full v2 bundle against a delta."""
+    source, v1_bundle = bench.source("large"), bench.bundle("large")
+    target = testbed.start_registry(bench.runs / "delta-target")
+    fresh = testbed.start_registry(bench.runs / "delta-fresh")
+    try:
+        measure("mirror push v1 (setup)", [*MIRROR, "push", str(v1_bundle), "--registry", target.host,
+                                          "--plain-http", "--quiet"])
+        have = bench.runs / "delta-have.json"
+        measure("mirror inventory (setup)", [*MIRROR, "inventory", "--registry", target.host, "--plain-http",
+                                            "-o", str(have)])
+        spec = corpus.bench_spec(max(10, bench.sizes.large_mb // 10), 5)
+        spec = replace(spec, name=spec.name + "-v2", seed=2, images=tuple(
+            replace(image, source=image.source.replace("/bench-", "/bench-v2-")) for image in spec.images))
+        added = corpus.seed_registry(source.registry.host, corpus.generate_corpus(bench.work / "corpus", spec))
+        v2_list = bench.runs / "delta-v2-images.txt"
+        v2_list.write_text(source.images_file.read_text() + "".join(f"{i.source}\n" for i in added.images))
+        args = [*MIRROR, "pull", "--images-file", str(v2_list), *corpus.source_mirror_args(source.registry.host),
+                "--quiet"]
+        full, delta_bundle = bench.runs / "delta-full-v2.tar.zst", bench.runs / "delta-v2.tar.zst"
+        full_pull = measure("mirror pull v2 (full)", [*args, "-o", str(full)])
+        delta_pull = measure("mirror pull v2 --base", [*args, "--base", str(have), "-o", str(delta_bundle)])
+        full_push = measure("mirror push v2 (full, fresh registry)",
+                            [*MIRROR, "push", str(full), "--registry", fresh.host, "--plain-http", "--quiet"])
+        delta_push = measure("mirror push v2 (delta)",
+                             [*MIRROR, "push", str(delta_bundle), "--registry", target.host, "--plain-http",
+                              "--quiet"])
+    finally:
+        target.stop()
+        fresh.stop()
+    new_share = added.total_bytes / (source.seeded.total_bytes + added.total_bytes)
+    size_ratio = delta_bundle.stat().st_size / full.stat().st_size
+    report("delta", source, [full_pull, delta_pull, full_push, delta_push],
+           f"v2 adds {added.total_bytes / 1e6:.0f} MB ({new_share:.1%} of v2); delta bundle "
+           f"{delta_bundle.stat().st_size / 1e6:.1f} MB, full {full.stat().st_size / 1e6:.1f} MB")
+    return [Row("delta", "bundle size", size_ratio, "new bytes' share", new_share, "within 2%"),
+            Row("delta", "pull --base", delta_pull.wall_s, "full pull", full_pull.wall_s, "", delta_pull.peak_rss_kb),
+            Row("delta", "push delta", delta_push.wall_s, "full push", full_push.wall_s, "", delta_push.peak_rss_kb)]
+
+
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "loopback-large": loopback_large, "wan-large": wan_large, "wan-small": wan_small,
-    "loopback-small": loopback_small, "push-small": push_small, "push-large": push_large,
+    "loopback-small": loopback_small, "push-small": push_small, "push-large": push_large, "delta": delta,
 }
 
 
