@@ -106,18 +106,23 @@ class Downloads:
                             progress(len(chunk))
                 if size is not None and offset > size:
                     partial.unlink(missing_ok=True)
-                    raise IntegrityError(f"{what}: {self._transport.host} sent more than the {size} bytes its descriptor "
-                                         "declares; stopped reading there")
+                    raise IntegrityError(f"{what}: {self._transport.host} sent more than the {size} bytes its "
+                                         "descriptor declares; stopped reading there")
                 break
             except (httpx.TransportError, Stalled) as exc:
-                stuck = time.monotonic() - last_progress >= self._transport.settings.give_up_after
-                if drops > self._transport.settings.retries or stuck:
-                    raise RegistryError(f"{what}: the transfer kept failing mid-download ({describe(exc)}); "
-                                        "run again to resume from the partial file") from exc
-                await anyio.sleep(self._transport.delay(drops - 1, None))
+                await self._resume_or_give_up(drops, last_progress, exc, what)
             finally:
                 await response.aclose()
         _verdict(partial, digest, "sha256:" + hasher.hexdigest(), what)
+
+    async def _resume_or_give_up(self, attempt: int, last_progress: float, cut: Exception, what: str) -> None:
+        """A body cut mid-way (dropped, or below min_rate): wait and resume, or give up when the
+        retries are spent or no byte came for give_up_after seconds."""
+        settings = self._transport.settings
+        if attempt > settings.retries or time.monotonic() - last_progress >= settings.give_up_after:
+            raise RegistryError(f"{what}: the transfer kept failing mid-download ({describe(cut)}); "
+                                "run again to resume from the partial file") from cut
+        await anyio.sleep(self._transport.delay(attempt - 1, None))
 
     async def _download_segmented(self, url: str, what: str, repository: str, partial: Path,
                                   bounds: list[tuple[int, int]], progress: Callable[[int], None] | None) -> None:
@@ -171,11 +176,7 @@ class Downloads:
                 if start + have < end:
                     raise httpx.RemoteProtocolError("the range ended early")
             except (httpx.TransportError, Stalled) as exc:
-                stuck = time.monotonic() - last_progress >= self._transport.settings.give_up_after
-                if attempt > self._transport.settings.retries or stuck:
-                    raise RegistryError(f"{what}: the transfer kept failing mid-download ({describe(exc)}); "
-                                        "run again to resume from the partial files") from exc
-                await anyio.sleep(self._transport.delay(attempt - 1, None))
+                await self._resume_or_give_up(attempt, last_progress, exc, what)
             finally:
                 await response.aclose()
 

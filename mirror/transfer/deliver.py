@@ -196,7 +196,8 @@ class Delivery:
         async def tag(plan: ImagePlan) -> dict[str, str]:
             """Tag the image; says whether it was added, updated (and from what) or unchanged."""
             if plan.tag is None:
-                return {"change": "unchanged" if plan.record.digest in self.present_before[plan.repository] else "added"}
+                there = plan.record.digest in self.present_before[plan.repository]
+                return {"change": "unchanged" if there else "added"}
             current = await self.client.head_manifest(plan.repository, plan.tag)
             if current is not None and current.digest == plan.record.digest:
                 return {"change": "unchanged"}

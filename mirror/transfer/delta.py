@@ -24,7 +24,8 @@ class BaseSources:
     """Where omitted content not already in place can be taken from, inside the target."""
 
     blobs: dict[str, str] = field(default_factory=dict)  # blob in no planned repository -> one that has it
-    manifests: dict[str, str] = field(default_factory=dict)  # manifest missing in some planned repository -> one that has it
+    # a manifest missing in some planned repository -> one that has it
+    manifests: dict[str, str] = field(default_factory=dict)
 
 
 def base_warnings(bundle: BundleManifest, target: Target) -> list[str]:
