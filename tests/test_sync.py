@@ -437,3 +437,35 @@ def test_flags_that_the_config_already_says_are_refused_beside_it(tmp_path, stat
     result, _ = sync_config(config, "--to", "127.0.0.1:2", "--platform", "linux/amd64")
     assert result.returncode == 2
     assert "drop --platform, --to" in result.stderr
+
+
+def test_to_bundle_writes_a_delta_the_bastion_can_push_and_nothing_when_nothing_changed(
+        seeded_source, registry, state_home, tmp_path):
+    """The air-gap shape: the connected side never sees the bastion, only its inventory."""
+    first, later = [i.source for i in seeded_source.corpus.images[:2]], seeded_source.corpus.images[2].source
+    out = tmp_path / "outbox"
+    out.mkdir()
+    full = tmp_path / "full.tar.zst"
+    assert run_mirror("pull", *first, "-o", full, *seeded_source.mirror_args, "-q").returncode == 0
+    assert run_mirror("push", full, "--registry", registry.host, "--plain-http", "-q").returncode == 0
+    have = tmp_path / "have.json"
+    assert run_mirror("inventory", "--registry", registry.host, "--plain-http", "-o", have).returncode == 0
+
+    same = run_mirror("sync", "run", *first, "--to-bundle", out, "--base", have, *seeded_source.mirror_args)
+    assert same.returncode == 0, same.stderr
+    assert "nothing changed" in same.stdout and not list(out.iterdir())  # no bundle, no work dir left
+
+    grown = run_mirror("sync", "run", *first, later, "--to-bundle", out, "--base", have, *seeded_source.mirror_args)
+    assert grown.returncode == 0, grown.stderr
+    (bundle,) = out.glob("mirror-*.tar.zst")
+    summary = json.loads(run_mirror("inspect", bundle, "--json").stdout)
+    assert summary["kind"] == "delta"
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http")
+    assert pushed.returncode == 0, pushed.stderr
+    image = seeded_source.corpus.image(later)
+    assert digest_at(f"http://{registry.host}", repository_of(later), image.tag) == image.digest
+
+
+def test_to_bundle_needs_a_base_and_no_registry_target(tmp_path, state_home):
+    result = run_mirror("sync", "run", "docker.io/library/busybox:1", "--to-bundle", tmp_path)
+    assert result.returncode == 2 and "--to-bundle goes with --base" in result.stderr

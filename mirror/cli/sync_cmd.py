@@ -30,6 +30,9 @@ from .common import (
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
 if TYPE_CHECKING:
+    from ..lists import Topology
+    from ..model.reference import Reference
+    from ..transfer.pull import PullRequest
     from ..transfer.sync import SyncRequest, SyncResult
 
 EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 bad flags or config; "
@@ -48,6 +51,13 @@ def run_command(
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="sync.yaml: the job (see docs/sync.md)."),
     to: Optional[str] = typer.Option(None, "--to", help="Target registry HOST[:PORT][/PREFIX]."),
+    to_bundle: Optional[Path] = typer.Option(
+        None, "--to-bundle",
+        help="Air gap: write DIR/<name>-<UTC time>.tar.zst, a delta against --base "
+             "(or nothing, when nothing changed)."),
+    base: Optional[list[Path]] = typer.Option(
+        None, "--base", help="With --to-bundle: an inventory of the bastion (or a bundle it holds); repeatable."),
+    name: str = typer.Option("mirror", "--name", help="With --to-bundle: the bundles' name before the time."),
     images_file: Optional[list[Path]] = ImagesFileOption,
     mode: Optional[str] = ModeOption,
     k3s_version: Optional[str] = K3sVersionOption,
@@ -91,26 +101,29 @@ def run_command(
             ("--platform", platform), ("--source-mirror", source_mirror), ("--plain-http-registry", plain_http_registry),
             ("--insecure-registry", insecure_registry), ("--ca-file", ca_file), ("--to", to),
             ("--to-ca-file", to_ca_file), ("--to-plain-http", to_plain_http), ("--to-insecure", to_insecure),
-            ("--username", username), ("--on-retag", on_retag != "update")) if value]
+            ("--username", username), ("--on-retag", on_retag != "update"), ("--to-bundle", to_bundle),
+            ("--base", base)) if value]
         if given:
             raise UsageError(f"-c {config}: the config says what and where; drop {', '.join(given)}")
         job = load_config(config, jobs=jobs, dry_run=dry_run, keep_going=keep_going)
         request, lock_key = job.request, f"sync {config.resolve()} -> {job.request.target.address}"
+    elif to_bundle is not None:
+        if to is not None or not base:
+            raise UsageError("--to-bundle goes with --base (what the bastion holds) and without --to")
+        refs, topology = _selection(images, images_file, mode, k3s_version, kubernetes_version, rke2_version,
+                                    rancher_version, cert_manager_version, no_registry_image, exclude)
+        request = _delta_request(refs, topology, to_bundle, base, name, platform, source_mirror,
+                                 plain_http_registry, insecure_registry, ca_file, jobs, keep_going)
+        with RunLock(f"sync -> bundles in {to_bundle.resolve()}", f"sync to {to_bundle}"):
+            _write_delta(request, Progress(quiet or json_report), json_report)
+        return
     else:
-        from ..lists import resolve_images
-
         if on_retag not in RETAG_POLICIES:
             raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
         if to is None:
             raise UsageError("--to is required (the target registry HOST[:PORT][/PREFIX]), or -c sync.yaml")
-        refs, _ = resolve_images(
-            mode,
-            versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
-                                       cert_manager_version),
-            extra_files=images_file or [], extra_refs=images or [], exclude=exclude or [],
-            include_registry_image=not no_registry_image)
-        if not refs:
-            raise UsageError("no images to sync: name images, --images-file or --mode")
+        refs, _ = _selection(images, images_file, mode, k3s_version, kubernetes_version, rke2_version,
+                             rancher_version, cert_manager_version, no_registry_image, exclude)
         sources, settings_for = source_access(source_mirror or [], plain_http_registry or [],
                                               insecure_registry or [], ca_file, jobs)
         target = target_registry(to, ca_file=to_ca_file, insecure=to_insecure, plain_http=to_plain_http,
@@ -122,6 +135,62 @@ def run_command(
     with RunLock(lock_key, f"sync to {request.target.address}"):
         result = run_sync(request, Progress(quiet or json_report))
     finish(result, report, json_report)
+
+
+def _selection(images: list[str] | None, images_file: list[Path] | None, mode: str | None, k3s_version: str | None,
+               kubernetes_version: str | None, rke2_version: str | None, rancher_version: str | None,
+               cert_manager_version: str | None, no_registry_image: bool,
+               exclude: list[str] | None) -> tuple[list[Reference], Topology | None]:
+    """The images a one-entry job names, as pull reads the same flags."""
+    from ..lists import resolve_images
+
+    refs, topology = resolve_images(
+        mode,
+        versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
+                                   cert_manager_version),
+        extra_files=images_file or [], extra_refs=images or [], exclude=exclude or [],
+        include_registry_image=not no_registry_image)
+    if not refs:
+        raise UsageError("no images to sync: name images, --images-file or --mode")
+    return refs, topology
+
+
+def _delta_request(refs: list[Reference], topology: Topology | None, directory: Path, base: list[Path], name: str,
+                   platform: list[str] | None, source_mirror: list[str] | None,
+                   plain_http_registry: list[str] | None, insecure_registry: list[str] | None,
+                   ca_file: Path | None, jobs: int, keep_going: bool) -> "PullRequest":
+    """A pull of the job's images as a delta against the bastion's inventory, into DIR/NAME-TIME.tar.zst."""
+    from dataclasses import asdict
+    from datetime import datetime, timezone
+
+    from ..transfer.base import load_base
+    from ..transfer.pull import PullRequest
+
+    if not directory.is_dir():
+        raise UsageError(f"--to-bundle {directory}: no such directory")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    sources, settings_for = source_access(source_mirror or [], plain_http_registry or [], insecure_registry or [],
+                                          ca_file, jobs)
+    return PullRequest(images=refs, output=(directory / f"{name}-{stamp}.tar.zst").absolute(), sources=sources,
+                       settings_for=settings_for, platforms=parse_platforms(platform or []), jobs=jobs,
+                       keep_going=keep_going, topology=asdict(topology) if topology else None,
+                       base=load_base(base), only_if_changed=True)
+
+
+def _write_delta(request: "PullRequest", progress: Progress, json_report: bool) -> None:
+    from ..transfer.pull import pull
+
+    result = anyio.run(pull, request, progress)
+    if json_report:
+        emit_json(result.to_json())
+    elif result.bundle is None:
+        typer.echo(f"nothing changed since {', '.join(result.base)}: no bundle written")
+    else:
+        typer.echo(f"wrote {result.bundle.path} ({human_size(result.bundle.size)}, a delta of "
+                   f"{len(result.images)} images against {', '.join(result.base)})")
+    if result.failures:
+        report_failures(result.failures)
+        raise typer.Exit(int(result.exit_code))
 
 
 def run_sync(request: "SyncRequest", progress: Progress) -> "SyncResult":

@@ -50,6 +50,7 @@ class PullRequest:
     compression_level: int = 1  # layers are gzip'd already: level 3 costs ~2x CPU for ~0.5% smaller
     part_size: int | None = None
     base: Base | None = None  # with a base: a delta bundle, leaving out what the base holds
+    only_if_changed: bool = False  # with a base: write no bundle when the base holds everything
 
     @property
     def store_dir(self) -> Path:
@@ -86,6 +87,19 @@ class PullResult:
             "base": self.base,
             "omitted": self.omitted,
         }
+
+
+def _drop_own_work_dir(request: PullRequest) -> None:
+    """Our own hidden work dir goes once it served; a --work-dir is the user's."""
+    if request.work_dir is None and not request.keep_work:
+        shutil.rmtree(request.store_dir, ignore_errors=True)
+
+
+def _base_holds_all(base: Base, images: list[ResolvedImage]) -> bool:
+    """Every manifest and blob of every image is in the base: a delta would carry nothing new."""
+    return bool(base.ids) and all(
+        m.digest in base.digests for image in images for m in image.manifests) and all(
+        digest in base.digests for image in images for digest in image.blobs)
 
 
 def resolver(request: PullRequest, pool: ClientPool, store: BlobStore | None) -> Resolver:
@@ -149,8 +163,9 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                 request.images, progress, lambda image: fetch.want(image.blobs, image.location))
             fetch.no_more()
             images, failures, causes = resolution.images, resolution.failures, resolution.causes
-            if (failures and not request.keep_going) or not images:
-                tg.cancel_scope.cancel()  # raised below, outside the task group, as itself
+            unchanged = request.only_if_changed and not failures and _base_holds_all(base, images)
+            if (failures and not request.keep_going) or not images or unchanged:
+                tg.cancel_scope.cancel()  # raised (or returned) below, outside the task group
             else:
                 manifest = bundle_manifest(request, images)
                 for image in images:
@@ -172,6 +187,9 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         raise exit_error(failures, causes) if failures else UsageError("no images to pull")
     if writer_error is not None:
         raise writer_error
+    if unchanged:
+        _drop_own_work_dir(request)
+        return PullResult([image.record() for image in images], failures, kind="delta", base=list(base.ids))
 
     if fetch.failed:
         kept = []
@@ -191,8 +209,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused(layers),
                         total_blob_bytes=manifest.total_size, bundle=bundle, kind=manifest.kind,
                         base=list(manifest.base), omitted=len(manifest.omitted))
-    if request.work_dir is None and not request.keep_work and not failures:
-        shutil.rmtree(request.store_dir, ignore_errors=True)  # our own hidden dir; a --work-dir is the user's
+    if not failures:
+        _drop_own_work_dir(request)
     if failures:
         result.exit_code = exit_error(failures, causes).exit_code
     return result
