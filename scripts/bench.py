@@ -19,6 +19,8 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
   push-small      push their bundle vs skopeo from the OCI layout; re-push of
                   the unchanged bundle vs the first push
   push-large      the same on a 2.1 GB corpus (peak RSS must stay flat past 2 GB)
+  sync            registry to registry: `mirror sync run` vs skopeo copy docker:// -> docker:// image
+                  by image and vs mirror pull + push; then a run with nothing to do vs the first
   delta           resync: v1 pushed and inventoried, v2 adds ~10% new bytes; the delta bundle's
                   size against the new bytes' share, delta pull and push against full ones
 
@@ -353,9 +355,42 @@ def delta(bench: Bench) -> list[Row]:
             Row("delta", "push delta", delta_push.wall_s, "full push", full_push.wall_s, "", delta_push.peak_rss_kb)]
 
 
+def sync(bench: Bench) -> list[Row]:
+    """Registry to registry: mirror sync against skopeo image by image and against pull + push; then no change."""
+    source = bench.source("large")
+    targets = {name: testbed.start_registry(bench.runs / f"sync-{name}") for name in ("skopeo", "sync", "bundle")}
+    try:
+        skopeo = total(f"skopeo copy --all x{len(source.seeded.images)}", [measure(image.source, [
+            testbed.require("skopeo"), "copy", "--all", "--src-tls-verify=false", "--src-no-creds",
+            "--dest-tls-verify=false", "--dest-no-creds",
+            f"docker://{source.registry.host}/{image.repository}:{image.tag}",
+            f"docker://{targets['skopeo'].host}/{image.repository}:{image.tag}",
+        ], bench.skopeo_env) for image in source.seeded.images])
+        command = [*MIRROR, "sync", "run", "--images-file", str(source.images_file),
+                   *corpus.source_mirror_args(source.registry.host), "--to", targets["sync"].host,
+                   "--to-plain-http", "--quiet"]
+        first = measure("mirror sync run", command)
+        again = measure("mirror sync run (no change)", command)
+        bundle = bench.runs / "sync-bundle.tar.zst"
+        pulled = measure("mirror pull", [*MIRROR, "pull", "--images-file", str(source.images_file),
+                                         *corpus.source_mirror_args(source.registry.host), "-o", str(bundle),
+                                         "--quiet"])
+        pushed = measure("mirror push", [*MIRROR, "push", str(bundle), "--registry", targets["bundle"].host,
+                                         "--plain-http", "--quiet"])
+        both = total("mirror pull + push", [pulled, pushed])
+    finally:
+        for registry in targets.values():
+            registry.stop()
+    report("sync", source, [skopeo, first, again, both])
+    return [Row("sync", "sync run", first.wall_s, "skopeo copy --all", skopeo.wall_s, "<= 0.6x", first.peak_rss_kb),
+            Row("sync", "sync run", first.wall_s, "pull + push", both.wall_s, "<= 0.8x"),
+            Row("sync", "no-change run", again.wall_s, "first run", first.wall_s, "<= 0.05x", again.peak_rss_kb)]
+
+
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "loopback-large": loopback_large, "wan-large": wan_large, "wan-small": wan_small,
     "loopback-small": loopback_small, "push-small": push_small, "push-large": push_large, "delta": delta,
+    "sync": sync,
 }
 
 
