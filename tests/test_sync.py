@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import corpus
-from conftest import run_mirror
+from conftest import ROOT, run_mirror
 from faults import FaultProxy
 from mirror.model.reference import Reference
 from mirror.model.target import target_repository
@@ -469,3 +469,35 @@ def test_to_bundle_writes_a_delta_the_bastion_can_push_and_nothing_when_nothing_
 def test_to_bundle_needs_a_base_and_no_registry_target(tmp_path, state_home):
     result = run_mirror("sync", "run", "docker.io/library/busybox:1", "--to-bundle", tmp_path)
     assert result.returncode == 2 and "--to-bundle goes with --base" in result.stderr
+
+
+def test_kill_9_mid_run_leaves_no_tag_on_an_incomplete_image_and_a_rerun_finishes(
+        seeded_source, registry, state_home):
+    from test_push import tags_pointing_at_incomplete_images
+
+    images = [i.source for i in seeded_source.corpus.images]
+    command = [sys.executable, "-m", "mirror", "sync", "run", *images, *seeded_source.mirror_args, "-q"]
+
+    class KillsTheRun(FaultProxy):
+        """SIGKILLs the sync process as the third blob commit reaches the target, as a crash would."""
+
+        victim: subprocess.Popen | None = None
+        commits = 0
+
+        def _record(self, seen):
+            super()._record(seen)
+            if seen.method == "PUT" and "digest=" in seen.path:
+                self.commits += 1
+                if self.commits == 3 and self.victim is not None:
+                    self.victim.kill()
+
+    with KillsTheRun(registry.host) as proxy:
+        proxy.victim = subprocess.Popen([*command, "--to", proxy.host, "--to-plain-http"], cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proxy.victim.wait(timeout=300)
+        assert proxy.victim.returncode == -9  # killed mid-run, not finished
+    assert tags_pointing_at_incomplete_images(registry) == []
+    again, report = sync(*images, *seeded_source.mirror_args, "--to", registry.host, "--to-plain-http")
+    assert again.returncode == 0, again.stderr
+    assert tags_pointing_at_incomplete_images(registry) == []
+    assert all(digest_at(registry.url, repository_of(i.source), i.tag) == i.digest for i in seeded_source.corpus.images)
