@@ -326,7 +326,7 @@ def test_a_spent_rate_limit_defers_what_does_not_fit_and_exits_6(seeded_source, 
         assert result.returncode == 6, result.stderr
         assert report["result"] == "deferred"
         assert sorted(actions(report).values()) == ["copied"] * 3 + ["deferred"] * (len(images) - 3)
-        assert report["ratelimits"] == {proxy.host: {"remaining": 3, "window": 21600}}
+        assert report["ratelimits"] == {proxy.host: {"remaining": 3, "limit": 100, "window": 21600}}
         assert "rate limit" in result.stderr
         copied = [i["source"] for i in report["images"] if i["action"] == "copied"]
         assert sorted(copied) == sorted(images[:3])  # the first in the order asked for

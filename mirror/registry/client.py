@@ -42,8 +42,10 @@ class RegistryClient:
         self.settings = settings
         self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base)
         self._downloads = Downloads(self._transport)
-        # The newest ``RateLimit-Remaining`` a manifest HEAD answered (``N;w=SECONDS``), as sent.
+        # The newest ``RateLimit-Remaining`` and ``RateLimit-Limit`` a manifest HEAD answered
+        # (``N;w=SECONDS``), as sent: Docker Hub counts pulls, and HEADs are free.
         self.last_ratelimit: str | None = None
+        self.last_ratelimit_limit: str | None = None
 
     async def __aenter__(self) -> "RegistryClient":
         return self
@@ -118,6 +120,7 @@ class RegistryClient:
                                                  scopes=[pull_scope(repository)],
                                                  headers={"Accept": oci.ACCEPT}, what=what)
         self.last_ratelimit = response.headers.get("ratelimit-remaining", self.last_ratelimit)
+        self.last_ratelimit_limit = response.headers.get("ratelimit-limit", self.last_ratelimit_limit)
         if response.status_code == 404:
             return None
         if response.status_code != 200:

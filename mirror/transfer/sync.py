@@ -91,6 +91,7 @@ class ImageResult:
 class RateLimit:
     remaining: int
     window: int | None  # seconds
+    limit: int | None = None  # what the window allows in all (``ratelimit-limit``)
 
     @classmethod
     def parse(cls, value: str | None) -> "RateLimit | None":
@@ -159,7 +160,7 @@ class SyncResult:
             "bytes": {"uploaded": self.uploaded_bytes},
             "manifests_pushed": self.manifests_pushed,
             "tags_pushed": self.tags_pushed,
-            "ratelimits": {host: {"remaining": r.remaining, "window": r.window}
+            "ratelimits": {host: {"remaining": r.remaining, "limit": r.limit, "window": r.window}
                            for host, r in sorted(self.ratelimits.items())},
         }
 
@@ -252,6 +253,8 @@ class _Run:
         upstream = await source.head_manifest(location.repository, ref.identifier)
         limit = RateLimit.parse(source.last_ratelimit)
         if limit is not None:
+            allowed = RateLimit.parse(source.last_ratelimit_limit)
+            limit.limit = allowed.remaining if allowed else None
             known = self.result.ratelimits.get(location.host)
             if known is None or limit.remaining < known.remaining:
                 self.result.ratelimits[location.host] = limit
