@@ -279,6 +279,8 @@ images:
     ("  - repository: docker.io/rancher/fleet\n    semver: '>=banana'\n", 6, "semver"),
     ("  - repository: docker.io/rancher/fleet\n    keep_latest: 0\n", 6, "keep_latest"),
     ("  - image: docker.io/rancher/fleet:v1\n    on_retag: sometimes\n", 6, "on_retag"),
+    ("  - image: docker.io/rancher/fleet:v1\nschedule: '15 2 * *'\n", 6, "schedule"),
+    ("  - image: docker.io/rancher/fleet:v1\ninterval: 6h\nschedule: '15 2 * * *'\n", 7, "schedule"),
 ])
 def test_a_bad_config_exits_2_naming_file_line_and_key(tmp_path, state_home, entry, line, key):
     config = write_config(tmp_path / "sync.yaml", "target:\n  registry: 127.0.0.1:1\n  plain_http: true\n"

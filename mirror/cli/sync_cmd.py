@@ -238,12 +238,14 @@ def serve_command(
     config: Path = typer.Option(..., "--config", "-c", help="sync.yaml: the job (see docs/sync.md)."),
     interval: Optional[str] = typer.Option(
         None, "--interval", help="Time between the starts of two runs, e.g. 30m, 6h, 1d [default: the config's]."),
+    schedule: Optional[str] = typer.Option(
+        None, "--schedule", help="Cron schedule of the runs instead, e.g. '15 2 * * *' [default: the config's]."),
     report_dir: Optional[Path] = typer.Option(
         None, "--report-dir", help="Where each run's report is kept [default: under $XDG_STATE_HOME/mirror]."),
     keep_reports: int = typer.Option(30, "--keep-reports", min=1, help="How many run reports to keep."),
     jobs: int = JobsOption,
 ) -> None:
-    """Run a sync job on an interval, one run at a time; SIGTERM ends it after the current run.
+    """Run a sync job on an interval or a cron schedule, one run at a time; SIGTERM ends it after the run.
 
     The config is read again before each run, so edits apply to the next one;
     a run that fails is logged and the schedule goes on.
@@ -256,15 +258,19 @@ def serve_command(
 
     from ..errors import MirrorError
     from ..runlock import RunLock, lock_dir
+    from ..model.cron import CronSchedule
     from ..transfer.sync_config import load_config, parse_interval
 
     job = load_config(config, jobs=jobs)  # a bad config ends serve at once (exit 2)
+    if interval and schedule:
+        raise UsageError("--interval and --schedule: give one")
     try:
-        period = parse_interval(interval) if interval else job.interval
+        period = parse_interval(interval) if interval else None if schedule else job.interval
+        cron = CronSchedule.parse(schedule) if schedule else None if interval else job.schedule
     except ValueError as exc:
-        raise UsageError(f"--interval: {exc}") from None
-    if period is None:
-        raise UsageError(f"no interval: give --interval or an interval: key in {config}")
+        raise UsageError(f"--{'interval' if interval else 'schedule'}: {exc}") from None
+    if period is None and cron is None:
+        raise UsageError(f"no schedule: give --interval or --schedule, or an interval: or schedule: key in {config}")
     key = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:12]
     reports = report_dir or lock_dir().parent / "sync-reports" / key
     reports.mkdir(parents=True, exist_ok=True)
@@ -276,7 +282,16 @@ def serve_command(
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
         typer.echo(f"{stamp} mirror sync serve: {message}", err=True)
 
-    log(f"serving {config} every {int(period)} s; reports in {reports}")
+    log(f"serving {config} {f'every {int(period)} s' if period else f'at {cron.text!r}'}; reports in {reports}")
+
+    def wait_after(started: float) -> float:
+        if period is not None:
+            return max(0.0, period - (time.monotonic() - started))
+        now = datetime.now().astimezone()  # cron times are the host's local time
+        return (cron.next_after(now) - now).total_seconds()
+
+    if cron is not None:
+        stop.wait(wait_after(0.0))  # a schedule's first run is at its first time, not now
     while not stop.is_set():
         started = time.monotonic()
         try:
@@ -295,5 +310,5 @@ def serve_command(
             log(f"run failed (exit {int(exc.exit_code)}): {exc}")
         except OSError as exc:  # a full disk for the report, say: the next run may find room
             log(f"run failed: {exc}")
-        stop.wait(max(0.0, period - (time.monotonic() - started)))
+        stop.wait(wait_after(started))
     log("stopped")

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import yaml
 
 from ..errors import UsageError
+from ..model.cron import CronSchedule
 from ..model.oci import Platform
 from ..model.reference import Reference, endpoint_host
 from ..model.semver import Range
@@ -28,7 +29,7 @@ from .plan import Target
 from .selection import TagSelection
 from .sync import RETAG_POLICIES, SyncImage, SyncRequest
 
-TOP_KEYS = {"target", "sources", "platforms", "images", "interval"}
+TOP_KEYS = {"target", "sources", "platforms", "images", "interval", "schedule"}
 TARGET_KEYS = {"registry", "ca_file", "insecure", "plain_http", "username", "password"}
 SOURCE_KEYS = {"registry", "mirror", "ca_file", "insecure", "plain_http", "username", "password"}
 ENTRY_KEYS = {"repository", "image", "allow", "deny", "semver", "keep_latest", "immutable", "on_retag"}
@@ -43,6 +44,7 @@ class SyncJob:
     path: Path
     request: SyncRequest
     interval: float | None = None  # seconds between the starts of two runs of ``mirror sync serve``
+    schedule: CronSchedule | None = None  # or the times ``mirror sync serve`` starts a run at
     env_names: list[str] = field(default_factory=list)  # environment variables its passwords come from
 
 
@@ -218,10 +220,18 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
             interval = parse_interval(top["interval"])
         except ValueError as exc:
             raise reader.error(top, "interval", str(exc)) from None
+    schedule = None
+    if "schedule" in top:
+        if interval is not None:
+            raise reader.error(top, "schedule", "give interval or schedule, not both")
+        try:
+            schedule = CronSchedule.parse(top["schedule"])
+        except ValueError as exc:
+            raise reader.error(top, "schedule", str(exc)) from None
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
                           selections=selections)
-    return SyncJob(path, request, interval, reader.env_names)
+    return SyncJob(path, request, interval, schedule, reader.env_names)
 
 
 def _target(reader: _Reader, mapping: _Mapping, jobs: int) -> Target:
