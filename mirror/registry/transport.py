@@ -20,12 +20,14 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar, Union
 
 import anyio
+import httpcore
 import httpx
 
 from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, Unreachable, UsageError
 from ..model.reference import endpoint_host
 from .auth import Authenticator
 from .credentials import AuthFiles
+from .netstream import SocketOnceBackend
 from .settings import Credentials, RegistrySettings
 
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles per attempt, with jitter
@@ -119,6 +121,7 @@ class Transport:
             trust_env=True,
             follow_redirects=False,
         )
+        _look_sockets_up_once(self._http)
 
         def credentials() -> Credentials | None:
             return settings.credentials or (auth_files or AuthFiles()).lookup(host)
@@ -295,6 +298,17 @@ class Transport:
             return IntegrityError(f"{what}: {self.host} refused the content as not matching its "
                                   f"digest{detail}")
         return RegistryError(f"{what}: {self.host} answered {status}{detail}", status)
+
+
+def _look_sockets_up_once(client: httpx.AsyncClient) -> None:
+    """Give the client's direct connection pool the streams of netstream.py (proxied ones keep theirs).
+
+    httpx takes no network backend of its own; were its internals to change, the pool keeps the
+    default backend: slower, never wrong.
+    """
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    if isinstance(pool, httpcore.AsyncConnectionPool) and hasattr(pool, "_network_backend"):
+        pool._network_backend = SocketOnceBackend()
 
 
 def tls_context(settings: RegistrySettings) -> ssl.SSLContext:
