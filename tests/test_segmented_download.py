@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from faults import FaultProxy
 from mirror.errors import IntegrityError
 from mirror.registry.download import SEGMENTED_MIN
-from test_registry_client import blob, client
+from test_registry_client import anyio_backend, blob, client, proxy  # noqa: F401 - fixtures used by name
 
 pytestmark = pytest.mark.anyio
 SIZE = SEGMENTED_MIN + 5_000_000
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-def proxy(registry):
-    with FaultProxy(registry.host) as running:
-        yield running
-
-
-def ranges(proxy: FaultProxy) -> list[str | None]:
-    return sorted((g.headers.get("range") or "") for g in proxy.requests("GET", "/blobs/"))
-
 
 async def test_a_large_blob_comes_as_parallel_ranges_joined_in_order(proxy, tmp_path):
     data, digest = blob(SIZE, seed=3)

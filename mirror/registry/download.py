@@ -63,11 +63,11 @@ class Downloads:
             bounds = _segments(size, segments)
             if not partial.exists() or partial.stat().st_size <= bounds[0][1]:
                 try:
-                    await self._download_segmented(url, what, repository, partial, bounds, progress)
+                    actual = await self._download_segmented(url, what, repository, partial, bounds, progress)
                 except _NoRanges:
                     pass  # the whole body, as one stream, resuming from the first segment
                 else:
-                    await _check_digest(partial, digest, what)
+                    _verdict(partial, digest, actual, what)
                     return
         hasher = hashlib.sha256()
         offset = await anyio.to_thread.run_sync(_hash_file, partial, hasher) if partial.exists() else 0
@@ -125,8 +125,11 @@ class Downloads:
         await anyio.sleep(self._transport.delay(attempt - 1, None))
 
     async def _download_segmented(self, url: str, what: str, repository: str, partial: Path,
-                                  bounds: list[tuple[int, int]], progress: Callable[[int], None] | None) -> None:
-        """Every range into its file (the first is ``partial``), concurrently; then joined into ``partial``."""
+                                  bounds: list[tuple[int, int]], progress: Callable[[int], None] | None) -> str:
+        """Every range into its file (the first is ``partial``), concurrently; then joined into ``partial``.
+
+        Returns the digest of the joined bytes, hashed in order as they are joined.
+        """
         files = [partial] + [partial.with_name(f"{partial.name}.seg{k}") for k in range(1, len(bounds))]
         try:
             async with anyio.create_task_group() as group:
@@ -139,7 +142,7 @@ class Downloads:
                     file.unlink(missing_ok=True)
                 raise refusals[0] from None
             raise
-        await anyio.to_thread.run_sync(_join, partial, files[1:])
+        return await anyio.to_thread.run_sync(_join, partial, files[1:])
 
     async def _fetch_range(self, url: str, what: str, repository: str, file: Path, start: int, end: int,
                            progress: Callable[[int], None] | None) -> None:
@@ -204,20 +207,22 @@ def _segments(size: int, count: int) -> list[tuple[int, int]]:
     return [(start, min(start + step, size)) for start in range(0, size, step)]
 
 
-def _join(partial: Path, rest: list[Path]) -> None:
-    """Append the later segments' files to the first, in order, removing each once appended."""
+def _join(partial: Path, rest: list[Path]) -> str:
+    """Append the later segments' files to the first, in order, removing each once appended.
+
+    The bytes are hashed on the way (the first segment as it is, the rest as
+    they are appended), so the joined blob is read once, not read again after.
+    """
+    hasher = hashlib.sha256()
+    _hash_file(partial, hasher)
     with open(partial, "ab") as out:
         for segment in rest:
             with open(segment, "rb") as handle:
                 while chunk := handle.read(CHUNK_SIZE):
+                    hasher.update(chunk)
                     out.write(chunk)
             segment.unlink()
-
-
-async def _check_digest(partial: Path, digest: str, what: str) -> None:
-    hasher = hashlib.sha256()
-    await anyio.to_thread.run_sync(_hash_file, partial, hasher)
-    _verdict(partial, digest, "sha256:" + hasher.hexdigest(), what)
+    return "sha256:" + hasher.hexdigest()
 
 
 def _verdict(partial: Path, digest: str, actual: str, what: str) -> None:
