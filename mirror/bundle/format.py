@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import __version__
+from ..clock import utc_now
 from ..errors import IntegrityError
 from ..model.oci import MAX_MANIFEST_SIZE, digest_hex
 from ..model.reference import Reference
@@ -33,10 +34,6 @@ MAX_DOCUMENT_SIZE = MAX_MANIFEST_SIZE
 
 def blob_name(digest: str) -> str:
     return BLOB_DIR + digest_hex(digest)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -77,7 +74,7 @@ class BundleManifest:
     blobs: dict[str, int]  # every digest stored in the bundle (top manifests too) -> size
     tool_version: str = __version__
     format_version: int = FORMAT_VERSION
-    created: str = field(default_factory=_now)
+    created: str = field(default_factory=utc_now)
     topology: dict | None = None
     base: list[str] = field(default_factory=list)  # ids of the inventories or bundles a delta builds on
     omitted: list[str] = field(default_factory=list)  # blobs and manifests a delta leaves to its base

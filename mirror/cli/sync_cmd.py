@@ -254,11 +254,12 @@ def serve_command(
     import signal
     import threading
     import time
-    from datetime import datetime, timezone
+    from datetime import datetime
 
+    from ..clock import utc_now
     from ..errors import MirrorError
-    from ..runlock import RunLock, lock_dir
     from ..model.cron import CronSchedule
+    from ..runlock import RunLock, lock_dir
     from ..transfer.sync_config import load_config, parse_interval
 
     job = load_config(config, jobs=jobs)  # a bad config ends serve at once (exit 2)
@@ -279,8 +280,7 @@ def serve_command(
         signal.signal(number, lambda *_: stop.set())
 
     def log(message: str) -> None:
-        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-        typer.echo(f"{stamp} mirror sync serve: {message}", err=True)
+        typer.echo(f"{utc_now()} mirror sync serve: {message}", err=True)
 
     log(f"serving {config} {f'every {int(period)} s' if period else f'at {cron.text!r}'}; reports in {reports}")
 

@@ -17,16 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
+from ..clock import utc_now
 from ..errors import MirrorError, NotFoundError, UsageError
 from ..model import graph
-from ..model.oci import digest_hex
+from ..model.oci import Descriptor, digest_hex
 from ..model.reference import Reference
-from ..model.target import source_name, target_repository
+from ..model.target import RegistryAddress, source_name, target_repository
 from ..registry.client import RegistryClient
 from .plan import Target
 from .tasks import each
@@ -41,12 +41,12 @@ class Inventory:
     prefix: str
     images: dict[str, str]  # source reference (with tag, or @digest) -> top manifest digest
     digests: set[str]  # every manifest and blob those images reach
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    created: str = field(default_factory=utc_now)
     tool_version: str = __version__
 
     @property
     def address(self) -> str:
-        return f"{self.registry}/{self.prefix}" if self.prefix else self.registry
+        return str(RegistryAddress(self.registry, self.prefix))
 
     def _content(self) -> dict[str, Any]:
         return {"registry": self.registry, "prefix": self.prefix,
@@ -115,8 +115,12 @@ async def take_inventory(client: RegistryClient, target: Target, selection: list
             return  # not there: the base simply does not have it
         inventory.images[source] = top.digest
         manifests = {top.digest: top}
-        for child in top.children() if top.is_index else []:
+
+        async def fetch(child: Descriptor) -> None:
             manifests[child.digest] = await client.get_manifest(repository, child.digest)
+
+        children = top.children() if top.is_index else []
+        await each(children, fetch, len(children))  # an index's platforms at once, as resolve does
         load = lambda d: manifests.get(d.digest)  # noqa: E731 - every manifest is fetched above
         inventory.digests.update(d.digest for d in graph.walk(top.descriptor, load))
 

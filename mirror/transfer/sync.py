@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable
 
 import anyio
 
+from ..clock import utc_now
 from ..errors import ExitCode, IntegrityError, MirrorError, NotFoundError, worst_exit_code
 from ..model.oci import Descriptor, Platform, digest_hex
 from ..model.reference import Reference
@@ -165,10 +165,6 @@ class SyncResult:
         }
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def backup_tag(tag: str, old_digest: str) -> str:
     """Where ``on_retag: backup`` keeps what the tag pointed at: ``TAG-prev-<12 hex>``."""
     return f"{tag}-prev-{digest_hex(old_digest)[:12]}"
@@ -177,7 +173,7 @@ def backup_tag(tag: str, old_digest: str) -> str:
 async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
     """One run. Per-image outcomes are in the result; setup errors (target unreachable, auth) raise."""
     target = request.target
-    result = SyncResult(str(target.address), uuid.uuid4().hex, _now(), config_sha256=request.config_sha256,
+    result = SyncResult(str(target.address), uuid.uuid4().hex, utc_now(), config_sha256=request.config_sha256,
                         dry_run=request.dry_run)
     async with ClientPool(request.settings_for) as pool, \
             RegistryClient(target.host, target.settings) as client:
@@ -211,7 +207,7 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
                     if image.action == "pending":
                         image.fail("not copied: another image failed before anything was written "
                                    "(--keep-going copies the rest)")
-    result.ended = _now()
+    result.ended = utc_now()
     return result
 
 
