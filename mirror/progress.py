@@ -13,9 +13,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator, Union
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Iterator, Union
 
 from .units import human_size
 
@@ -54,7 +52,10 @@ class _Lines:
         return f"{self.done}{of} {self.unit}"
 
 
-Bar = Union[tqdm, _Lines, _Silent]
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+Bar = Union["tqdm", _Lines, _Silent]
 
 
 class Progress:
@@ -70,6 +71,8 @@ class Progress:
         elif not self.terminal:
             yield _Lines(total, desc, unit, self.interval)
         else:
+            from tqdm import tqdm  # only a terminal draws bars: cron and --quiet runs start without it
+
             binary = unit == "B"
             with tqdm(total=total, desc=desc, unit="iB" if binary else unit, unit_scale=binary,
                       unit_divisor=1024 if binary else 1000, dynamic_ncols=True, leave=True,

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from ..clientconfig import GENERATORS, ClientConfig, Target, recorded, sources
+from ..clientconfig import GENERATORS, ClientConfig, Target
 from ..clientconfig.containerd import DEFAULT_CERTS_DIR
 from ..errors import UsageError
 from ..model.target import RegistryAddress
@@ -111,6 +111,8 @@ def config_command(
         registry, prefix, plain_http = address.host, address.prefix or prefix, plain_http or address.plain_http
     if plain_http and (insecure or ca_file):
         raise UsageError("--plain-http does not go with --insecure or --ca-file")
+    from ..clientconfig import recorded, sources  # certificates and registry reads: only this command needs them
+
     # --username alone is fine here: the files then carry a placeholder for the password.
     credentials = read_password_stdin(password_stdin, username) if password_stdin else None
     # The registry `up` started: its CA and user, as push uses them; flags given still win.

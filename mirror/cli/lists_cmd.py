@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from .. import lists
-from ..release_lists import ReleaseLists
 from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, JsonOption, K3sVersionOption,
@@ -16,6 +15,9 @@ from .common import (
     Rke2VersionOption, handle_errors, note_fetched_lists, topology_versions,
 )
 from .render import emit_json
+
+if TYPE_CHECKING:
+    from ..release_lists import ReleaseLists
 
 
 def _overview(releases: ReleaseLists) -> None:
@@ -55,6 +57,8 @@ def lists_command(
     """Show topologies and versions; with --mode or --images-file, print the resolved image list."""
     versions = topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
                                  cert_manager_version)
+    from ..release_lists import ReleaseLists  # an HTTP client: imported by the commands that may fetch
+
     releases = ReleaseLists(offline=offline_lists, ca_file=ca_file)
     if mode is None and not images_file:
         if any(versions.values()) or exclude:
