@@ -62,6 +62,22 @@ def test_plain_http_without_auth(tmp_path):
         run_mirror("registry", "down", "--state-dir", state_dir)
 
 
+def test_ipv6_listen_address_serves_with_its_certificate(tmp_path):
+    state_dir, port = tmp_path / "state", testbed.free_port()
+    try:
+        result = run_mirror("registry", "up", "--state-dir", state_dir, "--port", str(port), "--address", "::1",
+                            "--engine", "binary")
+        assert result.returncode == 0, result.stderr
+        local = find_local_registry(state_dir)
+        assert local.host == f"[::1]:{port}"
+        trust = ssl.create_default_context(cafile=str(local.ca_file))  # the certificate names ::1
+        response = httpx.get(f"https://{local.host}/v2/_catalog", verify=trust,
+                             auth=(local.credentials.username, local.credentials.password))
+        assert response.status_code == 200
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir)
+
+
 def test_systemd_unit_runs_the_prepared_registry_and_nothing_starts_before(tmp_path):
     state_dir, port = tmp_path / "state", testbed.free_port()
     result = up(state_dir, port, "--print-systemd-unit")

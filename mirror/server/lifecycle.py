@@ -103,11 +103,9 @@ def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
     new_password = credentials is not None and (created or previous is None or not previous.auth)
 
     local_host = options.address if options.address not in ("0.0.0.0", "::") else "127.0.0.1"
-    if ":" in local_host:
-        local_host = f"[{local_host}]"
     state = RegistryState(
         engine=engine.name,
-        host=f"{local_host}:{options.port}",
+        host=_host_port(local_host, options.port),
         hostnames=names,
         port=options.port,
         address=options.address,
@@ -166,7 +164,7 @@ def _write_registry_files(options: UpOptions, paths: StatePaths, engine: Engine,
     if options.auth == "htpasswd":
         credentials, created = ensure_credentials(paths.credentials, paths.htpasswd, options.username)
     config = DistConfig(
-        listen=f"{options.address}:{options.port}",
+        listen=_host_port(options.address, options.port),
         storage=engine.storage(data_dir),
         cert=engine.sees(cert) if options.tls != "none" else None,
         key=engine.sees(key) if options.tls != "none" else None,
@@ -174,6 +172,11 @@ def _write_registry_files(options: UpOptions, paths: StatePaths, engine: Engine,
     )
     write_private(paths.config, render(config, http_secret(paths.config)).encode())
     return ca_file, credentials, created
+
+
+def _host_port(address: str, port: int) -> str:
+    """``HOST:PORT``, an IPv6 address in brackets (the registry refuses ``::1:5000``)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _names(options: UpOptions) -> list[str]:
