@@ -74,8 +74,10 @@ def pull_command(
     from ..lists import resolve_images  # imported here so other commands start faster
     from ..transfer.base import load_base
     from ..transfer.pull import PullRequest, pull
-    from ..release_lists import ReleaseLists
+    from ..release_lists import ReleaseLists, list_arch
 
+    platforms = parse_platforms(platform or [])
+    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
     refs, topology = resolve_images(
         mode,
         versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
@@ -84,9 +86,11 @@ def pull_command(
         extra_refs=images or [],
         exclude=exclude or [],
         include_registry_image=not no_registry_image,
-        releases=ReleaseLists(offline=offline_lists, ca_file=ca_file),
+        releases=releases,
     )
     note_fetched_lists(topology)
+    for warning in releases.support_warnings(topology):
+        typer.echo(warning, err=True)
     if not refs:
         raise UsageError("no images to pull: name images, --images-file or --mode")
     if output is None and not dry_run:
@@ -100,7 +104,7 @@ def pull_command(
         output=(output or Path("bundle.tar.zst")).absolute(),
         sources=sources,
         settings_for=settings_for,
-        platforms=parse_platforms(platform or []),
+        platforms=platforms,
         jobs=jobs,
         work_dir=work_dir,
         keep_going=keep_going,
