@@ -38,6 +38,7 @@ class Topology:
     mode: str
     versions: dict[str, str] = field(default_factory=dict)  # component -> version used
     sources: dict[str, ListSource] = field(default_factory=dict)  # component -> where its list came from
+    list_arch: str | None = None  # the architecture of its RKE2 list; None when no list depends on one
 
 
 @lru_cache(maxsize=None)
@@ -97,7 +98,7 @@ def component_list(component: str, version: str | None, releases: ReleaseLists |
     if version == "latest" and releases is not None:
         version = releases.latest(component, spec["option"])
     known = component_versions(component)
-    if version in known:
+    if version in known and (releases is None or releases.takes_built_in(component)):
         return version, parse_images_file(MANIFESTS_DIR / spec["directory"] / f"{version}.txt"), BUILT_IN
     what = spec["option"] or component
     if releases is None or not releases.knows(component):
@@ -151,6 +152,8 @@ def resolve_images(
                                                      versions.get("rancher"))
             topology.versions[component] = version
             topology.sources[component] = source
+            if releases is not None and releases.arch_of(component):
+                topology.list_arch = releases.arch_of(component)
             groups.append(images)
     elif versions:
         options = ", ".join(components()[c]["option"] or c for c in versions)

@@ -19,19 +19,24 @@ import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 import httpx
 
 from .errors import AuthError, MirrorError, UsageError
 from .imagelist import ListSource, parse_images_text
+from .model.oci import Platform
 from .model.reference import Reference
 from .registry.settings import RegistrySettings
 from .registry.transport import tls_context
 
+if TYPE_CHECKING:
+    from .lists import Topology
+
 RELEASE_ASSETS = {  # component -> release asset under the releases host
     "k3s": "k3s-io/k3s/releases/download/{version}/k3s-images.txt",
-    "rke2": "rancher/rke2/releases/download/{version}/rke2-images-all.linux-amd64.txt",
+    "rke2": "rancher/rke2/releases/download/{version}/rke2-images-all.linux-{arch}.txt",
     "rancher": "rancher/rancher/releases/download/{version}/rancher-images.txt",
 }
 CHANNELS = {  # component -> (environment variable, the stable channel, which redirects to the release)
@@ -41,6 +46,8 @@ CHANNELS = {  # component -> (environment variable, the stable channel, which re
 CERT_MANAGER_IMAGES = ("controller", "webhook", "cainjector", "acmesolver", "startupapicheck")
 # `rke config --system-images` leaves the Windows pause image out; so do the built-in lists.
 RKE_SKIPPED_FIELDS = {"windowsPodInfraContainer"}
+ARCH_LISTS = {"rke2"}  # components whose release has one list per architecture
+DEFAULT_ARCH = "amd64"  # the architecture of the built-in lists
 MAX_DOWNLOAD = 64 << 20  # KDM's data.json is a few MB; a list is a few KB
 _VERSION = re.compile(r"v?\d+\.\d+[0-9A-Za-z.+_-]*")
 
@@ -48,6 +55,16 @@ _VERSION = re.compile(r"v?\d+\.\d+[0-9A-Za-z.+_-]*")
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "mirror" / "lists"
+
+
+def list_arch(platforms: list[Platform]) -> str:
+    """The architecture whose RKE2 list a run uses: the one --platform names, else amd64.
+
+    With several architectures the amd64 list stays: it names the most images,
+    and --platform keeps each image's other platforms.
+    """
+    arches = {p.architecture for p in platforms}
+    return arches.pop() if len(arches) == 1 else DEFAULT_ARCH
 
 
 def releases_url() -> str:
@@ -65,6 +82,7 @@ class ReleaseLists:
     offline: bool = False
     ca_file: Path | None = None  # added to the system CAs (a proxy that re-signs TLS)
     cache_dir: Path | None = None  # default_cache_dir() unless given
+    arch: str = DEFAULT_ARCH  # of the lists in ARCH_LISTS (list_arch())
 
     @property
     def cache(self) -> Path:
@@ -77,6 +95,14 @@ class ReleaseLists:
 
     def knows(self, component: str) -> bool:
         return component in RELEASE_ASSETS or component in ("kubernetes", "cert-manager")
+
+    def arch_of(self, component: str) -> str | None:
+        """The architecture of ``component``'s list; None if it has one list for all."""
+        return self.arch if component in ARCH_LISTS else None
+
+    def takes_built_in(self, component: str) -> bool:
+        """Whether a built-in list is the one wanted: not when it is for another architecture."""
+        return self.arch_of(component) in (None, DEFAULT_ARCH)
 
     def images(self, component: str, option: str, version: str,
                rancher_version: str) -> tuple[list[Reference], ListSource]:
@@ -94,8 +120,11 @@ class ReleaseLists:
             url = f"{kdm_url()}/release-v2.{minor.group(1)}/data.json"
             source_id = f"{url}#K8sVersionRKESystemImages/{version}"
         else:
-            url = source_id = f"{releases_url()}/{RELEASE_ASSETS[component].format(version=quote(version, safe=''))}"
+            asset = RELEASE_ASSETS[component].format(version=quote(version, safe=''), arch=quote(self.arch, safe=''))
+            url = source_id = f"{releases_url()}/{asset}"
         cache = self.cache / component / f"{version}.txt"
+        if component in ARCH_LISTS and self.arch != DEFAULT_ARCH:
+            cache = self.cache / component / f"linux-{self.arch}" / f"{version}.txt"
         cached = _read_cached(cache, source_id)
         if cached is not None:
             text, digest = cached
@@ -103,7 +132,10 @@ class ReleaseLists:
         if self.offline:
             raise UsageError(f"{option} {version}: no built-in or cached image list, and --offline-lists "
                              f"forbids fetching {url}")
-        body = self._get(url, f"{option} {version}")
+        missing = "no such release upstream"
+        if component in ARCH_LISTS and self.arch != DEFAULT_ARCH:
+            missing += f", or no linux/{self.arch} list in it"
+        body = self._get(url, f"{option} {version}", missing)
         digest = hashlib.sha256(body).hexdigest()
         if component == "kubernetes":
             text = _rke_system_images(body, url, option, version)
@@ -115,6 +147,65 @@ class ReleaseLists:
         images = parse_images_text(text, url)  # a malformed list is refused before it is cached
         _write_cached(cache, source_id, digest, text)
         return images, ListSource("fetched", source_id, digest)
+
+    def support_warnings(self, topology: Topology | None) -> list[str]:
+        """A line for a K3s/RKE2 version that Rancher's metadata says the Rancher version does not support.
+
+        Checked only when either list came from a release (a pairing mirror
+        does not carry built in), from the metadata of the Rancher minor:
+        cached, else fetched unless offline. No metadata, or no entry for the
+        version, is no warning; metadata that cannot be had is one line saying so.
+        """
+        if topology is None or "rancher" not in topology.versions:
+            return []
+        rancher = topology.versions["rancher"]
+        warnings = []
+        for component in ("k3s", "rke2"):
+            if component not in topology.versions:
+                continue
+            version = topology.versions[component]
+            if {topology.sources[component].origin, topology.sources["rancher"].origin}.isdisjoint(
+                    {"fetched", "cached"}):
+                continue
+            try:
+                supported = self._support_range(component, version, rancher)
+            except MirrorError as exc:
+                warnings.append(f"mirror: warning: cannot check {component} {version} against Rancher {rancher}: "
+                                f"{exc}")
+                continue
+            if supported is None:
+                continue
+            low, high = supported
+            if not _version_key(low) <= _version_key(rancher) <= _version_key(high):
+                warnings.append(f"mirror: warning: {component} {version} is not supported by Rancher {rancher}: "
+                                f"Rancher's metadata supports it on Rancher {low} to {high}")
+        return warnings
+
+    def _support_range(self, component: str, version: str, rancher: str) -> tuple[str, str] | None:
+        """(min, max) Rancher version for ``component`` ``version`` in KDM; None if it has no entry."""
+        minor = re.fullmatch(r"v?2\.(\d+)(\.\d+)*(-.*)?", rancher)
+        if not minor:
+            return None  # KDM is per Rancher 2.x minor
+        url = f"{kdm_url()}/release-v2.{minor.group(1)}/data.json"
+        source_id = f"{url}#releases"
+        cache = self.cache / "kdm" / f"release-v2.{minor.group(1)}.json"
+        cached = _read_cached(cache, source_id)
+        try:
+            ranges = json.loads(cached[0]) if cached else {}
+        except ValueError:
+            ranges = {}  # a damaged cache is fetched again
+        if version not in ranges.get(component, {}) and not self.offline:
+            # KDM gains releases after a Rancher release: a version it lacked may be there now.
+            with self._client(follow_redirects=True) as client:
+                response, body = self._send(client, url, "Kontainer Driver Metadata")
+            if response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise MirrorError(f"{url} answered {response.status_code}")
+            ranges = _support_ranges(body, url)
+            _write_cached(cache, source_id, hashlib.sha256(body).hexdigest(), json.dumps(ranges, sort_keys=True))
+        entry = ranges.get(component, {}).get(version)
+        return tuple(entry) if entry else None
 
     def latest(self, component: str, option: str) -> str:
         """The version the release channel calls stable (K3s, RKE2)."""
@@ -134,11 +225,12 @@ class ReleaseLists:
             raise MirrorError(f"{option} latest: {url} points to {location}, not a release")
         return version
 
-    def _get(self, url: str, what: str) -> bytes:
+    def _get(self, url: str, what: str, missing: str) -> bytes:
+        """The body of a 200; a 404 is UsageError saying ``missing``."""
         with self._client(follow_redirects=True) as client:
             response, body = self._send(client, url, what)
         if response.status_code == 404:
-            raise UsageError(f"{what}: no such release upstream ({url} answered 404)")
+            raise UsageError(f"{what}: {missing} ({url} answered 404)")
         if response.status_code != 200:
             raise MirrorError(f"{what}: {url} answered {response.status_code}")
         return body
@@ -183,6 +275,31 @@ def _rke_system_images(body: bytes, url: str, option: str, version: str) -> str:
                          + (" ..." if len(known) > 5 else ""))
     names = [v for k, v in images.items() if k not in RKE_SKIPPED_FIELDS and isinstance(v, str) and v]
     return "".join(f"{name}\n" for name in dict.fromkeys(names))
+
+
+def _support_ranges(body: bytes, url: str) -> dict[str, dict[str, list[str]]]:
+    """component -> version -> [min, max] Rancher version, from KDM's ``k3s`` and ``rke2`` releases."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise MirrorError(f"{url}: not Kontainer Driver Metadata (not JSON)") from None
+    ranges: dict[str, dict[str, list[str]]] = {}
+    for component in ("k3s", "rke2"):
+        section = data.get(component) if isinstance(data, dict) else None
+        releases = section.get("releases") if isinstance(section, dict) else None
+        for release in releases if isinstance(releases, list) else []:
+            if not isinstance(release, dict):
+                continue
+            bounds = [release.get("version"), release.get("minChannelServerVersion"),
+                      release.get("maxChannelServerVersion")]
+            if all(isinstance(b, str) and _VERSION.fullmatch(b) for b in bounds):
+                ranges.setdefault(component, {})[bounds[0]] = bounds[1:]
+    return ranges
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    """major, minor, patch of a version (a pre-release counts as its release, as Rancher's range check does)."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("-", 1)[0].split("+", 1)[0])[:3])
 
 
 def _read_cached(path: Path, source_id: str) -> tuple[str, str] | None:

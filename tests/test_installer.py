@@ -11,11 +11,13 @@ import os
 import platform
 import subprocess
 import sys
+import tarfile
+from pathlib import Path
 
 import pytest
 
 import mirror
-from conftest import ROOT
+from conftest import ROOT, run_mirror
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 BASTION_PATH = "/usr/bin:/bin"
@@ -43,15 +45,22 @@ def installer(tmp_path_factory):
     return work / "bastion" / "mirror-installer"
 
 
-def test_installs_with_the_network_cut_and_runs(installer, tmp_path):
-    prefix = tmp_path / "prefix"
-    env = {"PATH": BASTION_PATH, "HOME": str(tmp_path)}
+def install_offline(installer: Path, prefix: Path, home: Path) -> Path:
+    """``installer``'s install.sh run with the network cut, as on the bastion; the ``mirror`` it installed, run."""
+    env = {"PATH": BASTION_PATH, "HOME": str(home)}
     install = offline(installer / "install.sh", "--prefix", prefix, env=env)
     assert install.returncode == 0, install.stderr
     assert (prefix / "bin" / "mirror").resolve() == (prefix / "lib" / "mirror" / "bin" / "mirror").resolve()
     version = offline(prefix / "bin" / "mirror", "--version", env=env)
     assert version.returncode == 0, version.stderr
     assert version.stdout == f"mirror {mirror.__version__}\n"
+    return prefix / "bin" / "mirror"
+
+
+def test_installs_with_the_network_cut_and_runs(installer, tmp_path):
+    prefix = tmp_path / "prefix"
+    env = {"PATH": BASTION_PATH, "HOME": str(tmp_path)}
+    install_offline(installer, prefix, tmp_path)
     listed = offline(prefix / "bin" / "mirror", "lists", "--mode", "k3s", env=env)
     assert listed.returncode == 0, listed.stderr
     assert "docker.io/rancher/klipper-helm" in listed.stdout
@@ -72,3 +81,37 @@ def test_refuses_a_python_it_has_no_wheels_for(installer, tmp_path):
     assert result.stderr == (f"install.sh: no Python this installer carries wheels for on {platform.machine()} "
                              f"(carried: {platform.machine()} 3.99); name one with --python\n")
     assert not (tmp_path / "prefix").exists()
+
+
+def test_pull_with_installer_on_the_bastion_carries_an_installer_that_installs(installer, seeded_source, tmp_path):
+    """A mirror installed offline makes its installer again from the wheels it kept: no checkout, no index."""
+    installed = install_offline(installer, tmp_path / "first", tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    image = seeded_source.corpus.images[0].source
+    pulled = subprocess.run([installed, "pull", image, *seeded_source.mirror_args, "-o", out / "b.tar.zst",
+                             "--with-installer", "-q"], env={"PATH": BASTION_PATH, "HOME": str(tmp_path)},
+                            capture_output=True, text=True, timeout=300)
+    assert pulled.returncode == 0, pulled.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "b.mirror-installer.tar.gz", "b.mirror-installer.tar.gz.sha256", "b.tar.zst", "b.tar.zst.sha256"]
+    checked = subprocess.run(["sha256sum", "-c", "b.mirror-installer.tar.gz.sha256"], cwd=out,
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    with tarfile.open(out / "b.mirror-installer.tar.gz") as again:
+        carried = sorted(again.getnames())
+        again.extractall(tmp_path / "bastion2", filter="tar")
+    assert carried == sorted(["mirror-installer", *(str(p.relative_to(installer.parent)) for p in installer.rglob("*"))])
+    install_offline(tmp_path / "bastion2" / "mirror-installer", tmp_path / "second", tmp_path)
+
+
+def test_pull_with_installer_fails_before_fetching_when_the_installer_cannot_be_made(tmp_path):
+    """From a checkout whose index is unreachable: exit 2 naming what failed, no image asked for, nothing written."""
+    no_index = {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_FIND_LINKS": "",
+                "PIP_RETRIES": "0"}
+    result = run_mirror("pull", "127.0.0.1:9/nowhere/image:1", "-o", tmp_path / "b.tar.zst", "--with-installer",
+                        env=no_index)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("mirror: error: cannot make the offline installer: cannot build mirror's wheel: ")
+    assert result.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

@@ -89,6 +89,7 @@ def k3s_lines(stdout: str) -> list[str]:
 
 def test_a_version_not_built_in_is_fetched_cached_and_announced(host, env, tmp_path):
     host.serve(K3S_PATH, K3S_LIST)
+    host.serve(KDM_PATH, kdm_with_k3s_release(K3S, "v2.7.0", "v2.7.99"))  # checked once, then cached too
     url = host.url + K3S_PATH
     digest = hashlib.sha256(K3S_LIST).hexdigest()
     result = run_mirror("lists", "--mode", "k3s", "--k3s-version", K3S, "--no-registry-image", env=env)
@@ -98,13 +99,13 @@ def test_a_version_not_built_in_is_fetched_cached_and_announced(host, env, tmp_p
                                         "docker.io/rancher/mirrored-pause:3.9"]
     cached = tmp_path / "cache" / "mirror" / "lists" / "k3s" / f"{K3S}.txt"
     assert cached.read_bytes() == f"# source: {url}\n# sha256: {digest}\n".encode() + K3S_LIST
-    assert host.requests == [K3S_PATH]
+    assert host.requests == [K3S_PATH, KDM_PATH]
 
     again = run_mirror("lists", "--mode", "k3s", "--k3s-version", K3S, "--no-registry-image", env=env)
     assert again.returncode == 0, again.stderr
     assert again.stderr == f"mirror: k3s {K3S}: cached {url} (sha256 {digest})\n"
     assert k3s_lines(again.stdout) == k3s_lines(result.stdout)
-    assert host.requests == [K3S_PATH]  # the second run did not ask again
+    assert host.requests == [K3S_PATH, KDM_PATH]  # the second run did not ask again
 
     overview = run_mirror("lists", env=env)
     assert f"{K3S} (cached)" in overview.stdout
@@ -112,6 +113,7 @@ def test_a_version_not_built_in_is_fetched_cached_and_announced(host, env, tmp_p
 
 def test_offline_lists_use_the_cache_and_never_fetch(host, env):
     host.serve(K3S_PATH, K3S_LIST)
+    host.serve(KDM_PATH, kdm_with_k3s_release(K3S, "v2.7.0", "v2.7.99"))
     assert run_mirror("lists", "--mode", "k3s", "--k3s-version", K3S, env=env).returncode == 0
     offline = run_mirror("lists", "--mode", "k3s", "--k3s-version", K3S, "--offline-lists", "--json", env=env)
     assert offline.returncode == 0, offline.stderr
@@ -120,7 +122,7 @@ def test_offline_lists_use_the_cache_and_never_fetch(host, env):
                                         "sha256": hashlib.sha256(K3S_LIST).hexdigest()}
     assert report["sources"]["rancher"]["origin"] == "built in"
     assert "docker.io/rancher/klipper-helm:v0.9.9-build1" in report["images"]
-    assert host.requests == [K3S_PATH]
+    assert host.requests == [K3S_PATH, KDM_PATH]
 
 
 def test_offline_without_a_cached_list_exits_2_naming_the_url(host, env):
@@ -183,7 +185,8 @@ def test_latest_asks_the_release_channel(host, env):
     result = run_mirror("lists", "--mode", "k3s", "--k3s-version", "latest", "--json", env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["versions"]["k3s"] == K3S
-    assert host.requests == ["/v1-release/channels/stable", K3S_PATH]
+    assert host.requests == ["/v1-release/channels/stable", K3S_PATH, KDM_PATH]  # no metadata there: no warning
+    assert "warning" not in result.stderr
 
     offline = run_mirror("lists", "--mode", "k3s", "--k3s-version", "latest", "--offline-lists", env=env)
     assert offline.returncode == 2
@@ -219,3 +222,94 @@ def test_pull_records_where_each_list_came_from_in_the_bundle(host, env, seeded_
     assert inspected["topology"]["sources"]["rancher"] == {
         "origin": "fetched", "url": host.url + path, "sha256": hashlib.sha256(body).hexdigest()}
     assert inspected["topology"]["versions"] == {"rancher": "v2.99.0"}
+
+
+RKE2 = "v1.99.2+rke2r1"
+RKE2_ARM64_PATH = "/rancher/rke2/releases/download/v1.99.2%2Brke2r1/rke2-images-all.linux-arm64.txt"
+RKE2_AMD64_PATH = "/rancher/rke2/releases/download/v1.99.2%2Brke2r1/rke2-images-all.linux-amd64.txt"
+
+
+def test_rke2_arm64_platform_takes_the_arm64_list_and_records_it(host, env):
+    host.serve(RKE2_ARM64_PATH, b"rancher/rke2-runtime:v1.99.2-rke2r1-arm64only\n")
+    host.serve(RKE2_AMD64_PATH, b"rancher/rke2-runtime:v1.99.2-rke2r1\n")
+    result = run_mirror("lists", "--mode", "rke2", "--rke2-version", RKE2, "--platform", "linux/arm64", "--json",
+                        env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"][0] == "docker.io/rancher/rke2-runtime:v1.99.2-rke2r1-arm64only"
+    assert report["sources"]["rke2"]["url"] == host.url + RKE2_ARM64_PATH
+    assert report["list_arch"] == "arm64"
+    assert RKE2_AMD64_PATH not in host.requests
+
+    both = run_mirror("lists", "--mode", "rke2", "--rke2-version", RKE2, "--platform", "linux/amd64,linux/arm64",
+                      "--json", env=env)  # a mixed cluster: the amd64 list, every image keeping both platforms
+    assert both.returncode == 0, both.stderr
+    assert json.loads(both.stdout)["list_arch"] == "amd64"
+    assert json.loads(both.stdout)["images"][0] == "docker.io/rancher/rke2-runtime:v1.99.2-rke2r1"
+
+
+def test_rke2_arm64_list_missing_upstream_exits_2_naming_the_url(host, env):
+    host.serve(RKE2_AMD64_PATH, b"rancher/rke2-runtime:v1.99.2-rke2r1\n")  # an old release: amd64 only
+    result = run_mirror("pull", "--mode", "rke2", "--rke2-version", RKE2, "--platform", "linux/arm64",
+                        "-o", "never.tar.zst", env=env)
+    assert result.returncode == 2
+    assert result.stderr == (f"mirror: error: --rke2-version {RKE2}: no such release upstream, or no linux/arm64 "
+                             f"list in it ({host.url + RKE2_ARM64_PATH} answered 404)\n")
+
+
+def test_the_built_in_rke2_list_is_amd64s_and_arm64_fetches_instead(host, env):
+    built_in = run_mirror("lists", "--mode", "rke2", "--json", env=env)
+    assert built_in.returncode == 0, built_in.stderr
+    assert json.loads(built_in.stdout)["sources"]["rke2"]["origin"] == "built in"
+    assert json.loads(built_in.stdout)["list_arch"] == "amd64"
+    arm64 = run_mirror("lists", "--mode", "rke2", "--platform", "linux/arm64", "--offline-lists", env=env)
+    assert arm64.returncode == 2
+    assert "rke2-images-all.linux-arm64.txt" in arm64.stderr
+
+
+def kdm_with_k3s_release(version: str, low: str, high: str) -> bytes:
+    return json.dumps({"K8sVersionRKESystemImages": {}, "k3s": {"releases": [
+        {"version": version, "minChannelServerVersion": low, "maxChannelServerVersion": high,
+         "serverArgs": {}}]}}).encode()
+
+
+def test_warns_when_rancher_does_not_support_the_k3s_version(host, env):
+    host.serve(K3S_PATH, K3S_LIST)
+    host.serve(KDM_PATH, kdm_with_k3s_release(K3S, "v2.8.0", "v2.9.99"))
+    result = run_mirror("lists", "--mode", "k3s", "--k3s-version", K3S, "--no-registry-image", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        f"mirror: warning: k3s {K3S} is not supported by Rancher v2.7.9: "
+        "Rancher's metadata supports it on Rancher v2.8.0 to v2.9.99"]
+    assert KDM_PATH in host.requests
+
+    offline = run_mirror("lists", "--mode", "k3s", "--k3s-version", K3S, "--offline-lists", env=env)
+    assert offline.returncode == 0, offline.stderr  # the metadata was cached with the list
+    assert "is not supported by Rancher v2.7.9" in offline.stderr
+    assert host.requests.count(KDM_PATH) == 1
+
+
+def test_no_warning_in_range_or_without_an_entry(host, env):
+    host.serve(K3S_PATH, K3S_LIST)
+    host.serve(KDM_PATH, kdm_with_k3s_release(K3S, "v2.7.0", "v2.7.99"))
+    in_range = run_mirror("lists", "--mode", "k3s", "--k3s-version", K3S, env=env)
+    assert in_range.returncode == 0, in_range.stderr
+    assert "warning" not in in_range.stderr
+    host.serve(KDM_PATH, kdm_with_k3s_release("v1.99.0+k3s1", "v2.8.0", "v2.9.99"))
+    other_entry = run_mirror("lists", "--mode", "k3s", "--k3s-version", K3S, env=env)
+    assert other_entry.returncode == 0, other_entry.stderr
+    assert "warning" not in other_entry.stderr
+
+
+def test_pull_records_the_arm64_rke2_list_in_the_bundle(host, env, seeded_source, tmp_path):
+    arm64 = next(i.source for i in seeded_source.corpus.images if "linux/arm64/v8" in i.platforms)
+    host.serve(RKE2_ARM64_PATH, f"{arm64}\n".encode())
+    host.serve("/rancher/rancher/releases/download/v2.99.0/rancher-images.txt", f"{arm64}\n".encode())
+    bundle = tmp_path / "bundle.tar.zst"
+    result = run_mirror("pull", "--mode", "rke2", "--rke2-version", RKE2, "--rancher-version", "v2.99.0",
+                        "--platform", "linux/arm64", "--no-registry-image", "--exclude", "cert-manager",
+                        *seeded_source.mirror_args, "-o", bundle, "-q", env=env)
+    assert result.returncode == 0, result.stderr
+    topology = json.loads(run_mirror("inspect", bundle, "--json").stdout)["topology"]
+    assert topology["list_arch"] == "arm64"
+    assert topology["sources"]["rke2"]["url"] == host.url + RKE2_ARM64_PATH

@@ -11,8 +11,8 @@ from .. import lists
 from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, JsonOption, K3sVersionOption,
-    KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption, RancherVersionOption,
-    Rke2VersionOption, handle_errors, note_fetched_lists, topology_versions,
+    KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption, PlatformOption,
+    RancherVersionOption, Rke2VersionOption, handle_errors, note_fetched_lists, parse_platforms, topology_versions,
 )
 from .render import emit_json
 
@@ -52,14 +52,15 @@ def lists_command(
     ca_file: Optional[Path] = CaFileOption,
     images_file: Optional[list[Path]] = ImagesFileOption,
     exclude: Optional[list[str]] = ExcludeOption,
+    platform: Optional[list[str]] = PlatformOption,
     json_report: bool = JsonOption,
 ) -> None:
     """Show topologies and versions; with --mode or --images-file, print the resolved image list."""
     versions = topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
                                  cert_manager_version)
-    from ..release_lists import ReleaseLists  # an HTTP client: imported by the commands that may fetch
+    from ..release_lists import ReleaseLists, list_arch  # an HTTP client: imported by the commands that may fetch
 
-    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file)
+    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(parse_platforms(platform or [])))
     if mode is None and not images_file:
         if any(versions.values()) or exclude:
             lists.resolve_images(None, versions=versions, exclude=exclude or [])  # names what is wrong
@@ -75,12 +76,15 @@ def lists_command(
     refs, topology = lists.resolve_images(mode, versions=versions, extra_files=images_file or [],
                                           exclude=exclude or [], include_registry_image=not no_registry_image,
                                           releases=releases)
+    note_fetched_lists(topology)
+    for warning in releases.support_warnings(topology):
+        typer.echo(warning, err=True)
     if json_report:
         emit_json({"mode": mode, "versions": topology.versions if topology else {},
+                   "list_arch": topology.list_arch if topology else None,
                    "sources": {c: vars(s) for c, s in topology.sources.items()} if topology else {},
                    "images": [str(r) for r in refs]})
         return
-    note_fetched_lists(topology)
     if topology:
         typer.echo(f"# mirror lists --mode {mode}: " + ", ".join(f"{c} {v}" for c, v in topology.versions.items()))
         for component, source in topology.sources.items():

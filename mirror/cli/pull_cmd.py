@@ -23,6 +23,7 @@ from ..units import human_size, parse_size
 from .render import emit_json, report_failures
 
 if TYPE_CHECKING:
+    from ..installer import PendingInstaller
     from ..transfer.pull import PullRequest
 
 
@@ -67,6 +68,10 @@ def pull_command(
              "mirror-bundle.json (repeatable; united). Writes a delta bundle leaving all of it out."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the image list and download size; fetch no blob."),
     force: bool = typer.Option(False, "--force", help="Replace a bundle already at -o."),
+    with_installer: bool = typer.Option(
+        False, "--with-installer",
+        help="Also write mirror's offline installer beside the bundle (NAME.mirror-installer.tar.gz and its "
+             ".sha256), made before any image is fetched."),
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -74,8 +79,10 @@ def pull_command(
     from ..lists import resolve_images  # imported here so other commands start faster
     from ..transfer.base import load_base
     from ..transfer.pull import PullRequest, pull
-    from ..release_lists import ReleaseLists
+    from ..release_lists import ReleaseLists, list_arch
 
+    platforms = parse_platforms(platform or [])
+    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
     refs, topology = resolve_images(
         mode,
         versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
@@ -84,9 +91,11 @@ def pull_command(
         extra_refs=images or [],
         exclude=exclude or [],
         include_registry_image=not no_registry_image,
-        releases=ReleaseLists(offline=offline_lists, ca_file=ca_file),
+        releases=releases,
     )
     note_fetched_lists(topology)
+    for warning in releases.support_warnings(topology):
+        typer.echo(warning, err=True)
     if not refs:
         raise UsageError("no images to pull: name images, --images-file or --mode")
     if output is None and not dry_run:
@@ -100,7 +109,7 @@ def pull_command(
         output=(output or Path("bundle.tar.zst")).absolute(),
         sources=sources,
         settings_for=settings_for,
-        platforms=parse_platforms(platform or []),
+        platforms=platforms,
         jobs=jobs,
         work_dir=work_dir,
         keep_going=keep_going,
@@ -114,23 +123,42 @@ def pull_command(
     if dry_run:
         _dry_run(request, progress, json_report)
         return
+    installer = _build_installer(request.output, quiet or json_report) if with_installer else None
     try:
         result = anyio.run(pull, request, progress)
+        made = installer.publish() if installer and result.bundle else None
     except ImagesFailed as failed:
         if json_report:  # a script still gets its report: no bundle, and why
             emit_json({"bundle": None, "failures": failed.failures, "exit_code": int(failed.exit_code)})
         raise
+    finally:
+        if installer:
+            installer.discard()
     if json_report:
-        emit_json(result.to_json())
+        emit_json({**result.to_json(), **({"installer": {"path": str(made.path), "sha256": made.sha256}}
+                                          if made else {})})
     elif result.bundle:
         typer.echo(f"wrote {result.kind} bundle {result.bundle.path} ({human_size(result.bundle.size)}, "
                    f"{len(result.images)} images, {human_size(result.total_blob_bytes)} of content; "
                    f"downloaded {human_size(result.downloaded_bytes)}, reused {human_size(result.reused_bytes)})")
         for part in result.bundle.parts if len(result.bundle.parts) > 1 else []:
             typer.echo(f"  part {part}")
+        if made:
+            typer.echo(f"wrote offline installer {made.describe()}")
     if result.failures:
         report_failures(result.failures)
         raise typer.Exit(int(result.exit_code))
+
+
+def _build_installer(output: Path, quiet: bool) -> PendingInstaller:
+    """mirror's offline installer for beside ``output``, built before anything is fetched."""
+    from ..installer import PendingInstaller, installer_beside
+
+    def log(line: str) -> None:
+        if not quiet:
+            typer.echo(f"mirror: offline installer: {line}", err=True)
+
+    return PendingInstaller(installer_beside(output), log=log)
 
 
 def _check_output(output: Path, force: bool) -> None:

@@ -37,13 +37,20 @@ else
   [ -n "$python" ] || die "no Python this installer carries wheels for on $arch (carried: $(paste -sd, "$here/targets")); name one with --python"
 fi
 
-venv=$prefix/lib/mirror
-pip_wheel=$(ls "$here"/wheels/pip-*.whl)
 mkdir -p "$prefix/bin" "$prefix/lib"
+prefix=$(cd "$prefix" && pwd)
+venv=$prefix/lib/mirror
+case "$here/" in "$venv/"*) die "copy the installer kept in $venv out of it first: installing replaces $venv" ;; esac
+pip_wheel=$(ls "$here"/wheels/pip-*.whl)
 # --without-pip: Debian's python3 lacks ensurepip unless python3-venv is installed;
 # pip runs from its wheel instead, and no pip config on this host may add an index.
 "$python" -m venv --clear --without-pip "$venv"
 PIP_CONFIG_FILE=/dev/null "$venv/bin/python" "$pip_wheel/pip" install --quiet --no-index --no-cache-dir \
   --disable-pip-version-check --find-links "$here/wheels" mirror
+# The archive's contents stay with the install: `mirror pull --with-installer` here makes this
+# installer again with no network (mirror/installer.py reads them there).
+kept=$venv/share/mirror/installer
+mkdir -p "$kept"
+cp -R "$here/wheels" "$here/targets" "$here/install.sh" "$kept/"
 ln -sfn "$venv/bin/mirror" "$prefix/bin/mirror"
 echo "installed $("$prefix/bin/mirror" --version) in $venv; run $prefix/bin/mirror"
