@@ -503,3 +503,89 @@ def test_kill_9_mid_run_leaves_no_tag_on_an_incomplete_image_and_a_rerun_finishe
     assert again.returncode == 0, again.stderr
     assert tags_pointing_at_incomplete_images(registry) == []
     assert all(digest_at(registry.url, repository_of(i.source), i.tag) == i.digest for i in seeded_source.corpus.images)
+
+
+def test_a_config_to_bundle_selects_by_its_rules_and_carries_only_what_the_bastion_lacks(
+        seeded_source, upstream, registry, tmp_path):
+    """The air-gap shape from a config: entries' tag rules choose, the bastion's inventory subtracts."""
+    from mirror.bundle.reader import BundleReader
+
+    tag_as(upstream, "rancher/fleet", "v0.3.10", "v0.3.8", "v0.3.9", "v0.4.0", "latest")
+    tag_as(upstream, "rancher/mirrored-pause", "3.6", "3.5", "3.6-rc1", "latest")
+    mirror_args = ["--source-mirror", f"docker.io=http://{upstream.host}"]
+    bastion, _ = sync("docker.io/rancher/fleet:v0.3.9", "docker.io/rancher/fleet:v0.3.10", "--to", registry.host,
+                      "--to-plain-http", *mirror_args)
+    assert bastion.returncode == 0, bastion.stderr
+    old = digest_at(registry.url, "rancher/fleet", "v0.3.10")
+    have = tmp_path / "have.json"
+    assert run_mirror("inventory", "--registry", registry.host, "--plain-http", "-o", have).returncode == 0
+    new = retag(upstream, "rancher/fleet", "v0.3.10")
+    config = write_config(tmp_path / "sync.yaml", f"""
+sources:
+  - registry: docker.io
+    mirror: http://{upstream.host}
+images:
+  - repository: docker.io/rancher/fleet
+    semver: ">=0.3.0 <0.4.0"
+    keep_latest: 2
+  - repository: docker.io/rancher/mirrored-pause
+    allow: ['^3\\.']
+    deny: ['-rc']
+""")
+    out = tmp_path / "outbox"
+    out.mkdir()
+    result, report = sync_config(config, "--to-bundle", out, "--base", have)
+    assert result.returncode == 0, result.stderr
+    assert actions(report) == {"docker.io/rancher/fleet:v0.3.9": "unchanged",
+                               "docker.io/rancher/fleet:v0.3.10": "updated",
+                               "docker.io/rancher/mirrored-pause:3.5": "copied",
+                               "docker.io/rancher/mirrored-pause:3.6": "copied"}
+    fleet = next(i for i in report["images"] if i["source"] == "docker.io/rancher/fleet:v0.3.10")
+    assert (fleet["old_digest"], fleet["new_digest"]) == (old, new)
+    assert fleet["target"] == f"{registry.host}/rancher/fleet:v0.3.10"  # where the bastion's push puts it
+    (bundle,) = out.glob("mirror-*.tar.zst")
+    assert report["bundle"]["path"] == str(bundle) and report["bundle"]["base"] == [json.loads(have.read_text())["id"]]
+    with BundleReader(bundle) as reader:
+        manifest = reader.manifest
+    assert manifest.kind == "delta"
+    assert {i.source for i in manifest.images} == set(actions(report))  # exactly the selected tags
+    pause = seeded_source.corpus.image("docker.io/rancher/mirrored-pause:3.6")
+    assert set(manifest.stored_blobs) == {new, pause.digest, *pause.manifest_digests.values(), *pause.blob_digests}
+    assert not set(manifest.stored_blobs) & set(json.loads(have.read_text())["digests"])
+    assert run_mirror("verify", bundle).returncode == 0
+
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q")
+    assert pushed.returncode == 0, pushed.stderr
+    assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == new
+    assert digest_at(registry.url, "rancher/mirrored-pause", "3.5") == pause.digest
+
+    # the next night, from the config's own bundle target, against the inventory taken after the push
+    after = tmp_path / "after.json"
+    assert run_mirror("inventory", "--registry", registry.host, "--plain-http", "-o", after).returncode == 0
+    config.write_text(config.read_text() + "target:\n  bundle: outbox\n  base: [have.json, after.json]\n")
+    written = sorted(out.iterdir())  # the bundle and its .sha256
+    again, report = sync_config(config)
+    assert again.returncode == 0, again.stderr
+    assert set(actions(report).values()) == {"unchanged"} and report["bundle"]["path"] is None
+    assert sorted(out.iterdir()) == written  # nothing written, no work dir left
+
+
+@pytest.mark.parametrize("target, line, key", [
+    ("  bundle: nowhere\n  base: [have.json]\n", 2, "bundle"),
+    ("  bundle: .\n  base: [missing.json]\n", 3, "base"),
+    ("  bundle: .\n", 2, "bundle"),
+    ("  bundle: .\n  base: [have.json]\n  plain_http: true\n", 4, "plain_http"),
+    ("  registry: 127.0.0.1:1\n  base: [have.json]\n", 3, "base"),
+    ("  bundle: .\n  base: [have.json]\n  name: ../x\n", 4, "name"),
+    ("  bundle: .\n  base: [have.json]\nimages:\n  - image: docker.io/rancher/fleet:v1\n    on_retag: backup\n",
+     6, "on_retag"),
+])
+def test_a_bad_bundle_target_exits_2_naming_file_line_and_key(tmp_path, state_home, target, line, key):
+    (tmp_path / "have.json").write_text("{}")
+    text = "target:\n" + target
+    if "images:" not in text:
+        text += "images:\n  - image: docker.io/rancher/fleet:v1\n"
+    config = write_config(tmp_path / "sync.yaml", text)
+    result, _ = sync_config(config)
+    assert result.returncode == 2
+    assert f"{config}:{line}: {key}:" in result.stderr, result.stderr
