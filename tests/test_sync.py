@@ -407,7 +407,8 @@ images:
     for line in ("OnCalendar=*-*-* 02:15", "Persistent=true", "RandomizedDelaySec=15min", "SuccessExitStatus=6 7"):
         assert line in units.stdout
 
-    cron = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1")
+    cron = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1",
+                      "--schedule", "15 2 * * *")
     assert cron.returncode == 0, cron.stderr
     document = yaml.safe_load(cron.stdout)
     assert document["kind"] == "CronJob" and document["spec"]["concurrencyPolicy"] == "Forbid"
@@ -589,3 +590,79 @@ def test_a_bad_bundle_target_exits_2_naming_file_line_and_key(tmp_path, state_ho
     result, _ = sync_config(config)
     assert result.returncode == 2
     assert f"{config}:{line}: {key}:" in result.stderr, result.stderr
+
+
+def next_times_systemd(expressions: list[str], base: str, count: int) -> list[str]:
+    """The first ``count`` times after ``base`` at which a timer with these OnCalendar= lines fires."""
+    import re
+    import shutil
+
+    assert shutil.which("systemd-analyze"), "systemd-analyze is part of the test bed (systemd)"
+    times: set[str] = set()
+    for expression in expressions:
+        shown = subprocess.run(["systemd-analyze", "calendar", f"--iterations={count}", f"--base-time={base}",
+                                expression], capture_output=True, text=True, env={**os.environ, "TZ": "UTC"})
+        assert shown.returncode == 0, shown.stderr  # systemd accepts the expression
+        times |= set(re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", shown.stdout))
+    return sorted(times)[:count]
+
+
+def next_times_cron(schedule: str, base: str, count: int) -> list[str]:
+    from datetime import datetime
+
+    from mirror.model.cron import CronSchedule
+
+    cron, moment, times = CronSchedule.parse(schedule), datetime.fromisoformat(base), []
+    for _ in range(count):
+        moment = cron.next_after(moment)
+        times.append(moment.strftime("%Y-%m-%d %H:%M:%S"))
+    return times
+
+
+def timer_of(config) -> tuple[list[str], str]:
+    units = run_mirror("sync", "print-systemd", "-c", config)
+    assert units.returncode == 0, units.stderr
+    timer = units.stdout.split("[Timer]")[1].split("[Install]")[0]
+    assert "Persistent=true" in timer and "RandomizedDelaySec=15min" in timer
+    return [line.split("=", 1)[1] for line in timer.splitlines() if line.startswith("OnCalendar=")], timer
+
+
+@pytest.mark.parametrize("key, value, cron, expected", [
+    ("schedule", "*/15 2-4 * * 1-5", "*/15 2-4 * * 1-5", ["Mon..Fri *-*-* 02..04:00/15:00"]),
+    ("schedule", "0 0 1,15 * 0", "0 0 1,15 * 0", ["*-*-01,15 00:00:00", "Sun *-*-* 00:00:00"]),  # cron: either day
+    ("schedule", "5 */3 1-10 2,4,6 *", "5 */3 1-10 2,4,6 *", None),
+    ("schedule", "0,1,2,10,20,30 23 * * 6,0", "0,1,2,10,20,30 23 * * 6,0", None),
+    ("interval", "6h", "0 */6 * * *", ["*-*-* 00/6:00:00"]),
+    ("interval", "15m", "*/15 * * * *", None),
+])
+def test_print_systemd_and_cronjob_run_on_the_config_schedule(tmp_path, key, value, cron, expected):
+    """The timer's OnCalendar= fires at exactly the cron schedule's times (as systemd itself computes them)."""
+    import yaml
+
+    config = write_config(tmp_path / "sync.yaml", f"target: {{registry: reg.dmz.corp:5000}}\n{key}: '{value}'\n"
+                                                  "images:\n  - image: docker.io/rancher/fleet:v1\n")
+    expressions, _ = timer_of(config)
+    if expected is not None:
+        assert expressions == expected
+    for base in ("2026-02-27 22:50:00", "2028-02-28 23:59:00", "2026-12-31 01:00:00"):
+        assert next_times_systemd(expressions, base, 40) == next_times_cron(cron, base, 40)
+
+    job = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1")
+    assert job.returncode == 0, job.stderr
+    assert yaml.safe_load(job.stdout)["spec"]["schedule"] == cron
+
+
+def test_an_interval_no_calendar_can_hold_is_counted_by_systemd_and_refused_for_a_cronjob(tmp_path):
+    config = write_config(tmp_path / "sync.yaml", "target: {registry: reg.dmz.corp:5000}\ninterval: 90m\n"
+                                                  "images:\n  - image: docker.io/rancher/fleet:v1\n")
+    expressions, timer = timer_of(config)
+    assert expressions == [] and "OnUnitActiveSec=5400s" in timer and "OnBootSec=" in timer
+    job = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1")
+    assert job.returncode == 2 and f"{config}:2: interval:" in job.stderr
+    given = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1",
+                       "--schedule", "0 3 * * *")
+    assert given.returncode == 0 and '"0 3 * * *"' in given.stdout
+
+    config.write_text(config.read_text().replace("interval: 90m\n", ""))
+    unscheduled = run_mirror("sync", "print-systemd", "-c", config)
+    assert unscheduled.returncode == 2 and "no schedule" in unscheduled.stderr

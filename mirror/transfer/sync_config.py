@@ -51,6 +51,11 @@ class SyncJob:
     interval: float | None = None  # seconds between the starts of two runs of ``mirror sync serve``
     schedule: CronSchedule | None = None  # or the times ``mirror sync serve`` starts a run at
     env_names: list[str] = field(default_factory=list)  # environment variables its passwords come from
+    lines: dict[str, int] = field(default_factory=dict)  # top-level key -> its line, for errors found later
+
+    def at(self, key: str) -> str:
+        """``file:line: key:`` of a top-level key, for a mistake found after reading (exit 2 lines)."""
+        return f"{self.path}:{self.lines[key]}: {key}:" if key in self.lines else f"{self.path}: {key}:"
 
 
 def parse_interval(text: str) -> float:
@@ -246,7 +251,7 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
                           selections=selections)
-    return SyncJob(path, request, bundle, interval, schedule, reader.env_names)
+    return SyncJob(path, request, bundle, interval, schedule, reader.env_names, dict(top.lines))
 
 
 def _target(reader: _Reader, mapping: _Mapping, jobs: int, read_secrets: bool) -> Target:
