@@ -535,9 +535,12 @@ images:
 """)
     out = tmp_path / "outbox"
     out.mkdir()
+    dry, planned = sync_config(config, "--to-bundle", out, "--base", have, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert not list(out.iterdir())
     result, report = sync_config(config, "--to-bundle", out, "--base", have)
     assert result.returncode == 0, result.stderr
-    assert actions(report) == {"docker.io/rancher/fleet:v0.3.9": "unchanged",
+    assert actions(planned) == actions(report) == {"docker.io/rancher/fleet:v0.3.9": "unchanged",
                                "docker.io/rancher/fleet:v0.3.10": "updated",
                                "docker.io/rancher/mirrored-pause:3.5": "copied",
                                "docker.io/rancher/mirrored-pause:3.6": "copied"}
