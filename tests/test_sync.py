@@ -474,25 +474,26 @@ def test_to_bundle_needs_a_base_and_no_registry_target(tmp_path, state_home):
     assert result.returncode == 2 and "--to-bundle goes with --base" in result.stderr
 
 
+class KillsTheRun(FaultProxy):
+    """SIGKILLs the sync process as the third blob commit reaches the target, as a crash would."""
+
+    victim: subprocess.Popen | None = None
+    commits = 0
+
+    def _record(self, seen):
+        super()._record(seen)
+        if seen.method == "PUT" and "digest=" in seen.path:
+            self.commits += 1
+            if self.commits == 3 and self.victim is not None:
+                self.victim.kill()
+
+
 def test_kill_9_mid_run_leaves_no_tag_on_an_incomplete_image_and_a_rerun_finishes(
         seeded_source, registry, state_home):
     from test_push import tags_pointing_at_incomplete_images
 
     images = [i.source for i in seeded_source.corpus.images]
     command = [sys.executable, "-m", "mirror", "sync", "run", *images, *seeded_source.mirror_args, "-q"]
-
-    class KillsTheRun(FaultProxy):
-        """SIGKILLs the sync process as the third blob commit reaches the target, as a crash would."""
-
-        victim: subprocess.Popen | None = None
-        commits = 0
-
-        def _record(self, seen):
-            super()._record(seen)
-            if seen.method == "PUT" and "digest=" in seen.path:
-                self.commits += 1
-                if self.commits == 3 and self.victim is not None:
-                    self.victim.kill()
 
     with KillsTheRun(registry.host) as proxy:
         proxy.victim = subprocess.Popen([*command, "--to", proxy.host, "--to-plain-http"], cwd=ROOT,
@@ -669,3 +670,74 @@ def test_an_interval_no_calendar_can_hold_is_counted_by_systemd_and_refused_for_
     config.write_text(config.read_text().replace("interval: 90m\n", ""))
     unscheduled = run_mirror("sync", "print-systemd", "-c", config)
     assert unscheduled.returncode == 2 and "no schedule" in unscheduled.stderr
+
+
+def test_serve_killed_mid_run_restarts_takes_its_lock_over_and_its_first_run_finishes_the_job(
+        seeded_source, registry, state_home, tmp_path):
+    """Serve keeps only its reports between runs; the kernel drops a dead serve's lock."""
+    import signal
+    import time
+
+    from test_push import tags_pointing_at_incomplete_images
+
+    images = seeded_source.corpus.images
+    sources = "".join(f"  - {{registry: {pair.split('=')[0]}, mirror: '{pair.split('=')[1]}'}}\n"
+                      for pair in seeded_source.mirror_args[1::2])
+    reports = tmp_path / "reports"
+    with KillsTheRun(registry.host) as proxy:
+        config = write_config(tmp_path / "sync.yaml", f"target: {{registry: {proxy.host}, plain_http: true}}\n"
+                                                      f"interval: 1h\nsources:\n{sources}images:\n"
+                              + "".join(f"  - image: {image.source}\n" for image in images))
+        command = [sys.executable, "-m", "mirror", "sync", "serve", "-c", str(config), "--report-dir", str(reports)]
+        proxy.victim = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+        proxy.victim.wait(timeout=300)
+        assert proxy.victim.returncode == -9  # killed mid-run
+        assert not list(reports.glob("sync-*.json"))
+        proxy.victim = None
+        server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 300  # a bound on a hang, not a timing assertion
+            while not list(reports.glob("sync-*.json")) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            server.send_signal(signal.SIGTERM)
+            _, log = server.communicate(timeout=120)
+        finally:
+            server.kill()
+    assert server.returncode == 0, log
+    (report,) = [json.loads(p.read_text()) for p in reports.glob("sync-*.json")]
+    assert report["result"] == "ok" and set(actions(report).values()) <= {"copied", "unchanged"}
+    assert tags_pointing_at_incomplete_images(registry) == []
+    assert all(digest_at(registry.url, repository_of(i.source), i.tag) == i.digest for i in images)
+
+
+def test_serve_on_a_schedule_runs_at_once_when_a_time_passed_while_it_was_down(
+        seeded_source, registry, state_home, tmp_path):
+    """As systemd's Persistent=true: the last kept report says when the job last ran."""
+    import signal
+    import time
+
+    mirror = seeded_source.mirror_args[1].split("=", 1)[1]
+    config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: '{mirror}'}}
+schedule: '0 0 1 1 *'
+images:
+  - image: docker.io/rancher/mirrored-pause:3.6
+""")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "sync-2024-01-01T000000Z-0000aaaa.json").write_text('{"started": "2024-01-01T00:00:00Z"}')
+    server = subprocess.Popen([sys.executable, "-m", "mirror", "sync", "serve", "-c", str(config),
+                               "--report-dir", str(reports)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120  # a bound on a hang, not a timing assertion
+        while len(list(reports.glob("sync-*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=120)
+    finally:
+        server.kill()
+    assert server.returncode == 0, log
+    newest = json.loads(sorted(reports.glob("sync-*.json"))[-1].read_text())
+    assert actions(newest) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}

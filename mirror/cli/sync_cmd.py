@@ -31,6 +31,7 @@ from .render import REPORT_SCHEMA, emit_json, report_failures
 
 if TYPE_CHECKING:
     from ..lists import Topology
+    from ..model.cron import CronSchedule
     from ..model.reference import Reference
     from ..runlock import RunLock
     from ..transfer.sync import SyncRequest, SyncResult
@@ -232,6 +233,20 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None
         raise typer.Exit(int(result.exit_code))
 
 
+def _missed(cron: "CronSchedule", reports: Path) -> bool:
+    """A scheduled time passed since the last kept run started (serve was down): run at once, as
+    systemd's Persistent=true does. No report yet: nothing was missed."""
+    from datetime import datetime
+
+    kept = sorted(reports.glob("sync-*.json"))
+    try:
+        started = json.loads(kept[-1].read_text())["started"] if kept else None
+        last = datetime.fromisoformat(started.replace("Z", "+00:00")).astimezone() if started else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a damaged report: as if none
+        return False
+    return last is not None and cron.next_after(last) <= datetime.now().astimezone()
+
+
 def write_report(path: Path, document: dict) -> None:
     """All or nothing: a half-written report is never left for a script to read."""
     partial = path.with_name(f".{path.name}.partial")
@@ -297,7 +312,7 @@ def serve_command(
         now = datetime.now().astimezone()  # cron times are the host's local time
         return (cron.next_after(now) - now).total_seconds()
 
-    if cron is not None:
+    if cron is not None and not _missed(cron, reports):
         stop.wait(wait_after(0.0))  # a schedule's first run is at its first time, not now
     while not stop.is_set():
         started = time.monotonic()
