@@ -407,7 +407,8 @@ images:
     for line in ("OnCalendar=*-*-* 02:15", "Persistent=true", "RandomizedDelaySec=15min", "SuccessExitStatus=6 7"):
         assert line in units.stdout
 
-    cron = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1")
+    cron = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1",
+                      "--schedule", "15 2 * * *")
     assert cron.returncode == 0, cron.stderr
     document = yaml.safe_load(cron.stdout)
     assert document["kind"] == "CronJob" and document["spec"]["concurrencyPolicy"] == "Forbid"
@@ -473,25 +474,26 @@ def test_to_bundle_needs_a_base_and_no_registry_target(tmp_path, state_home):
     assert result.returncode == 2 and "--to-bundle goes with --base" in result.stderr
 
 
+class KillsTheRun(FaultProxy):
+    """SIGKILLs the sync process as the third blob commit reaches the target, as a crash would."""
+
+    victim: subprocess.Popen | None = None
+    commits = 0
+
+    def _record(self, seen):
+        super()._record(seen)
+        if seen.method == "PUT" and "digest=" in seen.path:
+            self.commits += 1
+            if self.commits == 3 and self.victim is not None:
+                self.victim.kill()
+
+
 def test_kill_9_mid_run_leaves_no_tag_on_an_incomplete_image_and_a_rerun_finishes(
         seeded_source, registry, state_home):
     from test_push import tags_pointing_at_incomplete_images
 
     images = [i.source for i in seeded_source.corpus.images]
     command = [sys.executable, "-m", "mirror", "sync", "run", *images, *seeded_source.mirror_args, "-q"]
-
-    class KillsTheRun(FaultProxy):
-        """SIGKILLs the sync process as the third blob commit reaches the target, as a crash would."""
-
-        victim: subprocess.Popen | None = None
-        commits = 0
-
-        def _record(self, seen):
-            super()._record(seen)
-            if seen.method == "PUT" and "digest=" in seen.path:
-                self.commits += 1
-                if self.commits == 3 and self.victim is not None:
-                    self.victim.kill()
 
     with KillsTheRun(registry.host) as proxy:
         proxy.victim = subprocess.Popen([*command, "--to", proxy.host, "--to-plain-http"], cwd=ROOT,
@@ -503,3 +505,239 @@ def test_kill_9_mid_run_leaves_no_tag_on_an_incomplete_image_and_a_rerun_finishe
     assert again.returncode == 0, again.stderr
     assert tags_pointing_at_incomplete_images(registry) == []
     assert all(digest_at(registry.url, repository_of(i.source), i.tag) == i.digest for i in seeded_source.corpus.images)
+
+
+def test_a_config_to_bundle_selects_by_its_rules_and_carries_only_what_the_bastion_lacks(
+        seeded_source, upstream, registry, tmp_path):
+    """The air-gap shape from a config: entries' tag rules choose, the bastion's inventory subtracts."""
+    from mirror.bundle.reader import BundleReader
+
+    tag_as(upstream, "rancher/fleet", "v0.3.10", "v0.3.8", "v0.3.9", "v0.4.0", "latest")
+    tag_as(upstream, "rancher/mirrored-pause", "3.6", "3.5", "3.6-rc1", "latest")
+    mirror_args = ["--source-mirror", f"docker.io=http://{upstream.host}"]
+    bastion, _ = sync("docker.io/rancher/fleet:v0.3.9", "docker.io/rancher/fleet:v0.3.10", "--to", registry.host,
+                      "--to-plain-http", *mirror_args)
+    assert bastion.returncode == 0, bastion.stderr
+    old = digest_at(registry.url, "rancher/fleet", "v0.3.10")
+    have = tmp_path / "have.json"
+    assert run_mirror("inventory", "--registry", registry.host, "--plain-http", "-o", have).returncode == 0
+    new = retag(upstream, "rancher/fleet", "v0.3.10")
+    config = write_config(tmp_path / "sync.yaml", f"""
+sources:
+  - registry: docker.io
+    mirror: http://{upstream.host}
+images:
+  - repository: docker.io/rancher/fleet
+    semver: ">=0.3.0 <0.4.0"
+    keep_latest: 2
+  - repository: docker.io/rancher/mirrored-pause
+    allow: ['^3\\.']
+    deny: ['-rc']
+""")
+    out = tmp_path / "outbox"
+    out.mkdir()
+    dry, planned = sync_config(config, "--to-bundle", out, "--base", have, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert not list(out.iterdir())
+    result, report = sync_config(config, "--to-bundle", out, "--base", have)
+    assert result.returncode == 0, result.stderr
+    assert actions(planned) == actions(report) == {"docker.io/rancher/fleet:v0.3.9": "unchanged",
+                               "docker.io/rancher/fleet:v0.3.10": "updated",
+                               "docker.io/rancher/mirrored-pause:3.5": "copied",
+                               "docker.io/rancher/mirrored-pause:3.6": "copied"}
+    fleet = next(i for i in report["images"] if i["source"] == "docker.io/rancher/fleet:v0.3.10")
+    assert (fleet["old_digest"], fleet["new_digest"]) == (old, new)
+    assert fleet["target"] == f"{registry.host}/rancher/fleet:v0.3.10"  # where the bastion's push puts it
+    (bundle,) = out.glob("mirror-*.tar.zst")
+    assert report["bundle"]["path"] == str(bundle) and report["bundle"]["base"] == [json.loads(have.read_text())["id"]]
+    with BundleReader(bundle) as reader:
+        manifest = reader.manifest
+    assert manifest.kind == "delta"
+    assert {i.source for i in manifest.images} == set(actions(report))  # exactly the selected tags
+    pause = seeded_source.corpus.image("docker.io/rancher/mirrored-pause:3.6")
+    assert set(manifest.stored_blobs) == {new, pause.digest, *pause.manifest_digests.values(), *pause.blob_digests}
+    assert not set(manifest.stored_blobs) & set(json.loads(have.read_text())["digests"])
+    assert run_mirror("verify", bundle).returncode == 0
+
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q")
+    assert pushed.returncode == 0, pushed.stderr
+    assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == new
+    assert digest_at(registry.url, "rancher/mirrored-pause", "3.5") == pause.digest
+
+    # the next night, from the config's own bundle target, against the inventory taken after the push
+    after = tmp_path / "after.json"
+    assert run_mirror("inventory", "--registry", registry.host, "--plain-http", "-o", after).returncode == 0
+    config.write_text(config.read_text() + "target:\n  bundle: outbox\n  base: [have.json, after.json]\n")
+    written = sorted(out.iterdir())  # the bundle and its .sha256
+    again, report = sync_config(config)
+    assert again.returncode == 0, again.stderr
+    assert set(actions(report).values()) == {"unchanged"} and report["bundle"]["path"] is None
+    assert sorted(out.iterdir()) == written  # nothing written, no work dir left
+
+
+@pytest.mark.parametrize("target, line, key", [
+    ("  bundle: nowhere\n  base: [have.json]\n", 2, "bundle"),
+    ("  bundle: .\n  base: [missing.json]\n", 3, "base"),
+    ("  bundle: .\n", 2, "bundle"),
+    ("  bundle: .\n  base: [have.json]\n  plain_http: true\n", 4, "plain_http"),
+    ("  registry: 127.0.0.1:1\n  base: [have.json]\n", 3, "base"),
+    ("  bundle: .\n  base: [have.json]\n  name: ../x\n", 4, "name"),
+    ("  bundle: .\n  base: [have.json]\nimages:\n  - image: docker.io/rancher/fleet:v1\n    on_retag: backup\n",
+     6, "on_retag"),
+])
+def test_a_bad_bundle_target_exits_2_naming_file_line_and_key(tmp_path, state_home, target, line, key):
+    (tmp_path / "have.json").write_text("{}")
+    text = "target:\n" + target
+    if "images:" not in text:
+        text += "images:\n  - image: docker.io/rancher/fleet:v1\n"
+    config = write_config(tmp_path / "sync.yaml", text)
+    result, _ = sync_config(config)
+    assert result.returncode == 2
+    assert f"{config}:{line}: {key}:" in result.stderr, result.stderr
+
+
+def next_times_systemd(expressions: list[str], base: str, count: int) -> list[str]:
+    """The first ``count`` times after ``base`` at which a timer with these OnCalendar= lines fires."""
+    import re
+    import shutil
+
+    assert shutil.which("systemd-analyze"), "systemd-analyze is part of the test bed (systemd)"
+    times: set[str] = set()
+    for expression in expressions:
+        shown = subprocess.run(["systemd-analyze", "calendar", f"--iterations={count}", f"--base-time={base}",
+                                expression], capture_output=True, text=True, env={**os.environ, "TZ": "UTC"})
+        assert shown.returncode == 0, shown.stderr  # systemd accepts the expression
+        times |= set(re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", shown.stdout))
+    return sorted(times)[:count]
+
+
+def next_times_cron(schedule: str, base: str, count: int) -> list[str]:
+    from datetime import datetime
+
+    from mirror.model.cron import CronSchedule
+
+    cron, moment, times = CronSchedule.parse(schedule), datetime.fromisoformat(base), []
+    for _ in range(count):
+        moment = cron.next_after(moment)
+        times.append(moment.strftime("%Y-%m-%d %H:%M:%S"))
+    return times
+
+
+def timer_of(config) -> tuple[list[str], str]:
+    units = run_mirror("sync", "print-systemd", "-c", config)
+    assert units.returncode == 0, units.stderr
+    timer = units.stdout.split("[Timer]")[1].split("[Install]")[0]
+    assert "Persistent=true" in timer and "RandomizedDelaySec=15min" in timer
+    return [line.split("=", 1)[1] for line in timer.splitlines() if line.startswith("OnCalendar=")], timer
+
+
+@pytest.mark.parametrize("key, value, cron, expected", [
+    ("schedule", "*/15 2-4 * * 1-5", "*/15 2-4 * * 1-5", ["Mon..Fri *-*-* 02..04:00/15:00"]),
+    ("schedule", "0 0 1,15 * 0", "0 0 1,15 * 0", ["*-*-01,15 00:00:00", "Sun *-*-* 00:00:00"]),  # cron: either day
+    ("schedule", "5 */3 1-10 2,4,6 *", "5 */3 1-10 2,4,6 *", None),
+    ("schedule", "0,1,2,10,20,30 23 * * 6,0", "0,1,2,10,20,30 23 * * 6,0", None),
+    ("interval", "6h", "0 */6 * * *", ["*-*-* 00/6:00:00"]),
+    ("interval", "15m", "*/15 * * * *", None),
+])
+def test_print_systemd_and_cronjob_run_on_the_config_schedule(tmp_path, key, value, cron, expected):
+    """The timer's OnCalendar= fires at exactly the cron schedule's times (as systemd itself computes them)."""
+    import yaml
+
+    config = write_config(tmp_path / "sync.yaml", f"target: {{registry: reg.dmz.corp:5000}}\n{key}: '{value}'\n"
+                                                  "images:\n  - image: docker.io/rancher/fleet:v1\n")
+    expressions, _ = timer_of(config)
+    if expected is not None:
+        assert expressions == expected
+    for base in ("2026-02-27 22:50:00", "2028-02-28 23:59:00", "2026-12-31 01:00:00"):
+        assert next_times_systemd(expressions, base, 40) == next_times_cron(cron, base, 40)
+
+    job = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1")
+    assert job.returncode == 0, job.stderr
+    assert yaml.safe_load(job.stdout)["spec"]["schedule"] == cron
+
+
+def test_an_interval_no_calendar_can_hold_is_counted_by_systemd_and_refused_for_a_cronjob(tmp_path):
+    config = write_config(tmp_path / "sync.yaml", "target: {registry: reg.dmz.corp:5000}\ninterval: 90m\n"
+                                                  "images:\n  - image: docker.io/rancher/fleet:v1\n")
+    expressions, timer = timer_of(config)
+    assert expressions == [] and "OnUnitActiveSec=5400s" in timer and "OnBootSec=" in timer
+    job = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1")
+    assert job.returncode == 2 and f"{config}:2: interval:" in job.stderr
+    given = run_mirror("sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1",
+                       "--schedule", "0 3 * * *")
+    assert given.returncode == 0 and '"0 3 * * *"' in given.stdout
+
+    config.write_text(config.read_text().replace("interval: 90m\n", ""))
+    unscheduled = run_mirror("sync", "print-systemd", "-c", config)
+    assert unscheduled.returncode == 2 and "no schedule" in unscheduled.stderr
+
+
+def test_serve_killed_mid_run_restarts_takes_its_lock_over_and_its_first_run_finishes_the_job(
+        seeded_source, registry, state_home, tmp_path):
+    """Serve keeps only its reports between runs; the kernel drops a dead serve's lock."""
+    import signal
+    import time
+
+    from test_push import tags_pointing_at_incomplete_images
+
+    images = seeded_source.corpus.images
+    sources = "".join(f"  - {{registry: {pair.split('=')[0]}, mirror: '{pair.split('=')[1]}'}}\n"
+                      for pair in seeded_source.mirror_args[1::2])
+    reports = tmp_path / "reports"
+    with KillsTheRun(registry.host) as proxy:
+        config = write_config(tmp_path / "sync.yaml", f"target: {{registry: {proxy.host}, plain_http: true}}\n"
+                                                      f"interval: 1h\nsources:\n{sources}images:\n"
+                              + "".join(f"  - image: {image.source}\n" for image in images))
+        command = [sys.executable, "-m", "mirror", "sync", "serve", "-c", str(config), "--report-dir", str(reports)]
+        proxy.victim = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+        proxy.victim.wait(timeout=300)
+        assert proxy.victim.returncode == -9  # killed mid-run
+        assert not list(reports.glob("sync-*.json"))
+        proxy.victim = None
+        server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 300  # a bound on a hang, not a timing assertion
+            while not list(reports.glob("sync-*.json")) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            server.send_signal(signal.SIGTERM)
+            _, log = server.communicate(timeout=120)
+        finally:
+            server.kill()
+    assert server.returncode == 0, log
+    (report,) = [json.loads(p.read_text()) for p in reports.glob("sync-*.json")]
+    assert report["result"] == "ok" and set(actions(report).values()) <= {"copied", "unchanged"}
+    assert tags_pointing_at_incomplete_images(registry) == []
+    assert all(digest_at(registry.url, repository_of(i.source), i.tag) == i.digest for i in images)
+
+
+def test_serve_on_a_schedule_runs_at_once_when_a_time_passed_while_it_was_down(
+        seeded_source, registry, state_home, tmp_path):
+    """As systemd's Persistent=true: the last kept report says when the job last ran."""
+    import signal
+    import time
+
+    mirror = seeded_source.mirror_args[1].split("=", 1)[1]
+    config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: '{mirror}'}}
+schedule: '0 0 1 1 *'
+images:
+  - image: docker.io/rancher/mirrored-pause:3.6
+""")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "sync-2024-01-01T000000Z-0000aaaa.json").write_text('{"started": "2024-01-01T00:00:00Z"}')
+    server = subprocess.Popen([sys.executable, "-m", "mirror", "sync", "serve", "-c", str(config),
+                               "--report-dir", str(reports)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120  # a bound on a hang, not a timing assertion
+        while len(list(reports.glob("sync-*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.send_signal(signal.SIGTERM)
+        _, log = server.communicate(timeout=120)
+    finally:
+        server.kill()
+    assert server.returncode == 0, log
+    newest = json.loads(sorted(reports.glob("sync-*.json"))[-1].read_text())
+    assert actions(newest) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}

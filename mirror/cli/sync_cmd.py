@@ -31,9 +31,12 @@ from .render import REPORT_SCHEMA, emit_json, report_failures
 
 if TYPE_CHECKING:
     from ..lists import Topology
+    from ..model.cron import CronSchedule
     from ..model.reference import Reference
-    from ..transfer.pull import PullRequest
+    from ..runlock import RunLock
     from ..transfer.sync import SyncRequest, SyncResult
+    from ..transfer.sync_bundle import BundleTarget
+    from ..transfer.sync_config import SyncJob
 
 EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 bad flags or config; "
               "3 auth/TLS refused; 4 integrity; 6 deferred by a rate limit; 7 another run holds the lock.")
@@ -88,11 +91,24 @@ def run_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Copy images from their sources straight into a registry: only what changed, never via disk."""
+    from dataclasses import asdict
+
     from ..runlock import RunLock
     from ..transfer.sync import RETAG_POLICIES, SyncImage, SyncRequest
+    from ..transfer.sync_bundle import BundleTarget
 
     if report is not None and not report.parent.is_dir():
         raise UsageError(f"--report {report}: directory {report.parent} does not exist")
+    if on_retag not in RETAG_POLICIES:
+        raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
+    bundle = None
+    if to_bundle is not None or base:
+        if to is not None or to_bundle is None or not base:
+            raise UsageError("--to-bundle goes with --base (what the bastion holds) and without --to")
+        if not to_bundle.is_dir():
+            raise UsageError(f"--to-bundle {to_bundle}: no such directory")
+        bundle = BundleTarget(to_bundle, base, name)
+    topology = None
     if config is not None:
         from ..transfer.sync_config import load_config
 
@@ -101,40 +117,51 @@ def run_command(
             ("--platform", platform), ("--source-mirror", source_mirror), ("--plain-http-registry", plain_http_registry),
             ("--insecure-registry", insecure_registry), ("--ca-file", ca_file), ("--to", to),
             ("--to-ca-file", to_ca_file), ("--to-plain-http", to_plain_http), ("--to-insecure", to_insecure),
-            ("--username", username), ("--on-retag", on_retag != "update"), ("--to-bundle", to_bundle),
-            ("--base", base)) if value]
+            ("--username", username), ("--on-retag", on_retag != "update")) if value]
         if given:
-            raise UsageError(f"-c {config}: the config says what and where; drop {', '.join(given)}")
-        job = load_config(config, jobs=jobs, dry_run=dry_run, keep_going=keep_going)
-        request, lock_key = job.request, f"sync {config.resolve()} -> {job.request.target.address}"
-    elif to_bundle is not None:
-        if to is not None or not base:
-            raise UsageError("--to-bundle goes with --base (what the bastion holds) and without --to")
-        refs, topology = _selection(images, images_file, mode, k3s_version, kubernetes_version, rke2_version,
-                                    rancher_version, cert_manager_version, no_registry_image, exclude)
-        request = _delta_request(refs, topology, to_bundle, base, name, platform, source_mirror,
-                                 plain_http_registry, insecure_registry, ca_file, jobs, keep_going)
-        with RunLock(f"sync -> bundles in {to_bundle.resolve()}", f"sync to {to_bundle}"):
-            _write_delta(request, Progress(quiet or json_report), json_report)
-        return
+            raise UsageError(f"-c {config}: the config says what and where (--to-bundle/--base may replace "
+                             f"where); drop {', '.join(given)}")
+        job = load_config(config, jobs=jobs, dry_run=dry_run, keep_going=keep_going, bundle=bundle)
+        request, bundle, lock = job.request, job.bundle, job_lock(job)
     else:
-        if on_retag not in RETAG_POLICIES:
-            raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
-        if to is None:
+        if bundle is None and to is None:
             raise UsageError("--to is required (the target registry HOST[:PORT][/PREFIX]), or -c sync.yaml")
-        refs, _ = _selection(images, images_file, mode, k3s_version, kubernetes_version, rke2_version,
-                             rancher_version, cert_manager_version, no_registry_image, exclude)
+        if bundle is not None and on_retag != "update":
+            raise UsageError(f"--on-retag {on_retag}: needs --to; the push of a delta bundle moves tags as "
+                             "mirror push does")
+        refs, found = _selection(images, images_file, mode, k3s_version, kubernetes_version, rke2_version,
+                                 rancher_version, cert_manager_version, no_registry_image, exclude)
+        topology = asdict(found) if found else None
         sources, settings_for = source_access(source_mirror or [], plain_http_registry or [],
                                               insecure_registry or [], ca_file, jobs)
-        target = target_registry(to, ca_file=to_ca_file, insecure=to_insecure, plain_http=to_plain_http,
-                                 username=username, password_stdin=password_stdin, jobs=jobs, option="--to")
+        target = None if to is None else target_registry(
+            to, ca_file=to_ca_file, insecure=to_insecure, plain_http=to_plain_http, username=username,
+            password_stdin=password_stdin, jobs=jobs, option="--to")
         request = SyncRequest([SyncImage(ref, on_retag) for ref in refs], target, sources, settings_for,
                               platforms=parse_platforms(platform or []), jobs=jobs, dry_run=dry_run,
                               keep_going=keep_going)
-        lock_key = f"sync -> {target.address}"
-    with RunLock(lock_key, f"sync to {request.target.address}"):
-        result = run_sync(request, Progress(quiet or json_report))
+        lock = RunLock(f"sync -> {target.address}", f"sync to {target.address}") if target else \
+            bundle_lock(bundle.directory)  # type: ignore[union-attr]  # no --to: --to-bundle given
+    with lock:
+        result = run_sync(request, Progress(quiet or json_report), bundle, topology)
     finish(result, report, json_report)
+
+
+def job_lock(job: "SyncJob") -> "RunLock":
+    """One run at a time per config and target registry, or per bundle directory whoever names it."""
+    from ..runlock import RunLock
+
+    if job.bundle is not None:
+        return bundle_lock(job.bundle.directory)
+    assert job.request.target is not None
+    address = job.request.target.address
+    return RunLock(f"sync {job.path.resolve()} -> {address}", f"sync to {address}")
+
+
+def bundle_lock(directory: Path) -> "RunLock":
+    from ..runlock import RunLock
+
+    return RunLock(f"sync -> bundles in {directory.resolve()}", f"sync to {directory}")
 
 
 def _selection(images: list[str] | None, images_file: list[Path] | None, mode: str | None, k3s_version: str | None,
@@ -155,45 +182,13 @@ def _selection(images: list[str] | None, images_file: list[Path] | None, mode: s
     return refs, topology
 
 
-def _delta_request(refs: list[Reference], topology: Topology | None, directory: Path, base: list[Path], name: str,
-                   platform: list[str] | None, source_mirror: list[str] | None,
-                   plain_http_registry: list[str] | None, insecure_registry: list[str] | None,
-                   ca_file: Path | None, jobs: int, keep_going: bool) -> "PullRequest":
-    """A pull of the job's images as a delta against the bastion's inventory, into DIR/NAME-TIME.tar.zst."""
-    from dataclasses import asdict
-    from datetime import datetime, timezone
+def run_sync(request: "SyncRequest", progress: Progress, bundle: "BundleTarget | None" = None,
+             topology: dict | None = None) -> "SyncResult":
+    """One run, into the request's registry or, for an air gap, into a delta bundle."""
+    if bundle is not None:
+        from ..transfer.sync_bundle import sync_to_bundle
 
-    from ..transfer.base import load_base
-    from ..transfer.pull import PullRequest
-
-    if not directory.is_dir():
-        raise UsageError(f"--to-bundle {directory}: no such directory")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    sources, settings_for = source_access(source_mirror or [], plain_http_registry or [], insecure_registry or [],
-                                          ca_file, jobs)
-    return PullRequest(images=refs, output=(directory / f"{name}-{stamp}.tar.zst").absolute(), sources=sources,
-                       settings_for=settings_for, platforms=parse_platforms(platform or []), jobs=jobs,
-                       keep_going=keep_going, topology=asdict(topology) if topology else None,
-                       base=load_base(base), only_if_changed=True)
-
-
-def _write_delta(request: "PullRequest", progress: Progress, json_report: bool) -> None:
-    from ..transfer.pull import pull
-
-    result = anyio.run(pull, request, progress)
-    if json_report:
-        emit_json(result.to_json())
-    elif result.bundle is None:
-        typer.echo(f"nothing changed since {', '.join(result.base)}: no bundle written")
-    else:
-        typer.echo(f"wrote {result.bundle.path} ({human_size(result.bundle.size)}, a delta of "
-                   f"{len(result.images)} images against {', '.join(result.base)})")
-    if result.failures:
-        report_failures(result.failures)
-        raise typer.Exit(int(result.exit_code))
-
-
-def run_sync(request: "SyncRequest", progress: Progress) -> "SyncResult":
+        return anyio.run(sync_to_bundle, request, bundle, progress, topology)
     from ..transfer.sync import sync
 
     return anyio.run(sync, request, progress)
@@ -210,9 +205,22 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None
         counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred", "failed")
                            if result.count(a))
         verb = "would sync" if result.dry_run else "synced"
-        typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
-                   f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
-                   f"{result.mounted_blobs} mounted, {result.skipped_blobs} already there")
+        if result.delta is None:
+            typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
+                       f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
+                       f"{result.mounted_blobs} mounted, {result.skipped_blobs} already there")
+        else:
+            base = ", ".join(result.delta["base"])
+            if result.delta["path"]:
+                said = (f"wrote {result.delta['path']} ({human_size(result.delta['size'])}), a delta of "
+                        f"{len(result.images)} images against {base}")
+            elif result.dry_run:
+                said = f"would write a delta of {len(result.images)} images against {base}"
+            elif result.failures:
+                said = "no bundle written"
+            else:
+                said = f"nothing changed since {base}: no bundle written"
+            typer.echo(f"{said}: {counts or 'nothing to do'}")
         for image in result.images:
             if image.action in ("copied", "updated") or (result.dry_run and image.action != "unchanged"):
                 typer.echo(f"  {image.action}: {image.source} -> {image.target}")
@@ -223,6 +231,20 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None
         report_failures(result.failures)
     if result.exit_code:
         raise typer.Exit(int(result.exit_code))
+
+
+def _missed(cron: "CronSchedule", reports: Path) -> bool:
+    """A scheduled time passed since the last kept run started (serve was down): run at once, as
+    systemd's Persistent=true does. No report yet: nothing was missed."""
+    from datetime import datetime
+
+    kept = sorted(reports.glob("sync-*.json"))
+    try:
+        started = json.loads(kept[-1].read_text())["started"] if kept else None
+        last = datetime.fromisoformat(started.replace("Z", "+00:00")).astimezone() if started else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a damaged report: as if none
+        return False
+    return last is not None and cron.next_after(last) <= datetime.now().astimezone()
 
 
 def write_report(path: Path, document: dict) -> None:
@@ -259,7 +281,7 @@ def serve_command(
     from ..clock import utc_now
     from ..errors import MirrorError
     from ..model.cron import CronSchedule
-    from ..runlock import RunLock, lock_dir
+    from ..runlock import lock_dir
     from ..transfer.sync_config import load_config, parse_interval
 
     job = load_config(config, jobs=jobs)  # a bad config ends serve at once (exit 2)
@@ -290,15 +312,14 @@ def serve_command(
         now = datetime.now().astimezone()  # cron times are the host's local time
         return (cron.next_after(now) - now).total_seconds()
 
-    if cron is not None:
+    if cron is not None and not _missed(cron, reports):
         stop.wait(wait_after(0.0))  # a schedule's first run is at its first time, not now
     while not stop.is_set():
         started = time.monotonic()
         try:
             job = load_config(config, jobs=jobs)
-            with RunLock(f"sync {config.resolve()} -> {job.request.target.address}",
-                         f"sync to {job.request.target.address}"):
-                result = run_sync(job.request, Progress(True))
+            with job_lock(job):
+                result = run_sync(job.request, Progress(True), job.bundle)
             document = {"schema_version": REPORT_SCHEMA, **result.to_json()}
             write_report(reports / f"sync-{result.started.replace(':', '')}-{result.run_id[:8]}.json", document)
             for old in sorted(reports.glob("sync-*.json"))[:-keep_reports]:

@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import UsageError
 from .common import handle_errors
 from .sync_cmd import sync_app
 
@@ -30,15 +31,32 @@ def _job_name(config: Path) -> str:
 @handle_errors
 def print_systemd(
     config: Path = ConfigOption,
-    on_calendar: str = typer.Option("daily", "--on-calendar", help="systemd OnCalendar= of the timer."),
+    on_calendar: Optional[str] = typer.Option(
+        None, "--on-calendar", help="systemd OnCalendar= of the timer [default: the config's schedule: or interval:]."),
     randomized_delay: str = typer.Option("15min", "--randomized-delay", help="RandomizedDelaySec= of the timer."),
 ) -> None:
     """Print a oneshot service and its timer (Persistent=true: a missed run happens at boot)."""
+    from ..model.cron import CronSchedule, interval_cron
     from ..transfer.sync_config import load_config
 
     config = config.resolve()
-    load_config(config, secrets=False)
+    job = load_config(config, secrets=False)
     name = _job_name(config)
+    if on_calendar is not None:
+        when = [f"OnCalendar={on_calendar}"]
+    elif job.schedule is not None:
+        when = [f"# schedule: {job.schedule.text!r} in {config.name}, the host's local time",
+                *(f"OnCalendar={expression}" for expression in job.schedule.on_calendar())]
+    elif job.interval is not None:
+        cron = interval_cron(job.interval)
+        when = [f"# interval: every {int(job.interval)} s in {config.name}"]
+        if cron is not None:
+            when += [f"OnCalendar={expression}" for expression in CronSchedule.parse(cron).on_calendar()]
+        else:  # no wall-clock equivalent: from the start of the last run, as serve counts, and soon after boot
+            when += ["OnBootSec=2min", f"OnUnitActiveSec={int(job.interval)}s"]
+    else:
+        raise UsageError(f"no schedule: give --on-calendar, or an interval: or schedule: key in {config}")
+    timer = "\n".join(when)
     mirror = shutil.which("mirror") or f"{sys.executable} -m mirror"
     typer.echo(f"""# /etc/systemd/system/{name}.service
 [Unit]
@@ -59,7 +77,7 @@ SuccessExitStatus=6 7
 Description=Schedule of {name}
 
 [Timer]
-OnCalendar={on_calendar}
+{timer}
 Persistent=true
 RandomizedDelaySec={randomized_delay}
 
@@ -74,15 +92,26 @@ WantedBy=timers.target
 def print_cronjob(
     config: Path = ConfigOption,
     image: str = typer.Option(..., "--image", help="An image with mirror installed, as your cluster reaches it."),
-    schedule: str = typer.Option("15 2 * * *", "--schedule", help="Cron schedule of the CronJob."),
+    schedule: Optional[str] = typer.Option(
+        None, "--schedule", help="Cron schedule of the CronJob [default: the config's schedule: or interval:]."),
     secret: Optional[str] = typer.Option(None, "--secret",
                                          help="Secret holding sync.yaml and the passwords [default: the job name]."),
     namespace: str = typer.Option("default", "--namespace", "-n"),
 ) -> None:
     """Print a Kubernetes CronJob (concurrencyPolicy: Forbid), its config and credentials from a Secret."""
+    from ..model.cron import interval_cron
     from ..transfer.sync_config import load_config
 
     job = load_config(config, secrets=False)
+    if schedule is None and job.schedule is not None:
+        schedule = job.schedule.text
+    elif schedule is None and job.interval is not None:
+        schedule = interval_cron(job.interval)
+        if schedule is None:
+            raise UsageError(f"{job.at('interval')} every {int(job.interval)} s is no cron schedule (a CronJob "
+                             "runs at times that divide an hour or a day): give schedule: or --schedule")
+    elif schedule is None:
+        raise UsageError(f"no schedule: give --schedule, or an interval: or schedule: key in {config}")
     name = _job_name(config)
     secret = secret or name
     literals = " ".join(f"--from-literal={env}=..." for env in dict.fromkeys(job.env_names))

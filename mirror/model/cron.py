@@ -4,6 +4,11 @@
 a range ``a-b``, a step ``*/n`` or ``a-b/n``, or a comma list of those. Days
 of the week are 0-7 (0 and 7 are Sunday). As in cron, when both day fields
 are restricted a day matching either one is taken.
+
+A schedule translates exactly into systemd ``OnCalendar=`` expressions
+(systemd.time(7)), and an interval that divides an hour or a day into a
+cron schedule, for the units ``mirror sync print-systemd`` and
+``print-cronjob`` write.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from datetime import datetime, timedelta
 
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
 SEARCH_DAYS = 366 * 5  # Feb 29 on a Monday can be years away; past that a schedule never fires
+_SYSTEMD_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO order: 1 = Monday
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,22 @@ class CronSchedule:
             candidate = (candidate + timedelta(days=1)).replace(hour=0, minute=0)
         raise ValueError(f"schedule {self.text!r} names no time in the next {SEARCH_DAYS // 366} years")
 
+    def on_calendar(self) -> list[str]:
+        """systemd ``OnCalendar=`` expressions that fire at exactly the schedule's times.
+
+        systemd wants the weekday and the date to match; cron, when both day
+        fields are restricted, takes a day matching either. That case gives
+        two expressions (a timer fires at each of its ``OnCalendar=`` times).
+        """
+        time = f"{_systemd_field(self.hours, 0, 23)}:{_systemd_field(self.minutes, 0, 59)}:00"
+        months = _systemd_field(self.months, 1, 12)
+        days = _systemd_field(self.days, 1, 31)
+        weekdays = _systemd_weekdays(self.weekdays)
+        if self.any_day or self.any_weekday:
+            named = "" if self.any_weekday else f"{weekdays} "
+            return [f"{named}*-{months}-{'*' if self.any_day else days} {time}"]
+        return [f"*-{months}-{days} {time}", f"{weekdays} *-{months}-* {time}"]
+
     def _day_matches(self, day: datetime) -> bool:
         in_month = day.day in self.days
         in_week = (day.isoweekday() % 7) in self.weekdays
@@ -77,3 +99,61 @@ def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
             raise ValueError(f"schedule field {name} {text!r}: values go from {low} to {high}")
         values.update(range(first, last + 1, step))
     return frozenset(values)
+
+
+
+def interval_cron(seconds: float) -> str | None:
+    """The cron schedule running every ``seconds`` when that divides an hour or a day (None otherwise).
+
+    ``15m`` -> ``*/15 * * * *``, ``6h`` -> ``0 */6 * * *``, ``1d`` -> ``0 0 * * *``; ``90m``,
+    ``2d`` or ``30s`` have none. Its runs fall on the hour or at midnight, where an interval
+    counts from its first run.
+    """
+    whole = int(seconds)
+    if whole != seconds or whole % 60:
+        return None
+    minutes = whole // 60
+    if minutes < 60 and 60 % minutes == 0:
+        return f"{_every(minutes)} * * * *"
+    if minutes % 60 == 0 and 24 % (minutes // 60) == 0:
+        return f"0 {_every(minutes // 60) if minutes < 1440 else 0} * * *"
+    return None
+
+
+def _every(step: int) -> str:
+    return "*" if step == 1 else f"*/{step}"
+
+
+def _systemd_field(values: frozenset[int], low: int, high: int) -> str:
+    """``*``, or the values as systemd lists them: ``A..B`` runs, ``A..B/STEP`` or ``A/STEP`` steps, single ones."""
+    if values == frozenset(range(low, high + 1)):
+        return "*"
+    ordered, parts, i = sorted(values), [], 0
+    while i < len(ordered):
+        start, end = ordered[i], i
+        step = ordered[i + 1] - start if i + 1 < len(ordered) else 0
+        while end + 1 < len(ordered) and ordered[end + 1] - ordered[end] == step:
+            end += 1
+        if end - i >= 2 or (end - i == 1 and step == 1):  # a run worth writing as one
+            last = ordered[end]
+            parts.append(f"{start:02d}..{last:02d}" if step == 1 else f"{start:02d}/{step}" if last + step > high
+                         else f"{start:02d}..{last:02d}/{step}")
+            i = end + 1
+        else:
+            parts.append(f"{start:02d}")
+            i += 1
+    return ",".join(parts)
+
+
+def _systemd_weekdays(days: frozenset[int]) -> str:
+    """Cron's weekdays (0 = Sunday) as systemd names them, Monday first: ``Mon..Fri``, ``Sat,Sun``."""
+    iso = sorted(7 if day == 0 else day for day in days)
+    runs: list[list[int]] = []
+    for day in iso:
+        if runs and runs[-1][-1] == day - 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    names = [_SYSTEMD_WEEKDAYS[run[0] - 1] + ("" if len(run) == 1 else "," if len(run) == 2 else "..")
+             + ("" if len(run) == 1 else _SYSTEMD_WEEKDAYS[run[-1] - 1]) for run in runs]
+    return ",".join(names)

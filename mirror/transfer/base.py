@@ -22,13 +22,26 @@ class Base:
     ids: list[str] = field(default_factory=list)
     digests: set[str] = field(default_factory=set)
     registries: dict[str, str] = field(default_factory=dict)  # inventory id -> HOST[/PREFIX]
+    images: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (created, digest), newest kept
 
     def add_inventory(self, inventory: Inventory) -> None:
         self._add(inventory.id, inventory.digests)
         self.registries[inventory.id] = inventory.address
+        self._name(inventory.created, inventory.images)
 
     def add_bundle(self, manifest: BundleManifest) -> None:
         self._add(manifest.id, set(manifest.blobs) | {image.digest for image in manifest.images})
+        self._name(manifest.created, {image.source: image.digest for image in manifest.images})
+
+    def digest_of(self, source: str) -> str | None:
+        """What the newest file given says ``source`` (a tagged reference) points at; None if none names it."""
+        known = self.images.get(source)
+        return known[1] if known else None
+
+    def _name(self, created: str, images: dict[str, str]) -> None:
+        for source, digest in images.items():
+            if source not in self.images or self.images[source][0] <= created:
+                self.images[source] = (created, digest)
 
     def _add(self, base_id: str, digests: set[str]) -> None:
         if base_id not in self.ids:

@@ -51,7 +51,7 @@ class SyncImage:
 @dataclass
 class SyncRequest:
     images: list[SyncImage]  # references named one by one
-    target: Target
+    target: Target | None  # None: the job writes delta bundles (sync_bundle.BundleTarget)
     sources: SourceMap
     settings_for: Callable[[str], RegistrySettings]
     platforms: list[Platform] = field(default_factory=list)
@@ -121,6 +121,7 @@ class SyncResult:
     ratelimits: dict[str, RateLimit] = field(default_factory=dict)
     config_sha256: str | None = None
     dry_run: bool = False
+    delta: dict[str, Any] | None = None  # a run to a bundle: what it wrote (path null: nothing changed)
 
     def count(self, action: str) -> int:
         return sum(1 for image in self.images if image.action == action)
@@ -156,10 +157,12 @@ class SyncResult:
             "result": self.result,
             "exit_code": int(self.exit_code),
             "images": [i.to_json() for i in sorted(self.images, key=lambda i: (i.source, i.target))],
-            "blobs": {"uploaded": self.uploaded_blobs, "mounted": self.mounted_blobs, "skipped": self.skipped_blobs},
-            "bytes": {"uploaded": self.uploaded_bytes},
-            "manifests_pushed": self.manifests_pushed,
-            "tags_pushed": self.tags_pushed,
+            **({"bundle": self.delta} if self.delta is not None else {
+                "blobs": {"uploaded": self.uploaded_blobs, "mounted": self.mounted_blobs,
+                          "skipped": self.skipped_blobs},
+                "bytes": {"uploaded": self.uploaded_bytes},
+                "manifests_pushed": self.manifests_pushed,
+                "tags_pushed": self.tags_pushed}),
             "ratelimits": {host: {"remaining": r.remaining, "limit": r.limit, "window": r.window}
                            for host, r in sorted(self.ratelimits.items())},
         }
@@ -170,33 +173,45 @@ def backup_tag(tag: str, old_digest: str) -> str:
     return f"{tag}-prev-{digest_hex(old_digest)[:12]}"
 
 
+async def wanted_images(request: SyncRequest,
+                        pool: ClientPool) -> tuple[list[SyncImage], list[tuple[Reference, MirrorError]]]:
+    """The job's images, each once: those it names, then each selection's tags as listed now.
+
+    Also the repositories whose tags could not be listed, with why.
+    """
+    images: dict[Reference, SyncImage] = {}
+    for image in request.images:
+        images.setdefault(image.ref, image)
+    unlisted: list[tuple[Reference, MirrorError]] = []
+    for selection in request.selections:
+        try:
+            for image in await selection.select(pool, request.sources):
+                images.setdefault(image.ref, image)
+        except MirrorError as exc:
+            unlisted.append((selection.repository, exc))
+    return list(images.values()), unlisted
+
+
 async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
     """One run. Per-image outcomes are in the result; setup errors (target unreachable, auth) raise."""
     target = request.target
+    assert target is not None, "a job without a target registry writes bundles (sync_bundle)"
     result = SyncResult(str(target.address), uuid.uuid4().hex, utc_now(), config_sha256=request.config_sha256,
                         dry_run=request.dry_run)
     async with ClientPool(request.settings_for) as pool, \
             RegistryClient(target.host, target.settings) as client:
         await client.ping()
-        images = list(request.images)
-        for selection in request.selections:
-            try:
-                images += await selection.select(pool, request.sources)
-            except MirrorError as exc:
-                entry = ImageResult(selection.repository.name, f"{target.host}/"
-                                    f"{target_repository(selection.repository, target.prefix)}")
-                entry.fail(exc)
-                result.images.append(entry)
-        seen: set[Reference] = set()
+        images, unlisted = await wanted_images(request, pool)
+        for repository, exc in unlisted:
+            entry = ImageResult(repository.name, f"{target.host}/{target_repository(repository, target.prefix)}")
+            entry.fail(exc)
+            result.images.append(entry)
         for image in images:
-            if image.ref in seen:
-                continue
-            seen.add(image.ref)
             repository = target_repository(image.ref, target.prefix)
             where = f":{image.ref.tag}" if image.ref.tag else f"@{image.ref.digest}"
             result.images.append(ImageResult(str(image.ref), f"{target.host}/{repository}{where}", image=image,
                                              repository=repository))
-        run = _Run(request, result, pool, client, progress)
+        run = _Run(request, target, result, pool, client, progress)
         await run.check()
         if not request.dry_run:
             await run.resolve()
@@ -212,9 +227,10 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
 
 
 class _Run:
-    def __init__(self, request: SyncRequest, result: SyncResult, pool: ClientPool, client: RegistryClient,
-                 progress: Progress):
-        self.request, self.result, self.pool, self.client, self.progress = request, result, pool, client, progress
+    def __init__(self, request: SyncRequest, target: Target, result: SyncResult, pool: ClientPool,
+                 client: RegistryClient, progress: Progress):
+        self.request, self.target, self.result = request, target, result
+        self.pool, self.client, self.progress = pool, client, progress
 
     # -- check: two HEADs per image ------------------------------------------------
 
@@ -313,7 +329,7 @@ class _Run:
             self._refuse_retag(image)
             if image.action == "failed":
                 return
-            image.plan = ImagePlan.of(resolved.record(), request.target.prefix)
+            image.plan = ImagePlan.of(resolved.record(), self.target.prefix)
 
         await each(pending, one, request.jobs)
 
@@ -327,7 +343,7 @@ class _Run:
         request, client = self.request, self.client
         presence = Presence(plans)
         await presence.survey(client, request.jobs)
-        delivery = Delivery(request.target, client, plans, presence, request.jobs)
+        delivery = Delivery(self.target, client, plans, presence, request.jobs)
         self.result.skipped_blobs += len(presence.blob_repos) - len(presence.missing_blobs)
         self.result.mounted_blobs += await presence.mount_known(client, request.jobs)
         origins: dict[str, tuple[Location, int]] = {}

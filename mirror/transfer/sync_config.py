@@ -28,24 +28,34 @@ from ..registry.settings import Credentials, RegistrySettings
 from .plan import Target
 from .selection import TagSelection
 from .sync import RETAG_POLICIES, SyncImage, SyncRequest
+from .sync_bundle import BundleTarget
 
 TOP_KEYS = {"target", "sources", "platforms", "images", "interval", "schedule"}
-TARGET_KEYS = {"registry", "ca_file", "insecure", "plain_http", "username", "password"}
+REGISTRY_TARGET_KEYS = {"registry", "ca_file", "insecure", "plain_http", "username", "password"}
+BUNDLE_TARGET_KEYS = {"bundle", "base", "name"}
+TARGET_KEYS = REGISTRY_TARGET_KEYS | BUNDLE_TARGET_KEYS
 SOURCE_KEYS = {"registry", "mirror", "ca_file", "insecure", "plain_http", "username", "password"}
 ENTRY_KEYS = {"repository", "image", "allow", "deny", "semver", "keep_latest", "immutable", "on_retag"}
 
 
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd]?)$")
+_BUNDLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass
 class SyncJob:
     path: Path
-    request: SyncRequest
+    request: SyncRequest  # its target is None when the job writes bundles
+    bundle: BundleTarget | None = None
     interval: float | None = None  # seconds between the starts of two runs of ``mirror sync serve``
     schedule: CronSchedule | None = None  # or the times ``mirror sync serve`` starts a run at
     env_names: list[str] = field(default_factory=list)  # environment variables its passwords come from
+    lines: dict[str, int] = field(default_factory=dict)  # top-level key -> its line, for errors found later
+
+    def at(self, key: str) -> str:
+        """``file:line: key:`` of a top-level key, for a mistake found after reading (exit 2 lines)."""
+        return f"{self.path}:{self.lines[key]}: {key}:" if key in self.lines else f"{self.path}: {key}:"
 
 
 def parse_interval(text: str) -> float:
@@ -143,7 +153,7 @@ class _Reader:
             raise self.error(mapping, key, f"no such file {path}")
         return path
 
-    def credentials(self, mapping: _Mapping) -> Credentials | None:
+    def credentials(self, mapping: _Mapping, read: bool = True) -> Credentials | None:
         username = self.string(mapping, "username")
         secret = mapping.get("password")
         if secret is None:
@@ -161,7 +171,7 @@ class _Reader:
         if "env" in secret:
             name = self.string(secret, "env") or ""
             self.env_names.append(name)
-        if not self.secrets:
+        if not (self.secrets and read):
             return None
         if "env" in secret:
             if name not in os.environ:
@@ -177,11 +187,13 @@ class _Reader:
 
 
 def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going: bool = False,
-                secrets: bool = True) -> SyncJob:
+                secrets: bool = True, bundle: BundleTarget | None = None) -> SyncJob:
     """Read and check ``path`` whole; raises UsageError (exit 2) naming file:line and key.
 
     ``secrets=False`` checks the config without reading any password (for
-    printing units that run it elsewhere).
+    printing units that run it elsewhere). ``bundle`` (``--to-bundle``)
+    replaces the config's target: a registry target is then only checked,
+    its password not read, and the target may be left out.
     """
     try:
         data = path.read_bytes()
@@ -197,9 +209,17 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
         raise UsageError(f"{path}: not valid YAML: {exc}") from None
     reader = _Reader(path, secrets)
     top = reader.mapping(None, "", document, TOP_KEYS)
-    if "target" not in top:
-        raise reader.error(top, None, "target: missing (the registry to sync into)")
-    target = _target(reader, reader.mapping(top, "target", top["target"], TARGET_KEYS), jobs)
+    target: Target | None = None
+    if "target" in top:
+        mapping = reader.mapping(top, "target", top["target"], TARGET_KEYS)
+        if "bundle" in mapping:
+            configured = _bundle_target(reader, mapping)
+            bundle = bundle or configured
+        else:
+            checked = _target(reader, mapping, jobs, read_secrets=bundle is None)
+            target = None if bundle else checked
+    elif bundle is None:
+        raise reader.error(top, None, "target: missing (a registry to sync into, or a bundle directory)")
     sources, settings_for = _sources(reader, top, jobs)
     platforms = []
     for text in reader.strings(top, "platforms"):
@@ -213,7 +233,7 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     images: list[SyncImage] = []
     selections: list[TagSelection] = []
     for entry in entries:
-        _entry(reader, reader.mapping(top, "images", entry, ENTRY_KEYS), images, selections)
+        _entry(reader, reader.mapping(top, "images", entry, ENTRY_KEYS), images, selections, bundle is not None)
     interval = None
     if "interval" in top:
         try:
@@ -231,21 +251,48 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
                           selections=selections)
-    return SyncJob(path, request, interval, schedule, reader.env_names)
+    return SyncJob(path, request, bundle, interval, schedule, reader.env_names, dict(top.lines))
 
 
-def _target(reader: _Reader, mapping: _Mapping, jobs: int) -> Target:
+def _target(reader: _Reader, mapping: _Mapping, jobs: int, read_secrets: bool) -> Target:
     registry = reader.string(mapping, "registry")
     if registry is None:
-        raise reader.error(mapping, None, "target: registry missing (HOST[:PORT][/PREFIX])")
+        raise reader.error(mapping, None, "target: registry or bundle missing (HOST[:PORT][/PREFIX], or DIR)")
+    misplaced = sorted(BUNDLE_TARGET_KEYS & set(mapping))
+    if misplaced:
+        raise reader.error(mapping, misplaced[0], "belongs to a bundle target (target: {bundle: DIR, base: [...]})")
     try:
         address = RegistryAddress.parse(registry, "registry")
     except UsageError as exc:
         raise reader.error(mapping, "registry", str(exc)) from None
     settings = RegistrySettings(plain_http=reader.flag(mapping, "plain_http") or address.plain_http,
                                 insecure=reader.flag(mapping, "insecure"), ca_file=reader.file(mapping, "ca_file"),
-                                credentials=reader.credentials(mapping), max_connections=jobs)
+                                credentials=reader.credentials(mapping, read_secrets), max_connections=jobs)
     return Target(address, settings)
+
+
+def _bundle_target(reader: _Reader, mapping: _Mapping) -> BundleTarget:
+    """``target: {bundle: DIR, base: [FILE, ...], name: NAME}``: paths relative to the config file."""
+    misplaced = sorted(REGISTRY_TARGET_KEYS & set(mapping))
+    if misplaced:
+        raise reader.error(mapping, misplaced[0], "a bundle target has no registry settings (bundle, base, name)")
+    directory = reader.path.parent / os.path.expanduser(reader.string(mapping, "bundle") or "")
+    if not directory.is_dir():
+        raise reader.error(mapping, "bundle", f"no such directory {directory}")
+    if "base" not in mapping:
+        raise reader.error(mapping, "bundle", "needs base: the inventories (or bundles) the bastion holds")
+    base = []
+    for text in reader.strings(mapping, "base"):
+        path = reader.path.parent / os.path.expanduser(text)
+        if not path.is_file():
+            raise reader.error(mapping, "base", f"no such file {path}")
+        base.append(path)
+    if not base:
+        raise reader.error(mapping, "base", "expected at least one inventory or bundle")
+    name = reader.string(mapping, "name", "mirror") or ""
+    if not _BUNDLE_NAME.match(name):
+        raise reader.error(mapping, "name", f"{name!r}: letters, digits, '.', '_' and '-' only")
+    return BundleTarget(directory, base, name)
 
 
 def _sources(reader: _Reader, top: _Mapping, jobs: int) -> tuple[SourceMap, Callable[[str], RegistrySettings]]:
@@ -280,10 +327,14 @@ def _sources(reader: _Reader, top: _Mapping, jobs: int) -> tuple[SourceMap, Call
     return SourceMap(mirrors), settings_for
 
 
-def _entry(reader: _Reader, mapping: _Mapping, images: list[SyncImage], selections: list[TagSelection]) -> None:
+def _entry(reader: _Reader, mapping: _Mapping, images: list[SyncImage], selections: list[TagSelection],
+           to_bundle: bool) -> None:
     on_retag = reader.string(mapping, "on_retag", "update")
     if on_retag not in RETAG_POLICIES:
         raise reader.error(mapping, "on_retag", f"{on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
+    if to_bundle and on_retag != "update":
+        raise reader.error(mapping, "on_retag", f"{on_retag}: needs a registry target; the push of a delta "
+                                                "bundle moves tags as mirror push does")
     immutable = reader.patterns(mapping, "immutable")
     if ("image" in mapping) == ("repository" in mapping):
         raise reader.error(mapping, None, "an entry names either repository: (tags selected) or image: (one)")
