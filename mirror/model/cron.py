@@ -92,14 +92,14 @@ def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
             elif "-" in span:
                 first, last = (int(bound) for bound in span.split("-", 1))
             else:
-                first = last = int(span)
+                first = int(span)
+                last = high if step_text else first  # N/S: from N to the field's end, every S (as Vixie cron)
         except ValueError:
             raise ValueError(f"schedule field {name} {text!r}: expected *, N, A-B, */N or a list of them") from None
         if step < 1 or not low <= first <= last <= high:
             raise ValueError(f"schedule field {name} {text!r}: values go from {low} to {high}")
         values.update(range(first, last + 1, step))
     return frozenset(values)
-
 
 
 def interval_cron(seconds: float) -> str | None:
