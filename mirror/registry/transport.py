@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar, Union
 
 import anyio
-import httpcore
 import httpx
 
 from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, Unreachable, UsageError
 from ..model.reference import endpoint_host
 from .auth import Authenticator
 from .credentials import AuthFiles
-from .netstream import SocketOnceBackend
 from .settings import Credentials, RegistrySettings
+from .wire import WireTransport
 
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles per attempt, with jitter
 BACKOFF_CAP = 30.0
@@ -114,8 +113,9 @@ class Transport:
         self._backoff_base = BACKOFF_BASE if backoff_base is None else backoff_base
         self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
         self._limiter = anyio.CapacityLimiter(max(1, settings.max_connections))
+        context = tls_context(settings)
         self._http = httpx.AsyncClient(
-            verify=tls_context(settings),
+            verify=context,
             # The limiter does the queueing, so no pool timeout; a frozen peer fails the attempt.
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0), pool=None),
             limits=httpx.Limits(max_connections=settings.max_connections,
@@ -123,7 +123,7 @@ class Transport:
             trust_env=True,
             follow_redirects=False,
         )
-        _look_sockets_up_once(self._http)
+        _direct_connections_by_wire(self._http, WireTransport(context, max_idle=max(1, settings.max_connections)))
 
         def credentials() -> Credentials | None:
             return settings.credentials or (auth_files or AuthFiles()).lookup(host)
@@ -302,15 +302,15 @@ class Transport:
         return RegistryError(f"{what}: {self.host} answered {status}{detail}", status)
 
 
-def _look_sockets_up_once(client: httpx.AsyncClient) -> None:
-    """Give the client's direct connection pool the streams of netstream.py (proxied ones keep theirs).
+def _direct_connections_by_wire(client: httpx.AsyncClient, wire: WireTransport) -> None:
+    """Unproxied requests go through wire.py; proxied ones keep httpx's transports.
 
-    httpx takes no network backend of its own; were its internals to change, the pool keeps the
-    default backend: slower, never wrong.
+    httpx mounts the proxies of the environment only when it makes its own
+    transport, so it makes it and the one for direct connections is swapped.
+    Were httpx's internals to change, the client keeps its own: slower, never wrong.
     """
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    if isinstance(pool, httpcore.AsyncConnectionPool) and hasattr(pool, "_network_backend"):
-        pool._network_backend = SocketOnceBackend()
+    if isinstance(getattr(client, "_transport", None), httpx.AsyncHTTPTransport):
+        client._transport = wire
 
 
 def tls_context(settings: RegistrySettings) -> ssl.SSLContext:
