@@ -182,3 +182,35 @@ async def test_nothing_listening_is_a_connect_error():
     async with client() as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(f"http://127.0.0.1:{port}/v2/")
+
+
+async def test_the_write_timeout_is_per_piece_so_a_slow_long_upload_goes_through():
+    """Each piece must leave within the timeout; the whole upload may take many times longer."""
+    received = bytearray()
+
+    async def slow_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        while len(received) < length:
+            received.extend(await reader.read(256 << 10))
+            await asyncio.sleep(0.01)  # ~25 MB/s: the 40 MiB body takes ~1.7 s
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow_reader, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    body = bytes(range(256)) * (160 << 10)
+
+    async def parts():
+        for start in range(0, len(body), 1 << 20):
+            yield body[start:start + (1 << 20)]
+    try:
+        async with httpx.AsyncClient(transport=WireTransport(ssl.create_default_context(), max_idle=1),
+                                     timeout=httpx.Timeout(1.0)) as http:
+            response = await http.put(f"http://127.0.0.1:{port}/up", content=parts(),
+                                      headers={"Content-Length": str(len(body))})
+    finally:
+        server.close()
+    assert response.status_code == 201 and bytes(received) == body

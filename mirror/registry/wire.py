@@ -65,7 +65,8 @@ class WireTransport(httpx.AsyncBaseTransport):
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
-            if connection.usable():
+            if connection.usable() and time.monotonic() - connection.idle_since < IDLE_FOR:
+                connection.reused = True
                 return connection
             connection.close()
         return None
@@ -92,7 +93,8 @@ class _StaleConnection(Exception):
 class _Connection:
     def __init__(self, origin: Origin, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.origin, self.reader, self.writer = origin, reader, writer
-        self.idle_since: float | None = None  # None: never used yet
+        self.reused = False
+        self.idle_since = 0.0
 
     @classmethod
     async def open(cls, origin: Origin, context: ssl.SSLContext, timeout: float | None,
@@ -111,10 +113,9 @@ class _Connection:
         return cls(origin, reader, writer)
 
     def usable(self) -> bool:
-        """Open, nothing unread (a server that sent more than it framed is not trusted again), fresh."""
+        """Open, and nothing unread (a server that sent more than it framed is not trusted again)."""
         return (not self.writer.transport.is_closing() and not self.reader.at_eof()
-                and not getattr(self.reader, "_buffer", b"")
-                and (self.idle_since is None or time.monotonic() - self.idle_since < IDLE_FOR))
+                and not getattr(self.reader, "_buffer", b""))
 
     def close(self) -> None:
         self.writer.close()
@@ -123,7 +124,7 @@ class _Connection:
                        pool: WireTransport) -> httpx.Response:
         # A reused connection the server has just closed fails before it answers; the request can
         # go again on a new one if its body is in memory (a streamed body is spent).
-        retry_stale = self.idle_since is not None and isinstance(request.stream, httpx.ByteStream)
+        retry_stale = self.reused and isinstance(request.stream, httpx.ByteStream)
         try:
             try:
                 await self._send(request, timeouts.get("write"))
@@ -147,41 +148,39 @@ class _Connection:
         chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
         declared = request.headers.get("content-length")
         left = int(declared) if declared is not None else None
+        stream = request.stream
+        if isinstance(stream, httpx.ByteStream):  # the whole body in hand: one write with the head
+            body = b"".join([part async for part in stream])
+            if left is not None and left != len(body):
+                raise httpx.LocalProtocolError(f"a {len(body)}-byte body declared as {left} bytes", request=request)
+            await self._write(head + (_chunk(body) if chunked and body else b"") + (b"0\r\n\r\n" if chunked else
+                                                                                   body), timeout, request)
+            return
+        await self._write(head, timeout, request)
+        async for part in stream:  # type: ignore[union-attr]
+            if not part:
+                continue
+            if left is not None:
+                left -= len(part)
+                if left < 0:
+                    raise httpx.LocalProtocolError("the body ran past its Content-Length", request=request)
+            await self._write(_chunk(part) if chunked else part, timeout, request)
+        if chunked:
+            await self._write(b"0\r\n\r\n", timeout, request)
+        elif left:
+            raise httpx.LocalProtocolError(f"the body ended {left} bytes short of its Content-Length",
+                                           request=request)
+
+    async def _write(self, data: bytes, timeout: float | None, request: httpx.Request) -> None:
+        """One piece out; the timeout is for this piece (a large upload takes as long as it takes)."""
         try:
+            self.writer.write(data)
             with anyio.fail_after(timeout):
-                stream = request.stream
-                if isinstance(stream, httpx.ByteStream):  # the whole body in hand: one write with the head
-                    body = b"".join([part async for part in stream])
-                    self._check_length(body, left, request)
-                    self.writer.write(head + (_chunk(body) + b"0\r\n\r\n" if chunked and body else
-                                              b"0\r\n\r\n" if chunked else body))
-                    await self.writer.drain()
-                    return
-                self.writer.write(head)
-                async for part in stream:  # type: ignore[union-attr]
-                    if not part:
-                        continue
-                    if left is not None:
-                        left -= len(part)
-                        if left < 0:
-                            raise httpx.LocalProtocolError("the body ran past its Content-Length", request=request)
-                    self.writer.write(_chunk(part) if chunked else part)
-                    await self.writer.drain()
-                if chunked:
-                    self.writer.write(b"0\r\n\r\n")
-                elif left:
-                    raise httpx.LocalProtocolError(f"the body ended {left} bytes short of its Content-Length",
-                                                   request=request)
                 await self.writer.drain()
         except TimeoutError as exc:
-            raise httpx.WriteTimeout(f"could not send within {timeout} s", request=request) from exc
+            raise httpx.WriteTimeout(f"the server took nothing for {timeout} s", request=request) from exc
         except (ConnectionError, OSError) as exc:
             raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
-
-    @staticmethod
-    def _check_length(body: bytes, declared: int | None, request: httpx.Request) -> None:
-        if declared is not None and declared != len(body):
-            raise httpx.LocalProtocolError(f"a {len(body)}-byte body declared as {declared} bytes", request=request)
 
     async def _read_head(self, request: httpx.Request, timeout: float | None,
                          retry_stale: bool) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
