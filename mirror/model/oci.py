@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +39,13 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def digest_hex(digest: str) -> str:
     """The hex part of a sha256 digest; refuses anything else (no path tricks)."""
     algorithm, _, hexpart = digest.partition(":")
-    if algorithm != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+    if algorithm != "sha256" or len(hexpart) != 64 or not _HEX64.fullmatch(hexpart):
         raise IntegrityError(f"unsupported or malformed digest {digest!r}")
     return hexpart
 
