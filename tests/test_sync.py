@@ -474,6 +474,15 @@ def test_to_bundle_needs_a_base_and_no_registry_target(tmp_path, state_home):
     assert result.returncode == 2 and "--to-bundle goes with --base" in result.stderr
 
 
+def test_to_bundle_name_that_would_leave_the_directory_exits_2(tmp_path, state_home):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "have.json").write_text("{}")
+    result = run_mirror("sync", "run", "docker.io/library/busybox:1", "--to-bundle", tmp_path / "out",
+                        "--base", tmp_path / "have.json", "--name", "../x")
+    assert result.returncode == 2 and "--name '../x'" in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["have.json", "out"] and not list((tmp_path / "out").iterdir())
+
+
 class KillsTheRun(FaultProxy):
     """SIGKILLs the sync process as the third blob commit reaches the target, as a crash would."""
 

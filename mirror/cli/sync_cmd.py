@@ -95,7 +95,7 @@ def run_command(
 
     from ..runlock import RunLock
     from ..transfer.sync import RETAG_POLICIES, SyncImage, SyncRequest
-    from ..transfer.sync_bundle import BundleTarget
+    from ..transfer.sync_bundle import NAME_RULE, BundleTarget, bad_name
 
     if report is not None and not report.parent.is_dir():
         raise UsageError(f"--report {report}: directory {report.parent} does not exist")
@@ -107,6 +107,8 @@ def run_command(
             raise UsageError("--to-bundle goes with --base (what the bastion holds) and without --to")
         if not to_bundle.is_dir():
             raise UsageError(f"--to-bundle {to_bundle}: no such directory")
+        if bad_name(name):
+            raise UsageError(f"--name {name!r}: {NAME_RULE}")
         bundle = BundleTarget(to_bundle, base, name)
     topology = None
     if config is not None:
