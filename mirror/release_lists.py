@@ -75,6 +75,12 @@ def kdm_url() -> str:
     return os.environ.get("MIRROR_KDM_URL", "https://releases.rancher.com/kontainer-driver-metadata").rstrip("/")
 
 
+def kdm_branch(rancher_version: str) -> str | None:
+    """``release-v2.MINOR``, the metadata branch of a Rancher 2.x version; None for any other version."""
+    minor = re.fullmatch(r"v?2\.(\d+)(\.\d+)*(-.*)?", rancher_version)
+    return f"release-v2.{minor.group(1)}" if minor else None
+
+
 @dataclass
 class ReleaseLists:
     """Lists of versions not built in: from the cache, else fetched (unless ``offline``)."""
@@ -113,11 +119,11 @@ class ReleaseLists:
             return [Reference.parse(f"quay.io/jetstack/cert-manager-{name}:{version}")
                     for name in CERT_MANAGER_IMAGES], ListSource("generated")
         if component == "kubernetes":
-            minor = re.fullmatch(r"v?2\.(\d+)(\.\d+)*(-.*)?", rancher_version)
-            if not minor:
+            branch = kdm_branch(rancher_version)
+            if not branch:
                 raise UsageError(f"--rancher-version {rancher_version}: not a Rancher 2.x version, "
                                  "which RKE's system images are looked up by")
-            url = f"{kdm_url()}/release-v2.{minor.group(1)}/data.json"
+            url = f"{kdm_url()}/{branch}/data.json"
             source_id = f"{url}#K8sVersionRKESystemImages/{version}"
         else:
             asset = RELEASE_ASSETS[component].format(version=quote(version, safe=''), arch=quote(self.arch, safe=''))
@@ -183,12 +189,12 @@ class ReleaseLists:
 
     def _support_range(self, component: str, version: str, rancher: str) -> tuple[str, str] | None:
         """(min, max) Rancher version for ``component`` ``version`` in KDM; None if it has no entry."""
-        minor = re.fullmatch(r"v?2\.(\d+)(\.\d+)*(-.*)?", rancher)
-        if not minor:
+        branch = kdm_branch(rancher)
+        if not branch:
             return None  # KDM is per Rancher 2.x minor
-        url = f"{kdm_url()}/release-v2.{minor.group(1)}/data.json"
+        url = f"{kdm_url()}/{branch}/data.json"
         source_id = f"{url}#releases"
-        cache = self.cache / "kdm" / f"release-v2.{minor.group(1)}.json"
+        cache = self.cache / "kdm" / f"{branch}.json"
         cached = _read_cached(cache, source_id)
         try:
             ranges = json.loads(cached[0]) if cached else {}
