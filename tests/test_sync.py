@@ -645,6 +645,8 @@ def timer_of(config) -> tuple[list[str], str]:
     ("schedule", "0 0 1,15 * 0", "0 0 1,15 * 0", ["*-*-01,15 00:00:00", "Sun *-*-* 00:00:00"]),  # cron: either day
     ("schedule", "5 */3 1-10 2,4,6 *", "5 */3 1-10 2,4,6 *", None),
     ("schedule", "0,1,2,10,20,30 23 * * 6,0", "0,1,2,10,20,30 23 * * 6,0", None),
+    # Kubernetes takes weekdays 0-6 (a 7 is refused, N/S stops at 6): the CronJob gets the days listed
+    ("schedule", "30 1 * * 1/2", "30 1 * * 0,1,3,5", ["Mon,Wed,Fri,Sun *-*-* 01:30:00"]),
     ("interval", "6h", "0 */6 * * *", ["*-*-* 00/6:00:00"]),
     ("interval", "15m", "*/15 * * * *", None),
 ])
