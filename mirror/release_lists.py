@@ -128,18 +128,20 @@ class ReleaseLists:
         else:
             asset = RELEASE_ASSETS[component].format(version=quote(version, safe=''), arch=quote(self.arch, safe=''))
             url = source_id = f"{releases_url()}/{asset}"
+        other_arch = not self.takes_built_in(component)  # a list for another architecture than the built-in ones
         cache = self.cache / component / f"{version}.txt"
-        if component in ARCH_LISTS and self.arch != DEFAULT_ARCH:
+        if other_arch:
             cache = self.cache / component / f"linux-{self.arch}" / f"{version}.txt"
         cached = _read_cached(cache, source_id)
         if cached is not None:
             text, digest = cached
             return parse_images_text(text, str(cache)), ListSource("cached", source_id, digest)
         if self.offline:
-            raise UsageError(f"{option} {version}: no built-in or cached image list, and --offline-lists "
+            which = f"cached linux/{self.arch}" if other_arch else "built-in or cached"
+            raise UsageError(f"{option} {version}: no {which} image list, and --offline-lists "
                              f"forbids fetching {url}")
         missing = "no such release upstream"
-        if component in ARCH_LISTS and self.arch != DEFAULT_ARCH:
+        if other_arch:
             missing += f", or no linux/{self.arch} list in it"
         body = self._get(url, f"{option} {version}", missing)
         digest = hashlib.sha256(body).hexdigest()
