@@ -79,6 +79,8 @@ class PendingInstaller:
 
     def __init__(self, out: Path, arches: Iterable[str] = (), versions: Iterable[str] = (),
                  log: Log | None = None):
+        if out.is_dir():  # found now, not after every wheel is downloaded
+            raise UsageError(f"{out}: is a directory; name the installer's file (NAME.tar.gz)")
         self.out = out
         self.pending = pending_name(out)
         try:
@@ -209,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except MirrorError as exc:
         print(f"make-installer: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    except OSError as exc:  # a full disk, an unwritable directory: one line and exit 1, as mirror's commands
+        print(f"make-installer: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {made.describe()}")
     return 0
 

@@ -75,6 +75,12 @@ def kdm_url() -> str:
     return os.environ.get("MIRROR_KDM_URL", "https://releases.rancher.com/kontainer-driver-metadata").rstrip("/")
 
 
+def kdm_branch(rancher_version: str) -> str | None:
+    """``release-v2.MINOR``, the metadata branch of a Rancher 2.x version; None for any other version."""
+    minor = re.fullmatch(r"v?2\.(\d+)(\.\d+)*(-.*)?", rancher_version)
+    return f"release-v2.{minor.group(1)}" if minor else None
+
+
 @dataclass
 class ReleaseLists:
     """Lists of versions not built in: from the cache, else fetched (unless ``offline``)."""
@@ -113,27 +119,29 @@ class ReleaseLists:
             return [Reference.parse(f"quay.io/jetstack/cert-manager-{name}:{version}")
                     for name in CERT_MANAGER_IMAGES], ListSource("generated")
         if component == "kubernetes":
-            minor = re.fullmatch(r"v?2\.(\d+)(\.\d+)*(-.*)?", rancher_version)
-            if not minor:
+            branch = kdm_branch(rancher_version)
+            if not branch:
                 raise UsageError(f"--rancher-version {rancher_version}: not a Rancher 2.x version, "
                                  "which RKE's system images are looked up by")
-            url = f"{kdm_url()}/release-v2.{minor.group(1)}/data.json"
+            url = f"{kdm_url()}/{branch}/data.json"
             source_id = f"{url}#K8sVersionRKESystemImages/{version}"
         else:
             asset = RELEASE_ASSETS[component].format(version=quote(version, safe=''), arch=quote(self.arch, safe=''))
             url = source_id = f"{releases_url()}/{asset}"
+        other_arch = not self.takes_built_in(component)  # a list for another architecture than the built-in ones
         cache = self.cache / component / f"{version}.txt"
-        if component in ARCH_LISTS and self.arch != DEFAULT_ARCH:
+        if other_arch:
             cache = self.cache / component / f"linux-{self.arch}" / f"{version}.txt"
         cached = _read_cached(cache, source_id)
         if cached is not None:
             text, digest = cached
             return parse_images_text(text, str(cache)), ListSource("cached", source_id, digest)
         if self.offline:
-            raise UsageError(f"{option} {version}: no built-in or cached image list, and --offline-lists "
+            which = f"cached linux/{self.arch}" if other_arch else "built-in or cached"
+            raise UsageError(f"{option} {version}: no {which} image list, and --offline-lists "
                              f"forbids fetching {url}")
         missing = "no such release upstream"
-        if component in ARCH_LISTS and self.arch != DEFAULT_ARCH:
+        if other_arch:
             missing += f", or no linux/{self.arch} list in it"
         body = self._get(url, f"{option} {version}", missing)
         digest = hashlib.sha256(body).hexdigest()
@@ -183,12 +191,12 @@ class ReleaseLists:
 
     def _support_range(self, component: str, version: str, rancher: str) -> tuple[str, str] | None:
         """(min, max) Rancher version for ``component`` ``version`` in KDM; None if it has no entry."""
-        minor = re.fullmatch(r"v?2\.(\d+)(\.\d+)*(-.*)?", rancher)
-        if not minor:
+        branch = kdm_branch(rancher)
+        if not branch:
             return None  # KDM is per Rancher 2.x minor
-        url = f"{kdm_url()}/release-v2.{minor.group(1)}/data.json"
+        url = f"{kdm_url()}/{branch}/data.json"
         source_id = f"{url}#releases"
-        cache = self.cache / "kdm" / f"release-v2.{minor.group(1)}.json"
+        cache = self.cache / "kdm" / f"{branch}.json"
         cached = _read_cached(cache, source_id)
         try:
             ranges = json.loads(cached[0]) if cached else {}

@@ -115,3 +115,15 @@ def test_pull_with_installer_fails_before_fetching_when_the_installer_cannot_be_
     assert result.stderr.startswith("mirror: error: cannot make the offline installer: cannot build mirror's wheel: ")
     assert result.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_make_installer_to_a_directory_exits_2_before_downloading(tmp_path):
+    """OUT an existing directory is refused at once, in one line: it used to fail after every download, with a traceback."""
+    (tmp_path / "out").mkdir()
+    build = subprocess.run([ROOT / "scripts" / "make-installer.sh", "--arch", "x86_64", "--python-version", "3.11",
+                            tmp_path / "out"], env={**os.environ, "PYTHON": sys.executable, "PIP_INDEX_URL":
+                            "http://127.0.0.1:9/simple", "PIP_RETRIES": "0"}, capture_output=True, text=True,
+                           timeout=300)
+    assert build.returncode == 2, build.stderr
+    assert build.stderr == f"make-installer: {tmp_path / 'out'}: is a directory; name the installer's file (NAME.tar.gz)\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and not list((tmp_path / "out").iterdir())

@@ -474,6 +474,15 @@ def test_to_bundle_needs_a_base_and_no_registry_target(tmp_path, state_home):
     assert result.returncode == 2 and "--to-bundle goes with --base" in result.stderr
 
 
+def test_to_bundle_name_that_would_leave_the_directory_exits_2(tmp_path, state_home):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "have.json").write_text("{}")
+    result = run_mirror("sync", "run", "docker.io/library/busybox:1", "--to-bundle", tmp_path / "out",
+                        "--base", tmp_path / "have.json", "--name", "../x")
+    assert result.returncode == 2 and "--name '../x'" in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["have.json", "out"] and not list((tmp_path / "out").iterdir())
+
+
 class KillsTheRun(FaultProxy):
     """SIGKILLs the sync process as the third blob commit reaches the target, as a crash would."""
 
@@ -636,6 +645,8 @@ def timer_of(config) -> tuple[list[str], str]:
     ("schedule", "0 0 1,15 * 0", "0 0 1,15 * 0", ["*-*-01,15 00:00:00", "Sun *-*-* 00:00:00"]),  # cron: either day
     ("schedule", "5 */3 1-10 2,4,6 *", "5 */3 1-10 2,4,6 *", None),
     ("schedule", "0,1,2,10,20,30 23 * * 6,0", "0,1,2,10,20,30 23 * * 6,0", None),
+    # Kubernetes takes weekdays 0-6 (a 7 is refused, N/S stops at 6): the CronJob gets the days listed
+    ("schedule", "30 1 * * 1/2", "30 1 * * 0,1,3,5", ["Mon,Wed,Fri,Sun *-*-* 01:30:00"]),
     ("interval", "6h", "0 */6 * * *", ["*-*-* 00/6:00:00"]),
     ("interval", "15m", "*/15 * * * *", None),
 ])

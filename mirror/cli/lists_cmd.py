@@ -11,8 +11,8 @@ from .. import lists
 from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, JsonOption, K3sVersionOption,
-    KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption, PlatformOption,
-    RancherVersionOption, Rke2VersionOption, handle_errors, note_fetched_lists, parse_platforms, topology_versions,
+    KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption, RancherVersionOption,
+    Rke2VersionOption, handle_errors, note_fetched_lists, parse_platforms, topology_versions,
 )
 from .render import emit_json
 
@@ -52,7 +52,9 @@ def lists_command(
     ca_file: Optional[Path] = CaFileOption,
     images_file: Optional[list[Path]] = ImagesFileOption,
     exclude: Optional[list[str]] = ExcludeOption,
-    platform: Optional[list[str]] = PlatformOption,
+    platform: Optional[list[str]] = typer.Option(
+        None, "--platform",
+        help="One architecture, e.g. linux/arm64: that architecture's RKE2 list, as pull takes it [default: amd64's]."),
     json_report: bool = JsonOption,
 ) -> None:
     """Show topologies and versions; with --mode or --images-file, print the resolved image list."""

@@ -42,7 +42,8 @@ EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 b
               "3 auth/TLS refused; 4 integrity; 6 deferred by a rate limit; 7 another run holds the lock.")
 
 sync_app = typer.Typer(
-    help="Keep a registry in sync with upstream, registry to registry (scheduled resync jobs).",
+    help="Keep a registry in sync with upstream (scheduled resync jobs): registry to registry, or for an air "
+         "gap as nightly delta bundles.",
     no_args_is_help=True,
 )
 app.add_typer(sync_app, name="sync")
@@ -90,12 +91,13 @@ def run_command(
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
-    """Copy images from their sources straight into a registry: only what changed, never via disk."""
+    """Copy what changed upstream straight into a registry, never via disk; or, with --to-bundle, write it
+    as one delta bundle against what the bastion holds."""
     from dataclasses import asdict
 
     from ..runlock import RunLock
     from ..transfer.sync import RETAG_POLICIES, SyncImage, SyncRequest
-    from ..transfer.sync_bundle import BundleTarget
+    from ..transfer.sync_bundle import NAME_RULE, BundleTarget, bad_name
 
     if report is not None and not report.parent.is_dir():
         raise UsageError(f"--report {report}: directory {report.parent} does not exist")
@@ -107,6 +109,8 @@ def run_command(
             raise UsageError("--to-bundle goes with --base (what the bastion holds) and without --to")
         if not to_bundle.is_dir():
             raise UsageError(f"--to-bundle {to_bundle}: no such directory")
+        if bad_name(name):
+            raise UsageError(f"--name {name!r}: {NAME_RULE}")
         bundle = BundleTarget(to_bundle, base, name)
     topology = None
     if config is not None:

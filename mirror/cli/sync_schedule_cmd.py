@@ -104,7 +104,7 @@ def print_cronjob(
 
     job = load_config(config, secrets=False)
     if schedule is None and job.schedule is not None:
-        schedule = job.schedule.text
+        schedule = job.schedule.kubernetes_text()
     elif schedule is None and job.interval is not None:
         schedule = interval_cron(job.interval)
         if schedule is None:

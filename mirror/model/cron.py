@@ -73,6 +73,20 @@ class CronSchedule:
             return [f"{named}*-{months}-{'*' if self.any_day else days} {time}"]
         return [f"*-{months}-{days} {time}", f"{weekdays} *-{months}-* {time}"]
 
+    def kubernetes_text(self) -> str:
+        """The schedule as a Kubernetes CronJob must be given it: its days of the week go 0-6 only.
+
+        A 7 (Sunday here, as in cron) is refused by the API server, and ``N/S``
+        there stops at 6: a weekday field that reaches 7 is written out as the
+        list of its days, Sunday as 0. The day fields stay restricted, so which
+        of them counts is unchanged.
+        """
+        fields = self.text.split()
+        if self.any_weekday or 7 not in _field(fields[4], "day of week", 0, 7):
+            return self.text
+        fields[4] = ",".join(str(day) for day in sorted(self.weekdays))
+        return " ".join(fields)
+
     def _day_matches(self, day: datetime) -> bool:
         in_month = day.day in self.days
         in_week = (day.isoweekday() % 7) in self.weekdays

@@ -14,6 +14,7 @@ all, and so is not in the bundle.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,14 @@ from .base import Base, load_base
 from .pull import PullRequest, pull
 from .resolve import Resolver
 from .sync import ImageResult, SyncRequest, SyncResult, wanted_images
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+
+def bad_name(name: str) -> bool:
+    """Whether ``name`` cannot begin a bundle's file name: a '/' or '..' would write outside DIR."""
+    return not _NAME.fullmatch(name)
 
 
 @dataclass(frozen=True)

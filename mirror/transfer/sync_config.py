@@ -28,7 +28,7 @@ from ..registry.settings import Credentials, RegistrySettings
 from .plan import Target
 from .selection import TagSelection
 from .sync import RETAG_POLICIES, SyncImage, SyncRequest
-from .sync_bundle import BundleTarget
+from .sync_bundle import NAME_RULE, BundleTarget, bad_name
 
 TOP_KEYS = {"target", "sources", "platforms", "images", "interval", "schedule"}
 REGISTRY_TARGET_KEYS = {"registry", "ca_file", "insecure", "plain_http", "username", "password"}
@@ -39,7 +39,6 @@ ENTRY_KEYS = {"repository", "image", "allow", "deny", "semver", "keep_latest", "
 
 
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd]?)$")
-_BUNDLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -290,8 +289,8 @@ def _bundle_target(reader: _Reader, mapping: _Mapping) -> BundleTarget:
     if not base:
         raise reader.error(mapping, "base", "expected at least one inventory or bundle")
     name = reader.string(mapping, "name", "mirror") or ""
-    if not _BUNDLE_NAME.match(name):
-        raise reader.error(mapping, "name", f"{name!r}: letters, digits, '.', '_' and '-' only")
+    if bad_name(name):
+        raise reader.error(mapping, "name", f"{name!r}: {NAME_RULE}")
     return BundleTarget(directory, base, name)
 
 
