@@ -10,6 +10,7 @@ the bytes come from (a bundle being read, another registry) is the caller's.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
@@ -22,6 +23,12 @@ from ..registry.client import BlobSource, RegistryClient
 from .plan import ImagePlan, Target
 from .survey import Presence
 from .tasks import each
+
+# Two pushes writing one manifest into one repository at once: distribution can refuse one of
+# them with DIGEST_INVALID although the bytes are right (seen in tests, more often the faster the
+# clients). With its children in place the manifest is put again, after a pause.
+MANIFEST_RACE_RETRIES = 4
+MANIFEST_RACE_PAUSE = (0.05, 0.4)  # seconds, drawn at random so the two pushes fall out of step
 
 
 @dataclass
@@ -144,17 +151,16 @@ class Delivery:
                 outcome.fail(dependency.error)  # the child's own error: it names what is wrong, keeps its kind
                 return
         try:
-            try:
-                async with self._slot():
-                    await self.client.put_manifest(repository, manifest.digest, manifest)
-            except IntegrityError:
-                # A registry written to by two pushes at once can refuse a manifest while it is
-                # still linking the blobs (distribution's DIGEST_INVALID race). If every child is
-                # really there, one more PUT settles it; a true mismatch fails again and is reported.
-                if not await self._children_present(manifest, repository):
-                    raise
-                async with self._slot():
-                    await self.client.put_manifest(repository, manifest.digest, manifest)
+            for attempt in range(MANIFEST_RACE_RETRIES + 1):
+                try:
+                    async with self._slot():
+                        await self.client.put_manifest(repository, manifest.digest, manifest)
+                    break
+                except IntegrityError:
+                    # A true mismatch (a child really missing) is reported at once.
+                    if attempt == MANIFEST_RACE_RETRIES or not await self._children_present(manifest, repository):
+                        raise
+                    await anyio.sleep(random.uniform(*MANIFEST_RACE_PAUSE))
             outcome.succeed()
             self.report.manifests_pushed += 1
         except MirrorError as exc:
