@@ -14,7 +14,9 @@ from ..registry.settings import Credentials, RegistrySettings
 from .render import emit_failure_json, report_failures
 
 if TYPE_CHECKING:
+    from ..lists import Topology
     from ..model.oci import Platform
+    from ..model.reference import Reference
     from ..model.upstream import SourceMap
     from ..transfer.plan import Target
 
@@ -195,11 +197,31 @@ OfflineListsOption = typer.Option(
          "from its release and cached otherwise).")
 
 
-def note_fetched_lists(topology: Any) -> None:
-    """One line on stderr for each list that did not come with mirror: where it came from."""
+def select_images(mode: str | None, versions: dict[str, str | None], *, images: list[str] | None = None,
+                  images_file: list[Path] | None = None, exclude: list[str] | None = None,
+                  no_registry_image: bool = False, platforms: "list[Platform]", offline_lists: bool,
+                  ca_file: Path | None) -> "tuple[list[Reference], Topology | None]":
+    """The images that pull's selection options name; ``pull``, ``sync run`` and ``lists`` read them alike.
+
+    A version that is not built in takes its list from the cache, else from its
+    release (unless ``--offline-lists``; ``--ca-file`` trusted), RKE2's for the one
+    architecture ``--platform`` names. Each such list gets a line on stderr saying
+    where it came from, and a K3s/RKE2 version Rancher's metadata does not pair
+    with the Rancher version a warning.
+    """
+    from ..lists import resolve_images
+    from ..release_lists import ReleaseLists, list_arch  # an HTTP client: imported by the commands that may fetch
+
+    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
+    refs, topology = resolve_images(mode, versions=versions, extra_files=images_file or [], extra_refs=images or [],
+                                    exclude=exclude or [], include_registry_image=not no_registry_image,
+                                    releases=releases)
     for component, source in (topology.sources.items() if topology else ()):
         if source.origin in ("fetched", "cached"):
             typer.echo(f"mirror: {component} {topology.versions[component]}: {source.describe()}", err=True)
+    for warning in releases.support_warnings(topology):
+        typer.echo(warning, err=True)
+    return refs, topology
 
 # Where source images are read from; `mirror pull` and `mirror sync run` take the same options.
 PlatformOption = typer.Option(
