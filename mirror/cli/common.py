@@ -49,12 +49,12 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except BaseExceptionGroup as group:
-            leaves = list(_leaves(group))
-            if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+            if any(isinstance(e, KeyboardInterrupt) for e in leaves(group)):
                 _interrupted()
-            if not all(isinstance(e, (MirrorError, OSError)) for e in leaves):
+            worst = reported_error(group)
+            if worst is None:
                 raise
-            _report(max(leaves, key=lambda e: _severity(e)), json_report)
+            _report(worst, json_report)
         except BrokenPipeError:  # `mirror ... | head`: the reader has what it wanted
             sys.stdout = None  # type: ignore[assignment]  # nothing left to flush at exit
             raise typer.Exit(141) from None
@@ -66,17 +66,28 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _leaves(error: BaseException) -> Iterator[BaseException]:
+def leaves(error: BaseException) -> Iterator[BaseException]:
+    """The errors inside ``error``, however deeply task groups nested it; ``error`` itself if no group."""
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            yield from _leaves(inner)
+            yield from leaves(inner)
     else:
         yield error
 
 
-def _severity(error: BaseException) -> int:
-    code = error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
-    return {ExitCode.INTEGRITY: 2, ExitCode.AUTH: 1}.get(code, 0)
+def exit_code_of(error: BaseException) -> ExitCode:
+    """A MirrorError's own code; an OSError the operations did not name is a plain failure."""
+    return error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
+
+
+def reported_error(error: BaseException) -> BaseException | None:
+    """The one error to tell the user about: ``error``, or the worst leaf of an exception group
+    (integrity, then auth, then the rest). None unless every leaf is a MirrorError or an OSError:
+    anything else is a bug and keeps its traceback."""
+    found = list(leaves(error))
+    if not all(isinstance(e, (MirrorError, OSError)) for e in found):
+        return None
+    return max(found, key=lambda e: {ExitCode.INTEGRITY: 2, ExitCode.AUTH: 1}.get(exit_code_of(e), 0))
 
 
 def _report(error: BaseException, json_report: bool) -> None:
@@ -85,7 +96,7 @@ def _report(error: BaseException, json_report: bool) -> None:
     missing = error.missing if isinstance(error, DeltaBaseMissing) else {}
     for digest, reason in sorted(missing.items()):
         typer.echo(f"mirror: missing: {digest}: {reason}", err=True)
-    code = error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
+    code = exit_code_of(error)
     if json_report:
         emit_failure_json(str(error), int(code), failures, {"missing": missing} if missing else {})
     fail(str(error), code)

@@ -24,8 +24,8 @@ from .common import (
     CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
     JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption,
     PasswordStdinOption, PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption,
-    Rke2VersionOption, SourceMirrorOption, UsernameOption, handle_errors, parse_platforms, select_images,
-    source_access, target_registry, topology_versions,
+    Rke2VersionOption, SourceMirrorOption, UsernameOption, exit_code_of, handle_errors, leaves, parse_platforms,
+    reported_error, select_images, source_access, target_registry, topology_versions,
 )
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
@@ -273,7 +273,6 @@ def serve_command(
     from datetime import datetime
 
     from ..clock import utc_now
-    from ..errors import MirrorError
     from ..model.cron import CronSchedule
     from ..runlock import lock_dir
     from ..transfer.sync_config import load_config, parse_interval
@@ -321,9 +320,13 @@ def serve_command(
             counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred",
                                                                   "failed") if result.count(a))
             log(f"run {result.run_id}: {result.result} (exit {int(result.exit_code)}): {counts or 'nothing to do'}")
-        except MirrorError as exc:
-            log(f"run failed (exit {int(exc.exit_code)}): {exc}")
-        except OSError as exc:  # a full disk for the report, say: the next run may find room
-            log(f"run failed: {exc}")
+        except Exception as exc:
+            # A MirrorError or an OSError (a full disk for the report, say: the next run may find room), alone or
+            # in the exception group of a task group, is logged and the schedule goes on; anything else is a bug.
+            failed = reported_error(exc)
+            if failed is None:
+                raise
+            more = len(list(leaves(exc))) - 1
+            log(f"run failed (exit {int(exit_code_of(failed))}): {failed}" + (f" (and {more} more)" if more else ""))
         stop.wait(wait_after(started))
     log("stopped")
