@@ -314,3 +314,34 @@ def test_pull_records_the_arm64_rke2_list_in_the_bundle(host, env, seeded_source
     topology = json.loads(run_mirror("inspect", bundle, "--json").stdout)["topology"]
     assert topology["list_arch"] == "arm64"
     assert topology["sources"]["rke2"]["url"] == host.url + RKE2_ARM64_PATH
+
+
+def test_sync_run_takes_its_lists_as_pull_does_arm64_fetched_then_cached_offline(
+        host, env, seeded_source, registry, tmp_path):
+    arm64 = next(i for i in seeded_source.corpus.images if "linux/arm64/v8" in i.platforms)
+    host.serve(RKE2_ARM64_PATH, f"{arm64.source}\n".encode())
+    host.serve(RKE2_AMD64_PATH, b"rancher/rke2-runtime:v1.99.2-rke2r1\n")
+    rancher_path = "/rancher/rancher/releases/download/v2.99.0/rancher-images.txt"
+    host.serve(rancher_path, f"{arm64.source}\n".encode())
+    env = {**env, "XDG_STATE_HOME": str(tmp_path / "state")}  # sync's lock
+    args = ["sync", "run", "--mode", "rke2", "--rke2-version", RKE2, "--rancher-version", "v2.99.0",
+            "--platform", "linux/arm64", "--no-registry-image", "--exclude", "cert-manager",
+            *seeded_source.mirror_args, "--to", registry.host, "--to-plain-http", "--dry-run", "--json", "-q"]
+
+    offline = run_mirror(*args, "--offline-lists", env=env)
+    assert offline.returncode == 2
+    assert offline.stderr == (f"mirror: error: --rke2-version {RKE2}: no cached linux/arm64 image list, and "
+                              f"--offline-lists forbids fetching {host.url + RKE2_ARM64_PATH}\n")
+    assert host.requests == []
+
+    fetched = run_mirror(*args, env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    assert [(i["source"], i["action"]) for i in json.loads(fetched.stdout)["images"]] == [(arm64.source, "copied")]
+    assert f"mirror: rke2 {RKE2}: fetched {host.url + RKE2_ARM64_PATH} (sha256 " in fetched.stderr
+    assert f"mirror: rancher v2.99.0: fetched {host.url + rancher_path} (sha256 " in fetched.stderr
+    assert RKE2_ARM64_PATH in host.requests and RKE2_AMD64_PATH not in host.requests
+
+    cached = run_mirror(*args, "--offline-lists", env=env)
+    assert cached.returncode == 0, cached.stderr
+    assert f"mirror: rke2 {RKE2}: cached {host.url + RKE2_ARM64_PATH} (sha256 " in cached.stderr
+    assert json.loads(cached.stdout)["images"] == json.loads(fetched.stdout)["images"]

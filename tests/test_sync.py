@@ -389,6 +389,62 @@ images:
     assert log.count(": ok (exit 0)") == len(kept) and log.rstrip().endswith("stopped")
 
 
+@pytest.fixture
+def serve_here(tmp_path, state_home, monkeypatch):
+    """``serve_here(*errors)``: ``mirror sync serve`` in this process, its runs raising ``errors`` in turn.
+
+    The last run also stops serve, as SIGTERM does. Returns how many runs serve
+    started (``calls``, kept as serve ends either way); the signal handlers serve
+    installs are put back afterwards.
+    """
+    import signal
+
+    from mirror.cli import sync_cmd
+
+    config = write_config(tmp_path / "sync.yaml", "target: {registry: 127.0.0.1:1}\ninterval: 1s\n"
+                                                  "images:\n  - image: docker.io/rancher/fleet:v1\n")
+    saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    calls: list[object] = []
+
+    def serve(*errors: BaseException) -> None:
+        def run_sync(request, progress, bundle=None, topology=None):
+            calls.append(request)
+            if len(calls) == len(errors):
+                signal.raise_signal(signal.SIGTERM)  # serve ends after this run
+            raise errors[len(calls) - 1]
+
+        monkeypatch.setattr(sync_cmd, "run_sync", run_sync)
+        sync_cmd.serve_command(config=config, interval=None, schedule=None, report_dir=tmp_path / "reports",
+                               keep_reports=30, jobs=1)
+
+    serve.calls = calls  # type: ignore[attr-defined]
+    yield serve
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+def test_serve_logs_a_run_whose_task_group_failed_with_mirror_errors_and_runs_again(serve_here, capsys):
+    from mirror.errors import AuthError, MirrorError
+
+    group = ExceptionGroup("unhandled errors in a TaskGroup", [
+        MirrorError("docker.io/rancher/fleet:v1: 500 from the source"),
+        ExceptionGroup("unhandled errors in a TaskGroup", [AuthError("127.0.0.1:1: 401 Unauthorized")])])
+    serve_here(group, MirrorError("127.0.0.1:1: connection refused"))
+    assert len(serve_here.calls) == 2
+    log = [line.split(" mirror sync serve: ", 1)[1] for line in capsys.readouterr().err.splitlines()]
+    assert log[1:] == ["run failed (exit 3): 127.0.0.1:1: 401 Unauthorized (and 1 more)",  # the worst, as exit codes
+                       "run failed (exit 1): 127.0.0.1:1: connection refused", "stopped"]
+
+
+def test_serve_ends_on_a_task_group_failure_that_is_a_bug(serve_here):
+    from mirror.errors import MirrorError
+
+    bug = ExceptionGroup("unhandled errors in a TaskGroup", [MirrorError("fine"), KeyError("not fine")])
+    with pytest.raises(ExceptionGroup) as raised:
+        serve_here(bug, MirrorError("never run"))
+    assert raised.value is bug and len(serve_here.calls) == 1
+
+
 def test_print_systemd_and_cronjob_schedule_the_config_checked_without_its_secrets(tmp_path):
     import yaml
 

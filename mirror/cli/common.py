@@ -14,7 +14,9 @@ from ..registry.settings import Credentials, RegistrySettings
 from .render import emit_failure_json, report_failures
 
 if TYPE_CHECKING:
+    from ..lists import Topology
     from ..model.oci import Platform
+    from ..model.reference import Reference
     from ..model.upstream import SourceMap
     from ..transfer.plan import Target
 
@@ -47,12 +49,12 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except BaseExceptionGroup as group:
-            leaves = list(_leaves(group))
-            if any(isinstance(e, KeyboardInterrupt) for e in leaves):
+            if any(isinstance(e, KeyboardInterrupt) for e in leaves(group)):
                 _interrupted()
-            if not all(isinstance(e, (MirrorError, OSError)) for e in leaves):
+            worst = reported_error(group)
+            if worst is None:
                 raise
-            _report(max(leaves, key=lambda e: _severity(e)), json_report)
+            _report(worst, json_report)
         except BrokenPipeError:  # `mirror ... | head`: the reader has what it wanted
             sys.stdout = None  # type: ignore[assignment]  # nothing left to flush at exit
             raise typer.Exit(141) from None
@@ -64,17 +66,28 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _leaves(error: BaseException) -> Iterator[BaseException]:
+def leaves(error: BaseException) -> Iterator[BaseException]:
+    """The errors inside ``error``, however deeply task groups nested it; ``error`` itself if no group."""
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            yield from _leaves(inner)
+            yield from leaves(inner)
     else:
         yield error
 
 
-def _severity(error: BaseException) -> int:
-    code = error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
-    return {ExitCode.INTEGRITY: 2, ExitCode.AUTH: 1}.get(code, 0)
+def exit_code_of(error: BaseException) -> ExitCode:
+    """A MirrorError's own code; an OSError the operations did not name is a plain failure."""
+    return error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
+
+
+def reported_error(error: BaseException) -> BaseException | None:
+    """The one error to tell the user about: ``error``, or the worst leaf of an exception group
+    (integrity, then auth, then the rest). None unless every leaf is a MirrorError or an OSError:
+    anything else is a bug and keeps its traceback."""
+    found = list(leaves(error))
+    if not all(isinstance(e, (MirrorError, OSError)) for e in found):
+        return None
+    return max(found, key=lambda e: {ExitCode.INTEGRITY: 2, ExitCode.AUTH: 1}.get(exit_code_of(e), 0))
 
 
 def _report(error: BaseException, json_report: bool) -> None:
@@ -83,7 +96,7 @@ def _report(error: BaseException, json_report: bool) -> None:
     missing = error.missing if isinstance(error, DeltaBaseMissing) else {}
     for digest, reason in sorted(missing.items()):
         typer.echo(f"mirror: missing: {digest}: {reason}", err=True)
-    code = error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
+    code = exit_code_of(error)
     if json_report:
         emit_failure_json(str(error), int(code), failures, {"missing": missing} if missing else {})
     fail(str(error), code)
@@ -195,11 +208,31 @@ OfflineListsOption = typer.Option(
          "from its release and cached otherwise).")
 
 
-def note_fetched_lists(topology: Any) -> None:
-    """One line on stderr for each list that did not come with mirror: where it came from."""
+def select_images(mode: str | None, versions: dict[str, str | None], *, images: list[str] | None = None,
+                  images_file: list[Path] | None = None, exclude: list[str] | None = None,
+                  no_registry_image: bool = False, platforms: "list[Platform]", offline_lists: bool,
+                  ca_file: Path | None) -> "tuple[list[Reference], Topology | None]":
+    """The images that pull's selection options name; ``pull``, ``sync run`` and ``lists`` read them alike.
+
+    A version that is not built in takes its list from the cache, else from its
+    release (unless ``--offline-lists``; ``--ca-file`` trusted), RKE2's for the one
+    architecture ``--platform`` names. Each such list gets a line on stderr saying
+    where it came from, and a K3s/RKE2 version Rancher's metadata does not pair
+    with the Rancher version a warning.
+    """
+    from ..lists import resolve_images
+    from ..release_lists import ReleaseLists, list_arch  # an HTTP client: imported by the commands that may fetch
+
+    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
+    refs, topology = resolve_images(mode, versions=versions, extra_files=images_file or [], extra_refs=images or [],
+                                    exclude=exclude or [], include_registry_image=not no_registry_image,
+                                    releases=releases)
     for component, source in (topology.sources.items() if topology else ()):
         if source.origin in ("fetched", "cached"):
             typer.echo(f"mirror: {component} {topology.versions[component]}: {source.describe()}", err=True)
+    for warning in releases.support_warnings(topology):
+        typer.echo(warning, err=True)
+    return refs, topology
 
 # Where source images are read from; `mirror pull` and `mirror sync run` take the same options.
 PlatformOption = typer.Option(

@@ -12,7 +12,7 @@ from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, JsonOption, K3sVersionOption,
     KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption, RancherVersionOption,
-    Rke2VersionOption, handle_errors, note_fetched_lists, parse_platforms, topology_versions,
+    Rke2VersionOption, handle_errors, parse_platforms, select_images, topology_versions,
 )
 from .render import emit_json
 
@@ -60,12 +60,13 @@ def lists_command(
     """Show topologies and versions; with --mode or --images-file, print the resolved image list."""
     versions = topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
                                  cert_manager_version)
-    from ..release_lists import ReleaseLists, list_arch  # an HTTP client: imported by the commands that may fetch
-
-    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(parse_platforms(platform or [])))
+    platforms = parse_platforms(platform or [])
     if mode is None and not images_file:
         if any(versions.values()) or exclude:
             lists.resolve_images(None, versions=versions, exclude=exclude or [])  # names what is wrong
+        from ..release_lists import ReleaseLists  # it brings an HTTP client: imported only where needed
+
+        releases = ReleaseLists()  # only its cache is read here
         if json_report:
             emit_json({"topologies": {m: {"title": s["title"], "components": {
                 c: {"versions": lists.component_versions(c), "default": lists.components()[c]["default"],
@@ -75,12 +76,9 @@ def lists_command(
         else:
             _overview(releases)
         return
-    refs, topology = lists.resolve_images(mode, versions=versions, extra_files=images_file or [],
-                                          exclude=exclude or [], include_registry_image=not no_registry_image,
-                                          releases=releases)
-    note_fetched_lists(topology)
-    for warning in releases.support_warnings(topology):
-        typer.echo(warning, err=True)
+    refs, topology = select_images(mode, versions, images_file=images_file, exclude=exclude,
+                                   no_registry_image=no_registry_image, platforms=platforms,
+                                   offline_lists=offline_lists, ca_file=ca_file)
     if json_report:
         emit_json({"mode": mode, "versions": topology.versions if topology else {},
                    "list_arch": topology.list_arch if topology else None,

@@ -15,10 +15,9 @@ from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
     JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, PlainHttpRegistryOption,
-    PlatformOption, QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors,
-    parse_platforms, source_access, topology_versions,
+    OfflineListsOption, PlatformOption, QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption,
+    handle_errors, parse_platforms, select_images, source_access, topology_versions,
 )
-from .common import OfflineListsOption, note_fetched_lists
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
 
@@ -76,26 +75,14 @@ def pull_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Pull images into ONE portable bundle (an OCI image layout in a tar.zst)."""
-    from ..lists import resolve_images  # imported here so other commands start faster
-    from ..transfer.base import load_base
+    from ..transfer.base import load_base  # imported here so other commands start faster
     from ..transfer.pull import PullRequest, pull
-    from ..release_lists import ReleaseLists, list_arch
 
     platforms = parse_platforms(platform or [])
-    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
-    refs, topology = resolve_images(
-        mode,
-        versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
-                                   cert_manager_version),
-        extra_files=images_file or [],
-        extra_refs=images or [],
-        exclude=exclude or [],
-        include_registry_image=not no_registry_image,
-        releases=releases,
-    )
-    note_fetched_lists(topology)
-    for warning in releases.support_warnings(topology):
-        typer.echo(warning, err=True)
+    refs, topology = select_images(
+        mode, topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version, cert_manager_version),
+        images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
+        platforms=platforms, offline_lists=offline_lists, ca_file=ca_file)
     if not refs:
         raise UsageError("no images to pull: name images, --images-file or --mode")
     if output is None and not dry_run:

@@ -22,17 +22,15 @@ from ..units import human_size
 from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
-    JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, PasswordStdinOption,
-    PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption, Rke2VersionOption,
-    SourceMirrorOption, UsernameOption, handle_errors, parse_platforms, source_access, target_registry,
-    topology_versions,
+    JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption,
+    PasswordStdinOption, PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption,
+    Rke2VersionOption, SourceMirrorOption, UsernameOption, exit_code_of, handle_errors, leaves, parse_platforms,
+    reported_error, select_images, source_access, target_registry, topology_versions,
 )
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
 if TYPE_CHECKING:
-    from ..lists import Topology
     from ..model.cron import CronSchedule
-    from ..model.reference import Reference
     from ..runlock import RunLock
     from ..transfer.sync import SyncRequest, SyncResult
     from ..transfer.sync_bundle import BundleTarget
@@ -70,6 +68,7 @@ def run_command(
     rancher_version: Optional[str] = RancherVersionOption,
     cert_manager_version: Optional[str] = CertManagerVersionOption,
     no_registry_image: bool = NoRegistryImageOption,
+    offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
     platform: Optional[list[str]] = PlatformOption,
     source_mirror: Optional[list[str]] = SourceMirrorOption,
@@ -117,7 +116,10 @@ def run_command(
         from ..transfer.sync_config import load_config
 
         given = [name for name, value in (
-            ("images", images), ("--images-file", images_file), ("--mode", mode), ("--exclude", exclude),
+            ("images", images), ("--images-file", images_file), ("--mode", mode), ("--k3s-version", k3s_version),
+            ("--kubernetes-version", kubernetes_version), ("--rke2-version", rke2_version),
+            ("--rancher-version", rancher_version), ("--cert-manager-version", cert_manager_version),
+            ("--no-registry-image", no_registry_image), ("--offline-lists", offline_lists), ("--exclude", exclude),
             ("--platform", platform), ("--source-mirror", source_mirror), ("--plain-http-registry", plain_http_registry),
             ("--insecure-registry", insecure_registry), ("--ca-file", ca_file), ("--to", to),
             ("--to-ca-file", to_ca_file), ("--to-plain-http", to_plain_http), ("--to-insecure", to_insecure),
@@ -133,8 +135,14 @@ def run_command(
         if bundle is not None and on_retag != "update":
             raise UsageError(f"--on-retag {on_retag}: needs --to; the push of a delta bundle moves tags as "
                              "mirror push does")
-        refs, found = _selection(images, images_file, mode, k3s_version, kubernetes_version, rke2_version,
-                                 rancher_version, cert_manager_version, no_registry_image, exclude)
+        platforms = parse_platforms(platform or [])
+        refs, found = select_images(
+            mode, topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
+                                    cert_manager_version),
+            images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
+            platforms=platforms, offline_lists=offline_lists, ca_file=ca_file)
+        if not refs:
+            raise UsageError("no images to sync: name images, --images-file or --mode")
         topology = asdict(found) if found else None
         sources, settings_for = source_access(source_mirror or [], plain_http_registry or [],
                                               insecure_registry or [], ca_file, jobs)
@@ -142,7 +150,7 @@ def run_command(
             to, ca_file=to_ca_file, insecure=to_insecure, plain_http=to_plain_http, username=username,
             password_stdin=password_stdin, jobs=jobs, option="--to")
         request = SyncRequest([SyncImage(ref, on_retag) for ref in refs], target, sources, settings_for,
-                              platforms=parse_platforms(platform or []), jobs=jobs, dry_run=dry_run,
+                              platforms=platforms, jobs=jobs, dry_run=dry_run,
                               keep_going=keep_going)
         lock = RunLock(f"sync -> {target.address}", f"sync to {target.address}") if target else \
             bundle_lock(bundle.directory)  # type: ignore[union-attr]  # no --to: --to-bundle given
@@ -166,24 +174,6 @@ def bundle_lock(directory: Path) -> "RunLock":
     from ..runlock import RunLock
 
     return RunLock(f"sync -> bundles in {directory.resolve()}", f"sync to {directory}")
-
-
-def _selection(images: list[str] | None, images_file: list[Path] | None, mode: str | None, k3s_version: str | None,
-               kubernetes_version: str | None, rke2_version: str | None, rancher_version: str | None,
-               cert_manager_version: str | None, no_registry_image: bool,
-               exclude: list[str] | None) -> tuple[list[Reference], Topology | None]:
-    """The images a one-entry job names, as pull reads the same flags."""
-    from ..lists import resolve_images
-
-    refs, topology = resolve_images(
-        mode,
-        versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
-                                   cert_manager_version),
-        extra_files=images_file or [], extra_refs=images or [], exclude=exclude or [],
-        include_registry_image=not no_registry_image)
-    if not refs:
-        raise UsageError("no images to sync: name images, --images-file or --mode")
-    return refs, topology
 
 
 def run_sync(request: "SyncRequest", progress: Progress, bundle: "BundleTarget | None" = None,
@@ -283,7 +273,6 @@ def serve_command(
     from datetime import datetime
 
     from ..clock import utc_now
-    from ..errors import MirrorError
     from ..model.cron import CronSchedule
     from ..runlock import lock_dir
     from ..transfer.sync_config import load_config, parse_interval
@@ -331,9 +320,13 @@ def serve_command(
             counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred",
                                                                   "failed") if result.count(a))
             log(f"run {result.run_id}: {result.result} (exit {int(result.exit_code)}): {counts or 'nothing to do'}")
-        except MirrorError as exc:
-            log(f"run failed (exit {int(exc.exit_code)}): {exc}")
-        except OSError as exc:  # a full disk for the report, say: the next run may find room
-            log(f"run failed: {exc}")
+        except Exception as exc:
+            # A MirrorError or an OSError (a full disk for the report, say: the next run may find room), alone or
+            # in the exception group of a task group, is logged and the schedule goes on; anything else is a bug.
+            failed = reported_error(exc)
+            if failed is None:
+                raise
+            more = len(list(leaves(exc))) - 1
+            log(f"run failed (exit {int(exit_code_of(failed))}): {failed}" + (f" (and {more} more)" if more else ""))
         stop.wait(wait_after(started))
     log("stopped")
