@@ -160,6 +160,11 @@ async def test_an_answer_with_bytes_past_its_length_is_never_reused():
     (b"SSH-2.0-OpenSSH\r\n\r\n", "not an HTTP/1.1 answer"),
     (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header line"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", "bad chunk size"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + b"X: 1\r\n" * 101 + b"\r\n",
+     "more than 100 trailer lines"),
+    (b"HTTP/1.1 100 Continue\r\n\r\n" * 101 + OK, "more than 100 informational answers"),
     (b"HTTP/1.1 200 OK\r\nX: " + b"a" * MAX_HEAD + b"\r\n\r\n", f"exceed {MAX_HEAD} bytes"),
 ])
 async def test_a_bad_answer_is_a_protocol_error_naming_what_is_wrong(reply, message):

@@ -19,6 +19,7 @@ Only the asyncio backend is supported (mirror runs anyio on asyncio).
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from typing import AsyncIterator, Iterable
@@ -29,6 +30,8 @@ import httpx
 READ_SIZE = 64 << 10
 MAX_HEAD = 64 << 10  # status line and headers together; a larger head is refused
 IDLE_FOR = 30.0  # seconds an idle connection is kept (servers close theirs after 60 s or more)
+MAX_LINES = 100  # informational answers before the real one, or trailer lines after a chunked body
+CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(;.*)?\r\n", re.DOTALL)
 
 Origin = tuple[str, str, int]
 
@@ -184,7 +187,7 @@ class _Connection:
 
     async def _read_head(self, request: httpx.Request, timeout: float | None,
                          retry_stale: bool) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        while True:
+        for _ in range(MAX_LINES):
             try:
                 with anyio.fail_after(timeout):
                     head = await self.reader.readuntil(b"\r\n\r\n")
@@ -205,6 +208,7 @@ class _Connection:
             status, reason, headers = _parse_head(head, request)
             if not 100 <= status < 200 or status == 101:
                 return status, reason, headers
+        raise httpx.RemoteProtocolError(f"more than {MAX_LINES} informational answers", request=request)
 
 
 def _parse_head(head: bytes, request: httpx.Request) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -313,15 +317,16 @@ class _Body(httpx.AsyncByteStream):
 
     async def _chunked(self) -> AsyncIterator[bytes]:
         while True:
-            size_line = (await self._line()).split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError(f"bad chunk size {size_line[:20]!r}", request=self._request) from None
+            line = await self._line()
+            match = CHUNK_SIZE_LINE.fullmatch(line)
+            if not match:
+                raise httpx.RemoteProtocolError(f"bad chunk size line {line[:20]!r}", request=self._request)
+            size = int(match[1], 16)
             if size == 0:
-                while (await self._line()) != b"\r\n":  # trailers, ignored
-                    pass
-                return
+                for _ in range(MAX_LINES):  # trailers, ignored
+                    if await self._line() == b"\r\n":
+                        return
+                raise httpx.RemoteProtocolError(f"more than {MAX_LINES} trailer lines", request=self._request)
             while size:
                 part = await self._read(min(READ_SIZE, size))
                 if not part:
