@@ -300,7 +300,7 @@ def loopback_small(bench: Bench) -> list[Row]:
     report("loopback-small", source, [copies, packed, skopeo, j8, j32], registry_note(j8, "mirror pull -j 8"))
     return [Row("loopback-small", "pull -j 8", j8.wall_s, "skopeo + tar|zstd", skopeo.wall_s, "<= 0.3x",
                 j8.peak_rss_kb),
-            Row("loopback-small", "pull -j 8", j8.wall_s, "registry's CPU floor", cpu_floor(j8), ""),
+            Row("loopback-small", "pull -j 8", j8.wall_s, "registry's CPU floor", registry_floor(j8), ""),
             Row("loopback-small", "pull -j 32", j32.wall_s, "pull -j 8", j8.wall_s, "<= 1.05x", j32.peak_rss_kb)]
 
 
@@ -325,7 +325,7 @@ def push(bench: Bench, kind: str, scenario: str, goal_skopeo: str) -> list[Row]:
            f"bundle {bundle.stat().st_size / 1e6:.0f} MB; {registry_note(first, 'mirror push')}, "
            f"{skopeo.registries_cpu_s:.1f} under skopeo")
     return [Row(scenario, "push", first.wall_s, "skopeo copy --all", skopeo.wall_s, goal_skopeo, first.peak_rss_kb),
-            Row(scenario, "push", first.wall_s, "registry's CPU floor", cpu_floor(first), ""),
+            Row(scenario, "push", first.wall_s, "registry's CPU floor", registry_floor(first), ""),
             Row(scenario, "re-push", again.wall_s, "first push", first.wall_s, "<= 0.03x", again.peak_rss_kb),
             Row(scenario, "re-push", again.wall_s, "start-up floor", start.wall_s, "")]
 
@@ -335,14 +335,14 @@ def start_up() -> Step:
     return measure("python + imports (floor)", [sys.executable, "-c", "import anyio, httpx, typer, zstandard"])
 
 
-def cpu_floor(step: Step) -> float:
+def registry_floor(step: Step) -> float:
     """Wall time the registries' own CPU during ``step`` takes at the least, spread over every core."""
     return step.registries_cpu_s / (os.cpu_count() or 1)
 
 
 def registry_note(step: Step, name: str) -> str:
     return (f"the registry spent {step.registries_cpu_s:.1f} CPU-s under {name} "
-            f"({cpu_floor(step):.1f} s over {os.cpu_count()} cores)")
+            f"({registry_floor(step):.1f} s over {os.cpu_count()} cores)")
 
 
 def push_small(bench: Bench) -> list[Row]:
@@ -425,7 +425,7 @@ def sync(bench: Bench) -> list[Row]:
            f"{skopeo.registries_cpu_s:.1f} under skopeo")
     return [Row("sync", "sync run", first.wall_s, "skopeo copy --all", skopeo.wall_s, "<= 0.6x", first.peak_rss_kb),
             Row("sync", "sync run", first.wall_s, "pull + push", both.wall_s, "<= 0.8x"),
-            Row("sync", "sync run", first.wall_s, "registries' CPU floor", cpu_floor(first), ""),
+            Row("sync", "sync run", first.wall_s, "registries' CPU floor", registry_floor(first), ""),
             Row("sync", "no-change run", again.wall_s, "first run", first.wall_s, "<= 0.05x", again.peak_rss_kb),
             Row("sync", "no-change run", again.wall_s, "start-up floor", start.wall_s, "")]
 
