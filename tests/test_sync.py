@@ -355,33 +355,43 @@ def test_a_blob_corrupted_on_the_way_is_never_committed_and_exits_4(seeded_sourc
         assert httpx.head(f"{registry.url}/v2/rancher/fleet/blobs/{blob}").status_code == 404
 
 
-def test_serve_runs_on_its_interval_keeps_each_report_and_stops_cleanly_on_sigterm(
-        seeded_source, registry, state_home, tmp_path):
-    import signal
-    import time
-
+def pause_job(path, seeded_source, registry, timing: str):
+    """A config syncing one small image from the seeded source, run on ``timing`` (interval/schedule line)."""
     mirror = seeded_source.mirror_args[1].split("=", 1)[1]
-    config = write_config(tmp_path / "sync.yaml", f"""
+    return write_config(path, f"""
 target: {{registry: {registry.host}, plain_http: true}}
 sources:
   - {{registry: docker.io, mirror: '{mirror}'}}
-interval: 1s
+{timing}
 images:
   - image: docker.io/rancher/mirrored-pause:3.6
 """)
-    reports = tmp_path / "reports"
-    server = subprocess.Popen([sys.executable, "-m", "mirror", "sync", "serve", "-c", str(config),
-                               "--report-dir", str(reports), "--keep-reports", "50"],
-                              cwd=os.path.dirname(os.path.dirname(__file__)), stderr=subprocess.PIPE, text=True)
+
+
+def serve_until(command: list[str], reports, count: int, timeout: float = 120) -> tuple[int, str]:
+    """Run ``mirror sync serve`` until ``count`` reports are kept, then SIGTERM it: (exit code, its log)."""
+    import signal
+    import time
+
+    server = subprocess.Popen([sys.executable, "-m", "mirror", *command], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120  # a bound on a hang, not a timing assertion
-        while len(list(reports.glob("sync-*.json"))) < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout  # a bound on a hang, not a timing assertion
+        while len(list(reports.glob("sync-*.json"))) < count and time.monotonic() < deadline:
             time.sleep(0.2)
         server.send_signal(signal.SIGTERM)
         _, log = server.communicate(timeout=120)
     finally:
         server.kill()
-    assert server.returncode == 0, log
+    return server.returncode, log
+
+
+def test_serve_runs_on_its_interval_keeps_each_report_and_stops_cleanly_on_sigterm(
+        seeded_source, registry, state_home, tmp_path):
+    config = pause_job(tmp_path / "sync.yaml", seeded_source, registry, "interval: 1s")
+    reports = tmp_path / "reports"
+    code, log = serve_until(["sync", "serve", "-c", str(config), "--report-dir", str(reports),
+                             "--keep-reports", "50"], reports, 2)
+    assert code == 0, log
     kept = [json.loads(p.read_text()) for p in sorted(reports.glob("sync-*.json"))]
     assert len(kept) >= 2
     assert actions(kept[0]) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}
@@ -742,9 +752,6 @@ def test_an_interval_no_calendar_can_hold_is_counted_by_systemd_and_refused_for_
 def test_serve_killed_mid_run_restarts_takes_its_lock_over_and_its_first_run_finishes_the_job(
         seeded_source, registry, state_home, tmp_path):
     """Serve keeps only its reports between runs; the kernel drops a dead serve's lock."""
-    import signal
-    import time
-
     from test_push import tags_pointing_at_incomplete_images
 
     images = seeded_source.corpus.images
@@ -761,16 +768,8 @@ def test_serve_killed_mid_run_restarts_takes_its_lock_over_and_its_first_run_fin
         assert proxy.victim.returncode == -9  # killed mid-run
         assert not list(reports.glob("sync-*.json"))
         proxy.victim = None
-        server = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-        try:
-            deadline = time.monotonic() + 300  # a bound on a hang, not a timing assertion
-            while not list(reports.glob("sync-*.json")) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            server.send_signal(signal.SIGTERM)
-            _, log = server.communicate(timeout=120)
-        finally:
-            server.kill()
-    assert server.returncode == 0, log
+        code, log = serve_until(command[3:], reports, 1, timeout=300)
+    assert code == 0, log
     (report,) = [json.loads(p.read_text()) for p in reports.glob("sync-*.json")]
     assert report["result"] == "ok" and set(actions(report).values()) <= {"copied", "unchanged"}
     assert tags_pointing_at_incomplete_images(registry) == []
@@ -780,31 +779,11 @@ def test_serve_killed_mid_run_restarts_takes_its_lock_over_and_its_first_run_fin
 def test_serve_on_a_schedule_runs_at_once_when_a_time_passed_while_it_was_down(
         seeded_source, registry, state_home, tmp_path):
     """As systemd's Persistent=true: the last kept report says when the job last ran."""
-    import signal
-    import time
-
-    mirror = seeded_source.mirror_args[1].split("=", 1)[1]
-    config = write_config(tmp_path / "sync.yaml", f"""
-target: {{registry: {registry.host}, plain_http: true}}
-sources:
-  - {{registry: docker.io, mirror: '{mirror}'}}
-schedule: '0 0 1 1 *'
-images:
-  - image: docker.io/rancher/mirrored-pause:3.6
-""")
+    config = pause_job(tmp_path / "sync.yaml", seeded_source, registry, "schedule: '0 0 1 1 *'")
     reports = tmp_path / "reports"
     reports.mkdir()
     (reports / "sync-2024-01-01T000000Z-0000aaaa.json").write_text('{"started": "2024-01-01T00:00:00Z"}')
-    server = subprocess.Popen([sys.executable, "-m", "mirror", "sync", "serve", "-c", str(config),
-                               "--report-dir", str(reports)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120  # a bound on a hang, not a timing assertion
-        while len(list(reports.glob("sync-*.json"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        server.send_signal(signal.SIGTERM)
-        _, log = server.communicate(timeout=120)
-    finally:
-        server.kill()
-    assert server.returncode == 0, log
+    code, log = serve_until(["sync", "serve", "-c", str(config), "--report-dir", str(reports)], reports, 2)
+    assert code == 0, log
     newest = json.loads(sorted(reports.glob("sync-*.json"))[-1].read_text())
     assert actions(newest) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}
