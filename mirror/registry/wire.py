@@ -27,7 +27,8 @@ from typing import AsyncIterator, Iterable
 import anyio
 import httpx
 
-READ_SIZE = 64 << 10
+READ_SIZE = 1 << 20  # at most this much of a body per read: what arrived since the last one
+BUFFER = 1 << 20  # the stream stops reading the socket past twice this, until the body is taken
 MAX_HEAD = 64 << 10  # status line and headers together; a larger head is refused
 IDLE_FOR = 30.0  # seconds an idle connection is kept (servers close theirs after 60 s or more)
 MAX_LINES = 100  # informational answers before the real one, or trailer lines after a chunked body
@@ -107,7 +108,7 @@ class _Connection:
             with anyio.fail_after(timeout):
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=context if scheme == "https" else None,
-                    server_hostname=host if scheme == "https" else None, limit=MAX_HEAD)
+                    server_hostname=host if scheme == "https" else None, limit=BUFFER)
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"no connection to {host}:{port} within {timeout} s",
                                        request=request) from exc
@@ -191,6 +192,8 @@ class _Connection:
             try:
                 with anyio.fail_after(timeout):
                     head = await self.reader.readuntil(b"\r\n\r\n")
+                if len(head) > MAX_HEAD:
+                    raise asyncio.LimitOverrunError("head too long", len(head))
             except TimeoutError as exc:
                 raise httpx.ReadTimeout(f"no answer within {timeout} s", request=request) from exc
             except asyncio.IncompleteReadError as exc:
