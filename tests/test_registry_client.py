@@ -383,6 +383,22 @@ async def test_concurrency_is_limited_per_registry(proxy, tmp_path):
     assert all((tmp_path / f"{n}.partial").read_bytes() == data for n in range(6))
 
 
+async def test_small_requests_do_not_wait_behind_blob_transfers(registry):
+    """Every transfer slot held by an open blob body: manifests still resolve (over a long link,
+    hundreds of images resolve while their downloads run)."""
+    data, digest = blob(2_000_000)
+    settings = RegistrySettings(plain_http=True, max_connections=2)
+    async with client(registry.host, settings) as c:
+        manifest = await push_image(c, "lib/app", "v1", data)
+        async with c.open_blob("lib/app", digest) as first, c.open_blob("lib/app", digest) as second:
+            with anyio.fail_after(60):  # a bound on a hang, not a timing assertion
+                found = await c.head_manifest("lib/app", "v1")
+                fetched = await c.get_manifest("lib/app", manifest.digest)
+            assert b"".join([chunk async for chunk in first]) == data
+            assert b"".join([chunk async for chunk in second]) == data
+    assert found.digest == fetched.digest == manifest.digest
+
+
 async def test_raw_reader_agrees_with_uploaded_blob(registry):
     """A second, independent reader (plain httpx) sees the bytes we uploaded."""
     data, digest = blob(SMALL_UPLOAD + 10)

@@ -136,9 +136,9 @@ def registry_settings(
         insecure=insecure,
         ca_file=ca_file,
         credentials=credentials,
-        # Connections to one registry stay at 16 whatever -j says (skopeo opens 6, containerd 3 per
-        # image): enough to fill a WAN link, not enough to look like an attack. More jobs still
-        # mean more transfers queued and more registries served at once.
+        # Blob transfers to one registry stay at 16 whatever -j says, small requests at 8 more
+        # (skopeo opens 6, containerd 3 per image): enough to fill a WAN link, not enough to look
+        # like an attack. More jobs still mean more transfers queued and more registries at once.
         max_connections=max(1, min(jobs, MAX_CONNECTIONS_PER_REGISTRY)),
     )
 

@@ -27,7 +27,7 @@ class RegistrySettings:
     client_cert: Path | None = None
     client_key: Path | None = None
     credentials: Credentials | None = None  # explicit; else looked up in auth files
-    max_connections: int = 8  # concurrent requests to this registry
+    max_connections: int = 8  # concurrent blob transfers to this registry; small requests get half as many more
     retries: int = 5  # attempts after the first, for connection errors, 5xx and 429
     timeout: float = 15.0  # seconds without a byte (or a connection) before an attempt fails
     give_up_after: float = 30.0  # seconds of failing attempts without progress before a request fails

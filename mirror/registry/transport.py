@@ -112,7 +112,10 @@ class Transport:
         self.base_url = httpx.URL(f"{scheme}://{endpoint_host(host)}")
         self._backoff_base = BACKOFF_BASE if backoff_base is None else backoff_base
         self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
-        self._limiter = anyio.CapacityLimiter(max(1, settings.max_connections))
+        # Blob bodies and small requests (manifests, HEADs, tokens, upload sessions) queue apart:
+        # over a long link, resolving hundreds of images must not wait behind their downloads.
+        self._transfers = anyio.CapacityLimiter(max(1, settings.max_connections))
+        self._calls = anyio.CapacityLimiter(_calls_limit(settings.max_connections))
         context = tls_context(settings)
         self._http = httpx.AsyncClient(
             verify=context,
@@ -123,7 +126,8 @@ class Transport:
             trust_env=True,
             follow_redirects=False,
         )
-        _direct_connections_by_wire(self._http, WireTransport(context, max_idle=max(1, settings.max_connections)))
+        _direct_connections_by_wire(self._http, WireTransport(
+            context, max_idle=max(1, settings.max_connections) + _calls_limit(settings.max_connections)))
 
         def credentials() -> Credentials | None:
             return settings.credentials or (auth_files or AuthFiles()).lookup(host)
@@ -224,10 +228,11 @@ class Transport:
     async def _exchange(self, method: str, url: httpx.URL, headers: dict[str, str], content: Content, *,
                         stream: bool, follow: bool) -> httpx.Response:
         """One request, following redirects by hand so Authorization never leaves the registry."""
+        limiter = self._transfers if _moves_a_blob(method, url) else self._calls  # kept across redirects
         for _ in range(MAX_REDIRECTS + 1):
             body = content() if callable(content) else content
             request = self._http.build_request(method, url, headers=headers, content=body)
-            response = await self._send_limited(request, stream)
+            response = await self._send_limited(request, stream, limiter)
             if not (follow and response.status_code in _REDIRECTS and response.headers.get("location")):
                 return response
             await response.aclose()
@@ -238,13 +243,14 @@ class Transport:
                 method, content = "GET", None
         raise RegistryError(f"{self.host} redirected {method} {url.path} more than {MAX_REDIRECTS} times")
 
-    async def _send_limited(self, request: httpx.Request, stream: bool) -> httpx.Response:
-        """Send within this registry's concurrency limit; a streamed body holds its slot until closed."""
+    async def _send_limited(self, request: httpx.Request, stream: bool,
+                            limiter: anyio.CapacityLimiter) -> httpx.Response:
+        """Send within one of this registry's concurrency limits; a streamed body holds its slot until closed."""
         borrower = object()
-        await self._limiter.acquire_on_behalf_of(borrower)
+        await limiter.acquire_on_behalf_of(borrower)
 
         def release() -> None:
-            self._limiter.release_on_behalf_of(borrower)
+            limiter.release_on_behalf_of(borrower)
 
         try:
             response = await self._http.send(request, stream=stream)
@@ -266,7 +272,7 @@ class Transport:
 
         async def attempt() -> httpx.Response:
             request = self._http.build_request(method, url, headers=headers, params=params, data=data)
-            response = await self._send_limited(request, stream=False)
+            response = await self._send_limited(request, False, self._calls)
             if response.status_code == 429 or response.status_code >= 500:
                 raise Transient(f"token endpoint answered {response.status_code}",
                                  _retry_after(response.headers.get("retry-after")), response.status_code)
@@ -300,6 +306,18 @@ class Transport:
             return IntegrityError(f"{what}: {self.host} refused the content as not matching its "
                                   f"digest{detail}")
         return RegistryError(f"{what}: {self.host} answered {status}{detail}", status)
+
+
+def _calls_limit(max_connections: int) -> int:
+    """Small requests at once to one registry, besides its ``max_connections`` blob transfers."""
+    return max(2, max_connections // 2)
+
+
+def _moves_a_blob(method: str, url: httpx.URL) -> bool:
+    """A blob's body down (GET) or up (PATCH, the upload's closing PUT): a transfer, not a call."""
+    path = url.path
+    return ((method == "GET" and "/blobs/sha256:" in path)
+            or (method in ("PATCH", "PUT") and "/blobs/uploads/" in path))
 
 
 def _direct_connections_by_wire(client: httpx.AsyncClient, wire: WireTransport) -> None:
