@@ -114,20 +114,18 @@ class Transport:
         self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
         # Blob bodies and small requests (manifests, HEADs, tokens, upload sessions) queue apart:
         # over a long link, resolving hundreds of images must not wait behind their downloads.
-        self._transfers = anyio.CapacityLimiter(max(1, settings.max_connections))
-        self._calls = anyio.CapacityLimiter(_calls_limit(settings.max_connections))
+        transfers, calls = max(1, settings.max_connections), _calls_limit(settings.max_connections)
+        self._transfers, self._calls = anyio.CapacityLimiter(transfers), anyio.CapacityLimiter(calls)
         context = tls_context(settings)
         self._http = httpx.AsyncClient(
             verify=context,
-            # The limiter does the queueing, so no pool timeout; a frozen peer fails the attempt.
+            # The limiters do the queueing, so no pool timeout; a frozen peer fails the attempt.
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0), pool=None),
-            limits=httpx.Limits(max_connections=settings.max_connections,
-                                max_keepalive_connections=settings.max_connections),
+            limits=httpx.Limits(max_connections=transfers + calls, max_keepalive_connections=transfers + calls),
             trust_env=True,
             follow_redirects=False,
         )
-        _direct_connections_by_wire(self._http, WireTransport(
-            context, max_idle=max(1, settings.max_connections) + _calls_limit(settings.max_connections)))
+        _direct_connections_by_wire(self._http, WireTransport(context, max_idle=transfers + calls))
 
         def credentials() -> Credentials | None:
             return settings.credentials or (auth_files or AuthFiles()).lookup(host)
