@@ -433,7 +433,7 @@ def serve_here(tmp_path, state_home, monkeypatch):
         signal.signal(number, handler)
 
 
-def test_serve_logs_a_run_whose_task_group_failed_with_mirror_errors_and_runs_again(serve_here, capsys):
+def test_serve_logs_a_run_whose_task_group_failed_with_mirror_errors_and_runs_again(serve_here, capsys, tmp_path):
     from mirror.errors import AuthError, MirrorError
 
     group = ExceptionGroup("unhandled errors in a TaskGroup", [
@@ -444,6 +444,9 @@ def test_serve_logs_a_run_whose_task_group_failed_with_mirror_errors_and_runs_ag
     log = [line.split(" mirror sync serve: ", 1)[1] for line in capsys.readouterr().err.splitlines()]
     assert log[1:] == ["run failed (exit 3): 127.0.0.1:1: 401 Unauthorized (and 1 more)",  # the worst, as exit codes
                        "run failed (exit 1): 127.0.0.1:1: connection refused", "stopped"]
+    kept = [json.loads(p.read_text()) for p in sorted((tmp_path / "reports").glob("sync-*.json"))]
+    assert [(r["result"], r["exit_code"], r["error"]) for r in kept] == [
+        ("failed", 3, "127.0.0.1:1: 401 Unauthorized"), ("failed", 1, "127.0.0.1:1: connection refused")]
 
 
 def test_serve_ends_on_a_task_group_failure_that_is_a_bug(serve_here):

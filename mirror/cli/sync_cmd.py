@@ -270,6 +270,7 @@ def serve_command(
     import signal
     import threading
     import time
+    import uuid
     from datetime import datetime
 
     from ..clock import utc_now
@@ -305,18 +306,21 @@ def serve_command(
         now = datetime.now().astimezone()  # cron times are the host's local time
         return (cron.next_after(now) - now).total_seconds()
 
+    def keep(document: dict) -> None:
+        name = f"sync-{document['started'].replace(':', '')}-{document['run_id'][:8]}.json"
+        write_report(reports / name, {"schema_version": REPORT_SCHEMA, **document})
+        for old in sorted(reports.glob("sync-*.json"))[:-keep_reports]:
+            old.unlink(missing_ok=True)
+
     if cron is not None and not _missed(cron, reports):
         stop.wait(wait_after(0.0))  # a schedule's first run is at its first time, not now
     while not stop.is_set():
-        started = time.monotonic()
+        started, started_at = time.monotonic(), utc_now()
         try:
             job = load_config(config, jobs=jobs)
             with job_lock(job):
                 result = run_sync(job.request, Progress(True), job.bundle)
-            document = {"schema_version": REPORT_SCHEMA, **result.to_json()}
-            write_report(reports / f"sync-{result.started.replace(':', '')}-{result.run_id[:8]}.json", document)
-            for old in sorted(reports.glob("sync-*.json"))[:-keep_reports]:
-                old.unlink(missing_ok=True)
+            keep(result.to_json())
             counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred",
                                                                   "failed") if result.count(a))
             log(f"run {result.run_id}: {result.result} (exit {int(result.exit_code)}): {counts or 'nothing to do'}")
@@ -328,5 +332,10 @@ def serve_command(
                 raise
             more = len(list(leaves(exc))) - 1
             log(f"run failed (exit {int(exit_code_of(failed))}): {failed}" + (f" (and {more} more)" if more else ""))
+            try:  # the run is kept as a report too: a script watching the reports sees it failed
+                keep({"run_id": uuid.uuid4().hex, "started": started_at, "ended": utc_now(), "result": "failed",
+                      "exit_code": int(exit_code_of(failed)), "error": str(failed), "images": []})
+            except OSError as unkept:
+                log(f"the failed run's report was not kept: {unkept}")
         stop.wait(wait_after(started))
     log("stopped")
