@@ -19,7 +19,6 @@ import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 import httpx
@@ -30,9 +29,6 @@ from .model.oci import Platform
 from .model.reference import Reference
 from .registry.settings import RegistrySettings
 from .registry.transport import tls_context
-
-if TYPE_CHECKING:
-    from .lists import Topology
 
 RELEASE_ASSETS = {  # component -> release asset under the releases host
     "k3s": "k3s-io/k3s/releases/download/{version}/k3s-images.txt",
@@ -156,23 +152,24 @@ class ReleaseLists:
         _write_cached(cache, source_id, digest, text)
         return images, ListSource("fetched", source_id, digest)
 
-    def support_warnings(self, topology: Topology | None) -> list[str]:
+    def support_warnings(self, versions: dict[str, str], sources: dict[str, ListSource]) -> list[str]:
         """A line for a K3s/RKE2 version that Rancher's metadata says the Rancher version does not support.
 
         Checked only when either list came from a release (a pairing mirror
         does not carry built in), from the metadata of the Rancher minor:
         cached, else fetched unless offline. No metadata, or no entry for the
         version, is no warning; metadata that cannot be had is one line saying so.
+        ``versions`` and ``sources``: a resolved topology's, component -> version and its list's source.
         """
-        if topology is None or "rancher" not in topology.versions:
+        if "rancher" not in versions:
             return []
-        rancher = topology.versions["rancher"]
+        rancher = versions["rancher"]
         warnings = []
         for component in ("k3s", "rke2"):
-            if component not in topology.versions:
+            if component not in versions:
                 continue
-            version = topology.versions[component]
-            if {topology.sources[component].origin, topology.sources["rancher"].origin}.isdisjoint(
+            version = versions[component]
+            if {sources[component].origin, sources["rancher"].origin}.isdisjoint(
                     {"fetched", "cached"}):
                 continue
             try:

@@ -230,7 +230,7 @@ def select_images(mode: str | None, versions: dict[str, str | None], *, images: 
     for component, source in (topology.sources.items() if topology else ()):
         if source.origin in ("fetched", "cached"):
             typer.echo(f"mirror: {component} {topology.versions[component]}: {source.describe()}", err=True)
-    for warning in releases.support_warnings(topology):
+    for warning in releases.support_warnings(topology.versions, topology.sources) if topology else ():
         typer.echo(warning, err=True)
     return refs, topology
 
