@@ -271,7 +271,7 @@ def serve_command(
     import threading
     import time
     import uuid
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     from ..clock import utc_now
     from ..model.cron import CronSchedule
@@ -307,7 +307,10 @@ def serve_command(
         return (cron.next_after(now) - now).total_seconds()
 
     def keep(document: dict) -> None:
-        name = f"sync-{document['started'].replace(':', '')}-{document['run_id'][:8]}.json"
+        # Named by when it is kept, to the microsecond: serve runs one at a time, so the names sort as
+        # the runs ran (two runs can start within one second, and "started" is to the second).
+        kept_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%S.%fZ")
+        name = f"sync-{kept_at}-{document['run_id'][:8]}.json"
         write_report(reports / name, {"schema_version": REPORT_SCHEMA, **document})
         for old in sorted(reports.glob("sync-*.json"))[:-keep_reports]:
             old.unlink(missing_ok=True)
