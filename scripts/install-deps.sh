@@ -12,8 +12,12 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# Debian splits `python3 -m venv`'s ensurepip off into python3-venv.
-python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+# The venv is made from Debian's own interpreter (3.11.2 on Debian 12), the floor mirror supports,
+# never from whatever python3 comes first on PATH (a pyenv or a newer build would hide what fails
+# there). Debian splits `python3 -m venv`'s ensurepip off into python3-venv.
+python=/usr/bin/python3
+[ -x "$python" ] || missing+=(python3)
+"$python" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
@@ -23,14 +27,16 @@ fi
 
 # The install is editable, so only a change to pyproject.toml (dependencies,
 # packages, entry points) needs pip again: its hash is the stamp of the last
-# install, and a run with the same hash does nothing.
+# install (with the interpreter's version), and a run with the same stamp does nothing.
 venv=.venv
 stamp="$venv/.pyproject.sha256"
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $("$python" -c 'import sys; print(sys.version.split()[0])')"
 [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && exit 0
-if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then  # absent, or left broken
+# Absent, left broken, or made by another interpreter: made anew.
+if ! "$venv/bin/python" -m pip --version >/dev/null 2>&1 \
+   || [ "$(readlink -f "$venv/bin/python")" != "$(readlink -f "$python")" ]; then
   rm -rf "$venv"
-  python3 -m venv "$venv"
+  "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 echo "$want" >"$stamp"
