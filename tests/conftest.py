@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import testbed  # noqa: E402
 
-pytest_plugins = ["corpus_fixtures", "daemon_fixtures"]
+pytest_plugins = ["corpus_fixtures", "daemon_fixtures", "kit_fixtures"]
 
 
 def run_mirror(*args: str, input: str | None = None, env: dict | None = None,

@@ -20,6 +20,10 @@ from .common import (
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
+from .kit_options import (
+    ChartOption, FileOption, NoChartsOption, NoFilesOption, RancherChartRepoOption, WithAirgapImagesOption,
+    select_kit,
+)
 
 if TYPE_CHECKING:
     from ..installer import PendingInstaller
@@ -41,6 +45,12 @@ def pull_command(
     no_registry_image: bool = NoRegistryImageOption,
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
+    no_charts: bool = NoChartsOption,
+    no_files: bool = NoFilesOption,
+    chart: Optional[list[str]] = ChartOption,
+    file: Optional[list[str]] = FileOption,
+    rancher_chart_repo: str = RancherChartRepoOption,
+    with_airgap_images: bool = WithAirgapImagesOption,
     platform: Optional[list[str]] = PlatformOption,
     source_mirror: Optional[list[str]] = SourceMirrorOption,
     plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
@@ -83,12 +93,15 @@ def pull_command(
         mode, topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version, cert_manager_version),
         images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
         platforms=platforms, offline_lists=offline_lists, ca_file=ca_file)
-    if not refs:
-        raise UsageError("no images to pull: name images, --images-file or --mode")
     if output is None and not dry_run:
         raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
     if output is not None and not dry_run:
         _check_output(output, force)
+    kit = select_kit(topology, platforms, no_charts=no_charts, no_files=no_files, charts=chart, files=file,
+                     rancher_chart_repo=rancher_chart_repo, with_airgap_images=with_airgap_images,
+                     offline_lists=offline_lists, keep_going=keep_going, ca_file=ca_file)
+    if not refs and not kit.items:
+        raise UsageError("no images to pull: name images, --images-file or --mode")
     sources, settings_for = source_access(source_mirror or [], plain_http_registry or [], insecure_registry or [],
                                           ca_file, jobs)
     request = PullRequest(
@@ -105,6 +118,10 @@ def pull_command(
         compression_level=level,
         part_size=parse_size(split_size, "--split-size") if split_size else None,
         base=load_base(base) if base else None,
+        kit=kit.items,
+        kit_fetcher=kit.fetcher,
+        kit_failures=kit.failures,
+        kit_causes=kit.causes,
     )
     progress = Progress(quiet or json_report)
     if dry_run:
@@ -126,7 +143,7 @@ def pull_command(
                                           if made else {})})
     elif result.bundle:
         typer.echo(f"wrote {result.kind} bundle {result.bundle.path} ({human_size(result.bundle.size)}, "
-                   f"{len(result.images)} images, {human_size(result.total_blob_bytes)} of content; "
+                   f"{_counted(result.images)}, {human_size(result.total_blob_bytes)} of content; "
                    f"downloaded {human_size(result.downloaded_bytes)}, reused {human_size(result.reused_bytes)})")
         for part in result.bundle.parts if len(result.bundle.parts) > 1 else []:
             typer.echo(f"  part {part}")
@@ -135,6 +152,13 @@ def pull_command(
     if result.failures:
         report_failures(result.failures)
         raise typer.Exit(int(result.exit_code))
+
+
+def _counted(records: list) -> str:
+    """``N images`` and, when the kit is carried, ``N charts, N files``."""
+    kinds = [record.artifact.kind if record.artifact else "image" for record in records]
+    return ", ".join(f"{kinds.count(kind)} {kind}s" for kind in ("image", "chart", "file")
+                     if kinds.count(kind) or kind == "image")
 
 
 def _build_installer(output: Path, quiet: bool) -> PendingInstaller:

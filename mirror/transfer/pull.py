@@ -17,6 +17,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -24,9 +25,13 @@ from ..bundle.format import BundleManifest, ImageRecord
 from ..bundle.store import BlobStore
 from ..bundle.writer import WrittenBundle, plan_blobs, write_bundle
 from ..errors import ExitCode, ImagesFailed, MirrorError, UsageError, worst_exit_code
+from ..kit.artifact import Artifact
+from ..kit.collect import Collected, collect
+from ..kit.fetcher import KitFetcher
+from ..kit.items import KitItem
 from ..model.oci import Platform
 from ..model.reference import Reference
-from ..model.upstream import SourceMap
+from ..model.upstream import Location, SourceMap
 from ..progress import Progress
 from ..registry.pool import ClientPool
 from ..registry.settings import RegistrySettings
@@ -51,6 +56,10 @@ class PullRequest:
     part_size: int | None = None
     base: Base | None = None  # with a base: a delta bundle, leaving out what the base holds
     only_if_changed: bool = False  # with a base: write no bundle when the base holds everything
+    kit: list[KitItem] = field(default_factory=list)  # charts and files, downloaded beside the images
+    kit_fetcher: KitFetcher | None = None
+    kit_failures: dict[str, str] = field(default_factory=dict)  # items found missing upstream (keep_going)
+    kit_causes: dict[str, MirrorError] = field(default_factory=dict)
 
     @property
     def store_dir(self) -> Path:
@@ -102,6 +111,13 @@ def _base_holds_all(base: Base, images: list[ResolvedImage]) -> bool:
         digest in base.digests for image in images for digest in image.blobs)
 
 
+def artifact_image(artifact: Artifact) -> ResolvedImage:
+    """A kit artifact as pull carries an image: its manifest, config and layer already in the work dir."""
+    url = urlsplit(artifact.item.url)
+    return ResolvedImage(artifact.item.reference, Location(url.netloc, url.path), artifact.manifest, [],
+                         dict(artifact.blobs), [], fetched=dict(artifact.blobs), artifact=artifact.record)
+
+
 def resolver(request: PullRequest, pool: ClientPool, store: BlobStore | None) -> Resolver:
     return Resolver(pool, request.sources, request.platforms, request.jobs, store)
 
@@ -140,6 +156,11 @@ async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStor
                                  wait_for=wait_for))
 
 
+async def _collect_kit(request: PullRequest, store: BlobStore, into: Collected) -> None:
+    collected = await collect(request.kit, store, request.kit_fetcher or KitFetcher())
+    into.artifacts, into.failures, into.causes = collected.artifacts, collected.failures, collected.causes
+
+
 async def pull(request: PullRequest, progress: Progress) -> PullResult:
     """Run a whole pull. Failures raise ImagesFailed (no bundle) unless keep_going.
 
@@ -157,12 +178,18 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     async with ClientPool(request.settings_for) as pool:
         fetch = Fetch(store, pool, request.jobs, skip=base.digests)
         arrivals = Arrivals()
+        kit = Collected()
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch.run, arrivals, progress, True)
-            resolution = await resolver(request, pool, store).resolve_all(
-                request.images, progress, lambda image: fetch.want(image.blobs, image.location))
+            async with anyio.create_task_group() as first:  # the kit downloads while the images resolve
+                if request.kit:
+                    first.start_soon(_collect_kit, request, store, kit)
+                resolution = await resolver(request, pool, store).resolve_all(
+                    request.images, progress, lambda image: fetch.want(image.blobs, image.location))
             fetch.no_more()
-            images, failures, causes = resolution.images, resolution.failures, resolution.causes
+            images = resolution.images + [artifact_image(artifact) for artifact in kit.artifacts]
+            failures = {**resolution.failures, **request.kit_failures, **kit.failures}
+            causes = {**resolution.causes, **request.kit_causes, **kit.causes}
             unchanged = request.only_if_changed and not failures and _base_holds_all(base, images)
             if (failures and not request.keep_going) or not images or unchanged:
                 tg.cancel_scope.cancel()  # raised (or returned) below, outside the task group

@@ -1,0 +1,188 @@
+"""The Rancher air-gap kit: charts and files pulled beside the images, pushed where Helm and ORAS find them.
+
+Upstream is kit_fixtures.kit_upstream: a loopback server standing in for
+GitHub releases, raw.githubusercontent.com and the chart repositories,
+reached through mirror's environment overrides. ``--exclude .`` leaves the
+topology's images out, so each bundle is the kit alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import httpx
+import pytest
+
+from conftest import run_mirror
+from kit_fixtures import CERT_MANAGER, K3S, RANCHER, make_chart, sums
+from mirror.bundle.reader import BundleReader
+
+OCI = "application/vnd.oci.image.manifest.v1+json"
+
+
+def pull(upstream, tmp_path, *args, name="kit.tar.zst"):
+    bundle = tmp_path / name
+    result = run_mirror("pull", "--mode", "k3s", "--exclude", ".", "-o", bundle, "-q", *args,
+                        env={**upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    return result, bundle
+
+
+def stored(bundle) -> set[str]:
+    with BundleReader(bundle) as reader:
+        return set(reader.manifest.stored_blobs)
+
+
+def test_pull_push_puts_the_chart_where_helm_finds_it_and_files_where_oras_does(kit_upstream, registry, tmp_path):
+    result, bundle = pull(kit_upstream, tmp_path)
+    assert result.returncode == 0, result.stderr
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q")
+    assert pushed.returncode == 0, pushed.stderr
+
+    base = f"http://{registry.host}/v2"
+    manifest = httpx.get(f"{base}/charts/rancher/manifests/{RANCHER}", headers={"Accept": OCI})
+    assert manifest.status_code == 200
+    doc = manifest.json()
+    assert doc["config"]["mediaType"] == "application/vnd.cncf.helm.config.v1+json"
+    assert [layer["mediaType"] for layer in doc["layers"]] == ["application/vnd.cncf.helm.chart.content.v1.tar+gzip"]
+    chart = httpx.get(f"{base}/charts/rancher/blobs/{doc['layers'][0]['digest']}")
+    assert chart.content == kit_upstream.charts["rancher"][("rancher", RANCHER)][0]  # the .tgz byte for byte
+    config = httpx.get(f"{base}/charts/rancher/blobs/{doc['config']['digest']}").json()
+    assert (config["name"], config["version"]) == ("rancher", RANCHER)
+    assert httpx.get(f"{base}/charts/cert-manager/manifests/{CERT_MANAGER}", headers={"Accept": OCI}).status_code == 200
+
+    oras_client = pytest.importorskip("oras.client")  # a client not written here
+    client = oras_client.OrasClient(hostname=registry.host, insecure=True)
+    tag = K3S.replace("+", "_")
+    for component, name in (("k3s", "k3s"), ("k3s-install.sh", "install.sh"),
+                            ("cert-manager.crds.yaml", "cert-manager.crds.yaml")):
+        version = CERT_MANAGER if component.startswith("cert-manager") else tag
+        paths = client.pull(target=f"{registry.host}/files/{component}:{version}", outdir=str(tmp_path / "oras"))
+        assert [p.rsplit("/", 1)[-1] for p in paths] == [name]
+        served = [data for path, data in kit_upstream.host.files.items() if path.endswith("/" + name)]
+        assert open(paths[0], "rb").read() == served[0]
+
+
+def test_inspect_lists_charts_and_files_with_their_source(kit_upstream, tmp_path):
+    result, bundle = pull(kit_upstream, tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(run_mirror("inspect", bundle, "--json").stdout)
+    assert report["images"] == []
+    chart = {c["name"]: c for c in report["charts"]}["rancher"]
+    data = kit_upstream.charts["rancher"][("rancher", RANCHER)][0]
+    assert chart == {"name": "rancher", "version": RANCHER, "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+                     "size": len(data), "url": f"{kit_upstream.host.url}/rancher/rancher-{RANCHER}.tgz",
+                     "reference": f"charts/rancher:{RANCHER}"}
+    assert sorted(f["name"] for f in report["files"]) == ["cert-manager.crds.yaml", "install.sh", "k3s",
+                                                          "sha256sum-amd64.txt"]
+    text = run_mirror("inspect", bundle).stdout
+    assert f"rancher       {RANCHER}" in text and "2 chart(s), 4 file(s)" in text
+
+
+def test_platform_and_airgap_images_pick_the_files(kit_upstream, tmp_path):
+    result, bundle = pull(kit_upstream, tmp_path, "--platform", "linux/arm64", "--no-charts", "--with-airgap-images")
+    # arm64 has no air-gap tarball in the stand-in release: its sha256sum file does not name one
+    assert result.returncode == 2
+    assert "sha256sum-arm64.txt has no sha256 for k3s-airgap-images-arm64.tar.zst" in result.stderr
+    result, bundle = pull(kit_upstream, tmp_path, "--platform", "linux/arm64", "--no-charts")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(run_mirror("inspect", bundle, "--json").stdout)
+    assert report["charts"] == []
+    assert sorted(f["name"] for f in report["files"]) == ["install.sh", "k3s-arm64", "sha256sum-arm64.txt"]
+
+
+def test_a_tampered_chart_exits_4_and_writes_nothing(kit_upstream, tmp_path):
+    genuine = make_chart("rancher", RANCHER)
+    kit_upstream.add_chart("rancher", "rancher", RANCHER, data=make_chart("rancher", RANCHER, b"evil: 1\n"),
+                           digest_of=genuine)
+    result, bundle = pull(kit_upstream, tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert f"{kit_upstream.host.url}/rancher/rancher-{RANCHER}.tgz hashes to" in result.stderr
+    assert not bundle.exists()
+    work = tmp_path / f".{bundle.name}.work" / "blobs" / "sha256"
+    assert hashlib.sha256(genuine).hexdigest() not in {p.name for p in work.iterdir()}
+    assert not [p for p in work.iterdir() if p.name.startswith(".kit-")]  # no temp left behind
+
+
+def test_a_tampered_binary_exits_4_and_writes_nothing(kit_upstream, tmp_path):
+    path = f"/gh/k3s-io/k3s/releases/download/{K3S.replace('+', '%2B')}/k3s"
+    kit_upstream.host.files[path] = b"\x7fELF something else\n"
+    result, bundle = pull(kit_upstream, tmp_path, "--no-charts")
+    assert result.returncode == 4, result.stderr
+    assert "sha256sum-amd64.txt says sha256:" in result.stderr
+    assert not bundle.exists()
+
+
+def test_a_missing_file_exits_2_naming_it_before_anything_is_fetched(kit_upstream, tmp_path):
+    path = f"/raw/k3s-io/k3s/{K3S.replace('+', '%2B')}/install.sh"
+    del kit_upstream.host.files[path]
+    result, bundle = pull(kit_upstream, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().endswith(f"{kit_upstream.host.url}{path} is not there (answered 404)")
+    assert not [p for p in kit_upstream.host.requests if p.endswith((".tgz", "/k3s", ".crds.yaml"))]
+    assert not bundle.exists()
+
+    kept, bundle = pull(kit_upstream, tmp_path, "--keep-going")
+    assert kept.returncode == 1, kept.stderr  # the bundle is written without it; the run names what is missing
+    assert f"k3s {K3S} install.sh" in kept.stderr and path in kept.stderr
+    report = json.loads(run_mirror("inspect", bundle, "--json").stdout)
+    assert [c["name"] for c in report["charts"]] == ["rancher", "cert-manager"]
+    assert sorted(f["name"] for f in report["files"]) == ["cert-manager.crds.yaml", "k3s", "sha256sum-amd64.txt"]
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"entries: [not, a, map\n", "not a Helm repository index"),
+    (b"apiVersion: v1\n", "not a Helm repository index (no entries)"),
+    (b"apiVersion: v1\nentries:\n  rancher:\n  - version: 2.7.9\n    urls: [x.tgz]\n    digest: abc\n",
+     "has digest 'abc', not a sha256"),
+    (b"#" * (33 << 20), "serves more than"),
+])
+def test_a_malformed_or_oversized_index_exits_2_naming_it(kit_upstream, tmp_path, body, message):
+    kit_upstream.host.files["/rancher/index.yaml"] = body
+    result, bundle = pull(kit_upstream, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert f"{kit_upstream.host.url}/rancher/index.yaml" in result.stderr and message in result.stderr
+    assert not bundle.exists()
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"not a checksum\n", "line 1 is not 'SHA256  NAME'"),
+    (sums({"k3s-arm64": b"x"}), "has no sha256 for k3s (it names k3s-arm64)"),
+])
+def test_a_malformed_sha256sum_file_exits_2_naming_it(kit_upstream, tmp_path, body, message):
+    path = f"/gh/k3s-io/k3s/releases/download/{K3S.replace('+', '%2B')}/sha256sum-amd64.txt"
+    kit_upstream.host.files[path] = body
+    result, bundle = pull(kit_upstream, tmp_path, "--no-charts")
+    assert result.returncode == 2, result.stderr
+    assert kit_upstream.host.url + path in result.stderr and message in result.stderr
+
+
+def test_a_delta_after_a_chart_version_bump_carries_only_the_new_chart(kit_upstream, tmp_path):
+    repo = f"{kit_upstream.host.url}/extra"
+    kit_upstream.add_chart("extra", "longhorn", "1.5.0")
+    kit_upstream.add_chart("extra", "longhorn", "1.5.1")
+    first, full = pull(kit_upstream, tmp_path, "--chart", f"{repo}/longhorn@1.5.0", name="full.tar.zst")
+    assert first.returncode == 0, first.stderr
+    second, delta = pull(kit_upstream, tmp_path, "--chart", f"{repo}/longhorn@1.5.1", "--base", full,
+                         name="delta.tar.zst")
+    assert second.returncode == 0, second.stderr
+    with BundleReader(delta) as reader:
+        new = [image for image in reader.manifest.images if image.source.endswith("longhorn:1.5.1")]
+        assert set(reader.manifest.stored_blobs) == {new[0].digest, *new[0].blobs}
+    layer = new[0].artifact.layer
+    assert layer == "sha256:" + hashlib.sha256(kit_upstream.charts["extra"][("longhorn", "1.5.1")][0]).hexdigest()
+
+
+def test_a_file_by_url_is_checked_against_the_digest_given(kit_upstream, tmp_path):
+    kit_upstream.host.files["/other/tool"] = b"a tool\n"
+    url = f"{kit_upstream.host.url}/other/tool"
+    wrong = hashlib.sha256(b"another tool\n").hexdigest()
+    result, bundle = pull(kit_upstream, tmp_path, "--no-charts", "--no-files", "--file", f"{url}#sha256={wrong}")
+    assert result.returncode == 4, result.stderr
+    assert not bundle.exists()
+    right = hashlib.sha256(b"a tool\n").hexdigest()
+    result, bundle = pull(kit_upstream, tmp_path, "--no-charts", "--no-files", "--file", f"{url}#sha256={right}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(run_mirror("inspect", bundle, "--json").stdout)
+    assert [(f["name"], f["version"], f["reference"]) for f in report["files"]] == [
+        ("tool", "latest", "files/tool:latest")]
