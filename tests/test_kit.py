@@ -186,3 +186,4 @@ def test_a_file_by_url_is_checked_against_the_digest_given(kit_upstream, tmp_pat
     report = json.loads(run_mirror("inspect", bundle, "--json").stdout)
     assert [(f["name"], f["version"], f["reference"]) for f in report["files"]] == [
         ("tool", "latest", "files/tool:latest")]
+
