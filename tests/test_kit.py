@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 
 import httpx
 import pytest
@@ -187,3 +189,50 @@ def test_a_file_by_url_is_checked_against_the_digest_given(kit_upstream, tmp_pat
     assert [(f["name"], f["version"], f["reference"]) for f in report["files"]] == [
         ("tool", "latest", "files/tool:latest")]
 
+
+def test_extract_writes_the_kit_that_sha256sum_checks(kit_upstream, tmp_path):
+    result, bundle = pull(kit_upstream, tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "kit"
+    extracted = run_mirror("extract", bundle, "-o", out)
+    assert extracted.returncode == 0, extracted.stderr
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert sorted(checked.stdout.splitlines()) == [
+        f"{path}: OK" for path in sorted(["charts/cert-manager-v1.11.0.tgz", f"charts/rancher-{RANCHER}.tgz",
+                                          "cert-manager/cert-manager.crds.yaml", "k3s/install.sh", "k3s/k3s",
+                                          "k3s/sha256sum-amd64.txt"])]
+    assert (out / "charts" / f"rancher-{RANCHER}.tgz").read_bytes() == \
+        kit_upstream.charts["rancher"][("rancher", RANCHER)][0]
+    assert os.access(out / "k3s" / "k3s", os.X_OK) and os.access(out / "k3s" / "install.sh", os.X_OK)
+    assert not os.access(out / "k3s" / "sha256sum-amd64.txt", os.X_OK)
+
+    again = run_mirror("extract", bundle, "-o", out, "--json")  # the same bundle again: nothing to write
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["written"] == []
+
+
+def test_extract_never_replaces_a_different_file_without_force(kit_upstream, tmp_path):
+    result, bundle = pull(kit_upstream, tmp_path)
+    out = tmp_path / "kit"
+    (out / "k3s").mkdir(parents=True)
+    (out / "k3s" / "install.sh").write_bytes(b"my own installer\n")
+    refused = run_mirror("extract", bundle, "-o", out)
+    assert refused.returncode == 2
+    assert f"{out}/k3s/install.sh exists with other content: pass --force" in refused.stderr
+    assert sorted(p.name for p in out.rglob("*")) == ["install.sh", "k3s"]  # nothing written
+    forced = run_mirror("extract", bundle, "-o", out, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (out / "k3s" / "install.sh").read_bytes() != b"my own installer\n"
+
+
+def test_extract_refuses_to_write_through_a_link(kit_upstream, tmp_path):
+    result, bundle = pull(kit_upstream, tmp_path)
+    out, elsewhere = tmp_path / "kit", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "k3s").symlink_to(elsewhere)
+    refused = run_mirror("extract", bundle, "-o", out, "--force")
+    assert refused.returncode == 2
+    assert f"{out}/k3s is not a directory (a link or a file)" in refused.stderr
+    assert list(elsewhere.iterdir()) == []
