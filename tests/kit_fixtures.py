@@ -121,17 +121,18 @@ def kit_upstream():
     upstream = KitUpstream(host)
     upstream.add_chart("rancher", "rancher", RANCHER)
     upstream.add_chart("jetstack", "cert-manager", CERT_MANAGER)
-    upstream.release("cert-manager/cert-manager", CERT_MANAGER,
-                     {"cert-manager.crds.yaml": b"apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"})
+    crds = b"apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+    upstream.release("cert-manager/cert-manager", CERT_MANAGER, {"cert-manager.crds.yaml": crds})
     k3s = {"k3s": b"\x7fELF stand-in k3s amd64\n" * 64, "k3s-arm64": b"\x7fELF stand-in k3s arm64\n" * 64,
            "k3s-airgap-images-amd64.tar.zst": b"(\xb5/\xfd stand-in images\n" * 32}
-    upstream.release("k3s-io/k3s", K3S, {**k3s, "sha256sum-amd64.txt": sums(
-        {n: d for n, d in k3s.items() if "arm64" not in n}), "sha256sum-arm64.txt": sums({"k3s-arm64": k3s["k3s-arm64"]})})
+    amd64 = {name: data for name, data in k3s.items() if "arm64" not in name}
+    upstream.release("k3s-io/k3s", K3S, {**k3s, "sha256sum-amd64.txt": sums(amd64),
+                                         "sha256sum-arm64.txt": sums({"k3s-arm64": k3s["k3s-arm64"]})})
     upstream.raw("k3s-io/k3s", K3S, "install.sh", b"#!/bin/sh\necho stand-in k3s installer\n")
     rke2 = {"rke2.linux-amd64.tar.gz": gzip.compress(b"stand-in rke2", mtime=0)}
     upstream.release("rancher/rke2", RKE2, {**rke2, "sha256sum-amd64.txt": sums(rke2)})
     upstream.raw("rancher/rke2", RKE2, "install.sh", b"#!/bin/sh\necho stand-in rke2 installer\n")
-    upstream.release("rancher/rke", "v1.3.15", {"rke_linux-amd64": b"\x7fELF stand-in rke\n" * 16,
-                                                "sha256sum.txt": sums({"rke_linux-amd64": b"\x7fELF stand-in rke\n" * 16})})
+    rke = {"rke_linux-amd64": b"\x7fELF stand-in rke\n" * 16}
+    upstream.release("rancher/rke", "v1.3.15", {**rke, "sha256sum.txt": sums(rke)})
     yield upstream
     host.stop()

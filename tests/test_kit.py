@@ -236,3 +236,39 @@ def test_extract_refuses_to_write_through_a_link(kit_upstream, tmp_path):
     assert refused.returncode == 2
     assert f"{out}/k3s is not a directory (a link or a file)" in refused.stderr
     assert list(elsewhere.iterdir()) == []
+
+
+def files_of(bundle) -> list[tuple[str, str]]:
+    report = json.loads(run_mirror("inspect", bundle, "--json").stdout)
+    return sorted((f["name"], f["version"]) for f in report["files"])
+
+
+def test_each_mode_carries_its_own_files(kit_upstream, tmp_path):
+    env = {**kit_upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    rke2 = run_mirror("pull", "--mode", "rke2", "--exclude", ".", "--no-charts", "-o", tmp_path / "rke2.tar.zst",
+                      "-q", env=env)
+    assert rke2.returncode == 0, rke2.stderr
+    assert files_of(tmp_path / "rke2.tar.zst") == [(name, "v1.24.4+rke2r1") for name in
+                                                    ("install.sh", "rke2.linux-amd64.tar.gz", "sha256sum-amd64.txt")]
+    rke = run_mirror("pull", "--mode", "rke", "--exclude", ".", "--no-charts", "-o", tmp_path / "rke.tar.zst",
+                     "-q", env=env)
+    assert rke.returncode == 0, rke.stderr
+    assert files_of(tmp_path / "rke.tar.zst") == [("rke_linux-amd64", "v1.3.15")]  # built in for v1.24.4-rancher1-1
+    docker = run_mirror("pull", "--mode", "docker", "--exclude", ".", "-o", tmp_path / "docker.tar.zst", "-q", env=env)
+    assert docker.returncode == 0, docker.stderr
+    report = json.loads(run_mirror("inspect", tmp_path / "docker.tar.zst", "--json").stdout)
+    assert [c["name"] for c in report["charts"]] == ["rancher"] and report["files"] == []
+
+
+def test_the_rke_release_of_another_kubernetes_version_comes_from_rancher_metadata(kit_upstream, tmp_path):
+    kubernetes = "v1.99.9-rancher1-1"
+    kit_upstream.host.files["/kdm/release-v2.7/data.json"] = json.dumps({
+        "K8sVersionRKESystemImages": {kubernetes: {"etcd": "rancher/mirrored-coreos-etcd:v3.9.9"}},
+        "K8sVersionInfo": {kubernetes: {"minRKEVersion": "1.3.99-rc2"}}}).encode()
+    rke = {"rke_linux-amd64": b"\x7fELF a later rke\n"}
+    kit_upstream.release("rancher/rke", "v1.3.99", {**rke, "sha256sum.txt": sums(rke)})
+    env = {**kit_upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = run_mirror("pull", "--mode", "rke", "--kubernetes-version", kubernetes, "--exclude", ".",
+                        "--no-charts", "-o", tmp_path / "rke.tar.zst", "-q", env=env)
+    assert result.returncode == 0, result.stderr
+    assert files_of(tmp_path / "rke.tar.zst") == [("rke_linux-amd64", "v1.3.99")]
