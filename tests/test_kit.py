@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import run_mirror
-from kit_fixtures import CERT_MANAGER, K3S, RANCHER, make_chart, sums
+from kitbed import CERT_MANAGER, K3S, RANCHER, make_chart, sums
 from mirror.bundle.reader import BundleReader
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
