@@ -272,3 +272,14 @@ def test_the_rke_release_of_another_kubernetes_version_comes_from_rancher_metada
                         "--no-charts", "-o", tmp_path / "rke.tar.zst", "-q", env=env)
     assert result.returncode == 0, result.stderr
     assert files_of(tmp_path / "rke.tar.zst") == [("rke_linux-amd64", "v1.3.99")]
+
+
+def test_dry_run_names_the_kit_and_fetches_none_of_it(kit_upstream, tmp_path):
+    result = run_mirror("pull", "--mode", "k3s", "--exclude", ".", "--dry-run", "--json",
+                        env={**kit_upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [(c["name"], c["version"]) for c in report["charts"]] == [("rancher", RANCHER),
+                                                                      ("cert-manager", CERT_MANAGER)]
+    assert len(report["files"]) == 4
+    assert not [p for p in kit_upstream.host.requests if p.endswith((".tgz", "/k3s", ".crds.yaml", "install.sh"))]

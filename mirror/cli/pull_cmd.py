@@ -199,9 +199,11 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool) -> Non
         unique.update({m.digest: len(m.data) for m in image.manifests})
     base = request.base.digests if request.base else set()
     shipped = {digest: size for digest, size in unique.items() if digest not in base}
+    kit = {kind: [{"name": item.name, "version": item.version, "url": item.url} for item in request.kit
+                  if item.kind == kind] for kind in ("chart", "file")}
     if json_report:
         report = {"images": [str(r) for r in request.images], "download_bytes": sum(shipped.values()),
-                  "unresolved": failures}
+                  "unresolved": failures, "charts": kit["chart"], "files": kit["file"]}
         if request.base:
             report.update(base=request.base.ids, shipped_blobs=len(shipped), omitted_blobs=len(unique) - len(shipped),
                           omitted_bytes=sum(unique.values()) - sum(shipped.values()))
@@ -209,7 +211,11 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool) -> Non
     else:
         for ref in request.images:
             typer.echo(str(ref))
+        for item in request.kit:  # found upstream already; their sizes are known only once downloaded
+            typer.echo(f"{item.kind} {item.name} {item.version} {item.url}")
         summary = f"{len(request.images)} images, {human_size(sum(shipped.values()))} to download"
+        if request.kit:
+            summary += f" (and {len(kit['chart'])} chart(s), {len(kit['file'])} file(s))"
         if request.base:
             summary += (f" and ship ({len(shipped)} blob(s); {len(unique) - len(shipped)} blob(s), "
                         f"{human_size(sum(unique.values()) - sum(shipped.values()))} left to the base)")
