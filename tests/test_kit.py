@@ -283,3 +283,80 @@ def test_dry_run_names_the_kit_and_fetches_none_of_it(kit_upstream, tmp_path):
                                                                       ("cert-manager", CERT_MANAGER)]
     assert len(report["files"]) == 4
     assert not [p for p in kit_upstream.host.requests if p.endswith((".tgz", "/k3s", ".crds.yaml", "install.sh"))]
+
+
+def test_index_urls_are_taken_relative_to_the_repository_and_sums_read_both_forms():
+    from mirror.kit.checksums import parse_sums
+    from mirror.kit.helm_index import chart_location
+
+    digest = "a" * 64
+    index = f"entries:\n  x:\n  - version: 1.0.0\n    urls: [charts/x-1.0.0.tgz]\n    digest: {digest}\n".encode()
+    assert chart_location(index, "https://h/repo/index.yaml", "x", "1.0.0") == (
+        "https://h/repo/charts/x-1.0.0.tgz", digest)
+    absolute = index.replace(b"charts/x-1.0.0.tgz", b"https://cdn/x.tgz")
+    assert chart_location(absolute, "https://h/repo/index.yaml", "x", "1.0.0")[0] == "https://cdn/x.tgz"
+    text = f"{digest}  k3s\r\n{'b' * 64} *install.sh\n\n".encode()
+    assert parse_sums(text, "u") == {"k3s": digest, "install.sh": "b" * 64}
+
+
+@pytest.mark.parametrize("folder, file", [("..", "x"), ("k3s", "../x"), ("k3s", "a/b"), ("/etc", "passwd"),
+                                          ("k3s", ".hidden")])
+def test_extract_refuses_a_name_that_would_leave_the_directory(folder, file):
+    from mirror.bundle.format import ArtifactRecord
+    from mirror.errors import IntegrityError
+    from mirror.kit.extract import _relative
+
+    record = ArtifactRecord("file", "x", "1", "u", folder, file, "sha256:" + "0" * 64, 1)
+    with pytest.raises(IntegrityError, match="not a plain name under the output directory"):
+        _relative(record, "b.tar.zst")
+
+
+def test_an_oversized_sha256sum_file_exits_2_naming_it(kit_upstream, tmp_path):
+    path = f"/gh/k3s-io/k3s/releases/download/{K3S.replace('+', '%2B')}/sha256sum-amd64.txt"
+    kit_upstream.host.files[path] = b"\n" * (2 << 20)
+    result, bundle = pull(kit_upstream, tmp_path, "--no-charts")
+    assert result.returncode == 2, result.stderr
+    assert f"{kit_upstream.host.url}{path} serves more than 1024 KiB; refused" in result.stderr
+
+
+def test_a_source_that_drips_is_cut_and_nothing_is_kept(tmp_path):
+    """A body under the minimum rate never trips the idle timeout; the rate guard ends it."""
+    import socket
+    import threading
+    import time
+
+    from mirror.bundle.store import BlobStore
+    from mirror.errors import MirrorError
+    from mirror.kit.fetcher import KitFetcher
+    from mirror.registry.settings import RegistrySettings
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    done = threading.Event()
+
+    def drip():
+        connection, _ = server.accept()
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        for _ in range(50):  # then it hangs up: without the guard the test fails, never hangs
+            if done.is_set():
+                break
+            try:
+                connection.sendall(b"x")
+            except OSError:
+                break
+            time.sleep(0.2)
+        connection.close()
+
+    threading.Thread(target=drip, daemon=True).start()
+    store = BlobStore(tmp_path / "work")
+    fetcher = KitFetcher(pace=RegistrySettings(min_rate=1000, rate_window=1.0))
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/k3s"
+    try:
+        with pytest.raises(MirrorError, match="sends under 1000 bytes/s"):
+            fetcher.download(url, "k3s", store, 1 << 20, None, None)
+    finally:
+        done.set()
+        server.close()
+    assert list(store.blob_dir.iterdir()) == []

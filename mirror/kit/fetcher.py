@@ -3,7 +3,8 @@
 The client is the image lists' (release_lists.http_client: system CAs plus
 --ca-file, HTTPS_PROXY honoured). Downloads ask for the bytes as stored
 (``Accept-Encoding: identity``: a checksum is of the file, not of a
-transfer encoding), go to a temporary file beside the store's blobs, and
+transfer encoding), at the registries' minimum rate (a source that drips
+is cut), go to a temporary file beside the store's blobs, and
 enter the store under their digest only once it matched: a tampered or
 truncated download leaves nothing behind.
 """
@@ -14,21 +15,34 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import httpx
 
 from ..bundle.store import BlobStore
 from ..errors import IntegrityError, MirrorError, UsageError
 from ..model.numbers import ascii_int
+from ..registry.settings import RegistrySettings
+from ..registry.transport import RateGuard, Stalled
 from ..release_lists import fetch_error, http_client
 
-CHUNK = 1 << 20
 IDENTITY = {"Accept-Encoding": "identity"}
 
 
 class KitFetcher:
-    def __init__(self, ca_file: Path | None = None):
+    def __init__(self, ca_file: Path | None = None, pace: RegistrySettings | None = None):
         self.ca_file = ca_file
+        self.pace = pace or RegistrySettings()  # its min_rate over rate_window: a source that drips is cut
+
+    def _guard(self, url: str, what: str) -> Callable[[int], None]:
+        guard = RateGuard(self.pace)
+
+        def feed(size: int) -> None:
+            try:
+                guard.feed(size)
+            except Stalled as exc:
+                raise MirrorError(f"{what}: {url} sends {exc}; given up") from None
+        return feed
 
     def _client(self) -> httpx.Client:
         return http_client(self.ca_file, follow_redirects=True)
@@ -39,7 +53,9 @@ class KitFetcher:
         try:
             with self._client() as client, client.stream("GET", url, headers=IDENTITY) as response:
                 _check_status(response, url, what)
+                paced = self._guard(url, what)
                 for chunk in response.iter_bytes():
+                    paced(len(chunk))
                     body += chunk
                     if len(body) > cap:
                         raise UsageError(f"{what}: {url} serves more than {cap >> 10} KiB; refused")
@@ -76,7 +92,9 @@ class KitFetcher:
                         if declared is not None and declared > cap:
                             raise UsageError(f"{what}: {url} is {declared} bytes, more than the "
                                              f"{cap >> 20} MiB a kit item may be")
-                        for chunk in response.iter_raw(CHUNK):
+                        paced = self._guard(url, what)
+                        for chunk in response.iter_raw():  # as it arrives: the rate guard sees each piece
+                            paced(len(chunk))
                             size += len(chunk)
                             if size > cap:
                                 raise UsageError(f"{what}: {url} serves more than {cap >> 20} MiB; refused")
