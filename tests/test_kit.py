@@ -360,3 +360,31 @@ def test_a_source_that_drips_is_cut_and_nothing_is_kept(tmp_path):
         done.set()
         server.close()
     assert list(store.blob_dir.iterdir()) == []
+
+
+def test_images_and_the_kit_travel_in_one_bundle_and_push_together(kit_upstream, seeded_source, registry, tmp_path):
+    images = [image.source for image in seeded_source.corpus.images][:2]
+    bundle = tmp_path / "both.tar.zst"
+    result = run_mirror("pull", *images, "--chart", f"{kit_upstream.host.url}/rancher/rancher@{RANCHER}",
+                        *seeded_source.mirror_args, "-o", bundle, "-q", env=kit_upstream.env)
+    assert result.returncode == 0, result.stderr
+    assert "2 images, 1 charts" in result.stdout
+    report = json.loads(run_mirror("inspect", bundle, "--json").stdout)
+    assert [i["source"] for i in report["images"]] == images and [c["name"] for c in report["charts"]] == ["rancher"]
+    assert run_mirror("verify", bundle).returncode == 0
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "--json")
+    assert pushed.returncode == 0, pushed.stderr
+    verified = run_mirror("verify", bundle, "--registry", registry.host, "--plain-http")
+    assert verified.returncode == 0, verified.stderr
+    assert httpx.get(f"http://{registry.host}/v2/charts/rancher/manifests/{RANCHER}",
+                     headers={"Accept": OCI}).status_code == 200
+
+
+def test_a_split_kit_bundle_extracts_from_its_parts(kit_upstream, tmp_path):
+    result, bundle = pull(kit_upstream, tmp_path, "--split-size", "2K")
+    assert result.returncode == 0, result.stderr
+    assert not bundle.exists() and len(list(tmp_path.glob("kit.tar.zst.part-*"))) > 1
+    out = tmp_path / "kit"
+    extracted = run_mirror("extract", bundle, "-o", out)
+    assert extracted.returncode == 0, extracted.stderr
+    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True).returncode == 0
