@@ -155,3 +155,43 @@ def test_purge_deletes_only_what_up_created_in_directories_the_user_gave(tmp_pat
     assert sorted(p.name for p in data_dir.iterdir()) == ["notes.txt"]
     assert sorted(p.name for p in state_dir.iterdir()) == ["mine.txt"]
     assert registries_running("binary", state_dir, None) == 0 and not serves(port)
+
+
+def test_rotate_password_and_renew_cert_restart_the_registry_as_recorded(tmp_path):
+    state_dir, port = tmp_path / "state", testbed.free_port()
+    assert run_mirror("registry", "up", "--state-dir", state_dir, "--port", str(port), "--address", "127.0.0.1",
+                      "--hostname", "reg.airgap.test", "--engine", "binary").returncode == 0
+    try:
+        before = find_local_registry(state_dir)
+        trusted = ssl.create_default_context(cafile=before.ca_file)
+
+        def answer(credentials) -> int:
+            return httpx.get(f"https://127.0.0.1:{port}/v2/", verify=trusted, timeout=5,
+                             auth=(credentials.username, credentials.password)).status_code
+
+        rotated = run_mirror("registry", "rotate-password", "--state-dir", state_dir)
+        assert rotated.returncode == 0, rotated.stderr
+        assert "put the new password" in rotated.stdout and before.credentials.password not in rotated.stdout
+        after = find_local_registry(state_dir)
+        assert after.credentials.username == before.credentials.username
+        assert after.credentials.password != before.credentials.password
+        assert (answer(after.credentials), answer(before.credentials)) == (200, 401)
+
+        old_cert = (state_dir / "registry" / "server.crt").read_bytes()
+        renewed = run_mirror("registry", "renew-cert", "--state-dir", state_dir)
+        assert renewed.returncode == 0, renewed.stderr
+        assert (state_dir / "registry" / "server.crt").read_bytes() != old_cert
+        assert "reg.airgap.test" in certificate_names(state_dir)
+        assert find_local_registry(state_dir).ca_file == before.ca_file  # nodes trust the same CA
+        assert answer(after.credentials) == 200  # verified against the old CA file
+
+        status = run_mirror("registry", "status", "--state-dir", state_dir)
+        assert "certificate for reg.airgap.test" in status.stdout and "expires" in status.stdout, status.stdout
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir)
+
+
+def test_rotate_and_renew_refuse_without_a_registry_set_up(tmp_path):
+    for verb in ("rotate-password", "renew-cert"):
+        assert_refused(run_mirror("registry", verb, "--state-dir", tmp_path / "none"), "run `mirror registry up` first")
+    assert not (tmp_path / "none").exists()

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from ..errors import UsageError
-from ..units import human_size
 from .app import app
 from .common import JsonOption, handle_errors
 from .render import emit_json
@@ -61,7 +60,8 @@ def up_command(
     no_tls: bool = typer.Option(False, "--no-tls", help="Plain HTTP (nodes then need it marked insecure)."),
     auth: Optional[str] = typer.Option(None, "--auth", help="htpasswd (a generated password) or none "
                                                           "[default: as recorded, else htpasswd]."),
-    username: str = typer.Option("mirror", "--username", help="The registry user --auth htpasswd creates."),
+    username: Optional[str] = typer.Option(None, "--username", help="The registry user --auth htpasswd creates "
+                                                                    "[default: as recorded, else mirror]."),
     bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Bundle carrying the registry image."),
     registry_image: Optional[str] = typer.Option(
         None, "--registry-image", help="Image to run [default: the library/registry image in the bundle]."),
@@ -107,17 +107,17 @@ def up_command(
         emit_json(_up_json(result))
     elif result.systemd_unit:
         typer.echo(result.systemd_unit, nl=False)  # stdout is the unit file alone
-        for line in _up_lines(result, sys.stderr.isatty()):
+        for line in up_lines(result, sys.stderr.isatty()):
             typer.echo(line, err=True)
         typer.echo("install: save stdout as /etc/systemd/system/mirror-registry.service, then "
                    "`systemctl enable --now mirror-registry`", err=True)
     else:
-        for line in _up_lines(result, sys.stdout.isatty()):
+        for line in up_lines(result, sys.stdout.isatty()):
             typer.echo(line)
         typer.echo("next: mirror push BUNDLE   (finds this registry without flags)")
 
 
-def _up_lines(result: UpResult, on_terminal: bool) -> list[str]:
+def up_lines(result: UpResult, on_terminal: bool) -> list[str]:
     """What `up` did. A new password is shown only to a terminal: redirected output ends up in logs."""
     state = result.state
     verb = "prepared" if result.systemd_unit else ("already running" if result.already_running else "running")
@@ -161,30 +161,3 @@ def down_command(
         typer.echo(f"deleted {path}")
     for path in result.kept:
         typer.echo(f"kept {path} (up did not create it)")
-
-
-@registry_app.command("status", help="URL, engine, storage used, repositories and tags; exit 1 when not running.")
-@handle_errors
-def status_command(
-    state_dir: Optional[Path] = StateDirOption,
-    json_report: bool = JsonOption,
-) -> None:
-    from ..server.lifecycle import status
-    from ..server.state import default_state_dir
-
-    report = status((state_dir or default_state_dir()).absolute())
-    if json_report:
-        emit_json(report.to_json())
-    elif report.state is None:
-        typer.echo("no registry: start one with `mirror registry up`")
-    else:
-        state = report.state
-        health = "running" if report.answering else ("not answering" if report.running else "stopped")
-        typer.echo(f"registry {state.url}: {health}")
-        typer.echo(f"  engine {state.engine}, data {state.data_dir}, {human_size(report.storage_bytes)} used")
-        for repository, tags in sorted(report.repositories.items()):
-            typer.echo(f"  {repository}: {', '.join(tags) or '(no tags)'}")
-        if report.error:
-            typer.echo(f"  {report.error}")
-    if not report.answering:
-        raise typer.Exit(1)

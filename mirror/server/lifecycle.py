@@ -21,11 +21,14 @@ from ..registry.settings import Credentials
 from . import probe
 from .distconfig import STORAGE_TREE, DistConfig, http_secret, render
 from .engines import CONTAINER_NAME, Engine, choose_engine, recorded_engine
-from .htpasswd import ensure_credentials, write_private
-from .recall import AUTO_NAMES, Requested, Settled, settle
+from .htpasswd import ensure_credentials, read_credentials, write_private
+from .recall import AUTO_NAMES, Requested, Settled, recorded_tls, settle
 from .state import RegistryState, StatePaths, load_state, local_registry, save_state
 from .statelock import state_lock
-from .tls import ensure_tls, install_given
+from .tls import CertificateSummary, ensure_tls, install_given, summary
+
+
+DEFAULT_USER = "mirror"
 
 
 @dataclass
@@ -41,7 +44,7 @@ class UpOptions:
     key: Path | None = None
     ca_file: Path | None = None  # the CA behind --cert, for push and config
     auth: str | None = None  # htpasswd | none
-    username: str = "mirror"
+    username: str | None = None  # default: as recorded, else DEFAULT_USER
     bundle: Path | None = None
     registry_image: str | None = None
     engine: str | None = None  # docker | binary | auto
@@ -49,6 +52,8 @@ class UpOptions:
     container_name: str | None = None  # default: as recorded, else CONTAINER_NAME
     timeout: float = 60.0
     reconfigure: bool = False  # change what nodes use (port, address, names, TLS, auth, data dir)
+    rotate_password: bool = False  # a new password for the same user (registry restarted with it)
+    renew_cert: bool = False  # a new server certificate from the same CA for the same names
 
 
 @dataclass
@@ -77,6 +82,7 @@ def up(options: UpOptions) -> UpResult:
 def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
     """``up`` holding the state dir's lock; ``made`` lists what it created so far."""
     previous = load_state(paths)
+    _check_renewal(options, previous, paths)
     settled = settle(Requested(options.port, options.address, options.data_dir, list(options.hostnames),
                                options.tls, options.auth, options.engine), previous, paths, reconfigure=options.reconfigure)
     data_dir = (settled.data_dir or paths.root / "data").absolute()
@@ -161,7 +167,7 @@ def _write_registry_files(options: UpOptions, settled: Settled, previous: Regist
     cert, key = registry_dir / "server.crt", registry_dir / "server.key"
     ca_file: Path | None = None
     if settled.tls == "auto":
-        ca_file = ensure_tls(paths.ca_dir, cert, key, names).ca_cert
+        ca_file = ensure_tls(paths.ca_dir, cert, key, names, renew=options.renew_cert).ca_cert
     elif settled.keep_given_cert:  # the operator's certificate, installed by an earlier `up --cert`
         ca_file = Path(previous.ca_file) if previous.ca_file else None
     elif settled.tls == "given":
@@ -169,7 +175,10 @@ def _write_registry_files(options: UpOptions, settled: Settled, previous: Regist
         ca_file = options.ca_file
     credentials, created = None, False
     if settled.auth == "htpasswd":
-        credentials, created = ensure_credentials(paths.credentials, paths.htpasswd, options.username)
+        username = options.username or (read_credentials(paths.credentials).username
+                                         if paths.credentials.is_file() else DEFAULT_USER)
+        credentials, created = ensure_credentials(paths.credentials, paths.htpasswd, username,
+                                                  rotate=options.rotate_password)
     config = DistConfig(
         listen=_host_port(settled.address, settled.port),
         storage=engine.storage(data_dir),
@@ -179,6 +188,21 @@ def _write_registry_files(options: UpOptions, settled: Settled, previous: Regist
     )
     write_private(paths.config, render(config, http_secret(paths.config)).encode())
     return ca_file, credentials, created
+
+
+def _check_renewal(options: UpOptions, previous: RegistryState | None, paths: StatePaths) -> None:
+    """``rotate-password`` and ``renew-cert`` act on a registry ``up`` set up, with what it generated."""
+    if not (options.rotate_password or options.renew_cert):
+        return
+    if previous is None:
+        raise UsageError(f"no registry was set up with state dir {paths.root}: run `mirror registry up` first")
+    if options.rotate_password and not previous.auth:
+        raise UsageError(f"the registry of state dir {paths.root} runs without auth: there is no password to "
+                         "rotate (`mirror registry up --auth htpasswd --reconfigure` turns it on)")
+    if options.renew_cert and recorded_tls(previous, paths) != "auto":
+        raise UsageError(f"the registry of state dir {paths.root} does not use mirror's own CA: renew the "
+                         "operator's certificate at its CA and run `mirror registry up --cert NEW --key NEW`"
+                         if previous.tls else f"the registry of state dir {paths.root} runs without TLS")
 
 
 def _host_port(address: str, port: int) -> str:
@@ -286,6 +310,7 @@ class StatusReport:
     storage_bytes: int = 0
     repositories: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    certificate: CertificateSummary | None = None
 
     def to_json(self) -> dict:
         if self.state is None:
@@ -296,6 +321,9 @@ class StatusReport:
             "storage_bytes": self.storage_bytes, "ca_file": self.state.ca_file,
             "credentials_file": self.state.credentials_file, "repositories": self.repositories,
             "error": self.error,
+            "certificate": None if self.certificate is None else {
+                "names": self.certificate.names, "not_after": self.certificate.not_after.isoformat(),
+                "days_left": self.certificate.days_left, "expiring": self.certificate.expiring},
         }
 
 
@@ -305,7 +333,8 @@ def status(state_dir: Path) -> StatusReport:
     if state is None:
         return StatusReport(None)
     report = StatusReport(state, running=state.running and recorded_engine(state, paths).running(),
-                          storage_bytes=_disk_usage(Path(state.data_dir)))
+                          storage_bytes=_disk_usage(Path(state.data_dir)),
+                          certificate=summary(paths.server_cert) if state.tls else None)
     if report.running:
         local = local_registry(state)
         report.answering = probe.answers(local)
