@@ -50,6 +50,8 @@ class SyncJob:
     interval: float | None = None  # seconds between the starts of two runs of ``mirror sync serve``
     schedule: CronSchedule | None = None  # or the times ``mirror sync serve`` starts a run at
     env_names: list[str] = field(default_factory=list)  # environment variables its passwords come from
+    files: list[Path] = field(default_factory=list)  # every file it names (CA files, password files)
+    secret_files: list[Path] = field(default_factory=list)  # of those, the {file: PATH} passwords
     lines: dict[str, int] = field(default_factory=dict)  # top-level key -> its line, for errors found later
 
     def at(self, key: str) -> str:
@@ -100,6 +102,8 @@ class _Reader:
         self.path = path
         self.secrets = secrets  # False: check how secrets are referenced, read none
         self.env_names: list[str] = []  # every {env: NAME} referenced
+        self.files: list[Path] = []  # every file named, read or not
+        self.secret_files: list[Path] = []  # every {file: PATH} password, read or not
 
     def error(self, mapping: Any, key: str | None, why: str) -> UsageError:
         line = mapping.lines.get(key, mapping.line) if isinstance(mapping, _Mapping) else 0
@@ -150,6 +154,7 @@ class _Reader:
         path = self.path.parent / os.path.expanduser(value)
         if not path.is_file():
             raise self.error(mapping, key, f"no such file {path}")
+        self.files.append(path)
         return path
 
     def credentials(self, mapping: _Mapping, read: bool = True) -> Credentials | None:
@@ -170,6 +175,10 @@ class _Reader:
         if "env" in secret:
             name = self.string(secret, "env") or ""
             self.env_names.append(name)
+        else:  # it lives where the job runs: named, not checked, when secrets are not read
+            named = self.path.parent / os.path.expanduser(self.string(secret, "file") or "")
+            self.secret_files.append(named)
+            self.files.append(named)
         if not (self.secrets and read):
             return None
         if "env" in secret:
@@ -177,9 +186,9 @@ class _Reader:
                 raise self.error(secret, "env", f"environment variable {name!r} is not set")
             password = os.environ[name]
         else:
-            path = self.file(secret, "file")
-            assert path is not None
-            password = path.read_text().rstrip("\r\n")
+            if not named.is_file():
+                raise self.error(secret, "file", f"no such file {named}")
+            password = named.read_text().rstrip("\r\n")
         if not password:
             raise self.error(mapping, "password", "is empty")
         return Credentials(username, password)
@@ -250,7 +259,8 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
                           selections=selections)
-    return SyncJob(path, request, bundle, interval, schedule, reader.env_names, dict(top.lines))
+    return SyncJob(path, request, bundle, interval, schedule, reader.env_names, list(dict.fromkeys(reader.files)),
+                   list(dict.fromkeys(reader.secret_files)), dict(top.lines))
 
 
 def _target(reader: _Reader, mapping: _Mapping, jobs: int, read_secrets: bool) -> Target:
