@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from conftest import run_mirror
 from mirror import downstream, lists
 from mirror.downstream import Release, Version
 from mirror.errors import UsageError
@@ -186,3 +189,61 @@ def test_a_version_matching_nothing_is_refused_by_name(values, named):
 def test_the_flag_needs_a_mode():
     with pytest.raises(UsageError, match="^--downstream-versions needs --mode$"):
         lists.select(None, extra_refs=["alpine"], downstream_versions=["v1.24"])
+
+
+# --- the command line -----------------------------------------------------------
+
+
+def listed(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if not line.startswith("#")]
+
+
+def test_cli_lists_prints_the_trimmed_list_and_one_line_saying_what_it_left_out():
+    result = run_mirror("lists", "--mode", "k3s", "--downstream-versions", "v1.24", "--offline-lists")
+    assert result.returncode == 0, result.stderr
+    assert listed(result.stdout) == names(lists.select("k3s", downstream_versions=["v1.24"]).images)
+    said = [line for line in result.stderr.splitlines() if "downstream" in line]
+    assert said == ["mirror: --downstream-versions v1.24: left out 154 per-Kubernetes-version images of other "
+                    "versions"]
+
+
+def test_cli_versions_are_comma_separated_and_repeatable_and_json_says_what_was_trimmed():
+    result = run_mirror("lists", "--mode", "rke2", "--downstream-versions", "v1.24", "--downstream-versions",
+                        "1.25,v1.26.6+rke2r1", "--offline-lists", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    expected = lists.select("rke2", downstream_versions=["v1.24", "1.25", "v1.26.6+rke2r1"])
+    assert report["images"] == names(expected.images)
+    assert report["downstream_versions"] == ["v1.24", "1.25", "v1.26.6+rke2r1"]
+    assert report["trimmed"] == names(expected.trimmed) and expected.trimmed
+
+
+def test_cli_without_the_flag_lists_what_it_always_did():
+    result = run_mirror("lists", "--mode", "k3s", "--offline-lists", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == names(lists.resolve_images("k3s")[0])
+    assert "trimmed" not in report and "downstream_versions" not in report
+    assert "downstream" not in result.stderr
+
+
+@pytest.mark.parametrize("value, message", [
+    ("v1.3", "--downstream-versions v1.3: no per-Kubernetes-version image of it in Rancher v2.7.9's image list"),
+    ("v1.24,1.2x", "--downstream-versions 1.2x: not a Kubernetes version"),
+])
+@pytest.mark.parametrize("command", ["lists", "pull", "pull-dry-run", "sync"])
+def test_cli_a_bad_version_is_exit_2_naming_it_before_anything_is_fetched(command, value, message, tmp_path):
+    output = tmp_path / "b.tar.zst"
+    args = {"lists": ["lists"], "pull": ["pull", "-o", output], "pull-dry-run": ["pull", "--dry-run"],
+            "sync": ["sync", "run", "--to", "127.0.0.1:9"]}[command]
+    result = run_mirror(*args, "--mode", "k3s", "--offline-lists", "--downstream-versions", value)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [f"mirror: error: {message}" + (
+        " (it has v1.21 to v1.26)" if "v1.3" in value else " (e.g. v1.30, v1.30.4, v1.30.4+k3s1, v1.30.4+rke2r1)")]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_sync_with_a_config_refuses_the_flag(tmp_path):
+    result = run_mirror("sync", "run", "-c", tmp_path / "sync.yaml", "--downstream-versions", "v1.24")
+    assert result.returncode == 2
+    assert "drop --downstream-versions" in result.stderr

@@ -13,10 +13,11 @@ from ..errors import ExitCode, ImagesFailed, UsageError
 from ..progress import Progress
 from .app import app
 from .common import (
-    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
-    JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, PlainHttpRegistryOption,
-    OfflineListsOption, PlatformOption, QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption,
-    handle_errors, parse_platforms, select_images, source_access, topology_versions,
+    CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
+    InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
+    NoRegistryImageOption, PlainHttpRegistryOption, OfflineListsOption, PlatformOption, QuietOption,
+    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors, parse_platforms, select_images,
+    source_access, topology_versions,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
@@ -41,6 +42,7 @@ def pull_command(
     no_registry_image: bool = NoRegistryImageOption,
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
+    downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
     platform: Optional[list[str]] = PlatformOption,
     source_mirror: Optional[list[str]] = SourceMirrorOption,
     plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
@@ -79,10 +81,11 @@ def pull_command(
     from ..transfer.pull import PullRequest, pull
 
     platforms = parse_platforms(platform or [])
-    refs, topology = select_images(
+    selection = select_images(
         mode, topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version, cert_manager_version),
         images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
-        platforms=platforms, offline_lists=offline_lists, ca_file=ca_file)
+        platforms=platforms, offline_lists=offline_lists, ca_file=ca_file, downstream_versions=downstream_versions)
+    refs, topology = selection.images, selection.topology
     if not refs:
         raise UsageError("no images to pull: name images, --images-file or --mode")
     if output is None and not dry_run:
