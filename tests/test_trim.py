@@ -247,3 +247,88 @@ def test_cli_sync_with_a_config_refuses_the_flag(tmp_path):
     result = run_mirror("sync", "run", "-c", tmp_path / "sync.yaml", "--downstream-versions", "v1.24")
     assert result.returncode == 2
     assert "drop --downstream-versions" in result.stderr
+
+
+# --- pull: what the trim saves, measured by the dry run -------------------------------
+
+RANCHER = "v2.99.0"  # served from the cache: no release host is asked
+RELEASES_URL = "https://releases.invalid"
+KEPT = ["docker.io/rancher/rancher:v2.99.0", "docker.io/rancher/system-agent-installer-k3s:v1.30.4-k3s1"]
+TRIMMED = ["docker.io/rancher/system-agent-installer-k3s:v1.29.8-k3s1", "docker.io/rancher/k3s-upgrade:v1.29.8-k3s1"]
+UNSEEDED = "docker.io/rancher/rke2-upgrade:v1.29.8-rke2r1"  # trimmed, and missing upstream
+
+
+@pytest.fixture(scope="module")
+def rancher_source(tmp_path_factory):
+    """A loopback docker.io with a tiny Rancher release's images (sharing a base layer), and its list cached."""
+    import corpus
+    import testbed
+
+    spec = corpus.CorpusSpec("trim", (
+        corpus.ImageSpec(KEPT[0], "docker", (corpus.AMD64,), (40,)),
+        corpus.ImageSpec(KEPT[1], "docker", (corpus.AMD64,), (30,)),
+        corpus.ImageSpec(TRIMMED[0], "docker", (corpus.AMD64,), (30,)),
+        corpus.ImageSpec(TRIMMED[1], "docker-list", (corpus.AMD64, corpus.ARM64), (20,)),
+    ), base_kb=40)
+    registry = testbed.start_registry(tmp_path_factory.mktemp("rancher-source"))
+    try:
+        seeded = corpus.seed_registry(registry.host, corpus.generate_corpus(tmp_path_factory.mktemp("corpus"), spec))
+        cache = tmp_path_factory.mktemp("cache")
+        cached = cache / "mirror" / "lists" / "rancher" / f"{RANCHER}.txt"
+        cached.parent.mkdir(parents=True)
+        source = f"{RELEASES_URL}/rancher/rancher/releases/download/{RANCHER}/rancher-images.txt"
+        cached.write_text(f"# source: {source}\n# sha256: {'0' * 64}\n" + "".join(
+            f"{name}\n" for name in [*KEPT, *TRIMMED, UNSEEDED]))
+        yield seeded, {"XDG_CACHE_HOME": str(cache), "MIRROR_RELEASES_URL": RELEASES_URL}
+    finally:
+        registry.stop()
+
+
+def pull_trimmed(rancher_source, *args):
+    seeded, env = rancher_source
+    return run_mirror("pull", "--mode", "docker", "--rancher-version", RANCHER, "--no-registry-image",
+                      "--offline-lists", "--downstream-versions", "v1.30", *corpus_args(seeded), *args, env=env)
+
+
+def corpus_args(seeded):
+    import corpus
+
+    return corpus.source_mirror_args(seeded.registry_host)
+
+
+def contents(seeded, sources: list[str]) -> dict[str, int]:
+    images = [seeded.image(s) for s in sources]
+    digests = set().union(*(i.blob_digests | set(i.manifest_digests.values()) | {i.digest} for i in images))
+    return {d: seeded.sizes[d] for d in digests}
+
+
+def test_dry_run_says_how_many_images_and_bytes_the_trim_left_out(rancher_source):
+    seeded, _ = rancher_source
+    result = pull_trimmed(rancher_source, "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr  # the unresolvable trimmed image is not the run's failure
+    report = json.loads(result.stdout)
+    assert report["images"] == KEPT and report["unresolved"] == {}
+    kept, trimmed = contents(seeded, KEPT), contents(seeded, TRIMMED)
+    assert report["download_bytes"] == sum(kept.values())
+    saved = sum(size for digest, size in trimmed.items() if digest not in kept)  # the shared base layer is not saved
+    assert 0 < saved < sum(trimmed.values())
+    assert report["trimmed"] == {"images": 3, "bytes": saved, "unresolved": 1}
+
+    text = pull_trimmed(rancher_source, "--dry-run", "-q")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines() == KEPT
+    [summary] = [line for line in text.stderr.splitlines() if "to download" in line]
+    assert summary.startswith("2 images, ")
+    assert "; --downstream-versions left out 3 images, at least " in summary
+    assert "(weighed by resolving their manifests too: 3 or more extra manifest requests; 1 could not be " \
+           "resolved)" in summary
+
+
+def test_pull_writes_only_the_kept_images_and_the_bundle_records_the_versions(rancher_source, tmp_path):
+    output = tmp_path / "b.tar.zst"
+    result = pull_trimmed(rancher_source, "-o", output, "-q")
+    assert result.returncode == 0, result.stderr
+    assert "mirror: --downstream-versions v1.30: left out 3 per-Kubernetes-version images" in result.stderr
+    inspected = json.loads(run_mirror("inspect", output, "--json").stdout)
+    assert [image["source"] for image in inspected["images"]] == KEPT
+    assert inspected["topology"]["downstream_versions"] == ["v1.30"]
