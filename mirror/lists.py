@@ -30,7 +30,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFESTS_DIR = next(d for d in (_PACKAGE_DIR / "manifests", _PACKAGE_DIR.parent / "manifests") if d.is_dir())
 REGISTRY_COMPONENT = "registry"  # the bastion registry's image, opted out by flag
 DOWNSTREAM_CATALOG = "rancher"  # the component whose list names every downstream release's images
-LOCAL_CLUSTER_COMPONENTS = ("k3s", "rke2", "kubernetes")  # the cluster Rancher runs on: never trimmed
+LOCAL_CLUSTER_COMPONENTS = ("k3s", "rke2", "kubernetes")  # the version of the cluster Rancher runs on
 
 
 BUILT_IN = ListSource("built in")
