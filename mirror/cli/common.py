@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 import typer
 
 from ..errors import DeltaBaseMissing, ExitCode, ImagesFailed, MirrorError, UsageError
-from ..registry.settings import Credentials, RegistrySettings
+from ..registry.settings import Credentials, RegistrySettings, connections_for
 from .render import emit_failure_json, report_failures
 
 if TYPE_CHECKING:
@@ -135,10 +135,7 @@ def registry_settings(
         insecure=insecure,
         ca_file=ca_file,
         credentials=credentials,
-        # Blob transfers to one registry stay at 16 whatever -j says, small requests at 8 more
-        # (skopeo opens 6, containerd 3 per image): enough to fill a WAN link, not enough to look
-        # like an attack. More jobs still mean more transfers queued and more registries at once.
-        max_connections=max(1, min(jobs, MAX_CONNECTIONS_PER_REGISTRY)),
+        max_connections=connections_for(jobs),
     )
 
 
@@ -176,8 +173,6 @@ def target_registry(
                                  credentials=credentials, jobs=jobs)
     return Target(address, settings)
 
-
-MAX_CONNECTIONS_PER_REGISTRY = 16
 
 # Shared option declarations, so every command spells them the same way.
 CaFileOption = typer.Option(None, "--ca-file", help="CA certificate (PEM) that signed the registry's certificate.")

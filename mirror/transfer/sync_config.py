@@ -24,7 +24,7 @@ from ..model.reference import Reference, endpoint_host
 from ..model.semver import Range
 from ..model.target import RegistryAddress
 from ..model.upstream import SourceMap, SourceMirror
-from ..registry.settings import Credentials, RegistrySettings
+from ..registry.settings import Credentials, RegistrySettings, connections_for
 from .plan import Target
 from .selection import TagSelection
 from .sync import RETAG_POLICIES, SyncImage, SyncRequest
@@ -276,7 +276,7 @@ def _target(reader: _Reader, mapping: _Mapping, jobs: int, read_secrets: bool) -
         raise reader.error(mapping, "registry", str(exc)) from None
     settings = RegistrySettings(plain_http=reader.flag(mapping, "plain_http") or address.plain_http,
                                 insecure=reader.flag(mapping, "insecure"), ca_file=reader.file(mapping, "ca_file"),
-                                credentials=reader.credentials(mapping, read_secrets), max_connections=jobs)
+                                credentials=reader.credentials(mapping, read_secrets), max_connections=connections_for(jobs))
     return Target(address, settings)
 
 
@@ -327,8 +327,8 @@ def _sources(reader: _Reader, top: _Mapping, jobs: int) -> tuple[SourceMap, Call
             host, plain = found.host, plain or found.plain_http
         by_host[host] = RegistrySettings(plain_http=plain, insecure=reader.flag(mapping, "insecure"),
                                          ca_file=reader.file(mapping, "ca_file"),
-                                         credentials=reader.credentials(mapping), max_connections=jobs)
-    default = RegistrySettings(max_connections=jobs)
+                                         credentials=reader.credentials(mapping), max_connections=connections_for(jobs))
+    default = RegistrySettings(max_connections=connections_for(jobs))
 
     def settings_for(host: str) -> RegistrySettings:
         return by_host.get(host, default)
