@@ -155,7 +155,7 @@ def _build_installer(output: Path, quiet: bool) -> PendingInstaller:
 
 def _check_output(output: Path, force: bool) -> None:
     """Refuse, before anything is fetched, an -o that is a directory or (without --force) a bundle."""
-    from ..bundle.reader import stray_parts
+    from ..bundle.parts import stray_parts
 
     if output.is_dir():
         raise UsageError(f"-o {output}: is a directory; name the bundle file to write, e.g. {output}/bundle.tar.zst")
