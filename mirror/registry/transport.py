@@ -29,7 +29,7 @@ from ..model.reference import endpoint_host
 from .auth import Authenticator
 from .credentials import AuthFiles
 from .settings import Credentials, RegistrySettings
-from .wire import WireTransport
+from .wire import MalformedAnswer, WireTransport
 
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles per attempt, with jitter
 BACKOFF_CAP = 30.0
@@ -368,11 +368,14 @@ def _tls_context(ca_file: Path | None, client_cert: Path | None, client_key: Pat
 
 
 def _transport_failure(exc: Exception, request: httpx.Request) -> Exception:
-    """TLS refusals are final (AuthError); anything else is worth retrying."""
+    """TLS refusals are final (AuthError), so is an answer that breaks HTTP (RegistryError); anything
+    else is worth retrying."""
+    host = request.url.netloc.decode()
+    if isinstance(exc, MalformedAnswer):
+        return RegistryError(f"{host} answered {request.method} {request.url.path} outside HTTP/1.1: {exc}")
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, ssl.SSLError):
         cause = cause.__cause__ or cause.__context__
-    host = request.url.netloc.decode()
     if isinstance(cause, ssl.SSLCertVerificationError):
         return AuthError(f"TLS certificate of {host} could not be verified ({cause.verify_message}); "
                          "pass --ca-file with the CA that signed it (or --insecure to skip verification)")
