@@ -15,6 +15,7 @@ import pytest
 from mirror.errors import RegistryError
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles
+from mirror.registry.ratelimit import RateLimit
 from mirror.registry.settings import RegistrySettings
 from mirror.registry.wire import WireTransport
 from test_wire import Scripted
@@ -73,3 +74,80 @@ async def test_a_header_value_with_a_line_break_is_never_sent():
         with pytest.raises(httpx.LocalProtocolError, match="line break"):
             await http.get(server.url(), headers={"Authorization": "Bearer x\r\nX-Injected: 1"})
     assert server.requests == []
+
+
+# -- numbers in headers -------------------------------------------------------
+
+@pytest.mark.parametrize("retry_after", ["\u00b2", "-1", "1e3", "Wed, 21 Oct 99999999999999999999 07:28:00 GMT"])
+async def test_a_retry_after_that_is_no_number_or_date_is_ignored_for_the_usual_backoff(retry_after):
+    def answer(head, body, n):
+        if n == 1:
+            return (b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: " + retry_after.encode() +
+                    b"\r\nContent-Length: 0\r\n\r\n")
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+    async with Scripted(answer) as server, registry_client(server.port, retries=2) as client:
+        await client.ping()
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("76;w=21600", RateLimit(76, 21600)),
+    ("76", RateLimit(76, None)),
+    ("76;w=\u00b2", RateLimit(76, None)),  # an unreadable window is no window
+    ("\u00b2;w=21600", None),  # an unreadable count is no budget
+    ("9" * 40, None),
+])
+def test_ratelimit_numbers_are_ascii_digits_or_nothing(header, expected):
+    assert RateLimit.parse(header) == expected
+
+
+def path_of(head: bytes) -> str:
+    return head.split(b" ", 2)[1].decode()
+
+
+def answer(status: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status}"] + [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if "Content-Length" not in (headers or {}):
+        lines.append(f"Content-Length: {len(body)}")
+    return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
+
+
+def bearer_registry(token_answer: bytes):
+    """A registry that wants a bearer token, from a realm on the same server answering ``token_answer``."""
+    def reply(head, body, n):
+        path = path_of(head)
+        if path.startswith("/token"):
+            return answer("200 OK", token_answer, {"Content-Type": "application/json"})
+        if b"authorization: bearer" in head.lower():
+            return answer("200 OK", b"{}")
+        port = reply.port  # type: ignore[attr-defined]
+        return answer("401 Unauthorized", b"", {
+            "WWW-Authenticate": f'Bearer realm="http://127.0.0.1:{port}/token",service="test"'})
+    return reply
+
+
+async def test_a_token_expiry_that_is_no_number_takes_the_default_lifetime():
+    reply = bearer_registry(b'{"token": "abc", "expires_in": "\xc2\xb2"}')
+    async with Scripted(reply) as server, registry_client(server.port) as client:
+        reply.port = server.port
+        await client.ping()
+
+
+async def test_a_token_with_a_line_break_is_refused_as_no_token():
+    reply = bearer_registry(b'{"token": "abc\\r\\nX-Injected: 1"}')
+    async with Scripted(reply) as server, registry_client(server.port) as client:
+        reply.port = server.port
+        with pytest.raises(RegistryError, match="token server for .* answered without a token"):
+            await client.ping()
+    assert not any(b"x-injected" in head.lower() for head, _ in server.requests)
+
+
+async def test_a_content_range_that_is_no_number_is_not_appended(tmp_path):
+    partial = tmp_path / "blob.partial"
+    partial.write_bytes(b"01234")
+    reply = answer("206 Partial Content", b"56789", {"Content-Range": "bytes \u00b2-9/10"})
+    async with Scripted(lambda head, body, n: reply) as server, registry_client(server.port) as client:
+        with pytest.raises(RegistryError, match="answered 206"):
+            await client.download_blob("lib/app", "sha256:" + "0" * 64, partial, size=10)
+    assert partial.read_bytes() == b"01234"

@@ -97,10 +97,10 @@ class RegistryClient:
     async def _read_document(self, response: httpx.Response, what: str) -> bytes:
         """A manifest body, refused past MAX_MANIFEST_SIZE before it is read (or as soon as it gets there)."""
         limit = oci.MAX_MANIFEST_SIZE
-        declared = response.headers.get("content-length", "")
+        declared = self._transport.content_length(response, what)
         too_large = IntegrityError(f"{what}: {self.host} serves more than {limit} bytes for it; a manifest "
                                    "is never that large, so it was not read")
-        if declared.isdigit() and int(declared) > limit:
+        if declared is not None and declared > limit:
             raise too_large
         body = bytearray()
         guard = RateGuard(self.settings)
@@ -127,10 +127,10 @@ class RegistryClient:
             raise await self._transport.failure(response, what)
         digest = response.headers.get("docker-content-digest", "")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
-        length = response.headers.get("content-length", "")
-        if not digest.startswith("sha256:") or media_type not in oci.MANIFEST_TYPES or not length.isdigit():
+        length = self._transport.content_length(response, what)
+        if not digest.startswith("sha256:") or media_type not in oci.MANIFEST_TYPES or length is None:
             return (await self.get_manifest(repository, reference)).descriptor  # HEAD said too little
-        return Descriptor(media_type, digest, int(length))
+        return Descriptor(media_type, digest, length)
 
     async def blob_size(self, repository: str, digest: str) -> int | None:
         """Size of a blob the registry has in ``repository``; None when absent."""
@@ -139,10 +139,10 @@ class RegistryClient:
                                                  scopes=[pull_scope(repository)], follow=True, what=what)
         if response.status_code == 404:
             return None
-        length = response.headers.get("content-length", "")
-        if response.status_code != 200 or not length.isdigit():
+        length = self._transport.content_length(response, what) if response.status_code == 200 else None
+        if length is None:
             raise await self._transport.failure(response, what)
-        return int(length)
+        return length
 
     async def download_blob(self, repository: str, digest: str, partial: Path, *, size: int | None = None,
                             progress: Callable[[int], None] | None = None, segments: int = 1) -> None:

@@ -19,6 +19,7 @@ import anyio
 import httpx
 
 from ..errors import IntegrityError, RegistryError
+from ..model.numbers import ascii_int
 from ..model.oci import digest_hex
 from .auth import pull_scope
 from .transport import RateGuard, Stalled, Transport, describe
@@ -188,8 +189,7 @@ def _range_start(response: httpx.Response) -> int | None:
     """First byte of a 206 answer, from ``Content-Range: bytes START-END/TOTAL``."""
     value = response.headers.get("content-range", "")
     unit, _, spec = value.partition(" ")
-    start = spec.split("-", 1)[0]
-    return int(start) if unit == "bytes" and start.isdigit() else None
+    return ascii_int(spec.split("-", 1)[0]) if unit == "bytes" else None
 
 
 def _hash_file(path: Path, hasher: Any) -> int:

@@ -25,6 +25,7 @@ import anyio
 import httpx
 
 from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, Unreachable, UsageError
+from ..model.numbers import ascii_int
 from ..model.reference import endpoint_host
 from .auth import Authenticator
 from .credentials import AuthFiles
@@ -144,6 +145,17 @@ class Transport:
             raise RegistryError(f"{what}: {self.host} answered {response.status_code} without a Location header",
                                 response.status_code)
         return response.url.join(location)
+
+    def content_length(self, response: httpx.Response, what: str) -> int | None:
+        """The length an answer declares; None when it declares none, RegistryError when it is no number."""
+        declared = response.headers.get("content-length")
+        if declared is None:
+            return None
+        length = ascii_int(declared)
+        if length is None:
+            raise RegistryError(f"{what}: {self.host} declared Content-Length {declared[:40]!r}, which is no "
+                                "length", response.status_code)
+        return length
 
     def same_origin(self, url: httpx.URL) -> bool:
         base = self.base_url
@@ -400,15 +412,15 @@ def _error_detail(response: httpx.Response) -> str:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date."""
+    """Retry-After as seconds: either delta-seconds or an HTTP date; None (the usual backoff) if neither."""
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = ascii_int(value)
+    if seconds is not None:
+        return float(seconds)
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a year of twenty digits
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
