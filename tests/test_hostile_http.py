@@ -6,13 +6,20 @@ Each case is a loopback server scripted to send exactly the hostile answer
 
 from __future__ import annotations
 
+import hashlib
+import json
 import ssl
+import subprocess
+import sys
 
 import anyio
 import httpx
 import pytest
+import zstandard
 
-from mirror.errors import RegistryError
+from conftest import ROOT
+from hostile_source import REPOSITORY, TAG, HostileSource
+from mirror.errors import IntegrityError, NotFoundError, RegistryError
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.ratelimit import RateLimit
@@ -151,3 +158,86 @@ async def test_a_content_range_that_is_no_number_is_not_appended(tmp_path):
         with pytest.raises(RegistryError, match="answered 206"):
             await client.download_blob("lib/app", "sha256:" + "0" * 64, partial, size=10)
     assert partial.read_bytes() == b"01234"
+
+
+# -- compressed answers: mirror asks for identity and decodes nothing ---------------------------
+
+MIB = 1 << 20
+PEAK_LIMIT = 200 * MIB  # a pull of this small image peaks near 35 MiB; each bomb decodes to 256 MiB or more
+# Run mirror as the only child of a small Python, which then reports the child's peak memory.
+MEASURED = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+
+
+def pull_measured(source: HostileSource, tmp_path) -> tuple[int, str, int]:
+    """``mirror pull`` of the source's image: exit code, stderr, and its peak resident memory in bytes."""
+    result = subprocess.run([sys.executable, "-c", MEASURED, sys.executable, "-m", "mirror", "pull",
+                             source.reference, "--plain-http-registry", source.host, "-o", tmp_path / "b.tar.zst",
+                             "--work-dir", tmp_path / "work"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    *errors, peak = result.stderr.rstrip().splitlines()
+    return result.returncode, "\n".join(errors), int(peak) * 1024
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "gzip"])
+def test_a_compressed_manifest_bomb_is_refused_unread_in_bounded_memory(encoding, tmp_path):
+    with HostileSource(manifest=f"{encoding}-bomb") as source:
+        code, errors, peak = pull_measured(source, tmp_path)
+    assert code == 1, errors
+    assert f"{source.host} answered with Content-Encoding '{encoding}' though mirror asks for identity" in errors
+    assert f"manifest {source.host}/{REPOSITORY}:{TAG}" in errors
+    assert peak < PEAK_LIMIT
+    assert not (tmp_path / "b.tar.zst").exists()
+
+
+def test_an_encoded_blob_is_read_as_sent_in_bounded_memory(tmp_path):
+    with HostileSource(layer="zstd-bomb") as source:
+        code, errors, peak = pull_measured(source, tmp_path)
+    assert code == 4, errors  # 32 KiB as sent, past the layer's declared size: cut there
+    assert f"blob {source.layer_digest}" in errors and "more than the" in errors
+    assert peak < PEAK_LIMIT
+
+
+async def test_a_blob_compressed_on_the_way_fails_its_digest_naming_the_encoding(tmp_path):
+    blob = bytes(MIB)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    reply = answer("200 OK", zstandard.ZstdCompressor().compress(blob), {"Content-Encoding": "zstd"})
+    async with Scripted(lambda head, body, n: reply) as server, registry_client(server.port) as client:
+        with pytest.raises(IntegrityError, match="as sent with Content-Encoding zstd"):
+            await client.download_blob("lib/app", digest, tmp_path / "blob", size=len(blob))
+    assert b"accept-encoding: identity" in server.requests[0][0].lower()
+    assert not (tmp_path / "blob").exists()
+
+
+async def test_every_request_asks_for_identity_and_a_token_answer_is_not_decoded():
+    token = json.dumps({"token": "abc"}).encode()
+    reply = bearer_registry(zstandard.ZstdCompressor().compress(token))
+
+    def encoded_token(head, body, n):  # the token server compresses, unasked
+        data = reply(head, body, n)
+        return data.replace(b"\r\n", b"\r\nContent-Encoding: zstd\r\n", 1) if b"/token" in head else data
+
+    async with Scripted(encoded_token) as server, registry_client(server.port) as client:
+        reply.port = server.port
+        with pytest.raises(RegistryError, match="token request for .* Content-Encoding 'zstd'"):
+            await client.ping()
+    assert all(b"accept-encoding: identity\r\n" in head.lower() for head, _ in server.requests)
+
+
+async def test_a_token_answer_past_the_cap_is_refused_naming_it():
+    reply = bearer_registry(b'{"token": "abc", "padding": "' + b"x" * (2 * MIB) + b'"}')
+    async with Scripted(reply) as server, registry_client(server.port) as client:
+        reply.port = server.port
+        with pytest.raises(RegistryError, match=f"token request for .* more than {MIB} bytes"):
+            await client.ping()
+
+
+def test_an_error_answer_that_never_ends_is_read_only_for_its_message():
+    with HostileSource(manifest="endless-404") as source:
+        async def get() -> None:
+            async with registry_client(int(source.host.rsplit(":", 1)[1])) as client:
+                await client.get_manifest(REPOSITORY, TAG)
+
+        with pytest.raises(NotFoundError, match="not found"):
+            anyio.run(get)
+        assert source.sent["/manifests/"] < 16 * MIB  # it offered 300 MiB

@@ -63,7 +63,7 @@ class RegistryClient:
         what = f"registry {self.host}"
         response = await self._transport.request("GET", "/v2/", what=what)
         await response.aclose()
-        refused = self._transport.plain_http_refused(response)
+        refused = self._transport.plain_http_refused(response, response.content)
         if refused:
             raise refused
         if response.status_code != 200:
@@ -105,7 +105,7 @@ class RegistryClient:
         body = bytearray()
         guard = RateGuard(self.settings)
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():
                 body += chunk
                 if len(body) > limit:
                     raise too_large
@@ -164,9 +164,8 @@ class RegistryClient:
         """
         what = f"blob {digest} of {self.host}/{repository}"
         response = await self._transport.request("GET", f"/v2/{repository}/blobs/{digest}",
-                                                 scopes=[pull_scope(repository)],
-                                                 headers={"Accept-Encoding": "identity"},
-                                                 stream=True, follow=True, what=what)
+                                                 scopes=[pull_scope(repository)], stream=True, follow=True,
+                                                 what=what)
         try:
             if response.status_code != 200:
                 raise await self._transport.failure(response, what)
@@ -174,7 +173,7 @@ class RegistryClient:
             async def chunks() -> AsyncIterator[bytes]:
                 guard, received = RateGuard(self.settings), 0
                 try:
-                    async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                    async for chunk in response.aiter_raw(CHUNK_SIZE):  # as stored: the digest is over these
                         received += len(chunk)
                         if size is not None and received > size:
                             raise IntegrityError(f"{what}: {self.host} sent more than the {size} bytes its "
@@ -300,7 +299,8 @@ class RegistryClient:
         with anyio.move_on_after(CANCEL_TIMEOUT, shield=True):
             try:
                 response = await self._transport.authorized("DELETE", location, [push_scope(repository)], {}, None,
-                                                  stream=False, follow=False)
+                                                            stream=False, follow=False,
+                                                            what=f"cancel of an upload to {self.host}/{repository}")
                 await response.aclose()
             except (MirrorError, Transient):
                 pass
