@@ -29,6 +29,8 @@ from test_wire import Scripted
 
 pytestmark = pytest.mark.anyio
 
+MIB = 1 << 20
+
 
 @pytest.fixture
 def anyio_backend():
@@ -162,7 +164,6 @@ async def test_a_content_range_that_is_no_number_is_not_appended(tmp_path):
 
 # -- compressed answers: mirror asks for identity and decodes nothing ---------------------------
 
-MIB = 1 << 20
 PEAK_LIMIT = 200 * MIB  # a pull of this small image peaks near 35 MiB; each bomb decodes to 256 MiB or more
 # Run mirror as the only child of a small Python, which then reports the child's peak memory.
 MEASURED = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
@@ -241,3 +242,33 @@ def test_an_error_answer_that_never_ends_is_read_only_for_its_message():
         with pytest.raises(NotFoundError, match="not found"):
             anyio.run(get)
         assert source.sent["/manifests/"] < 16 * MIB  # it offered 300 MiB
+
+
+# -- tag and catalog listings ----------------------------------------------------------------
+
+def listing(page: bytes):
+    return lambda head, body, n: answer("200 OK", page, {"Content-Type": "application/json"})
+
+
+async def test_listed_entries_that_are_not_names_are_passed_on_as_their_json_text():
+    tags = {"name": "lib/app", "tags": ["v1", 2, {"a": 1}, None, "x" * 300]}
+    async with Scripted(listing(json.dumps(tags).encode())) as server, registry_client(server.port) as client:
+        assert await client.list_tags("lib/app") == ["v1", "2", '{"a":1}', "null", json.dumps("x" * 300)[:128]]
+    catalog = {"repositories": ["lib/app", ["nested"]]}
+    async with Scripted(listing(json.dumps(catalog).encode())) as server, registry_client(server.port) as client:
+        assert await client.catalog() == ["lib/app", '["nested"]']
+
+
+@pytest.mark.parametrize("page", [b'{"tags": "v1"}', b'["v1"]', b'{"tags": {"v1": 1}}', b"[" * 100000])
+async def test_a_listing_that_is_no_object_holding_a_list_is_an_error_naming_host_and_repository(page):
+    async with Scripted(listing(page)) as server, registry_client(server.port) as client:
+        with pytest.raises(RegistryError, match=f"tags of 127.0.0.1:{server.port}/lib/app: .* no JSON object "
+                                                "holding a 'tags' list"):
+            await client.list_tags("lib/app")
+
+
+async def test_a_listing_page_past_the_cap_is_refused_unread():
+    page = b'{"tags": ["v1"], "padding": "' + b"x" * (17 * MIB) + b'"}'
+    async with Scripted(listing(page)) as server, registry_client(server.port) as client:
+        with pytest.raises(RegistryError, match=f"more than {16 * MIB} bytes in one page"):
+            await client.list_tags("lib/app")

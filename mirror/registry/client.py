@@ -9,6 +9,7 @@ checked against the digest asked for.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import AsyncIterator, Callable, Union
 
@@ -25,6 +26,9 @@ from .settings import RegistrySettings
 from .transport import Content, RateGuard, Stalled, Transient, Transport, describe
 
 SMALL_UPLOAD = 16 << 20  # at most this: one PUT; above: PATCH then PUT
+MAX_LISTING = 16 << 20  # one page of tags or repositories: 200 000 names of 80 characters
+MAX_NAME = 255  # characters: no tag (128) or repository name (255 with its host) is longer
+MAX_ENTRY = 128  # characters of a listed entry that is not a name, passed on for the caller to report
 CANCEL_TIMEOUT = 5.0
 
 BlobSource = Union[bytes, Path, Callable[[], AsyncIterator[bytes]], AsyncIterator[bytes]]
@@ -78,7 +82,10 @@ class RegistryClient:
         try:
             if response.status_code != 200:
                 raise await self._transport.failure(response, what)
-            data = await self._read_document(response, what)
+            limit = oci.MAX_MANIFEST_SIZE
+            data = await self._read_capped(response, what, limit, IntegrityError(
+                f"{what}: {self.host} serves more than {limit} bytes for it; a manifest is never that large, "
+                "so it was not read"))
         finally:
             await response.aclose()
         try:
@@ -94,12 +101,9 @@ class RegistryClient:
                                  f"hash to {manifest.digest}; a proxy in between may alter content")
         return manifest
 
-    async def _read_document(self, response: httpx.Response, what: str) -> bytes:
-        """A manifest body, refused past MAX_MANIFEST_SIZE before it is read (or as soon as it gets there)."""
-        limit = oci.MAX_MANIFEST_SIZE
+    async def _read_capped(self, response: httpx.Response, what: str, limit: int, too_large: MirrorError) -> bytes:
+        """A body, refused (``too_large``) past ``limit`` before it is read, or as soon as it gets there."""
         declared = self._transport.content_length(response, what)
-        too_large = IntegrityError(f"{what}: {self.host} serves more than {limit} bytes for it; a manifest "
-                                   "is never that large, so it was not read")
         if declared is not None and declared > limit:
             raise too_large
         body = bytearray()
@@ -306,20 +310,42 @@ class RegistryClient:
                 pass
 
     async def _paged(self, path: str, key: str, scopes: list[str], what: str) -> list[str]:
+        """Every page's ``key`` list (``_listed``), following ``Link: rel="next"``."""
         found: list[str] = []
         url: httpx.URL | None = self._transport.url(path)
         seen: set[str] = set()
         while url is not None and str(url) not in seen:
             seen.add(str(url))
-            response = await self._transport.request("GET", url, scopes=scopes, what=what)
-            if response.status_code != 200:
-                raise await self._transport.failure(response, what)
+            response = await self._transport.request("GET", url, scopes=scopes, stream=True, what=what)
             try:
-                found += list(response.json().get(key) or [])
-            except (ValueError, AttributeError, TypeError):
-                raise RegistryError(f"{what}: {self.host} answered with malformed JSON") from None
+                if response.status_code != 200:
+                    raise await self._transport.failure(response, what)
+                body = await self._read_capped(response, what, MAX_LISTING, RegistryError(
+                    f"{what}: {self.host} serves more than {MAX_LISTING} bytes in one page, so it was not read"))
+            finally:
+                await response.aclose()
+            found += _listed(body, key, f"{what}: {self.host}")
             url = _next_link(response)
         return found
+
+
+def _listed(body: bytes, key: str, what: str) -> list[str]:
+    """The ``key`` list of a tags or catalog page (``{"tags": [...]}``; null or absent: none).
+
+    An entry that is no string (or a string longer than any name) is passed on
+    as its compact JSON text, cut to MAX_ENTRY characters: never a valid tag or
+    repository name, so the caller's name check refuses and reports it
+    instead of it vanishing here.
+    """
+    try:
+        page = json.loads(body)
+    except (ValueError, RecursionError):
+        page = None
+    entries = page.get(key) if isinstance(page, dict) else None
+    if not isinstance(page, dict) or not isinstance(entries, (list, type(None))):
+        raise RegistryError(f"{what} answered with no JSON object holding a {key!r} list")
+    return [entry if isinstance(entry, str) and len(entry) <= MAX_NAME
+            else json.dumps(entry, separators=(",", ":"))[:MAX_ENTRY] for entry in entries or []]
 
 
 def _next_link(response: httpx.Response) -> httpx.URL | None:
