@@ -20,10 +20,10 @@ import zstandard
 from conftest import ROOT
 from hostile_source import REPOSITORY, TAG, HostileSource
 from mirror.errors import IntegrityError, NotFoundError, RegistryError
-from mirror.registry.client import RegistryClient
+from mirror.registry.client import SMALL_UPLOAD, RegistryClient
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.ratelimit import RateLimit
-from mirror.registry.settings import RegistrySettings
+from mirror.registry.settings import Credentials, RegistrySettings
 from mirror.registry.wire import WireTransport
 from test_wire import Scripted
 
@@ -272,3 +272,83 @@ async def test_a_listing_page_past_the_cap_is_refused_unread():
     async with Scripted(listing(page)) as server, registry_client(server.port) as client:
         with pytest.raises(RegistryError, match=f"more than {16 * MIB} bytes in one page"):
             await client.list_tags("lib/app")
+
+
+# -- credentials go only to the origin whose challenge they answer ----------------------------
+
+class Elsewhere:
+    """The registry's challenge and first answers, pointing (Link, Location) at ``other``: another port."""
+
+    def __init__(self, scheme: str, other: Scripted):
+        self.scheme, self.other, self.port = scheme, other, 0
+
+    def __call__(self, head, body, n):
+        path, lower = path_of(head), head.lower()
+        if path.startswith("/token"):
+            return answer("200 OK", b'{"token": "secret-token"}')
+        if b"authorization:" not in lower:
+            realm = 'Basic realm="r"' if self.scheme == "basic" else \
+                f'Bearer realm="http://127.0.0.1:{self.port}/token",service="s"'
+            return answer("401 Unauthorized", b"", {"WWW-Authenticate": realm})
+        if "/tags/list" in path:
+            return answer("200 OK", b'{"tags": ["v1"]}', {
+                "Link": f'<{self.other.url("/v2/lib/app/tags/list?last=v1")}>; rel="next"'})
+        if path.startswith("/v2/lib/app/blobs/uploads/"):
+            return answer("202 Accepted", b"", {"Location": self.other.url("/upload/1")})
+        return answer("200 OK", b"{}")
+
+
+def storage(put_status: str):
+    """The other origin: a tags page, and an upload session that ends in ``put_status``."""
+    def reply(head, body, n):
+        method, path = head.split(b" ", 1)[0], path_of(head)
+        if "/tags/list" in path:
+            return answer("200 OK", b'{"tags": ["v2"]}')
+        if method == b"PATCH":
+            return answer("202 Accepted", b"", {"Location": "/upload/1"})
+        if method == b"PUT":
+            return answer(put_status, b"")
+        return answer("204 No Content")
+    return reply
+
+
+@pytest.mark.parametrize("scheme", ["basic", "bearer"])
+async def test_credentials_never_go_to_a_link_page_or_upload_location_on_another_origin(scheme):
+    size = SMALL_UPLOAD + 1  # PATCH, then the closing PUT
+
+    async def chunks():
+        for start in range(0, size, MIB):
+            yield bytes(min(MIB, size - start))
+
+    async with Scripted(storage("201 Created")) as other:
+        registry = Elsewhere(scheme, other)
+        async with Scripted(registry) as server, \
+                registry_client(server.port, credentials=Credentials("user", "password")) as client:
+            registry.port = server.port
+            assert await client.list_tags("lib/app") == ["v1", "v2"]
+            await client.upload_blob("lib/app", "sha256:" + "0" * 64, size, chunks)
+    methods = [head.split(b" ", 1)[0] for head, _ in other.requests]
+    assert methods == [b"GET", b"PATCH", b"PUT"]
+    assert not any(b"authorization:" in head.lower() for head, _ in other.requests)
+    assert any(b"authorization:" in head.lower() for head, _ in server.requests)  # the registry got them
+
+
+async def test_a_failed_upload_is_cancelled_at_another_origin_without_credentials():
+    async with Scripted(storage("400 Bad Request")) as other:
+        registry = Elsewhere("basic", other)
+        async with Scripted(registry) as server, \
+                registry_client(server.port, credentials=Credentials("user", "password")) as client:
+            with pytest.raises(RegistryError, match="answered 400"):
+                await client.upload_blob("lib/app", "sha256:" + "0" * 64, 3, b"abc")
+    assert [head.split(b" ", 1)[0] for head, _ in other.requests] == [b"PUT", b"DELETE"]
+    assert not any(b"authorization:" in head.lower() for head, _ in other.requests)
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/x", "http://[::1", "javascript:x"])
+async def test_a_location_that_is_no_http_url_is_refused_naming_it(target):
+    def reply(head, body, n):
+        return answer("202 Accepted", b"", {"Location": target})
+
+    async with Scripted(reply) as server, registry_client(server.port) as client:
+        with pytest.raises(RegistryError, match="which is no http\\(s\\) URL"):
+            await client.upload_blob("lib/app", "sha256:" + "0" * 64, 3, b"abc")

@@ -325,7 +325,7 @@ class RegistryClient:
             finally:
                 await response.aclose()
             found += _listed(body, key, f"{what}: {self.host}")
-            url = _next_link(response)
+            url = _next_link(response, self._transport, what)
         return found
 
 
@@ -348,12 +348,12 @@ def _listed(body: bytes, key: str, what: str) -> list[str]:
             else json.dumps(entry, separators=(",", ":"))[:MAX_ENTRY] for entry in entries or []]
 
 
-def _next_link(response: httpx.Response) -> httpx.URL | None:
+def _next_link(response: httpx.Response, transport: Transport, what: str) -> httpx.URL | None:
     """The ``rel="next"`` target of a Link header, resolved against the request."""
     for part in response.headers.get_list("link", split_commas=True):
         target, _, params = part.partition(";")
         if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
-            return response.url.join(target.strip().strip("<>"))
+            return transport.resolve(response, target.strip().strip("<>"), what)
     return None
 
 

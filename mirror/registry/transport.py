@@ -151,7 +151,21 @@ class Transport:
         if not location:
             raise RegistryError(f"{what}: {self.host} answered {response.status_code} without a Location header",
                                 response.status_code)
-        return response.url.join(location)
+        return self.resolve(response, location, what)
+
+    def resolve(self, response: httpx.Response, target: str, what: str) -> httpx.URL:
+        """A Location or Link target, against the answer that named it: an http(s) URL with a host.
+
+        It may be on another origin; ``authorized`` sends no credentials there.
+        """
+        try:
+            url: httpx.URL | None = response.url.join(target.strip())
+        except httpx.InvalidURL:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise RegistryError(f"{what}: {response.url.netloc.decode()} pointed to {target[:100]!r}, which is no "
+                                "http(s) URL", response.status_code)
+        return url
 
     def content_length(self, response: httpx.Response, what: str) -> int | None:
         """The length an answer declares; None when it declares none, RegistryError when it is no number."""
@@ -218,9 +232,12 @@ class Transport:
 
     async def authorized(self, method: str, url: httpx.URL, scopes: list[str], headers: dict[str, str],
                           content: Content, *, stream: bool, follow: bool, what: str) -> httpx.Response:
+        """``_exchange`` with this registry's credentials, which go only to its origin (scheme, host,
+        port: the one whose challenge they answer); a Link page or upload Location elsewhere is
+        asked without them, as Docker and containerd do."""
         refreshed = False
         while True:
-            authorization = await self._auth.authorization(scopes)
+            authorization = await self._auth.authorization(scopes) if self.same_origin(url) else None
             sent = dict(headers)
             if authorization:
                 sent["Authorization"] = authorization
@@ -252,7 +269,7 @@ class Transport:
             if not (follow and response.status_code in _REDIRECTS and response.headers.get("location")):
                 return response
             await response.aclose()
-            url = response.url.join(response.headers["location"])
+            url = self.resolve(response, response.headers["location"], what)
             if not self.same_origin(url):
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             if response.status_code == 303:
