@@ -19,7 +19,8 @@ import zstandard
 
 from conftest import ROOT
 from hostile_source import REPOSITORY, TAG, HostileSource
-from mirror.errors import IntegrityError, NotFoundError, RegistryError
+from mirror.errors import AuthError, IntegrityError, NotFoundError, RegistryError
+from mirror.model import oci
 from mirror.registry.client import SMALL_UPLOAD, RegistryClient
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.ratelimit import RateLimit
@@ -352,3 +353,35 @@ async def test_a_location_that_is_no_http_url_is_refused_naming_it(target):
     async with Scripted(reply) as server, registry_client(server.port) as client:
         with pytest.raises(RegistryError, match="which is no http\\(s\\) URL"):
             await client.upload_blob("lib/app", "sha256:" + "0" * 64, 3, b"abc")
+
+
+# -- other things a peer names ------------------------------------------------------------------
+
+async def test_a_url_that_is_not_http_never_leaves_the_wire():
+    async with Scripted(lambda head, body, n: answer("200 OK")) as server, wire_client() as http:
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await http.get(f"ftp://127.0.0.1:{server.port}/")
+    assert server.connections == 0
+
+
+async def test_a_token_realm_that_is_no_http_url_is_an_auth_error_naming_it():
+    def reply(head, body, n):
+        return answer("401 Unauthorized", b"", {"WWW-Authenticate": 'Bearer realm="file:///etc/passwd"'})
+
+    async with Scripted(reply) as server, registry_client(server.port) as client:
+        with pytest.raises(AuthError, match="realm 'file:///etc/passwd', which is no http"):
+            await client.ping()
+
+
+async def test_a_manifest_head_with_a_malformed_digest_is_asked_again_by_get():
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": []}).encode()
+
+    def reply(head, body, n):
+        headers = {"Content-Type": oci.OCI_INDEX, "Docker-Content-Digest": "sha256:../../blobs/x"}
+        if head.startswith(b"HEAD"):
+            return answer("200 OK", b"", {**headers, "Content-Length": str(len(manifest))})
+        return answer("200 OK", manifest, {"Content-Type": oci.OCI_INDEX})
+
+    async with Scripted(reply) as server, registry_client(server.port) as client:
+        descriptor = await client.head_manifest("lib/app", "v1")
+    assert descriptor.digest == oci.sha256_digest(manifest)

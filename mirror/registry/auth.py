@@ -43,6 +43,14 @@ def _lifetime(expires_in: object) -> float:
     return float(seconds or DEFAULT_TOKEN_LIFETIME)
 
 
+def _is_http_url(text: str) -> bool:
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)
+
+
 def pull_scope(repository: str) -> str:
     return f"repository:{repository}:pull"
 
@@ -153,6 +161,8 @@ class Authenticator:
         realm = self.challenge.params.get("realm")
         if not realm:
             raise AuthError(f"{self.host} asked for a bearer token but named no realm to get it from")
+        if not _is_http_url(realm):
+            raise AuthError(f"{self.host} named a token realm {realm[:100]!r}, which is no http(s) URL")
         service = self.challenge.params.get("service")
         credentials = self.credentials
         if credentials and credentials.username == IDENTITY_TOKEN_USER:

@@ -132,7 +132,7 @@ class RegistryClient:
         digest = response.headers.get("docker-content-digest", "")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
         length = self._transport.content_length(response, what)
-        if not digest.startswith("sha256:") or media_type not in oci.MANIFEST_TYPES or length is None:
+        if not _is_sha256(digest) or media_type not in oci.MANIFEST_TYPES or length is None:
             return (await self.get_manifest(repository, reference)).descriptor  # HEAD said too little
         return Descriptor(media_type, digest, length)
 
@@ -355,6 +355,14 @@ def _next_link(response: httpx.Response, transport: Transport, what: str) -> htt
         if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
             return transport.resolve(response, target.strip().strip("<>"), what)
     return None
+
+
+def _is_sha256(digest: str) -> bool:
+    try:
+        digest_hex(digest)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _is_digest(reference: str) -> bool:

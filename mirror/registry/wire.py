@@ -53,6 +53,8 @@ class WireTransport(httpx.AsyncBaseTransport):
         self._idle: dict[Origin, list[_Connection]] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"{request.url.scheme!r} is not HTTP", request=request)
         timeouts = request.extensions.get("timeout", {})
         origin = _origin(request.url)
         connection = self._reusable(origin)
