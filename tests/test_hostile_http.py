@@ -385,3 +385,14 @@ async def test_a_manifest_head_with_a_malformed_digest_is_asked_again_by_get():
     async with Scripted(reply) as server, registry_client(server.port) as client:
         descriptor = await client.head_manifest("lib/app", "v1")
     assert descriptor.digest == oci.sha256_digest(manifest)
+
+
+async def test_a_registry_error_message_is_quoted_on_one_line_and_short():
+    error = {"errors": [{"code": "NAME_UNKNOWN", "message": "no\nsuch\x1b[31m repository " + "x" * 5000}]}
+    reply = answer("404 Not Found", json.dumps(error).encode(), {"Content-Type": "application/json"})
+    async with Scripted(lambda head, body, n: reply) as server, registry_client(server.port) as client:
+        with pytest.raises(NotFoundError) as raised:
+            await client.get_manifest("lib/app", "v1")
+    message = str(raised.value)
+    assert "(NAME_UNKNOWN: no?such?[31m repository xxx" in message
+    assert message.isprintable() and len(message) < 500
