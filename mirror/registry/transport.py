@@ -261,7 +261,7 @@ class Transport:
                         stream: bool, follow: bool, what: str) -> httpx.Response:
         """One request, following redirects by hand so Authorization never leaves the registry."""
         limiter = self._transfers if _moves_a_blob(method, url) else self._calls  # kept across redirects
-        raw = method == "GET" and _names_a_blob(url)  # its body is read as sent, wherever it is redirected
+        raw = method in ("GET", "HEAD") and _names_a_blob(url)  # a blob as sent, wherever it is redirected
         for _ in range(MAX_REDIRECTS + 1):
             body = content() if callable(content) else content
             request = self._http.build_request(method, url, headers={**headers, **IDENTITY}, content=body)
