@@ -376,7 +376,7 @@ def content_encoding(response: httpx.Response) -> str | None:
 class _Capped(httpx.AsyncByteStream):
     """A body that fails once it passes ``limit`` bytes."""
 
-    def __init__(self, inner: httpx.AsyncByteStream, limit: int, too_large: Callable[[], Exception]):
+    def __init__(self, inner: Any, limit: int, too_large: Callable[[], Exception]):
         self._inner, self._limit, self._too_large = inner, limit, too_large
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -397,7 +397,7 @@ async def _read_whole(response: httpx.Response, what: str) -> None:
         return RegistryError(f"{what}: {response.url.netloc.decode()} answered with more than {MAX_ANSWER} "
                              "bytes; no answer of this kind is that large, so it was not read", response.status_code)
 
-    response.stream = _Capped(response.stream, MAX_ANSWER, too_large)  # type: ignore[arg-type]
+    response.stream = _Capped(response.stream, MAX_ANSWER, too_large)
     try:
         await response.aread()
     except (httpx.TransportError, ssl.SSLError) as exc:
