@@ -29,6 +29,7 @@ from ..model.upstream import Location, SourceMap
 from ..progress import Progress
 from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
+from ..registry.ratelimit import RateLimit
 from ..registry.settings import RegistrySettings
 from .deliver import Delivery
 from .plan import ImagePlan, Target
@@ -85,24 +86,6 @@ class ImageResult:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "action": self.action,
                 "old_digest": self.old_digest, "new_digest": self.new_digest, "error": self.error}
-
-
-@dataclass
-class RateLimit:
-    remaining: int
-    window: int | None  # seconds
-    limit: int | None = None  # what the window allows in all (``ratelimit-limit``)
-
-    @classmethod
-    def parse(cls, value: str | None) -> "RateLimit | None":
-        """``N;w=SECONDS`` (the window optional); None when absent or unreadable."""
-        if not value:
-            return None
-        count, *params = [part.strip() for part in value.split(";")]
-        window = next((p[2:] for p in params if p.startswith("w=")), None)
-        if not count.isdigit():
-            return None
-        return cls(int(count), int(window) if window and window.isdigit() else None)
 
 
 @dataclass
