@@ -11,8 +11,9 @@ each target, so pip never needs an index there. The wheels come from, in order:
    from the checkout's files and the dependencies' wheels are downloaded from
    the index pip is set up for (PyPI on the connected side).
 
-Only the standard library is imported, so ``scripts/make-installer.sh`` runs
-this module with any Python that has pip. The archive appears under its name
+Only the standard library is imported (and mirror's errors and safefiles,
+which need no more), so ``scripts/make-installer.sh`` runs this module with
+any Python that has pip. The archive appears under its name
 only once complete, with ``NAME.sha256`` beside it (``sha256sum -c`` format).
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -29,9 +29,10 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from .errors import MirrorError, UsageError
+from .safefiles import Replacement, write_file
 
 ROOT = "mirror-installer"  # the directory the archive unpacks to
 ARCHES = ("x86_64", "aarch64")
@@ -65,11 +66,6 @@ def installer_beside(bundle: Path) -> Path:
     return bundle.with_name(f"{name}.{ROOT}.tar.gz")
 
 
-def pending_name(out: Path) -> Path:
-    """The name an archive is written under until it is complete."""
-    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
-
-
 class PendingInstaller:
     """An installer built under a temporary name beside ``out``, published when what it goes with is done.
 
@@ -81,31 +77,31 @@ class PendingInstaller:
                  log: Log | None = None):
         if out.is_dir():  # found now, not after every wheel is downloaded
             raise UsageError(f"{out}: is a directory; name the installer's file (NAME.tar.gz)")
+        if not out.parent.is_dir():
+            raise UsageError(f"{out.parent}: no such directory to write the installer in")
         self.out = out
-        self.pending = pending_name(out)
+        self.pending = Replacement(out)
         try:
-            self.wheels, self.targets = build(self.pending, arches, versions, log)
+            self.wheels, self.targets = build(self.pending.file, arches, versions, log)
         except BaseException:
             self.discard()
             raise
 
     def publish(self) -> Installer:
         """Move the archive to ``out`` and write ``out.sha256`` beside it."""
+        self.pending.file.flush()
         digest = hashlib.sha256()
-        with self.pending.open("rb") as f:
+        with self.pending.temp.open("rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
-        size = self.pending.stat().st_size
-        os.replace(self.pending, self.out)
-        checksum = self.out.with_name(self.out.name + ".sha256")
-        written = pending_name(checksum)
-        written.write_text(f"{digest.hexdigest()}  {self.out.name}\n")
-        os.replace(written, checksum)
+        size = self.pending.temp.stat().st_size
+        self.pending.commit()
+        write_file(self.out.with_name(self.out.name + ".sha256"), f"{digest.hexdigest()}  {self.out.name}\n".encode())
         return Installer(self.out, digest.hexdigest(), size, self.wheels, self.targets)
 
     def discard(self) -> None:
         """Remove the archive if it was not published."""
-        self.pending.unlink(missing_ok=True)
+        self.pending.discard()
 
 
 def make_installer(out: Path, arches: Iterable[str] = (), versions: Iterable[str] = (),
@@ -118,9 +114,9 @@ def make_installer(out: Path, arches: Iterable[str] = (), versions: Iterable[str
         pending.discard()
 
 
-def build(archive: Path, arches: Iterable[str] = (), versions: Iterable[str] = (),
+def build(archive: BinaryIO, arches: Iterable[str] = (), versions: Iterable[str] = (),
           log: Log | None = None) -> tuple[int, list[str]]:
-    """Write the installer archive at ``archive``: (number of wheels, targets)."""
+    """Write the installer archive into ``archive``: (number of wheels, targets)."""
     arches, versions = list(arches), list(versions)
     for arch in arches:
         if arch not in ARCHES:
@@ -128,8 +124,6 @@ def build(archive: Path, arches: Iterable[str] = (), versions: Iterable[str] = (
     for version in versions:
         if not re.fullmatch(r"3\.1\d", version):
             raise UsageError(f"--python-version {version}: 3.10 or newer, as X.Y")
-    if not archive.parent.is_dir():
-        raise UsageError(f"{archive.parent}: no such directory to write the installer in")
     with tempfile.TemporaryDirectory(prefix="mirror-installer-") as stage:
         tree = Path(stage) / ROOT
         if (KEPT / "targets").is_file():
@@ -144,7 +138,7 @@ def build(archive: Path, arches: Iterable[str] = (), versions: Iterable[str] = (
                              f"(no {KEPT}) nor runs from a checkout (no {CHECKOUT / 'pyproject.toml'})")
         targets = (tree / "targets").read_text().splitlines()
         wheels = sum(1 for _ in (tree / "wheels").glob("*.whl"))
-        with tarfile.open(archive, "w:gz") as tar:
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
             tar.add(tree, ROOT)
     return wheels, targets
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import IntegrityError
 from ..model.oci import digest_hex, sha256_digest
+from ..safefiles import write_file
 
 
 class BlobStore:
@@ -40,9 +41,7 @@ class BlobStore:
         actual = sha256_digest(data)
         if actual != digest:
             raise IntegrityError(f"content for {digest} hashes to {actual}")
-        partial = self.partial_path(digest)
-        partial.write_bytes(data)
-        os.replace(partial, self.path(digest))
+        write_file(self.path(digest), data)
 
     def promote(self, digest: str) -> None:
         """Move a ``.partial`` whose hash the downloader already checked into place."""

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
+from ..safefiles import open_append, write_file
 
 # Upstream installs `registry`; Debian's docker-registry package renames it.
 BINARY_NAMES = ("registry", "docker-registry")
@@ -39,11 +40,11 @@ def require_binary() -> str:
 
 
 def start(binary: str, config: Path, pid_file: Path, log_file: Path) -> int:
-    with open(log_file, "ab") as log:
+    with open_append(log_file) as log:
         process = subprocess.Popen(
             [binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    pid_file.write_text(f"{process.pid}\n")
+    write_file(pid_file, f"{process.pid}\n".encode())
     return process.pid
 
 
