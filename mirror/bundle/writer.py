@@ -10,7 +10,6 @@ the same bundle removes those whose process is gone (killed).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -25,7 +24,7 @@ from typing import BinaryIO, Callable, Collection
 
 import zstandard
 
-from ..errors import IntegrityError, MirrorError, UsageError
+from ..errors import DiskFull, IntegrityError, MirrorError, UsageError
 from ..model import graph
 from ..model.oci import (
     ANNOTATION_IMAGE_NAME,
@@ -111,8 +110,9 @@ def write_bundle(
         return sink.commit()
     except OSError as exc:  # disk full, permissions, a failing disk: one line, nothing left behind
         sink.discard()
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise MirrorError(f"writing bundle {path} failed: {path.parent} is full ({exc.strerror})") from exc
+        if exc.errno in DiskFull.ERRNOS:
+            raise DiskFull(f"writing bundle {path} failed: {path.parent} is full ({exc.strerror})",
+                           str(path.parent), exc.strerror) from exc
         raise MirrorError(f"writing bundle {path} failed: {exc}") from exc
     except BaseException:
         sink.discard()
@@ -421,12 +421,17 @@ class _Sink:
         return WrittenBundle(self.path, self.size, self.hasher.hexdigest(), parts)
 
     def discard(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-        for temp in self.temps:
-            temp.unlink(missing_ok=True)
-        self.temps = []
+        """Remove every temp file, whatever closing the open one raises (on a full disk its flush fails)."""
+        handle, self.handle = self.handle, None
+        try:
+            if handle is not None:
+                handle.close()
+        except OSError:
+            pass
+        finally:
+            for temp in self.temps:
+                temp.unlink(missing_ok=True)
+            self.temps = []
 
 
 def _remove_dead_temps(path: Path) -> None:
