@@ -1,8 +1,9 @@
 """The offline installer: one archive that installs mirror on a host with no network (the bastion).
 
 It holds ``install.sh``, the file ``targets`` (one ``ARCH X.Y`` line per
-platform carried) and ``wheels/``: mirror's wheel and every dependency's for
-each target, so pip never needs an index there. The wheels come from, in order:
+platform carried), ``wheels/``: mirror's wheel and every dependency's for
+each target, so pip never needs an index there, and ``wheels.sha256``: the
+digest of every wheel, made with them, which install.sh checks first. The wheels come from, in order:
 
 1. the installer this mirror was installed from: ``install.sh`` keeps the
    archive's contents in the installed environment (``KEPT``), so a bastion's
@@ -40,6 +41,7 @@ ARCHES = ("x86_64", "aarch64")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 # glibc 2.34 is RHEL 9's; Debian 12 has 2.36, Debian 13 2.41.
 GLIBC_TAGS = ("manylinux_2_34", "manylinux_2_28", "manylinux_2_17", "manylinux2014")
+WHEEL_DIGESTS = "wheels.sha256"  # the digest of every file in wheels/, which install.sh checks before installing
 KEPT = Path(sys.prefix) / "share" / "mirror" / "installer"  # where install.sh keeps the archive's contents
 CHECKOUT = Path(__file__).resolve().parent.parent
 INSTALL_SH = CHECKOUT / "scripts" / "installer" / "install.sh"
@@ -173,6 +175,10 @@ def _from_checkout(tree: Path, stage: Path, arches: list[str], versions: list[st
                  f"download the wheels for linux {arch}, CPython {version}")
             targets.append(f"{arch} {version}")
     (tree / "targets").write_text("".join(f"{t}\n" for t in targets))
+    with (tree / WHEEL_DIGESTS).open("w") as digests:  # `sha256sum -c` format
+        for wheel in sorted(wheels.iterdir()):
+            with wheel.open("rb") as f:
+                digests.write(f"{hashlib.file_digest(f, 'sha256').hexdigest()}  wheels/{wheel.name}\n")
     shutil.copy2(INSTALL_SH, tree / "install.sh")
     (tree / "install.sh").chmod(0o755)
 
