@@ -12,6 +12,9 @@ root would then truncate whatever the link points at. So here:
 - a file kept open by name (a lock, a log) is opened with O_NOFOLLOW and
   refused unless it is a regular file with no other name; a lock is never
   truncated: ``open_lock``, ``open_append``;
+- a directory of a predictable name that we fill (pull's hidden work dir)
+  is made by us, or refused if it is a link or another user's:
+  ``own_directory``;
 - a directory others may write in without the sticky bit (where they can
   also rename or delete what we made) is refused outright (exit 2).
 """
@@ -39,6 +42,19 @@ def check_directory(directory: Path) -> None:
         raise UsageError(f"directory {directory} is writable by every user and not sticky: refusing to write "
                          f"there (another user could swap the files in it); use another directory, or "
                          f"`chmod o-w` or `chmod +t` it")
+
+
+def own_directory(path: Path) -> Path:
+    """``path``, made (mode 0700) if missing; refused (exit 2) if it is a link, not a directory, or not ours."""
+    check_directory(path.parent)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        found = os.lstat(path)
+        if stat.S_ISLNK(found.st_mode) or not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
+            raise UsageError(f"{path} is not a directory of this user's (a link, a file, or another user's): "
+                             "refusing to write in it; remove it") from None
+    return path
 
 
 def create_new(path: Path, mode: int = 0o644) -> BinaryIO:

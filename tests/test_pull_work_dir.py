@@ -52,3 +52,19 @@ def test_a_full_disk_ends_the_pull_in_one_line_naming_the_directory_and_leaves_n
                         r"work dir \(--work-dir\) or the bundle \(-o\) on a larger disk", line), line
     left = [p.name for p in small_disk.iterdir()]
     assert left == ([".b.tar.zst.work"] if work_dir == "beside the bundle" else [])  # the work dir: the resume point
+
+
+def test_a_link_planted_as_the_hidden_work_dir_is_refused(seeded_source, tmp_path):
+    """The default work dir is .NAME.work beside the bundle: a link there sent every download (and the
+    partial files appended to) into a directory of another user's choosing."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".b.tar.zst.work").symlink_to(elsewhere)
+    result = run_mirror("pull", seeded_source.corpus.images[1].source, "-o", out / "b.tar.zst",
+                        *seeded_source.mirror_args, "-q")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"mirror: error: {out / '.b.tar.zst.work'} is not a directory of this user's (a link, "
+                             "a file, or another user's): refusing to write in it; remove it\n")
+    assert list(elsewhere.iterdir()) == [] and [p.name for p in out.iterdir()] == [".b.tar.zst.work"]

@@ -33,6 +33,7 @@ from ..model.upstream import SourceMap
 from ..progress import Progress
 from ..registry.pool import ClientPool
 from ..registry.settings import RegistrySettings
+from ..safefiles import own_directory
 from ..units import human_size
 from .base import Base
 from .fetch import Abandoned, Arrivals, Fetch
@@ -172,6 +173,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     """
     if not request.output.parent.is_dir():
         raise UsageError(f"cannot write {request.output}: directory {request.output.parent} does not exist")
+    if request.work_dir is None:  # ours, at a name anyone can predict; a --work-dir is the user's choice
+        own_directory(request.store_dir)
     store = BlobStore(request.store_dir)
     base = request.base or Base()
     bundle: WrittenBundle | None = None
