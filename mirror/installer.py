@@ -3,7 +3,8 @@
 It holds ``install.sh``, the file ``targets`` (one ``ARCH X.Y`` line per
 platform carried), ``wheels/``: mirror's wheel and every dependency's for
 each target, so pip never needs an index there, and ``wheels.sha256``: the
-digest of every wheel, made with them, which install.sh checks first. The wheels come from, in order:
+digest of every wheel, made with them, which install.sh checks first. The
+wheels come from, in order:
 
 1. the installer this mirror was installed from: ``install.sh`` keeps the
    archive's contents in the installed environment (``KEPT``), so a bastion's

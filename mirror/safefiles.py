@@ -40,8 +40,8 @@ def check_directory(directory: Path) -> None:
         return  # the open that follows names it
     if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
         raise UsageError(f"directory {directory} is writable by every user and not sticky: refusing to write "
-                         f"there (another user could swap the files in it); use another directory, or "
-                         f"`chmod o-w` or `chmod +t` it")
+                         "there (another user could swap the files in it); use another directory, or "
+                         "`chmod o-w` or `chmod +t` it")
 
 
 def own_directory(path: Path) -> Path:

@@ -112,7 +112,8 @@ def test_config_force_replaces_a_link_instead_of_writing_through_it(tmp_path, vi
     result = run_mirror("config", "k3s", "--registry", "registry.example:5000", "--output-dir", out, "--force")
     assert result.returncode == 0, result.stderr
     assert victim.read_text() == PRECIOUS
-    assert not (out / "registries.yaml").is_symlink() and "registry.example:5000" in (out / "registries.yaml").read_text()
+    written = out / "registries.yaml"
+    assert not written.is_symlink() and "registry.example:5000" in written.read_text()
 
 
 def test_a_directory_every_user_may_write_in_without_the_sticky_bit_is_refused(tmp_path):

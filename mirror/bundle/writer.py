@@ -436,7 +436,8 @@ class _Sink:
 
 def _remove_dead_temps(path: Path) -> None:
     """Temp files of ``path`` (whole, parts, checksum, marker) left by writers that were killed."""
-    pattern = re.compile(r"\." + re.escape(path.name) + r"(?:\.part-\d{3,}|\.sha256|\.incomplete)?\.tmp-(\d+)-[0-9a-f]+")
+    pattern = re.compile(r"\." + re.escape(path.name)
+                         + r"(?:\.part-\d{3,}|\.sha256|\.incomplete)?\.tmp-(\d+)-[0-9a-f]+")
     for candidate in path.parent.iterdir():
         match = pattern.fullmatch(candidate.name)
         if match and not _process_alive(int(match.group(1))):
