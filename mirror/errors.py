@@ -6,6 +6,7 @@ single line and exits with ``error.exit_code``; nothing else decides codes.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
 from typing import Iterable
 
@@ -45,6 +46,17 @@ class IntegrityError(MirrorError):
 
 class LockHeld(MirrorError):
     exit_code = ExitCode.LOCKED
+
+
+class DiskFull(MirrorError):
+    """A write found no room (ENOSPC, or a quota): ``directory`` is where it wrote."""
+
+    ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+    def __init__(self, message: str, directory: str, reason: str):
+        super().__init__(message)
+        self.directory = directory
+        self.reason = reason  # the system's words: "No space left on device"
 
 
 class RegistryError(MirrorError):

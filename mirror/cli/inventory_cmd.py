@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -11,6 +10,7 @@ import anyio
 import typer
 
 from ..errors import UsageError
+from ..safefiles import write_file
 from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureOption, JobsOption, JsonOption,
@@ -78,9 +78,7 @@ def inventory_command(
                                         keep=lambda source: not any(p.search(source) for p in patterns))
 
     inventory = anyio.run(run)
-    temp = output.with_name(f".{output.name}.tmp")
-    temp.write_bytes(inventory.to_json())
-    os.replace(temp, output)
+    write_file(output, inventory.to_json())
     if json_report:
         emit_json({"path": str(output), "id": inventory.id, "registry": inventory.address,
                    "images": len(inventory.images), "digests": len(inventory.digests)})

@@ -9,7 +9,6 @@ to the next run; 7 another run of the same job holds its lock.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -248,9 +247,9 @@ def _missed(cron: "CronSchedule", reports: Path) -> bool:
 
 def write_report(path: Path, document: dict) -> None:
     """All or nothing: a half-written report is never left for a script to read."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
+    from ..safefiles import write_file
+
+    write_file(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
 
 
 @sync_app.command("serve")
