@@ -410,6 +410,7 @@ def serve_here(tmp_path, state_home, monkeypatch):
     import signal
 
     from mirror.cli import sync_cmd
+    from mirror.transfer import serve as serving
 
     config = write_config(tmp_path / "sync.yaml", "target: {registry: 127.0.0.1:1}\ninterval: 1s\n"
                                                   "images:\n  - image: docker.io/rancher/fleet:v1\n")
@@ -423,7 +424,7 @@ def serve_here(tmp_path, state_home, monkeypatch):
                 signal.raise_signal(signal.SIGTERM)  # serve ends after this run
             raise errors[len(calls) - 1]
 
-        monkeypatch.setattr(sync_cmd, "run_sync", run_sync)
+        monkeypatch.setattr(serving, "run_sync", run_sync)
         sync_cmd.serve_command(config=config, interval=None, schedule=None, report_dir=tmp_path / "reports",
                                keep_reports=30, jobs=1)
 

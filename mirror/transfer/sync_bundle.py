@@ -26,6 +26,7 @@ from ..model.reference import Reference
 from ..model.target import RegistryAddress, target_repository
 from ..progress import Progress
 from ..registry.pool import ClientPool
+from ..runlock import RunLock
 from .base import Base, load_base
 from .pull import PullRequest, pull
 from .resolve import Resolver
@@ -51,6 +52,10 @@ class BundleTarget:
     def output(self) -> Path:
         stamp = utc_now().replace("-", "").replace(":", "")  # 20261130T020000Z
         return (self.directory / f"{self.name}-{stamp}.tar.zst").absolute()
+
+    def lock(self) -> RunLock:
+        """One run at a time per bundle directory, whichever config or flags name it."""
+        return RunLock(f"sync -> bundles in {self.directory.resolve()}", f"sync to {self.directory}")
 
 
 def _source(ref: Reference) -> str:

@@ -25,6 +25,7 @@ from ..model.semver import Range
 from ..model.target import RegistryAddress
 from ..model.upstream import SourceMap, SourceMirror
 from ..registry.settings import Credentials, RegistrySettings
+from ..runlock import RunLock
 from .plan import Target
 from .selection import TagSelection
 from .sync import RETAG_POLICIES, SyncImage, SyncRequest
@@ -55,6 +56,14 @@ class SyncJob:
     def at(self, key: str) -> str:
         """``file:line: key:`` of a top-level key, for a mistake found after reading (exit 2 lines)."""
         return f"{self.path}:{self.lines[key]}: {key}:" if key in self.lines else f"{self.path}: {key}:"
+
+    def lock(self) -> RunLock:
+        """One run at a time per config and target registry, or per bundle directory whoever names it."""
+        if self.bundle is not None:
+            return self.bundle.lock()
+        assert self.request.target is not None
+        address = self.request.target.address
+        return RunLock(f"sync {self.path.resolve()} -> {address}", f"sync to {address}")
 
 
 def parse_interval(text: str) -> float:
