@@ -791,3 +791,33 @@ def test_serve_on_a_schedule_runs_at_once_when_a_time_passed_while_it_was_down(
     assert code == 0, log
     newest = json.loads(sorted(reports.glob("sync-*.json"))[-1].read_text())
     assert actions(newest) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}
+
+
+def test_a_tag_list_with_bad_tags_skips_and_reports_them_and_syncs_the_rest(upstream, registry, tmp_path):
+    """A peer's tags are untrusted: one shaped like a path, or not a string at all, is skipped and named."""
+    traversal = "../../library/nginx/manifests/latest"
+    with FaultProxy(upstream.host) as proxy:
+        proxy.serve(r"/v2/rancher/fleet/tags/list", json.dumps(
+            {"name": "rancher/fleet", "tags": ["v0.3.10", traversal, 5, {"a": 1}, "v1/" + "x" * 500, "v2\n"]}
+        ).encode(), headers={"Content-Type": "application/json"})
+        config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: 'http://{proxy.host}'}}
+images:
+  - repository: docker.io/rancher/fleet
+  - image: docker.io/rancher/mirrored-pause:3.6
+""")
+        result, report = sync_config(config)
+        text = run_mirror("sync", "run", "-c", config, "-q")
+    assert result.returncode == 0, result.stderr
+    assert actions(report) == {"docker.io/rancher/fleet:v0.3.10": "copied",
+                               "docker.io/rancher/mirrored-pause:3.6": "copied"}
+    (skipped,) = report["skipped_tags"]
+    assert skipped["repository"] == "docker.io/rancher/fleet" and skipped["count"] == 5
+    assert skipped["tags"][:3] == [repr(traversal), "5", "{'a': 1}"] and skipped["tags"][4] == repr("v2\n")
+    assert skipped["tags"][3].startswith("'v1/xxx") and len(skipped["tags"][3]) < 80
+    assert tags_at(registry, "rancher/fleet") == {"v0.3.10"}
+    assert text.returncode == 0, text.stderr
+    (line,) = [line for line in text.stderr.splitlines() if line.startswith("mirror: skipped: ")]
+    assert line.startswith(f"mirror: skipped: docker.io/rancher/fleet: 5 listed tag(s)") and repr(traversal) in line

@@ -188,6 +188,8 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None
     for image in result.images:
         if image.action == "deferred":
             typer.echo(f"mirror: deferred: {image.source}: {image.error}", err=True)
+    for skipped in result.skipped_tags:
+        typer.echo(f"mirror: skipped: {skipped.describe()}", err=True)
     if result.failures:
         report_failures(result.failures)
     if result.exit_code:

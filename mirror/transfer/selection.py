@@ -5,18 +5,38 @@ through ``allow`` (any may match; none given: all), ``deny`` (none may
 match), ``semver`` (the tag must be a version in the range) and
 ``keep_latest`` (the N highest versions left). ``immutable`` patterns mark
 the chosen tags that, once at the target, are never asked upstream again.
+
+A tag list comes from a peer: an entry that is no tag by the reference
+grammar (``../../library/x/manifests/latest``, a number, an object) is
+skipped and reported, and the rest of the run goes on.
 """
 
 from __future__ import annotations
 
 import re
+import reprlib
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..model.reference import Reference
+from ..model.reference import Reference, is_tag
 from ..model.semver import Range, Version
 from ..model.upstream import SourceMap
 from ..registry.pool import ClientPool
-from .sync import SyncImage
+from .sync import SkippedTags, SyncImage
+
+MAX_SHOWN = 10  # bad entries of one tag list named in a report; the rest are counted
+_shown = reprlib.Repr()
+_shown.maxstring = _shown.maxother = 60  # a repr, cut in its middle past this (one line: repr escapes newlines)
+_shown.maxlevel, _shown.maxlist, _shown.maxdict = 2, 4, 4
+
+
+def listed_tags(repository: str, listed: list[Any]) -> tuple[list[str], SkippedTags | None]:
+    """The entries of ``repository``'s tag list that are tags, and what was skipped (None: nothing)."""
+    tags = [entry for entry in listed if is_tag(entry)]
+    bad = [entry for entry in listed if not is_tag(entry)]
+    if not bad:
+        return tags, None
+    return tags, SkippedTags(repository, len(bad), [_shown.repr(entry) for entry in bad[:MAX_SHOWN]])
 
 
 @dataclass
@@ -47,7 +67,9 @@ class TagSelection:
         ref = Reference(self.repository.registry, self.repository.repository, tag)
         return SyncImage(ref, self.on_retag, immutable=any(p.search(tag) for p in self.immutable))
 
-    async def select(self, pool: ClientPool, sources: SourceMap) -> list[SyncImage]:
+    async def select(self, pool: ClientPool, sources: SourceMap) -> tuple[list[SyncImage], SkippedTags | None]:
+        """The images of the tags chosen from the repository's list now, and the entries skipped as no tags."""
         location = sources.locate(self.repository)
         client = await pool.get(location.host)
-        return [self.image(tag) for tag in self.choose(await client.list_tags(location.repository))]
+        tags, skipped = listed_tags(self.repository.name, await client.list_tags(location.repository))
+        return [self.image(tag) for tag in self.choose(tags)], skipped

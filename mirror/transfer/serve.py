@@ -119,7 +119,9 @@ def _run(config: Path, jobs: int, reports: Reports, log: Callable[[str], None]) 
         reports.add(result.to_json())
         counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred",
                                                               "failed") if result.count(a))
-        log(f"run {result.run_id}: {result.result} (exit {int(result.exit_code)}): {counts or 'nothing to do'}")
+        skipped = sum(entry.count for entry in result.skipped_tags)
+        log(f"run {result.run_id}: {result.result} (exit {int(result.exit_code)}): {counts or 'nothing to do'}"
+            + (f"; {skipped} listed tag(s) that are no tags skipped (see the report)" if skipped else ""))
     except Exception as exc:
         # A MirrorError or an OSError, alone or in the exception group of a task group; anything else is a bug.
         failed = reported_error(exc)

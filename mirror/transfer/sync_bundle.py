@@ -72,13 +72,14 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
     result.delta = {"path": None, "size": None, "sha256": None, "parts": [], "base": list(base.ids), "omitted": 0}
     where = _landing(base)
     async with ClientPool(request.settings_for) as pool:
-        images, unlisted = await wanted_images(request, pool)
-    for repository, exc in unlisted:
+        wanted = await wanted_images(request, pool)
+    result.skipped_tags = wanted.skipped
+    for repository, exc in wanted.unlisted:
         entry = ImageResult(repository.name, where(repository))
         entry.fail(exc)
         result.images.append(entry)
     pending: list[ImageResult] = []
-    for image in images:
+    for image in wanted.images:
         entry = ImageResult(str(image.ref), where(image.ref), image=image)
         entry.old_digest = base.digest_of(_source(image.ref)) if image.ref.tag else None
         if entry.old_digest is not None and image.immutable:
@@ -86,7 +87,7 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
         else:
             pending.append(entry)
         result.images.append(entry)
-    if unlisted and not request.keep_going:
+    if wanted.unlisted and not request.keep_going:
         _not_written(pending)
     elif pending and request.dry_run:
         await _resolve_only(request, pending, progress)
