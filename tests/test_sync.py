@@ -376,7 +376,8 @@ def serve_until(command: list[str], reports, count: int, timeout: float = 120) -
     server = subprocess.Popen([sys.executable, "-m", "mirror", *command], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + timeout  # a bound on a hang, not a timing assertion
-        while len(list(reports.glob("sync-*.json"))) < count and time.monotonic() < deadline:
+        while (len(list(reports.glob("sync-*.json"))) < count and time.monotonic() < deadline
+               and server.poll() is None):  # a serve that ended will keep no more
             time.sleep(0.2)
         server.send_signal(signal.SIGTERM)
         _, log = server.communicate(timeout=120)
@@ -821,3 +822,37 @@ images:
     assert text.returncode == 0, text.stderr
     (line,) = [line for line in text.stderr.splitlines() if line.startswith("mirror: skipped: ")]
     assert line.startswith(f"mirror: skipped: docker.io/rancher/fleet: 5 listed tag(s)") and repr(traversal) in line
+
+
+def test_serve_outlives_a_source_answering_bad_tags_numbers_and_garbage_keeping_a_report_per_run(
+        upstream, registry, tmp_path):
+    """Each run meets another bad answer to its tag listing; serve logs it, keeps its report and runs again."""
+    answers = [
+        {"tags": ["v0.3.10", "../../library/nginx/manifests/latest", "a" * 200]},  # tags shaped like paths
+        {"tags": ["v0.3.10", 7, 1e999, -0.5, None, ["v0.3.10"]]},  # numbers and others where tags belong
+        b'{"tags": ["v0.3.10", ',  # garbage: cut off
+    ]
+    reports = tmp_path / "reports"
+    with FaultProxy(upstream.host) as proxy:
+        for answer in answers:
+            body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+            proxy.serve(r"/v2/rancher/fleet/tags/list", body, times=1, headers={"Content-Type": "application/json"})
+        config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: 'http://{proxy.host}'}}
+interval: 1s
+images:
+  - repository: docker.io/rancher/fleet
+""")
+        code, log = serve_until(["sync", "serve", "-c", str(config), "--report-dir", str(reports)], reports, 4)
+    assert code == 0, log
+    kept = [json.loads(p.read_text()) for p in sorted(reports.glob("sync-*.json"))]
+    assert [(r["result"], r["exit_code"]) for r in kept[:4]] == [("ok", 0), ("ok", 0), ("failed", 1), ("ok", 0)]
+    assert [[s["count"] for s in r["skipped_tags"]] for r in kept[:4]] == [[2], [5], [], []]
+    assert actions(kept[0]) == {"docker.io/rancher/fleet:v0.3.10": "copied"}
+    assert actions(kept[1]) == actions(kept[3]) == {"docker.io/rancher/fleet:v0.3.10": "unchanged"}
+    assert "malformed JSON" in kept[2]["images"][0]["error"]
+    runs = [line for line in log.splitlines() if " mirror sync serve: run " in line]
+    assert len(runs) == len(kept) and "2 listed tag(s) that are no tags skipped" in runs[0], log
+    assert "Traceback" not in log and log.rstrip().endswith("stopped")
