@@ -856,3 +856,21 @@ images:
     runs = [line for line in log.splitlines() if " mirror sync serve: run " in line]
     assert len(runs) == len(kept) and "2 listed tag(s) that are no tags skipped" in runs[0], log
     assert "Traceback" not in log and log.rstrip().endswith("stopped")
+
+
+def test_a_schedule_that_never_fires_exits_2_naming_file_and_line_wherever_it_is_read(tmp_path, state_home):
+    """February has no 30th: serve would wait forever, a timer made of it would never fire."""
+    config = write_config(tmp_path / "sync.yaml", "target: {registry: 127.0.0.1:1}\nschedule: '0 0 30 2 *'\n"
+                                                  "images:\n  - image: docker.io/rancher/fleet:v1\n")
+    for command in (["sync", "serve", "-c", config, "--report-dir", tmp_path / "reports"],
+                    ["sync", "print-systemd", "-c", config],
+                    ["sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1"],
+                    ["sync", "run", "-c", config]):
+        result = run_mirror(*command, timeout=120)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr == (f"mirror: error: {config}:2: schedule: schedule '0 0 30 2 *' never fires: no month "
+                                 "it names (2) has a day it names (30)\n"), command
+        assert result.stdout == ""
+    config.write_text(config.read_text().replace("schedule: '0 0 30 2 *'", "interval: 1h"))
+    flag = run_mirror("sync", "serve", "-c", config, "--schedule", "0 0 31 4 *", timeout=120)
+    assert flag.returncode == 2 and flag.stderr.startswith("mirror: error: --schedule: schedule '0 0 31 4 *' never")
