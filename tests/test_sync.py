@@ -874,3 +874,25 @@ def test_a_schedule_that_never_fires_exits_2_naming_file_and_line_wherever_it_is
     config.write_text(config.read_text().replace("schedule: '0 0 30 2 *'", "interval: 1h"))
     flag = run_mirror("sync", "serve", "-c", config, "--schedule", "0 0 31 4 *", timeout=120)
     assert flag.returncode == 2 and flag.stderr.startswith("mirror: error: --schedule: schedule '0 0 31 4 *' never")
+
+
+def test_a_pattern_that_backtracks_without_end_on_a_listed_tag_exits_2_naming_it(upstream, registry, tmp_path):
+    """re would search '^(a|aa)+$' in 'aaa…ab' for longer than the universe has; the run ends as a bad config."""
+    slow = "a" * 64 + "b"
+    with FaultProxy(upstream.host) as proxy:
+        proxy.serve(r"/v2/rancher/fleet/tags/list", json.dumps({"tags": ["v0.3.10", slow]}).encode(),
+                    headers={"Content-Type": "application/json"})
+        config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: 'http://{proxy.host}'}}
+images:
+  - image: docker.io/rancher/mirrored-pause:3.6
+  - repository: docker.io/rancher/fleet
+    deny: ['-rc', '^(a|aa)+$']
+""")
+        result = run_mirror("sync", "run", "-c", config, "-q", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"mirror: error: {config}:8: deny: '^(a|aa)+$' took over 1 s on the tag {slow!r}")
+    assert result.stderr.count("\n") == 1
+    assert httpx.get(f"{registry.url}/v2/_catalog").json()["repositories"] == []

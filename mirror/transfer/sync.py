@@ -208,10 +208,11 @@ async def wanted_images(request: SyncRequest, pool: ClientPool) -> Wanted:
     skipped: list[SkippedTags] = []
     for selection in request.selections:
         try:
-            chosen, bad = await selection.select(pool, request.sources)
+            listed = await selection.list_tags(pool, request.sources)
         except MirrorError as exc:
             unlisted.append((selection.repository, exc))
             continue
+        chosen, bad = selection.select(listed)  # a config mistake found on these tags ends the run (exit 2)
         for image in chosen:
             images.setdefault(image.ref, image)
         skipped += [bad] if bad else []
