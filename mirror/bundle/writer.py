@@ -48,7 +48,7 @@ from .format import (
     ImageRecord,
     blob_name,
 )
-from .reader import bundle_part_path, checksum_path, incomplete_marker, stray_parts
+from .parts import bundle_part_path, checksum_path, incomplete_marker, stray_parts
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE

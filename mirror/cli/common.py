@@ -12,13 +12,12 @@ import typer
 from ..errors import (
     DeltaBaseMissing, ExitCode, ImagesFailed, MirrorError, UsageError, exit_code_of, leaves, reported_error,
 )
-from ..registry.settings import Credentials, RegistrySettings
+from ..registry.settings import Credentials, RegistrySettings, connections_for
 from .render import emit_failure_json, report_failures
 
 if TYPE_CHECKING:
-    from ..lists import Topology
+    from ..lists import Selection
     from ..model.oci import Platform
-    from ..model.reference import Reference
     from ..model.upstream import SourceMap
     from ..transfer.plan import Target
 
@@ -114,10 +113,7 @@ def registry_settings(
         insecure=insecure,
         ca_file=ca_file,
         credentials=credentials,
-        # Blob transfers to one registry stay at 16 whatever -j says, small requests at 8 more
-        # (skopeo opens 6, containerd 3 per image): enough to fill a WAN link, not enough to look
-        # like an attack. More jobs still mean more transfers queued and more registries at once.
-        max_connections=max(1, min(jobs, MAX_CONNECTIONS_PER_REGISTRY)),
+        max_connections=connections_for(jobs),
     )
 
 
@@ -156,8 +152,6 @@ def target_registry(
     return Target(address, settings)
 
 
-MAX_CONNECTIONS_PER_REGISTRY = 16
-
 # Shared option declarations, so every command spells them the same way.
 CaFileOption = typer.Option(None, "--ca-file", help="CA certificate (PEM) that signed the registry's certificate.")
 InsecureOption = typer.Option(False, "--insecure", help="Use TLS but do not verify the registry's certificate.")
@@ -180,6 +174,10 @@ NoRegistryImageOption = typer.Option(False, "--no-registry-image", help="Leave o
 ImagesFileOption = typer.Option(None, "--images-file", "-f",
                                 help="rancher-images.txt-style list (repeatable; added).")
 ExcludeOption = typer.Option(None, "--exclude", help="Regex; matching references are dropped.")
+DownstreamVersionsOption = typer.Option(
+    None, "--downstream-versions",
+    help="Of Rancher's per-Kubernetes-version images (system-agent-installer-*, k3s-upgrade, rke2-upgrade, ...), keep "
+         "only these versions' and the local cluster's: v1.30, v1.30.4 or v1.30.4+k3s1 (comma-separated, repeatable).")
 OfflineListsOption = typer.Option(
     False, "--offline-lists",
     help="Never fetch an image list: only built-in and cached ones (a version not built in is fetched "
@@ -189,28 +187,33 @@ OfflineListsOption = typer.Option(
 def select_images(mode: str | None, versions: dict[str, str | None], *, images: list[str] | None = None,
                   images_file: list[Path] | None = None, exclude: list[str] | None = None,
                   no_registry_image: bool = False, platforms: "list[Platform]", offline_lists: bool,
-                  ca_file: Path | None) -> "tuple[list[Reference], Topology | None]":
+                  ca_file: Path | None, downstream_versions: list[str] | None = None) -> "Selection":
     """The images that pull's selection options name; ``pull``, ``sync run`` and ``lists`` read them alike.
 
     A version that is not built in takes its list from the cache, else from its
     release (unless ``--offline-lists``; ``--ca-file`` trusted), RKE2's for the one
     architecture ``--platform`` names. Each such list gets a line on stderr saying
     where it came from, and a K3s/RKE2 version Rancher's metadata does not pair
-    with the Rancher version a warning.
+    with the Rancher version a warning. ``--downstream-versions`` trims Rancher's
+    list (lists.select), and one line says how many images that left out.
     """
-    from ..lists import resolve_images
+    from ..lists import select
     from ..release_lists import ReleaseLists, list_arch  # an HTTP client: imported by the commands that may fetch
 
     releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
-    refs, topology = resolve_images(mode, versions=versions, extra_files=images_file or [], extra_refs=images or [],
-                                    exclude=exclude or [], include_registry_image=not no_registry_image,
-                                    releases=releases)
+    selection = select(mode, versions=versions, extra_files=images_file or [], extra_refs=images or [],
+                       exclude=exclude or [], include_registry_image=not no_registry_image, releases=releases,
+                       downstream_versions=downstream_versions)
+    topology = selection.topology
     for component, source in (topology.sources.items() if topology else ()):
         if source.origin in ("fetched", "cached"):
             typer.echo(f"mirror: {component} {topology.versions[component]}: {source.describe()}", err=True)
     for warning in releases.support_warnings(topology.versions, topology.sources) if topology else ():
         typer.echo(warning, err=True)
-    return refs, topology
+    if topology and topology.downstream_versions:
+        typer.echo(f"mirror: --downstream-versions {','.join(topology.downstream_versions)}: left out "
+                   f"{len(selection.trimmed)} per-Kubernetes-version images of other versions", err=True)
+    return selection
 
 # Where source images are read from; `mirror pull` and `mirror sync run` take the same options.
 PlatformOption = typer.Option(

@@ -20,11 +20,11 @@ from ..progress import Progress
 from ..units import human_size
 from .app import app
 from .common import (
-    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
-    JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption,
-    PasswordStdinOption, PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption,
-    Rke2VersionOption, SourceMirrorOption, UsernameOption, handle_errors, parse_platforms, select_images,
-    source_access, target_registry, topology_versions,
+    CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
+    InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
+    NoRegistryImageOption, OfflineListsOption, PasswordStdinOption, PlainHttpRegistryOption, PlatformOption,
+    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, UsernameOption, handle_errors,
+    parse_platforms, select_images, source_access, target_registry, topology_versions,
 )
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
@@ -65,6 +65,7 @@ def run_command(
     no_registry_image: bool = NoRegistryImageOption,
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
+    downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
     platform: Optional[list[str]] = PlatformOption,
     source_mirror: Optional[list[str]] = SourceMirrorOption,
     plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
@@ -116,6 +117,7 @@ def run_command(
             ("--kubernetes-version", kubernetes_version), ("--rke2-version", rke2_version),
             ("--rancher-version", rancher_version), ("--cert-manager-version", cert_manager_version),
             ("--no-registry-image", no_registry_image), ("--offline-lists", offline_lists), ("--exclude", exclude),
+            ("--downstream-versions", downstream_versions),
             ("--platform", platform), ("--source-mirror", source_mirror), ("--plain-http-registry", plain_http_registry),
             ("--insecure-registry", insecure_registry), ("--ca-file", ca_file), ("--to", to),
             ("--to-ca-file", to_ca_file), ("--to-plain-http", to_plain_http), ("--to-insecure", to_insecure),
@@ -132,11 +134,13 @@ def run_command(
             raise UsageError(f"--on-retag {on_retag}: needs --to; the push of a delta bundle moves tags as "
                              "mirror push does")
         platforms = parse_platforms(platform or [])
-        refs, found = select_images(
+        selection = select_images(
             mode, topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
                                     cert_manager_version),
             images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
-            platforms=platforms, offline_lists=offline_lists, ca_file=ca_file)
+            platforms=platforms, offline_lists=offline_lists, ca_file=ca_file,
+            downstream_versions=downstream_versions)
+        refs, found = selection.images, selection.topology
         if not refs:
             raise UsageError("no images to sync: name images, --images-file or --mode")
         topology = asdict(found) if found else None

@@ -42,13 +42,14 @@ def read_credentials(path: Path) -> Credentials:
         raise UsageError(f"registry credentials {path} are unreadable ({type(exc).__name__})") from None
 
 
-def ensure_credentials(credentials_file: Path, htpasswd_file: Path, username: str) -> tuple[Credentials, bool]:
-    """The kept credentials for ``username``, or new ones; True when new.
+def ensure_credentials(credentials_file: Path, htpasswd_file: Path, username: str, *,
+                       rotate: bool = False) -> tuple[Credentials, bool]:
+    """The kept credentials for ``username``, or new ones (always with ``rotate``); True when new.
 
     The htpasswd is rewritten whenever it does not accept the kept password.
     """
     existing = read_credentials(credentials_file) if credentials_file.is_file() else None
-    if existing is not None and existing.username == username:
+    if existing is not None and existing.username == username and not rotate:
         credentials, created = existing, False
     else:
         credentials, created = Credentials(username, secrets.token_urlsafe(24)), True

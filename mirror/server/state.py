@@ -104,6 +104,7 @@ class RegistryState:
     address: str  # listen address
     data_dir: str
     tls: bool
+    tls_mode: str = ""  # auto, given or none ("" in states written before it was recorded)
     ca_file: str | None = None  # None with --no-tls, or a --cert from a public CA
     auth: bool = False
     credentials_file: str | None = None

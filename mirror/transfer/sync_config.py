@@ -25,7 +25,7 @@ from ..model.reference import Reference, endpoint_host
 from ..model.semver import Range
 from ..model.target import RegistryAddress
 from ..model.upstream import SourceMap, SourceMirror
-from ..registry.settings import Credentials, RegistrySettings
+from ..registry.settings import Credentials, RegistrySettings, connections_for
 from ..runlock import RunLock
 from .plan import Target
 from .selection import TagPattern, TagSelection
@@ -52,6 +52,8 @@ class SyncJob:
     interval: float | None = None  # seconds between the starts of two runs of ``mirror sync serve``
     schedule: CronSchedule | None = None  # or the times ``mirror sync serve`` starts a run at
     env_names: list[str] = field(default_factory=list)  # environment variables its passwords come from
+    files: list[Path] = field(default_factory=list)  # every file it names (CA files, password files)
+    secret_files: list[Path] = field(default_factory=list)  # of those, the {file: PATH} passwords
     lines: dict[str, int] = field(default_factory=dict)  # top-level key -> its line, for errors found later
 
     def at(self, key: str) -> str:
@@ -110,6 +112,8 @@ class _Reader:
         self.path = path
         self.secrets = secrets  # False: check how secrets are referenced, read none
         self.env_names: list[str] = []  # every {env: NAME} referenced
+        self.files: list[Path] = []  # every file named, read or not
+        self.secret_files: list[Path] = []  # every {file: PATH} password, read or not
 
     def at(self, mapping: Any, key: str | None) -> str:
         """``file:line: key:`` of ``key`` in ``mapping`` (``file:line:`` without a key)."""
@@ -164,6 +168,7 @@ class _Reader:
         path = self.path.parent / os.path.expanduser(value)
         if not path.is_file():
             raise self.error(mapping, key, f"no such file {path}")
+        self.files.append(path)
         return path
 
     def credentials(self, mapping: _Mapping, read: bool = True) -> Credentials | None:
@@ -184,6 +189,10 @@ class _Reader:
         if "env" in secret:
             name = self.string(secret, "env") or ""
             self.env_names.append(name)
+        else:  # it lives where the job runs: named, not checked, when secrets are not read
+            named = self.path.parent / os.path.expanduser(self.string(secret, "file") or "")
+            self.secret_files.append(named)
+            self.files.append(named)
         if not (self.secrets and read):
             return None
         if "env" in secret:
@@ -191,9 +200,9 @@ class _Reader:
                 raise self.error(secret, "env", f"environment variable {name!r} is not set")
             password = os.environ[name]
         else:
-            path = self.file(secret, "file")
-            assert path is not None
-            password = path.read_text().rstrip("\r\n")
+            if not named.is_file():
+                raise self.error(secret, "file", f"no such file {named}")
+            password = named.read_text().rstrip("\r\n")
         if not password:
             raise self.error(mapping, "password", "is empty")
         return Credentials(username, password)
@@ -264,7 +273,8 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
                           selections=selections)
-    return SyncJob(path, request, bundle, interval, schedule, reader.env_names, dict(top.lines))
+    return SyncJob(path, request, bundle, interval, schedule, reader.env_names, list(dict.fromkeys(reader.files)),
+                   list(dict.fromkeys(reader.secret_files)), dict(top.lines))
 
 
 def _target(reader: _Reader, mapping: _Mapping, jobs: int, read_secrets: bool) -> Target:
@@ -280,7 +290,7 @@ def _target(reader: _Reader, mapping: _Mapping, jobs: int, read_secrets: bool) -
         raise reader.error(mapping, "registry", str(exc)) from None
     settings = RegistrySettings(plain_http=reader.flag(mapping, "plain_http") or address.plain_http,
                                 insecure=reader.flag(mapping, "insecure"), ca_file=reader.file(mapping, "ca_file"),
-                                credentials=reader.credentials(mapping, read_secrets), max_connections=jobs)
+                                credentials=reader.credentials(mapping, read_secrets), max_connections=connections_for(jobs))
     return Target(address, settings)
 
 
@@ -331,8 +341,8 @@ def _sources(reader: _Reader, top: _Mapping, jobs: int) -> tuple[SourceMap, Call
             host, plain = found.host, plain or found.plain_http
         by_host[host] = RegistrySettings(plain_http=plain, insecure=reader.flag(mapping, "insecure"),
                                          ca_file=reader.file(mapping, "ca_file"),
-                                         credentials=reader.credentials(mapping), max_connections=jobs)
-    default = RegistrySettings(max_connections=jobs)
+                                         credentials=reader.credentials(mapping), max_connections=connections_for(jobs))
+    default = RegistrySettings(max_connections=connections_for(jobs))
 
     def settings_for(host: str) -> RegistrySettings:
         return by_host.get(host, default)
