@@ -253,7 +253,8 @@ def crafted(tmp_path, resync, name: str, change) -> Path:
     doc = json.loads(resync.inventory.read_text())
     change(doc)
     content = {key: doc.get(key) for key in ("registry", "prefix", "images", "digests")}
-    doc["id"] = "sha256:" + hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    doc["id"] = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     path = tmp_path / name
     path.write_text(json.dumps(doc))
     return path
@@ -311,3 +312,30 @@ def test_inventory_skips_listed_tags_that_are_no_tags_and_says_so(resync, tmp_pa
     assert json.loads(taken.stdout)["skipped_tags"] == {"rancher/app-a": 2}
     sources = {image["source"] for image in json.loads(output.read_text())["images"]}
     assert sources == {image.source for image in resync.v1.images}
+
+
+def test_the_search_for_the_base_skips_repositories_the_account_may_not_read(resync):
+    """A catalog names repositories the account may not read: a 403 there is no reason to stop looking."""
+    from faults import FaultProxy
+
+    catalog = httpx.get(f"{resync.target.url}/v2/_catalog", timeout=10).json()["repositories"]
+    with FaultProxy(resync.target.host) as proxy:
+        proxy.serve(r"^/v2/_catalog", json.dumps({"repositories": ["aaa/locked", *catalog]}).encode(),
+                    headers={"Content-Type": "application/json"})
+        proxy.fail(r"^/v2/aaa/locked/", 403, times=None)
+        found = run_mirror("push", resync.delta, "--registry", f"{proxy.host}/readable", "--plain-http", "-q")
+        assert found.returncode == 0, found.stderr
+        assert "this account may not read 1 of its catalog's repositories: skipped" in found.stderr
+
+        proxy.fail(r"^/v2/(?!nowhere/)[^_][^?]*/(blobs|manifests)/", 403, times=None)  # every other one, too
+        refused = run_mirror("push", resync.delta, "--registry", f"{proxy.host}/nowhere", "--plain-http", "-q")
+    assert refused.returncode == 5, refused.stderr
+    assert f"of its catalog's repositories: skipped): nothing was written" in refused.stderr
+    assert any(line.startswith("mirror: missing: sha256:") for line in refused.stderr.splitlines())
+    for image in resync.v2.images:
+        repository = "readable/" + target_repository(Reference.parse(image.source))
+        response = httpx.head(f"{resync.target.url}/v2/{repository}/manifests/{image.tag}",
+                              headers={"Accept": ACCEPT}, timeout=10)
+        assert response.headers.get("docker-content-digest") == image.digest
+    assert not [r for r in httpx.get(f"{resync.target.url}/v2/_catalog").json()["repositories"]
+                if r.startswith("nowhere/")]

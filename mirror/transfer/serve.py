@@ -41,7 +41,10 @@ class Schedule:
     cron: CronSchedule | None = None
 
     def describe(self) -> str:
-        return f"every {int(self.period)} s" if self.period is not None else f"at {self.cron.text!r}"  # type: ignore[union-attr]
+        if self.period is not None:
+            return f"every {int(self.period)} s"
+        assert self.cron is not None
+        return f"at {self.cron.text!r}"
 
     def wait_after(self, started: float) -> float:
         """Seconds until the next run, the last one having started at ``started`` (``time.monotonic()``)."""
