@@ -303,7 +303,7 @@ def test_inventory_skips_listed_tags_that_are_no_tags_and_says_so(resync, tmp_pa
 
     with FaultProxy(resync.target.host) as proxy:
         proxy.serve(r"/v2/rancher/app-a/tags/list", json.dumps(
-            {"name": "rancher/app-a", "tags": ["v1", "../../gone/manifests/v1", 3]}).encode(),
+            {"name": "rancher/app-a", "tags": ["v1", "../../gone/manifests/v1", -3]}).encode(),
                     headers={"Content-Type": "application/json"})
         output = tmp_path / "have.json"
         taken = run_mirror("inventory", "--registry", proxy.host, "--plain-http", "-o", output, "--json")

@@ -853,7 +853,7 @@ images:
     assert [[s["count"] for s in r["skipped_tags"]] for r in kept[:4]] == [[2], [5], [], []]
     assert actions(kept[0]) == {"docker.io/rancher/fleet:v0.3.10": "copied"}
     assert actions(kept[1]) == actions(kept[3]) == {"docker.io/rancher/fleet:v0.3.10": "unchanged"}
-    assert "malformed JSON" in kept[2]["images"][0]["error"]
+    assert kept[2]["images"][0]["error"].startswith(f"tags of {proxy.host}/rancher/fleet: ")
     runs = [line for line in log.splitlines() if " mirror sync serve: run " in line]
     assert len(runs) == len(kept) and "2 listed tag(s) that are no tags skipped" in runs[0], log
     assert "Traceback" not in log and log.rstrip().endswith("stopped")
