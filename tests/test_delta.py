@@ -330,7 +330,7 @@ def test_the_search_for_the_base_skips_repositories_the_account_may_not_read(res
         proxy.fail(r"^/v2/(?!nowhere/)[^_][^?]*/(blobs|manifests)/", 403, times=None)  # every other one, too
         refused = run_mirror("push", resync.delta, "--registry", f"{proxy.host}/nowhere", "--plain-http", "-q")
     assert refused.returncode == 5, refused.stderr
-    assert f"of its catalog's repositories: skipped): nothing was written" in refused.stderr
+    assert "of its catalog's repositories: skipped): nothing was written" in refused.stderr
     assert any(line.startswith("mirror: missing: sha256:") for line in refused.stderr.splitlines())
     for image in resync.v2.images:
         repository = "readable/" + target_repository(Reference.parse(image.source))

@@ -822,7 +822,7 @@ images:
     assert tags_at(registry, "rancher/fleet") == {"v0.3.10"}
     assert text.returncode == 0, text.stderr
     (line,) = [line for line in text.stderr.splitlines() if line.startswith("mirror: skipped: ")]
-    assert line.startswith(f"mirror: skipped: docker.io/rancher/fleet: 5 listed tag(s)") and repr(traversal) in line
+    assert line.startswith("mirror: skipped: docker.io/rancher/fleet: 5 listed tag(s)") and repr(traversal) in line
 
 
 def test_serve_outlives_a_source_answering_bad_tags_numbers_and_garbage_keeping_a_report_per_run(
