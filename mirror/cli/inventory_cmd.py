@@ -79,9 +79,13 @@ def inventory_command(
 
     inventory = anyio.run(run)
     write_file(output, inventory.to_json())
+    for repository, count in sorted(inventory.skipped_tags.items()):
+        typer.echo(f"mirror: skipped: {inventory.registry}/{repository}: {count} listed tag(s) that are no tags",
+                   err=True)
     if json_report:
         emit_json({"path": str(output), "id": inventory.id, "registry": inventory.address,
-                   "images": len(inventory.images), "digests": len(inventory.digests)})
+                   "images": len(inventory.images), "digests": len(inventory.digests),
+                   "skipped_tags": inventory.skipped_tags})
     else:
         typer.echo(f"wrote {output}: {len(inventory.images)} images, {len(inventory.digests)} digests "
                    f"in {inventory.address} (id {inventory.id})")
