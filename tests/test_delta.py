@@ -339,3 +339,20 @@ def test_the_search_for_the_base_skips_repositories_the_account_may_not_read(res
         assert response.headers.get("docker-content-digest") == image.digest
     assert not [r for r in httpx.get(f"{resync.target.url}/v2/_catalog").json()["repositories"]
                 if r.startswith("nowhere/")]
+
+
+def test_an_exclude_pattern_that_backtracks_on_a_catalog_name_is_a_usage_error_naming_it(resync, tmp_path):
+    """--exclude runs on names the registry's catalog gives: a pattern that backtracks without end on one of them
+    ends the inventory in one line (it hung before), not after minutes."""
+    from faults import FaultProxy
+
+    name = "rancher/" + "a" * 40 + "b"
+    with FaultProxy(resync.target.host) as proxy:
+        proxy.serve(r"^/v2/_catalog", json.dumps({"repositories": [name]}).encode(),
+                    headers={"Content-Type": "application/json"})
+        proxy.serve(rf"^/v2/{name}/tags/list", json.dumps({"name": name, "tags": ["v1"]}).encode(),
+                    headers={"Content-Type": "application/json"})
+        taken = run_mirror("inventory", "--registry", proxy.host, "--plain-http", "--exclude", "(a|aa)+b$",
+                           "-o", tmp_path / "have.json", timeout=60)
+    assert taken.returncode == 2, taken.stderr
+    assert "--exclude '(a|aa)+b$' took over" in taken.stderr and taken.stderr.count("\n") == 1
