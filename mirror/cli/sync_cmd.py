@@ -125,6 +125,8 @@ def run_command(
             raise UsageError(f"-c {config}: the config says what and where (--to-bundle/--base may replace "
                              f"where); drop {', '.join(given)}")
         job = load_config(config, jobs=jobs, dry_run=dry_run, keep_going=keep_going, bundle=bundle)
+        for note in job.notes:
+            typer.echo(note, err=True)
         request, bundle, lock = job.request, job.bundle, job.lock()
     else:
         if bundle is None and to is None:

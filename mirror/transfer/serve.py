@@ -117,6 +117,8 @@ def _run(config: Path, jobs: int, reports: Reports, log: Callable[[str], None]) 
     started_at = utc_now()
     try:
         job = load_config(config, jobs=jobs)
+        for note in job.notes:
+            log(note.removeprefix("mirror: "))
         with job.lock():
             result = run_sync(job.request, Progress(True), job.bundle)
         reports.add(result.to_json())
