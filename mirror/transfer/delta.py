@@ -64,7 +64,7 @@ async def require_base(client: RegistryClient, bundle: BundleManifest, plans: li
         if unreadable else ""
     missing = [digest for digest, _ in unresolved if digest not in sources.blobs and digest not in sources.manifests]
     if missing:
-        base = ", ".join(bundle.base)
+        base = bundle.describe_base()
         reasons = {digest: f"needed by {', '.join(_users(plans, digest))}; expected from base {base}"
                    for digest in missing}
         raise DeltaBaseMissing(
