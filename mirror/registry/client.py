@@ -37,14 +37,17 @@ BlobSource = Union[bytes, Path, Callable[[], AsyncIterator[bytes]], AsyncIterato
 class RegistryClient:
     """One registry host. Use as ``async with RegistryClient(host, settings) as client:``.
 
-    ``backoff_base`` overrides the transport's first retry delay (tests use a tiny one).
+    ``backoff_base`` overrides the transport's first retry delay (tests use a tiny one);
+    ``http_transport`` replaces the network under the client (tests: tests/support/fake_registry.py).
     """
 
     def __init__(self, host: str, settings: RegistrySettings = RegistrySettings(), *,
-                 auth_files: AuthFiles | None = None, backoff_base: float | None = None):
+                 auth_files: AuthFiles | None = None, backoff_base: float | None = None,
+                 http_transport: httpx.AsyncBaseTransport | None = None):
         self.host = host
         self.settings = settings
-        self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base)
+        self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base,
+                                    http_transport=http_transport)
         self._downloads = Downloads(self._transport)
         # The newest ``RateLimit-Remaining`` and ``RateLimit-Limit`` a manifest HEAD answered
         # (``N;w=SECONDS``), as sent: Docker Hub counts pulls, and HEADs are free.
