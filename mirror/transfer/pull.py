@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import anyio
+import httpx
 
 from ..bundle.format import BundleManifest, ImageRecord
 from ..bundle.store import BlobStore
@@ -56,6 +57,7 @@ class PullRequest:
     part_size: int | None = None
     base: Base | None = None  # with a base: a delta bundle, leaving out what the base holds
     only_if_changed: bool = False  # with a base: write no bundle when the base holds everything
+    http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
 
     @property
     def store_dir(self) -> Path:
@@ -180,7 +182,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     base = request.base or Base()
     bundle: WrittenBundle | None = None
     writer_error: BaseException | None = None
-    async with ClientPool(request.settings_for) as pool:
+    async with ClientPool(request.settings_for, request.http_transport) as pool:
         fetch = Fetch(store, pool, request.jobs, skip=base.digests)
         arrivals = Arrivals()
         async with anyio.create_task_group() as tg:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import httpx
 
 from ..bundle.reader import BundleReader
 from ..errors import MirrorError
@@ -37,6 +38,7 @@ class PushRequest:
     window: int = 512 * MIB  # bytes of spool (memory + temp disk) at most
     spool_dir: Path | None = None
     dry_run: bool = False
+    http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
 
 
 def dry_run(request: PushRequest) -> DeliveryReport:
@@ -54,7 +56,8 @@ async def push(request: PushRequest, progress: Progress) -> DeliveryReport:
         return dry_run(request)
     reader = await anyio.to_thread.run_sync(BundleReader, request.bundle)
     try:
-        async with RegistryClient(request.target.host, request.target.settings) as client:
+        async with RegistryClient(request.target.host, request.target.settings,
+                                  http_transport=request.http_transport) as client:
             return await _push(request, reader, client, progress)
     finally:
         reader.close()

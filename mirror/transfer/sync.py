@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 import anyio
+import httpx
 
 from ..clock import utc_now
 from ..errors import ExitCode, IntegrityError, MirrorError, NotFoundError, worst_exit_code
@@ -62,6 +63,7 @@ class SyncRequest:
     keep_going: bool = False  # without it, a failure found before any write stops the run
     config_sha256: str | None = None
     selections: list[Any] = field(default_factory=list)  # selection.TagSelection: tags listed at run time
+    http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
 
 
 @dataclass
@@ -211,8 +213,8 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
     assert target is not None, "a job without a target registry writes bundles (sync_bundle)"
     result = SyncResult(str(target.address), uuid.uuid4().hex, utc_now(), config_sha256=request.config_sha256,
                         dry_run=request.dry_run)
-    async with ClientPool(request.settings_for) as pool, \
-            RegistryClient(target.host, target.settings) as client:
+    async with ClientPool(request.settings_for, request.http_transport) as pool, \
+            RegistryClient(target.host, target.settings, http_transport=request.http_transport) as client:
         await client.ping()
         wanted = await wanted_images(request, pool)
         result.skipped_tags = wanted.skipped

@@ -71,7 +71,7 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
                         dry_run=request.dry_run)
     result.delta = {"path": None, "size": None, "sha256": None, "parts": [], "base": list(base.ids), "omitted": 0}
     where = _landing(base)
-    async with ClientPool(request.settings_for) as pool:
+    async with ClientPool(request.settings_for, request.http_transport) as pool:
         wanted = await wanted_images(request, pool)
     result.skipped_tags = wanted.skipped
     for repository, exc in wanted.unlisted:
@@ -124,7 +124,7 @@ def _not_written(pending: list[ImageResult]) -> None:
 
 async def _resolve_only(request: SyncRequest, pending: list[ImageResult], progress: Progress) -> None:
     """--dry-run: the manifests say what the bundle would bring; nothing is downloaded or written."""
-    async with ClientPool(request.settings_for) as pool:
+    async with ClientPool(request.settings_for, request.http_transport) as pool:
         resolver = Resolver(pool, request.sources, request.platforms, request.jobs)
         resolution = await resolver.resolve_all([e.image.ref for e in pending if e.image], progress)
     digests = {_source(image.ref): image.top.digest for image in resolution.images}
@@ -142,7 +142,8 @@ async def _write(request: SyncRequest, bundle: BundleTarget, base: Base, pending
     refs = [entry.image.ref for entry in pending if entry.image]
     pulled = PullRequest(images=refs, output=bundle.output(), sources=request.sources,
                          settings_for=request.settings_for, platforms=request.platforms, jobs=request.jobs,
-                         keep_going=request.keep_going, topology=topology, base=base, only_if_changed=True)
+                         keep_going=request.keep_going, topology=topology, base=base, only_if_changed=True,
+                         http_transport=request.http_transport)
     try:
         written = await pull(pulled, progress)
     except ImagesFailed as exc:  # without --keep-going: nothing was written
