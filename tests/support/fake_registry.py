@@ -22,7 +22,6 @@ from typing import Callable
 
 import httpx
 
-JSON = "application/json"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
 Fault = Callable[[httpx.Request], "httpx.Response | None"]

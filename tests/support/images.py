@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from mirror.bundle.format import ImageRecord
 from mirror.model import oci
@@ -39,12 +40,7 @@ class Image:
                            manifests=children)
 
 
-def blob(text: str) -> tuple[str, bytes]:
-    data = text.encode()
-    return oci.sha256_digest(data), data
-
-
-def image(name: str, layers: int = 1, arch: str = "amd64", shared: list[bytes] = ()) -> Image:
+def image(name: str, layers: int = 1, arch: str = "amd64", shared: Sequence[bytes] = ()) -> Image:
     """An OCI image manifest: a config naming ``arch``, ``layers`` layers of its own, then ``shared`` ones."""
     config = json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers"}, "name": name}).encode()
     contents = [f"{name} layer {i} ".encode() * 40 for i in range(layers)] + list(shared)

@@ -119,12 +119,11 @@ async def test_a_dry_run_says_what_would_change_and_writes_nothing(ends):
 
 async def test_without_keep_going_one_missing_image_means_nothing_is_written(ends):
     source, target, _, _ = ends
-    result = await run(source, target, SyncImage(Reference.parse(REF)),
-                       SyncImage(Reference.parse(f"{SOURCE}/lib/gone:1")))
+    images = [SyncImage(Reference.parse(REF)), SyncImage(Reference.parse(f"{SOURCE}/lib/gone:1"))]
+    result = await run(source, target, *images)
     assert sorted(i.action for i in result.images) == ["failed", "failed"] and target.writes() == []
     assert "--keep-going copies the rest" in next(i.error for i in result.images if "app" in i.source)
-    kept = await run(source, target, SyncImage(Reference.parse(REF)), SyncImage(Reference.parse(f"{SOURCE}/lib/gone:1")),
-                     keep_going=True)
+    kept = await run(source, target, *images, keep_going=True)
     assert sorted(i.action for i in kept.images) == ["failed", "updated"] and kept.result == "partial"
 
 

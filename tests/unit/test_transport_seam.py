@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-import httpx
 import pytest
 from httpx._utils import get_environment_proxies  # only to compare with: httpx's own reading of the environment
 
