@@ -7,8 +7,9 @@ Range, uploads (POST, PATCH, PUT ?digest=, monolithic POST ?digest=, mounts
 ?mount=&from=), tags and the catalog paged with Link, and optionally a Basic
 or Bearer challenge. Like distribution, it refuses a manifest whose children
 are not in its repository. ``requests`` keeps every request in order;
-``fault(request)`` may answer in the registry's place (a Response) or raise
-(an httpx.TransportError: a dropped connection), or return None to go on.
+``fault(request)`` may answer in the registry's place (a Response, best made
+with ``answer`` or ``error``) or raise (an httpx.TransportError: a dropped
+connection), or return None to go on.
 """
 
 from __future__ import annotations
@@ -41,8 +42,18 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None, *,
+           document: object = None) -> httpx.Response:
+    """A response as a socket gives it, its body still to be read (httpx reads a ``content=`` body at once,
+    and the client reads bodies raw); ``document`` is sent as JSON. A Content-Length given (a HEAD's) wins."""
+    if document is not None:
+        body, headers = json.dumps(document).encode(), {"Content-Type": "application/json", **(headers or {})}
+    return httpx.Response(status, headers={"Content-Length": str(len(body)), **(headers or {})},
+                          stream=httpx.ByteStream(body))
+
+
 def error(status: int, code: str, message: str = "", headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, headers=headers, json={"errors": [{"code": code, "message": message}]})
+    return answer(status, headers=headers, document={"errors": [{"code": code, "message": message}]})
 
 
 class FakeRegistry(httpx.AsyncBaseTransport):
@@ -136,12 +147,12 @@ class FakeRegistry(httpx.AsyncBaseTransport):
         self.scopes += request.url.params.get_list("scope")
         token = f"token-{len(self._tokens) + 1}"
         self._tokens.add(token)
-        return httpx.Response(200, json={"token": token, "expires_in": 300})
+        return answer(200, document={"token": token, "expires_in": 300})
 
     # -- the API --------------------------------------------------------------------------
 
     def _ping(self, request: httpx.Request, body: bytes) -> httpx.Response:
-        return httpx.Response(200, json={}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+        return answer(200, document={}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
 
     def _catalog(self, request: httpx.Request, body: bytes) -> httpx.Response:
         return self._page(request, "repositories", sorted(self.repositories), {})
@@ -159,7 +170,7 @@ class FakeRegistry(httpx.AsyncBaseTransport):
         headers = {}
         if len(names) > size:
             headers["Link"] = f'<{request.url.path}?last={names[size - 1]}&n={size}>; rel="next"'
-        return httpx.Response(200, json={**doc, key: names[:size]}, headers=headers)
+        return answer(200, document={**doc, key: names[:size]}, headers=headers)
 
     def _manifest(self, request: httpx.Request, body: bytes, name: str, ref: str) -> httpx.Response:
         if request.method == "PUT":
@@ -171,7 +182,7 @@ class FakeRegistry(httpx.AsyncBaseTransport):
             return error(404, "MANIFEST_UNKNOWN", f"{name}:{ref}")
         data, media_type = self.manifests[digest]
         headers = {"Content-Type": media_type, "Docker-Content-Digest": digest, "Content-Length": str(len(data))}
-        return httpx.Response(200, headers=headers, content=b"" if request.method == "HEAD" else data)
+        return answer(200, b"" if request.method == "HEAD" else data, headers)
 
     def _put_manifest(self, name: str, ref: str, data: bytes, media_type: str) -> httpx.Response:
         digest = digest_of(data)
@@ -187,8 +198,7 @@ class FakeRegistry(httpx.AsyncBaseTransport):
         if missing:
             return error(400, "MANIFEST_BLOB_UNKNOWN", missing[0])
         self.add_manifest(name, data, media_type, None if ref.startswith("sha256:") else ref)
-        return httpx.Response(201, headers={"Docker-Content-Digest": digest,
-                                            "Location": f"/v2/{name}/manifests/{digest}"})
+        return answer(201, headers={"Docker-Content-Digest": digest, "Location": f"/v2/{name}/manifests/{digest}"})
 
     def _blob(self, request: httpx.Request, body: bytes, name: str, digest: str) -> httpx.Response:
         if request.method not in ("GET", "HEAD"):
@@ -205,7 +215,7 @@ class FakeRegistry(httpx.AsyncBaseTransport):
                 return error(416, "RANGE_INVALID", headers={"Content-Range": f"bytes */{len(data)}"})
             status, headers["Content-Range"] = 206, f"bytes {start}-{end - 1}/{len(data)}"
         headers["Content-Length"] = str(end - start)
-        return httpx.Response(status, headers=headers, content=b"" if request.method == "HEAD" else data[start:end])
+        return answer(status, b"" if request.method == "HEAD" else data[start:end], headers)
 
     def _upload(self, request: httpx.Request, body: bytes, name: str, session: str) -> httpx.Response:
         params = request.url.params
@@ -222,7 +232,7 @@ class FakeRegistry(httpx.AsyncBaseTransport):
             return error(404, "BLOB_UPLOAD_UNKNOWN", session)
         if request.method == "DELETE":
             del self.uploads[session]
-            return httpx.Response(204)
+            return answer(204)
         received = self.uploads[session][1]
         received += body
         if request.method == "PATCH":
@@ -234,8 +244,8 @@ class FakeRegistry(httpx.AsyncBaseTransport):
 
     def _progress(self, name: str, session: str) -> httpx.Response:
         received = len(self.uploads[session][1])
-        return httpx.Response(202, headers={"Location": f"/v2/{name}/blobs/uploads/{session}",
-                                            "Range": f"0-{max(received - 1, 0)}", "Docker-Upload-UUID": session})
+        return answer(202, headers={"Location": f"/v2/{name}/blobs/uploads/{session}",
+                                    "Range": f"0-{max(received - 1, 0)}", "Docker-Upload-UUID": session})
 
     def _finish(self, name: str, data: bytearray, digest: str) -> httpx.Response:
         if digest_of(bytes(data)) != digest:
@@ -244,7 +254,7 @@ class FakeRegistry(httpx.AsyncBaseTransport):
 
     def _stored(self, name: str, digest: str, data: bytes) -> httpx.Response:
         self.add_blob(name, data)
-        return httpx.Response(201, headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+        return answer(201, headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
 
 
 def by_host(registries: dict[str, httpx.AsyncBaseTransport]) -> httpx.MockTransport:

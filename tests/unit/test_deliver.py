@@ -4,7 +4,6 @@ tags last, and never a tag on an incomplete image."""
 from __future__ import annotations
 
 import anyio
-import httpx
 import pytest
 
 from mirror.errors import ExitCode, IntegrityError, MirrorError
@@ -16,7 +15,7 @@ from mirror.transfer import deliver as deliver_module
 from mirror.transfer.deliver import Delivery
 from mirror.transfer.plan import ImagePlan, Target
 from mirror.transfer.survey import Presence
-from support.fake_registry import FakeRegistry, error
+from support.fake_registry import FakeRegistry, answer, error
 from support.images import Image, image, index, seed
 
 pytestmark = pytest.mark.anyio
@@ -161,7 +160,7 @@ async def test_a_refused_manifest_leaves_its_image_untagged():
 
 
 async def test_a_registry_that_stops_answering_stops_the_write():
-    registry = FakeRegistry(fault=lambda request: httpx.Response(503) if request.method == "POST" else None)
+    registry = FakeRegistry(fault=lambda request: answer(503) if request.method == "POST" else None)
     images = [(f"lib/app{i}:1", image(f"app{i}")) for i in range(6)]
     delivery = await deliver(registry, images, jobs=2)
     assert len(delivery.report.failures) == 6 and delivery.fatal is not None

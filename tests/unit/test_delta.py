@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from mirror.bundle.format import BundleManifest
@@ -14,7 +13,7 @@ from mirror.registry.settings import RegistrySettings
 from mirror.transfer.delta import base_warnings, require_base
 from mirror.transfer.plan import ImagePlan, Target
 from mirror.transfer.survey import Presence
-from support.fake_registry import FakeRegistry
+from support.fake_registry import FakeRegistry, answer
 from support.images import Image, image, seed
 
 pytestmark = pytest.mark.anyio
@@ -80,7 +79,7 @@ async def test_a_registry_that_refuses_its_catalog_counts_only_the_planned_repos
     registry, app = FakeRegistry(), image("app", layers=2)
     base_layer = app.top.children()[1].digest
     registry.add_blob("lib/base", app.blobs[base_layer])
-    registry.fault = lambda request: httpx.Response(403) if request.url.path == "/v2/_catalog" else None
+    registry.fault = lambda request: answer(403) if request.url.path == "/v2/_catalog" else None
     with pytest.raises(DeltaBaseMissing):
         await check(registry, delta([("lib/app:2", app)], {base_layer}))
 

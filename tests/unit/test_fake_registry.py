@@ -12,7 +12,7 @@ from mirror.registry import download as download_module
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.settings import Credentials, RegistrySettings
-from support.fake_registry import FakeRegistry, by_host, digest_of
+from support.fake_registry import FakeRegistry, answer, by_host, digest_of
 from support.images import image, index, seed
 
 pytestmark = pytest.mark.anyio
@@ -196,7 +196,7 @@ async def test_bearer_tokens_are_fetched_for_the_scopes_a_request_needs():
 
 
 async def test_5xx_and_429_are_retried_until_the_registry_answers():
-    answers = [httpx.Response(503), httpx.Response(429, headers={"Retry-After": "0"})]
+    answers = [answer(503), answer(429, headers={"Retry-After": "0"})]
     registry = FakeRegistry(fault=lambda request: answers.pop(0) if answers else None)
     async with client(registry) as c:
         await c.ping()
@@ -204,7 +204,7 @@ async def test_5xx_and_429_are_retried_until_the_registry_answers():
 
 
 async def test_a_registry_that_keeps_failing_ends_in_a_registry_error_after_the_retries():
-    registry = FakeRegistry(fault=lambda request: httpx.Response(500))
+    registry = FakeRegistry(fault=lambda request: answer(500))
     async with client(registry) as c:
         with pytest.raises(RegistryError, match="answered 500, 3 attempt"):
             await c.ping()
@@ -227,7 +227,7 @@ async def test_a_manifest_altered_on_the_way_is_refused():
 
     def alter(request):
         if request.method == "GET" and "/manifests/" in request.url.path:
-            return httpx.Response(200, headers={"Content-Type": oci.OCI_MANIFEST}, content=img.top.data + b" ")
+            return answer(200, img.top.data + b" ", {"Content-Type": oci.OCI_MANIFEST})
         return None
 
     registry.fault = alter

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from mirror.errors import ExitCode, ImagesFailed
@@ -14,7 +13,7 @@ from mirror.registry.settings import RegistrySettings
 from mirror.transfer.plan import Target
 from mirror.transfer.pull import PullRequest, pull
 from mirror.transfer.sync import SyncImage, SyncRequest, backup_tag, sync
-from support.fake_registry import FakeRegistry, by_host
+from support.fake_registry import FakeRegistry, answer, by_host
 from support.images import image, seed
 
 pytestmark = pytest.mark.anyio
@@ -81,7 +80,7 @@ async def test_a_spent_rate_limit_defers_the_image_to_the_next_run(ends):
     def rate_limited(request):
         if request.method == "HEAD" and "/manifests/" in request.url.path:
             data, media_type = source.manifests[source.tags["lib/app"]["1.0"]]
-            return httpx.Response(200, headers={
+            return answer(200, headers={
                 "Content-Type": media_type, "Docker-Content-Digest": source.tags["lib/app"]["1.0"],
                 "Content-Length": str(len(data)), "RateLimit-Remaining": "0;w=21600", "RateLimit-Limit": "100;w=21600"})
         return None
@@ -100,7 +99,7 @@ async def test_a_blob_altered_on_the_way_is_never_written_and_fails_its_image(en
 
     def altered(request):
         if request.method == "GET" and request.url.path.endswith(layer):
-            return httpx.Response(200, content=new.blobs[layer][:-1] + b"!")
+            return answer(200, new.blobs[layer][:-1] + b"!")
         return None
 
     source.fault = altered
