@@ -7,6 +7,7 @@ import pytest
 from mirror.bundle.format import BundleManifest
 from mirror.errors import DeltaBaseMissing, ExitCode
 from mirror.model.target import RegistryAddress
+from mirror.progress import Progress
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.settings import RegistrySettings
@@ -35,7 +36,7 @@ async def check(registry: FakeRegistry, bundle: BundleManifest):
     async with RegistryClient(HOST, RegistrySettings(plain_http=True, retries=0), auth_files=AuthFiles([]),
                               http_transport=registry) as c:
         await presence.survey(c, 4)
-        return await require_base(c, bundle, plans, presence), presence
+        return await require_base(c, bundle, plans, presence, 4, Progress(quiet=True)), presence
 
 
 async def test_a_base_blob_missing_at_the_target_stops_the_push_before_any_write():

@@ -67,11 +67,13 @@ async def test_on_retag_fail_leaves_the_tag_and_writes_nothing(ends):
     assert target.tags[LANDED] == {"1.0": old.digest} and target.writes() == []
 
 
-async def test_an_immutable_entry_present_at_the_target_is_never_asked_upstream(ends):
-    source, target, old, _ = ends
+async def test_an_immutable_tag_moved_upstream_is_reported_moved_and_left_as_it_is(ends):
+    source, target, old, new = ends
     result = await run(source, target, SyncImage(Reference.parse(REF), immutable=True))
-    assert result.images[0].action == "unchanged" and result.images[0].new_digest == old.digest
-    assert source.requests == []
+    (entry,) = result.images
+    assert (entry.action, entry.old_digest, entry.new_digest) == ("moved", old.digest, new.digest)
+    assert target.tags[LANDED] == {"1.0": old.digest} and target.writes() == []
+    assert [line.split(" ")[0] for line in source.requests] == ["HEAD"]  # free on Docker Hub: no pull counted
 
 
 async def test_a_spent_rate_limit_defers_the_image_to_the_next_run(ends):
