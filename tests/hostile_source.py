@@ -6,20 +6,26 @@
 
 Behaviours (chosen per instance):
 - layer "honest": the real bytes; "oversize": the declared size, then endless more;
-  "drip": one byte every ``drip_interval`` seconds.
-- manifest "honest"; "huge": Content-Length 300 MB and zeros; "huge-chunked": no length, endless.
+  "drip": one byte every ``drip_interval`` seconds; "zstd-bomb": ``bomb("zstd")``, Content-Encoding zstd.
+- manifest "honest"; "huge": Content-Length 300 MB and zeros; "huge-chunked": no length, endless;
+  "endless-404": a 404 whose body never ends; "zstd-bomb", "gzip-bomb": ``bomb(...)`` with that
+  Content-Encoding, asked for or not.
 - frozen=True: accepts connections and never answers (``source.connections`` counts them).
 Binds 127.0.0.1 only; every connection thread ends when the test closes the server.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
 import socket
 import threading
 import time
+import zlib
+
+import zstandard
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REPOSITORY = "library/hostile"
@@ -28,6 +34,17 @@ TAG = "v1"
 
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def bomb(encoding: str) -> bytes:
+    """Zeros compressed as ``encoding``: 32 KiB that decode to 1 GiB (zstd), 255 KiB to 256 MiB (gzip)."""
+    if encoding == "zstd":
+        compressor, size = zstandard.ZstdCompressor().compressobj(), 1 << 30
+    else:
+        compressor, size = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS), 256 << 20
+    zeros = bytes(1 << 20)
+    return b"".join(compressor.compress(zeros) for _ in range(size >> 20)) + compressor.flush()
 
 
 class HostileSource:
@@ -130,7 +147,10 @@ class _Handler(BaseHTTPRequestHandler):
         media_type = "application/vnd.docker.distribution.manifest.v2+json"
         if source.manifest_mode == "honest":
             return self._send(200, source.manifest, media_type, digest=_digest(source.manifest))
-        self.send_response(200)
+        if source.manifest_mode.endswith("-bomb"):
+            encoding = source.manifest_mode.split("-")[0]
+            return self._send(200, bomb(encoding), media_type, encoding=encoding)
+        self.send_response(404 if source.manifest_mode == "endless-404" else 200)
         self.send_header("Content-Type", media_type)
         if source.manifest_mode == "huge":
             self.send_header("Content-Length", str(300 << 20))
@@ -145,6 +165,8 @@ class _Handler(BaseHTTPRequestHandler):
         source = self.source
         if source.layer_mode == "honest":
             return self._send(200, source.layer, "application/octet-stream")
+        if source.layer_mode == "zstd-bomb":
+            return self._send(200, bomb("zstd"), "application/octet-stream", encoding="zstd")
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(source.layer) if source.layer_mode == "drip" else 300 << 20))
@@ -179,9 +201,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.source.count(kind, len(data))
         return True
 
-    def _send(self, status: int, body: bytes, media_type: str, digest: str | None = None) -> None:
+    def _send(self, status: int, body: bytes, media_type: str, digest: str | None = None,
+              encoding: str | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", media_type)
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
         self.send_header("Content-Length", str(len(body)))
         if digest:
             self.send_header("Docker-Content-Digest", digest)

@@ -268,6 +268,17 @@ def test_sources_from_catalog_repositories():
     assert sources.from_repositories(repositories, prefix="p") == ("docker.io", "ghcr.io")
 
 
+def test_sources_from_catalog_read_ports_back_as_push_wrote_them():
+    """`config --from-registry` mirrors the registries push wrote: a port became _PORT (harbor.corp:8443 ->
+    harbor.corp_8443), and that must be read back as the registry with its port, not a host of that name."""
+    pushed = [Reference.parse(r) for r in ("harbor.corp:8443/x/y:1", "localhost:5000/a/b:1", "busybox:1",
+                                           "quay.io/jetstack/c:1", "registry.local:5000/team/app:1")]
+    for prefix in ("", "mirror"):
+        repositories = [target_repository(ref, prefix) for ref in pushed]
+        assert sources.from_repositories(repositories, prefix) == (
+            "docker.io", "harbor.corp:8443", "localhost:5000", "quay.io", "registry.local:5000")
+
+
 @pytest.mark.parametrize("args, message", [
     (["nope", "--registry", REG], "unknown config kind 'nope'; available: k3s, rke2, rke, containerd, docker, rancher"),
     (["k3s", "--registry", f"{REG}/Project"], "--registry 'registry.airgap.example:5000/Project': expected HOST[:PORT][/PREFIX]"),

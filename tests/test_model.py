@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mirror.errors import UsageError
+from mirror.errors import IntegrityError, UsageError
 from mirror.model import graph
 from mirror.model.oci import DOCKER_LIST, DOCKER_MANIFEST, Descriptor, Manifest
 from mirror.model.reference import canonical_registry, endpoint_host
@@ -101,3 +101,11 @@ def test_each_runs_every_item_within_the_limit_and_propagates_the_first_error():
     while hasattr(error, "exceptions"):
         (error,) = error.exceptions
     assert isinstance(error, ValueError) and str(error) == "item 3"
+
+
+@pytest.mark.parametrize("size", [True, 1.5, " 12", "12", "1_000", -1, 1 << 63, None])
+def test_a_descriptor_size_is_a_json_integer_byte_count(size):
+    good = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:" + "a" * 64, "size": 12}
+    assert Descriptor.from_json(good).size == 12
+    with pytest.raises(IntegrityError, match="malformed descriptor"):
+        Descriptor.from_json({**good, "size": size})

@@ -5,18 +5,19 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import typer
 
-from ..errors import DeltaBaseMissing, ExitCode, ImagesFailed, MirrorError, UsageError
-from ..registry.settings import Credentials, RegistrySettings
+from ..errors import (
+    DeltaBaseMissing, ExitCode, ImagesFailed, MirrorError, UsageError, exit_code_of, leaves, reported_error,
+)
+from ..registry.settings import Credentials, RegistrySettings, connections_for
 from .render import emit_failure_json, report_failures
 
 if TYPE_CHECKING:
-    from ..lists import Topology
+    from ..lists import Selection
     from ..model.oci import Platform
-    from ..model.reference import Reference
     from ..model.upstream import SourceMap
     from ..transfer.plan import Target
 
@@ -66,30 +67,6 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def leaves(error: BaseException) -> Iterator[BaseException]:
-    """The errors inside ``error``, however deeply task groups nested it; ``error`` itself if no group."""
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from leaves(inner)
-    else:
-        yield error
-
-
-def exit_code_of(error: BaseException) -> ExitCode:
-    """A MirrorError's own code; an OSError the operations did not name is a plain failure."""
-    return error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
-
-
-def reported_error(error: BaseException) -> BaseException | None:
-    """The one error to tell the user about: ``error``, or the worst leaf of an exception group
-    (integrity, then auth, then the rest). None unless every leaf is a MirrorError or an OSError:
-    anything else is a bug and keeps its traceback."""
-    found = list(leaves(error))
-    if not all(isinstance(e, (MirrorError, OSError)) for e in found):
-        return None
-    return max(found, key=lambda e: {ExitCode.INTEGRITY: 2, ExitCode.AUTH: 1}.get(exit_code_of(e), 0))
-
-
 def _report(error: BaseException, json_report: bool) -> None:
     failures = error.failures if isinstance(error, ImagesFailed) else {}
     report_failures(failures, error.causes if isinstance(error, ImagesFailed) else None)
@@ -136,10 +113,7 @@ def registry_settings(
         insecure=insecure,
         ca_file=ca_file,
         credentials=credentials,
-        # Blob transfers to one registry stay at 16 whatever -j says, small requests at 8 more
-        # (skopeo opens 6, containerd 3 per image): enough to fill a WAN link, not enough to look
-        # like an attack. More jobs still mean more transfers queued and more registries at once.
-        max_connections=max(1, min(jobs, MAX_CONNECTIONS_PER_REGISTRY)),
+        max_connections=connections_for(jobs),
     )
 
 
@@ -178,8 +152,6 @@ def target_registry(
     return Target(address, settings)
 
 
-MAX_CONNECTIONS_PER_REGISTRY = 16
-
 # Shared option declarations, so every command spells them the same way.
 CaFileOption = typer.Option(None, "--ca-file", help="CA certificate (PEM) that signed the registry's certificate.")
 InsecureOption = typer.Option(False, "--insecure", help="Use TLS but do not verify the registry's certificate.")
@@ -202,6 +174,10 @@ NoRegistryImageOption = typer.Option(False, "--no-registry-image", help="Leave o
 ImagesFileOption = typer.Option(None, "--images-file", "-f",
                                 help="rancher-images.txt-style list (repeatable; added).")
 ExcludeOption = typer.Option(None, "--exclude", help="Regex; matching references are dropped.")
+DownstreamVersionsOption = typer.Option(
+    None, "--downstream-versions",
+    help="Of Rancher's per-Kubernetes-version images (system-agent-installer-*, k3s-upgrade, rke2-upgrade, ...), keep "
+         "only these versions' and the local cluster's: v1.30, v1.30.4 or v1.30.4+k3s1 (comma-separated, repeatable).")
 OfflineListsOption = typer.Option(
     False, "--offline-lists",
     help="Never fetch an image list: only built-in and cached ones (a version not built in is fetched "
@@ -211,28 +187,19 @@ OfflineListsOption = typer.Option(
 def select_images(mode: str | None, versions: dict[str, str | None], *, images: list[str] | None = None,
                   images_file: list[Path] | None = None, exclude: list[str] | None = None,
                   no_registry_image: bool = False, platforms: "list[Platform]", offline_lists: bool,
-                  ca_file: Path | None) -> "tuple[list[Reference], Topology | None]":
-    """The images that pull's selection options name; ``pull``, ``sync run`` and ``lists`` read them alike.
+                  ca_file: Path | None, downstream_versions: list[str] | None = None) -> "Selection":
+    """The images that pull's selection options name (lists.select_from_releases), its notes on stderr;
+    ``pull``, ``sync run`` and ``lists`` read them alike."""
+    from ..lists import select_from_releases
 
-    A version that is not built in takes its list from the cache, else from its
-    release (unless ``--offline-lists``; ``--ca-file`` trusted), RKE2's for the one
-    architecture ``--platform`` names. Each such list gets a line on stderr saying
-    where it came from, and a K3s/RKE2 version Rancher's metadata does not pair
-    with the Rancher version a warning.
-    """
-    from ..lists import resolve_images
-    from ..release_lists import ReleaseLists, list_arch  # an HTTP client: imported by the commands that may fetch
+    selection, notes = select_from_releases(
+        mode, versions, images=images, images_file=images_file, exclude=exclude,
+        no_registry_image=no_registry_image, platforms=platforms, offline_lists=offline_lists, ca_file=ca_file,
+        downstream_versions=downstream_versions)
+    for note in notes:
+        typer.echo(note, err=True)
+    return selection
 
-    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
-    refs, topology = resolve_images(mode, versions=versions, extra_files=images_file or [], extra_refs=images or [],
-                                    exclude=exclude or [], include_registry_image=not no_registry_image,
-                                    releases=releases)
-    for component, source in (topology.sources.items() if topology else ()):
-        if source.origin in ("fetched", "cached"):
-            typer.echo(f"mirror: {component} {topology.versions[component]}: {source.describe()}", err=True)
-    for warning in releases.support_warnings(topology.versions, topology.sources) if topology else ():
-        typer.echo(warning, err=True)
-    return refs, topology
 
 # Where source images are read from; `mirror pull` and `mirror sync run` take the same options.
 PlatformOption = typer.Option(

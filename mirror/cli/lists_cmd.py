@@ -10,9 +10,9 @@ import typer
 from .. import lists
 from .app import app
 from .common import (
-    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, JsonOption, K3sVersionOption,
-    KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption, RancherVersionOption,
-    Rke2VersionOption, handle_errors, parse_platforms, select_images, topology_versions,
+    CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, JsonOption,
+    K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption,
+    RancherVersionOption, Rke2VersionOption, handle_errors, parse_platforms, select_images, topology_versions,
 )
 from .render import emit_json
 
@@ -52,6 +52,7 @@ def lists_command(
     ca_file: Optional[Path] = CaFileOption,
     images_file: Optional[list[Path]] = ImagesFileOption,
     exclude: Optional[list[str]] = ExcludeOption,
+    downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
     platform: Optional[list[str]] = typer.Option(
         None, "--platform",
         help="One architecture, e.g. linux/arm64: that architecture's RKE2 list, as pull takes it [default: amd64's]."),
@@ -62,8 +63,9 @@ def lists_command(
                                  cert_manager_version)
     platforms = parse_platforms(platform or [])
     if mode is None and not images_file:
-        if any(versions.values()) or exclude:
-            lists.resolve_images(None, versions=versions, exclude=exclude or [])  # names what is wrong
+        if any(versions.values()) or exclude or downstream_versions is not None:  # names what is wrong
+            lists.resolve_images(None, versions=versions, exclude=exclude or [],
+                                 downstream_versions=downstream_versions)
         from ..release_lists import ReleaseLists  # it brings an HTTP client: imported only where needed
 
         releases = ReleaseLists()  # only its cache is read here
@@ -76,18 +78,24 @@ def lists_command(
         else:
             _overview(releases)
         return
-    refs, topology = select_images(mode, versions, images_file=images_file, exclude=exclude,
-                                   no_registry_image=no_registry_image, platforms=platforms,
-                                   offline_lists=offline_lists, ca_file=ca_file)
+    selection = select_images(mode, versions, images_file=images_file, exclude=exclude,
+                              no_registry_image=no_registry_image, platforms=platforms,
+                              offline_lists=offline_lists, ca_file=ca_file, downstream_versions=downstream_versions)
+    refs, topology = selection.images, selection.topology
     if json_report:
+        trim = {"downstream_versions": topology.downstream_versions,
+                "trimmed": [str(r) for r in selection.trimmed]} if topology and topology.downstream_versions else {}
         emit_json({"mode": mode, "versions": topology.versions if topology else {},
                    "list_arch": topology.list_arch if topology else None,
                    "sources": {c: vars(s) for c, s in topology.sources.items()} if topology else {},
-                   "images": [str(r) for r in refs]})
+                   **trim, "images": [str(r) for r in refs]})
         return
     if topology:
         typer.echo(f"# mirror lists --mode {mode}: " + ", ".join(f"{c} {v}" for c, v in topology.versions.items()))
         for component, source in topology.sources.items():
             typer.echo(f"#   {component} {topology.versions[component]}: {source.describe()}")
+        if topology.downstream_versions:
+            typer.echo(f"# --downstream-versions {','.join(topology.downstream_versions)}: "
+                       f"{len(selection.trimmed)} per-Kubernetes-version images of other versions left out")
     for ref in refs:
         typer.echo(str(ref))

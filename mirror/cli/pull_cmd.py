@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import anyio
 import typer
@@ -13,10 +13,11 @@ from ..errors import ExitCode, ImagesFailed, UsageError
 from ..progress import Progress
 from .app import app
 from .common import (
-    CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
-    JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, PlainHttpRegistryOption,
-    OfflineListsOption, PlatformOption, QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption,
-    handle_errors, parse_platforms, select_images, source_access, topology_versions,
+    CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
+    InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
+    NoRegistryImageOption, PlainHttpRegistryOption, OfflineListsOption, PlatformOption, QuietOption,
+    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors, parse_platforms, select_images,
+    source_access, topology_versions,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
@@ -27,7 +28,9 @@ from .kit_options import (
 
 if TYPE_CHECKING:
     from ..installer import PendingInstaller
+    from ..model.reference import Reference
     from ..transfer.pull import PullRequest
+    from ..transfer.resolve import ResolvedImage
 
 
 @app.command("pull")
@@ -51,6 +54,7 @@ def pull_command(
     file: Optional[list[str]] = FileOption,
     rancher_chart_repo: str = RancherChartRepoOption,
     with_airgap_images: bool = WithAirgapImagesOption,
+    downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
     platform: Optional[list[str]] = PlatformOption,
     source_mirror: Optional[list[str]] = SourceMirrorOption,
     plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
@@ -89,10 +93,11 @@ def pull_command(
     from ..transfer.pull import PullRequest, pull
 
     platforms = parse_platforms(platform or [])
-    refs, topology = select_images(
+    selection = select_images(
         mode, topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version, cert_manager_version),
         images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
-        platforms=platforms, offline_lists=offline_lists, ca_file=ca_file)
+        platforms=platforms, offline_lists=offline_lists, ca_file=ca_file, downstream_versions=downstream_versions)
+    refs, topology = selection.images, selection.topology
     if output is None and not dry_run:
         raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
     if output is not None and not dry_run:
@@ -125,7 +130,7 @@ def pull_command(
     )
     progress = Progress(quiet or json_report)
     if dry_run:
-        _dry_run(request, progress, json_report)
+        _dry_run(request, progress, json_report, selection.trimmed if downstream_versions is not None else None)
         return
     installer = _build_installer(request.output, quiet or json_report) if with_installer else None
     try:
@@ -174,7 +179,7 @@ def _build_installer(output: Path, quiet: bool) -> PendingInstaller:
 
 def _check_output(output: Path, force: bool) -> None:
     """Refuse, before anything is fetched, an -o that is a directory or (without --force) a bundle."""
-    from ..bundle.reader import stray_parts
+    from ..bundle.parts import stray_parts
 
     if output.is_dir():
         raise UsageError(f"-o {output}: is a directory; name the bundle file to write, e.g. {output}/bundle.tar.zst")
@@ -182,31 +187,41 @@ def _check_output(output: Path, force: bool) -> None:
         raise UsageError(f"-o {output}: a bundle is already there; pass --force to replace it")
 
 
-def _dry_run(request: PullRequest, progress: Progress, json_report: bool) -> None:
-    """Resolve manifests only: the list, and the unique download size where sources answer."""
+def _dry_run(request: PullRequest, progress: Progress, json_report: bool, trimmed: list[Reference] | None) -> None:
+    """Resolve manifests only: the list, and the unique download size where sources answer.
+
+    With --downstream-versions (``trimmed``: what it left out) those images are resolved too, manifests only,
+    to say how many bytes the trim saves: one more manifest request per image (more for an index), which the
+    summary says. Their failures are counted, never the run's.
+    """
     from ..registry.pool import ClientPool
     from ..transfer.pull import resolver
 
+    weighed = trimmed or []
+
     async def resolve():
         async with ClientPool(request.settings_for) as pool:
-            return await resolver(request, pool, store=None).resolve_all(request.images, progress)
+            return await resolver(request, pool, store=None).resolve_all([*request.images, *weighed], progress)
 
     resolution = anyio.run(resolve)
-    failures = resolution.failures
-    unique: dict[str, int] = {}
-    for image in resolution.images:
-        unique.update(image.blobs)
-        unique.update({m.digest: len(m.data) for m in image.manifests})
+    left_out = {str(ref) for ref in weighed}
+    failures = {ref: why for ref, why in resolution.failures.items() if ref not in left_out}
+    unique = _contents(image for image in resolution.images if str(image.ref) not in left_out)
     base = request.base.digests if request.base else set()
     shipped = {digest: size for digest, size in unique.items() if digest not in base}
     kit = {kind: [{"name": item.name, "version": item.version, "url": item.url} for item in request.kit
                   if item.kind == kind] for kind in ("chart", "file")}
+    saved = {digest: size for digest, size in _contents(i for i in resolution.images if str(i.ref) in left_out).items()
+             if digest not in unique and digest not in base}
+    unmeasured = len(resolution.failures) - len(failures)
     if json_report:
         report = {"images": [str(r) for r in request.images], "download_bytes": sum(shipped.values()),
                   "unresolved": failures, "charts": kit["chart"], "files": kit["file"]}
         if request.base:
             report.update(base=request.base.ids, shipped_blobs=len(shipped), omitted_blobs=len(unique) - len(shipped),
                           omitted_bytes=sum(unique.values()) - sum(shipped.values()))
+        if trimmed is not None:
+            report.update(trimmed={"images": len(weighed), "bytes": sum(saved.values()), "unresolved": unmeasured})
         emit_json(report)
     else:
         for ref in request.images:
@@ -219,7 +234,22 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool) -> Non
         if request.base:
             summary += (f" and ship ({len(shipped)} blob(s); {len(unique) - len(shipped)} blob(s), "
                         f"{human_size(sum(unique.values()) - sum(shipped.values()))} left to the base)")
-        typer.echo(summary + (f" ({len(failures)} could not be resolved)" if failures else ""), err=True)
+        summary += f" ({len(failures)} could not be resolved)" if failures else ""
+        if trimmed is not None:
+            summary += (f"; --downstream-versions left out {len(weighed)} images, "
+                        f"{'at least ' if unmeasured else ''}{human_size(sum(saved.values()))} (weighed by "
+                        f"resolving their manifests too: {len(weighed)} or more extra manifest requests"
+                        f"{f'; {unmeasured} could not be resolved' if unmeasured else ''})")
+        typer.echo(summary, err=True)
     if failures:
         report_failures(failures)
         raise typer.Exit(int(ExitCode.FAILED))
+
+
+def _contents(images: Iterable[ResolvedImage]) -> dict[str, int]:
+    """digest -> size of every blob and manifest of ``images``, each once."""
+    unique: dict[str, int] = {}
+    for image in images:
+        unique.update(image.blobs)
+        unique.update({m.digest: len(m.data) for m in image.manifests})
+    return unique

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, List, Optional
 import typer
 
 from ..errors import UsageError
-from ..units import human_size
 from .app import app
 from .common import JsonOption, handle_errors
 from .render import emit_json
@@ -37,50 +36,59 @@ StateDirOption = typer.Option(
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 EXIT_CODES = ("Exit codes: 0 running; 2 bad flags or unfit host (port in use, data dir not writable, "
               "Docker Engine refused, no registry image in the bundle, another up or down at work, "
-              "a registry running elsewhere without --replace) and nothing started; "
+              "a flag changing what nodes use without --reconfigure) and nothing started; "
               "1 the registry started but never answered (it was stopped again).")
 
 
-@registry_app.command("up", help="Start the registry (or leave the running one). " + EXIT_CODES)
+@registry_app.command("up", help="Start the registry (or leave the running one); with no flags, exactly as "
+                                  "recorded in the state dir (after a reboot). " + EXIT_CODES)
 @handle_errors
 def up_command(
-    port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port to listen on."),
-    address: str = typer.Option("0.0.0.0", "--address", help="Address to listen on."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Image storage [default: STATE_DIR/data]."),
+    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535,
+                                       help="Port to listen on [default: as recorded, else 5000]."),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="Address to listen on [default: as recorded, else 0.0.0.0]."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Image storage [default: as recorded, "
+                                                                      "else STATE_DIR/data]."),
     hostname: List[str] = typer.Option([], "--hostname", help="Name or IP nodes use (repeatable); all go in "
-                                                             "the certificate [default: this host's name]."),
-    tls: str = typer.Option("auto", "--tls", help="auto: make a CA and a server certificate."),
+                                                             "the certificate [default: as recorded, else this "
+                                                             "host's name]."),
+    tls: Optional[str] = typer.Option(None, "--tls", help="auto: make a CA and a server certificate [default]."),
     cert: Optional[Path] = typer.Option(None, "--cert", help="Server certificate (PEM) instead of --tls auto."),
     key: Optional[Path] = typer.Option(None, "--key", help="Key for --cert."),
     ca_file: Optional[Path] = typer.Option(None, "--ca-file", help="CA behind --cert, recorded for push/config."),
     no_tls: bool = typer.Option(False, "--no-tls", help="Plain HTTP (nodes then need it marked insecure)."),
-    auth: str = typer.Option("htpasswd", "--auth", help="htpasswd (a generated password) or none."),
-    username: str = typer.Option("mirror", "--username", help="The registry user --auth htpasswd creates."),
+    auth: Optional[str] = typer.Option(None, "--auth", help="htpasswd (a generated password) or none "
+                                                          "[default: as recorded, else htpasswd]."),
+    username: Optional[str] = typer.Option(None, "--username", help="The registry user --auth htpasswd creates "
+                                                                    "[default: as recorded, else mirror]."),
     bundle: Optional[Path] = typer.Option(None, "--from-bundle", help="Bundle carrying the registry image."),
     registry_image: Optional[str] = typer.Option(
         None, "--registry-image", help="Image to run [default: the library/registry image in the bundle]."),
-    engine: str = typer.Option(
-        "auto", "--engine", help="docker (DOCKER_HOST; the container uses the host network), binary "
+    engine: Optional[str] = typer.Option(
+        None, "--engine", help="docker (DOCKER_HOST; the container uses the host network), binary "
                                  "(registry or docker-registry on PATH, else /bin/registry out of the "
                                  "--from-bundle registry image), or auto: docker when reachable and given "
-                                 "the image, else binary."),
-    container_name: str = typer.Option("mirror-registry", "--container-name", help="Docker container name."),
+                                 "the image, else binary [default: as recorded, else auto]."),
+    container_name: Optional[str] = typer.Option(
+        None, "--container-name", help="Docker container name [default: as recorded, else mirror-registry]."),
     print_systemd_unit: bool = typer.Option(
         False, "--print-systemd-unit", help="Prepare config, certificate and password, print a systemd unit "
                                             "running the binary, start nothing."),
-    replace: bool = typer.Option(
-        False, "--replace", help="Stop the registry this state dir runs on another address, port or data dir "
-                                 "and start this one [default: refuse]."),
+    reconfigure: bool = typer.Option(
+        False, "--reconfigure", "--replace",
+        help="Change what nodes use (port, address, data dir, TLS, auth; certificate names are only added), "
+             "stopping the registry running as recorded [default: refuse]."),
     state_dir: Optional[Path] = StateDirOption,
     json_report: bool = JsonOption,
 ) -> None:
-    if tls not in ("auto",):
+    if tls not in (None, "auto"):
         raise UsageError(f"--tls {tls}: only 'auto' (or --cert/--key, or --no-tls)")
     if no_tls and (cert or key):
         raise UsageError("--no-tls cannot go with --cert/--key")
     if bool(cert) != bool(key):
         raise UsageError("--cert and --key go together")
-    if auth not in ("htpasswd", "none"):
+    if auth not in (None, "htpasswd", "none"):
         raise UsageError(f"--auth {auth}: expected htpasswd or none")
     from ..server.lifecycle import UpOptions, up  # the Docker SDK and cryptography: only when needed
     from ..server.state import default_state_dir
@@ -88,9 +96,9 @@ def up_command(
     options = UpOptions(
         state_dir=(state_dir or default_state_dir()).absolute(),
         data_dir=data_dir, port=port, address=address, hostnames=list(hostname),
-        tls="none" if no_tls else ("given" if cert else "auto"), cert=cert, key=key, ca_file=ca_file,
+        tls="none" if no_tls else ("given" if cert else tls), cert=cert, key=key, ca_file=ca_file,
         auth=auth, username=username, bundle=bundle, registry_image=registry_image, engine=engine,
-        systemd_unit=print_systemd_unit, container_name=container_name, replace=replace,
+        systemd_unit=print_systemd_unit, container_name=container_name, reconfigure=reconfigure,
     )
     result = up(options)
     for note in result.notes:
@@ -99,17 +107,17 @@ def up_command(
         emit_json(_up_json(result))
     elif result.systemd_unit:
         typer.echo(result.systemd_unit, nl=False)  # stdout is the unit file alone
-        for line in _up_lines(result, sys.stderr.isatty()):
+        for line in up_lines(result, sys.stderr.isatty()):
             typer.echo(line, err=True)
         typer.echo("install: save stdout as /etc/systemd/system/mirror-registry.service, then "
                    "`systemctl enable --now mirror-registry`", err=True)
     else:
-        for line in _up_lines(result, sys.stdout.isatty()):
+        for line in up_lines(result, sys.stdout.isatty()):
             typer.echo(line)
         typer.echo("next: mirror push BUNDLE   (finds this registry without flags)")
 
 
-def _up_lines(result: UpResult, on_terminal: bool) -> list[str]:
+def up_lines(result: UpResult, on_terminal: bool) -> list[str]:
     """What `up` did. A new password is shown only to a terminal: redirected output ends up in logs."""
     state = result.state
     verb = "prepared" if result.systemd_unit else ("already running" if result.already_running else "running")
@@ -153,30 +161,3 @@ def down_command(
         typer.echo(f"deleted {path}")
     for path in result.kept:
         typer.echo(f"kept {path} (up did not create it)")
-
-
-@registry_app.command("status", help="URL, engine, storage used, repositories and tags; exit 1 when not running.")
-@handle_errors
-def status_command(
-    state_dir: Optional[Path] = StateDirOption,
-    json_report: bool = JsonOption,
-) -> None:
-    from ..server.lifecycle import status
-    from ..server.state import default_state_dir
-
-    report = status((state_dir or default_state_dir()).absolute())
-    if json_report:
-        emit_json(report.to_json())
-    elif report.state is None:
-        typer.echo("no registry: start one with `mirror registry up`")
-    else:
-        state = report.state
-        health = "running" if report.answering else ("not answering" if report.running else "stopped")
-        typer.echo(f"registry {state.url}: {health}")
-        typer.echo(f"  engine {state.engine}, data {state.data_dir}, {human_size(report.storage_bytes)} used")
-        for repository, tags in sorted(report.repositories.items()):
-            typer.echo(f"  {repository}: {', '.join(tags) or '(no tags)'}")
-        if report.error:
-            typer.echo(f"  {report.error}")
-    if not report.answering:
-        raise typer.Exit(1)

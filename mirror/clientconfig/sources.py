@@ -12,6 +12,7 @@ import anyio
 
 from .. import lists
 from ..model.reference import DOCKER_HUB, Reference
+from ..model.target import source_name
 from ..registry.settings import RegistrySettings
 
 
@@ -38,20 +39,10 @@ def bundle_images(path: Path) -> list[Reference]:
         return [Reference.parse(image.source) for image in reader.manifest.images]
 
 
-
 def from_repositories(repositories: Iterable[str], prefix: str = "") -> tuple[str, ...]:
-    """Registries implied by target repositories: a first segment that looks like a host names one."""
-    prefix = prefix.strip("/")
-    found = []
-    for repository in repositories:
-        if prefix:
-            if not repository.startswith(prefix + "/"):
-                continue
-            repository = repository[len(prefix) + 1:]
-        first, _, rest = repository.partition("/")
-        if rest and ("." in first or ":" in first or first == "localhost"):
-            found.append(first)
-    return ordered(found)
+    """The source registries of a target's repositories, read back through the target layout's inverse."""
+    names = (source_name(repository, prefix) for repository in repositories)
+    return ordered(Reference.parse(name).registry for name in names if name is not None)
 
 
 def from_registry(registry: str, settings: RegistrySettings, prefix: str = "") -> tuple[str, ...]:

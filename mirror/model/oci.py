@@ -98,17 +98,22 @@ class Descriptor:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Descriptor":
         try:
-            digest = data["digest"]
+            digest, size, media_type = data["digest"], data["size"], data.get("mediaType", "")
             digest_hex(digest)
+            # A size is a JSON integer: int() would take true, 1.5, " 12" and "1_000" for one.
+            if type(size) is not int or not 0 <= size < 1 << 63:
+                raise ValueError(f"size {size!r} is no byte count")
+            if not isinstance(media_type, str):
+                raise ValueError(f"mediaType {media_type!r} is no string")
             return cls(
-                media_type=data.get("mediaType", ""),
+                media_type=media_type,
                 digest=digest,
-                size=int(data["size"]),
+                size=size,
                 platform=Platform.from_json(data["platform"]) if data.get("platform") else None,
                 annotations=dict(data.get("annotations") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"malformed descriptor {data!r}: {exc}") from None
+            raise IntegrityError(f"malformed descriptor {repr(data)[:200]}: {str(exc)[:200]}") from None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from .numbers import ascii_int
 from .reference import DOCKER_HUB, HOST_PATTERN, REPOSITORY_PATTERN, Reference
 
 
@@ -67,7 +68,7 @@ def source_name(repository: str, prefix: str = "") -> str | None:
         repository = repository[len(prefix) + 1:]
     first, _, rest = repository.partition("/")
     host, underscore, port = first.rpartition("_")
-    if underscore and port.isdigit() and host:
+    if underscore and ascii_int(port) is not None and host:
         first = f"{host}:{port}"
     name = f"{first}/{rest}" if rest and ("." in first or ":" in first or first == "localhost") \
         else f"{DOCKER_HUB}/{repository}"

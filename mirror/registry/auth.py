@@ -10,6 +10,7 @@ per scope set until they expire. Secrets never go into a message or a log.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import anyio
 import httpx
 
 from ..errors import AuthError, RegistryError
+from ..model.numbers import ascii_int
 from .credentials import IDENTITY_TOKEN_USER
 from .settings import Credentials
 
@@ -26,9 +28,27 @@ CATALOG_SCOPE = "registry:catalog:*"
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token server does not say (distribution spec)
 EXPIRY_MARGIN = 5.0
 
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # it goes into a header line: no spaces, controls or line breaks
 _PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
 
 Send = Callable[..., Awaitable[httpx.Response]]
+
+
+def _lifetime(expires_in: object) -> float:
+    """A token's ``expires_in`` seconds (a JSON integer, or digits in a string); DEFAULT_TOKEN_LIFETIME
+    when it is absent, zero or anything else."""
+    if isinstance(expires_in, int) and not isinstance(expires_in, bool):
+        expires_in = str(expires_in)
+    seconds = ascii_int(expires_in) if isinstance(expires_in, str) else None
+    return float(seconds or DEFAULT_TOKEN_LIFETIME)
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        return False
+    return url.scheme in ("http", "https") and bool(url.host)
 
 
 def pull_scope(repository: str) -> str:
@@ -141,6 +161,8 @@ class Authenticator:
         realm = self.challenge.params.get("realm")
         if not realm:
             raise AuthError(f"{self.host} asked for a bearer token but named no realm to get it from")
+        if not _is_http_url(realm):
+            raise AuthError(f"{self.host} named a token realm {realm[:100]!r}, which is no http(s) URL")
         service = self.challenge.params.get("service")
         credentials = self.credentials
         if credentials and credentials.username == IDENTITY_TOKEN_USER:
@@ -163,11 +185,11 @@ class Authenticator:
             raise RegistryError(f"token server for {self.host} answered {response.status_code}",
                                 response.status_code)
         try:
-            doc = response.json()
-            token = doc.get("token") or doc.get("access_token")
-            lifetime = float(doc.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
-        except (ValueError, AttributeError, TypeError):
-            token = None
-        if not token or not isinstance(token, str):
-            raise RegistryError(f"token server for {self.host} answered without a token")
-        return token, lifetime
+            doc = json.loads(response.content)
+        except (ValueError, RecursionError):
+            doc = None
+        token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise RegistryError(f"token server for {self.host} answered without a token (one line of "
+                                "printable ASCII)")
+        return token, _lifetime(doc.get("expires_in"))

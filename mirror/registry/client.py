@@ -9,6 +9,7 @@ checked against the digest asked for.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import AsyncIterator, Callable, Union
 
@@ -25,6 +26,9 @@ from .settings import RegistrySettings
 from .transport import Content, RateGuard, Stalled, Transient, Transport, describe
 
 SMALL_UPLOAD = 16 << 20  # at most this: one PUT; above: PATCH then PUT
+MAX_LISTING = 16 << 20  # one page of tags or repositories: 200 000 names of 80 characters
+MAX_NAME = 255  # characters: no tag (128) or repository name (255 with its host) is longer
+MAX_ENTRY = 128  # characters of a listed entry that is not a name, passed on for the caller to report
 CANCEL_TIMEOUT = 5.0
 
 BlobSource = Union[bytes, Path, Callable[[], AsyncIterator[bytes]], AsyncIterator[bytes]]
@@ -33,14 +37,17 @@ BlobSource = Union[bytes, Path, Callable[[], AsyncIterator[bytes]], AsyncIterato
 class RegistryClient:
     """One registry host. Use as ``async with RegistryClient(host, settings) as client:``.
 
-    ``backoff_base`` overrides the transport's first retry delay (tests use a tiny one).
+    ``backoff_base`` overrides the transport's first retry delay (tests use a tiny one);
+    ``http_transport`` replaces the network under the client (tests: tests/support/fake_registry.py).
     """
 
     def __init__(self, host: str, settings: RegistrySettings = RegistrySettings(), *,
-                 auth_files: AuthFiles | None = None, backoff_base: float | None = None):
+                 auth_files: AuthFiles | None = None, backoff_base: float | None = None,
+                 http_transport: httpx.AsyncBaseTransport | None = None):
         self.host = host
         self.settings = settings
-        self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base)
+        self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base,
+                                    http_transport=http_transport)
         self._downloads = Downloads(self._transport)
         # The newest ``RateLimit-Remaining`` and ``RateLimit-Limit`` a manifest HEAD answered
         # (``N;w=SECONDS``), as sent: Docker Hub counts pulls, and HEADs are free.
@@ -63,7 +70,7 @@ class RegistryClient:
         what = f"registry {self.host}"
         response = await self._transport.request("GET", "/v2/", what=what)
         await response.aclose()
-        refused = self._transport.plain_http_refused(response)
+        refused = self._transport.plain_http_refused(response, response.content)
         if refused:
             raise refused
         if response.status_code != 200:
@@ -78,7 +85,10 @@ class RegistryClient:
         try:
             if response.status_code != 200:
                 raise await self._transport.failure(response, what)
-            data = await self._read_document(response, what)
+            limit = oci.MAX_MANIFEST_SIZE
+            data = await self._read_capped(response, what, limit, IntegrityError(
+                f"{what}: {self.host} serves more than {limit} bytes for it; a manifest is never that large, "
+                "so it was not read"))
         finally:
             await response.aclose()
         try:
@@ -94,18 +104,15 @@ class RegistryClient:
                                  f"hash to {manifest.digest}; a proxy in between may alter content")
         return manifest
 
-    async def _read_document(self, response: httpx.Response, what: str) -> bytes:
-        """A manifest body, refused past MAX_MANIFEST_SIZE before it is read (or as soon as it gets there)."""
-        limit = oci.MAX_MANIFEST_SIZE
-        declared = response.headers.get("content-length", "")
-        too_large = IntegrityError(f"{what}: {self.host} serves more than {limit} bytes for it; a manifest "
-                                   "is never that large, so it was not read")
-        if declared.isdigit() and int(declared) > limit:
+    async def _read_capped(self, response: httpx.Response, what: str, limit: int, too_large: MirrorError) -> bytes:
+        """A body, refused (``too_large``) past ``limit`` before it is read, or as soon as it gets there."""
+        declared = self._transport.content_length(response, what)
+        if declared is not None and declared > limit:
             raise too_large
         body = bytearray()
         guard = RateGuard(self.settings)
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():
                 body += chunk
                 if len(body) > limit:
                     raise too_large
@@ -127,10 +134,10 @@ class RegistryClient:
             raise await self._transport.failure(response, what)
         digest = response.headers.get("docker-content-digest", "")
         media_type = response.headers.get("content-type", "").split(";")[0].strip()
-        length = response.headers.get("content-length", "")
-        if not digest.startswith("sha256:") or media_type not in oci.MANIFEST_TYPES or not length.isdigit():
+        length = self._transport.content_length(response, what)
+        if not _is_sha256(digest) or media_type not in oci.MANIFEST_TYPES or length is None:
             return (await self.get_manifest(repository, reference)).descriptor  # HEAD said too little
-        return Descriptor(media_type, digest, int(length))
+        return Descriptor(media_type, digest, length)
 
     async def blob_size(self, repository: str, digest: str) -> int | None:
         """Size of a blob the registry has in ``repository``; None when absent."""
@@ -139,10 +146,10 @@ class RegistryClient:
                                                  scopes=[pull_scope(repository)], follow=True, what=what)
         if response.status_code == 404:
             return None
-        length = response.headers.get("content-length", "")
-        if response.status_code != 200 or not length.isdigit():
+        length = self._transport.content_length(response, what) if response.status_code == 200 else None
+        if length is None:
             raise await self._transport.failure(response, what)
-        return int(length)
+        return length
 
     async def download_blob(self, repository: str, digest: str, partial: Path, *, size: int | None = None,
                             progress: Callable[[int], None] | None = None, segments: int = 1) -> None:
@@ -164,9 +171,8 @@ class RegistryClient:
         """
         what = f"blob {digest} of {self.host}/{repository}"
         response = await self._transport.request("GET", f"/v2/{repository}/blobs/{digest}",
-                                                 scopes=[pull_scope(repository)],
-                                                 headers={"Accept-Encoding": "identity"},
-                                                 stream=True, follow=True, what=what)
+                                                 scopes=[pull_scope(repository)], stream=True, follow=True,
+                                                 what=what)
         try:
             if response.status_code != 200:
                 raise await self._transport.failure(response, what)
@@ -174,7 +180,7 @@ class RegistryClient:
             async def chunks() -> AsyncIterator[bytes]:
                 guard, received = RateGuard(self.settings), 0
                 try:
-                    async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                    async for chunk in response.aiter_raw(CHUNK_SIZE):  # as stored: the digest is over these
                         received += len(chunk)
                         if size is not None and received > size:
                             raise IntegrityError(f"{what}: {self.host} sent more than the {size} bytes its "
@@ -300,35 +306,66 @@ class RegistryClient:
         with anyio.move_on_after(CANCEL_TIMEOUT, shield=True):
             try:
                 response = await self._transport.authorized("DELETE", location, [push_scope(repository)], {}, None,
-                                                  stream=False, follow=False)
+                                                            stream=False, follow=False,
+                                                            what=f"cancel of an upload to {self.host}/{repository}")
                 await response.aclose()
             except (MirrorError, Transient):
                 pass
 
     async def _paged(self, path: str, key: str, scopes: list[str], what: str) -> list[str]:
+        """Every page's ``key`` list (``_listed``), following ``Link: rel="next"``."""
         found: list[str] = []
         url: httpx.URL | None = self._transport.url(path)
         seen: set[str] = set()
         while url is not None and str(url) not in seen:
             seen.add(str(url))
-            response = await self._transport.request("GET", url, scopes=scopes, what=what)
-            if response.status_code != 200:
-                raise await self._transport.failure(response, what)
+            response = await self._transport.request("GET", url, scopes=scopes, stream=True, what=what)
             try:
-                found += list(response.json().get(key) or [])
-            except (ValueError, AttributeError, TypeError):
-                raise RegistryError(f"{what}: {self.host} answered with malformed JSON") from None
-            url = _next_link(response)
+                if response.status_code != 200:
+                    raise await self._transport.failure(response, what)
+                body = await self._read_capped(response, what, MAX_LISTING, RegistryError(
+                    f"{what}: {self.host} serves more than {MAX_LISTING} bytes in one page, so it was not read"))
+            finally:
+                await response.aclose()
+            found += _listed(body, key, f"{what}: {self.host}")
+            url = _next_link(response, self._transport, what)
         return found
 
 
-def _next_link(response: httpx.Response) -> httpx.URL | None:
+def _listed(body: bytes, key: str, what: str) -> list[str]:
+    """The ``key`` list of a tags or catalog page (``{"tags": [...]}``; null or absent: none).
+
+    An entry that is no string (or a string longer than any name) is passed on
+    as ``<JSON text>``, cut to MAX_ENTRY characters: the brackets make it no
+    valid tag or repository name (``5`` or ``null`` alone would be one), so the
+    caller's name check refuses and reports it instead of it vanishing here.
+    """
+    try:
+        page = json.loads(body)
+    except (ValueError, RecursionError):
+        page = None
+    entries = page.get(key) if isinstance(page, dict) else None
+    if not isinstance(page, dict) or not isinstance(entries, (list, type(None))):
+        raise RegistryError(f"{what} answered with no JSON object holding a {key!r} list")
+    return [entry if isinstance(entry, str) and len(entry) <= MAX_NAME
+            else f"<{json.dumps(entry, separators=(',', ':'))[:MAX_ENTRY - 2]}>" for entry in entries or []]
+
+
+def _next_link(response: httpx.Response, transport: Transport, what: str) -> httpx.URL | None:
     """The ``rel="next"`` target of a Link header, resolved against the request."""
     for part in response.headers.get_list("link", split_commas=True):
         target, _, params = part.partition(";")
         if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
-            return response.url.join(target.strip().strip("<>"))
+            return transport.resolve(response, target.strip().strip("<>"), what)
     return None
+
+
+def _is_sha256(digest: str) -> bool:
+    try:
+        digest_hex(digest)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _is_digest(reference: str) -> bool:

@@ -5,6 +5,7 @@ file with a Range request, is cut one chunk past the descriptor's size, is
 cut and resumed when slower than the settings' min_rate, and ends once
 give_up_after seconds pass without a byte. Large blobs may come as parallel
 ranges, each resumable in a file of its own, joined and hashed in order.
+Bodies are kept as sent, never decoded: the digest is over the stored bytes.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import anyio
 import httpx
 
 from ..errors import IntegrityError, RegistryError
+from ..model.numbers import ascii_int
 from ..model.oci import digest_hex
 from .auth import pull_scope
-from .transport import RateGuard, Stalled, Transport, describe
+from .transport import RateGuard, Stalled, Transport, content_encoding, describe
 
 CHUNK_SIZE = 1 << 20
 SEGMENTED_MIN = 32 << 20  # blobs from this size on may be fetched as parallel ranges
@@ -59,15 +61,17 @@ class Downloads:
         what = f"blob {digest} of {self._transport.host}/{repository}"
         url = f"/v2/{repository}/blobs/{digest}"
         partial = Path(partial)
+        encodings: set[str] = set()  # Content-Encodings the answers named: kept as sent, named if the hash fails
         if size is not None and segments > 1 and size >= SEGMENTED_MIN:
             bounds = _segments(size, segments)
             if not partial.exists() or partial.stat().st_size <= bounds[0][1]:
                 try:
-                    actual = await self._download_segmented(url, what, repository, partial, bounds, progress)
+                    actual = await self._download_segmented(url, what, repository, partial, bounds, progress,
+                                                            encodings)
                 except _NoRanges:
                     pass  # the whole body, as one stream, resuming from the first segment
                 else:
-                    _verdict(partial, digest, actual, what)
+                    _verdict(partial, digest, actual, what, encodings)
                     return
         hasher = hashlib.sha256()
         offset = await anyio.to_thread.run_sync(_hash_file, partial, hasher) if partial.exists() else 0
@@ -76,9 +80,7 @@ class Downloads:
             offset, hasher = 0, hashlib.sha256()
         last_progress = time.monotonic()
         for drops in itertools.count(1):
-            headers = {"Accept-Encoding": "identity"}
-            if offset:
-                headers["Range"] = f"bytes={offset}-"
+            headers = {"Range": f"bytes={offset}-"} if offset else {}
             response = await self._transport.request("GET", url, scopes=[pull_scope(repository)],
                                                      headers=headers, stream=True, follow=True, what=what)
             try:
@@ -91,10 +93,11 @@ class Downloads:
                     mode, offset, hasher = "wb", 0, hashlib.sha256()
                 else:
                     raise await self._transport.failure(response, what)
+                _note_encoding(response, encodings)
                 guard = RateGuard(self._transport.settings)
                 # Chunks as they arrive (so a drop loses nothing), written in ~1 MiB syscalls.
                 with open(partial, mode, buffering=CHUNK_SIZE) as out:
-                    async for chunk in response.aiter_bytes():
+                    async for chunk in response.aiter_raw():
                         out.write(chunk)
                         hasher.update(chunk)
                         offset += len(chunk)
@@ -113,7 +116,7 @@ class Downloads:
                 await self._resume_or_give_up(drops, last_progress, exc, what)
             finally:
                 await response.aclose()
-        _verdict(partial, digest, "sha256:" + hasher.hexdigest(), what)
+        _verdict(partial, digest, "sha256:" + hasher.hexdigest(), what, encodings)
 
     async def _resume_or_give_up(self, attempt: int, last_progress: float, cut: Exception, what: str) -> None:
         """A body cut mid-way (dropped, or below min_rate): wait and resume, or give up when the
@@ -125,7 +128,8 @@ class Downloads:
         await anyio.sleep(self._transport.delay(attempt - 1, None))
 
     async def _download_segmented(self, url: str, what: str, repository: str, partial: Path,
-                                  bounds: list[tuple[int, int]], progress: Callable[[int], None] | None) -> str:
+                                  bounds: list[tuple[int, int]], progress: Callable[[int], None] | None,
+                                  encodings: set[str]) -> str:
         """Every range into its file (the first is ``partial``), concurrently; then joined into ``partial``.
 
         Returns the digest of the joined bytes, hashed in order as they are joined.
@@ -134,7 +138,8 @@ class Downloads:
         try:
             async with anyio.create_task_group() as group:
                 for file, (start, end) in zip(files, bounds):
-                    group.start_soon(self._fetch_range, url, what, repository, file, start, end, progress)
+                    group.start_soon(self._fetch_range, url, what, repository, file, start, end, progress,
+                                     encodings)
         except BaseException as exc:
             refusals = [e for e in getattr(exc, "exceptions", [exc]) if isinstance(e, _NoRanges)]
             if refusals:
@@ -145,7 +150,7 @@ class Downloads:
         return await anyio.to_thread.run_sync(_join, partial, files[1:])
 
     async def _fetch_range(self, url: str, what: str, repository: str, file: Path, start: int, end: int,
-                           progress: Callable[[int], None] | None) -> None:
+                           progress: Callable[[int], None] | None, encodings: set[str]) -> None:
         """Bytes [start, end) of a blob into ``file``, resuming from what it holds (Range requests)."""
         have = file.stat().st_size if file.exists() else 0
         if start + have > end:
@@ -157,16 +162,17 @@ class Downloads:
                 return
             response = await self._transport.request(
                 "GET", url, scopes=[pull_scope(repository)], stream=True, follow=True, what=what,
-                headers={"Accept-Encoding": "identity", "Range": f"bytes={start + have}-{end - 1}"})
+                headers={"Range": f"bytes={start + have}-{end - 1}"})
             try:
                 if response.status_code == 200 or (response.status_code == 206
                                                    and _range_start(response) != start + have):
                     raise _NoRanges()
                 if response.status_code != 206:
                     raise await self._transport.failure(response, what)
+                _note_encoding(response, encodings)
                 guard = RateGuard(self._transport.settings)
                 with open(file, "ab", buffering=CHUNK_SIZE) as out:
-                    async for chunk in response.aiter_bytes():
+                    async for chunk in response.aiter_raw():
                         if start + have + len(chunk) > end:
                             raise IntegrityError(f"{what}: {self._transport.host} answered a range with more bytes "
                                                  "than asked for")
@@ -188,8 +194,7 @@ def _range_start(response: httpx.Response) -> int | None:
     """First byte of a 206 answer, from ``Content-Range: bytes START-END/TOTAL``."""
     value = response.headers.get("content-range", "")
     unit, _, spec = value.partition(" ")
-    start = spec.split("-", 1)[0]
-    return int(start) if unit == "bytes" and start.isdigit() else None
+    return ascii_int(spec.split("-", 1)[0]) if unit == "bytes" else None
 
 
 def _hash_file(path: Path, hasher: Any) -> int:
@@ -225,9 +230,17 @@ def _join(partial: Path, rest: list[Path]) -> str:
     return "sha256:" + hasher.hexdigest()
 
 
-def _verdict(partial: Path, digest: str, actual: str, what: str) -> None:
+def _note_encoding(response: httpx.Response, encodings: set[str]) -> None:
+    encoding = content_encoding(response)
+    if encoding:
+        encodings.add(encoding[:40])
+
+
+def _verdict(partial: Path, digest: str, actual: str, what: str, encodings: set[str]) -> None:
     """The downloaded bytes are the blob, or they are deleted and the run fails."""
     if actual != digest:
         partial.unlink(missing_ok=True)
-        raise IntegrityError(f"{what}: the downloaded bytes hash to {actual}; the partial "
+        sent = (f" as sent with Content-Encoding {', '.join(sorted(encodings))} (mirror asks for identity and "
+                "undoes no encoding: something between it and the storage compresses)" if encodings else "")
+        raise IntegrityError(f"{what}: the downloaded bytes hash to {actual}{sent}; the partial "
                              "download was deleted, run again to fetch it afresh")

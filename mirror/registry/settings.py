@@ -19,6 +19,17 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password=<hidden>)"
 
 
+# Blob transfers to one registry stay at 16 whatever -j says, small requests at 8 more (skopeo opens 6,
+# containerd 3 per image): enough to fill a WAN link, not enough to look like an attack. More jobs still
+# mean more transfers queued and more registries at once.
+MAX_CONNECTIONS_PER_REGISTRY = 16
+
+
+def connections_for(jobs: int) -> int:
+    """Blob transfers to one registry for ``-j jobs`` (flags and config jobs alike)."""
+    return max(1, min(jobs, MAX_CONNECTIONS_PER_REGISTRY))
+
+
 @dataclass(frozen=True)
 class RegistrySettings:
     plain_http: bool = False

@@ -6,16 +6,21 @@ hand so Authorization never leaves the registry, transient trouble
 (connection errors, timeouts, 5xx, 429) retried with capped exponential
 backoff and Retry-After, TLS and auth refusals ended at once in AuthError
 (exit 3), and the mapping of unusable answers to MirrorError kinds.
+Every request asks for identity and no answer is decoded; a body read whole
+is capped (docs/architecture.md, "What a registry may send").
 """
 
 from __future__ import annotations
 
 import email.utils
 import functools
+import ipaddress
 import itertools
+import json
 import random
 import ssl
 import time
+import urllib.request
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,16 +30,21 @@ import anyio
 import httpx
 
 from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, Unreachable, UsageError
+from ..model.numbers import ascii_int
 from ..model.reference import endpoint_host
 from .auth import Authenticator
 from .credentials import AuthFiles
 from .settings import Credentials, RegistrySettings
-from .wire import WireTransport
+from .wire import MalformedAnswer, WireTransport
 
+MAX_ANSWER = 1 << 20  # a body read whole (token, /v2/, upload and manifest PUT answers): refused past this
+MAX_ERROR_BODY = 64 << 10  # of an error answer, read for its message; the rest is left unread
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles per attempt, with jitter
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 60.0
 MAX_REDIRECTS = 5
+MAX_DETAIL = 300  # characters of a registry's error message quoted in ours
+IDENTITY = {"Accept-Encoding": "identity"}  # on every request: nothing compressed comes back to decode
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 T = TypeVar("T")
@@ -105,7 +115,7 @@ class Transport:
     """Requests to one registry host. ``backoff_base`` overrides BACKOFF_BASE (tests use a tiny one)."""
 
     def __init__(self, host: str, settings: RegistrySettings, *, auth_files: AuthFiles | None = None,
-                 backoff_base: float | None = None):
+                 backoff_base: float | None = None, http_transport: httpx.AsyncBaseTransport | None = None):
         self.host = host
         self.settings = settings
         scheme = "http" if settings.plain_http else "https"
@@ -116,16 +126,16 @@ class Transport:
         # over a long link, resolving hundreds of images must not wait behind their downloads.
         transfers, calls = max(1, settings.max_connections), _calls_limit(settings.max_connections)
         self._transfers, self._calls = anyio.CapacityLimiter(transfers), anyio.CapacityLimiter(calls)
-        context = tls_context(settings)
         self._http = httpx.AsyncClient(
-            verify=context,
+            # Direct connections go through wire.py (or ``http_transport``, injected: the tests' fake registry).
+            transport=http_transport or WireTransport(tls_context(settings, alpn=("http/1.1",)),
+                                                      max_idle=transfers + calls),
+            mounts={} if http_transport else _proxy_mounts(settings, transfers + calls),
             # The limiters do the queueing, so no pool timeout; a frozen peer fails the attempt.
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0), pool=None),
-            limits=httpx.Limits(max_connections=transfers + calls, max_keepalive_connections=transfers + calls),
-            trust_env=True,
+            trust_env=False,  # the environment's proxies are the mounts above
             follow_redirects=False,
         )
-        _direct_connections_by_wire(self._http, WireTransport(context, max_idle=transfers + calls))
 
         def credentials() -> Credentials | None:
             return settings.credentials or (auth_files or AuthFiles()).lookup(host)
@@ -143,7 +153,32 @@ class Transport:
         if not location:
             raise RegistryError(f"{what}: {self.host} answered {response.status_code} without a Location header",
                                 response.status_code)
-        return response.url.join(location)
+        return self.resolve(response, location, what)
+
+    def resolve(self, response: httpx.Response, target: str, what: str) -> httpx.URL:
+        """A Location or Link target, against the answer that named it: an http(s) URL with a host.
+
+        It may be on another origin; ``authorized`` sends no credentials there.
+        """
+        try:
+            url: httpx.URL | None = response.url.join(target.strip())
+        except httpx.InvalidURL:
+            url = None
+        if url is None or url.scheme not in ("http", "https") or not url.host:
+            raise RegistryError(f"{what}: {response.url.netloc.decode()} pointed to {target[:100]!r}, which is no "
+                                "http(s) URL", response.status_code)
+        return url
+
+    def content_length(self, response: httpx.Response, what: str) -> int | None:
+        """The length an answer declares; None when it declares none, RegistryError when it is no number."""
+        declared = response.headers.get("content-length")
+        if declared is None:
+            return None
+        length = ascii_int(declared)
+        if length is None:
+            raise RegistryError(f"{what}: {self.host} declared Content-Length {declared[:40]!r}, which is no "
+                                "length", response.status_code)
+        return length
 
     def same_origin(self, url: httpx.URL) -> bool:
         base = self.base_url
@@ -164,7 +199,7 @@ class Transport:
 
         async def attempt() -> httpx.Response:
             return await self.authorized(method, target, scopes, headers or {}, content, stream=stream,
-                                         follow=follow)
+                                         follow=follow, what=what)
 
         return await (self.retrying(attempt, what) if retry else attempt())
 
@@ -198,14 +233,17 @@ class Transport:
         return min(BACKOFF_CAP, self._backoff_base * 2 ** number) * random.uniform(0.5, 1.0)
 
     async def authorized(self, method: str, url: httpx.URL, scopes: list[str], headers: dict[str, str],
-                          content: Content, *, stream: bool, follow: bool) -> httpx.Response:
+                          content: Content, *, stream: bool, follow: bool, what: str) -> httpx.Response:
+        """``_exchange`` with this registry's credentials, which go only to its origin (scheme, host,
+        port: the one whose challenge they answer); a Link page or upload Location elsewhere is
+        asked without them, as Docker and containerd do."""
         refreshed = False
         while True:
-            authorization = await self._auth.authorization(scopes)
+            authorization = await self._auth.authorization(scopes) if self.same_origin(url) else None
             sent = dict(headers)
             if authorization:
                 sent["Authorization"] = authorization
-            response = await self._exchange(method, url, sent, content, stream=stream, follow=follow)
+            response = await self._exchange(method, url, sent, content, stream=stream, follow=follow, what=what)
             status = response.status_code
             if status in (401, 403) and self.same_origin(response.url):
                 await response.aclose()
@@ -216,34 +254,38 @@ class Transport:
                 refreshed = refreshed or authorization is not None
                 continue
             if status == 429 or status >= 500:
-                if stream:
-                    await response.aread()
-                await response.aclose()
-                raise Transient(f"answered {status}{_error_detail(response)}",
-                                 _retry_after(response.headers.get("retry-after")), status)
+                detail = _error_detail(response, await _error_body(response))
+                raise Transient(f"answered {status}{detail}", _retry_after(response.headers.get("retry-after")),
+                                status)
             return response
 
     async def _exchange(self, method: str, url: httpx.URL, headers: dict[str, str], content: Content, *,
-                        stream: bool, follow: bool) -> httpx.Response:
+                        stream: bool, follow: bool, what: str) -> httpx.Response:
         """One request, following redirects by hand so Authorization never leaves the registry."""
         limiter = self._transfers if _moves_a_blob(method, url) else self._calls  # kept across redirects
+        raw = method in ("GET", "HEAD") and _names_a_blob(url)  # a blob as sent, wherever it is redirected
         for _ in range(MAX_REDIRECTS + 1):
             body = content() if callable(content) else content
-            request = self._http.build_request(method, url, headers=headers, content=body)
-            response = await self._send_limited(request, stream, limiter)
+            request = self._http.build_request(method, url, headers={**headers, **IDENTITY}, content=body)
+            response = await self._send_limited(request, stream, limiter, what, raw=raw)
             if not (follow and response.status_code in _REDIRECTS and response.headers.get("location")):
                 return response
             await response.aclose()
-            url = response.url.join(response.headers["location"])
+            url = self.resolve(response, response.headers["location"], what)
             if not self.same_origin(url):
                 headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             if response.status_code == 303:
                 method, content = "GET", None
         raise RegistryError(f"{self.host} redirected {method} {url.path} more than {MAX_REDIRECTS} times")
 
-    async def _send_limited(self, request: httpx.Request, stream: bool,
-                            limiter: anyio.CapacityLimiter) -> httpx.Response:
-        """Send within one of this registry's concurrency limits; a streamed body holds its slot until closed."""
+    async def _send_limited(self, request: httpx.Request, stream: bool, limiter: anyio.CapacityLimiter,
+                            what: str, *, raw: bool = False) -> httpx.Response:
+        """Send within one of this registry's concurrency limits; a streamed body holds its slot until closed.
+
+        Nothing is ever decoded (docs/architecture.md, "What a registry may send"): an answer
+        with a Content-Encoding is refused unless ``raw`` (a blob's bytes, judged by their
+        digest, read with ``aiter_raw``). A body not streamed is read here, up to MAX_ANSWER.
+        """
         borrower = object()
         await limiter.acquire_on_behalf_of(borrower)
 
@@ -251,53 +293,59 @@ class Transport:
             limiter.release_on_behalf_of(borrower)
 
         try:
-            response = await self._http.send(request, stream=stream)
+            response = await self._http.send(request, stream=True)
         except (httpx.TransportError, ssl.SSLError) as exc:  # TLS 1.3 alerts arrive unwrapped, on read
             release()
             raise _transport_failure(exc, request) from exc
         except BaseException:
             release()
             raise
-        if stream:
-            response.stream = _ReleasingStream(response.stream, release)
-        else:
-            release()
+        response.stream = _ReleasingStream(response.stream, release)
+        try:
+            encoding = content_encoding(response)
+            if encoding and not raw:
+                raise RegistryError(f"{what}: {request.url.netloc.decode()} answered with Content-Encoding "
+                                    f"{encoding[:40]!r} though mirror asks for identity; a compressed answer can "
+                                    "expand without bound, so it was not read", response.status_code)
+            if not stream:
+                await _read_whole(response, what)
+        except BaseException:
+            await response.aclose()
+            raise
         return response
 
     async def _send_plain(self, method: str, url: str, *, headers: dict[str, str] | None = None,
                           params: Any = None, data: dict[str, str] | None = None) -> httpx.Response:
         """A request outside the registry's auth (the token endpoint), with retries."""
 
+        what = f"token request for {self.host}"
+
         async def attempt() -> httpx.Response:
-            request = self._http.build_request(method, url, headers=headers, params=params, data=data)
-            response = await self._send_limited(request, False, self._calls)
+            request = self._http.build_request(method, url, headers={**(headers or {}), **IDENTITY}, params=params,
+                                               data=data)
+            response = await self._send_limited(request, False, self._calls, what)
             if response.status_code == 429 or response.status_code >= 500:
                 raise Transient(f"token endpoint answered {response.status_code}",
                                  _retry_after(response.headers.get("retry-after")), response.status_code)
             return response
 
-        return await self.retrying(attempt, f"token request for {self.host}")
+        return await self.retrying(attempt, what)
 
-    def plain_http_refused(self, response: httpx.Response) -> UsageError | None:
+    def plain_http_refused(self, response: httpx.Response, body: bytes) -> UsageError | None:
         """A TLS port answering our plain HTTP (Go's servers say "HTTP request to an HTTPS server")."""
-        if response.status_code == 400 and self.settings.plain_http and b"HTTPS" in response.content:
+        if response.status_code == 400 and self.settings.plain_http and b"HTTPS" in body:
             return UsageError(f"{self.host} speaks TLS, not plain HTTP: drop the plain-HTTP option for it "
                               "(and pass --ca-file if a private CA signed its certificate)")
         return None
 
     async def failure(self, response: httpx.Response, what: str) -> MirrorError:
         """The error for an answer we cannot use, with the registry's own error code."""
-        try:
-            await response.aread()
-        except httpx.TransportError:
-            pass
-        finally:
-            await response.aclose()
+        body = await _error_body(response)
         status = response.status_code
-        refused = self.plain_http_refused(response)
+        refused = self.plain_http_refused(response, body)
         if refused:
             return refused
-        detail = _error_detail(response)
+        detail = _error_detail(response, body)
         if status == 404:
             return NotFoundError(f"{what} not found on {self.host}{detail}", status)
         if status == 400 and any(code in detail for code in ("DIGEST_INVALID", "SIZE_INVALID")):
@@ -313,31 +361,123 @@ def _calls_limit(max_connections: int) -> int:
 
 def _moves_a_blob(method: str, url: httpx.URL) -> bool:
     """A blob's body down (GET) or up (PATCH, the upload's closing PUT): a transfer, not a call."""
-    path = url.path
-    return ((method == "GET" and "/blobs/sha256:" in path)
-            or (method in ("PATCH", "PUT") and "/blobs/uploads/" in path))
+    return ((method == "GET" and _names_a_blob(url))
+            or (method in ("PATCH", "PUT") and "/blobs/uploads/" in url.path))
 
 
-def _direct_connections_by_wire(client: httpx.AsyncClient, wire: WireTransport) -> None:
-    """Unproxied requests go through wire.py; proxied ones keep httpx's transports.
+def _names_a_blob(url: httpx.URL) -> bool:
+    return "/blobs/sha256:" in url.path
 
-    httpx mounts the proxies of the environment only when it makes its own
-    transport, so it makes it and the one for direct connections is swapped.
-    Were httpx's internals to change, the client keeps its own: slower, never wrong.
+
+def content_encoding(response: httpx.Response) -> str | None:
+    """The Content-Encoding an answer names, None for none (or identity): mirror asks for identity."""
+    encoding = response.headers.get("content-encoding", "").strip()
+    return encoding if encoding and encoding.lower() != "identity" else None
+
+
+class _Capped(httpx.AsyncByteStream):
+    """A body that fails once it passes ``limit`` bytes."""
+
+    def __init__(self, inner: Any, limit: int, too_large: Callable[[], Exception]):
+        self._inner, self._limit, self._too_large = inner, limit, too_large
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in self._inner:
+            received += len(chunk)
+            if received > self._limit:
+                raise self._too_large()
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def _read_whole(response: httpx.Response, what: str) -> None:
+    """Read a body not streamed (``response.content`` after), refused past MAX_ANSWER."""
+    def too_large() -> RegistryError:
+        return RegistryError(f"{what}: {response.url.netloc.decode()} answered with more than {MAX_ANSWER} "
+                             "bytes; no answer of this kind is that large, so it was not read", response.status_code)
+
+    response.stream = _Capped(response.stream, MAX_ANSWER, too_large)
+    try:
+        await response.aread()
+    except (httpx.TransportError, ssl.SSLError) as exc:
+        raise _transport_failure(exc, response.request) from exc
+
+
+async def _error_body(response: httpx.Response) -> bytes:
+    """At most MAX_ERROR_BODY bytes of an answer we will not use, as sent; the answer is closed after."""
+    try:
+        return response.content[:MAX_ERROR_BODY]  # read whole already, within MAX_ANSWER
+    except httpx.ResponseNotRead:
+        pass
+    body = bytearray()
+    try:
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) >= MAX_ERROR_BODY:
+                break
+    except (httpx.TransportError, httpx.StreamError, ssl.SSLError):
+        pass  # the status says enough
+    finally:
+        await response.aclose()
+    return bytes(body[:MAX_ERROR_BODY])
+
+
+def _proxy_mounts(settings: RegistrySettings, connections: int) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """The environment's proxies as the client's mounts: httpx's own transport for proxied requests.
+
+    wire.py speaks only direct HTTP/1.1; a NO_PROXY host maps to None, the client's direct transport.
     """
-    if isinstance(getattr(client, "_transport", None), httpx.AsyncHTTPTransport):
-        client._transport = wire
+    routes = proxy_routes()
+    if not any(routes.values()):
+        return {}  # no proxy: every request is direct
+    context = tls_context(settings)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return {pattern: None if url is None else httpx.AsyncHTTPTransport(verify=context, limits=limits, proxy=url)
+            for pattern, url in routes.items()}
 
 
-def tls_context(settings: RegistrySettings) -> ssl.SSLContext:
+def proxy_routes() -> dict[str, str | None]:
+    """HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY as httpx mount patterns -> proxy URL (None: direct).
+
+    The patterns are the ones httpx makes when it reads the environment itself (``trust_env``).
+    """
+    found = urllib.request.getproxies()
+    routes: dict[str, str | None] = {f"{scheme}://": url if "://" in url else f"http://{url}"
+                                     for scheme in ("http", "https", "all") if (url := found.get(scheme))}
+    for name in (name.strip() for name in found.get("no", "").split(",")):
+        if name == "*":
+            return {}
+        if name:
+            routes[_no_proxy_pattern(name)] = None
+    return routes
+
+
+def _no_proxy_pattern(name: str) -> str:
+    """A NO_PROXY entry as a mount pattern: a URL as given, an address or localhost exactly, else a domain suffix."""
+    if "://" in name:
+        return name
+    try:
+        address = ipaddress.ip_address(name.split("/")[0])
+    except ValueError:
+        return f"all://{name}" if name.lower() == "localhost" else f"all://*{name}"
+    return f"all://[{name}]" if address.version == 6 else f"all://{name}"
+
+
+def tls_context(settings: RegistrySettings, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
     """System CAs plus --ca-file; --insecure turns verification off; client cert for mTLS.
+
+    ``alpn`` pins the protocols offered: wire.py's context offers http/1.1 alone, and is its own
+    (httpcore sets ALPN on any context handed to it, so a shared one could come to offer h2).
 
     One context per distinct TLS setting in a process: loading the system CAs costs ~30 ms, once
     per registry client otherwise (a sync holds two, a pull one per source registry). A file's
     modification time is part of the key, so `sync serve` picks up a renewed CA or certificate.
     """
     files = (settings.ca_file, settings.client_cert, settings.client_key)
-    return _tls_context(*files, settings.insecure, tuple(_modified(path) for path in files))
+    return _tls_context(*files, settings.insecure, tuple(_modified(path) for path in files), alpn)
 
 
 def _modified(path: Path | None) -> int | None:
@@ -349,8 +489,10 @@ def _modified(path: Path | None) -> int | None:
 
 @functools.lru_cache(maxsize=16)
 def _tls_context(ca_file: Path | None, client_cert: Path | None, client_key: Path | None, insecure: bool,
-                 versions: tuple[int | None, ...]) -> ssl.SSLContext:
+                 versions: tuple[int | None, ...], alpn: tuple[str, ...]) -> ssl.SSLContext:
     context = ssl.create_default_context()
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     if ca_file:
         try:
             context.load_verify_locations(cafile=str(ca_file))
@@ -368,11 +510,14 @@ def _tls_context(ca_file: Path | None, client_cert: Path | None, client_key: Pat
 
 
 def _transport_failure(exc: Exception, request: httpx.Request) -> Exception:
-    """TLS refusals are final (AuthError); anything else is worth retrying."""
+    """TLS refusals are final (AuthError), so is an answer that breaks HTTP (RegistryError); anything
+    else is worth retrying."""
+    host = request.url.netloc.decode()
+    if isinstance(exc, MalformedAnswer):
+        return RegistryError(f"{host} answered {request.method} {request.url.path} outside HTTP/1.1: {exc}")
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, ssl.SSLError):
         cause = cause.__cause__ or cause.__context__
-    host = request.url.netloc.decode()
     if isinstance(cause, ssl.SSLCertVerificationError):
         return AuthError(f"TLS certificate of {host} could not be verified ({cause.verify_message}); "
                          "pass --ca-file with the CA that signed it (or --insecure to skip verification)")
@@ -387,25 +532,28 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _error_detail(response: httpx.Response) -> str:
-    """`` (CODE: message)`` from the registry's error JSON, when it sent one."""
-    try:
-        error = response.json()["errors"][0]
-        return f" ({error.get('code', '?')}: {error.get('message', '')})"
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, httpx.ResponseNotRead):
+def _error_detail(response: httpx.Response, body: bytes) -> str:
+    """`` (CODE: message)`` from the registry's error JSON, when it sent one, on one line and short."""
+    if content_encoding(response):
         return ""
+    try:
+        error = json.loads(body)["errors"][0]
+        text = f"{error.get('code', '?')}: {error.get('message', '')}"
+    except (ValueError, RecursionError, KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    return f" ({''.join(c if c.isprintable() else '?' for c in text[:MAX_DETAIL])})"
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date."""
+    """Retry-After as seconds: either delta-seconds or an HTTP date; None (the usual backoff) if neither."""
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    seconds = ascii_int(value)
+    if seconds is not None:
+        return float(seconds)
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a year of twenty digits
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)

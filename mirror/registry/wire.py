@@ -22,16 +22,19 @@ import asyncio
 import re
 import ssl
 import time
-from typing import AsyncIterator, Iterable
+from typing import AsyncIterator
 
 import anyio
 import httpx
+
+from ..model.numbers import ascii_int
 
 READ_SIZE = 1 << 20  # at most this much of a body per read: what arrived since the last one
 BUFFER = 1 << 20  # the stream stops reading the socket past twice this, until the body is taken
 MAX_HEAD = 64 << 10  # status line and headers together; a larger head is refused
 IDLE_FOR = 30.0  # seconds an idle connection is kept (servers close theirs after 60 s or more)
 MAX_LINES = 100  # informational answers before the real one, or trailer lines after a chunked body
+_FORBIDDEN_IN_HEADER = re.compile(rb"[\r\n\0]")
 CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(;.*)?\r\n", re.DOTALL)
 
 Origin = tuple[str, str, int]
@@ -50,6 +53,8 @@ class WireTransport(httpx.AsyncBaseTransport):
         self._idle: dict[Origin, list[_Connection]] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"{request.url.scheme!r} is not HTTP", request=request)
         timeouts = request.extensions.get("timeout", {})
         origin = _origin(request.url)
         connection = self._reusable(origin)
@@ -88,6 +93,10 @@ class WireTransport(httpx.AsyncBaseTransport):
             for connection in idle:
                 connection.close()
         self._idle.clear()
+
+
+class MalformedAnswer(httpx.RemoteProtocolError):
+    """An answer that breaks HTTP/1.1 in a way asking again will not change (two different lengths)."""
 
 
 class _StaleConnection(Exception):
@@ -137,17 +146,21 @@ class _Connection:
                     raise _StaleConnection() from exc
                 raise
             status, reason, headers = await self._read_head(request, timeouts.get("read"), retry_stale)
+            framing = _framing(request, status, headers)
         except BaseException:
             self.close()
             raise
-        body = _Body(self, pool, request, _framing(request.method, status, headers), timeouts.get("read"))
+        body = _Body(self, pool, request, framing, timeouts.get("read"))
         return httpx.Response(status, headers=headers, stream=body,
                               extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason})
 
     async def _send(self, request: httpx.Request, timeout: float | None) -> None:
         url = request.url
         lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), url.raw_path)]
-        lines += [b"%s: %s\r\n" % (name, value) for name, value in request.headers.raw]
+        for name, value in request.headers.raw:
+            if _FORBIDDEN_IN_HEADER.search(name + value):  # a token server's CRLF would add headers of its own
+                raise httpx.LocalProtocolError(f"header {name[:40]!r} holds a line break or NUL", request=request)
+            lines.append(b"%s: %s\r\n" % (name, value))
         head = b"".join(lines) + b"\r\n"
         chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
         declared = request.headers.get("content-length")
@@ -236,28 +249,38 @@ class _Framing:
         self.length, self.chunked, self.keep_alive = length, chunked, keep_alive
 
 
-def _framing(method: str, status: int, headers: Iterable[tuple[bytes, bytes]]) -> _Framing:
-    """How the body ends (RFC 9112 section 6.3) and whether the connection stays open after it."""
-    lengths, chunked, close = set(), False, False
+def _framing(request: httpx.Request, status: int, headers: list[tuple[bytes, bytes]]) -> _Framing:
+    """How the body ends (RFC 9112 section 6.3) and whether the connection stays open after it.
+
+    Content-Length values that differ (``5, 6``, or two header lines) or are no
+    number end the exchange in MalformedAnswer: which one frames the body is
+    exactly what request smuggling plays on. Identical repeats count as one.
+    """
+    lengths: set[int | None] = set()
+    coded, chunked, close = False, False, False
     for name, value in headers:
         lower = name.lower()
         if lower == b"content-length":
-            lengths.add(value)
+            lengths.update(ascii_int(part) for part in value.split(b","))
         elif lower == b"transfer-encoding":
+            coded = True
             chunked = value.lower().rsplit(b",", 1)[-1].strip() == b"chunked"
             close = close or not chunked  # a body that runs until the connection closes
         elif lower == b"connection":
             close = close or b"close" in value.lower()
         elif lower == b"x-mirror-http-1.0":
             close = True
-    if method == "HEAD" or status in (204, 304):
+    if None in lengths or len(lengths) > 1:
+        shown = b", ".join(value for name, value in headers if name.lower() == b"content-length")
+        raise MalformedAnswer(f"Content-Length {shown[:80]!r} is not one length", request=request)
+    if lengths and coded:
+        close = True  # both framings: Transfer-Encoding wins, and the connection is not trusted again
+    if request.method == "HEAD" or status in (204, 304):
         return _Framing(0, False, not close)
     if chunked:
         return _Framing(None, True, not close)
     if lengths:
-        if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-            return _Framing(None, False, False)  # conflicting lengths: read to the close, never reuse
-        return _Framing(int(next(iter(lengths))), False, not close)
+        return _Framing(lengths.pop(), False, not close)
     return _Framing(None, False, False)
 
 

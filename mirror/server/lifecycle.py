@@ -21,32 +21,39 @@ from ..registry.settings import Credentials
 from . import probe
 from .distconfig import STORAGE_TREE, DistConfig, http_secret, render
 from .engines import CONTAINER_NAME, Engine, choose_engine, recorded_engine
-from .htpasswd import ensure_credentials, write_private
+from .htpasswd import ensure_credentials, read_credentials, write_private
+from .recall import AUTO_NAMES, Requested, Settled, recorded_tls, settle
 from .state import RegistryState, StatePaths, load_state, local_registry, save_state
 from .statelock import state_lock
-from .tls import ensure_tls, install_given
+from .tls import CertificateSummary, ensure_tls, install_given, summary
+
+
+DEFAULT_USER = "mirror"
 
 
 @dataclass
 class UpOptions:
     state_dir: Path
+    # None (or empty): not given, so what the state dir recorded, else the defaults (recall.py).
     data_dir: Path | None = None  # default STATE/data
-    port: int = 5000
-    address: str = "0.0.0.0"
+    port: int | None = None
+    address: str | None = None
     hostnames: list[str] = field(default_factory=list)
-    tls: str = "auto"  # auto | given | none
+    tls: str | None = None  # auto | given | none
     cert: Path | None = None
     key: Path | None = None
     ca_file: Path | None = None  # the CA behind --cert, for push and config
-    auth: str = "htpasswd"  # htpasswd | none
-    username: str = "mirror"
+    auth: str | None = None  # htpasswd | none
+    username: str | None = None  # default: as recorded, else DEFAULT_USER
     bundle: Path | None = None
     registry_image: str | None = None
-    engine: str = "auto"
+    engine: str | None = None  # docker | binary | auto
     systemd_unit: bool = False
-    container_name: str = CONTAINER_NAME
+    container_name: str | None = None  # default: as recorded, else CONTAINER_NAME
     timeout: float = 60.0
-    replace: bool = False  # stop a registry this state dir runs on another address, port or data dir
+    reconfigure: bool = False  # change what nodes use (port, address, names, TLS, auth, data dir)
+    rotate_password: bool = False  # a new password for the same user (registry restarted with it)
+    renew_cert: bool = False  # a new server certificate from the same CA for the same names
 
 
 @dataclass
@@ -74,43 +81,46 @@ def up(options: UpOptions) -> UpResult:
 
 def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
     """``up`` holding the state dir's lock; ``made`` lists what it created so far."""
-    data_dir = (options.data_dir or paths.root / "data").absolute()
     previous = load_state(paths)
+    _check_renewal(options, previous, paths)
+    settled = settle(Requested(options.port, options.address, options.data_dir, list(options.hostnames),
+                               options.tls, options.auth, options.engine), previous, paths, reconfigure=options.reconfigure)
+    data_dir = (settled.data_dir or paths.root / "data").absolute()
     previous_engine = recorded_engine(previous, paths) if previous is not None else None
     previous_alive = previous_engine is not None and previous.running and previous_engine.running()
-    if previous_alive and not options.replace and (
-            (previous.address, previous.port, previous.data_dir) != (options.address, options.port, str(data_dir))):
-        raise UsageError(f"a registry from state dir {paths.root} already runs at {previous.url} "
-                         f"({previous.engine}), data in {previous.data_dir}: pass --replace to stop it and "
-                         "start this one, or `mirror registry down` first")
-    if not previous_alive or (previous.address, previous.port) != (options.address, options.port):
-        _port_free(options.address, options.port)
+    if not previous_alive or (previous.address, previous.port) != (settled.address, settled.port):
+        _port_free(settled.address, settled.port)
     notes: list[str] = []
-    engine = choose_engine(options.engine, paths, notes, systemd_unit=options.systemd_unit,
-                           container_name=options.container_name, bundle=options.bundle,
-                           registry_image=options.registry_image)
+    # The image a docker registry last ran, when no bundle or image is given: it is still in the engine.
+    registry_image = options.registry_image or (
+        previous.image if previous is not None and options.bundle is None and settled.engine == "docker" else None)
+    container_name = options.container_name or (previous and previous.container) or CONTAINER_NAME
+    engine = choose_engine(settled.engine, paths, notes, systemd_unit=options.systemd_unit,
+                           container_name=container_name, bundle=options.bundle, registry_image=registry_image)
     made = (previous.created if previous is not None else []) + made
     if not data_dir.exists():
         made.append(str(data_dir))
     elif not (data_dir / STORAGE_TREE).exists():
         made.append(str(data_dir / STORAGE_TREE))  # the registry's tree in the user's directory
     _writable_dir(data_dir, "data dir")
-    engine.prepare(options.bundle, options.registry_image)
+    engine.prepare(options.bundle, registry_image)
 
-    names = _names(options)
-    ca_file, credentials, created = _write_registry_files(options, paths, engine, names, data_dir)
+    names = _names(settled)
+    ca_file, credentials, created = _write_registry_files(options, settled, previous, paths, engine, names,
+                                                          data_dir)
     # The password is shown until an `up` succeeds with it: a failed first run must not swallow it.
     new_password = credentials is not None and (created or previous is None or not previous.auth)
 
-    local_host = options.address if options.address not in ("0.0.0.0", "::") else "127.0.0.1"
+    local_host = settled.address if settled.address not in ("0.0.0.0", "::") else "127.0.0.1"
     state = RegistryState(
         engine=engine.name,
-        host=_host_port(local_host, options.port),
+        host=_host_port(local_host, settled.port),
         hostnames=names,
-        port=options.port,
-        address=options.address,
+        port=settled.port,
+        address=settled.address,
         data_dir=str(data_dir),
-        tls=options.tls != "none",
+        tls=settled.tls != "none",
+        tls_mode=settled.tls,
         ca_file=str(ca_file) if ca_file else None,
         auth=credentials is not None,
         credentials_file=str(paths.credentials) if credentials else None,
@@ -123,7 +133,7 @@ def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
     if options.systemd_unit:
         if previous_alive:
             previous_engine.stop()
-        result.systemd_unit = engine.unit(options.port)
+        result.systemd_unit = engine.unit(settled.port)
         save_state(paths, state)
         return result
     if previous_alive and previous.fingerprint == state.fingerprint and probe.answers(local_registry(state)):
@@ -136,7 +146,7 @@ def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
         previous.running = False  # recorded now, in case starting the new one fails
         previous.created = state.created
         save_state(paths, previous)
-        _port_free(options.address, options.port)
+        _port_free(settled.address, settled.port)
 
     engine.start(data_dir)
     try:
@@ -148,30 +158,51 @@ def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
     return result
 
 
-def _write_registry_files(options: UpOptions, paths: StatePaths, engine: Engine, names: list[str],
+def _write_registry_files(options: UpOptions, settled: Settled, previous: RegistryState | None, paths: StatePaths,
+                          engine: Engine, names: list[str],
                           data_dir: Path) -> tuple[Path | None, Credentials | None, bool]:
     """Certificate, htpasswd and config.yml in the registry dir; (CA, credentials, new password?)."""
     registry_dir = paths.registry_dir
     registry_dir.mkdir(parents=True, exist_ok=True)
     cert, key = registry_dir / "server.crt", registry_dir / "server.key"
     ca_file: Path | None = None
-    if options.tls == "auto":
-        ca_file = ensure_tls(paths.ca_dir, cert, key, names).ca_cert
-    elif options.tls == "given":
+    if settled.tls == "auto":
+        ca_file = ensure_tls(paths.ca_dir, cert, key, names, renew=options.renew_cert).ca_cert
+    elif settled.keep_given_cert:  # the operator's certificate, installed by an earlier `up --cert`
+        ca_file = Path(previous.ca_file) if previous.ca_file else None
+    elif settled.tls == "given":
         install_given(options.cert, options.key, cert, key)
         ca_file = options.ca_file
     credentials, created = None, False
-    if options.auth == "htpasswd":
-        credentials, created = ensure_credentials(paths.credentials, paths.htpasswd, options.username)
+    if settled.auth == "htpasswd":
+        username = options.username or (read_credentials(paths.credentials).username
+                                         if paths.credentials.is_file() else DEFAULT_USER)
+        credentials, created = ensure_credentials(paths.credentials, paths.htpasswd, username,
+                                                  rotate=options.rotate_password)
     config = DistConfig(
-        listen=_host_port(options.address, options.port),
+        listen=_host_port(settled.address, settled.port),
         storage=engine.storage(data_dir),
-        cert=engine.sees(cert) if options.tls != "none" else None,
-        key=engine.sees(key) if options.tls != "none" else None,
+        cert=engine.sees(cert) if settled.tls != "none" else None,
+        key=engine.sees(key) if settled.tls != "none" else None,
         htpasswd=engine.sees(paths.htpasswd) if credentials else None,
     )
     write_private(paths.config, render(config, http_secret(paths.config)).encode())
     return ca_file, credentials, created
+
+
+def _check_renewal(options: UpOptions, previous: RegistryState | None, paths: StatePaths) -> None:
+    """``rotate-password`` and ``renew-cert`` act on a registry ``up`` set up, with what it generated."""
+    if not (options.rotate_password or options.renew_cert):
+        return
+    if previous is None:
+        raise UsageError(f"no registry was set up with state dir {paths.root}: run `mirror registry up` first")
+    if options.rotate_password and not previous.auth:
+        raise UsageError(f"the registry of state dir {paths.root} runs without auth: there is no password to "
+                         "rotate (`mirror registry up --auth htpasswd --reconfigure` turns it on)")
+    if options.renew_cert and recorded_tls(previous, paths) != "auto":
+        raise UsageError(f"the registry of state dir {paths.root} does not use mirror's own CA: renew the "
+                         "operator's certificate at its CA and run `mirror registry up --cert NEW --key NEW`"
+                         if previous.tls else f"the registry of state dir {paths.root} runs without TLS")
 
 
 def _host_port(address: str, port: int) -> str:
@@ -179,12 +210,12 @@ def _host_port(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def _names(options: UpOptions) -> list[str]:
-    """Every name and IP the certificate covers: the given ones, the host's, loopback."""
-    names = list(options.hostnames) or [socket.gethostname()]
-    if options.address not in ("0.0.0.0", "::"):
-        names.append(options.address)
-    names += ["localhost", "127.0.0.1"]
+def _names(settled: Settled) -> list[str]:
+    """Every name and IP the certificate covers: the given (and recorded) ones, the host's, loopback."""
+    names = list(settled.hostnames) or [socket.gethostname()]
+    if settled.address not in ("0.0.0.0", "::"):
+        names.append(settled.address)
+    names += list(AUTO_NAMES)
     return list(dict.fromkeys(n for n in names if n))
 
 
@@ -279,6 +310,7 @@ class StatusReport:
     storage_bytes: int = 0
     repositories: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    certificate: CertificateSummary | None = None
 
     def to_json(self) -> dict:
         if self.state is None:
@@ -289,6 +321,9 @@ class StatusReport:
             "storage_bytes": self.storage_bytes, "ca_file": self.state.ca_file,
             "credentials_file": self.state.credentials_file, "repositories": self.repositories,
             "error": self.error,
+            "certificate": None if self.certificate is None else {
+                "names": self.certificate.names, "not_after": self.certificate.not_after.isoformat(),
+                "days_left": self.certificate.days_left, "expiring": self.certificate.expiring},
         }
 
 
@@ -298,7 +333,8 @@ def status(state_dir: Path) -> StatusReport:
     if state is None:
         return StatusReport(None)
     report = StatusReport(state, running=state.running and recorded_engine(state, paths).running(),
-                          storage_bytes=_disk_usage(Path(state.data_dir)))
+                          storage_bytes=_disk_usage(Path(state.data_dir)),
+                          certificate=summary(paths.server_cert) if state.tls else None)
     if report.running:
         local = local_registry(state)
         report.answering = probe.answers(local)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import UsageError
+from ..safefiles import write_file
 from .htpasswd import write_private
 
 CA_DAYS = 3650
@@ -34,8 +35,8 @@ class ServerTLS:
     ca_cert: Path | None  # what clients must trust; None for a publicly trusted --cert
 
 
-def ensure_tls(ca_dir: Path, cert: Path, key: Path, names: list[str]) -> ServerTLS:
-    """Keep or make the CA in ``ca_dir``; issue ``cert``/``key`` for ``names``."""
+def ensure_tls(ca_dir: Path, cert: Path, key: Path, names: list[str], *, renew: bool = False) -> ServerTLS:
+    """Keep or make the CA in ``ca_dir``; issue ``cert``/``key`` for ``names`` (anew with ``renew``)."""
     ca_cert_path, ca_key_path = ca_dir / "ca.crt", ca_dir / "ca.key"
     if ca_cert_path.is_file() and ca_key_path.is_file():
         ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
@@ -44,13 +45,41 @@ def ensure_tls(ca_dir: Path, cert: Path, key: Path, names: list[str]) -> ServerT
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _ca_certificate(ca_key)
         write_private(ca_key_path, _key_pem(ca_key))
-        ca_cert_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    if not _current(cert, key, ca_cert, names):
+        write_file(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM))
+    if renew or not _current(cert, key, ca_cert, names):
         server_key = ec.generate_private_key(ec.SECP256R1())
         write_private(key, _key_pem(server_key))
-        cert.write_bytes(_server_certificate(server_key, ca_key, ca_cert, names)
-                         .public_bytes(serialization.Encoding.PEM))
+        write_file(cert, _server_certificate(server_key, ca_key, ca_cert, names)
+                   .public_bytes(serialization.Encoding.PEM))
     return ServerTLS(cert, key, ca_cert_path)
+
+
+@dataclass(frozen=True)
+class CertificateSummary:
+    names: list[str]
+    not_after: datetime.datetime
+
+    @property
+    def days_left(self) -> int:
+        return (self.not_after - datetime.datetime.now(datetime.timezone.utc)).days
+
+    @property
+    def expiring(self) -> bool:
+        return self.not_after - datetime.datetime.now(datetime.timezone.utc) < RENEW_BEFORE
+
+
+def summary(cert: Path) -> CertificateSummary | None:
+    """The names and expiry of the server certificate, or None when there is none (plain HTTP)."""
+    try:
+        existing = x509.load_pem_x509_certificate(cert.read_bytes())
+    except (OSError, ValueError):
+        return None
+    try:
+        sans = existing.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(n.value) for n in sans]
+    except x509.ExtensionNotFound:
+        names = []
+    return CertificateSummary(names, existing.not_valid_after_utc)
 
 
 def install_given(cert_src: Path, key_src: Path, cert: Path, key: Path) -> None:
@@ -62,7 +91,7 @@ def install_given(cert_src: Path, key_src: Path, cert: Path, key: Path) -> None:
         x509.load_pem_x509_certificate(cert_src.read_bytes())
     except ValueError:
         raise UsageError(f"--cert {cert_src}: not a PEM certificate") from None
-    cert.write_bytes(cert_src.read_bytes())
+    write_file(cert, cert_src.read_bytes())
     write_private(key, key_src.read_bytes())
 
 
