@@ -12,10 +12,8 @@ Every file appears under its name only when complete.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from ..bundle.format import ArtifactRecord
 from ..bundle.reader import BundleReader
 from ..errors import IntegrityError, UsageError
 from ..model.oci import digest_hex
+from ..safefiles import Replacement, write_file
 from .items import FOLDERS
 
 SUMS = "SHA256SUMS"
@@ -113,39 +112,26 @@ def _folder(out: Path, folder: str) -> Path:
 
 
 def _write(entry, out: Path, records: list[ArtifactRecord], report: ExtractReport) -> None:
-    """The entry's bytes to each record's place: a temporary file beside it, hashed, then renamed."""
+    """The entry's bytes to each record's place: under a temporary name beside it, hashed, then renamed."""
     first, *others = records
-    temp = _temp_in(out / first.folder)
-    try:
+    with _replacement(out, first) as new:
         hasher = hashlib.sha256()
-        with open(temp, "wb") as target:
-            for chunk in entry.chunks():  # the reader checks the digest too, before the last chunk
-                hasher.update(chunk)
-                target.write(chunk)
+        for chunk in entry.chunks():  # the reader checks the digest too, before the last chunk
+            hasher.update(chunk)
+            new.file.write(chunk)
         if hasher.hexdigest() != digest_hex(first.layer):
             raise IntegrityError(f"{first.file}: content hashes to sha256:{hasher.hexdigest()}, not {first.layer}")
-        for record in others:
-            copy = _temp_in(out / record.folder)
-            with open(temp, "rb") as source, open(copy, "wb") as target:
-                for chunk in iter(lambda: source.read(1 << 20), b""):
-                    target.write(chunk)
-            _place(copy, out, record, report)
-        _place(temp, out, first, report)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    report.written.append(f"{first.folder}/{first.file}")
+    for record in others:  # the same content under another name
+        with _replacement(out, record) as copy, open(out / first.folder / first.file, "rb") as source:
+            for chunk in iter(lambda: source.read(1 << 20), b""):
+                copy.file.write(chunk)
+        report.written.append(f"{record.folder}/{record.file}")
 
 
-def _temp_in(folder: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=".extract-", dir=folder)
-    os.close(fd)
-    return Path(name)
-
-
-def _place(temp: Path, out: Path, record: ArtifactRecord, report: ExtractReport) -> None:
-    temp.chmod(0o755 if record.executable else 0o644)
-    os.replace(temp, out / record.folder / record.file)  # replaces a link itself, never what it points to
-    report.written.append(f"{record.folder}/{record.file}")
+def _replacement(out: Path, record: ArtifactRecord) -> Replacement:
+    """A new file for ``record``: the rename at the end replaces a link there, never follows it."""
+    return Replacement(out / record.folder / record.file, 0o755 if record.executable else 0o644)
 
 
 def _read_sums(path: Path, force: bool) -> dict[str, str]:
@@ -168,7 +154,4 @@ def _read_sums(path: Path, force: bool) -> dict[str, str]:
 
 
 def _write_sums(out: Path, sums: dict[str, str]) -> None:
-    temp = _temp_in(out)
-    temp.write_text("".join(f"{digest}  {path}\n" for path, digest in sorted(sums.items())), encoding="ascii")
-    temp.chmod(0o644)
-    os.replace(temp, out / SUMS)
+    write_file(out / SUMS, "".join(f"{digest}  {path}\n" for path, digest in sorted(sums.items())).encode())

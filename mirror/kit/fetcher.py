@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import httpx
 
@@ -84,7 +85,7 @@ class KitFetcher:
         fd, temp = tempfile.mkstemp(prefix=".kit-", suffix=".partial", dir=store.blob_dir)
         try:
             hasher, size = hashlib.sha256(), 0
-            with open(fd, "wb") as out:
+            with _writes_to(store, what), open(fd, "wb") as out:
                 try:
                     with self._client() as client, client.stream("GET", url, headers=IDENTITY) as response:
                         _check_status(response, url, what)
@@ -114,6 +115,15 @@ class KitFetcher:
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)
+
+
+@contextmanager
+def _writes_to(store: BlobStore, what: str) -> Iterator[None]:
+    """A write into the work dir that fails is the store's error: DiskFull when there is no room."""
+    try:
+        yield
+    except OSError as exc:
+        raise store.write_failed(exc, what) from None
 
 
 def _check_status(response: httpx.Response, url: str, what: str) -> None:
