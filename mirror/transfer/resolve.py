@@ -121,15 +121,22 @@ class Resolver:
             wanted = ", ".join(str(p) for p in self.platforms)
             raise UsageError(f"{ref}: no manifest for platform {wanted} (the image has: {available})")
         children: dict[int, Manifest] = {}
+        errors: list[MirrorError] = []
 
         async def fetch(item: tuple[int, Descriptor]) -> None:
             index, descriptor = item
-            child = await client.get_manifest(location.repository, descriptor.digest)
+            try:
+                child = await client.get_manifest(location.repository, descriptor.digest)
+            except MirrorError as exc:  # the image's failure, not a group of its children's
+                errors.append(exc)
+                return
             if child.is_index:
-                raise MirrorError(f"{ref}: nested index {descriptor.digest} is not supported")
+                errors.append(MirrorError(f"{ref}: nested index {descriptor.digest} is not supported"))
             children[index] = child
 
         await each(enumerate(selected), fetch, len(selected))
+        if errors:
+            raise errors[0]
         ordered = [children[i] for i in range(len(selected))]
         platforms_found = sorted({str(d.platform) for d in selected if d.platform and d.platform.os != "unknown"})
         narrowed_from = None
