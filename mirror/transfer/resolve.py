@@ -5,6 +5,10 @@ concurrently (and, with ``--platform``, narrowed: the kept manifests keep
 their digests, the index gets a new one and records the original); a single
 image's config is fetched as soon as its manifest arrives, to learn its
 platform. Pull, sync and the delta planner start from what this returns.
+
+With a work dir (``store``) every manifest is kept there as it arrives, and
+one whose digest is known (a child's, a pinned reference's) is taken from
+there instead of asked again.
 """
 
 from __future__ import annotations
@@ -98,17 +102,26 @@ class Resolver:
     async def resolve(self, ref: Reference) -> ResolvedImage:
         location = self.sources.locate(ref)
         client = await self.pool.get(location.host)
-        top = await client.get_manifest(location.repository, ref.identifier)
+        top = await self._manifest(client, location.repository, ref.identifier, ref.digest, None)
         if top.is_index:
             image = await self._resolve_index(ref, location, client, top)
         else:
             image = ResolvedImage(ref, location, top, [], graph.layer_blobs([top]), platforms=[])
             if self.store is not None:
                 await self._read_platform(image, client)
-        if self.store is not None:
-            for manifest in image.manifests:
-                self.store.put_bytes(manifest.digest, manifest.data)
+        if self.store is not None and not self.store.has(image.top.digest):  # a narrowed index
+            self.store.put_bytes(image.top.digest, image.top.data)
         return image
+
+    async def _manifest(self, client: RegistryClient, repository: str, reference: str, digest: str | None,
+                        media_type: str | None) -> Manifest:
+        """From the work dir when ``digest`` is there, else a GET kept there."""
+        if digest is not None and self.store is not None and self.store.has(digest):
+            return Manifest.from_bytes(self.store.read(digest), media_type)
+        manifest = await client.get_manifest(repository, reference)
+        if self.store is not None:
+            self.store.put_bytes(manifest.digest, manifest.data)
+        return manifest
 
     async def _resolve_index(self, ref: Reference, location: Location, client: RegistryClient,
                              top: Manifest) -> ResolvedImage:
@@ -126,7 +139,8 @@ class Resolver:
         async def fetch(item: tuple[int, Descriptor]) -> None:
             index, descriptor = item
             try:
-                child = await client.get_manifest(location.repository, descriptor.digest)
+                child = await self._manifest(client, location.repository, descriptor.digest, descriptor.digest,
+                                             descriptor.media_type)
             except MirrorError as exc:  # the image's failure, not a group of its children's
                 errors.append(exc)
                 return
