@@ -86,15 +86,19 @@ class Allowance:
             return min(MAX_WAIT, max(0.0, (self.spent_out_at or now) + window - now))
         return None
 
-    def describe(self) -> str:
-        """``HOST's rate limit is spent (...) and its window reopens by TIME``."""
+    def spent_line(self) -> str:
+        """``HOST's rate limit is spent (N pulls this run; it allows L per W s)``."""
         stated = self.stated
         allows = (f"; it allows {stated.limit} per {stated.window} s" if stated and stated.limit is not None
                   and stated.window else "")
+        return f"{self.host}'s rate limit is spent ({self.spent} pulls this run{allows})"
+
+    def describe(self) -> str:
+        """``spent_line`` and when the window reopens."""
         reopens = self.reopens_in()
         when = (f"its window reopens by {utc_after(reopens)}" if reopens is not None
                 else "it did not say when its window reopens")
-        return f"{self.host}'s rate limit is spent ({self.spent} pulls this run{allows}) and {when}"
+        return f"{self.spent_line()} and {when}"
 
     def to_json(self) -> dict[str, Any]:
         reopens = self.reopens_in() if self.spent_out else None
@@ -191,8 +195,8 @@ class Budget:
         allowance.waits += 1
         delay = allowance.reopens_in()
         delay = FALLBACK_WAIT if delay is None else delay
-        self.log(f"{allowance.describe()}: waiting until {utc_after(delay)} (--wait-for-limit); "
-                 "what was fetched is kept")
+        self.log(f"{allowance.spent_line()}: waiting until {utc_after(delay)} for its window to reopen "
+                 "(--wait-for-limit); what was fetched is kept")
         deadline = time.monotonic() + delay
         while True:
             await anyio.sleep(max(0.0, min(deadline - time.monotonic(), RECHECK)))
