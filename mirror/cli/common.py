@@ -33,6 +33,14 @@ def fail(message: str, code: ExitCode) -> None:
     raise typer.Exit(int(code))
 
 
+def flags_given(context: typer.Context, *, exclude: set[str]) -> list[str]:
+    """The options and arguments of the running command that the user gave (on the command line or
+    through their environment variable), other than ``exclude``, as the user spells them, sorted."""
+    return sorted(param.opts[0] if param.param_type_name == "option" else param.name
+            for param in context.command.params if param.name not in exclude
+            and getattr(context.get_parameter_source(param.name), "name", "") in ("COMMANDLINE", "ENVIRONMENT"))
+
+
 def handle_errors(func: F) -> F:
     """Turn MirrorError into its one-line message and exit code.
 

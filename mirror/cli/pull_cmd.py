@@ -87,7 +87,7 @@ def pull_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Pull images into ONE portable bundle (an OCI image layout in a tar.zst)."""
-    from ..transfer.base import load_base  # imported here so other commands start faster
+    from ..transfer.delta import load_base  # imported here so other commands start faster
     from ..transfer.pull import PullRequest, pull
 
     platforms = parse_platforms(platform or [])

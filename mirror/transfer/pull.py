@@ -43,8 +43,8 @@ from ..registry.pool import ClientPool
 from ..registry.settings import RegistrySettings
 from ..safefiles import own_directory
 from ..units import human_size
-from .base import Base
 from .budget import Budget
+from .delta import Base
 from .fetch import Abandoned, Arrivals, Fetch
 from .resolve import ResolvedImage, Resolver
 

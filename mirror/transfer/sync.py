@@ -227,7 +227,7 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
             where = f":{image.ref.tag}" if image.ref.tag else f"@{image.ref.digest}"
             result.images.append(ImageResult(str(image.ref), f"{target.host}/{repository}{where}", image=image,
                                              repository=repository))
-        run = _Run(request, target, result, pool, client, progress)
+        run = SyncRun(request, target, result, pool, client, progress)
         await run.check()
         if not request.dry_run:
             await run.resolve()
@@ -242,7 +242,7 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
     return result
 
 
-class _Run:
+class SyncRun:
     def __init__(self, request: SyncRequest, target: Target, result: SyncResult, pool: ClientPool,
                  client: RegistryClient, progress: Progress):
         self.request, self.target, self.result = request, target, result
