@@ -22,9 +22,9 @@ import anyio
 
 from ..clock import utc_now
 from ..errors import ExitCode, IntegrityError, MirrorError, NotFoundError, worst_exit_code
-from ..model.oci import Descriptor, Platform, digest_hex
+from ..model.oci import Descriptor, Platform
 from ..model.reference import Reference
-from ..model.target import target_repository
+from ..model.target import backup_tag, target_repository
 from ..model.upstream import Location, SourceMap
 from ..progress import Progress
 from ..registry.client import RegistryClient
@@ -149,11 +149,6 @@ class SyncResult:
             "ratelimits": {host: {"remaining": r.remaining, "limit": r.limit, "window": r.window}
                            for host, r in sorted(self.ratelimits.items())},
         }
-
-
-def backup_tag(tag: str, old_digest: str) -> str:
-    """Where ``on_retag: backup`` keeps what the tag pointed at: ``TAG-prev-<12 hex>``."""
-    return f"{tag}-prev-{digest_hex(old_digest)[:12]}"
 
 
 async def wanted_images(request: SyncRequest,
