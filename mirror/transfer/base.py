@@ -49,12 +49,13 @@ class Base:
         self.digests |= digests
 
 
-def load_base(paths: list[Path]) -> Base:
-    """The union of every FILE; a file that is none of the three, or is damaged, is a UsageError naming it."""
+def load_base(paths: list[Path], option: str = "--base") -> Base:
+    """The union of every FILE; a file that is none of the three, or is damaged, is a UsageError naming
+    ``option`` and the file (``mirror prune --keep`` reads the same files)."""
     base = Base()
     for path in paths:
         if not path.is_file():
-            raise UsageError(f"--base {path}: no such file")
+            raise UsageError(f"{option} {path}: no such file")
         with open(path, "rb") as handle:
             head = handle.read(1)
         if head not in (b"{", b" ", b"\n", b"\t", b"\r"):  # not JSON: a bundle (or its first part)
@@ -62,7 +63,7 @@ def load_base(paths: list[Path]) -> Base:
                 with BundleReader(path) as reader:
                     base.add_bundle(reader.manifest)
             except IntegrityError as exc:
-                raise UsageError(f"--base {path}: not an inventory, bundle or mirror-bundle.json ({exc})") from None
+                raise UsageError(f"{option} {path}: not an inventory, bundle or mirror-bundle.json ({exc})") from None
             continue
         data = path.read_bytes()
         doc = read_inventory_doc(data, path)
@@ -72,5 +73,5 @@ def load_base(paths: list[Path]) -> Base:
         try:
             base.add_bundle(BundleManifest.from_json(data))
         except IntegrityError as exc:
-            raise UsageError(f"--base {path}: not an inventory or mirror-bundle.json ({exc})") from None
+            raise UsageError(f"{option} {path}: not an inventory or mirror-bundle.json ({exc})") from None
     return base
