@@ -1,8 +1,10 @@
 """The offline installer: one archive that installs mirror on a host with no network (the bastion).
 
 It holds ``install.sh``, the file ``targets`` (one ``ARCH X.Y`` line per
-platform carried) and ``wheels/``: mirror's wheel and every dependency's for
-each target, so pip never needs an index there. The wheels come from, in order:
+platform carried), ``wheels/``: mirror's wheel and every dependency's for
+each target, so pip never needs an index there, and ``wheels.sha256``: the
+digest of every wheel, made with them, which install.sh checks first. The
+wheels come from, in order:
 
 1. the installer this mirror was installed from: ``install.sh`` keeps the
    archive's contents in the installed environment (``KEPT``), so a bastion's
@@ -11,8 +13,9 @@ each target, so pip never needs an index there. The wheels come from, in order:
    from the checkout's files and the dependencies' wheels are downloaded from
    the index pip is set up for (PyPI on the connected side).
 
-Only the standard library is imported, so ``scripts/make-installer.sh`` runs
-this module with any Python that has pip. The archive appears under its name
+Only the standard library is imported (and mirror's errors and safefiles,
+which need no more), so ``scripts/make-installer.sh`` runs this module with
+any Python that has pip. The archive appears under its name
 only once complete, with ``NAME.sha256`` beside it (``sha256sum -c`` format).
 """
 
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -29,9 +31,10 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from .errors import MirrorError, UsageError
+from .safefiles import Replacement, write_file
 
 ROOT = "mirror-installer"  # the directory the archive unpacks to
 ARCHES = ("x86_64", "aarch64")
@@ -39,6 +42,7 @@ ARCHES = ("x86_64", "aarch64")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 # glibc 2.34 is RHEL 9's; Debian 12 has 2.36, Debian 13 2.41.
 GLIBC_TAGS = ("manylinux_2_34", "manylinux_2_28", "manylinux_2_17", "manylinux2014")
+WHEEL_DIGESTS = "wheels.sha256"  # the digest of every file in wheels/, which install.sh checks before installing
 KEPT = Path(sys.prefix) / "share" / "mirror" / "installer"  # where install.sh keeps the archive's contents
 CHECKOUT = Path(__file__).resolve().parent.parent
 INSTALL_SH = CHECKOUT / "scripts" / "installer" / "install.sh"
@@ -65,11 +69,6 @@ def installer_beside(bundle: Path) -> Path:
     return bundle.with_name(f"{name}.{ROOT}.tar.gz")
 
 
-def pending_name(out: Path) -> Path:
-    """The name an archive is written under until it is complete."""
-    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
-
-
 class PendingInstaller:
     """An installer built under a temporary name beside ``out``, published when what it goes with is done.
 
@@ -81,31 +80,31 @@ class PendingInstaller:
                  log: Log | None = None):
         if out.is_dir():  # found now, not after every wheel is downloaded
             raise UsageError(f"{out}: is a directory; name the installer's file (NAME.tar.gz)")
+        if not out.parent.is_dir():
+            raise UsageError(f"{out.parent}: no such directory to write the installer in")
         self.out = out
-        self.pending = pending_name(out)
+        self.pending = Replacement(out)
         try:
-            self.wheels, self.targets = build(self.pending, arches, versions, log)
+            self.wheels, self.targets = build(self.pending.file, arches, versions, log)
         except BaseException:
             self.discard()
             raise
 
     def publish(self) -> Installer:
         """Move the archive to ``out`` and write ``out.sha256`` beside it."""
+        self.pending.file.flush()
         digest = hashlib.sha256()
-        with self.pending.open("rb") as f:
+        with self.pending.temp.open("rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
-        size = self.pending.stat().st_size
-        os.replace(self.pending, self.out)
-        checksum = self.out.with_name(self.out.name + ".sha256")
-        written = pending_name(checksum)
-        written.write_text(f"{digest.hexdigest()}  {self.out.name}\n")
-        os.replace(written, checksum)
+        size = self.pending.temp.stat().st_size
+        self.pending.commit()
+        write_file(self.out.with_name(self.out.name + ".sha256"), f"{digest.hexdigest()}  {self.out.name}\n".encode())
         return Installer(self.out, digest.hexdigest(), size, self.wheels, self.targets)
 
     def discard(self) -> None:
         """Remove the archive if it was not published."""
-        self.pending.unlink(missing_ok=True)
+        self.pending.discard()
 
 
 def make_installer(out: Path, arches: Iterable[str] = (), versions: Iterable[str] = (),
@@ -118,9 +117,9 @@ def make_installer(out: Path, arches: Iterable[str] = (), versions: Iterable[str
         pending.discard()
 
 
-def build(archive: Path, arches: Iterable[str] = (), versions: Iterable[str] = (),
+def build(archive: BinaryIO, arches: Iterable[str] = (), versions: Iterable[str] = (),
           log: Log | None = None) -> tuple[int, list[str]]:
-    """Write the installer archive at ``archive``: (number of wheels, targets)."""
+    """Write the installer archive into ``archive``: (number of wheels, targets)."""
     arches, versions = list(arches), list(versions)
     for arch in arches:
         if arch not in ARCHES:
@@ -128,8 +127,6 @@ def build(archive: Path, arches: Iterable[str] = (), versions: Iterable[str] = (
     for version in versions:
         if not re.fullmatch(r"3\.1\d", version):
             raise UsageError(f"--python-version {version}: 3.10 or newer, as X.Y")
-    if not archive.parent.is_dir():
-        raise UsageError(f"{archive.parent}: no such directory to write the installer in")
     with tempfile.TemporaryDirectory(prefix="mirror-installer-") as stage:
         tree = Path(stage) / ROOT
         if (KEPT / "targets").is_file():
@@ -144,7 +141,7 @@ def build(archive: Path, arches: Iterable[str] = (), versions: Iterable[str] = (
                              f"(no {KEPT}) nor runs from a checkout (no {CHECKOUT / 'pyproject.toml'})")
         targets = (tree / "targets").read_text().splitlines()
         wheels = sum(1 for _ in (tree / "wheels").glob("*.whl"))
-        with tarfile.open(archive, "w:gz") as tar:
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
             tar.add(tree, ROOT)
     return wheels, targets
 
@@ -179,6 +176,10 @@ def _from_checkout(tree: Path, stage: Path, arches: list[str], versions: list[st
                  f"download the wheels for linux {arch}, CPython {version}")
             targets.append(f"{arch} {version}")
     (tree / "targets").write_text("".join(f"{t}\n" for t in targets))
+    with (tree / WHEEL_DIGESTS).open("w") as digests:  # `sha256sum -c` format
+        for wheel in sorted(wheels.iterdir()):
+            with wheel.open("rb") as f:
+                digests.write(f"{hashlib.file_digest(f, 'sha256').hexdigest()}  wheels/{wheel.name}\n")
     shutil.copy2(INSTALL_SH, tree / "install.sh")
     (tree / "install.sh").chmod(0o755)
 

@@ -29,6 +29,7 @@ from .model.oci import Platform
 from .model.reference import Reference
 from .registry.settings import RegistrySettings
 from .registry.transport import tls_context
+from .safefiles import write_file
 
 RELEASE_ASSETS = {  # component -> release asset under the releases host
     "k3s": "k3s-io/k3s/releases/download/{version}/k3s-images.txt",
@@ -321,6 +322,4 @@ def _read_cached(path: Path, source_id: str) -> tuple[str, str] | None:
 
 def _write_cached(path: Path, source_id: str, digest: str, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temp.write_text(f"# source: {source_id}\n# sha256: {digest}\n{text}", encoding="utf-8")
-    os.replace(temp, path)  # a reader never sees half a list
+    write_file(path, f"# source: {source_id}\n# sha256: {digest}\n{text}".encode())  # a reader never sees half a list

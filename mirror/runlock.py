@@ -2,7 +2,8 @@
 
 The kernel drops an flock when its process dies, however it dies, so a
 lock left by a dead process is simply taken over; the PID in the file only
-names the holder to whoever finds the lock taken.
+names the holder to whoever finds the lock taken. The file is never
+truncated and no link is followed to it (safefiles.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 
 from .errors import LockHeld
+from .safefiles import open_lock, read_holder, write_holder
 
 
 def lock_dir() -> Path:
@@ -36,21 +38,20 @@ class RunLock:
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_lock(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = read_holder(fd)
             os.close(fd)
             raise LockHeld(f"another {self.what} is running (PID {holder}, lock {self.path}); "
                            "this run did nothing") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        write_holder(fd, os.getpid())
         self._fd = fd
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
+            write_holder(self._fd, None)
             os.close(self._fd)  # closing releases the flock
             self._fd = None

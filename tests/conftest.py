@@ -49,3 +49,18 @@ def start_registry(tmp_path_factory):
 def registry(start_registry) -> testbed.Registry:
     """A plain-HTTP loopback registry, empty, for one test."""
     return start_registry()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB filesystem (a tmpfs), for a full disk on demand; unmounted after the test.
+
+    Mounting needs root: CI runs as root, so there the test runs; elsewhere it is skipped.
+    """
+    if os.geteuid() != 0 and os.environ.get("CI") != "true":
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)

@@ -35,18 +35,9 @@ def test_next_write_removes_temps_of_dead_writers_only(tmp_path, generated, stor
     assert written.path.stat().st_size == written.size
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB filesystem: too small for the test bundle (about 390 KiB)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
 @pytest.mark.parametrize("part_size", [None, 64 * 1024])
 def test_full_disk_leaves_nothing_and_names_the_full_directory(small_disk, generated, store, part_size):  # noqa: F811
+    """small_disk (256 KiB) is too small for the test bundle (about 390 KiB)."""
     path = small_disk / "b.tar.zst"
     with pytest.raises(MirrorError) as caught:
         write_bundle(path, manifest_for(generated), store, part_size=part_size)

@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -57,6 +58,21 @@ def install_offline(installer: Path, prefix: Path, home: Path) -> Path:
     return prefix / "bin" / "mirror"
 
 
+def only_one_install(prefix: Path) -> bool:
+    """PREFIX/lib holds the link mirror and the one environment it names, with the installer kept in it."""
+    lib = prefix / "lib"
+    current = lib / "mirror"
+    return (current.is_symlink() and sorted(p.name for p in lib.iterdir()) == ["mirror", os.readlink(current)]
+            and (current / "share" / "mirror" / "installer" / "install.sh").is_file())
+
+
+def copy_of(installer: Path, tmp_path: Path) -> Path:
+    """A copy of the unpacked installer, to alter without touching the module's."""
+    copy = tmp_path / "copy" / installer.name
+    shutil.copytree(installer, copy)
+    return copy
+
+
 def test_installs_with_the_network_cut_and_runs(installer, tmp_path):
     prefix = tmp_path / "prefix"
     env = {"PATH": BASTION_PATH, "HOME": str(tmp_path)}
@@ -64,8 +80,10 @@ def test_installs_with_the_network_cut_and_runs(installer, tmp_path):
     listed = offline(prefix / "bin" / "mirror", "lists", "--mode", "k3s", env=env)
     assert listed.returncode == 0, listed.stderr
     assert "docker.io/rancher/klipper-helm" in listed.stdout
-    again = offline(installer / "install.sh", "--prefix", prefix, env=env)  # an upgrade replaces in place
+    again = offline(installer / "install.sh", "--prefix", prefix, env=env)  # an upgrade replaces the install
     assert again.returncode == 0, again.stderr
+    assert only_one_install(prefix)
+    assert offline(prefix / "bin" / "mirror", "--version", env=env).returncode == 0
 
 
 def test_refuses_a_python_it_has_no_wheels_for(installer, tmp_path):
@@ -129,3 +147,57 @@ def test_make_installer_to_a_directory_exits_2_before_downloading(tmp_path):
     assert build.returncode == 2, build.stderr
     assert build.stderr == f"make-installer: {tmp_path / 'out'}: is a directory; name the installer's file (NAME.tar.gz)\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and not list((tmp_path / "out").iterdir())
+
+
+def test_refuses_a_prefix_whose_lib_mirror_it_did_not_make(installer, tmp_path):
+    """`--prefix /var` cleared /var/lib/mirror, where `registry up` keeps its state and the registry's data."""
+    prefix = tmp_path / "var"
+    state = prefix / "lib" / "mirror" / "registry"
+    state.mkdir(parents=True)
+    (state / "state.json").write_text("{}")
+    result = offline(installer / "install.sh", "--prefix", prefix, env={"PATH": BASTION_PATH, "HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr == (f"install.sh: {prefix / 'lib' / 'mirror'} exists and is not a mirror install made by "
+                             "install.sh (no .mirror-install in it): refusing to replace it; choose another --prefix\n")
+    assert (state / "state.json").read_text() == "{}"
+    assert [p.name for p in (prefix / "lib").iterdir()] == ["mirror"]
+
+
+def test_a_failed_reinstall_leaves_the_previous_install_as_it_was(installer, tmp_path):
+    """The re-install cleared the environment first: when pip then failed, bin/mirror was left dangling and
+    the installer kept in the install was gone."""
+    prefix, env = tmp_path / "prefix", {"PATH": BASTION_PATH, "HOME": str(tmp_path)}
+    install_offline(installer, prefix, tmp_path)
+    broken = copy_of(installer, tmp_path)
+    missing = next((broken / "wheels").glob("httpx-*.whl"))  # a dependency pip will not find
+    missing.unlink()
+    digests = broken / "wheels.sha256"
+    if digests.exists():
+        digests.write_text("".join(line for line in digests.read_text().splitlines(keepends=True)
+                                   if not line.endswith(f"wheels/{missing.name}\n")))
+    result = offline(broken / "install.sh", "--prefix", prefix, env=env)
+    version = offline(prefix / "bin" / "mirror", "--version", env=env)
+    assert version.returncode == 0 and version.stdout == f"mirror {mirror.__version__}\n", version.stderr
+    assert only_one_install(prefix)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.endswith(f"install.sh: pip could not install mirror from {broken / 'wheels'}; "
+                                  "the previous install is unchanged\n")
+
+
+@pytest.mark.parametrize("alteration", ["changed", "added"])
+def test_a_wheel_not_as_the_archive_lists_it_is_refused_before_anything_is_installed(installer, tmp_path, alteration):
+    altered = copy_of(installer, tmp_path)
+    if alteration == "changed":
+        wheel = next((altered / "wheels").glob("mirror-*.whl"))
+        with wheel.open("ab") as f:
+            f.write(b"not what was built")  # a zip still reads with bytes after its end
+        said = f"wheels/{wheel.name}: does not match its sha256 in wheels.sha256: refusing to install (was it altered?)"
+    else:
+        wheel = altered / "wheels" / "evil-1.0-py3-none-any.whl"
+        shutil.copy(next((altered / "wheels").glob("idna-*.whl")), wheel)
+        said = f"wheels/{wheel.name} is not in wheels.sha256: refusing to install from this archive (was it altered?)"
+    result = offline(altered / "install.sh", "--prefix", tmp_path / "prefix",
+                     env={"PATH": BASTION_PATH, "HOME": str(tmp_path)})
+    assert result.returncode == 2
+    assert result.stderr == f"install.sh: {said}\n"
+    assert not (tmp_path / "prefix").exists()

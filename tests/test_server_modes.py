@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -162,5 +163,23 @@ def test_generated_password_is_shown_on_a_terminal_never_in_json(tmp_path):
         assert code == 0, output
         password = find_local_registry(state_dir).credentials.password
         assert f"user mirror, password {password}" in output and "shown once" in output
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir)
+
+
+def test_the_operators_registry_variables_do_not_reach_the_registry(tmp_path):
+    """distribution takes any REGISTRY_* variable as configuration: REGISTRY_AUTH_FILE (podman's and skopeo's)
+    made it print its usage and exit, REGISTRY_HTTP_ADDR would move it. It gets a clean environment."""
+    state_dir, port, elsewhere = tmp_path / "state", testbed.free_port(), testbed.free_port()
+    shell = {"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"), "REGISTRY_HTTP_ADDR": f"127.0.0.1:{elsewhere}",
+             "AWS_CA_BUNDLE": str(tmp_path / "aws.pem"), "SSL_CERT_FILE": str(tmp_path / "ca.pem")}
+    try:
+        result = run_mirror("registry", "up", "--state-dir", state_dir, "--port", str(port), "--address",
+                            "127.0.0.1", "--engine", "binary", "--no-tls", "--auth", "none", env=shell)
+        assert result.returncode == 0, result.stderr
+        assert httpx.get(f"http://127.0.0.1:{port}/v2/").status_code == 200
+        pid = int((state_dir / "registry.pid").read_text())
+        environment = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+        assert [v for v in environment if v.startswith(("REGISTRY_", "AWS_", "SSL_"))] == []
     finally:
         run_mirror("registry", "down", "--state-dir", state_dir)

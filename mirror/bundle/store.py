@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import IntegrityError
+from ..errors import DiskFull, IntegrityError, MirrorError
 from ..model.oci import digest_hex, sha256_digest
+from ..safefiles import write_file
 
 
 class BlobStore:
@@ -40,9 +41,15 @@ class BlobStore:
         actual = sha256_digest(data)
         if actual != digest:
             raise IntegrityError(f"content for {digest} hashes to {actual}")
-        partial = self.partial_path(digest)
-        partial.write_bytes(data)
-        os.replace(partial, self.path(digest))
+        try:
+            write_file(self.path(digest), data)
+        except OSError as exc:
+            raise self.write_failed(exc, digest) from None
+
+    def write_failed(self, exc: OSError, digest: str) -> MirrorError:
+        """The error for a write of ``digest`` into this work dir that failed: DiskFull when there is no room."""
+        said = f"blob {digest}: cannot write to the work dir {self.root}: {exc}"
+        return DiskFull(said, str(self.root), exc.strerror) if exc.errno in DiskFull.ERRNOS else MirrorError(said)
 
     def promote(self, digest: str) -> None:
         """Move a ``.partial`` whose hash the downloader already checked into place."""

@@ -10,7 +10,6 @@ the same bundle removes those whose process is gone (killed).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -25,7 +24,7 @@ from typing import BinaryIO, Callable, Collection
 
 import zstandard
 
-from ..errors import IntegrityError, MirrorError, UsageError
+from ..errors import DiskFull, IntegrityError, MirrorError, UsageError
 from ..model import graph
 from ..model.oci import (
     ANNOTATION_IMAGE_NAME,
@@ -37,6 +36,7 @@ from ..model.oci import (
     Descriptor,
     Manifest,
 )
+from ..safefiles import create_new
 from .store import BlobStore
 from .format import (
     BUNDLE_MANIFEST,
@@ -110,8 +110,9 @@ def write_bundle(
         return sink.commit()
     except OSError as exc:  # disk full, permissions, a failing disk: one line, nothing left behind
         sink.discard()
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise MirrorError(f"writing bundle {path} failed: {path.parent} is full ({exc.strerror})") from exc
+        if exc.errno in DiskFull.ERRNOS:
+            raise DiskFull(f"writing bundle {path} failed: {path.parent} is full ({exc.strerror})",
+                           str(path.parent), exc.strerror) from exc
         raise MirrorError(f"writing bundle {path} failed: {exc}") from exc
     except BaseException:
         sink.discard()
@@ -340,14 +341,17 @@ class _Sink:
     def _final(self, index: int) -> Path:
         return bundle_part_path(self.path, index) if self.part_size else self.path
 
+    def _temp_name(self, final: Path) -> Path:
+        return final.with_name(f".{final.name}.tmp-{os.getpid()}-{self.token}")
+
     def _temp(self, final: Path) -> Path:
-        temp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{self.token}")
+        temp = self._temp_name(final)
         self.temps.append(temp)
         return temp
 
     def _open_next(self) -> None:
         self._close_current()
-        self.handle = open(self._temp(self._final(len(self.temps))), "xb")
+        self.handle = create_new(self._temp(self._final(len(self.temps))))
         self.room = self.part_size or -1
 
     def _close_current(self) -> None:
@@ -396,7 +400,9 @@ class _Sink:
         checksum = checksum_path(self.path)
         _write_synced(self._temp(checksum), self._checksum_text(parts))
         marker = incomplete_marker(self.path)
-        _write_synced(marker, f"{self.path.name} is being replaced; if this stays, the write was interrupted\n")
+        marker_temp = self._temp_name(marker)
+        _write_synced(marker_temp, f"{self.path.name} is being replaced; if this stays, the write was interrupted\n")
+        os.replace(marker_temp, marker)
         _fsync_dir(self.path.parent)
         # From here until the marker goes, readers refuse the bundle as incomplete.
         checksum.unlink(missing_ok=True)
@@ -415,17 +421,23 @@ class _Sink:
         return WrittenBundle(self.path, self.size, self.hasher.hexdigest(), parts)
 
     def discard(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-        for temp in self.temps:
-            temp.unlink(missing_ok=True)
-        self.temps = []
+        """Remove every temp file, whatever closing the open one raises (on a full disk its flush fails)."""
+        handle, self.handle = self.handle, None
+        try:
+            if handle is not None:
+                handle.close()
+        except OSError:
+            pass
+        finally:
+            for temp in self.temps:
+                temp.unlink(missing_ok=True)
+            self.temps = []
 
 
 def _remove_dead_temps(path: Path) -> None:
-    """Temp files of ``path`` (whole, parts, checksum) left by writers that were killed."""
-    pattern = re.compile(r"\." + re.escape(path.name) + r"(?:\.part-\d{3,}|\.sha256)?\.tmp-(\d+)-[0-9a-f]+")
+    """Temp files of ``path`` (whole, parts, checksum, marker) left by writers that were killed."""
+    pattern = re.compile(r"\." + re.escape(path.name)
+                         + r"(?:\.part-\d{3,}|\.sha256|\.incomplete)?\.tmp-(\d+)-[0-9a-f]+")
     for candidate in path.parent.iterdir():
         match = pattern.fullmatch(candidate.name)
         if match and not _process_alive(int(match.group(1))):
@@ -447,8 +459,8 @@ def _process_alive(pid: int) -> bool:
 
 
 def _write_synced(path: Path, text: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(text)
+    with create_new(path) as handle:
+        handle.write(text.encode())
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import typer
 
-from ..errors import DeltaBaseMissing, ExitCode, ImagesFailed, MirrorError, UsageError
+from ..errors import (
+    DeltaBaseMissing, ExitCode, ImagesFailed, MirrorError, UsageError, exit_code_of, leaves, reported_error,
+)
 from ..registry.settings import Credentials, RegistrySettings, connections_for
 from .render import emit_failure_json, report_failures
 
@@ -63,30 +65,6 @@ def handle_errors(func: F) -> F:
             _interrupted()
 
     return wrapper  # type: ignore[return-value]
-
-
-def leaves(error: BaseException) -> Iterator[BaseException]:
-    """The errors inside ``error``, however deeply task groups nested it; ``error`` itself if no group."""
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from leaves(inner)
-    else:
-        yield error
-
-
-def exit_code_of(error: BaseException) -> ExitCode:
-    """A MirrorError's own code; an OSError the operations did not name is a plain failure."""
-    return error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
-
-
-def reported_error(error: BaseException) -> BaseException | None:
-    """The one error to tell the user about: ``error``, or the worst leaf of an exception group
-    (integrity, then auth, then the rest). None unless every leaf is a MirrorError or an OSError:
-    anything else is a bug and keeps its traceback."""
-    found = list(leaves(error))
-    if not all(isinstance(e, (MirrorError, OSError)) for e in found):
-        return None
-    return max(found, key=lambda e: {ExitCode.INTEGRITY: 2, ExitCode.AUTH: 1}.get(exit_code_of(e), 0))
 
 
 def _report(error: BaseException, json_report: bool) -> None:

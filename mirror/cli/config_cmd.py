@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from ..clientconfig.containerd import DEFAULT_CERTS_DIR
 from ..errors import UsageError
 from ..model.target import RegistryAddress
 from ..model.reference import Reference
+from ..safefiles import Replacement
 from .app import app
 from .common import (CaFileOption, InsecureOption, PasswordStdinOption, PlainHttpOption, UsernameOption,
                      handle_errors, read_password_stdin, registry_settings)
@@ -33,16 +33,13 @@ def write_files(config: ClientConfig, output_dir: Path, force: bool = False) -> 
     for generated in config.files:
         path = output_dir / generated.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        mode = 0o600 if generated.secret else 0o644
         # Created with its final mode, so a password is never readable by others, not even briefly.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with open(fd, "wb") as out:
+        with Replacement(path, mode=0o600 if generated.secret else 0o644) as new:
             if generated.copy_of is not None:
                 with open(generated.copy_of, "rb") as source:
-                    shutil.copyfileobj(source, out)
+                    shutil.copyfileobj(source, new.file)
             else:
-                out.write(generated.content.encode("utf-8"))
-        path.chmod(mode)  # an existing file keeps its old mode through O_CREAT
+                new.file.write(generated.content.encode("utf-8"))
         lines.append(f"wrote {path} -> {generated.install_path}")
     return lines
 

@@ -34,6 +34,7 @@ def print_systemd(
         None, "--output-dir", help="Write NAME.service and NAME.timer there [default: print both]."),
 ) -> None:
     """Print (or write) a oneshot service and its timer (Persistent=true: a missed run happens at boot)."""
+    from ..safefiles import write_file
     from ..transfer.sync_config import load_config
     from ..transfer.sync_units import systemd_units
 
@@ -46,7 +47,7 @@ def print_systemd(
             typer.echo(f"# /etc/systemd/system/{unit.name}\n{unit.text}")
     else:
         for unit in units:
-            (output_dir / unit.name).write_text(unit.text)
+            write_file(output_dir / unit.name, unit.text.encode())
             typer.echo(f"wrote {output_dir / unit.name}")
     timer = units[-1].name
     typer.echo(f"# systemctl daemon-reload && systemctl enable --now {timer}", err=output_dir is not None)

@@ -3,6 +3,13 @@
 Used where no Docker Engine is reachable. The process gets its own session
 (a closed terminal does not stop it), its output goes to a log file, and
 the pid file is trusted only while that pid still runs our config.
+
+Its environment is REGISTRY_ENVIRONMENT, not ours: distribution reads every
+REGISTRY_* variable as configuration, and the operator's shell has them for
+other tools (REGISTRY_AUTH_FILE is podman's and skopeo's, and made the
+registry print its usage and exit), besides AWS_*, SSL_CERT_FILE and proxies
+that are not for it. A systemd unit's process gets the service manager's
+environment, and a container the image's: neither sees the operator's.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ import time
 from pathlib import Path
 
 from ..errors import UsageError
+from ..safefiles import open_append, write_file
 
 # Upstream installs `registry`; Debian's docker-registry package renames it.
 BINARY_NAMES = ("registry", "docker-registry")
+REGISTRY_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}  # all it gets: its config is a file
 
 
 def find_binary() -> str | None:
@@ -39,11 +48,11 @@ def require_binary() -> str:
 
 
 def start(binary: str, config: Path, pid_file: Path, log_file: Path) -> int:
-    with open(log_file, "ab") as log:
+    with open_append(log_file) as log:
         process = subprocess.Popen(
-            [binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    pid_file.write_text(f"{process.pid}\n")
+            [binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(REGISTRY_ENVIRONMENT), start_new_session=True, close_fds=True)
+    write_file(pid_file, f"{process.pid}\n".encode())
     return process.pid
 
 

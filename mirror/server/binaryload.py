@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import platform
 import tarfile
 import tempfile
@@ -28,6 +27,7 @@ from ..bundle.reader import BundleReader
 from ..errors import IntegrityError, UsageError
 from ..model.oci import Platform
 from ..bundle.store import BlobStore
+from ..safefiles import Replacement
 from .imageload import copy_image_blobs, find_registry_image, select_manifest
 
 BINARY_PATH = "bin/registry"  # in the image
@@ -63,15 +63,13 @@ def extract_registry_binary(bundle: Path, registry_image: str | None, target: Pa
         if len(diff_ids) != len(layers):
             raise IntegrityError(f"registry image {record.source} ({wanted}): its config lists "
                                  f"{len(diff_ids)} layers, its manifest {len(layers)}")
-        partial = target.with_name(f".{target.name}.partial")
         for layer, diff_id in reversed(list(zip(layers, diff_ids))):  # the top layer wins
-            partial.unlink(missing_ok=True)
-            with open(spool.path(layer["digest"]), "rb") as raw:
-                found = _copy_from_layer(_decompressed(raw, layer.get("mediaType", "")), diff_id,
-                                         layer["digest"], partial)
-            if found:
-                os.replace(partial, target)
-                return target
+            with Replacement(target, mode=0o755) as binary, open(spool.path(layer["digest"]), "rb") as raw:
+                if not _copy_from_layer(_decompressed(raw, layer.get("mediaType", "")), diff_id,
+                                        layer["digest"], binary.file):
+                    binary.discard()
+                    continue
+            return target
     raise UsageError(f"registry image {record.source} ({wanted}) in {bundle} has no /{BINARY_PATH}: "
                      "install the registry binary, or use --engine docker")
 
@@ -113,24 +111,20 @@ class _Hashing:
             pass
 
 
-def _copy_from_layer(stream: BinaryIO, diff_id: str, layer: str, partial: Path) -> bool:
-    """Copy BINARY_PATH (a regular file) out of one layer tar into ``partial``; False if absent."""
+def _copy_from_layer(stream: BinaryIO, diff_id: str, layer: str, out: BinaryIO) -> bool:
+    """Copy BINARY_PATH (a regular file) out of one layer tar into ``out``; False if absent."""
     tar = _Hashing(stream)
     try:
-        found = _walk(tar, layer, partial)
+        found = _walk(tar, layer, out)
         tar.drain()
         if "sha256:" + tar.hasher.hexdigest() != diff_id:
             raise IntegrityError(f"layer {layer} does not unpack to {diff_id}, the diff_id its image config names")
     except (OSError, EOFError, zlib.error, zstandard.ZstdError, tarfile.HeaderError) as exc:
-        partial.unlink(missing_ok=True)
         raise IntegrityError(f"layer {layer} is not a readable tar: {exc}") from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return found
 
 
-def _walk(tar: _Hashing, layer: str, partial: Path) -> bool:
+def _walk(tar: _Hashing, layer: str, out: BinaryIO) -> bool:
     found = False
     long_name: str | None = None
     while True:
@@ -153,23 +147,21 @@ def _walk(tar: _Hashing, layer: str, partial: Path) -> bool:
         if not found and kind in (b"0", b"\0") and _normalized(name) == BINARY_PATH:
             if size > MAX_BINARY:
                 raise IntegrityError(f"layer {layer}: /{BINARY_PATH} is {size} bytes; refusing over {MAX_BINARY}")
-            _write(tar, size, partial)
+            _write(tar, size, out)
             tar.skip(padded - size)
             found = True
         else:
             tar.skip(padded)
 
 
-def _write(tar: _Hashing, size: int, partial: Path) -> None:
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
-    with os.fdopen(fd, "wb") as out:
-        remaining = size
-        while remaining:
-            chunk = tar.read(min(CHUNK, remaining))
-            if not chunk:
-                raise IntegrityError(f"layer tar ends inside /{BINARY_PATH}")
-            out.write(chunk)
-            remaining -= len(chunk)
+def _write(tar: _Hashing, size: int, out: BinaryIO) -> None:
+    remaining = size
+    while remaining:
+        chunk = tar.read(min(CHUNK, remaining))
+        if not chunk:
+            raise IntegrityError(f"layer tar ends inside /{BINARY_PATH}")
+        out.write(chunk)
+        remaining -= len(chunk)
 
 
 def _ustar_name(header: bytes) -> str:

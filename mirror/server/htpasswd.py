@@ -8,7 +8,6 @@ what nodes were configured with.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import bcrypt
 
 from ..errors import UsageError
 from ..registry.settings import Credentials
+from ..safefiles import write_file
 
 # distribution checks the bcrypt hash on every request; a high cost would make
 # a concurrent push CPU-bound, and the plain password sits beside the hash in
@@ -26,12 +26,7 @@ BCRYPT_ROUNDS = 5
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` with mode 0600 from the first byte on."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.unlink(missing_ok=True)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(partial, path)
+    write_file(path, data, mode=0o600)
 
 
 def read_credentials(path: Path) -> Credentials:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..registry.settings import Credentials
+from ..safefiles import write_file
 from .htpasswd import read_credentials
 from .statelock import LOCK_FILE
 
@@ -133,9 +134,7 @@ def load_state(paths: StatePaths) -> RegistryState | None:
 
 def save_state(paths: StatePaths, state: RegistryState) -> None:
     paths.root.mkdir(parents=True, exist_ok=True)
-    partial = paths.state_file.with_suffix(".partial")
-    partial.write_text(json.dumps(asdict(state), indent=2, sort_keys=True) + "\n")
-    os.replace(partial, paths.state_file)
+    write_file(paths.state_file, (json.dumps(asdict(state), indent=2, sort_keys=True) + "\n").encode())
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import UsageError
+from ..safefiles import write_file
 from .htpasswd import write_private
 
 CA_DAYS = 3650
@@ -44,12 +45,12 @@ def ensure_tls(ca_dir: Path, cert: Path, key: Path, names: list[str], *, renew: 
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _ca_certificate(ca_key)
         write_private(ca_key_path, _key_pem(ca_key))
-        ca_cert_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+        write_file(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM))
     if renew or not _current(cert, key, ca_cert, names):
         server_key = ec.generate_private_key(ec.SECP256R1())
         write_private(key, _key_pem(server_key))
-        cert.write_bytes(_server_certificate(server_key, ca_key, ca_cert, names)
-                         .public_bytes(serialization.Encoding.PEM))
+        write_file(cert, _server_certificate(server_key, ca_key, ca_cert, names)
+                   .public_bytes(serialization.Encoding.PEM))
     return ServerTLS(cert, key, ca_cert_path)
 
 
@@ -90,7 +91,7 @@ def install_given(cert_src: Path, key_src: Path, cert: Path, key: Path) -> None:
         x509.load_pem_x509_certificate(cert_src.read_bytes())
     except ValueError:
         raise UsageError(f"--cert {cert_src}: not a PEM certificate") from None
-    cert.write_bytes(cert_src.read_bytes())
+    write_file(cert, cert_src.read_bytes())
     write_private(key, key_src.read_bytes())
 
 

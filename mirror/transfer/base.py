@@ -14,7 +14,7 @@ from pathlib import Path
 from ..bundle.format import BundleManifest
 from ..bundle.reader import BundleReader
 from ..errors import IntegrityError, UsageError
-from .inventory import Inventory, read_inventory_doc
+from .inventory import Inventory, is_inventory, read_base_document
 
 
 @dataclass
@@ -65,9 +65,8 @@ def load_base(paths: list[Path], option: str = "--base") -> Base:
             except IntegrityError as exc:
                 raise UsageError(f"{option} {path}: not an inventory, bundle or mirror-bundle.json ({exc})") from None
             continue
-        data = path.read_bytes()
-        doc = read_inventory_doc(data, path)
-        if doc is not None:
+        data, doc = read_base_document(path)
+        if is_inventory(doc):
             base.add_inventory(Inventory.from_doc(doc, path))
             continue
         try:

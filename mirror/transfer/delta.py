@@ -6,6 +6,8 @@ one (the survey's HEADs), or, failing that, any repository of the catalog.
 Blobs found are mounted where missing; manifests found are copied (GET, then
 PUT once their children are there). Anything found nowhere stops the push
 with exit 5, one line per digest, before a single byte or tag is written.
+Repositories of the catalog the account may not read are skipped (and
+counted in the message or a warning), not a reason to stop.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..bundle.format import BundleManifest
-from ..errors import DeltaBaseMissing, MirrorError
+from ..errors import AuthError, DeltaBaseMissing, MirrorError
 from ..registry.client import RegistryClient
 from .plan import ImagePlan, Target
 from .survey import Presence
@@ -26,6 +28,7 @@ class BaseSources:
     blobs: dict[str, str] = field(default_factory=dict)  # blob in no planned repository -> one that has it
     # a manifest missing in some planned repository -> one that has it
     manifests: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what the search of the catalog could not look at
 
 
 def base_warnings(bundle: BundleManifest, target: Target) -> list[str]:
@@ -51,29 +54,36 @@ async def require_base(client: RegistryClient, bundle: BundleManifest, plans: li
         elif is_manifest:
             sources.manifests[digest] = have[0]
         # a blob in some planned repository is mounted into the rest by Presence.mount_known
+    unreadable: set[str] = set()
     if unresolved:
-        found = await _search_catalog(client, unresolved, {p.repository for p in plans})
+        found = await _search_catalog(client, unresolved, {p.repository for p in plans}, unreadable)
         for digest, is_manifest in unresolved:
             if digest in found:
                 (sources.manifests if is_manifest else sources.blobs)[digest] = found[digest]
+    skipped = f"this account may not read {len(unreadable)} of its catalog's repositories: skipped" \
+        if unreadable else ""
     missing = [digest for digest, _ in unresolved if digest not in sources.blobs and digest not in sources.manifests]
     if missing:
         base = ", ".join(bundle.base)
         reasons = {digest: f"needed by {', '.join(_users(plans, digest))}; expected from base {base}"
                    for digest in missing}
         raise DeltaBaseMissing(
-            f"{len(missing)} digest(s) this delta bundle leaves to its base {base} are not in {client.host}: "
-            "nothing was written; push the base (or a full bundle) first, or pull a delta against an "
-            "inventory of this registry", reasons)
+            f"{len(missing)} digest(s) this delta bundle leaves to its base {base} are not in {client.host}"
+            f"{f' ({skipped})' if skipped else ''}: nothing was written; push the base (or a full bundle) first, "
+            "or pull a delta against an inventory of this registry", reasons)
+    if skipped:
+        sources.warnings.append(f"searching {client.host} for what this delta leaves to its base: {skipped}")
     return sources
 
 
-async def _search_catalog(client: RegistryClient, wanted: list[tuple[str, bool]],
-                          searched: set[str]) -> dict[str, str]:
+async def _search_catalog(client: RegistryClient, wanted: list[tuple[str, bool]], searched: set[str],
+                          unreadable: set[str]) -> dict[str, str]:
     """Which repository outside ``searched`` holds each digest.
 
     One digest at a time through the catalog: once one is missing everywhere the push is refused
-    anyway, so the search stops there (bounded on a large registry of the wrong base).
+    anyway, so the search stops there (bounded on a large registry of the wrong base). A catalog
+    lists repositories the account may not read: those refusing it (AuthError) go to ``unreadable``
+    and are asked nothing more.
     """
     try:
         repositories = [r for r in await client.catalog() if r not in searched]
@@ -82,10 +92,16 @@ async def _search_catalog(client: RegistryClient, wanted: list[tuple[str, bool]]
     found: dict[str, str] = {}
     for digest, is_manifest in wanted:
         for repository in repositories:
-            if is_manifest:
-                present = await client.head_manifest(repository, digest) is not None
-            else:
-                present = await client.blob_size(repository, digest) is not None
+            if repository in unreadable:
+                continue
+            try:
+                if is_manifest:
+                    present = await client.head_manifest(repository, digest) is not None
+                else:
+                    present = await client.blob_size(repository, digest) is not None
+            except AuthError:
+                unreadable.add(repository)
+                continue
             if present:
                 found[digest] = repository
                 break

@@ -106,8 +106,7 @@ class Fetch:
                                            progress=bar.update, segments=PARALLEL_RANGES)
                 self.store.promote(digest)
             except OSError as exc:  # the work dir, not the registry: full disk, permissions
-                self.failed[digest] = MirrorError(f"blob {digest}: cannot write to the work dir "
-                                                  f"{self.store.root}: {exc}")
+                self.failed[digest] = self.store.write_failed(exc, digest)
             except MirrorError as exc:
                 self.failed[digest] = exc
             if digest in self.failed:

@@ -8,11 +8,14 @@
    from the work dir into the bundle as soon as it is there.
 
 An image that cannot be resolved or whose blob fails is a failure; without
-``keep_going`` any failure means no bundle at all.
+``keep_going`` any failure means no bundle at all. A full disk (work dir or
+bundle) ends the whole pull in one line naming the directory and about how
+much more it needs.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +26,15 @@ import anyio
 from ..bundle.format import BundleManifest, ImageRecord
 from ..bundle.store import BlobStore
 from ..bundle.writer import WrittenBundle, plan_blobs, write_bundle
-from ..errors import ExitCode, ImagesFailed, MirrorError, UsageError, worst_exit_code
+from ..errors import DiskFull, ExitCode, ImagesFailed, MirrorError, UsageError, worst_exit_code
 from ..model.oci import Platform
 from ..model.reference import Reference
 from ..model.upstream import SourceMap
 from ..progress import Progress
 from ..registry.pool import ClientPool
 from ..registry.settings import RegistrySettings
+from ..safefiles import own_directory
+from ..units import human_size
 from .base import Base
 from .fetch import Abandoned, Arrivals, Fetch
 from .resolve import ResolvedImage, Resolver
@@ -131,6 +136,24 @@ def bundle_manifest(request: PullRequest, images: list[ResolvedImage]) -> Bundle
     )
 
 
+def _stopped_by_full_disk(full: DiskFull, request: PullRequest, store: BlobStore, fetch: Fetch) -> DiskFull:
+    """One line for a full disk: which directory, and about how much more this pull needs on its filesystem
+    (the blobs still to download when the work dir is there, the bundle when it is)."""
+    def on_disk(path: Path) -> int:
+        return path.stat().st_size if path.exists() else 0
+
+    to_fetch = sum(declared - on_disk(store.partial_path(digest)) for digest, (declared, _) in fetch.wanted.items()
+                   if not store.has(digest))
+    bundle = sum(declared for declared, _ in fetch.wanted.values())  # about the compressed bundle: layers are gzip'd
+    device = os.stat(full.directory).st_dev
+    needed = ((to_fetch if os.stat(store.root).st_dev == device else 0)
+              + (bundle if os.stat(request.output.parent).st_dev == device else 0))
+    free = shutil.disk_usage(full.directory).free
+    return DiskFull(f"{full.directory} is full ({full.reason}): this pull needs about {human_size(needed)} more "
+                    f"there, {human_size(free)} is free; free some, or put the work dir (--work-dir) or the bundle "
+                    "(-o) on a larger disk", full.directory, full.reason)
+
+
 async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStore, progress: Progress,
                  verified: set[str], wait_for: Callable[[str], None] | None = None) -> WrittenBundle:
     with progress.bar(manifest.total_size, "writing bundle") as bar:
@@ -150,6 +173,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     """
     if not request.output.parent.is_dir():
         raise UsageError(f"cannot write {request.output}: directory {request.output.parent} does not exist")
+    if request.work_dir is None:  # ours, at a name anyone can predict; a --work-dir is the user's choice
+        own_directory(request.store_dir)
     store = BlobStore(request.store_dir)
     base = request.base or Base()
     bundle: WrittenBundle | None = None
@@ -181,6 +206,10 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                 except Exception as exc:  # kept out of the task group, so it surfaces as itself
                     writer_error = exc
                     tg.cancel_scope.cancel()
+    full = next((e for e in (writer_error, *fetch.failed.values(), *causes.values()) if isinstance(e, DiskFull)),
+                None)
+    if full is not None:  # the disk, not the images: no use going on with the others
+        raise _stopped_by_full_disk(full, request, store, fetch)
     if failures and not request.keep_going:
         raise exit_error(failures, causes)
     if not images:
@@ -203,7 +232,10 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         if not request.keep_going or not kept:
             raise exit_error(failures, causes)
         images, manifest = kept, bundle_manifest(request, kept)
-        bundle = await _write(request, manifest, store, progress, fetch.verified)
+        try:
+            bundle = await _write(request, manifest, store, progress, fetch.verified)
+        except DiskFull as full:
+            raise _stopped_by_full_disk(full, request, store, fetch) from None
 
     layers = {d for image in images for d in image.blobs} & manifest.stored_blobs.keys()
     result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused(layers),

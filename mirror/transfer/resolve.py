@@ -153,9 +153,12 @@ class Resolver:
             self._configs[config] = done = anyio.Event()
             try:
                 if not self.store.has(config):
-                    await client.download_blob(image.location.repository, config, self.store.partial_path(config),
-                                               size=size)
-                    self.store.promote(config)
+                    try:
+                        await client.download_blob(image.location.repository, config,
+                                                   self.store.partial_path(config), size=size)
+                        self.store.promote(config)
+                    except OSError as exc:  # the work dir, not the registry: full disk, permissions
+                        raise self.store.write_failed(exc, config) from None
                     image.fetched[config] = self.store.size(config)
             finally:
                 done.set()

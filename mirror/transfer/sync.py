@@ -89,6 +89,23 @@ class ImageResult:
 
 
 @dataclass
+class SkippedTags:
+    """Entries of a source's tag list that are no tags by the reference grammar: never synced, only reported."""
+
+    repository: str  # registry/repository whose list held them
+    count: int
+    shown: list[str]  # the first few, each a repr cut to one short line
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repository": self.repository, "count": self.count, "tags": self.shown}
+
+    def describe(self) -> str:
+        more = f" and {self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
+        return (f"{self.repository}: {self.count} listed tag(s) that are no tags, skipped: "
+                f"{', '.join(self.shown)}{more}")
+
+
+@dataclass
 class SyncResult:
     target: str
     run_id: str
@@ -105,6 +122,7 @@ class SyncResult:
     config_sha256: str | None = None
     dry_run: bool = False
     delta: dict[str, Any] | None = None  # a run to a bundle: what it wrote (path null: nothing changed)
+    skipped_tags: list[SkippedTags] = field(default_factory=list)
 
     def count(self, action: str) -> int:
         return sum(1 for image in self.images if image.action == action)
@@ -148,26 +166,35 @@ class SyncResult:
                 "tags_pushed": self.tags_pushed}),
             "ratelimits": {host: {"remaining": r.remaining, "limit": r.limit, "window": r.window}
                            for host, r in sorted(self.ratelimits.items())},
+            "skipped_tags": [skipped.to_json() for skipped in self.skipped_tags],
         }
 
 
-async def wanted_images(request: SyncRequest,
-                        pool: ClientPool) -> tuple[list[SyncImage], list[tuple[Reference, MirrorError]]]:
-    """The job's images, each once: those it names, then each selection's tags as listed now.
+@dataclass
+class Wanted:
+    images: list[SyncImage]  # each once: those the job names, then each selection's tags as listed now
+    unlisted: list[tuple[Reference, MirrorError]]  # repositories whose tags could not be listed, with why
+    skipped: list[SkippedTags]  # entries of the tag lists that are no tags
 
-    Also the repositories whose tags could not be listed, with why.
-    """
+
+async def wanted_images(request: SyncRequest, pool: ClientPool) -> Wanted:
+    """The job's images: those it names, then each selection's tags as listed now."""
     images: dict[Reference, SyncImage] = {}
     for image in request.images:
         images.setdefault(image.ref, image)
     unlisted: list[tuple[Reference, MirrorError]] = []
+    skipped: list[SkippedTags] = []
     for selection in request.selections:
         try:
-            for image in await selection.select(pool, request.sources):
-                images.setdefault(image.ref, image)
+            listed = await selection.list_tags(pool, request.sources)
         except MirrorError as exc:
             unlisted.append((selection.repository, exc))
-    return list(images.values()), unlisted
+            continue
+        chosen, bad = selection.select(listed)  # a config mistake found on these tags ends the run (exit 2)
+        for image in chosen:
+            images.setdefault(image.ref, image)
+        skipped += [bad] if bad else []
+    return Wanted(list(images.values()), unlisted, skipped)
 
 
 async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
@@ -179,12 +206,13 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
     async with ClientPool(request.settings_for) as pool, \
             RegistryClient(target.host, target.settings) as client:
         await client.ping()
-        images, unlisted = await wanted_images(request, pool)
-        for repository, exc in unlisted:
+        wanted = await wanted_images(request, pool)
+        result.skipped_tags = wanted.skipped
+        for repository, exc in wanted.unlisted:
             entry = ImageResult(repository.name, f"{target.host}/{target_repository(repository, target.prefix)}")
             entry.fail(exc)
             result.images.append(entry)
-        for image in images:
+        for image in wanted.images:
             repository = target_repository(image.ref, target.prefix)
             where = f":{image.ref.tag}" if image.ref.tag else f"@{image.ref.digest}"
             result.images.append(ImageResult(str(image.ref), f"{target.host}/{repository}{where}", image=image,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import regex
 import yaml
 
 from ..errors import UsageError
@@ -25,8 +26,9 @@ from ..model.semver import Range
 from ..model.target import RegistryAddress
 from ..model.upstream import SourceMap, SourceMirror
 from ..registry.settings import Credentials, RegistrySettings, connections_for
+from ..runlock import RunLock
 from .plan import Target
-from .selection import TagSelection
+from .selection import TagPattern, TagSelection
 from .sync import RETAG_POLICIES, SyncImage, SyncRequest
 from .sync_bundle import NAME_RULE, BundleTarget, bad_name
 
@@ -57,6 +59,14 @@ class SyncJob:
     def at(self, key: str) -> str:
         """``file:line: key:`` of a top-level key, for a mistake found after reading (exit 2 lines)."""
         return f"{self.path}:{self.lines[key]}: {key}:" if key in self.lines else f"{self.path}: {key}:"
+
+    def lock(self) -> RunLock:
+        """One run at a time per config and target registry, or per bundle directory whoever names it."""
+        if self.bundle is not None:
+            return self.bundle.lock()
+        assert self.request.target is not None
+        address = self.request.target.address
+        return RunLock(f"sync {self.path.resolve()} -> {address}", f"sync to {address}")
 
 
 def parse_interval(text: str) -> float:
@@ -105,10 +115,14 @@ class _Reader:
         self.files: list[Path] = []  # every file named, read or not
         self.secret_files: list[Path] = []  # every {file: PATH} password, read or not
 
-    def error(self, mapping: Any, key: str | None, why: str) -> UsageError:
+    def at(self, mapping: Any, key: str | None) -> str:
+        """``file:line: key:`` of ``key`` in ``mapping`` (``file:line:`` without a key)."""
         line = mapping.lines.get(key, mapping.line) if isinstance(mapping, _Mapping) else 0
         where = f"{self.path}:{line}" if line else str(self.path)
-        return UsageError(f"{where}: {key + ': ' if key else ''}{why}")
+        return f"{where}: {key}:" if key else f"{where}:"
+
+    def error(self, mapping: Any, key: str | None, why: str) -> UsageError:
+        return UsageError(f"{self.at(mapping, key)} {why}")
 
     def mapping(self, parent: Any, key: str, value: Any, allowed: set[str]) -> _Mapping:
         if not isinstance(value, _Mapping):
@@ -138,12 +152,12 @@ class _Reader:
             raise self.error(mapping, key, "expected a string or a list of strings")
         return value
 
-    def patterns(self, mapping: _Mapping, key: str) -> list[re.Pattern]:
+    def patterns(self, mapping: _Mapping, key: str) -> list[TagPattern]:
         compiled = []
         for text in self.strings(mapping, key):
             try:
-                compiled.append(re.compile(text))
-            except re.error as exc:
+                compiled.append(TagPattern(regex.compile(text), self.at(mapping, key)))
+            except regex.error as exc:
                 raise self.error(mapping, key, f"invalid regular expression {text!r}: {exc}") from None
         return compiled
 
