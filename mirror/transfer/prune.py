@@ -214,23 +214,26 @@ async def _delete(client: RegistryClient, target: Target, plans: list[_Deletes],
     async def delete_top(item: tuple[str, str, list[str]]) -> None:
         repository, digest, tags = item
         try:
-            report.manifests_deleted += await _delete_one(client, repository, digest, report)
+            deleted = await _delete_one(client, repository, digest, report)
         except DeletesRefused:
             raise
         except RegistryError as exc:
             for tag in tags:
                 report.failures[f"{repository}:{tag}"] = str(exc)
             return
+        report.manifests_deleted += deleted  # after the await: `+= await` would add to a stale count
         report.pruned += [_entry(target.prefix, repository, tag, digest) for tag in tags]
 
     async def delete_child(item: tuple[str, str]) -> None:
         repository, digest = item
         try:
-            report.manifests_deleted += await _delete_one(client, repository, digest, report)
+            deleted = await _delete_one(client, repository, digest, report)
         except DeletesRefused:
             raise
         except RegistryError as exc:
             report.failures[f"{repository}@{digest}"] = str(exc)
+            return
+        report.manifests_deleted += deleted
 
     if tops:
         await delete_top(tops[0])  # alone: a registry that refuses deletes refuses this one first
@@ -242,12 +245,15 @@ async def _delete_one(client: RegistryClient, repository: str, digest: str, repo
     try:
         return await client.delete_manifest(repository, digest)
     except RegistryError as exc:
-        if exc.status == 405 or "UNSUPPORTED" in str(exc):
+        unsupported = "UNSUPPORTED" in str(exc)
+        if exc.status == 405 or unsupported:
+            answer = f"{exc.status or ''}{' UNSUPPORTED' if unsupported else ''}".strip()
             done = (f"; {report.manifests_deleted} manifests were deleted before it refused"
                     if report.manifests_deleted else "; nothing was deleted")
             raise DeletesRefused(
-                f"{client.host} does not allow deletes ({exc}): enable them in its config.yml with `storage: "
-                f"delete: enabled: true` (the registry `mirror registry up` runs has it){done}") from None
+                f"{client.host} does not allow deletes (it answered {answer} to DELETE {repository}@{digest}): "
+                "enable them in its config.yml with `storage: delete: enabled: true` (the registry "
+                f"`mirror registry up` runs has it){done}") from None
         raise
 
 
