@@ -234,11 +234,11 @@ def choose_engine(requested: str, paths: StatePaths, notes: list[str], *, system
     if systemd_unit:
         if requested == "docker":
             raise UsageError("--print-systemd-unit runs the registry binary; it cannot go with --engine docker")
-        return SystemdEngine(paths, _binary(bundle, notes))
+        return SystemdEngine(paths, _binary(paths, bundle, notes))
     if requested == "docker":
         return DockerEngine(paths, container_name, container.connect())
     if requested == "binary":
-        return BinaryEngine(paths, _binary(bundle, notes))
+        return BinaryEngine(paths, _binary(paths, bundle, notes))
     client = container.reachable()
     if client is not None and (bundle or (registry_image and container.image_id(client, registry_image))):
         return DockerEngine(paths, container_name, client)
@@ -252,16 +252,23 @@ def choose_engine(requested: str, paths: StatePaths, notes: list[str], *, system
     if client is not None:
         raise UsageError("Docker Engine needs the registry image: pass --from-bundle BUNDLE "
                          "(or --registry-image REF already loaded), or install the registry binary")
-    return BinaryEngine(paths, _binary(bundle, notes))
+    return BinaryEngine(paths, _binary(paths, bundle, notes))
 
 
-def _binary(bundle: Path | None, notes: list[str]) -> str | None:
-    """The registry binary on PATH; None when it is to come out of ``bundle``."""
-    found = binary.find_binary()
+def _binary(paths: StatePaths, bundle: Path | None, notes: list[str]) -> str | None:
+    """The registry binary on PATH; None when it is to come out of ``bundle``. Without either, the one an
+    earlier ``up --from-bundle`` took out (an ``up`` with no flags after a reboot, or ``registry gc``)."""
+    found = binary.find_binary() or (None if bundle else local_binary(paths))
     if found or bundle is None:
         return found or binary.require_binary()
     notes.append(f"no registry binary on PATH: taking /bin/registry out of the registry image in {bundle}")
     return None
+
+
+def local_binary(paths: StatePaths) -> str | None:
+    """The binary ``up --from-bundle`` took out of a registry image into the state dir, if it did."""
+    taken = paths.bundled_binary
+    return str(taken) if taken.is_file() and not taken.is_symlink() else None
 
 
 def recorded_engine(state: RegistryState, paths: StatePaths) -> Engine:
