@@ -81,8 +81,8 @@ images:
     return path
 
 
-def prune(*args):
-    result = run_mirror("prune", *args)
+def prune(*args, input=None, env=None):
+    result = run_mirror("prune", *args, input=input, env=env)
     report = json.loads(result.stdout) if "--json" in args and result.stdout.startswith("{") else None
     return result, report
 
@@ -179,3 +179,34 @@ def test_a_keep_file_that_is_none_of_the_three_exits_2_naming_it(tmp_path, state
     result, _ = prune("--keep", tmp_path / keep, "--registry", "127.0.0.1:1", "--plain-http")
     assert result.returncode == 2
     assert expected.format(dir=tmp_path) in result.stderr
+
+
+def test_prune_asks_a_token_server_for_the_delete_action(versions, tmp_path, state_home):
+    """Distribution's token auth wants ``delete`` on the repository for a manifest DELETE, not ``push``."""
+    plain = testbed.start_registry(tmp_path / "registry")
+    try:
+        fill(versions, plain.host)
+    finally:
+        plain.stop()
+    tokens = testbed.TokenServer(tmp_path / "signer", {"alice": "s3cret"}, {})
+    guarded = testbed.start_registry(tmp_path / "registry", token_auth=tokens.auth_config())  # the same storage
+    try:
+        config = keep_latest_config(tmp_path / "sync.yaml", guarded.host)
+        result, report = prune("--keep", config, "--registry", guarded.host, "--plain-http", "-u", "alice",
+                               "--password-stdin", "--json", input="s3cret\n")
+        assert result.returncode == 0, result.stderr
+        assert {t["tag"] for t in report["pruned"]} == {"v1.0.0", "v1.1.0", "stable", "v1.2.0-rebuilt"}
+        assert any("repository:rancher/app:delete" in r.scopes for r in tokens.requests)
+    finally:
+        guarded.stop()
+        tokens.close()
+
+
+def test_a_backup_stays_while_its_tag_stays_and_keep_latest_never_counts_one():
+    from mirror.model.reference import Reference
+    from mirror.transfer.prune import KeptSet
+    from mirror.transfer.selection import TagSelection
+
+    kept = KeptSet(selections=[TagSelection(Reference.parse(APP), keep_latest=2)])
+    present = ["v1.0.0", "v1.0.0-prev-0123456789ab", "v1.1.0", "v1.2.0", "v1.2.0-prev-abcdefabcdef"]
+    assert kept.tags("rancher/app", "", present) == {"v1.2.0", "v1.2.0-prev-abcdefabcdef", "v1.1.0"}
