@@ -48,10 +48,11 @@ def state_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
 
 
-def fill(versions, host: str) -> None:
+def fill(versions, host: str) -> tuple[str, int]:
     """Every image of SPEC into ``host``; then ``stable`` on v1.0.0's manifest, ``current`` on v1.3.0's,
     ``v1.2.0-amd64`` on the amd64 manifest of v1.2.0's index, and ``v1.2.0-rebuilt`` on an index with the
-    same platform manifests as v1.2.0's (as a rebuild that changed only annotations pushes)."""
+    same platform manifests as v1.2.0's (as a rebuild that changed only annotations pushes): its digest
+    and size."""
     result = run_mirror("sync", "run", *(i.source for i in versions.images), "--to", host, "--to-plain-http",
                         *corpus.source_mirror_args(versions.registry_host), "-q")
     assert result.returncode == 0, result.stderr
@@ -60,10 +61,11 @@ def fill(versions, host: str) -> None:
     tag_as(target, "rancher/app", "v1.3.0", "current")
     tag_as(target, "rancher/app", versions.image(f"{APP}:v1.2.0").manifest_digests[AMD64], "v1.2.0-amd64")
     index = httpx.get(f"{target.url}/v2/rancher/app/manifests/v1.2.0", headers={"Accept": ACCEPT})
-    document = index.json() | {"annotations": {"org.example.rebuilt": "1"}}
-    put = httpx.put(f"{target.url}/v2/rancher/app/manifests/v1.2.0-rebuilt", content=json.dumps(document).encode(),
+    rebuilt = json.dumps(index.json() | {"annotations": {"org.example.rebuilt": "1"}}).encode()
+    put = httpx.put(f"{target.url}/v2/rancher/app/manifests/v1.2.0-rebuilt", content=rebuilt,
                     headers={"Content-Type": index.headers["content-type"]})
     assert put.status_code == 201, put.text
+    return put.headers["docker-content-digest"], len(rebuilt)
 
 
 def head(url: str, repository: str, reference: str) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from ..bundle.reader import BundleReader
 from ..errors import MirrorError, UsageError
@@ -60,6 +61,11 @@ class Engine:
 
     def stop(self) -> bool:
         """Stop what this engine started; True if something ran."""
+        raise NotImplementedError
+
+    def run_command(self, args: list[str], data_dir: Path, output: BinaryIO) -> int:
+        """The registry program run with ``args`` to the end, not serving (``garbage-collect`` over the
+        storage of a stopped registry, ``--version``); output to ``output``. Its exit status."""
         raise NotImplementedError
 
     def unit(self, port: int) -> str:
@@ -118,6 +124,11 @@ class DockerEngine(Engine):
 
     def stop(self) -> bool:
         return container.remove(self.client, self.container_name)
+
+    def run_command(self, args: list[str], data_dir: Path, output: BinaryIO) -> int:
+        assert self.image is not None, "a docker registry records the image it ran"
+        return container.run_once(self.client, image=self.image, args=args, config_dir=self.paths.registry_dir,
+                                  data_dir=data_dir, output=output)
 
     def recorded(self) -> dict[str, str | None]:
         return {"container": self.container_name, "image": self.image}
@@ -197,6 +208,11 @@ class BinaryEngine(Engine):
 
     def stop(self) -> bool:
         return binary.stop(self.paths.pid_file, self.paths.config)
+
+    def run_command(self, args: list[str], data_dir: Path, output: BinaryIO) -> int:
+        # One rebuilt from state has no path: the binary `up` would pick now, as it picked then.
+        program = self.path or binary.find_binary() or local_binary(self.paths) or binary.require_binary()
+        return binary.run(program, args, output)
 
     def unit(self, port: int) -> str:
         assert self.path is not None
