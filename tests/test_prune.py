@@ -212,3 +212,57 @@ def test_a_backup_stays_while_its_tag_stays_and_keep_latest_never_counts_one():
     kept = KeptSet(selections=[TagSelection(Reference.parse(APP), keep_latest=2)])
     present = ["v1.0.0", "v1.0.0-prev-0123456789ab", "v1.1.0", "v1.2.0", "v1.2.0-prev-abcdefabcdef"]
     assert kept.tags("rancher/app", "", present) == {"v1.2.0", "v1.2.0-prev-abcdefabcdef", "v1.1.0"}
+
+
+def sync_job(path, versions, host: str, keep_latest: int, prune_entry: bool, *extra_images: str):
+    path.write_text(f"""
+target: {{registry: {host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: 'http://{versions.registry_host}/dockerhub'}}
+images:
+  - repository: {APP}
+    semver: '>=1.0.0'
+    keep_latest: {keep_latest}
+    prune: {'true' if prune_entry else 'false'}
+  - image: {OTHER}
+""" + "".join(f"  - image: {image}\n" for image in extra_images))
+    return path
+
+
+def sync_run(config, *args):
+    result = run_mirror("sync", "run", "-c", config, "-q", *args)
+    return result, (json.loads(result.stdout) if "--json" in args and result.stdout.startswith("{") else None)
+
+
+def test_sync_with_prune_deletes_what_keep_latest_no_longer_selects_once_the_new_tags_are_in(
+        versions, registry, state_home, tmp_path):
+    config = tmp_path / "sync.yaml"
+    first, _ = sync_run(sync_job(config, versions, registry.host, 4, False), "--json")
+    assert first.returncode == 0, first.stderr
+    assert tags_at(registry, "rancher/app") == set(VERSIONS)
+
+    sync_job(config, versions, registry.host, 2, True, f"{APP}:v9.9.9")  # one image that is not upstream
+    waits, report = sync_run(config, "--json", "--keep-going")
+    assert waits.returncode == 1 and report["pruned"] == []
+    assert "v9.9.9" in report["not_pruned"]["rancher/app"] and tags_at(registry, "rancher/app") == set(VERSIONS)
+
+    assert "mirror: not pruned: rancher/app: docker.io/rancher/app:v9.9.9 is failed" in waits.stderr
+
+    sync_job(config, versions, registry.host, 2, True)
+    said, _ = sync_run(config, "--dry-run")
+    assert f"  would prune: {APP}:v1.0.0 ({versions.image(f'{APP}:v1.0.0').digest})" in said.stdout.splitlines()
+    dry, would = sync_run(config, "--json", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert {t["tag"] for t in would["pruned"]} == {"v1.0.0", "v1.1.0"}
+    assert tags_at(registry, "rancher/app") == set(VERSIONS)
+
+    result, report = sync_run(config, "--json")
+    assert result.returncode == 0, result.stderr
+    assert {(t["source"], t["digest"]) for t in report["pruned"]} == {
+        (f"{APP}:{tag}", versions.image(f"{APP}:{tag}").digest) for tag in ("v1.0.0", "v1.1.0")}
+    assert report["not_pruned"] == {} and report["result"] == "ok"
+    assert tags_at(registry, "rancher/app") == {"v1.2.0", "v1.3.0"}
+    assert tags_at(registry, "rancher/other") == {"v1"}
+
+    text, _ = sync_run(config)  # nothing left to prune: the text report says nothing of it
+    assert text.returncode == 0 and "pruned" not in text.stdout, text.stdout

@@ -188,6 +188,13 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None
         for image in result.images:
             if image.action in ("copied", "updated") or (result.dry_run and image.action != "unchanged"):
                 typer.echo(f"  {image.action}: {image.source} -> {image.target}")
+        for tag in result.pruned.pruned if result.pruned else []:
+            verb = "would prune" if result.dry_run else "pruned"
+            typer.echo(f"  {verb}: {tag.source or tag.repository + ':' + tag.tag} ({tag.digest})")
+        for tag in result.pruned.skipped if result.pruned else []:
+            typer.echo(f"  kept: {tag.source or tag.repository + ':' + tag.tag}: {tag.reason}")
+    for repository, why in sorted(result.not_pruned.items()):
+        typer.echo(f"mirror: not pruned: {repository}: {why}", err=True)
     for image in result.images:
         if image.action == "deferred":
             typer.echo(f"mirror: deferred: {image.source}: {image.error}", err=True)

@@ -37,7 +37,7 @@ REGISTRY_TARGET_KEYS = {"registry", "ca_file", "insecure", "plain_http", "userna
 BUNDLE_TARGET_KEYS = {"bundle", "base", "name"}
 TARGET_KEYS = REGISTRY_TARGET_KEYS | BUNDLE_TARGET_KEYS
 SOURCE_KEYS = {"registry", "mirror", "ca_file", "insecure", "plain_http", "username", "password"}
-ENTRY_KEYS = {"repository", "image", "allow", "deny", "semver", "keep_latest", "immutable", "on_retag"}
+ENTRY_KEYS = {"repository", "image", "allow", "deny", "semver", "keep_latest", "immutable", "on_retag", "prune"}
 
 
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd]?)$")
@@ -382,8 +382,12 @@ def _entry(reader: _Reader, mapping: _Mapping, images: list[SyncImage], selectio
     if keep_latest is not None and (isinstance(keep_latest, bool) or not isinstance(keep_latest, int)
                                     or keep_latest < 1):
         raise reader.error(mapping, "keep_latest", "expected a whole number of tags, at least 1")
+    prune = reader.flag(mapping, "prune")
+    if prune and to_bundle:
+        raise reader.error(mapping, "prune", "needs a registry target to delete from; on the bastion, `mirror prune "
+                                             f"--keep {reader.path.name}` deletes what the rules no longer select")
     selections.append(TagSelection(ref, reader.patterns(mapping, "allow"), reader.patterns(mapping, "deny"),
-                                   semver, keep_latest, immutable, on_retag))
+                                   semver, keep_latest, immutable, on_retag, prune))
 
 
 def _reference(reader: _Reader, mapping: _Mapping, key: str) -> Reference:
