@@ -11,8 +11,8 @@ import typer
 from ..errors import UsageError
 from .app import app
 from .common import (
-    CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, UsernameOption,
-    handle_errors, target_registry,
+    CaFileOption, InsecureOption, JobsOption, JsonOption, LocalRegistryOption, PasswordStdinOption, PlainHttpOption,
+    RegistryOption, UsernameOption, handle_errors, target_registry,
 )
 from .render import emit_json, report_failures
 
@@ -25,11 +25,8 @@ from .render import emit_json, report_failures
 def prune_command(
     keep: List[Path] = typer.Option(..., "--keep", help="Bundle, inventory (`mirror inventory`) or sync.yaml "
                                                         "naming what stays (repeatable; united)."),
-    registry: Optional[str] = typer.Option(
-        None, "--registry", "-r",
-        help="Registry HOST[:PORT][/PREFIX] [default: the registry `mirror registry up` started here]."),
-    local_registry: bool = typer.Option(
-        False, "--local-registry", help="The registry `mirror registry up` started here (the default)."),
+    registry: Optional[str] = RegistryOption,
+    local_registry: bool = LocalRegistryOption,
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be pruned; delete nothing."),
     ca_file: Optional[Path] = CaFileOption,
     insecure: bool = InsecureOption,
