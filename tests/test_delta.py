@@ -169,6 +169,7 @@ def test_delta_pushed_to_an_empty_registry_exits_5_writing_nothing(resync, regis
         manifest = reader.manifest
     missing = [line for line in result.stderr.splitlines() if line.startswith("mirror: missing: ")]
     assert missing and all(manifest.base[0] in line for line in missing)
+    assert f"its base have.json ({manifest.base[0]})" in result.stderr  # the file the operator knows, by name
     assert any("docker.io/rancher/app-a:v1" in line for line in missing)
     catalog = httpx.get(f"{registry.url}/v2/_catalog", timeout=10).json()
     assert catalog.get("repositories") in (None, [])  # no blob, no manifest, no tag
@@ -356,3 +357,15 @@ def test_an_exclude_pattern_that_backtracks_on_a_catalog_name_is_a_usage_error_n
                            "-o", tmp_path / "have.json", timeout=60)
     assert taken.returncode == 2, taken.stderr
     assert "--exclude '(a|aa)+b$' took over" in taken.stderr and taken.stderr.count("\n") == 1
+
+
+def test_push_names_each_tag_that_now_means_another_image_with_both_digests(resync, start_registry):
+    target = start_registry()
+    assert push(resync.full_v1, target).returncode == 0
+    old, new = resync.v1.image(RETAGGED).digest, resync.v2.image(RETAGGED).digest
+    said = run_mirror("push", resync.delta, "--registry", target.host, "--plain-http")
+    assert said.returncode == 0, said.stderr
+    repository = target_repository(Reference.parse(RETAGGED))
+    assert f"  updated: {RETAGGED} -> {target.host}/{repository}:{Reference.parse(RETAGGED).tag} ({old} -> {new})\n" \
+        in said.stdout, said.stdout
+    assert said.stdout.count("  updated: ") == 1

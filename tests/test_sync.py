@@ -93,11 +93,11 @@ def upstream(seeded_source, start_registry, state_home):
     return registry
 
 
-def retag(registry, repository: str, tag: str) -> str:
+def retag(registry, repository: str, tag: str, mark: str = "1") -> str:
     """Point ``tag`` at a new manifest (same blobs, one annotation more); returns its digest."""
     response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{tag}", headers={"Accept": ACCEPT})
     document = response.json()
-    document.setdefault("annotations", {})["org.example.rebuilt"] = "1"
+    document.setdefault("annotations", {})["org.example.rebuilt"] = mark
     put = httpx.put(f"{registry.url}/v2/{repository}/manifests/{tag}", content=json.dumps(document).encode(),
                     headers={"Content-Type": response.headers["content-type"]})
     assert put.status_code == 201, put.text
@@ -127,6 +127,16 @@ def test_a_tag_moved_upstream_is_updated_backed_up_or_refused(upstream, registry
         assert entry["action"] == "updated" and entry["new_digest"] == new
         assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == new
         assert digest_at(registry.url, "rancher/fleet", backup) == (old if policy == "backup" else None)
+        assert entry["backup_tag"] == (backup if policy == "backup" else None)
+
+        newer = retag(upstream, "rancher/fleet", "v0.3.10", mark="2")  # said in the text too, with both digests
+        said = run_mirror("sync", "run", *args)
+        assert said.returncode == 0, said.stderr
+        kept = f", the old kept as v0.3.10-prev-{new.split(':')[1][:12]}" if policy == "backup" else ""
+        assert f"  updated: {source} -> {registry.host}/rancher/fleet:v0.3.10 ({new} -> {newer}{kept})\n" \
+               in said.stdout, said.stdout
+        quiet = run_mirror("sync", "run", *args, "-q")
+        assert quiet.returncode == 0 and quiet.stdout.count("\n") == 1, quiet.stdout  # cron's one line
 
 
 def test_dry_run_says_what_would_change_and_writes_nothing(seeded_source, registry, state_home):
@@ -251,7 +261,9 @@ images:
     assert report["config_sha256"] and len(report["images"]) == 4
 
 
-def test_an_immutable_tag_at_the_target_is_never_asked_upstream_again(upstream, registry, tmp_path):
+def test_an_immutable_tag_at_the_target_is_never_replaced_and_a_move_upstream_is_reported(upstream, registry,
+                                                                                            tmp_path):
+    """Upstream rebuilt v0.3.10: a free HEAD says so (`moved`, old and new digest); nothing is fetched or copied."""
     config = write_config(tmp_path / "sync.yaml", f"""
 target: {{registry: {registry.host}, plain_http: true}}
 images:
@@ -264,12 +276,13 @@ images:
         first, _ = sync_config(config)
         assert first.returncode == 0, first.stderr
         old = digest_at(registry.url, "rancher/fleet", "v0.3.10")
-        retag(upstream, "rancher/fleet", "v0.3.10")
+        moved = retag(upstream, "rancher/fleet", "v0.3.10")
         proxy.seen.clear()
         again, report = sync_config(config)
         assert again.returncode == 0, again.stderr
-        assert actions(report) == {"docker.io/rancher/fleet:v0.3.10": "unchanged"}
-        assert proxy.requests() == []
+        assert actions(report) == {"docker.io/rancher/fleet:v0.3.10": "moved"}
+        assert (report["images"][0]["old_digest"], report["images"][0]["new_digest"]) == (old, moved)
+        assert {seen.method for seen in proxy.requests()} == {"HEAD"}
     assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == old
 
 

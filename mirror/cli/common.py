@@ -194,32 +194,18 @@ def select_images(mode: str | None, versions: dict[str, str | None], *, images: 
                   images_file: list[Path] | None = None, exclude: list[str] | None = None,
                   no_registry_image: bool = False, platforms: "list[Platform]", offline_lists: bool,
                   ca_file: Path | None, downstream_versions: list[str] | None = None) -> "Selection":
-    """The images that pull's selection options name; ``pull``, ``sync run`` and ``lists`` read them alike.
+    """The images that pull's selection options name (lists.select_from_releases), its notes on stderr;
+    ``pull``, ``sync run`` and ``lists`` read them alike."""
+    from ..lists import select_from_releases
 
-    A version that is not built in takes its list from the cache, else from its
-    release (unless ``--offline-lists``; ``--ca-file`` trusted), RKE2's for the one
-    architecture ``--platform`` names. Each such list gets a line on stderr saying
-    where it came from, and a K3s/RKE2 version Rancher's metadata does not pair
-    with the Rancher version a warning. ``--downstream-versions`` trims Rancher's
-    list (lists.select), and one line says how many images that left out.
-    """
-    from ..lists import select
-    from ..release_lists import ReleaseLists, list_arch  # an HTTP client: imported by the commands that may fetch
-
-    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
-    selection = select(mode, versions=versions, extra_files=images_file or [], extra_refs=images or [],
-                       exclude=exclude or [], include_registry_image=not no_registry_image, releases=releases,
-                       downstream_versions=downstream_versions)
-    topology = selection.topology
-    for component, source in (topology.sources.items() if topology else ()):
-        if source.origin in ("fetched", "cached"):
-            typer.echo(f"mirror: {component} {topology.versions[component]}: {source.describe()}", err=True)
-    for warning in releases.support_warnings(topology.versions, topology.sources) if topology else ():
-        typer.echo(warning, err=True)
-    if topology and topology.downstream_versions:
-        typer.echo(f"mirror: --downstream-versions {','.join(topology.downstream_versions)}: left out "
-                   f"{len(selection.trimmed)} per-Kubernetes-version images of other versions", err=True)
+    selection, notes = select_from_releases(
+        mode, versions, images=images, images_file=images_file, exclude=exclude,
+        no_registry_image=no_registry_image, platforms=platforms, offline_lists=offline_lists, ca_file=ca_file,
+        downstream_versions=downstream_versions)
+    for note in notes:
+        typer.echo(note, err=True)
     return selection
+
 
 # Where source images are read from; `mirror pull` and `mirror sync run` take the same options.
 PlatformOption = typer.Option(

@@ -28,7 +28,7 @@ from .common import (
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
 if TYPE_CHECKING:
-    from ..transfer.sync import SyncResult
+    from ..transfer.sync import ImageResult, SyncResult
 
 EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 bad flags or config; "
               "3 auth/TLS refused; 4 integrity; 6 deferred by a rate limit; 7 another run holds the lock.")
@@ -125,6 +125,8 @@ def run_command(
             raise UsageError(f"-c {config}: the config says what and where (--to-bundle/--base may replace "
                              f"where); drop {', '.join(given)}")
         job = load_config(config, jobs=jobs, dry_run=dry_run, keep_going=keep_going, bundle=bundle)
+        for note in job.notes:
+            typer.echo(note, err=True)
         request, bundle, lock = job.request, job.bundle, job.lock()
     else:
         if bundle is None and to is None:
@@ -155,19 +157,20 @@ def run_command(
             bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
     with lock:
         result = run_sync(request, Progress(quiet or json_report), bundle, topology)
-    finish(result, report, json_report)
+    finish(result, report, json_report, quiet)
 
 
-def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None:
-    """Write the report, say what happened, exit with the run's code."""
+def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: bool = False) -> None:
+    """Write the report, say what happened, exit with the run's code; ``quiet``: the summary line and errors."""
     document = {"schema_version": REPORT_SCHEMA, **result.to_json()}  # what --json prints, too
     if report is not None:
         write_report(report, document)
     if json_report:
         emit_json(document)
     else:
-        counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred", "failed")
-                           if result.count(a))
+        from ..transfer.sync import ACTIONS
+
+        counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
         verb = "would sync" if result.dry_run else "synced"
         if result.delta is None:
             typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
@@ -185,25 +188,37 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None
             else:
                 said = f"nothing changed since {base}: no bundle written"
             typer.echo(f"{said}: {counts or 'nothing to do'}")
-        for image in result.images:
-            if image.action in ("copied", "updated") or (result.dry_run and image.action != "unchanged"):
-                typer.echo(f"  {image.action}: {image.source} -> {image.target}")
-        for tag in result.pruned.pruned if result.pruned else []:
+        for image in [] if quiet else result.images:
+            if image.action in ("copied", "updated", "moved") or (result.dry_run and image.action != "unchanged"):
+                typer.echo(f"  {image_line(image)}")
+        for tag in [] if quiet or not result.pruned else result.pruned.pruned:
             verb = "would prune" if result.dry_run else "pruned"
             typer.echo(f"  {verb}: {tag.source or tag.repository + ':' + tag.tag} ({tag.digest})")
-        for tag in result.pruned.skipped if result.pruned else []:
+        for tag in [] if quiet or not result.pruned else result.pruned.skipped:
             typer.echo(f"  kept: {tag.source or tag.repository + ':' + tag.tag}: {tag.reason}")
     for repository, why in sorted(result.not_pruned.items()):
         typer.echo(f"mirror: not pruned: {repository}: {why}", err=True)
-    for image in result.images:
-        if image.action == "deferred":
-            typer.echo(f"mirror: deferred: {image.source}: {image.error}", err=True)
+    deferred = [image for image in result.images if image.action == "deferred"]
+    for image in deferred[:1] if quiet else deferred:
+        more = f" (and {len(deferred) - 1} more)" if quiet and len(deferred) > 1 else ""
+        typer.echo(f"mirror: deferred: {image.source}: {image.error}{more}", err=True)
     for skipped in result.skipped_tags:
         typer.echo(f"mirror: skipped: {skipped.describe()}", err=True)
     if result.failures:
         report_failures(result.failures)
     if result.exit_code:
         raise typer.Exit(int(result.exit_code))
+
+
+def image_line(image: "ImageResult") -> str:
+    """``updated: SRC -> TARGET (sha256:old… -> sha256:new…, the old kept as TAG-prev-…)``."""
+    line = f"{image.action}: {image.source} -> {image.target}"
+    if image.action == "updated":
+        kept = f", the old kept as {image.backup_tag}" if image.backup_tag else ""
+        line += f" ({image.old_digest} -> {image.new_digest}{kept})"
+    elif image.action == "moved":
+        line += f" (immutable: left at {image.old_digest}; upstream now {image.new_digest})"
+    return line
 
 
 def write_report(path: Path, document: dict) -> None:

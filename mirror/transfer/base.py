@@ -22,6 +22,7 @@ class Base:
     ids: list[str] = field(default_factory=list)
     digests: set[str] = field(default_factory=set)
     registries: dict[str, str] = field(default_factory=dict)  # inventory id -> HOST[/PREFIX]
+    names: dict[str, str] = field(default_factory=dict)  # id -> the name of the file given (have.json)
     images: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (created, digest), newest kept
 
     def add_inventory(self, inventory: Inventory) -> None:
@@ -56,21 +57,28 @@ def load_base(paths: list[Path], option: str = "--base") -> Base:
     for path in paths:
         if not path.is_file():
             raise UsageError(f"{option} {path}: no such file")
-        with open(path, "rb") as handle:
-            head = handle.read(1)
-        if head not in (b"{", b" ", b"\n", b"\t", b"\r"):  # not JSON: a bundle (or its first part)
-            try:
-                with BundleReader(path) as reader:
-                    base.add_bundle(reader.manifest)
-            except IntegrityError as exc:
-                raise UsageError(f"{option} {path}: not an inventory, bundle or mirror-bundle.json ({exc})") from None
-            continue
-        data, doc = read_base_document(path)
-        if is_inventory(doc):
-            base.add_inventory(Inventory.from_doc(doc, path))
-            continue
-        try:
-            base.add_bundle(BundleManifest.from_json(data))
-        except IntegrityError as exc:
-            raise UsageError(f"{option} {path}: not an inventory or mirror-bundle.json ({exc})") from None
+        known = len(base.ids)
+        _add_file(base, path, option)
+        base.names.update({base_id: path.name for base_id in base.ids[known:]})
     return base
+
+
+def _add_file(base: Base, path: Path, option: str) -> None:
+    """One --base (or --keep) FILE, whichever of the three it is, into ``base``."""
+    with open(path, "rb") as handle:
+        head = handle.read(1)
+    if head not in (b"{", b" ", b"\n", b"\t", b"\r"):  # not JSON: a bundle (or its first part)
+        try:
+            with BundleReader(path) as reader:
+                base.add_bundle(reader.manifest)
+        except IntegrityError as exc:
+            raise UsageError(f"{option} {path}: not an inventory, bundle or mirror-bundle.json ({exc})") from None
+        return
+    data, doc = read_base_document(path)
+    if is_inventory(doc):
+        base.add_inventory(Inventory.from_doc(doc, path))
+        return
+    try:
+        base.add_bundle(BundleManifest.from_json(data))
+    except IntegrityError as exc:
+        raise UsageError(f"{option} {path}: not an inventory or mirror-bundle.json ({exc})") from None

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 from ..bundle.format import BundleManifest
 from ..errors import AuthError, DeltaBaseMissing, MirrorError
+from ..progress import Progress
 from ..registry.client import RegistryClient
 from .plan import ImagePlan, Target
 from .survey import Presence
+from .tasks import each
 
 
 @dataclass
@@ -39,7 +41,7 @@ def base_warnings(bundle: BundleManifest, target: Target) -> list[str]:
 
 
 async def require_base(client: RegistryClient, bundle: BundleManifest, plans: list[ImagePlan],
-                       presence: Presence) -> BaseSources:
+                       presence: Presence, jobs: int, progress: Progress) -> BaseSources:
     """Find every omitted digest the plans need in the target, or raise DeltaBaseMissing."""
     sources = BaseSources()
     unresolved: list[tuple[str, bool]] = []
@@ -56,7 +58,8 @@ async def require_base(client: RegistryClient, bundle: BundleManifest, plans: li
         # a blob in some planned repository is mounted into the rest by Presence.mount_known
     unreadable: set[str] = set()
     if unresolved:
-        found = await _search_catalog(client, unresolved, {p.repository for p in plans}, unreadable)
+        found = await _search_catalog(client, unresolved, {p.repository for p in plans}, unreadable, jobs,
+                                      progress)
         for digest, is_manifest in unresolved:
             if digest in found:
                 (sources.manifests if is_manifest else sources.blobs)[digest] = found[digest]
@@ -64,7 +67,7 @@ async def require_base(client: RegistryClient, bundle: BundleManifest, plans: li
         if unreadable else ""
     missing = [digest for digest, _ in unresolved if digest not in sources.blobs and digest not in sources.manifests]
     if missing:
-        base = ", ".join(bundle.base)
+        base = bundle.describe_base()
         reasons = {digest: f"needed by {', '.join(_users(plans, digest))}; expected from base {base}"
                    for digest in missing}
         raise DeltaBaseMissing(
@@ -77,37 +80,63 @@ async def require_base(client: RegistryClient, bundle: BundleManifest, plans: li
 
 
 async def _search_catalog(client: RegistryClient, wanted: list[tuple[str, bool]], searched: set[str],
-                          unreadable: set[str]) -> dict[str, str]:
+                          unreadable: set[str], jobs: int, progress: Progress) -> dict[str, str]:
     """Which repository outside ``searched`` holds each digest.
 
-    One digest at a time through the catalog: once one is missing everywhere the push is refused
-    anyway, so the search stops there (bounded on a large registry of the wrong base). A catalog
-    lists repositories the account may not read: those refusing it (AuthError) go to ``unreadable``
-    and are asked nothing more.
+    One digest at a time, its HEADs ``jobs`` at once: once one is missing everywhere the push is
+    refused anyway, so the search stops there (bounded on a large registry of the wrong base). The
+    likeliest repositories go first: the planned ones' names under another prefix (a base pushed
+    with --prefix old), then where the last digest was found. A catalog lists repositories the
+    account may not read: those refusing it (AuthError) go to ``unreadable`` and are asked nothing
+    more.
     """
     try:
         repositories = [r for r in await client.catalog() if r not in searched]
     except MirrorError:
         return {}  # a registry may refuse its catalog: then only the planned repositories count
+    names = {repository.rsplit("/", 1)[-1] for repository in searched}
+    repositories.sort(key=lambda r: (not any(r == s or r.endswith("/" + s) for s in searched),
+                                     r.rsplit("/", 1)[-1] not in names))
     found: dict[str, str] = {}
-    for digest, is_manifest in wanted:
-        for repository in repositories:
-            if repository in unreadable:
-                continue
-            try:
-                if is_manifest:
-                    present = await client.head_manifest(repository, digest) is not None
-                else:
-                    present = await client.blob_size(repository, digest) is not None
-            except AuthError:
-                unreadable.add(repository)
-                continue
-            if present:
-                found[digest] = repository
-                break
-        else:
-            return found
+    with progress.bar(len(wanted), f"searching {client.host}'s catalog for what the base holds", "digests") as bar:
+        for digest, is_manifest in wanted:
+            if found:  # bases cluster: where the last one was is likely where this one is
+                last = next(reversed(found.values()))
+                repositories.remove(last)
+                repositories.insert(0, last)
+            holder = await _holder(client, digest, is_manifest, repositories, unreadable, jobs)
+            if holder is None:
+                return found
+            found[digest] = holder
+            bar.update(1)
     return found
+
+
+async def _holder(client: RegistryClient, digest: str, is_manifest: bool, repositories: list[str],
+                  unreadable: set[str], jobs: int) -> str | None:
+    """The first of ``repositories`` (asked ``jobs`` at a time) that holds ``digest``, or None."""
+    async def holds(repository: str) -> bool:
+        try:
+            if is_manifest:
+                return await client.head_manifest(repository, digest) is not None
+            return await client.blob_size(repository, digest) is not None
+        except AuthError:
+            unreadable.add(repository)
+            return False
+
+    readable = [r for r in repositories if r not in unreadable]
+    for start in range(0, len(readable), jobs):
+        batch = readable[start:start + jobs]
+        answers: dict[str, bool] = {}
+
+        async def ask(repository: str) -> None:
+            answers[repository] = await holds(repository)
+
+        await each(batch, ask, jobs)
+        holders = [r for r in batch if answers[r]]
+        if holders:
+            return holders[0]
+    return None
 
 
 def _users(plans: list[ImagePlan], digest: str) -> list[str]:

@@ -27,7 +27,7 @@ from ..clock import utc_now
 from ..errors import exit_code_of, leaves, reported_error
 from ..model.cron import CronSchedule
 from ..progress import Progress
-from .sync import SyncRequest, SyncResult
+from .sync import ACTIONS, SyncRequest, SyncResult
 
 if TYPE_CHECKING:
     from .sync_bundle import BundleTarget
@@ -117,11 +117,12 @@ def _run(config: Path, jobs: int, reports: Reports, log: Callable[[str], None]) 
     started_at = utc_now()
     try:
         job = load_config(config, jobs=jobs)
+        for note in job.notes:
+            log(note.removeprefix("mirror: "))
         with job.lock():
             result = run_sync(job.request, Progress(True), job.bundle)
         reports.add(result.to_json())
-        counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred",
-                                                              "failed") if result.count(a))
+        counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
         skipped = sum(entry.count for entry in result.skipped_tags)
         log(f"run {result.run_id}: {result.result} (exit {int(result.exit_code)}): {counts or 'nothing to do'}"
             + (f"; {skipped} listed tag(s) that are no tags skipped (see the report)" if skipped else ""))

@@ -42,6 +42,7 @@ from .survey import Presence
 from .tasks import each
 
 RETAG_POLICIES = ("update", "backup", "fail")
+ACTIONS = ("copied", "updated", "moved", "unchanged", "deferred", "failed")  # of an image, in reports' order
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class SyncImage:
 
     ref: Reference
     on_retag: str = "update"  # one of RETAG_POLICIES
-    immutable: bool = False  # present at the target -> never asked upstream again
+    immutable: bool = False  # present at the target -> never replaced; a move upstream is reported ``moved``
 
 
 @dataclass
@@ -71,10 +72,11 @@ class SyncRequest:
 class ImageResult:
     source: str
     target: str
-    action: str = "pending"  # copied | updated | unchanged | deferred | failed
+    action: str = "pending"  # copied | updated | unchanged | moved (an immutable tag, left) | deferred | failed
     old_digest: str | None = None  # what the target's tag pointed at before the run
     new_digest: str | None = None
     error: str | None = None
+    backup_tag: str | None = None  # on_retag backup: where the old image stays tagged
     image: SyncImage | None = field(default=None, repr=False)
     repository: str = field(default="", repr=False)
     source_head: Descriptor | None = field(default=None, repr=False)
@@ -89,7 +91,8 @@ class ImageResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "action": self.action,
-                "old_digest": self.old_digest, "new_digest": self.new_digest, "error": self.error}
+                "old_digest": self.old_digest, "new_digest": self.new_digest, "backup_tag": self.backup_tag,
+                "error": self.error}
 
 
 @dataclass
@@ -279,9 +282,6 @@ class _Run:
         ref = image.image.ref
         current = await self.client.head_manifest(image.repository, ref.identifier)
         image.old_digest = current.digest if current else None
-        if current is not None and image.image.immutable:
-            image.action, image.new_digest = "unchanged", current.digest
-            return
         location = self.request.sources.locate(ref)
         source = await self.pool.get(location.host)
         upstream = await source.head_manifest(location.repository, ref.identifier)
@@ -297,6 +297,8 @@ class _Run:
         image.source_head, image.new_digest = upstream, upstream.digest
         if current is not None and current.digest == upstream.digest:
             image.action = "unchanged"
+        elif current is not None and image.image.immutable:  # never replaced: a move upstream is said, not copied
+            image.action = "moved"
         elif not self.request.platforms:  # a narrowed index differs from upstream anyway: judged once resolved
             self._refuse_retag(image)
 
@@ -450,6 +452,7 @@ class _Run:
             try:
                 old = await self.client.get_manifest(image.repository, image.old_digest)
                 await self.client.put_manifest(image.repository, backup_tag(tag, image.old_digest), old)
+                image.backup_tag = backup_tag(tag, image.old_digest)
             except MirrorError as exc:
                 image.fail(MirrorError(f"backup of {image.target} ({image.old_digest}) failed, so it "
                                        f"was not moved: {exc}"))
