@@ -230,7 +230,7 @@ images:
 
 
 def sync_run(config, *args):
-    result = run_mirror("sync", "run", "-c", config, "-q", *args)
+    result = run_mirror("sync", "run", "-c", config, *args)
     return result, (json.loads(result.stdout) if "--json" in args and result.stdout.startswith("{") else None)
 
 
@@ -266,3 +266,28 @@ def test_sync_with_prune_deletes_what_keep_latest_no_longer_selects_once_the_new
 
     text, _ = sync_run(config)  # nothing left to prune: the text report says nothing of it
     assert text.returncode == 0 and "pruned" not in text.stdout, text.stdout
+
+
+def test_a_list_entry_with_prune_keeps_its_images_and_prunes_the_rest_of_their_repositories(
+        versions, registry, state_home, tmp_path):
+    fill(versions, registry.host)
+    (tmp_path / "images.txt").write_text(f"{APP}:v1.2.0\n{APP}:v1.3.0\n")
+    config = tmp_path / "sync.yaml"
+    config.write_text(f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: 'http://{versions.registry_host}/dockerhub'}}
+images:
+  - images_files: [images.txt]
+    prune: true
+""")
+    fell_out = {"v1.0.0", "v1.1.0", "stable", "v1.2.0-rebuilt"}
+    dry, planned = prune("--keep", config, "--registry", registry.host, "--plain-http", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert {t["tag"] for t in planned["pruned"]} == fell_out
+
+    result, report = sync_run(config, "--json")
+    assert result.returncode == 0, result.stderr
+    assert {t["tag"] for t in report["pruned"]} == fell_out
+    assert {t["tag"] for t in report["prune_skipped"]} == {"current", "v1.2.0-amd64"}
+    assert tags_at(registry, "rancher/app") == KEPT_AFTER and tags_at(registry, "rancher/other") == {"v1"}

@@ -5,8 +5,6 @@ through ``allow`` (any may match; none given: all), ``deny`` (none may
 match), ``semver`` (the tag must be a version in the range) and
 ``keep_latest`` (the N highest versions left). ``immutable`` patterns mark
 the chosen tags that, once at the target, are never asked upstream again.
-``prune`` has the run delete, at the target, the repository's tags that no
-entry selects any more (``transfer/prune.py``).
 
 A tag list comes from a peer: an entry that is no tag by the reference
 grammar (``../../library/x/manifests/latest``, a number, an object) is
@@ -74,7 +72,6 @@ class TagSelection:
     keep_latest: int | None = None
     immutable: list[TagPattern] = field(default_factory=list)
     on_retag: str = "update"
-    prune: bool = False  # delete the target's tags of this repository that no entry selects any more
 
     def choose(self, tags: list[str]) -> list[str]:
         """The selected tags, in a stable order (highest version first where they are versions)."""

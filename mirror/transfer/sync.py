@@ -66,6 +66,7 @@ class SyncRequest:
     keep_going: bool = False  # without it, a failure found before any write stops the run
     config_sha256: str | None = None
     selections: list[Any] = field(default_factory=list)  # selection.TagSelection: tags listed at run time
+    prune: list[str] = field(default_factory=list)  # registry/repository names whose unwanted tags go (prune: true)
 
 
 @dataclass
@@ -414,13 +415,14 @@ class _Run:
     # -- prune: the tags no entry selects any more ----------------------------------
 
     async def prune(self, wanted: Wanted) -> None:
-        """Entries with ``prune: true``: every tag of their repositories that no entry of the job wants now.
+        """Entries with ``prune: true`` (a repository, or each repository of a topology's images): every tag
+        of those repositories that no entry of the job wants now.
 
         A repository is pruned only once all it should hold is in: one whose tags could not be listed,
         or with an image that failed or was deferred, waits for a later run (``not_pruned``).
         """
         prefix = self.target.prefix
-        asked = {target_repository(rule.repository, prefix) for rule in self.request.selections if rule.prune}
+        asked = {target_repository(Reference.parse(name), prefix) for name in self.request.prune}
         if not asked:
             return
         waiting = {target_repository(ref, prefix): f"its tags could not be listed: {exc}"
