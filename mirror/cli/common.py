@@ -169,6 +169,12 @@ PasswordStdinOption = typer.Option(False, "--password-stdin", help="Read the reg
 JobsOption = typer.Option(16, "--jobs", "-j", min=1, max=64,
                           help="Concurrent transfers (at most 16 connections to one registry).")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
+# The registry a command reads or changes in place (inventory, prune): --registry, else the local one.
+RegistryOption = typer.Option(
+    None, "--registry", "-r",
+    help="Registry HOST[:PORT][/PREFIX] [default: the registry `mirror registry up` started here].")
+LocalRegistryOption = typer.Option(
+    False, "--local-registry", help="The registry `mirror registry up` started here (the default).")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 # What picks a topology's image list; `mirror pull` and `mirror lists` take the same options.

@@ -183,6 +183,13 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: 
         for image in [] if quiet else result.images:
             if image.action in ("copied", "updated", "moved") or (result.dry_run and image.action != "unchanged"):
                 typer.echo(f"  {image_line(image)}")
+        for tag in [] if quiet or not result.pruned else result.pruned.pruned:
+            verb = "would prune" if result.dry_run else "pruned"
+            typer.echo(f"  {verb}: {tag.source or tag.repository + ':' + tag.tag} ({tag.digest})")
+        for tag in [] if quiet or not result.pruned else result.pruned.skipped:
+            typer.echo(f"  kept: {tag.source or tag.repository + ':' + tag.tag}: {tag.reason}")
+    for repository, why in sorted(result.not_pruned.items()):
+        typer.echo(f"mirror: not pruned: {repository}: {why}", err=True)
     deferred = [image for image in result.images if image.action == "deferred"]
     for image in deferred[:1] if quiet else deferred:
         more = f" (and {len(deferred) - 1} more)" if quiet and len(deferred) > 1 else ""

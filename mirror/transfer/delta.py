@@ -68,20 +68,21 @@ class Base:
         self.digests |= digests
 
 
-def load_base(paths: list[Path]) -> Base:
-    """The union of every FILE; a file that is none of the three, or is damaged, is a UsageError naming it."""
+def load_base(paths: list[Path], option: str = "--base") -> Base:
+    """The union of every FILE; a file that is none of the three, or is damaged, is a UsageError naming
+    ``option`` and the file (``mirror prune --keep`` reads the same files)."""
     base = Base()
     for path in paths:
         if not path.is_file():
-            raise UsageError(f"--base {path}: no such file")
+            raise UsageError(f"{option} {path}: no such file")
         known = len(base.ids)
-        _add_file(base, path)
+        _add_file(base, path, option)
         base.names.update({base_id: path.name for base_id in base.ids[known:]})
     return base
 
 
-def _add_file(base: Base, path: Path) -> None:
-    """One --base FILE, whichever of the three it is, into ``base``."""
+def _add_file(base: Base, path: Path, option: str) -> None:
+    """One --base (or --keep) FILE, whichever of the three it is, into ``base``."""
     with open(path, "rb") as handle:
         head = handle.read(1)
     if head not in (b"{", b" ", b"\n", b"\t", b"\r"):  # not JSON: a bundle (or its first part)
@@ -89,7 +90,7 @@ def _add_file(base: Base, path: Path) -> None:
             with BundleReader(path) as reader:
                 base.add_bundle(reader.manifest)
         except IntegrityError as exc:
-            raise UsageError(f"--base {path}: not an inventory, bundle or mirror-bundle.json ({exc})") from None
+            raise UsageError(f"{option} {path}: not an inventory, bundle or mirror-bundle.json ({exc})") from None
         return
     data, doc = read_base_document(path)
     if is_inventory(doc):
@@ -98,7 +99,7 @@ def _add_file(base: Base, path: Path) -> None:
     try:
         base.add_bundle(BundleManifest.from_json(data))
     except IntegrityError as exc:
-        raise UsageError(f"--base {path}: not an inventory or mirror-bundle.json ({exc})") from None
+        raise UsageError(f"{option} {path}: not an inventory or mirror-bundle.json ({exc})") from None
 
 
 # -- push: the base must be in the target ---------------------------------------------
