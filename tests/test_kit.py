@@ -94,15 +94,14 @@ def test_platform_and_airgap_images_pick_the_files(kit_upstream, tmp_path):
 
 
 def test_a_tampered_chart_exits_4_and_writes_nothing(kit_upstream, tmp_path):
-    genuine = make_chart("rancher", RANCHER)
-    kit_upstream.add_chart("rancher", "rancher", RANCHER, data=make_chart("rancher", RANCHER, b"evil: 1\n"),
-                           digest_of=genuine)
+    genuine, tampered = make_chart("rancher", RANCHER), make_chart("rancher", RANCHER, b"evil: 1\n")
+    kit_upstream.add_chart("rancher", "rancher", RANCHER, data=tampered, digest_of=genuine)
     result, bundle = pull(kit_upstream, tmp_path)
     assert result.returncode == 4, result.stderr
     assert f"{kit_upstream.host.url}/rancher/rancher-{RANCHER}.tgz hashes to" in result.stderr
     assert not bundle.exists()
     work = tmp_path / f".{bundle.name}.work" / "blobs" / "sha256"
-    assert hashlib.sha256(genuine).hexdigest() not in {p.name for p in work.iterdir()}
+    assert hashlib.sha256(tampered).hexdigest() not in {p.name for p in work.iterdir()}  # what was served: not kept
     assert not [p for p in work.iterdir() if p.name.startswith(".kit-")]  # no temp left behind
 
 
@@ -388,3 +387,13 @@ def test_a_split_kit_bundle_extracts_from_its_parts(kit_upstream, tmp_path):
     extracted = run_mirror("extract", bundle, "-o", out)
     assert extracted.returncode == 0, extracted.stderr
     assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True).returncode == 0
+
+
+def test_keep_going_writes_the_bundle_without_a_tampered_binary_and_exits_4(kit_upstream, tmp_path):
+    path = f"/gh/k3s-io/k3s/releases/download/{K3S.replace('+', '%2B')}/k3s"
+    kit_upstream.host.files[path] = b"\x7fELF something else\n"
+    result, bundle = pull(kit_upstream, tmp_path, "--keep-going")
+    assert result.returncode == 4, result.stderr
+    assert f"file k3s {K3S}" in result.stderr
+    report = json.loads(run_mirror("inspect", bundle, "--json").stdout)
+    assert "k3s" not in [f["name"] for f in report["files"]] and len(report["charts"]) == 2
