@@ -13,7 +13,9 @@ writes beside the script.
 from __future__ import annotations
 
 import shlex
+from typing import Collection
 
+from ..model.reference import Reference
 from .model import GeneratedFile, Target
 
 _KIT = 'KIT="${KIT:-$(pwd)}"  # the directory `mirror extract BUNDLE -o DIR` wrote\n'
@@ -76,3 +78,15 @@ def rancher_file(target: Target, rancher_version: str, cert_manager_version: str
         f"helm install rancher {charts}/rancher --version {shlex.quote(rancher_version.removeprefix('v'))}"
         f"{flags} \\\n"
         '  --namespace cattle-system --create-namespace -f rancher-values.yaml --set hostname="$RANCHER_HOSTNAME"\n'))
+
+
+def missing_charts(rancher_version: str, cert_manager_version: str,
+                   bundled: Collection[Reference] | None) -> list[str]:
+    """A note per chart rancher-install.sh installs that the pushed bundle does not carry (None: not known)."""
+    if bundled is None:
+        return []
+    held = {(ref.repository, ref.tag) for ref in bundled}
+    wanted = [("rancher", rancher_version.removeprefix("v")), ("cert-manager", cert_manager_version)]
+    return [f"--bundle carries no chart {name} {version} (pulled with --no-charts, or another version): "
+            f"rancher-install.sh's helm install needs charts/{name}:{version} in the registry"
+            for name, version in wanted if (f"charts/{name}", version.replace("+", "_")) not in held]

@@ -105,6 +105,7 @@ def generate(target: Target, *, rancher_version: str | None = None, cert_manager
                                       yamltext.dump(cert_manager_values(target, cert_manager))))
     result.files.append(docker_run_file(target, server.tag, bundled))
     result.files.append(install.rancher_file(target, server.tag, cert_manager_version))
+    result.notes += install.missing_charts(server.tag, cert_manager_version, bundled)
     if target.username:
         result.notes.append(f"run `docker login {target.registry}` (`mirror config docker` writes the line) before "
                             "the single-node `docker run`; cluster nodes get credentials from registries.yaml "
