@@ -59,6 +59,14 @@ class DiskFull(MirrorError):
         self.reason = reason  # the system's words: "No space left on device"
 
 
+class NoRoom(UsageError):
+    """Checked before work: a file system has less free space than the run will write there (diskspace.py)."""
+
+    def __init__(self, message: str, directory: str, needed: int, free: int):
+        super().__init__(message)
+        self.directory, self.needed, self.free = directory, needed, free
+
+
 class RegistryError(MirrorError):
     """The registry answered with something we cannot use."""
 
@@ -73,6 +81,18 @@ class Unreachable(RegistryError):
     def __init__(self, message: str, host: str):
         super().__init__(message, None)
         self.host = host
+
+
+class StorageFull(RegistryError):
+    """The registry answered that its own disk is full (its error names the errno, or its log does).
+
+    Not worth a retry, and the same for every image: reported once per registry.
+    ``where`` is the path the registry could not write (as it sees it), or its data dir when known.
+    """
+
+    def __init__(self, message: str, status: int | None, host: str, where: str | None = None):
+        super().__init__(message, status)
+        self.host, self.where = host, where
 
 
 class NotFoundError(RegistryError):

@@ -184,6 +184,8 @@ JobsOption = typer.Option(16, "--jobs", "-j", min=1, max=64,
                           help="Concurrent transfers (at most 16 connections to one registry).")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+NoSpaceCheckOption = typer.Option(
+    False, "--no-space-check", help="Start even when the free space looks too small for what this run writes.")
 
 # What picks a topology's image list; `mirror pull` and `mirror lists` take the same options.
 ModeOption = typer.Option(None, "--mode", help="Topology: k3s, rke, rke2 or docker (see `mirror lists`).")
