@@ -84,15 +84,17 @@ class Unreachable(RegistryError):
 
 
 class StorageFull(RegistryError):
-    """The registry answered that its own disk is full (its error names the errno, or its log does).
+    """The registry's own disk is full: its error answer says so (or, for the registry `up` manages, its log).
 
     Not worth a retry, and the same for every image: reported once per registry.
-    ``where`` is the path the registry could not write (as it sees it), or its data dir when known.
+    ``where``: the storage root as the registry names it, when it does; ``data_dir``: the
+    data dir of the registry `up` manages, when it is that one.
     """
 
-    def __init__(self, message: str, status: int | None, host: str, where: str | None = None):
+    def __init__(self, message: str, status: int | None, host: str, where: str | None = None,
+                 data_dir: str | None = None):
         super().__init__(message, status)
-        self.host, self.where = host, where
+        self.host, self.where, self.data_dir = host, where, data_dir
 
 
 class NotFoundError(RegistryError):

@@ -121,8 +121,13 @@ class Replacement:
 
 def write_file(path: Path, data: bytes, mode: int = 0o644, sync: bool = False) -> None:
     """Replace ``path`` with ``data`` at once: a reader sees the old file or the new one, never half."""
-    with Replacement(path, mode, sync) as new:
-        new.file.write(data)
+    try:
+        with Replacement(path, mode, sync) as new:
+            new.file.write(data)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)  # a write that failed names no file: a full disk must say which
+        raise
 
 
 def open_lock(path: Path, mode: int = 0o600) -> int:

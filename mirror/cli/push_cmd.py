@@ -74,5 +74,5 @@ def push_command(
             typer.echo(f"delta of {', '.join(result.base)}: {changes.count('added')} added, "
                        f"{changes.count('updated')} updated, {changes.count('unchanged')} unchanged")
     if result.failures:
-        report_failures(result.failures)
+        report_failures(result.failures, result.causes)
         raise typer.Exit(int(result.exit_code))

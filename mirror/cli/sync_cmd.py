@@ -226,7 +226,7 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None
         if image.action == "deferred":
             typer.echo(f"mirror: deferred: {image.source}: {image.error}", err=True)
     if result.failures:
-        report_failures(result.failures)
+        report_failures(result.failures, result.causes)
     if result.exit_code:
         raise typer.Exit(int(result.exit_code))
 
