@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import anyio
 import pytest
@@ -14,12 +16,16 @@ import testbed
 from conftest import run_mirror
 from faults import FaultProxy
 from mirror.bundle.reader import BundleReader
-from mirror.errors import StorageFull
+from mirror.cli.render import report_failures
+from mirror.errors import NotFoundError, RegistryError, StorageFull
 from mirror.registry.client import RegistryClient
 from mirror.registry.settings import RegistrySettings
 from mirror.safefiles import write_file
+from mirror.server.state import RegistryState, StatePaths, save_state
+from mirror.server.storage import managed_registry
 from mirror.units import human_size
-from test_push import tags_pointing_at_incomplete_images
+from test_push import catalog, tags_pointing_at_incomplete_images
+from test_server_up import registries_running
 
 SIZE = r"(\d+ B|\d+\.\d [KMG]iB)"
 
@@ -57,7 +63,7 @@ def test_a_pull_into_a_disk_far_too_small_stops_before_any_download(proxied, see
     match = re.fullmatch(
         rf"mirror: error: not enough space in {re.escape(str(small_disk))} \(the bundle and the work dir\): this "
         rf"pull needs at least {SIZE} there \(for the 1 of {len(images)} images resolved so far\), {SIZE} is free; "
-        r"free some, or put the work dir \(--work-dir\) or the bundle \(-o\) on a larger disk, or pass "
+        r"free some, or put the work dir \(--work-dir\) or the bundle \(-o\) on a larger disk; or pass "
         r"--no-space-check", one_line(result.stderr))
     assert match, result.stderr
     assert in_bytes(match[1]) > free and match[2] == human_size(free)
@@ -105,6 +111,121 @@ def test_a_push_into_a_registry_whose_disk_fills_says_so_once_and_tags_nothing_b
         f"{full_registry.directory / 'storage'}); free space on its disk, then run again"]
     assert tags_pointing_at_incomplete_images(full_registry) == []
 
+
+
+def test_a_push_checks_its_spool_before_uploading_and_names_it_when_it_fills(corpus_bundle, registry, small_disk):
+    """The spool's temp files live within --window: a spool dir with less room than that stops the push before
+    any upload, and one that fills anyway (--no-space-check) is named in one line, not one per image."""
+    args = ["push", corpus_bundle, "--registry", registry.host, "--plain-http", "--spool-dir", small_disk, "-q"]
+    refused = run_mirror(*args)
+    assert refused.returncode == 2, refused.stderr
+    assert re.fullmatch(
+        rf"mirror: error: not enough space in {re.escape(str(small_disk))} \(the push spool\): this push needs "
+        rf"about {SIZE} there, {SIZE} is free; free some, or pass --spool-dir elsewhere or a smaller --window; or "
+        r"pass --no-space-check", one_line(refused.stderr)), refused.stderr
+    assert catalog(registry) == []
+    filled = run_mirror(*args, "--no-space-check")
+    assert filled.returncode == 1, filled.stderr
+    images = len(BundleReader(corpus_bundle).manifest.images)
+    assert filled.stderr.splitlines() == [
+        f"mirror: failed: {images} image(s) not sent: cannot write the push spool in {small_disk} (No space left on "
+        "device); free some space there, or pass --spool-dir elsewhere or a smaller --window"]
+    assert tags_pointing_at_incomplete_images(registry) == []
+    assert list(small_disk.iterdir()) == []
+
+def registry_up(state_dir, port, data_dir, *extra):
+    return run_mirror("registry", "up", "--state-dir", state_dir, "--port", str(port), "--address", "127.0.0.1",
+                      "--engine", "binary", "--no-tls", "--auth", "none", "--data-dir", data_dir, *extra)
+
+
+@pytest.fixture
+def managed(tmp_path):
+    """(state dir, port) for `registry up`; whatever it started is stopped after the test."""
+    state_dir = tmp_path / "state"
+    yield state_dir, testbed.free_port()
+    run_mirror("registry", "down", "--state-dir", state_dir)
+
+
+def test_registry_up_refuses_a_data_dir_too_small_for_the_bundle_it_is_given(corpus_bundle, small_disk, managed):
+    """`up --from-bundle` says what comes next: that bundle's images, pushed into its data dir."""
+    state_dir, port = managed
+    free = free_bytes(small_disk)
+    result = registry_up(state_dir, port, small_disk, "--from-bundle", corpus_bundle)
+    assert result.returncode == 2, result.stderr
+    match = re.fullmatch(
+        rf"mirror: error: not enough space in {re.escape(str(small_disk))} \(the registry's data dir\): pushing "
+        rf"{corpus_bundle.name} into it needs about {SIZE} there, {SIZE} is free; free some there, or run "
+        r"`mirror registry up` without --from-bundle to serve what it holds; or pass --no-space-check",
+        one_line(result.stderr))
+    assert match, result.stderr
+    assert in_bytes(match[1]) > BundleReader(corpus_bundle).manifest.total_size and match[2] == human_size(free)
+    assert registries_running("binary", state_dir, None) == 0
+
+
+def test_a_push_into_the_registry_up_manages_checks_its_data_dir_and_names_it_when_full(corpus_bundle, small_disk,
+                                                                                      managed):
+    """Without a bundle `up` starts on a small disk (it serves what it holds); a push into it stops before any
+    upload, and with --no-space-check fills it: one line naming the data dir, no tag on a broken image."""
+    state_dir, port = managed
+    started = registry_up(state_dir, port, small_disk)
+    assert started.returncode == 0, started.stderr
+    env = {"MIRROR_STATE_DIR": str(state_dir)}
+    refused = run_mirror("push", corpus_bundle, "-q", env=env)
+    assert refused.returncode == 2, refused.stderr
+    assert re.fullmatch(
+        rf"mirror: error: not enough space in {re.escape(str(small_disk))} \(the registry's data dir\): this push "
+        rf"needs about {SIZE} there, {SIZE} is free; free some there; or pass --no-space-check",
+        one_line(refused.stderr)), refused.stderr
+    registry = SimpleNamespace(url=f"http://127.0.0.1:{port}")  # what the helpers below read
+    assert catalog(registry) == []
+    pushed = run_mirror("push", corpus_bundle, "-q", "--no-space-check", env=env)
+    assert pushed.returncode == 1, pushed.stderr
+    images = len(BundleReader(corpus_bundle).manifest.images)
+    assert pushed.stderr.splitlines() == [
+        f"mirror: failed: {images} image(s) not sent to 127.0.0.1:{port}: registry storage full (data dir "
+        f"{small_disk}); free space on its disk, then run again"]
+    assert tags_pointing_at_incomplete_images(registry) == []
+
+
+def test_registry_up_counts_only_what_its_data_dir_does_not_hold_yet(corpus_bundle, tmpfs, tmp_path, managed):
+    """A data dir that already holds the bundle's images takes it again however full its disk: re-running
+    `up --from-bundle` after a reboot must not be refused for what is there."""
+    state_dir, port = managed
+    data_dir = tmpfs(tmp_path / "data", "64m")
+    assert registry_up(state_dir, port, data_dir, "--from-bundle", corpus_bundle).returncode == 0
+    pushed = run_mirror("push", corpus_bundle, "-q", env={"MIRROR_STATE_DIR": str(state_dir)})
+    assert pushed.returncode == 0, pushed.stderr
+    (data_dir / "filler").write_bytes(b"\0" * (free_bytes(data_dir) - 64 * 1024))
+    again = registry_up(state_dir, port, data_dir, "--from-bundle", corpus_bundle)
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_5xx_from_the_registry_up_manages_is_storage_full_when_its_log_says_so_during_the_run(tmp_path,
+                                                                                                   capsys):
+    """A registry may answer a full disk with a bare 500; `up`'s own registry logs why. A line from an
+    earlier run (last month's full disk) says nothing about this one."""
+    paths = StatePaths(tmp_path / "state")
+    save_state(paths, RegistryState(engine="binary", host="127.0.0.1:5000", hostnames=["reg.test", "127.0.0.1"],
+                                    port=5000, address="0.0.0.0", data_dir=str(tmp_path / "data"), tls=False))
+    full = ('level=error msg="response completed with error" err.detail="write /var/lib/registry/x: no space left '
+            'on device"')
+    paths.log_file.write_text(f'time="2026-05-01T10:00:00.5Z" {full}\n')
+    since = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    bare = RegistryError("upload of blob sha256:ab to reg.test:5000/x: reg.test:5000 answered 500 (UNKNOWN: unknown "
+                         "error), 6 attempt(s); check that the registry is up and reachable, then run again", 500)
+    missing = NotFoundError("manifest reg.test:5000/y not found", 404)
+    assert managed_registry("other.test:5000", paths.root) is None
+    managed = managed_registry("reg.test:5000", paths.root)
+    assert managed is not None and managed.explain({"a": bare}, since) == {"a": bare}
+    with open(paths.log_file, "a") as log:
+        log.write(f'time="2026-06-01T00:00:01.123456789Z" {full}\n')
+    explained = managed.explain({"a": bare, "b": bare, "c": missing}, since)
+    assert explained["c"] is missing
+    report_failures({"a": str(bare), "b": str(bare), "c": str(missing)}, explained)
+    assert capsys.readouterr().err.splitlines() == [
+        f"mirror: failed: c: {missing}",
+        f"mirror: failed: 2 image(s) not sent to reg.test:5000: registry storage full (data dir {tmp_path / 'data'}); "
+        "free space on its disk, then run again"]
 
 
 @pytest.mark.parametrize("detail", [

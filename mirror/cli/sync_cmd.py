@@ -226,9 +226,20 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None
         if image.action == "deferred":
             typer.echo(f"mirror: deferred: {image.source}: {image.error}", err=True)
     if result.failures:
-        report_failures(result.failures, result.causes)
+        report_failures(result.failures, _causes(result))
     if result.exit_code:
         raise typer.Exit(int(result.exit_code))
+
+
+def _causes(result: "SyncResult") -> dict:
+    """The failed images' errors; in the registry `up` manages, a full disk is named by its data dir (and its
+    log read for a 5xx that did not say why: server/storage.py)."""
+    from datetime import datetime
+
+    from ..server.storage import managed_registry
+
+    managed = managed_registry(result.target.split("/")[0]) if result.delta is None else None
+    return managed.explain(result.causes, datetime.fromisoformat(result.started)) if managed else result.causes
 
 
 def _missed(cron: "CronSchedule", reports: Path) -> bool:

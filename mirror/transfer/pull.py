@@ -163,10 +163,10 @@ class _Room:
     """
 
     def __init__(self, request: PullRequest, store: BlobStore, fetch: Fetch):
-        self.space = Space("this pull", "free some, or put the work dir (--work-dir) or the bundle (-o) on a "
-                                        "larger disk")
-        self.bundle = self.space.where(request.output.parent, "the bundle")
-        self.work = self.space.where(store.root, "the work dir")
+        self.space = Space("this pull")
+        advice = "free some, or put the work dir (--work-dir) or the bundle (-o) on a larger disk"
+        self.bundle = self.space.where(request.output.parent, "the bundle", advice)
+        self.work = self.space.where(store.root, "the work dir", advice)
         self.store, self.fetch, self.total = store, fetch, len(request.images)
         self.manifests: set[str] = set()
         self.admitted = 0
