@@ -37,14 +37,17 @@ BlobSource = Union[bytes, Path, Callable[[], AsyncIterator[bytes]], AsyncIterato
 class RegistryClient:
     """One registry host. Use as ``async with RegistryClient(host, settings) as client:``.
 
-    ``backoff_base`` overrides the transport's first retry delay (tests use a tiny one).
+    ``backoff_base`` overrides the transport's first retry delay (tests use a tiny one);
+    ``http_transport`` replaces the network under the client (tests: tests/support/fake_registry.py).
     """
 
     def __init__(self, host: str, settings: RegistrySettings = RegistrySettings(), *,
-                 auth_files: AuthFiles | None = None, backoff_base: float | None = None):
+                 auth_files: AuthFiles | None = None, backoff_base: float | None = None,
+                 http_transport: httpx.AsyncBaseTransport | None = None):
         self.host = host
         self.settings = settings
-        self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base)
+        self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base,
+                                    http_transport=http_transport)
         self._downloads = Downloads(self._transport)
         # The newest ``RateLimit-Remaining`` and ``RateLimit-Limit`` a manifest HEAD answered
         # (``N;w=SECONDS``), as sent: Docker Hub counts pulls, and HEADs are free.
@@ -333,9 +336,9 @@ def _listed(body: bytes, key: str, what: str) -> list[str]:
     """The ``key`` list of a tags or catalog page (``{"tags": [...]}``; null or absent: none).
 
     An entry that is no string (or a string longer than any name) is passed on
-    as its compact JSON text, cut to MAX_ENTRY characters: never a valid tag or
-    repository name, so the caller's name check refuses and reports it
-    instead of it vanishing here.
+    as ``<JSON text>``, cut to MAX_ENTRY characters: the brackets make it no
+    valid tag or repository name (``5`` or ``null`` alone would be one), so the
+    caller's name check refuses and reports it instead of it vanishing here.
     """
     try:
         page = json.loads(body)
@@ -345,7 +348,7 @@ def _listed(body: bytes, key: str, what: str) -> list[str]:
     if not isinstance(page, dict) or not isinstance(entries, (list, type(None))):
         raise RegistryError(f"{what} answered with no JSON object holding a {key!r} list")
     return [entry if isinstance(entry, str) and len(entry) <= MAX_NAME
-            else json.dumps(entry, separators=(",", ":"))[:MAX_ENTRY] for entry in entries or []]
+            else f"<{json.dumps(entry, separators=(',', ':'))[:MAX_ENTRY - 2]}>" for entry in entries or []]
 
 
 def _next_link(response: httpx.Response, transport: Transport, what: str) -> httpx.URL | None:

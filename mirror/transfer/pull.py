@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import anyio
+import httpx
 
 from ..bundle.format import BundleManifest, ImageRecord
 from ..bundle.store import BlobStore
@@ -61,6 +62,7 @@ class PullRequest:
     base: Base | None = None  # with a base: a delta bundle, leaving out what the base holds
     only_if_changed: bool = False  # with a base: write no bundle when the base holds everything
     space_check: bool = True  # False: --no-space-check
+    http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
 
     @property
     def store_dir(self) -> Path:
@@ -138,6 +140,7 @@ def bundle_manifest(request: PullRequest, images: list[ResolvedImage]) -> Bundle
         base=list(base.ids),
         omitted=sorted(digest for digest in sizes if digest in base.digests),
         base_registry=dict(base.registries),
+        base_names={base_id: name for base_id, name in base.names.items() if base_id in base.ids},
     )
 
 
@@ -212,7 +215,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     bundle: WrittenBundle | None = None
     writer_error: BaseException | None = None
     refused: list[NoRoom] = []
-    async with ClientPool(request.settings_for) as pool:
+    async with ClientPool(request.settings_for, request.http_transport) as pool:
         fetch = Fetch(store, pool, request.jobs, skip=base.digests)
         room = _Room(request, store, fetch) if request.space_check else None
         arrivals = Arrivals()

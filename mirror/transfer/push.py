@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import httpx
 
 from ..bundle.format import BundleManifest
 from ..bundle.reader import BundleReader
@@ -41,6 +42,7 @@ class PushRequest:
     dry_run: bool = False
     space_check: bool = True  # False: --no-space-check
     registry_data_dir: Path | None = None  # the target is the registry `up` manages: its data dir
+    http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
 
 
 def dry_run(request: PushRequest) -> DeliveryReport:
@@ -58,7 +60,8 @@ async def push(request: PushRequest, progress: Progress) -> DeliveryReport:
         return dry_run(request)
     reader = await anyio.to_thread.run_sync(BundleReader, request.bundle)
     try:
-        async with RegistryClient(request.target.host, request.target.settings) as client:
+        async with RegistryClient(request.target.host, request.target.settings,
+                                  http_transport=request.http_transport) as client:
             return await _push(request, reader, client, progress)
     finally:
         reader.close()
@@ -74,10 +77,10 @@ async def _push(request: PushRequest, reader: BundleReader, client: RegistryClie
     plans = [plan for plan in every_plan if id(plan) not in done]
     presence = Presence(plans)
     await presence.survey(client, request.jobs)
-    sources = await require_base(client, manifest, plans, presence)  # before any write
+    sources = await require_base(client, manifest, plans, presence, request.jobs, progress)  # before any write
     delivery = Delivery(request.target, client, plans, presence, request.jobs)
     delivery.report.kind, delivery.report.base = manifest.kind, list(manifest.base)
-    delivery.report.warnings = base_warnings(manifest, request.target)
+    delivery.report.warnings = base_warnings(manifest, request.target) + sources.warnings
     delivery.report.present_blobs = len(presence.blob_repos) - len(presence.missing_blobs)
     delivery.report.mounted_blobs = await presence.mount_known(client, request.jobs, sources.blobs)
     to_upload = presence.missing_blobs

@@ -26,6 +26,7 @@ from ..model.reference import Reference
 from ..model.target import RegistryAddress, target_repository
 from ..progress import Progress
 from ..registry.pool import ClientPool
+from ..runlock import RunLock
 from .base import Base, load_base
 from .pull import PullRequest, pull
 from .resolve import Resolver
@@ -52,6 +53,10 @@ class BundleTarget:
         stamp = utc_now().replace("-", "").replace(":", "")  # 20261130T020000Z
         return (self.directory / f"{self.name}-{stamp}.tar.zst").absolute()
 
+    def lock(self) -> RunLock:
+        """One run at a time per bundle directory, whichever config or flags name it."""
+        return RunLock(f"sync -> bundles in {self.directory.resolve()}", f"sync to {self.directory}")
+
 
 def _source(ref: Reference) -> str:
     """The reference as inventories and bundles name it (a tag without its digest)."""
@@ -66,14 +71,15 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
                         dry_run=request.dry_run)
     result.delta = {"path": None, "size": None, "sha256": None, "parts": [], "base": list(base.ids), "omitted": 0}
     where = _landing(base)
-    async with ClientPool(request.settings_for) as pool:
-        images, unlisted = await wanted_images(request, pool)
-    for repository, exc in unlisted:
+    async with ClientPool(request.settings_for, request.http_transport) as pool:
+        wanted = await wanted_images(request, pool)
+    result.skipped_tags = wanted.skipped
+    for repository, exc in wanted.unlisted:
         entry = ImageResult(repository.name, where(repository))
         entry.fail(exc)
         result.images.append(entry)
     pending: list[ImageResult] = []
-    for image in images:
+    for image in wanted.images:
         entry = ImageResult(str(image.ref), where(image.ref), image=image)
         entry.old_digest = base.digest_of(_source(image.ref)) if image.ref.tag else None
         if entry.old_digest is not None and image.immutable:
@@ -81,7 +87,7 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
         else:
             pending.append(entry)
         result.images.append(entry)
-    if unlisted and not request.keep_going:
+    if wanted.unlisted and not request.keep_going:
         _not_written(pending)
     elif pending and request.dry_run:
         await _resolve_only(request, pending, progress)
@@ -118,7 +124,7 @@ def _not_written(pending: list[ImageResult]) -> None:
 
 async def _resolve_only(request: SyncRequest, pending: list[ImageResult], progress: Progress) -> None:
     """--dry-run: the manifests say what the bundle would bring; nothing is downloaded or written."""
-    async with ClientPool(request.settings_for) as pool:
+    async with ClientPool(request.settings_for, request.http_transport) as pool:
         resolver = Resolver(pool, request.sources, request.platforms, request.jobs)
         resolution = await resolver.resolve_all([e.image.ref for e in pending if e.image], progress)
     digests = {_source(image.ref): image.top.digest for image in resolution.images}
@@ -136,7 +142,8 @@ async def _write(request: SyncRequest, bundle: BundleTarget, base: Base, pending
     refs = [entry.image.ref for entry in pending if entry.image]
     pulled = PullRequest(images=refs, output=bundle.output(), sources=request.sources,
                          settings_for=request.settings_for, platforms=request.platforms, jobs=request.jobs,
-                         keep_going=request.keep_going, topology=topology, base=base, only_if_changed=True)
+                         keep_going=request.keep_going, topology=topology, base=base, only_if_changed=True,
+                         http_transport=request.http_transport)
     try:
         written = await pull(pulled, progress)
     except ImagesFailed as exc:  # without --keep-going: nothing was written
