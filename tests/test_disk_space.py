@@ -88,6 +88,13 @@ def test_a_pull_stops_before_the_image_that_would_fill_the_disk(proxied, seeded_
     assert list(disk.iterdir()) == []
 
 
+def said_full_once(bundle, host: str, where: str) -> str:
+    """What push prints when the registry's disk fills: one line for all of the bundle's images."""
+    images = len(BundleReader(bundle).manifest.images)
+    return (f"mirror: failed: {images} image(s) not sent to {host}: registry storage full ({where}); free space on "
+            "its disk, then run again\n")
+
+
 @pytest.fixture
 def full_registry(small_disk, tmp_path):
     """A registry whose storage is the 256 KiB disk: full after the first few blobs."""
@@ -105,10 +112,8 @@ def test_a_push_into_a_registry_whose_disk_fills_says_so_once_and_tags_nothing_b
     a line per image (701 for a Rancher set) telling to check that the registry is up."""
     result = run_mirror("push", corpus_bundle, "--registry", full_registry.host, "--plain-http", "-q")
     assert result.returncode == 1, result.stderr
-    images = len(BundleReader(corpus_bundle).manifest.images)
-    assert result.stderr.splitlines() == [
-        f"mirror: failed: {images} image(s) not sent to {full_registry.host}: registry storage full (under "
-        f"{full_registry.directory / 'storage'}); free space on its disk, then run again"]
+    assert result.stderr == said_full_once(corpus_bundle, full_registry.host,
+                                           f"under {full_registry.directory / 'storage'}")
     assert tags_pointing_at_incomplete_images(full_registry) == []
 
 
@@ -180,10 +185,7 @@ def test_a_push_into_the_registry_up_manages_checks_its_data_dir_and_names_it_wh
     assert catalog(registry) == []
     pushed = run_mirror("push", corpus_bundle, "-q", "--no-space-check", env=env)
     assert pushed.returncode == 1, pushed.stderr
-    images = len(BundleReader(corpus_bundle).manifest.images)
-    assert pushed.stderr.splitlines() == [
-        f"mirror: failed: {images} image(s) not sent to 127.0.0.1:{port}: registry storage full (data dir "
-        f"{small_disk}); free space on its disk, then run again"]
+    assert pushed.stderr == said_full_once(corpus_bundle, f"127.0.0.1:{port}", f"data dir {small_disk}")
     assert tags_pointing_at_incomplete_images(registry) == []
 
 
