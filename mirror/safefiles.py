@@ -160,7 +160,7 @@ def _open_own(path: Path, flags: int, mode: int, what: str) -> int:
     check_directory(path.parent)
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
-    except OSError as exc:
+    except OSError:
         if os.path.islink(path):
             raise UsageError(f"{what} {path} is a symbolic link: refusing to follow it (remove it if it "
                              "is not someone's trap)") from None
