@@ -15,9 +15,9 @@ from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
     InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
-    NoRegistryImageOption, PlainHttpRegistryOption, OfflineListsOption, PlatformOption, QuietOption,
-    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors, parse_platforms, select_images,
-    source_access, topology_versions,
+    NoRegistryImageOption, NoSpaceCheckOption, PlainHttpRegistryOption, OfflineListsOption, PlatformOption,
+    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors, parse_platforms,
+    select_images, source_access, topology_versions,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
@@ -93,6 +93,7 @@ def pull_command(
         False, "--with-installer",
         help="Also write mirror's offline installer beside the bundle (NAME.mirror-installer.tar.gz and its "
              ".sha256), made before any image is fetched."),
+    no_space_check: bool = NoSpaceCheckOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -135,6 +136,7 @@ def pull_command(
         kit_fetcher=kit.fetcher,
         kit_failures=kit.failures,
         kit_causes=kit.causes,
+        space_check=not no_space_check,
         wait_for_limit=wait_for_limit,
         log=lambda line: typer.echo(f"mirror: {line}", err=True),
     )
