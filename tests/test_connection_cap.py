@@ -1,6 +1,6 @@
 """-j raises how many transfers run at once, never the connections to one registry: flags and configs alike."""
 
-from mirror.cli.common import registry_settings
+from mirror.cli.flag_values import registry_settings
 from mirror.registry.settings import MAX_CONNECTIONS_PER_REGISTRY
 from mirror.transfer.sync_config import load_config
 

@@ -12,22 +12,22 @@ import typer
 from ..errors import ExitCode, ImagesFailed, UsageError
 from ..progress import Progress
 from .app import app
-from .common import (
+from .common import handle_errors
+from .flag_values import parse_platforms, select_images, source_access, topology_versions
+from .options import (
     CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
     InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
-    NoRegistryImageOption, NoSpaceCheckOption, PlainHttpRegistryOption, OfflineListsOption, PlatformOption,
-    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors, parse_platforms,
-    select_images, source_access, topology_versions,
+    NoRegistryImageOption, NoSpaceCheckOption, OfflineListsOption, PlainHttpRegistryOption, PlatformOption,
+    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption,
 )
 from ..units import human_size, parse_size
-from .render import emit_json, report_failures
+from .render import counted, emit_json, report_failures
 from .kit_options import (
     ChartOption, FileOption, NoChartsOption, NoFilesOption, RancherChartRepoOption, WithAirgapImagesOption,
     select_kit,
 )
 
 if TYPE_CHECKING:
-    from ..installer import PendingInstaller
     from ..model.reference import Reference
     from ..transfer.pull import PullRequest
 
@@ -97,7 +97,7 @@ def pull_command(
 ) -> None:
     """Pull images into ONE portable bundle (an OCI image layout in a tar.zst)."""
     from ..transfer.delta import load_base  # imported here so other commands start faster
-    from ..transfer.pull import PullRequest, pull
+    from ..transfer.pull import PullRequest, check_output, pull
 
     platforms = parse_platforms(platform or [])
     selection = select_images(
@@ -108,7 +108,7 @@ def pull_command(
     if output is None and not dry_run:
         raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
     if output is not None and not dry_run:
-        _check_output(output, force)
+        check_output(output, force)
     kit = select_kit(topology, platforms, no_charts=no_charts, no_files=no_files, charts=chart, files=file,
                      rancher_chart_repo=rancher_chart_repo, with_airgap_images=with_airgap_images,
                      offline_lists=offline_lists, keep_going=keep_going, ca_file=ca_file)
@@ -142,7 +142,13 @@ def pull_command(
     if dry_run:
         _dry_run(request, progress, json_report, selection.trimmed if downstream_versions is not None else None)
         return
-    installer = _build_installer(request.output, quiet or json_report) if with_installer else None
+    installer = None
+    if with_installer:  # built before anything is fetched: a failure costs no download
+        from ..installer import PendingInstaller, installer_beside
+
+        say = (lambda line: None) if quiet or json_report else \
+            (lambda line: typer.echo(f"mirror: offline installer: {line}", err=True))
+        installer = PendingInstaller(installer_beside(request.output), log=say)
     try:
         result = anyio.run(pull, request, progress)
         made = installer.publish() if installer and result.bundle else None
@@ -158,7 +164,7 @@ def pull_command(
                                           if made else {})})
     elif result.bundle:
         typer.echo(f"wrote {result.kind} bundle {result.bundle.path} ({human_size(result.bundle.size)}, "
-                   f"{_counted(result.images)}, {human_size(result.total_blob_bytes)} of content; "
+                   f"{counted(result.images)}, {human_size(result.total_blob_bytes)} of content; "
                    f"downloaded {human_size(result.downloaded_bytes)}, reused {human_size(result.reused_bytes)})")
         for part in result.bundle.parts if len(result.bundle.parts) > 1 else []:
             typer.echo(f"  part {part}")
@@ -170,34 +176,6 @@ def pull_command(
         typer.echo(f"mirror: deferred: {result.deferral}", err=True)
     if result.failures or result.deferred:
         raise typer.Exit(int(result.exit_code))
-
-
-def _counted(records: list) -> str:
-    """``N images`` and, when the kit is carried, ``N charts, N files``."""
-    kinds = [record.artifact.kind if record.artifact else "image" for record in records]
-    return ", ".join(f"{kinds.count(kind)} {kind}s" for kind in ("image", "chart", "file")
-                     if kinds.count(kind) or kind == "image")
-
-
-def _build_installer(output: Path, quiet: bool) -> PendingInstaller:
-    """mirror's offline installer for beside ``output``, built before anything is fetched."""
-    from ..installer import PendingInstaller, installer_beside
-
-    def log(line: str) -> None:
-        if not quiet:
-            typer.echo(f"mirror: offline installer: {line}", err=True)
-
-    return PendingInstaller(installer_beside(output), log=log)
-
-
-def _check_output(output: Path, force: bool) -> None:
-    """Refuse, before anything is fetched, an -o that is a directory or (without --force) a bundle."""
-    from ..bundle.parts import stray_parts
-
-    if output.is_dir():
-        raise UsageError(f"-o {output}: is a directory; name the bundle file to write, e.g. {output}/bundle.tar.zst")
-    if not force and (output.exists() or stray_parts(output, 0)):
-        raise UsageError(f"-o {output}: a bundle is already there; pass --force to replace it")
 
 
 def _dry_run(request: PullRequest, progress: Progress, json_report: bool, trimmed: list[Reference] | None) -> None:

@@ -12,9 +12,11 @@ import typer
 
 from ..progress import Progress
 from .app import app
-from .common import (
+from .common import handle_errors
+from .flag_values import target_registry
+from .options import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, NoSpaceCheckOption, PasswordStdinOption, PlainHttpOption,
-    QuietOption, UsernameOption, handle_errors, target_registry,
+    QuietOption, UsernameOption,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
