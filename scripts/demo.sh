@@ -20,7 +20,7 @@ trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 start_registry() {  # DIR: runs a loopback registry; its HOST:PORT lands in DIR.addr once it answers
-  "$py" scripts/testbed.py registry "$1" >"$1.addr" 2>"$1.err" &
+  PYTHONPATH=tests "$py" -m support.testbed registry "$1" >"$1.addr" 2>"$1.err" &
   pids+=($!)
   for _ in $(seq 100); do [ -s "$1.addr" ] && return; sleep 0.1; done
   echo "registry in $1 did not start: $(cat "$1.err")" >&2; exit 1
@@ -29,7 +29,7 @@ start_registry() {  # DIR: runs a loopback registry; its HOST:PORT lands in DIR.
 step "upstream: a loopback registry standing in for docker.io and quay.io"
 start_registry "$work/upstream"
 upstream=$(head -n1 "$work/upstream.addr")
-"$py" scripts/corpus.py seed --registry "$upstream" --spec demo --work "$work/corpus" \
+PYTHONPATH=tests "$py" -m support.corpus seed --registry "$upstream" --spec demo --work "$work/corpus" \
   --images-file "$work/images.txt" >/dev/null
 sed 's/^/  /' "$work/images.txt"
 

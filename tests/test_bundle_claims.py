@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from conftest import run_mirror
 from mirror.bundle.format import BundleManifest, ImageRecord
 from mirror.bundle.reader import BundleReader
 from mirror.errors import IntegrityError
-from test_bundle_reader_safety import (
+from support.cli import run_mirror
+from support.crafted_bundles import (
     INDEX, LAYER, LAYOUT, OCI_MANIFEST, TOP, blob_member, craft_bundle, digest_of, good_members, regular,
 )
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -14,62 +12,17 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import ROOT
-from mirror.bundle.format import BundleManifest, ImageRecord
 from mirror.bundle.reader import BlobCorrupt, BundleReader
 from mirror.errors import IntegrityError, UsageError
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def blob_member(data: bytes, digest: str | None = None) -> tuple[tarfile.TarInfo, bytes]:
-    return regular(f"blobs/sha256/{(digest or digest_of(data)).split(':')[1]}", data)
-
-
-def regular(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
+from support.cli import ROOT
+from support.crafted_bundles import (LAYER, LAYOUT, TOP, blob_member, craft_bundle, digest_of, good_members, header_for,
+                                     regular)
 
 
 def special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, None]:
     info = tarfile.TarInfo(name)
     info.type, info.linkname = kind, linkname
     return info, None
-
-
-def craft_bundle(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    """Any tar we like, zstd-compressed, made with the standard library: no help from mirror's writer."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(raw.getvalue()))
-    return path
-
-
-def header_for(blobs: list[bytes]) -> tuple[tarfile.TarInfo, bytes]:
-    """A valid mirror-bundle.json for one image made of ``blobs`` (the last one is the top manifest)."""
-    top = blobs[-1]
-    image = ImageRecord("docker.io/library/x:1", digest_of(top), OCI_MANIFEST, len(top), ["linux/amd64"],
-                        [digest_of(b) for b in blobs[:-1]])
-    manifest = BundleManifest([image], {digest_of(b): len(b) for b in blobs})
-    return regular("mirror-bundle.json", manifest.to_json())
-
-
-LAYER = os.urandom(200_000)
-TOP = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                  "layers": [{"mediaType": "x", "digest": digest_of(LAYER), "size": len(LAYER)}]}).encode()
-LAYOUT = regular("oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
-INDEX = regular("index.json", b'{"schemaVersion": 2, "manifests": []}')
-
-
-def good_members() -> list[tuple[tarfile.TarInfo, bytes | None]]:
-    return [header_for([LAYER, TOP]), LAYOUT, blob_member(LAYER), blob_member(TOP), INDEX]
 
 
 def read_all(path: Path) -> list[str]:

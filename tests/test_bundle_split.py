@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_mirror
 from mirror.bundle.verify import verify_bundle
 from mirror.bundle.reader import BundleReader
 from mirror.bundle.writer import FAT32_MAX_FILE, capped_part_size, write_bundle
 from mirror.errors import UsageError
 from mirror.units import parse_size
-from test_bundle import generated, manifest_for, store  # noqa: F401  (fixtures)
+from support.bundle_fixtures import generated, manifest_for, store  # noqa: F401  (fixtures)
+from support.cli import ROOT, run_mirror
 
 PART = 48 * 1024
 

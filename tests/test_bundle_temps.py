@@ -9,7 +9,7 @@ import pytest
 
 from mirror.bundle.writer import write_bundle
 from mirror.errors import MirrorError
-from test_bundle import generated, manifest_for, store  # noqa: F401  (fixtures)
+from support.bundle_fixtures import generated, manifest_for, store  # noqa: F401  (fixtures)
 
 
 def dead_pid() -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import testbed
-from conftest import run_mirror
 from mirror import __version__
+from support import testbed
+from support.cli import run_mirror
 
 
 def test_version_and_short_help():

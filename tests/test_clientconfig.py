@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_mirror
 from mirror import lists
 from mirror.clientconfig import GENERATORS, Target, rancher, sources
 from mirror.clientconfig.registries_yaml import registries
 from mirror.errors import UsageError
 from mirror.model.reference import Reference
 from mirror.model.target import target_repository
+from support.cli import run_mirror
 
 REG = "registry.airgap.example:5000"
 

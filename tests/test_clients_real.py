@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-import testbed
-from conftest import run_mirror
-from daemons import start_dockerd
 from mirror.model.target import target_repository
 from mirror.model.reference import Reference
+from support import testbed
+from support.cli import run_mirror
+from support.daemons import start_dockerd
 
 # docker-list, oci-index and an OCI index from quay.io: every path shape the configs must map.
 IMAGES = [

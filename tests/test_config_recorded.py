@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import testbed
-from conftest import run_mirror
 from mirror.server.state import find_local_registry
+from support import testbed
+from support.cli import run_mirror
 
 
 class Started:

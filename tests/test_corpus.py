@@ -5,17 +5,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import httpx
 import pytest
 
-import corpus
-
-ROOT = Path(__file__).resolve().parent.parent
+from support import corpus
+from support.cli import ROOT
 
 
 def skopeo(*args: str) -> bytes:
@@ -102,9 +101,10 @@ def test_generation_is_deterministic(tmp_path):
 def test_cli_seeds_and_writes_the_image_list(registry, tmp_path):
     images_file = tmp_path / "images.txt"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "corpus.py"), "seed", "--registry", registry.host,
+        [sys.executable, "-m", "support.corpus", "seed", "--registry", registry.host,
          "--spec", "small", "--work", str(tmp_path / "work"), "--images-file", str(images_file)],
-        check=True, capture_output=True, text=True, timeout=120)
+        check=True, capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
     sources = [line for line in images_file.read_text().splitlines() if not line.startswith("#")]
     assert sources == [image.source for image in corpus.small_spec().images]
     assert result.stdout.split() == corpus.source_mirror_args(registry.host)

@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-import corpus
-import testbed
-from conftest import run_mirror
 from mirror.bundle.reader import BundleReader
 from mirror.model.reference import Reference
 from mirror.model.target import target_repository
 from mirror.transfer.inventory import Inventory
+from support import corpus
+from support import testbed
+from support.cli import run_mirror
 
 AMD64, ARM64 = corpus.AMD64, corpus.ARM64
 KEPT = [
@@ -300,7 +300,7 @@ def test_an_inventory_too_large_or_too_deep_is_refused_before_it_is_parsed(resyn
 
 
 def test_inventory_skips_listed_tags_that_are_no_tags_and_says_so(resync, tmp_path):
-    from faults import FaultProxy
+    from support.faults import FaultProxy
 
     with FaultProxy(resync.target.host) as proxy:
         proxy.serve(r"/v2/rancher/app-a/tags/list", json.dumps(
@@ -317,7 +317,7 @@ def test_inventory_skips_listed_tags_that_are_no_tags_and_says_so(resync, tmp_pa
 
 def test_the_search_for_the_base_skips_repositories_the_account_may_not_read(resync):
     """A catalog names repositories the account may not read: a 403 there is no reason to stop looking."""
-    from faults import FaultProxy
+    from support.faults import FaultProxy
 
     catalog = httpx.get(f"{resync.target.url}/v2/_catalog", timeout=10).json()["repositories"]
     with FaultProxy(resync.target.host) as proxy:
@@ -345,7 +345,7 @@ def test_the_search_for_the_base_skips_repositories_the_account_may_not_read(res
 def test_an_exclude_pattern_that_backtracks_on_a_catalog_name_is_a_usage_error_naming_it(resync, tmp_path):
     """--exclude runs on names the registry's catalog gives: a pattern that backtracks without end on one of them
     ends the inventory in one line (it hung before), not after minutes."""
-    from faults import FaultProxy
+    from support.faults import FaultProxy
 
     name = "rancher/" + "a" * 40 + "b"
     with FaultProxy(resync.target.host) as proxy:

@@ -17,8 +17,6 @@ import httpx
 import pytest
 import zstandard
 
-from conftest import ROOT
-from hostile_source import REPOSITORY, TAG, HostileSource
 from mirror.errors import AuthError, IntegrityError, NotFoundError, RegistryError
 from mirror.model import oci
 from mirror.model.reference import is_tag
@@ -27,16 +25,13 @@ from mirror.registry.credentials import AuthFiles
 from mirror.registry.ratelimit import RateLimit
 from mirror.registry.settings import Credentials, RegistrySettings
 from mirror.registry.wire import WireTransport
-from test_wire import Scripted
+from support.cli import ROOT
+from support.hostile_source import REPOSITORY, TAG, HostileSource
+from support.scripted import Scripted
 
 pytestmark = pytest.mark.anyio
 
 MIB = 1 << 20
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 def wire_client() -> httpx.AsyncClient:

@@ -8,11 +8,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import run_mirror
-from hostile_source import REPOSITORY, TAG, HostileSource
 from mirror.errors import IntegrityError, RegistryError
 from mirror.registry.client import RegistryClient
 from mirror.registry.settings import RegistrySettings
+from support.cli import run_mirror
+from support.hostile_source import REPOSITORY, TAG, HostileSource
 
 MIB = 1 << 20
 # Loopback socket buffers can hold a few MiB that the server counts as sent before the client stops reading.

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import mirror
-from conftest import ROOT, run_mirror
+from support.cli import ROOT, run_mirror
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 BASTION_PATH = "/usr/bin:/bin"

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, run_mirror
 from mirror import imagelist, lists
 from mirror.errors import UsageError
+from support.cli import ROOT, run_mirror
 
 MANIFESTS = ROOT / "manifests"
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from support.cli import ROOT
 
 
 def test_installed_package_carries_every_module_and_the_topology_lists(tmp_path):

@@ -10,9 +10,9 @@ import tarfile
 import httpx
 import pytest
 
-from conftest import run_mirror
-from corpus_fixtures import single_platform_image
 from mirror.bundle.reader import BundleReader
+from support.cli import run_mirror
+from support.corpus_fixtures import single_platform_image
 
 
 def unpack(bundle, tmp_path):

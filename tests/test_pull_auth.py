@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-import testbed
-from conftest import run_mirror
 from mirror.bundle.reader import BundleReader
+from support import testbed
+from support.cli import run_mirror
 
 
 @pytest.fixture(scope="module")

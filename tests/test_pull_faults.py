@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from conftest import run_mirror
-from faults import FaultProxy
 from mirror.bundle.reader import BundleReader
+from support.cli import run_mirror
+from support.faults import FaultProxy
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from conftest import run_mirror
-from corpus_fixtures import single_platform_image
+from support.cli import run_mirror
+from support.corpus_fixtures import single_platform_image
 
 
 def test_a_work_dir_given_by_the_user_is_not_deleted(seeded_source, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_mirror
+from support.cli import run_mirror
 
 
 def test_push_and_verify_to_an_http_address_need_no_plain_http_flag(corpus_bundle, registry):

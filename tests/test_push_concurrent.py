@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT, run_mirror
-from faults import FaultProxy
+from support.cli import ROOT, run_mirror
+from support.faults import FaultProxy
 
 DIGEST_INVALID = json.dumps({"errors": [{"code": "DIGEST_INVALID", "message": "provided digest did not match"}]})
 

@@ -8,8 +8,8 @@ import tarfile
 
 import zstandard
 
-from conftest import run_mirror
-from faults import FaultProxy
+from support.cli import run_mirror
+from support.faults import FaultProxy
 
 
 def test_a_registry_refusing_during_the_survey_is_one_line_with_exit_3(seeded_source, registry, tmp_path):

@@ -8,13 +8,13 @@ import time
 import anyio
 import httpx
 import pytest
-from faults import FaultProxy
+from support.faults import FaultProxy
 
-from conftest import run_mirror
 from mirror.bundle.reader import BlobCorrupt, BundleReader
 from mirror.model.target import target_repository
 from mirror.transfer.spool import FileSpool
 from mirror.model.reference import Reference
+from support.cli import run_mirror
 
 CHUNK = 1 << 20
 
@@ -92,7 +92,8 @@ def flip_last_byte_of(digest):
 
 @pytest.mark.parametrize("window", ["512M", "4M"])  # spooled to a temp file / streamed straight from the bundle
 def test_corrupt_large_blob_never_reaches_the_registry(bundle, seeded_source, registry, tmp_path, window):
-    from test_push import blobs_committed, rewrite_bundle, tags_sent
+    from support.crafted_bundles import rewrite_bundle
+    from support.push_checks import blobs_committed, tags_sent
 
     sizes = seeded_source.corpus.sizes
     large = max(set().union(*(i.blob_digests for i in seeded_source.corpus.images)), key=sizes.get)
@@ -113,7 +114,7 @@ def test_corrupt_large_blob_never_reaches_the_registry(bundle, seeded_source, re
 
 
 def test_blob_larger_than_the_window_is_streamed_and_every_image_arrives_intact(bundle, seeded_source, registry):
-    from test_push import assert_manifests_follow_their_content, blobs_committed, tags_pointing_at_incomplete_images
+    from support.push_checks import assert_manifests_follow_their_content, blobs_committed, tags_pointing_at_incomplete_images
 
     sizes = seeded_source.corpus.sizes
     large = max(set().union(*(i.blob_digests for i in seeded_source.corpus.images)), key=sizes.get)
@@ -133,7 +134,7 @@ def test_blob_larger_than_the_window_is_streamed_and_every_image_arrives_intact(
 
 def test_blob_larger_than_the_window_is_not_retried_in_the_same_pass(bundle, seeded_source, registry):
     """Streamed straight from the bundle, it cannot be sent twice: the image fails, saying what to do."""
-    from test_push import tags_sent
+    from support.push_checks import tags_sent
 
     sizes = seeded_source.corpus.sizes
     large = max(set().union(*(i.blob_digests for i in seeded_source.corpus.images)), key=sizes.get)

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-import testbed
-from faults import FaultProxy
-from testbed import TokenServer
 from mirror.model import oci
 from mirror.errors import AuthError, UsageError
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles, default_paths
 from mirror.registry.settings import Credentials, RegistrySettings
+from support import testbed
+from support.faults import FaultProxy
+from support.testbed import TokenServer
 
 pytestmark = pytest.mark.anyio
 
@@ -33,11 +33,6 @@ USER, PASSWORD = "alice", "correct horse battery"
 GOOD = Credentials(USER, PASSWORD)
 BAD = Credentials(USER, "wrong password 42")
 NO_AUTH_FILES = AuthFiles([])
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
 
 
 def client(host: str, settings: RegistrySettings, auth_files: AuthFiles | None = NO_AUTH_FILES) -> RegistryClient:

@@ -1,6 +1,6 @@
 """RegistryClient against a real docker-registry: blobs, manifests, mounts, faults.
 
-Faults (drops, corruption, 5xx/429, odd answers) come from tests/faults.py,
+Faults (drops, corruption, 5xx/429, odd answers) come from tests/support/faults.py,
 a proxy in front of the real registry.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email.utils
 import json
-import os
 import subprocess
 import time
 
@@ -16,40 +15,16 @@ import anyio
 import httpx
 import pytest
 
-from faults import FaultProxy
 from mirror.model import oci
 from mirror.errors import IntegrityError, NotFoundError, RegistryError
 from mirror.model.reference import endpoint_host
 from mirror.registry.client import SMALL_UPLOAD, RegistryClient
 from mirror.registry.transport import RETRY_AFTER_CAP, _retry_after
-from mirror.registry.credentials import AuthFiles
 from mirror.registry.settings import RegistrySettings
+from support.faults import FaultProxy
+from support.registry_client import PLAIN, blob, client
 
 pytestmark = pytest.mark.anyio
-
-PLAIN = RegistrySettings(plain_http=True, retries=3)
-NO_AUTH_FILES = AuthFiles([])
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-def proxy(registry):
-    with FaultProxy(registry.host) as running:
-        yield running
-
-
-def client(host: str, settings: RegistrySettings = PLAIN) -> RegistryClient:
-    return RegistryClient(host, settings, auth_files=NO_AUTH_FILES, backoff_base=0.01)
-
-
-def blob(size: int, seed: int = 0) -> tuple[bytes, str]:
-    data = os.urandom(size) if seed == 0 else bytes((i * seed) % 251 for i in range(size))
-    return data, oci.sha256_digest(data)
-
 
 async def push_image(c: RegistryClient, repository: str, tag: str, layer: bytes,
                      media_type: str = oci.DOCKER_MANIFEST) -> oci.Manifest:

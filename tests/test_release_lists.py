@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import testbed
-from conftest import run_mirror
+from support import testbed
+from support.cli import run_mirror
 
 K3S = "v1.99.1+k3s1"
 K3S_PATH = "/k3s-io/k3s/releases/download/v1.99.1%2Bk3s1/k3s-images.txt"

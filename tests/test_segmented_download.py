@@ -6,7 +6,7 @@ import pytest
 
 from mirror.errors import IntegrityError
 from mirror.registry.download import SEGMENTED_MIN
-from test_registry_client import anyio_backend, blob, client, proxy  # noqa: F401 - fixtures used by name
+from support.registry_client import blob, client
 
 pytestmark = pytest.mark.anyio
 SIZE = SEGMENTED_MIN + 5_000_000

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-import testbed
-from conftest import run_mirror
 from mirror.errors import IntegrityError, UsageError
 from mirror.model.oci import sha256_digest
 from mirror.server.binaryload import MAX_HEADER, extract_registry_binary
 from mirror.server.state import find_local_registry
 from mirror.bundle.store import BlobStore
-from registry_image import FILES, build_other_image, build_registry_image, write_test_bundle
-from test_server_up import registries_running
+from support import testbed
+from support.cli import run_mirror
+from support.registry_image import FILES, build_other_image, build_registry_image, write_test_bundle
+from support.server import registries_running
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def image_bundle(tmp_path: Path, layer: bytes, diff_id: str | None = None) -> Pa
     """A one-layer linux/amd64 registry image in a bundle."""
     from mirror.bundle.format import ImageRecord
     from mirror.model.oci import DOCKER_MANIFEST
-    from registry_image import _image
+    from support.registry_image import _image
 
     store = BlobStore(tmp_path / "store")
     image = _image(store, layer, "amd64", {"Cmd": ["serve"]})

@@ -8,12 +8,12 @@ import tarfile
 
 import pytest
 
-import testbed
-from conftest import run_mirror
 from mirror.server.state import find_local_registry
 from mirror.bundle.store import BlobStore
-from registry_image import build_other_image, build_registry_image, write_test_bundle
-from test_server_up import registries_running, up_args
+from support import testbed
+from support.cli import assert_refused, run_mirror
+from support.registry_image import build_other_image, build_registry_image, write_test_bundle
+from support.server import registries_running, up_args
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +26,6 @@ def bundles(tmp_path_factory):
     with_registry = write_test_bundle(root / "with.tar.zst", store, [registry_image.record])
     without = write_test_bundle(root / "without.tar.zst", store, [other])
     return with_registry, without
-
-
-def assert_refused(result, *named: str) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mirror: error: "), result.stderr
-    for text in named:
-        assert text in lines[0]
-    return lines[0]
 
 
 def assert_nothing_runs(engine, state_dir, dockerd) -> None:

@@ -16,14 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-import testbed
-from conftest import ROOT, run_mirror
 from mirror.errors import UsageError
 from mirror.server import binary
 from mirror.server.probe import answers, require_local_registry
 from mirror.server.state import find_local_registry
 from mirror.bundle.store import BlobStore
-from registry_image import build_other_image, write_test_bundle
+from support import testbed
+from support.cli import ROOT, run_mirror
+from support.registry_image import build_other_image, write_test_bundle
 
 
 def up(state_dir, port, *extra):

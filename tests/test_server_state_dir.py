@@ -12,14 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from cryptography import x509
 
-import testbed
-from conftest import run_mirror
 from mirror.server.state import find_local_registry
 from mirror.server.statelock import state_lock
 from mirror.bundle.store import BlobStore
-from registry_image import build_other_image, write_test_bundle
-from test_server_errors import assert_refused
-from test_server_up import registries_running
+from support import testbed
+from support.cli import assert_refused
+from support.cli import run_mirror
+from support.registry_image import build_other_image, write_test_bundle
+from support.server import registries_running
 
 
 def up(state_dir, port, *extra):

@@ -22,7 +22,7 @@ from mirror.server.imageload import copy_image_blobs, docker_archive, find_regis
 from mirror.server.state import RegistryState, StatePaths, default_state_dir, find_local_registry, save_state
 from mirror.server.tls import ensure_tls
 from mirror.bundle.store import BlobStore
-from registry_image import build_other_image, build_registry_image, write_test_bundle
+from support.registry_image import build_other_image, build_registry_image, write_test_bundle
 
 
 def sans(cert: Path) -> set[str]:

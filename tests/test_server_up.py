@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-import testbed
-from conftest import run_mirror
-from mirror.server.container import STATE_LABEL
 from mirror.server.state import find_local_registry
 from mirror.bundle.store import BlobStore
-from registry_image import build_other_image, build_registry_image, seed_source, write_test_bundle
+from support import testbed
+from support.cli import run_mirror
+from support.registry_image import build_other_image, build_registry_image, seed_source, write_test_bundle
+from support.server import registries_running, up_args
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +47,6 @@ def images(tmp_path_factory):
 
 
 REPOSITORIES = {"library/busybox": ["1.36"], "library/registry": ["2.8.2"]}
-
-
-def up_args(engine: str, state_dir: Path, port: int, bundle: Path) -> list[str]:
-    args = ["registry", "up", "--state-dir", state_dir, "--port", str(port), "--address", "127.0.0.1",
-            "--hostname", "reg.example.com", "--engine", engine]
-    return args + (["--from-bundle", bundle] if engine == "docker" else [])
 
 
 def skopeo_copy(source: str, target: str, ca_file: Path, username: str, password: str,
@@ -118,22 +112,7 @@ def ctr_pull(containerd, namespace: str, reference: str, ca_file: Path, hosts_di
         os.close(master)
 
 
-def registries_running(engine: str, state_dir: Path, dockerd) -> int:
-    """How many registries this state dir has running: containers, or processes serving its config."""
-    if engine == "docker":
-        client = dockerd.client()
-        try:
-            return len(client.containers.list(filters={"label": f"{STATE_LABEL}={state_dir}"}))
-        finally:
-            client.close()
-    config = str(state_dir / "registry" / "config.yml").encode()
-    count = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            count += config in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            pass
-    return count
+
 
 
 def secret_exposed(engine: str, state_dir: Path, dockerd, password: str) -> bool:

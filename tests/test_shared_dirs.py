@@ -14,11 +14,11 @@ import stat
 
 import pytest
 
-from conftest import run_mirror
 from mirror.errors import UsageError
 from mirror.runlock import RunLock, lock_path
 from mirror.safefiles import Replacement, write_file
 from mirror.server.state import RegistryState, StatePaths, save_state
+from support.cli import run_mirror
 
 PRECIOUS = "root's own file: must stay as it is\n"
 

@@ -11,12 +11,12 @@ import sys
 import httpx
 import pytest
 
-import corpus
-from conftest import ROOT, run_mirror
-from faults import FaultProxy
 from mirror.model.reference import Reference
 from mirror.model.target import target_repository
 from mirror.runlock import lock_path
+from support import corpus
+from support.cli import ROOT, run_mirror
+from support.faults import FaultProxy
 
 ACCEPT = ", ".join([
     "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
@@ -171,7 +171,7 @@ def test_exit_codes_bad_flags_2_refused_target_3(seeded_source, start_registry, 
                           tmp_path / "no" / "r.json")
     assert missing_dir.returncode == 2 and "--report" in missing_dir.stderr
 
-    import testbed
+    from support import testbed
 
     guarded = start_registry(htpasswd=testbed.make_htpasswd(tmp_path / "htpasswd", "alice", "s3cret"))
     refused, _ = sync("docker.io/rancher/fleet:v0.3.10", "--to", guarded.host, "--to-plain-http",
@@ -306,7 +306,7 @@ def test_a_bad_config_exits_2_naming_file_line_and_key(tmp_path, state_home, ent
 
 def test_a_password_written_inline_is_refused_one_by_reference_is_used(seeded_source, start_registry, tmp_path,
                                                                         state_home):
-    import testbed
+    from support import testbed
 
     guarded = start_registry(htpasswd=testbed.make_htpasswd(tmp_path / "htpasswd", "alice", "s3cret"))
     inline = write_config(tmp_path / "inline.yaml", f"""
@@ -583,7 +583,7 @@ class KillsTheRun(FaultProxy):
 
 def test_kill_9_mid_run_leaves_no_tag_on_an_incomplete_image_and_a_rerun_finishes(
         seeded_source, registry, state_home):
-    from test_push import tags_pointing_at_incomplete_images
+    from support.push_checks import tags_pointing_at_incomplete_images
 
     images = [i.source for i in seeded_source.corpus.images]
     command = [sys.executable, "-m", "mirror", "sync", "run", *images, *seeded_source.mirror_args, "-q"]
@@ -770,7 +770,7 @@ def test_an_interval_no_calendar_can_hold_is_counted_by_systemd_and_refused_for_
 def test_serve_killed_mid_run_restarts_takes_its_lock_over_and_its_first_run_finishes_the_job(
         seeded_source, registry, state_home, tmp_path):
     """Serve keeps only its reports between runs; the kernel drops a dead serve's lock."""
-    from test_push import tags_pointing_at_incomplete_images
+    from support.push_checks import tags_pointing_at_incomplete_images
 
     images = seeded_source.corpus.images
     sources = "".join(f"  - {{registry: {pair.split('=')[0]}, mirror: '{pair.split('=')[1]}'}}\n"

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ROOT, run_mirror
+from support.cli import ROOT, run_mirror
 
 RELEASES_URL = "https://releases.invalid"
 K3S, RANCHER, CERT_MANAGER = "v1.99.0+k3s1", "v2.99.0", "v1.7.1"  # K3s and Rancher lists cached, cert-manager's built in
@@ -30,8 +30,8 @@ SYNCED = K3S_LIST + RANCHER_LIST + CERT_MANAGER_LIST
 
 @pytest.fixture(scope="module")
 def topology_source(tmp_path_factory):
-    import corpus
-    import testbed
+    from support import corpus
+    from support import testbed
 
     spec = corpus.CorpusSpec("topology", tuple(corpus.ImageSpec(name, "docker", (corpus.AMD64,), (10,))
                                                for name in [*SYNCED, TRIMMED]), base_kb=20)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-import testbed
-from conftest import run_mirror
+from support import testbed
+from support.cli import run_mirror
 
 NOBODY = pwd.getpwnam("nobody")
 

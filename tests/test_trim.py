@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from conftest import run_mirror
 from mirror import downstream, lists
 from mirror.downstream import Release, Version
 from mirror.errors import UsageError
 from mirror.model.reference import Reference
+from support.cli import run_mirror
 
 
 def names(refs: list[Reference]) -> list[str]:
@@ -261,8 +261,8 @@ UNSEEDED = "docker.io/rancher/rke2-upgrade:v1.29.8-rke2r1"  # trimmed, and missi
 @pytest.fixture(scope="module")
 def rancher_source(tmp_path_factory):
     """A loopback docker.io with a tiny Rancher release's images (sharing a base layer), and its list cached."""
-    import corpus
-    import testbed
+    from support import corpus
+    from support import testbed
 
     spec = corpus.CorpusSpec("trim", (
         corpus.ImageSpec(KEPT[0], "docker", (corpus.AMD64,), (40,)),
@@ -291,7 +291,7 @@ def pull_trimmed(rancher_source, *args):
 
 
 def corpus_args(seeded):
-    import corpus
+    from support import corpus
 
     return corpus.source_mirror_args(seeded.registry_host)
 

@@ -24,7 +24,7 @@ This module shares no code with mirror on purpose: tests of mirror's pull
 rely on what it seeds, so it pushes with plain synchronous httpx and its own
 media-type constants.
 
-    python3 scripts/corpus.py seed --registry 127.0.0.1:PORT --spec small|demo|bench|scale \\
+    PYTHONPATH=tests python3 -m support.corpus seed --registry 127.0.0.1:PORT --spec small|demo|bench|scale \\
         [--work DIR] [--images-file OUT] [--size-mb N] [--images N]
 """
 
@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{spec.name}: {len(corpus.images)} images, {corpus.total_bytes / 1e6:.1f} MB, generated in "
           f"{generated_at - started:.1f}s, seeded in {time.monotonic() - generated_at:.1f}s", file=sys.stderr)
     if args.images_file:
-        write_image_list(corpus, args.images_file, f"scripts/corpus.py spec {spec.name}, seeded into {args.registry}")
+        write_image_list(corpus, args.images_file, f"tests/support/corpus.py spec {spec.name}, seeded into {args.registry}")
     print(" ".join(source_mirror_args(args.registry)))
 
 

@@ -1,6 +1,6 @@
 """Session fixture: one loopback registry seeded with the small corpus, standing in for docker.io and quay.io.
 
-Registered from tests/conftest.py with ``pytest_plugins = ["corpus_fixtures"]``.
+Registered from tests/conftest.py with ``pytest_plugins = ["support.corpus_fixtures"]``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
-import corpus
-import testbed
+from support import corpus, testbed
+from support.cli import run_mirror
 
 
 @dataclass
@@ -40,8 +40,6 @@ def seeded_source(tmp_path_factory) -> SeededSource:
 @pytest.fixture(scope="session")
 def corpus_bundle(seeded_source, tmp_path_factory):
     """Every image of the small corpus pulled once into one bundle; read-only for tests."""
-    from conftest import run_mirror
-
     output = tmp_path_factory.mktemp("corpus-bundle") / "bundle.tar.zst"
     refs = [image.source for image in seeded_source.corpus.images]
     result = run_mirror("pull", *refs, "-o", output, *seeded_source.mirror_args, "-q")

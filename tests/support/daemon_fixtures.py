@@ -1,14 +1,13 @@
-"""Session-wide real containerd and Docker Engine, started by scripts/daemons.py.
+"""Session-wide real containerd and Docker Engine, started by support/daemons.py.
 
-Register in tests/conftest.py with ``pytest_plugins = ["tests.daemon_fixtures"]``
-(until then, import the fixtures explicitly in a test module).
+Registered from tests/conftest.py with ``pytest_plugins = ["support.daemon_fixtures"]``.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from daemons import Containerd, Dockerd, start_containerd, start_dockerd
+from support.daemons import Containerd, Dockerd, start_containerd, start_dockerd
 
 
 @pytest.fixture(scope="session")

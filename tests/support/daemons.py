@@ -5,7 +5,7 @@ directory and its sockets in a short private directory under /tmp (unix
 socket paths are limited to ~108 bytes, pytest's tmp paths are long). Nothing
 touches the host's own /var/lib/containerd, /var/lib/docker or their sockets.
 
-    from daemons import start_dockerd, start_containerd
+    from support.daemons import start_dockerd, start_containerd
     docker = start_dockerd(tmp / "docker", config_file=tmp / "daemon.json")
     ctr = start_containerd(tmp / "containerd")   # ctr --address ctr.address ...
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import docker
 
-from testbed import require
+from support.testbed import require
 
 START_TIMEOUT = 60.0  # dockerd with vfs on 2 cores can take a while
 

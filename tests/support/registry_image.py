@@ -17,11 +17,11 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import corpus
 from mirror.bundle.format import BundleManifest, ImageRecord
+from mirror.bundle.store import BlobStore
 from mirror.bundle.writer import write_bundle
 from mirror.model.oci import DOCKER_LIST, DOCKER_MANIFEST, sha256_digest
-from mirror.bundle.store import BlobStore
+from support import corpus
 
 REGISTRY_SOURCE = "docker.io/library/registry:2.8.2"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -73,7 +73,7 @@ def _image(store: BlobStore, layer_tar: bytes, architecture: str, config: dict) 
     config_doc = {
         "architecture": architecture, "os": "linux", "config": config,
         "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer_tar)]},
-        "history": [{"created_by": "tests/registry_image.py"}],
+        "history": [{"created_by": "tests/support/registry_image.py"}],
     }
     config_blob = _put(store, json.dumps(config_doc).encode())
     manifest = {
@@ -119,7 +119,7 @@ def write_test_bundle(path: Path, store: BlobStore, records: list[ImageRecord]) 
 
 
 def seed_source(registry_host: str, store: BlobStore, image: BuiltImage) -> str:
-    """Push the image into a plain-HTTP registry with scripts/corpus.py; its reference there."""
+    """Push the image into a plain-HTTP registry with support/corpus.py; its reference there."""
     blob_types = {c["digest"]: c["mediaType"] for c in image.children}
     generated = corpus.GeneratedImage(
         source=image.record.source, media_type=image.record.media_type, digest=image.record.digest,

@@ -6,7 +6,7 @@ tokens from a small token server (``TokenServer``) and TLS made by a
 throwaway CA. Used by tests/conftest.py, scripts/demo.sh and
 scripts/bench.py so that every one of them runs the same real registry.
 
-    python3 scripts/testbed.py registry DIR [--port N]   # runs until killed
+    PYTHONPATH=tests python3 -m support.testbed registry DIR [--port N]   # runs until killed
 """
 
 from __future__ import annotations
