@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from mirror.errors import IntegrityError, RegistryError
 from mirror.registry.client import RegistryClient
 from mirror.registry.settings import RegistrySettings
-from support.cli import run_mirror
+from support.cli import ROOT, run_mirror
 from support.hostile_source import REPOSITORY, TAG, HostileSource
 
 MIB = 1 << 20
@@ -92,3 +94,40 @@ def test_pull_from_a_lying_source_exits_4_with_no_bundle_and_no_oversized_leftov
     assert not output.exists()
     leftovers = sum(p.stat().st_size for p in Path(tmp_path / "work").rglob("*") if p.is_file())
     assert leftovers < MIB  # the manifest and config, not the 300 MiB offered
+
+
+# -- compressed answers: a pull stays in bounded memory, measured on the real command ---------------
+
+PEAK_LIMIT = 200 * MIB  # a pull of this small image peaks near 35 MiB; each bomb decodes to 256 MiB or more
+# Run mirror as the only child of a small Python, which then reports the child's peak memory.
+MEASURED = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+
+
+def pull_measured(source: HostileSource, tmp_path) -> tuple[int, str, int]:
+    """``mirror pull`` of the source's image: exit code, stderr, and its peak resident memory in bytes."""
+    result = subprocess.run([sys.executable, "-c", MEASURED, sys.executable, "-m", "mirror", "pull",
+                             source.reference, "--plain-http-registry", source.host, "-o", tmp_path / "b.tar.zst",
+                             "--work-dir", tmp_path / "work"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=300)
+    *errors, peak = result.stderr.rstrip().splitlines()
+    return result.returncode, "\n".join(errors), int(peak) * 1024
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "gzip"])
+def test_a_compressed_manifest_bomb_is_refused_unread_in_bounded_memory(encoding, tmp_path):
+    with HostileSource(manifest=f"{encoding}-bomb") as source:
+        code, errors, peak = pull_measured(source, tmp_path)
+    assert code == 1, errors
+    assert f"{source.host} answered with Content-Encoding '{encoding}' though mirror asks for identity" in errors
+    assert f"manifest {source.host}/{REPOSITORY}:{TAG}" in errors
+    assert peak < PEAK_LIMIT
+    assert not (tmp_path / "b.tar.zst").exists()
+
+
+def test_an_encoded_blob_is_read_as_sent_in_bounded_memory(tmp_path):
+    with HostileSource(layer="zstd-bomb") as source:
+        code, errors, peak = pull_measured(source, tmp_path)
+    assert code == 4, errors  # 32 KiB as sent, past the layer's declared size: cut there
+    assert f"blob {source.layer_digest}" in errors and "more than the" in errors
+    assert peak < PEAK_LIMIT

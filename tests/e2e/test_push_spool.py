@@ -8,13 +8,16 @@ import time
 import anyio
 import httpx
 import pytest
-from support.faults import FaultProxy
 
 from mirror.bundle.reader import BlobCorrupt, BundleReader
 from mirror.model.target import target_repository
 from mirror.transfer.spool import FileSpool
 from mirror.model.reference import Reference
 from support.cli import run_mirror
+from support.crafted_bundles import rewrite_bundle
+from support.faults import FaultProxy
+from support.push_checks import (assert_manifests_follow_their_content, blobs_committed,
+                                 tags_pointing_at_incomplete_images, tags_sent)
 
 CHUNK = 1 << 20
 
@@ -92,9 +95,6 @@ def flip_last_byte_of(digest):
 
 @pytest.mark.parametrize("window", ["512M", "4M"])  # spooled to a temp file / streamed straight from the bundle
 def test_corrupt_large_blob_never_reaches_the_registry(bundle, seeded_source, registry, tmp_path, window):
-    from support.crafted_bundles import rewrite_bundle
-    from support.push_checks import blobs_committed, tags_sent
-
     sizes = seeded_source.corpus.sizes
     large = max(set().union(*(i.blob_digests for i in seeded_source.corpus.images)), key=sizes.get)
     assert sizes[large] > 4 << 20  # larger than the small window
@@ -114,8 +114,6 @@ def test_corrupt_large_blob_never_reaches_the_registry(bundle, seeded_source, re
 
 
 def test_blob_larger_than_the_window_is_streamed_and_every_image_arrives_intact(bundle, seeded_source, registry):
-    from support.push_checks import assert_manifests_follow_their_content, blobs_committed, tags_pointing_at_incomplete_images
-
     sizes = seeded_source.corpus.sizes
     large = max(set().union(*(i.blob_digests for i in seeded_source.corpus.images)), key=sizes.get)
     with FaultProxy(registry.host) as proxy:
@@ -134,7 +132,6 @@ def test_blob_larger_than_the_window_is_streamed_and_every_image_arrives_intact(
 
 def test_blob_larger_than_the_window_is_not_retried_in_the_same_pass(bundle, seeded_source, registry):
     """Streamed straight from the bundle, it cannot be sent twice: the image fails, saying what to do."""
-    from support.push_checks import tags_sent
 
     sizes = seeded_source.corpus.sizes
     large = max(set().union(*(i.blob_digests for i in seeded_source.corpus.images)), key=sizes.get)

@@ -17,6 +17,7 @@ from mirror.runlock import lock_path
 from support import corpus
 from support.cli import ROOT, run_mirror
 from support.faults import FaultProxy
+from support.push_checks import tags_pointing_at_incomplete_images
 
 ACCEPT = ", ".join([
     "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
@@ -583,8 +584,6 @@ class KillsTheRun(FaultProxy):
 
 def test_kill_9_mid_run_leaves_no_tag_on_an_incomplete_image_and_a_rerun_finishes(
         seeded_source, registry, state_home):
-    from support.push_checks import tags_pointing_at_incomplete_images
-
     images = [i.source for i in seeded_source.corpus.images]
     command = [sys.executable, "-m", "mirror", "sync", "run", *images, *seeded_source.mirror_args, "-q"]
 
@@ -770,8 +769,6 @@ def test_an_interval_no_calendar_can_hold_is_counted_by_systemd_and_refused_for_
 def test_serve_killed_mid_run_restarts_takes_its_lock_over_and_its_first_run_finishes_the_job(
         seeded_source, registry, state_home, tmp_path):
     """Serve keeps only its reports between runs; the kernel drops a dead serve's lock."""
-    from support.push_checks import tags_pointing_at_incomplete_images
-
     images = seeded_source.corpus.images
     sources = "".join(f"  - {{registry: {pair.split('=')[0]}, mirror: '{pair.split('=')[1]}'}}\n"
                       for pair in seeded_source.mirror_args[1::2])

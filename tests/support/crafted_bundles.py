@@ -14,6 +14,7 @@ from pathlib import Path
 import zstandard
 
 from mirror.bundle.format import BundleManifest, ImageRecord
+from mirror.bundle.reader import BundleReader
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -60,6 +61,17 @@ INDEX = regular("index.json", b'{"schemaVersion": 2, "manifests": []}')
 
 def good_members() -> list[tuple[tarfile.TarInfo, bytes | None]]:
     return [header_for([LAYER, TOP]), LAYOUT, blob_member(LAYER), blob_member(TOP), INDEX]
+
+
+def read_all(path: Path) -> list[str]:
+    """Consume the whole bundle as push does; returns the names handed out before any error."""
+    names = []
+    with BundleReader(path) as reader:
+        for entry in reader.entries():
+            names.append(entry.name)
+            for _ in entry.chunks():
+                pass
+    return names
 
 
 def rewrite_bundle(source, target, edit):
