@@ -11,7 +11,7 @@ import pytest
 
 from mirror.bundle.reader import BlobCorrupt, BundleReader
 from mirror.model.target import target_repository
-from mirror.transfer.spool import FileSpool
+from mirror.transfer.bundle_feed import FileSpool
 from mirror.model.reference import Reference
 from support.cli import run_mirror
 from support.crafted_bundles import rewrite_bundle

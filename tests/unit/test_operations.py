@@ -11,11 +11,12 @@ from mirror.model.target import RegistryAddress
 from mirror.model.upstream import SourceMap
 from mirror.progress import Progress
 from mirror.registry.settings import RegistrySettings
-from mirror.transfer.base import load_base
+from mirror.transfer.delta import load_base
 from mirror.transfer.plan import Target
 from mirror.transfer.pull import PullRequest, pull
 from mirror.transfer.push import PushRequest, push
-from mirror.transfer.sync import SyncImage, SyncRequest, sync
+from mirror.transfer.selection import SyncImage
+from mirror.transfer.sync import SyncRequest, sync
 from support.fake_registry import FakeRegistry, by_host, error
 from support.images import image, index, seed
 
