@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import time
 
-import corpus
-from conftest import run_mirror
-from faults import FaultProxy
 from mirror.bundle.reader import BundleReader
+from support import corpus
+from support.cli import run_mirror
+from support.faults import FaultProxy
 
 # Manifest GETs (pulls) each costs without --platform: an index and each platform manifest, or one manifest.
 COSTS = {

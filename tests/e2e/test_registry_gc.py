@@ -9,12 +9,13 @@ import json
 import httpx
 import pytest
 
-import testbed
-from conftest import run_mirror
-from test_prune import APP, OTHER, fill, keep_latest_config, prune, state_home, versions  # noqa: F401 - fixtures
-from test_server_state_dir import serves
-from test_server_up import images  # noqa: F401 - fixture: the registry image in a bundle
-from test_sync import ACCEPT
+from support import testbed
+from support.cli import run_mirror
+from support.prune_fixtures import APP, OTHER, fill, keep_latest_config, prune
+from support.prune_fixtures import state_home, versions  # noqa: F401 - fixtures
+from support.push_checks import ACCEPT
+from support.registry_image import images  # noqa: F401 - fixture: the registry image in a bundle
+from support.server import serves
 
 PRUNED, KEPT = ("v1.0.0", "v1.1.0"), ("v1.2.0", "v1.3.0")
 

@@ -19,19 +19,12 @@ from support import testbed
 from support.cli import assert_refused
 from support.cli import run_mirror
 from support.registry_image import build_other_image, write_test_bundle
-from support.server import registries_running
+from support.server import registries_running, serves
 
 
 def up(state_dir, port, *extra):
     return run_mirror("registry", "up", "--state-dir", state_dir, "--port", str(port), "--address", "127.0.0.1",
                       "--engine", "binary", "--no-tls", "--auth", "none", *extra)
-
-
-def serves(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_up_refuses_while_another_up_or_down_holds_the_state_dir(tmp_path):

@@ -23,27 +23,10 @@ from pathlib import Path
 import pytest
 
 from mirror.server.state import find_local_registry
-from mirror.bundle.store import BlobStore
 from support import testbed
 from support.cli import run_mirror
-from support.registry_image import build_other_image, build_registry_image, seed_source, write_test_bundle
+from support.registry_image import images  # noqa: F401 - fixture: the registry image in a bundle and a source
 from support.server import registries_running, up_args
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """The registry image in a bundle (beside another image), and in a plain source registry."""
-    root = tmp_path_factory.mktemp("images")
-    store = BlobStore(root / "store")
-    registry_image = build_registry_image(store)
-    other = build_other_image(store)
-    bundle = write_test_bundle(root / "bundle.tar.zst", store, [other, registry_image.record])
-    source = testbed.start_registry(root / "source")
-    try:
-        stored = sum(store.size(d) for d in registry_image.record.blobs)
-        yield bundle, seed_source(source.host, store, registry_image), stored
-    finally:
-        source.stop()
 
 
 REPOSITORIES = {"library/busybox": ["1.36"], "library/registry": ["2.8.2"]}

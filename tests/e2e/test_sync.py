@@ -17,13 +17,7 @@ from mirror.runlock import lock_path
 from support import corpus
 from support.cli import ROOT, run_mirror
 from support.faults import FaultProxy
-from support.push_checks import tags_pointing_at_incomplete_images
-
-ACCEPT = ", ".join([
-    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json"])
-
+from support.push_checks import ACCEPT, tag_as, tags_at, tags_pointing_at_incomplete_images
 
 @pytest.fixture
 def state_home(tmp_path, monkeypatch):
@@ -223,18 +217,6 @@ def write_config(path, text: str):
 def sync_config(config, *extra):
     result = run_mirror("sync", "run", "-c", config, "--json", "-q", *extra)
     return result, (json.loads(result.stdout) if result.stdout.strip().startswith("{") else None)
-
-
-def tag_as(registry, repository: str, source_tag: str, *tags: str) -> None:
-    response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{source_tag}", headers={"Accept": ACCEPT})
-    for tag in tags:
-        put = httpx.put(f"{registry.url}/v2/{repository}/manifests/{tag}", content=response.content,
-                        headers={"Content-Type": response.headers["content-type"]})
-        assert put.status_code == 201, put.text
-
-
-def tags_at(registry, repository: str) -> set[str]:
-    return set(httpx.get(f"{registry.url}/v2/{repository}/tags/list").json().get("tags") or [])
 
 
 def test_config_selects_exactly_the_tags_its_rules_allow(upstream, registry, tmp_path):

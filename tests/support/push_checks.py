@@ -18,7 +18,7 @@ def tags_sent(proxy, repository: str | None = None) -> list[str]:
             if "/manifests/sha256:" not in r.path and (repository is None or f"/v2/{repository}/" in r.path)]
 
 
-MANIFEST_TYPES = ", ".join([
+ACCEPT = ", ".join([
     "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json"])
@@ -48,7 +48,7 @@ def tags_pointing_at_incomplete_images(registry) -> list[str]:
         for tag in tags_of(registry, repository):
             pending = [f"/v2/{repository}/manifests/{tag}"]
             while pending:
-                response = client.get(pending.pop(), headers={"Accept": MANIFEST_TYPES})
+                response = client.get(pending.pop(), headers={"Accept": ACCEPT})
                 if response.status_code != 200:
                     broken.append(f"{repository}:{tag}")
                     break
@@ -98,7 +98,7 @@ def assert_manifests_follow_their_content(proxy, registry) -> int:
     documents = []
     for repository, reference, seen in manifest_puts:
         response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{reference}",
-                             headers={"Accept": MANIFEST_TYPES})
+                             headers={"Accept": ACCEPT})
         response.raise_for_status()
         digest = "sha256:" + hashlib.sha256(response.content).hexdigest()
         if reference == digest:
@@ -112,3 +112,15 @@ def assert_manifests_follow_their_content(proxy, registry) -> int:
         early = [d for d in needed if since.get((repository, d), seen.arrived) >= seen.arrived]
         assert early == [], f"PUT {seen.path} arrived before the registry had {early}"
     return len(manifest_puts)
+
+
+def tag_as(registry, repository: str, source_tag: str, *tags: str) -> None:
+    response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{source_tag}", headers={"Accept": ACCEPT})
+    for tag in tags:
+        put = httpx.put(f"{registry.url}/v2/{repository}/manifests/{tag}", content=response.content,
+                        headers={"Content-Type": response.headers["content-type"]})
+        assert put.status_code == 201, put.text
+
+
+def tags_at(registry, repository: str) -> set[str]:
+    return set(httpx.get(f"{registry.url}/v2/{repository}/tags/list").json().get("tags") or [])

@@ -5,7 +5,8 @@ Shaped like docker.io/library/registry:2.8.x (binary /bin/registry, config
 without `docker build` or the internet: one gzip'd layer holding the binary
 and the two libraries it links (`ldd`: libc.so.6, ld-linux-x86-64.so.2), a
 Docker config and manifest, and a Docker manifest list whose arm64 child is
-a decoy, so a loader must pick the engine's platform.
+a decoy, so a loader must pick the engine's platform. The ``images`` fixture puts it in a bundle
+and in a source registry (test modules import it by name).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from mirror.bundle.format import BundleManifest, ImageRecord
 from mirror.bundle.store import BlobStore
 from mirror.bundle.writer import write_bundle
 from mirror.model.oci import DOCKER_LIST, DOCKER_MANIFEST, sha256_digest
-from support import corpus
+from support import corpus, testbed
 
 REGISTRY_SOURCE = "docker.io/library/registry:2.8.2"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -130,3 +133,19 @@ def seed_source(registry_host: str, store: BlobStore, image: BuiltImage) -> str:
     seeded = corpus.seed_registry(registry_host, corpus.GeneratedCorpus(store.root, [generated], sizes),
                                   prefixes={"docker.io": "dockerhub"})
     return f"{registry_host}/{seeded.images[0].repository}:{seeded.images[0].tag}"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """The registry image in a bundle (beside another image), and in a plain source registry."""
+    root = tmp_path_factory.mktemp("images")
+    store = BlobStore(root / "store")
+    registry_image = build_registry_image(store)
+    other = build_other_image(store)
+    bundle = write_test_bundle(root / "bundle.tar.zst", store, [other, registry_image.record])
+    source = testbed.start_registry(root / "source")
+    try:
+        stored = sum(store.size(d) for d in registry_image.record.blobs)
+        yield bundle, seed_source(source.host, store, registry_image), stored
+    finally:
+        source.stop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import httpx
+
 from mirror.server.container import STATE_LABEL
 
 
@@ -30,3 +32,10 @@ def registries_running(engine: str, state_dir: Path, dockerd) -> int:
         except OSError:
             pass
     return count
+
+
+def serves(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
