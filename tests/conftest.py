@@ -1,10 +1,12 @@
-"""Fixtures both tiers may use, and the registration of the fixture plugins in tests/support/.
+"""Fixtures any test module may use (real registries on loopback, a FaultProxy, a small disk, anyio on
+asyncio), and the registration of the session fixture plugins in tests/support/.
 
 Layout: tests/unit/ runs in-process (no subprocess, no daemon; the fake registry), tests/e2e/ runs the
 `mirror` command, real registries, skopeo, containerd and Docker Engine; tests/support/ is a package of
 fixtures and helpers, never tests. No test module imports another test module or this file. Spelling:
 ``from support.cli import ROOT, run_mirror, assert_refused``; ``from support import corpus, testbed``;
-``from support.faults import FaultProxy``; ``from support.corpus_fixtures import single_platform_image``.
+``from support.faults import FaultProxy``; ``from support.corpus_fixtures import single_platform_image``;
+fixtures a few modules share are imported by name (``from support.prune_fixtures import versions``).
 
 Imports: pytest's default (prepend) import mode puts on sys.path the first directory above a test
 module or conftest that holds no ``__init__.py``. tests/ has none, so it is that directory for this
