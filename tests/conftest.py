@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from support import testbed
 from support.faults import FaultProxy
 
-pytest_plugins = ["support.corpus_fixtures", "support.daemon_fixtures"]
+pytest_plugins = ["support.corpus_fixtures", "support.daemon_fixtures", "support.kit_fixtures"]
 
 
 @pytest.fixture
@@ -63,15 +64,28 @@ def proxy(registry):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB filesystem (a tmpfs), for a full disk on demand; unmounted after the test.
+def tmpfs():
+    """Factory: ``tmpfs(path, "2m")`` mounts a filesystem of that size at ``path`` (made if missing), for a
+    full disk on demand; every one is unmounted after the test.
 
     Mounting needs root: CI runs as root, so there the test runs; elsewhere it is skipped.
     """
     if os.geteuid() != 0 and os.environ.get("CI") != "true":
         pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)], check=True)
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True)
+        mounted.append(path)
+        return path
+
     yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    for path in reversed(mounted):
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path, tmpfs):
+    """A 256 KiB filesystem (a tmpfs), for a full disk on demand; unmounted after the test."""
+    return tmpfs(tmp_path / "small", "256k")

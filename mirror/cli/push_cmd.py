@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -12,8 +13,8 @@ import typer
 from ..progress import Progress
 from .app import app
 from .common import (
-    CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, handle_errors, target_registry,
+    CaFileOption, InsecureOption, JobsOption, JsonOption, NoSpaceCheckOption, PasswordStdinOption, PlainHttpOption,
+    QuietOption, UsernameOption, handle_errors, target_registry,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
@@ -35,15 +36,18 @@ def push_command(
     window: str = typer.Option("512M", "--window", help="Spool (memory + temp disk) for blobs in flight."),
     spool_dir: Optional[Path] = typer.Option(None, "--spool-dir", help="Where spooled blobs go (default: $TMPDIR)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go where; contact nothing."),
+    no_space_check: bool = NoSpaceCheckOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Stream a bundle into a registry: concurrent uploads, every digest verified."""
+    from ..server.storage import managed_registry
     from ..transfer.push import PushRequest, push
     from ..units import MIB
 
     target = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
                              username=username, password_stdin=password_stdin, jobs=jobs)
+    managed = managed_registry(target.host)
     request = PushRequest(
         bundle=bundle,
         target=target,
@@ -51,7 +55,10 @@ def push_command(
         window=max(parse_size(window, "--window"), MIB),
         spool_dir=spool_dir,
         dry_run=dry_run,
+        space_check=not no_space_check,
+        registry_data_dir=managed.data_dir if managed else None,
     )
+    started = datetime.now(timezone.utc)
     # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it
     # again each time the many short-lived request objects of a push trigger a full collection.
     gc.freeze()
@@ -78,5 +85,5 @@ def push_command(
                 typer.echo(f"  updated: {image['source']} -> {image['target']} "
                            f"({image['previous']} -> {image['digest']})")
     if result.failures:
-        report_failures(result.failures)
+        report_failures(result.failures, managed.explain(result.causes, started) if managed else result.causes)
         raise typer.Exit(int(result.exit_code))

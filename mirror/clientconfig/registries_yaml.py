@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import yamltext
+from . import install, yamltext
 from .model import ClientConfig, GeneratedFile, Target
 
 
@@ -58,8 +58,12 @@ def _generate(target: Target, distro: str) -> ClientConfig:
 
 
 def k3s(target: Target, **_: Any) -> ClientConfig:
-    return _generate(target, "k3s")
+    result = _generate(target, "k3s")
+    result.files.append(install.k3s_file())
+    return result
 
 
 def rke2(target: Target, **_: Any) -> ClientConfig:
-    return _generate(target, "rke2")
+    result = _generate(target, "rke2")
+    result.files.append(install.rke2_file())
+    return result

@@ -18,7 +18,9 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from ..bundle.format import BundleManifest
 from ..bundle.reader import BundleReader
+from ..diskspace import Space
 from ..errors import MirrorError
 from ..progress import Progress
 from ..registry.client import RegistryClient
@@ -38,6 +40,8 @@ class PushRequest:
     window: int = 512 * MIB  # bytes of spool (memory + temp disk) at most
     spool_dir: Path | None = None
     dry_run: bool = False
+    space_check: bool = True  # False: --no-space-check
+    registry_data_dir: Path | None = None  # the target is the registry `up` manages: its data dir
     http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
 
 
@@ -81,6 +85,8 @@ async def _push(request: PushRequest, reader: BundleReader, client: RegistryClie
     delivery.report.mounted_blobs = await presence.mount_known(client, request.jobs, sources.blobs)
     to_upload = presence.missing_blobs
     _refuse_omitted(request, reader, presence, to_upload)
+    if request.space_check:
+        _check_space(request, manifest, to_upload, presence)  # before any upload
     copies = [await client.get_manifest(repository, digest) for digest, repository in sources.manifests.items()]
     if to_upload or presence.missing_manifests:
         spool_dir = Path(tempfile.mkdtemp(prefix="mirror-push-", dir=request.spool_dir))
@@ -97,6 +103,23 @@ async def _push(request: PushRequest, reader: BundleReader, client: RegistryClie
     await delivery.tag_all()
     delivery.report.images += [{**image_entry(request.target, plan), "change": "unchanged"} for plan in in_place]
     return delivery.report
+
+
+def _check_space(request: PushRequest, manifest: BundleManifest, to_upload: set[str], presence: Presence) -> None:
+    """NoRoom (exit 2) when the spool cannot hold what it may hold at once (the window, or the blobs it will
+    spool when they are fewer; larger ones are streamed through), or the data dir of the registry `up`
+    manages what will be uploaded into it."""
+    sizes = [manifest.blobs.get(digest, 0) for digest in to_upload]
+    space = Space("this push")
+    spool = request.spool_dir or Path(tempfile.gettempdir())
+    space.where(spool, "the push spool", "free some, or pass --spool-dir elsewhere or a smaller --window").add(
+        min(request.window, sum(size for size in sizes if size <= request.window)))
+    if request.registry_data_dir is not None:
+        manifests = [digest for digest, repositories in presence.manifest_repos.items()
+                     if any(not presence[digest, repository].ok for repository in repositories)]
+        space.where(request.registry_data_dir, "the registry's data dir", "free some there").add_files(
+            [*sizes, *(manifest.blobs.get(digest, 0) for digest in manifests)])
+    space.check()
 
 
 def _refuse_omitted(request: PushRequest, reader: BundleReader, presence: Presence, to_upload: set[str]) -> None:
