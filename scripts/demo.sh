@@ -54,7 +54,7 @@ step "the rest of the kit: Rancher's and cert-manager's charts, the CRDs, K3s's 
 # Stand-ins for the chart repositories, GitHub releases and raw.githubusercontent.com on loopback,
 # reached through mirror's environment overrides (docs/kit.md). --exclude . leaves out --mode's images:
 # the stand-in upstream above holds only the demo's; on a connected host one pull carries both.
-"$py" scripts/kitbed.py serve >"$work/kitbed.env" 2>"$work/kitbed.err" &
+PYTHONPATH=tests "$py" -m support.kitbed serve >"$work/kitbed.env" 2>"$work/kitbed.err" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/kitbed.env" ] && break; sleep 0.1; done
 eval "$("$py" -c 'import json, shlex, sys

@@ -12,9 +12,6 @@ from types import SimpleNamespace
 import anyio
 import pytest
 
-import testbed
-from conftest import run_mirror
-from faults import FaultProxy
 from mirror.bundle.reader import BundleReader
 from mirror.cli.render import report_failures
 from mirror.errors import NotFoundError, RegistryError, StorageFull
@@ -24,8 +21,11 @@ from mirror.safefiles import write_file
 from mirror.server.state import RegistryState, StatePaths, save_state
 from mirror.server.storage import managed_registry
 from mirror.units import human_size
-from test_push import catalog, tags_pointing_at_incomplete_images
-from test_server_up import registries_running
+from support import testbed
+from support.cli import run_mirror
+from support.faults import FaultProxy
+from support.push_checks import catalog, tags_pointing_at_incomplete_images
+from support.server import registries_running
 
 SIZE = r"(\d+ B|\d+\.\d [KMG]iB)"
 

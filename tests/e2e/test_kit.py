@@ -16,9 +16,9 @@ import subprocess
 import httpx
 import pytest
 
-from conftest import run_mirror
-from kitbed import CERT_MANAGER, K3S, RANCHER, make_chart, sums
 from mirror.bundle.reader import BundleReader
+from support.cli import run_mirror
+from support.kitbed import CERT_MANAGER, K3S, RANCHER, make_chart, sums
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
 

@@ -1,10 +1,10 @@
-"""The kit's upstreams on loopback for a test: scripts/kitbed.py's stand-in, stopped afterwards."""
+"""The kit's upstreams on loopback for a test: support/kitbed.py's stand-in, stopped afterwards."""
 
 from __future__ import annotations
 
 import pytest
 
-from kitbed import standard_upstream
+from support.kitbed import standard_upstream
 
 
 @pytest.fixture

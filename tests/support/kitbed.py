@@ -7,7 +7,8 @@ generated small Helm charts (a real .tgz each, listed with its digest in an
 install scripts and cert-manager's CRDs; ``KitUpstream.env`` points
 mirror's environment overrides (MIRROR_RELEASES_URL, MIRROR_RANCHER_CHARTS_URL,
 MIRROR_JETSTACK_CHARTS_URL, MIRROR_RAW_URL, MIRROR_KDM_URL) at it. The tests
-(tests/kit_fixtures.py) and scripts/demo.sh (``kitbed.py serve``) use it.
+(tests/support/kit_fixtures.py) and scripts/demo.sh (``PYTHONPATH=tests python3 -m support.kitbed serve``)
+use it.
 """
 
 from __future__ import annotations
