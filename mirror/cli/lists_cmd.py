@@ -19,7 +19,7 @@ from .options import (
 from .render import emit_json
 
 if TYPE_CHECKING:
-    from ..release_lists import ReleaseLists
+    from ..lists.releases import ReleaseLists
 
 
 def _overview(releases: ReleaseLists) -> None:
@@ -68,7 +68,7 @@ def lists_command(
         if any(versions.values()) or exclude or downstream_versions is not None:  # names what is wrong
             lists.resolve_images(None, versions=versions, exclude=exclude or [],
                                  downstream_versions=downstream_versions)
-        from ..release_lists import ReleaseLists  # it brings an HTTP client: imported only where needed
+        from ..lists.releases import ReleaseLists  # it brings an HTTP client: imported only where needed
 
         releases = ReleaseLists()  # only its cache is read here
         if json_report:

@@ -1,6 +1,6 @@
 """HTTP for the kit: small documents whole (capped), items streamed into the work dir and hashed.
 
-The client is the image lists' (release_lists.http_client: system CAs plus
+The client is the image lists' (lists/releases.py http_client: system CAs plus
 --ca-file, HTTPS_PROXY honoured). Downloads ask for the bytes as stored
 (``Accept-Encoding: identity``: a checksum is of the file, not of a
 transfer encoding), at the registries' minimum rate (a source that drips
@@ -25,7 +25,7 @@ from ..errors import IntegrityError, MirrorError, UsageError
 from ..model.numbers import ascii_int
 from ..registry.settings import RegistrySettings
 from ..registry.transport import RateGuard, Stalled
-from ..release_lists import fetch_error, http_client
+from ..lists.releases import fetch_error, http_client
 
 IDENTITY = {"Accept-Encoding": "identity"}
 

@@ -1,7 +1,7 @@
 """Where kit items come from, and the environment variables that replace each host (tests, proxies).
 
 ``MIRROR_RELEASES_URL`` (GitHub releases) is the image lists' own
-(release_lists.releases_url); ``MIRROR_RANCHER_CHARTS_URL`` replaces the
+(lists/releases.py releases_url); ``MIRROR_RANCHER_CHARTS_URL`` replaces the
 Rancher chart repository of whichever channel is chosen (not a URL given
 as the channel), ``MIRROR_JETSTACK_CHARTS_URL`` Jetstack's,
 ``MIRROR_RAW_URL`` https://raw.githubusercontent.com.

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .. import lists
 from ..errors import MirrorError, UsageError
-from ..release_lists import kdm_branch, kdm_url, releases_url
+from ..lists.releases import kdm_branch, kdm_url, releases_url
 from .checksums import MAX_SUMS, digest_of, parse_sums
 from .fetcher import KitFetcher
 from .helm_index import MAX_INDEX, chart_location

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from mirror import imagelist, lists
+from mirror import lists
+from mirror.lists import imagelist
 from mirror.errors import UsageError
 from support.cli import ROOT, run_mirror
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from mirror import downstream, lists
-from mirror.downstream import Release, Version
+from mirror import lists
+from mirror.lists import downstream
+from mirror.lists.downstream import Release, Version
 from mirror.errors import UsageError
 from mirror.model.reference import Reference
 from support.cli import run_mirror

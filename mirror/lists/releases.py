@@ -23,13 +23,13 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from .errors import AuthError, MirrorError, UsageError
+from ..errors import AuthError, MirrorError, UsageError
 from .imagelist import ListSource, parse_images_text
-from .model.oci import Platform
-from .model.reference import Reference
-from .registry.settings import RegistrySettings
-from .registry.transport import tls_context
-from .safefiles import write_file
+from ..model.oci import Platform
+from ..model.reference import Reference
+from ..registry.settings import RegistrySettings
+from ..registry.transport import tls_context
+from ..safefiles import write_file
 
 RELEASE_ASSETS = {  # component -> release asset under the releases host
     "k3s": "k3s-io/k3s/releases/download/{version}/k3s-images.txt",

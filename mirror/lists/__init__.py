@@ -4,7 +4,8 @@ All names live in data under ``manifests/``: one file per
 component version in Rancher's ``rancher-images.txt`` format, and
 ``manifests/topologies.json`` saying which components each mode uses and
 their default versions. Adding a version means adding a file. A version with
-no file comes from its release (release_lists.py) when the caller allows it.
+no file comes from its release (releases.py) when the caller allows it; downstream.py
+trims Rancher's list to the Kubernetes versions a site runs, imagelist.py reads the list format.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import downstream
-from .errors import UsageError
+from ..errors import UsageError
 from .imagelist import ListSource, parse_images_file
-from .model.reference import Reference
+from ..model.reference import Reference
 
 if TYPE_CHECKING:
-    from .model.oci import Platform
-    from .release_lists import ReleaseLists
+    from ..model.oci import Platform
+    from .releases import ReleaseLists
 
 # An installed package carries manifests/ inside it (pyproject maps it there);
 # in the repository it is the top-level data folder.
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # mirror/
 MANIFESTS_DIR = next(d for d in (_PACKAGE_DIR / "manifests", _PACKAGE_DIR.parent / "manifests") if d.is_dir())
 REGISTRY_COMPONENT = "registry"  # the bastion registry's image, opted out by flag
 DOWNSTREAM_CATALOG = "rancher"  # the component whose list names every downstream release's images
@@ -223,7 +224,7 @@ def select_from_releases(mode: str | None, versions: dict[str, str | None], *, i
     Rancher's metadata does not pair with the Rancher version, and how many
     images ``downstream_versions`` left out.
     """
-    from .release_lists import ReleaseLists, list_arch  # an HTTP client: imported only by what may fetch
+    from .releases import ReleaseLists, list_arch  # an HTTP client: imported only by what may fetch
 
     releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
     selection = select(mode, versions=versions, extra_files=images_file or [], extra_refs=images or [],

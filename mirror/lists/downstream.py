@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import UsageError
-from .model.reference import Reference
+from ..errors import UsageError
+from ..model.reference import Reference
 
 OPTION = "--downstream-versions"
 PER_VERSION_REPOSITORIES = frozenset({

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
-from .model.reference import Reference
+from ..errors import UsageError
+from ..model.reference import Reference
 
 
 @dataclass(frozen=True)
