@@ -23,6 +23,9 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
                   by image and vs mirror pull + push; then a run with nothing to do vs the first
   delta           resync: v1 pushed and inventoried, v2 adds ~10% new bytes; the delta bundle's
                   size against the new bytes' share, delta pull and push against full ones
+  kit             the large corpus over the WAN with a Rancher kit beside it (a chart and a K3s-sized
+                  binary from a release host behind the same link): the time the kit adds against
+                  its bytes over the site's link (they download in parallel with the images)
 
 Two floors besides skopeo: the CPU the registries themselves spend on a loopback run, spread
 over this machine's cores (no client finishes sooner here), and for runs with nothing to do,
@@ -392,6 +395,37 @@ def delta(bench: Bench) -> list[Row]:
             Row("delta", "push delta", delta_push.wall_s, "full push", full_push.wall_s, "", delta_push.peak_rss_kb)]
 
 
+KIT_BINARY_MB = 70  # about the size of a k3s binary
+
+
+def kit(bench: Bench) -> list[Row]:
+    """The large corpus over the WAN, without and with a kit: --chart and --file from a far release host."""
+    from support import kitbed
+
+    source, host = bench.source("large"), bench.remote("large")
+    upstream = kitbed.KitUpstream(kitbed.KitHost())
+    bench.stack.callback(upstream.host.stop)
+    binary = hashlib.shake_256(b"kit bench k3s").digest(int(KIT_BINARY_MB * 1e6))  # incompressible, reproducible
+    upstream.release("k3s-io/k3s", "v1.99.0+k3s1", {"k3s": binary})
+    chart = upstream.add_chart("rancher", "rancher", "2.99.0", kitbed.make_chart("rancher", "2.99.0", b"x" * 200_000))
+    assert bench.link is not None  # bench.remote made it
+    far = bench.link.proxy(upstream.host.url.removeprefix("http://"))
+    kit_args = ["--chart", f"http://{far}/rancher/rancher@2.99.0", "--file",
+                f"http://{far}/gh/k3s-io/k3s/releases/download/v1.99.0%2Bk3s1/k3s"
+                f"#sha256={hashlib.sha256(binary).hexdigest()}"]
+    images = bench.mirror_pull("large", host, bench.runs / "kit-images.tar.zst")
+    with_kit = measure("mirror pull + kit", [
+        *MIRROR, "pull", "--images-file", str(source.images_file), *corpus.source_mirror_args(host), *kit_args,
+        "-o", str(bench.runs / "kit-both.tar.zst"), "--quiet"], {**ENV, "NO_PROXY": "127.0.0.1"})
+    kit_bytes = len(binary) + len(chart)
+    kit_floor = kit_bytes / bench.network.site_rate
+    alone = kit_bytes / bench.network.connection_rate
+    report("kit", source, [images, with_kit], f"{bench.network.describe()}; the kit {kit_bytes / 1e6:.0f} MB: "
+           f"{kit_floor:.1f} s at the site's rate, {alone:.1f} s on one connection")
+    return [Row("kit", "time the kit adds", with_kit.wall_s - images.wall_s, "kit bytes / site rate", kit_floor,
+                "<= 1x", with_kit.peak_rss_kb)]
+
+
 def sync(bench: Bench) -> list[Row]:
     """Registry to registry: mirror sync against skopeo image by image and against pull + push; then no change."""
     source = bench.source("large")
@@ -432,7 +466,7 @@ def sync(bench: Bench) -> list[Row]:
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "loopback-large": loopback_large, "wan-large": wan_large, "wan-small": wan_small,
     "loopback-small": loopback_small, "push-small": push_small, "push-large": push_large, "delta": delta,
-    "sync": sync,
+    "sync": sync, "kit": kit,
 }
 
 

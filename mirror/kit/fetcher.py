@@ -4,7 +4,9 @@ The client is the image lists' (lists/releases.py http_client: system CAs plus
 --ca-file, HTTPS_PROXY honoured). Downloads ask for the bytes as stored
 (``Accept-Encoding: identity``: a checksum is of the file, not of a
 transfer encoding), at the registries' minimum rate (a source that drips
-is cut), go to a temporary file beside the store's blobs, and
+is cut), a large file in parallel ranges where its host takes them (a CDN
+caps each connection: a K3s or RKE2 images tarball on one would take the
+link's time several times over), go to a temporary file beside the store's blobs, and
 enter the store under their digest only once it matched: a tampered or
 truncated download leaves nothing behind.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,6 +31,8 @@ from ..registry.transport import RateGuard, Stalled
 from ..lists.releases import fetch_error, http_client
 
 IDENTITY = {"Accept-Encoding": "identity"}
+SEGMENTED_FROM = 32 << 20  # a file this large comes in parallel ranges when its host takes them (Accept-Ranges)
+SEGMENTS = 8
 
 
 class KitFetcher:
@@ -93,16 +98,22 @@ class KitFetcher:
                         if declared is not None and declared > cap:
                             raise UsageError(f"{what}: {url} is {declared} bytes, more than the "
                                              f"{cap >> 20} MiB a kit item may be")
+                        ranged = declared is not None and declared >= SEGMENTED_FROM and \
+                            response.headers.get("accept-ranges", "").strip().lower() == "bytes"
                         paced = self._guard(url, what)
-                        for chunk in response.iter_raw():  # as it arrives: the rate guard sees each piece
+                        for chunk in [] if ranged else response.iter_raw():  # the guard sees each piece
                             paced(len(chunk))
                             size += len(chunk)
                             if size > cap:
                                 raise UsageError(f"{what}: {url} serves more than {cap >> 20} MiB; refused")
                             hasher.update(chunk)
                             out.write(chunk)
-                        if declared is not None and size != declared:
+                        if declared is not None and size != declared and not ranged:
                             raise IntegrityError(f"{what}: {url} ended after {size} of {declared} bytes")
+                    if ranged:  # one connection is capped by the host's CDN: several take the whole link
+                        assert declared is not None
+                        self._in_ranges(url, what, out.fileno(), declared)
+                        hasher, size = _file_sha256(temp), declared
                 except httpx.HTTPError as exc:
                     raise fetch_error(exc, url, what) from None
             actual = hasher.hexdigest()
@@ -115,6 +126,35 @@ class KitFetcher:
         finally:
             if os.path.exists(temp):
                 os.unlink(temp)
+
+
+    def _in_ranges(self, url: str, what: str, fd: int, size: int) -> None:
+        """``size`` bytes of ``url`` into ``fd``, SEGMENTS ranges at once, each written at its offset."""
+        step = -(-size // SEGMENTS)
+        spans = [(start, min(start + step, size) - 1) for start in range(0, size, step)]
+        with ThreadPoolExecutor(len(spans)) as pool:
+            for done in [pool.submit(self._range, url, what, fd, start, end) for start, end in spans]:
+                done.result()  # the first failure, as itself
+
+    def _range(self, url: str, what: str, fd: int, start: int, end: int) -> None:
+        headers = {**IDENTITY, "Range": f"bytes={start}-{end}"}
+        with self._client() as client, client.stream("GET", url, headers=headers) as response:
+            if response.status_code != 206:
+                raise MirrorError(f"{what}: {url} offered ranges but answered {response.status_code} to one")
+            position, paced = start, self._guard(url, what)
+            for chunk in response.iter_raw():
+                paced(len(chunk))
+                if position + len(chunk) > end + 1:
+                    raise IntegrityError(f"{what}: {url} sent more than the range {start}-{end} it was asked")
+                os.pwrite(fd, chunk, position)
+                position += len(chunk)
+        if position != end + 1:
+            raise IntegrityError(f"{what}: {url} ended the range {start}-{end} after {position - start} bytes")
+
+
+def _file_sha256(path: str) -> "hashlib._Hash":
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256")
 
 
 @contextmanager

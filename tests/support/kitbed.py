@@ -58,12 +58,24 @@ class KitHost:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
+        self.ranges = True  # answers Range requests (and says so), as GitHub's release storage does
+        self.ranges_asked = 0
         host = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self, body_too: bool) -> None:
                 body = host.files.get(self.path)
-                self.send_response(200 if body is not None else 404)
+                span = self.headers.get("Range", "")
+                if body is not None and span.startswith("bytes=") and host.ranges:
+                    first, _, last = span[len("bytes="):].partition("-")
+                    start, end = int(first), min(int(last), len(body) - 1)
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(body)}")
+                    body = body[start:end + 1]
+                else:
+                    self.send_response(200 if body is not None else 404)
+                if host.ranges:
+                    self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Length", str(len(body if body is not None else b"")))
                 self.end_headers()
                 if body_too and body is not None:
@@ -71,6 +83,7 @@ class KitHost:
 
             def do_GET(self):
                 host.requests.append(self.path)
+                host.ranges_asked += bool(self.headers.get("Range"))
                 self._answer(True)
 
             def do_HEAD(self):
