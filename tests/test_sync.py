@@ -292,6 +292,8 @@ images:
     ("  - repository: docker.io/rancher/fleet\n    semver: '>=banana'\n", 6, "semver"),
     ("  - repository: docker.io/rancher/fleet\n    keep_latest: 0\n", 6, "keep_latest"),
     ("  - image: docker.io/rancher/fleet:v1\n    on_retag: sometimes\n", 6, "on_retag"),
+    ("  - image: docker.io/rancher/fleet:v1\n    prune: true\n", 6, "prune"),
+    ("  - repository: docker.io/rancher/fleet\n    prune: yes please\n", 6, "prune"),
     ("  - image: docker.io/rancher/fleet:v1\nschedule: '15 2 * *'\n", 6, "schedule"),
     ("  - image: docker.io/rancher/fleet:v1\ninterval: 6h\nschedule: '15 2 * * *'\n", 7, "schedule"),
 ])
@@ -677,6 +679,8 @@ images:
     ("  bundle: .\n  base: [have.json]\n  name: ../x\n", 4, "name"),
     ("  bundle: .\n  base: [have.json]\nimages:\n  - image: docker.io/rancher/fleet:v1\n    on_retag: backup\n",
      6, "on_retag"),
+    ("  bundle: .\n  base: [have.json]\nimages:\n  - repository: docker.io/rancher/fleet\n    prune: true\n",
+     6, "prune"),
 ])
 def test_a_bad_bundle_target_exits_2_naming_file_line_and_key(tmp_path, state_home, target, line, key):
     (tmp_path / "have.json").write_text("{}")

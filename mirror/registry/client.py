@@ -19,7 +19,7 @@ import httpx
 from ..errors import IntegrityError, MirrorError, NotFoundError, RegistryError
 from ..model import oci
 from ..model.oci import Descriptor, Manifest, digest_hex
-from .auth import CATALOG_SCOPE, pull_scope, push_scope
+from .auth import CATALOG_SCOPE, delete_scope, pull_scope, push_scope
 from .credentials import AuthFiles
 from .download import CHUNK_SIZE, Downloads
 from .settings import RegistrySettings
@@ -253,6 +253,22 @@ class RegistryClient:
         if served and served != manifest.digest:
             raise IntegrityError(f"{what}: the registry stored it as {served}, not {manifest.digest}; "
                                  "it must have altered the bytes")
+
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        """DELETE a manifest by digest: every tag on it goes too. False when it was not there.
+
+        A registry that does not allow deletes (distribution without ``storage:
+        delete: enabled: true``) answers 405 UNSUPPORTED: a RegistryError with that status.
+        """
+        digest_hex(digest)
+        what = f"delete of manifest {_image(self.host, repository, digest)}"
+        response = await self._transport.request("DELETE", f"/v2/{repository}/manifests/{digest}",
+                                                 scopes=[delete_scope(repository)], what=what)
+        if response.status_code == 404:
+            return False
+        if response.status_code not in (200, 202):
+            raise await self._transport.failure(response, what)
+        return True
 
     async def list_tags(self, repository: str) -> list[str]:
         """All tags (every page); [] when the repository does not exist."""

@@ -26,7 +26,7 @@ from .delta import base_warnings, require_base
 from .deliver import Delivery, DeliveryReport, image_entry
 from .plan import Target, plan_images
 from ..units import MIB
-from .spool import BundleFeed
+from .bundle_feed import BundleFeed
 from .survey import Presence, tagged_in_place
 
 

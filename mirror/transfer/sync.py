@@ -8,7 +8,10 @@ manifests of what changed, with the Resolver pull uses) -> deliver (one
 Presence over every plan: blobs stream source -> target, re-hashed on the
 way and never on disk, each uploaded once and mounted into the other
 repositories; manifests after their children; retag backups; tags last,
-only on complete images).
+only on complete images) -> prune (entries with ``prune: true``: the tags of
+their repositories no entry selects any more, with ``transfer/prune.py``;
+only where every wanted image of the repository is in, so a failed copy
+never leaves a repository with fewer versions than before).
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ import httpx
 
 from ..clock import utc_now
 from ..errors import ExitCode, IntegrityError, MirrorError, NotFoundError, worst_exit_code
-from ..model.oci import Descriptor, Platform, digest_hex
+from ..model.oci import Descriptor, Platform
 from ..model.reference import Reference
-from ..model.target import target_repository
+from ..model.target import backup_tag, target_repository
 from ..model.upstream import Location, SourceMap
 from ..progress import Progress
 from ..registry.client import RegistryClient
@@ -34,6 +37,7 @@ from ..registry.ratelimit import RateLimit
 from ..registry.settings import RegistrySettings
 from .deliver import Delivery
 from .plan import ImagePlan, Target
+from .prune import DeletesRefused, KeptSet, PruneReport, prune
 from .resolve import ResolvedImage, Resolver
 from .survey import Presence
 from .tasks import each
@@ -64,6 +68,7 @@ class SyncRequest:
     config_sha256: str | None = None
     selections: list[Any] = field(default_factory=list)  # selection.TagSelection: tags listed at run time
     http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
+    prune: list[str] = field(default_factory=list)  # registry/repository names whose unwanted tags go (prune: true)
 
 
 @dataclass
@@ -128,6 +133,8 @@ class SyncResult:
     dry_run: bool = False
     delta: dict[str, Any] | None = None  # a run to a bundle: what it wrote (path null: nothing changed)
     skipped_tags: list[SkippedTags] = field(default_factory=list)
+    pruned: PruneReport | None = None  # entries with prune: true
+    not_pruned: dict[str, str] = field(default_factory=dict)  # repository -> why its prune waits for a later run
 
     def count(self, action: str) -> int:
         return sum(1 for image in self.images if image.action == action)
@@ -137,7 +144,7 @@ class SyncResult:
         failed = self.count("failed")
         if failed and failed == len(self.images):
             return "failed"
-        if failed:
+        if failed or self.prune_failures:
             return "partial"
         return "deferred" if self.count("deferred") else "ok"
 
@@ -146,11 +153,17 @@ class SyncResult:
         errors = [i.exception or MirrorError(i.error or "") for i in self.images if i.action == "failed"]
         if errors:
             return worst_exit_code(errors)
+        if self.prune_failures:
+            return ExitCode.FAILED
         return ExitCode.DEFERRED if self.count("deferred") else ExitCode.OK
 
     @property
+    def prune_failures(self) -> dict[str, str]:
+        return self.pruned.failures if self.pruned else {}
+
+    @property
     def failures(self) -> dict[str, str]:
-        return {i.source: i.error or "" for i in self.images if i.action == "failed"}
+        return {i.source: i.error or "" for i in self.images if i.action == "failed"} | self.prune_failures
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -172,12 +185,10 @@ class SyncResult:
             "ratelimits": {host: {"remaining": r.remaining, "limit": r.limit, "window": r.window}
                            for host, r in sorted(self.ratelimits.items())},
             "skipped_tags": [skipped.to_json() for skipped in self.skipped_tags],
+            "pruned": [tag.to_json() for tag in self.pruned.pruned] if self.pruned else [],
+            "prune_skipped": [tag.to_json() for tag in self.pruned.skipped] if self.pruned else [],
+            "not_pruned": self.not_pruned | self.prune_failures,
         }
-
-
-def backup_tag(tag: str, old_digest: str) -> str:
-    """Where ``on_retag: backup`` keeps what the tag pointed at: ``TAG-prev-<12 hex>``."""
-    return f"{tag}-prev-{digest_hex(old_digest)[:12]}"
 
 
 @dataclass
@@ -227,7 +238,7 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
             where = f":{image.ref.tag}" if image.ref.tag else f"@{image.ref.digest}"
             result.images.append(ImageResult(str(image.ref), f"{target.host}/{repository}{where}", image=image,
                                              repository=repository))
-        run = _Run(request, target, result, pool, client, progress)
+        run = SyncRun(request, target, result, pool, client, progress)
         await run.check()
         if not request.dry_run:
             await run.resolve()
@@ -238,11 +249,12 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
                     if image.action == "pending":
                         image.fail("not copied: another image failed before anything was written "
                                    "(--keep-going copies the rest)")
+        await run.prune(wanted)
     result.ended = utc_now()
     return result
 
 
-class _Run:
+class SyncRun:
     def __init__(self, request: SyncRequest, target: Target, result: SyncResult, pool: ClientPool,
                  client: RegistryClient, progress: Progress):
         self.request, self.target, self.result = request, target, result
@@ -401,6 +413,34 @@ class _Run:
                 image.error = failure
             else:
                 image.action = "updated" if image.old_digest else "copied"
+
+    # -- prune: the tags no entry selects any more ----------------------------------
+
+    async def prune(self, wanted: Wanted) -> None:
+        """Entries with ``prune: true`` (a repository, or each repository of a topology's images): every tag
+        of those repositories that no entry of the job wants now.
+
+        A repository is pruned only once all it should hold is in: one whose tags could not be listed,
+        or with an image that failed or was deferred, waits for a later run (``not_pruned``).
+        """
+        prefix = self.target.prefix
+        asked = {target_repository(Reference.parse(name), prefix) for name in self.request.prune}
+        if not asked:
+            return
+        waiting = {target_repository(ref, prefix): f"its tags could not be listed: {exc}"
+                   for ref, exc in wanted.unlisted}
+        for image in self.result.images:
+            if image.repository in asked and image.action in ("failed", "deferred", "pending"):
+                waiting.setdefault(image.repository, f"{image.source} is {image.action}: pruned once it is in")
+        self.result.not_pruned = {repository: why for repository, why in waiting.items() if repository in asked}
+        repositories = asked - set(waiting)
+        kept = KeptSet({image.ref for image in wanted.images})
+        try:
+            self.result.pruned = await prune(self.client, self.target, kept, repositories=repositories,
+                                             dry_run=self.request.dry_run, jobs=self.request.jobs)
+        except DeletesRefused as exc:  # the copies are done: their report stands, with why nothing was pruned
+            self.result.pruned = PruneReport(str(self.target.address), self.request.dry_run, sorted(repositories),
+                                             failures={repository: str(exc) for repository in repositories})
 
     async def _backups(self, images: list[ImageResult], presence: Presence, delivery: Delivery) -> None:
         """``on_retag: backup``: tag the old image ``TAG-prev-<12 hex>`` before its tag moves.

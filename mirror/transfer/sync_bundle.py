@@ -27,7 +27,7 @@ from ..model.target import RegistryAddress, target_repository
 from ..progress import Progress
 from ..registry.pool import ClientPool
 from ..runlock import RunLock
-from .base import Base, load_base
+from .delta import Base, load_base
 from .pull import PullRequest, pull
 from .resolve import Resolver
 from .sync import ImageResult, SyncRequest, SyncResult, wanted_images

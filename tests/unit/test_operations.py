@@ -11,7 +11,7 @@ from mirror.model.target import RegistryAddress
 from mirror.model.upstream import SourceMap
 from mirror.progress import Progress
 from mirror.registry.settings import RegistrySettings
-from mirror.transfer.base import load_base
+from mirror.transfer.delta import load_base
 from mirror.transfer.plan import Target
 from mirror.transfer.pull import PullRequest, pull
 from mirror.transfer.push import PushRequest, push
