@@ -273,3 +273,48 @@ def test_usage_errors_exit_2(args, message):
     result = run_mirror("config", *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+
+
+REG2 = "registry-b.airgap.example:5000"
+
+
+def test_several_registries_are_every_endpoint_in_order_with_the_same_user_and_ca(tmp_path):
+    """k3s/rke2 and containerd: nodes try the registries in the order given (docs/ha.md)."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("CERT")
+    k3s = run_mirror("config", "k3s", "--registry", REG, "--registry", REG2, "--ca-file", ca, "-u", "bob",
+                     "--output-dir", tmp_path / "k3s")
+    assert k3s.returncode == 0, k3s.stderr
+    text = (tmp_path / "k3s" / "registries.yaml").read_text()
+    assert f'  docker.io:\n    endpoint:\n      - "https://{REG}"\n      - "https://{REG2}"\n' in text
+    for host in (REG, REG2):  # K3s looks credentials and CA up by each endpoint's host
+        assert f'  "{host}":\n    auth:\n      username: "bob"' in text
+        assert '      ca_file: "/etc/rancher/k3s/registry-ca.crt"' in text.split(f'  "{host}":')[1]
+
+    containerd = run_mirror("config", "containerd", "--registry", f"{REG}/p", "--registry", f"{REG2}/p",
+                            "-u", "bob", "--output-dir", tmp_path / "containerd")
+    assert containerd.returncode == 0, containerd.stderr
+    certs = tmp_path / "containerd" / "certs.d"
+    quay = (certs / "quay.io" / "hosts.toml").read_text()
+    assert quay.index(f'[host."https://{REG}/v2/p/quay.io"]') < quay.index(f'[host."https://{REG2}/v2/p/quay.io"]')
+    assert quay.count("override_path = true") == 2
+    assert (certs / REG2 / "hosts.toml").is_file() and (certs / REG / "hosts.toml").is_file()
+    fragment = (tmp_path / "containerd" / "containerd-config.toml").read_text()
+    assert f'configs."{REG}".auth]' in fragment and f'configs."{REG2}".auth]' in fragment
+
+
+def test_docker_falls_back_only_for_docker_io_names_and_says_so():
+    config = GENERATORS["docker"](Target(REG, fallbacks=(REG2,), plain_http=True))
+    assert json.loads(config.files[0].content) == {"registry-mirrors": [f"http://{REG}", f"http://{REG2}"],
+                                                   "insecure-registries": [REG, REG2]}
+    assert any("falls back only for docker.io names" in note for note in config.notes)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--registry", REG, "--registry", f"{REG2}/other"], "--registry names prefixes '', 'other'"),
+    (["--registry", REG, "--registry", f"http://{REG2}"], "some are http:// and some not"),
+    (["--registry", REG, "--registry", REG], "each registry once"),
+])
+def test_several_registries_must_hold_the_same_layout(args, message):
+    result = run_mirror("config", "k3s", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

@@ -67,9 +67,10 @@ def _registry_name(text: str) -> str:
 @handle_errors
 def config_command(
     kind: str = typer.Argument(..., help=f"What to generate: {', '.join(GENERATORS)}."),
-    registry: Optional[str] = typer.Option(
+    registries: Optional[list[str]] = typer.Option(
         None, "--registry", "-r",
-        help="The private registry, HOST[:PORT][/PREFIX] "
+        help="The private registry, HOST[:PORT][/PREFIX]; repeat it for registries holding the same images, "
+             "which nodes try in order (k3s, rke2, containerd; docker: docker.io names only) "
              "[default: the registry `mirror registry up` started here]."),
     prefix: str = typer.Option("", "--prefix", help="Path prefix the images were pushed under (Harbor project)."),
     ca_file: Optional[Path] = CaFileOption,
@@ -101,11 +102,20 @@ def config_command(
         raise UsageError(f"unknown config kind {kind!r}; available: {', '.join(GENERATORS)}")
     if bundle is not None and from_registry:
         raise UsageError("--bundle and --from-registry are alternatives: give one")
-    if registry is not None:  # HOST[:PORT][/PREFIX] and http:// as every command reads them
-        address = RegistryAddress.parse(registry)
+    addresses = [RegistryAddress.parse(r) for r in registries or []]  # HOST[:PORT][/PREFIX], http://
+    named = {a.prefix for a in addresses}
+    if len(named) > 1:  # registries standing in for each other hold the images at the same paths
+        raise UsageError(f"--registry names prefixes {', '.join(repr(p) for p in sorted(named))}: registries "
+                         "holding the same images hold them under the same prefix")
+    for address in addresses[:1]:
         if address.prefix and prefix.strip("/") not in ("", address.prefix):
             raise UsageError(f"--registry names prefix {address.prefix!r} and --prefix {prefix!r}: give one")
-        registry, prefix, plain_http = address.host, address.prefix or prefix, plain_http or address.plain_http
+        prefix = address.prefix or prefix
+    if len({a.plain_http for a in addresses}) > 1 and not plain_http:
+        raise UsageError("--registry: some are http:// and some not; nodes reach every registry the same way")
+    plain_http = plain_http or any(a.plain_http for a in addresses)
+    registry = addresses[0].host if addresses else None
+    fallbacks = [a.host for a in addresses[1:]]
     if plain_http and (insecure or ca_file):
         raise UsageError("--plain-http does not go with --insecure or --ca-file")
     from ..clientconfig import recorded, sources  # certificates and registry reads: only this command needs them
@@ -129,7 +139,7 @@ def config_command(
         raise UsageError("--include-secrets needs --username and --password-stdin "
                          "(or the registry `mirror registry up` started)")
     settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http, credentials=credentials)
-    target = Target(registry, prefix=prefix, ca_file=ca_file, username=username,
+    target = Target(registry, fallbacks=tuple(fallbacks), prefix=prefix, ca_file=ca_file, username=username,
                     password=credentials.password if credentials and include_secrets else None,
                     plain_http=plain_http, insecure=insecure)  # validates --registry before any connection
     bundled = sources.bundle_images(bundle) if bundle is not None else None
@@ -149,5 +159,8 @@ def config_command(
             typer.echo(line, err=True)
     else:
         print_files(config)
+    if fallbacks and kind in ("rke", "rancher"):
+        config.notes.append(f"{kind} names one registry ({registry}); for the others to stand in, give the "
+                            "registries one load-balanced name (docs/ha.md)")
     for note in config.notes:
         typer.echo(f"note: {note}", err=True)
