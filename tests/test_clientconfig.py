@@ -318,3 +318,28 @@ def test_docker_falls_back_only_for_docker_io_names_and_says_so():
 def test_several_registries_must_hold_the_same_layout(args, message):
     result = run_mirror("config", "k3s", *args)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("distro, ports", [("k3s", "5001 and 6443"), ("rke2", "5001 and 9345")])
+def test_embedded_mirror_turns_on_spegel_for_the_servers_and_shares_every_registry(distro, ports, tmp_path):
+    result = run_mirror("config", distro, "--registry", REG, "--registry", REG2, "--embedded-mirror",
+                        "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = (tmp_path / "config.yaml").read_text()
+    assert "\nembedded-registry: true\n" in config  # the server option, as the K3s/RKE2 docs give it
+    assert f"-> /etc/rancher/{distro}/config.yaml (merge, server nodes)" in result.stderr
+    assert f"TCP {ports}" in result.stderr
+    document = registries(Target(REG, ("docker.io", "quay.io"), fallbacks=(REG2,)), None, embedded_mirror=True)
+    # A registry shares its images only with an entry under mirrors; pulls by the registries' own names too.
+    assert set(document["mirrors"]) == {"docker.io", "quay.io", REG, REG2}
+    assert document["mirrors"]["docker.io"]["endpoint"] == [f"https://{REG}", f"https://{REG2}"]
+    text = (tmp_path / "registries.yaml").read_text()
+    assert f'  "{REG}": {{}}\n' in text and f'  "{REG2}": {{}}\n' in text
+    plain = run_mirror("config", distro, "--registry", REG, "--output-dir", tmp_path / "plain")
+    assert not (tmp_path / "plain" / "config.yaml").exists() and f'"{REG}": {{}}' not in \
+        (tmp_path / "plain" / "registries.yaml").read_text(), plain.stderr
+
+
+def test_embedded_mirror_is_refused_where_there_is_none():
+    result = run_mirror("config", "containerd", "--registry", REG, "--embedded-mirror")
+    assert result.returncode == 2 and "--embedded-mirror is K3s's and RKE2's" in result.stderr

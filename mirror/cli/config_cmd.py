@@ -93,6 +93,10 @@ def config_command(
         "1", "--containerd-version",
         help="containerd: 1.x (config version 2, also read by 2.x) or 2.x (version 3, to merge into a 2.x "
              "config.toml)."),
+    embedded_mirror: bool = typer.Option(
+        False, "--embedded-mirror", help="k3s, rke2: also turn on the embedded peer-to-peer registry mirror "
+                                         "(Spegel; config.yaml for the servers): nodes share what one of them "
+                                         "pulled, the registry serves each image about once (docs/ha.md)."),
     rancher_version: Optional[str] = typer.Option(None, "--rancher-version", help="rancher: version to run."),
     cert_manager_version: Optional[str] = typer.Option(
         None, "--cert-manager-version", help="rancher: cert-manager whose images the values point at."),
@@ -102,6 +106,8 @@ def config_command(
         raise UsageError(f"unknown config kind {kind!r}; available: {', '.join(GENERATORS)}")
     if bundle is not None and from_registry:
         raise UsageError("--bundle and --from-registry are alternatives: give one")
+    if embedded_mirror and kind not in ("k3s", "rke2"):
+        raise UsageError(f"--embedded-mirror is K3s's and RKE2's (their embedded Spegel), not {kind}'s")
     addresses = [RegistryAddress.parse(r) for r in registries or []]  # HOST[:PORT][/PREFIX], http://
     named = {a.prefix for a in addresses}
     if len(named) > 1:  # registries standing in for each other hold the images at the same paths
@@ -153,7 +159,7 @@ def config_command(
     target = replace(target, source_registries=sources.ordered([*found, *extra]))
     config = GENERATORS[kind](target, certs_dir=certs_dir, containerd_version=containerd_version,
                               rancher_version=rancher_version, cert_manager_version=cert_manager_version,
-                              bundled=bundled)
+                              bundled=bundled, embedded_mirror=embedded_mirror)
     if output_dir is not None:
         for line in write_files(config, output_dir, force):
             typer.echo(line, err=True)
