@@ -133,6 +133,10 @@ def test_up_again_with_no_flags_recalls_the_storage_and_its_kept_keys(s3, tmp_pa
         assert "data in s3://recalled at " + s3.endpoint in again.stdout
         moved = up(state_dir, port, "--storage", "s3://elsewhere", "--s3-endpoint", s3.endpoint, env=s3_env(s3))
         assert moved.returncode == 2 and "storage s3://recalled (not s3://elsewhere)" in moved.stderr
+        # Other hosts may serve the same bucket: gc would sweep under them.
+        gc = run_mirror("registry", "gc", "--state-dir", state_dir)
+        assert gc.returncode == 2 and "shared with other hosts" in gc.stderr, gc.stderr
+        assert registries_running("binary", state_dir, None) == 1
     finally:
         run_mirror("registry", "down", "--state-dir", state_dir)
 
