@@ -425,7 +425,7 @@ def serve_here(tmp_path, state_home, monkeypatch):
     """
     import signal
 
-    from mirror.cli import sync_cmd
+    from mirror.cli import sync_serve_cmd
     from mirror.transfer import serve as serving
 
     config = write_config(tmp_path / "sync.yaml", "target: {registry: 127.0.0.1:1}\ninterval: 1s\n"
@@ -441,7 +441,7 @@ def serve_here(tmp_path, state_home, monkeypatch):
             raise errors[len(calls) - 1]
 
         monkeypatch.setattr(serving, "run_sync", run_sync)
-        sync_cmd.serve_command(config=config, interval=None, schedule=None, report_dir=tmp_path / "reports",
+        sync_serve_cmd.serve_command(config=config, interval=None, schedule=None, report_dir=tmp_path / "reports",
                                keep_reports=30, jobs=1)
 
     serve.calls = calls  # type: ignore[attr-defined]

@@ -39,20 +39,12 @@ from .deliver import Delivery
 from .plan import ImagePlan, Target
 from .prune import DeletesRefused, KeptSet, PruneReport, prune
 from .resolve import ResolvedImage, Resolver
+from .selection import SkippedTags, SyncImage, TagSelection
 from .survey import Presence
 from .tasks import each
 
 RETAG_POLICIES = ("update", "backup", "fail")
 ACTIONS = ("copied", "updated", "moved", "unchanged", "deferred", "failed")  # of an image, in reports' order
-
-
-@dataclass(frozen=True)
-class SyncImage:
-    """One source reference to keep in sync, with its entry's rules."""
-
-    ref: Reference
-    on_retag: str = "update"  # one of RETAG_POLICIES
-    immutable: bool = False  # present at the target -> never replaced; a move upstream is reported ``moved``
 
 
 @dataclass
@@ -66,7 +58,7 @@ class SyncRequest:
     dry_run: bool = False
     keep_going: bool = False  # without it, a failure found before any write stops the run
     config_sha256: str | None = None
-    selections: list[Any] = field(default_factory=list)  # selection.TagSelection: tags listed at run time
+    selections: list[TagSelection] = field(default_factory=list)  # tags listed at run time
     http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
     prune: list[str] = field(default_factory=list)  # registry/repository names whose unwanted tags go (prune: true)
 
@@ -96,23 +88,6 @@ class ImageResult:
         return {"source": self.source, "target": self.target, "action": self.action,
                 "old_digest": self.old_digest, "new_digest": self.new_digest, "backup_tag": self.backup_tag,
                 "error": self.error}
-
-
-@dataclass
-class SkippedTags:
-    """Entries of a source's tag list that are no tags by the reference grammar: never synced, only reported."""
-
-    repository: str  # registry/repository whose list held them
-    count: int
-    shown: list[str]  # the first few, each a repr cut to one short line
-
-    def to_json(self) -> dict[str, Any]:
-        return {"repository": self.repository, "count": self.count, "tags": self.shown}
-
-    def describe(self) -> str:
-        more = f" and {self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
-        return (f"{self.repository}: {self.count} listed tag(s) that are no tags, skipped: "
-                f"{', '.join(self.shown)}{more}")
 
 
 @dataclass

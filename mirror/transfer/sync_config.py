@@ -30,7 +30,8 @@ from ..registry.settings import Credentials, RegistrySettings, connections_for
 from ..runlock import RunLock
 from .plan import Target
 from .selection import TagPattern, TagSelection
-from .sync import RETAG_POLICIES, SyncImage, SyncRequest
+from .selection import SyncImage
+from .sync import RETAG_POLICIES, SyncRequest
 from .sync_bundle import NAME_RULE, BundleTarget, bad_name
 
 TOP_KEYS = {"target", "sources", "platforms", "images", "interval", "schedule", "keep_going"}

@@ -7,7 +7,7 @@ import pytest
 
 from mirror.errors import AuthError, IntegrityError, NotFoundError, RegistryError, Unreachable
 from mirror.model import oci
-from mirror.registry import client as client_module
+from mirror.registry import upload as upload_module
 from mirror.registry import download as download_module
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles
@@ -46,7 +46,7 @@ async def test_a_small_blob_goes_up_in_one_put_and_comes_back_whole():
 
 
 async def test_a_large_blob_goes_up_as_patch_then_put(monkeypatch):
-    monkeypatch.setattr(client_module, "SMALL_UPLOAD", 100)
+    monkeypatch.setattr(upload_module, "SMALL_UPLOAD", 100)
     registry, data = FakeRegistry(), bytes(range(256)) * 10
 
     async def chunks():

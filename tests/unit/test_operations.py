@@ -15,7 +15,8 @@ from mirror.transfer.delta import load_base
 from mirror.transfer.plan import Target
 from mirror.transfer.pull import PullRequest, pull
 from mirror.transfer.push import PushRequest, push
-from mirror.transfer.sync import SyncImage, SyncRequest, sync
+from mirror.transfer.selection import SyncImage
+from mirror.transfer.sync import SyncRequest, sync
 from support.fake_registry import FakeRegistry, by_host, error
 from support.images import image, index, seed
 

@@ -12,7 +12,8 @@ from mirror.progress import Progress
 from mirror.registry.settings import RegistrySettings
 from mirror.transfer.plan import Target
 from mirror.transfer.pull import PullRequest, pull
-from mirror.transfer.sync import SyncImage, SyncRequest, backup_tag, sync
+from mirror.transfer.selection import SyncImage
+from mirror.transfer.sync import SyncRequest, backup_tag, sync
 from support.fake_registry import FakeRegistry, answer, by_host
 from support.images import image, seed
 
