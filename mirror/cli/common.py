@@ -142,22 +142,43 @@ def target_registry(
     its CA and credentials; flags given still win. ``http://HOST`` means
     plain HTTP, as ``--plain-http`` does.
     """
+    return target_registries([registry], ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                             username=username, password_stdin=password_stdin, jobs=jobs, option=option)[0]
+
+
+def target_registries(
+    registries: list[str | None],
+    *,
+    ca_file: Path | None,
+    insecure: bool,
+    plain_http: bool,
+    username: str | None,
+    password_stdin: bool,
+    jobs: int,
+    option: str = "--registry",
+) -> list["Target"]:
+    """``target_registry`` for each of several, with one CA file and one user (the password read once)."""
     from ..model.target import RegistryAddress
     from ..transfer.plan import Target
 
     credentials = read_password_stdin(password_stdin, username)
-    if registry is None:
-        from ..server.probe import require_local_registry
+    targets = []
+    for registry in registries:
+        reach_ca, reach_credentials = ca_file, credentials
+        if registry is None:
+            from ..server.probe import require_local_registry
 
-        local = require_local_registry()
-        address = RegistryAddress(local.host, plain_http=local.plain_http)
-        ca_file = ca_file or local.ca_file
-        credentials = credentials or local.credentials
-    else:
-        address = RegistryAddress.parse(registry, option)
-    settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http or address.plain_http,
-                                 credentials=credentials, jobs=jobs)
-    return Target(address, settings)
+            local = require_local_registry()
+            address = RegistryAddress(local.host, plain_http=local.plain_http)
+            reach_ca = ca_file or local.ca_file
+            reach_credentials = credentials or local.credentials
+        else:
+            address = RegistryAddress.parse(registry, option)
+        settings = registry_settings(ca_file=reach_ca, insecure=insecure,
+                                     plain_http=plain_http or address.plain_http, credentials=reach_credentials,
+                                     jobs=jobs)
+        targets.append(Target(address, settings))
+    return targets
 
 
 # Shared option declarations, so every command spells them the same way.

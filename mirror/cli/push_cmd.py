@@ -13,8 +13,9 @@ from ..progress import Progress
 from .app import app
 from .common import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, handle_errors, target_registry,
+    UsernameOption, handle_errors, target_registries,
 )
+from ..errors import ExitCode, UsageError
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
 
@@ -23,9 +24,11 @@ from .render import emit_json, report_failures
 @handle_errors
 def push_command(
     bundle: Path = typer.Argument(..., help="Bundle written by `mirror pull` (NAME.tar.zst, or its split parts)."),
-    registry: Optional[str] = typer.Option(
+    registries: Optional[list[str]] = typer.Option(
         None, "--registry", "-r",
-        help="Target HOST[:PORT][/PREFIX] [default: the registry `mirror registry up` started here]."),
+        help="Target HOST[:PORT][/PREFIX]; repeat it to write several registries from one read of the bundle, "
+             "concurrently (one CA file and user for all) [default: the registry `mirror registry up` "
+             "started here]."),
     ca_file: Optional[Path] = CaFileOption,
     insecure: bool = InsecureOption,
     plain_http: bool = PlainHttpOption,
@@ -39,14 +42,18 @@ def push_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Stream a bundle into a registry: concurrent uploads, every digest verified."""
-    from ..transfer.push import PushRequest, push
+    from ..transfer.push import PushRequest, push_all
     from ..units import MIB
 
-    target = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                             username=username, password_stdin=password_stdin, jobs=jobs)
+    given: list[str | None] = list(registries or [None])
+    if len(set(given)) != len(given):
+        raise UsageError(f"--registry {', '.join(r for r in given if r)}: each registry once")
+    first, *also = target_registries(given, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                                     username=username, password_stdin=password_stdin, jobs=jobs)
     request = PushRequest(
         bundle=bundle,
-        target=target,
+        target=first,
+        also=tuple(also),
         jobs=jobs,
         window=max(parse_size(window, "--window"), MIB),
         spool_dir=spool_dir,
@@ -55,12 +62,34 @@ def push_command(
     # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it
     # again each time the many short-lived request objects of a push trigger a full collection.
     gc.freeze()
-    result = anyio.run(push, request, Progress(quiet or json_report))
-    for warning in result.warnings:
-        typer.echo(f"mirror: warning: {warning}", err=True)
-    if json_report:
-        emit_json(result.to_json())
-    elif dry_run:
+    results = anyio.run(push_all, request, Progress(quiet or json_report))
+    for result in results:
+        for warning in result.warnings:
+            typer.echo(f"mirror: warning: {warning}", err=True)
+    if json_report:  # one target: its report, as ever; several: a report each, and the worst exit code
+        emit_json(results[0].to_json() if len(results) == 1 else
+                  {"targets": [r.to_json() for r in results], "exit_code": int(_worst(results))})
+    else:
+        for result in results:
+            _print_result(result, dry_run, quiet)
+    failed = [r for r in results if r.failures]
+    for result in failed:
+        report_failures(result.failures)
+    if failed:
+        raise typer.Exit(int(_worst(results)))
+
+
+def _worst(results: list) -> ExitCode:
+    """The exit code of a push to several registries: integrity beats auth beats the rest."""
+    codes = {r.exit_code for r in results if r.failures}
+    for code in (ExitCode.INTEGRITY, ExitCode.AUTH):
+        if code in codes:
+            return code
+    return max(codes, default=ExitCode.OK)
+
+
+def _print_result(result, dry_run: bool, quiet: bool) -> None:
+    if dry_run:
         for image in result.images:
             typer.echo(f"{image['source']} -> {image['target']}")
     else:
@@ -77,6 +106,3 @@ def push_command(
             if image.get("change") == "updated" and not quiet:
                 typer.echo(f"  updated: {image['source']} -> {image['target']} "
                            f"({image['previous']} -> {image['digest']})")
-    if result.failures:
-        report_failures(result.failures)
-        raise typer.Exit(int(result.exit_code))
