@@ -63,6 +63,14 @@ class DiskFull(MirrorError):
         self.reason = reason  # the system's words: "No space left on device"
 
 
+class NoRoom(UsageError):
+    """Checked before work: a file system has less free space than the run will write there (diskspace.py)."""
+
+    def __init__(self, message: str, directory: str, needed: int, free: int):
+        super().__init__(message)
+        self.directory, self.needed, self.free = directory, needed, free
+
+
 class RegistryError(MirrorError):
     """The registry answered with something we cannot use."""
 
@@ -77,6 +85,20 @@ class Unreachable(RegistryError):
     def __init__(self, message: str, host: str):
         super().__init__(message, None)
         self.host = host
+
+
+class StorageFull(RegistryError):
+    """The registry's own disk is full: its error answer says so (or, for the registry `up` manages, its log).
+
+    Not worth a retry, and the same for every image: reported once per registry.
+    ``where``: the storage root as the registry names it, when it does; ``data_dir``: the
+    data dir of the registry `up` manages, when it is that one.
+    """
+
+    def __init__(self, message: str, status: int | None, host: str, where: str | None = None,
+                 data_dir: str | None = None):
+        super().__init__(message, status)
+        self.host, self.where, self.data_dir = host, where, data_dir
 
 
 class NotFoundError(RegistryError):

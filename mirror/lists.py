@@ -89,6 +89,11 @@ def rancher_settings() -> dict[str, Any]:
     return _catalog()["rancher"]
 
 
+def kit_settings() -> dict[str, Any]:
+    """What the kit (mirror/kit) reads built in: the RKE release of each Kubernetes version."""
+    return _catalog().get("kit", {})
+
+
 def available() -> dict[str, dict[str, list[str]]]:
     """Mode -> component -> versions, for ``mirror lists``."""
     return {mode: {c: component_versions(c) for c in spec["components"]} for mode, spec in topologies().items()}

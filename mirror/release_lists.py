@@ -242,9 +242,7 @@ class ReleaseLists:
         return body
 
     def _client(self, *, follow_redirects: bool) -> httpx.Client:
-        context = tls_context(RegistrySettings(ca_file=self.ca_file))  # system CAs plus --ca-file
-        # trust_env: HTTPS_PROXY / NO_PROXY are honoured as for registries.
-        return httpx.Client(verify=context, follow_redirects=follow_redirects, trust_env=True, timeout=60)
+        return http_client(self.ca_file, follow_redirects=follow_redirects)
 
     @staticmethod
     def _send(client: httpx.Client, url: str, what: str) -> tuple[httpx.Response, bytes]:
@@ -259,13 +257,24 @@ class ReleaseLists:
                             raise MirrorError(f"{what}: {url} serves more than {MAX_DOWNLOAD >> 20} MiB")
             return response, bytes(body)
         except httpx.HTTPError as exc:
-            cause: BaseException | None = exc
-            while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
-                cause = cause.__cause__ or cause.__context__
-            if isinstance(cause, ssl.SSLCertVerificationError):
-                raise AuthError(f"{what}: TLS certificate of {url} could not be verified "
-                                f"({cause.verify_message}); pass --ca-file with the CA that signed it") from None
-            raise MirrorError(f"{what}: cannot fetch {url} ({exc or type(exc).__name__})") from None
+            raise fetch_error(exc, url, what) from None
+
+
+def http_client(ca_file: Path | None, *, follow_redirects: bool) -> httpx.Client:
+    """A client for release hosts: the system CAs plus ``ca_file``; HTTPS_PROXY / NO_PROXY honoured."""
+    context = tls_context(RegistrySettings(ca_file=ca_file))
+    return httpx.Client(verify=context, follow_redirects=follow_redirects, trust_env=True, timeout=60)
+
+
+def fetch_error(exc: httpx.HTTPError, url: str, what: str) -> MirrorError:
+    """The error to end on when ``url`` could not be fetched: AuthError for a TLS certificate refused."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return AuthError(f"{what}: TLS certificate of {url} could not be verified "
+                         f"({cause.verify_message}); pass --ca-file with the CA that signed it")
+    return MirrorError(f"{what}: cannot fetch {url} ({exc or type(exc).__name__})")
 
 
 def _rke_system_images(body: bytes, url: str, option: str, version: str) -> str:

@@ -121,8 +121,13 @@ class Replacement:
 
 def write_file(path: Path, data: bytes, mode: int = 0o644, sync: bool = False) -> None:
     """Replace ``path`` with ``data`` at once: a reader sees the old file or the new one, never half."""
-    with Replacement(path, mode, sync) as new:
-        new.file.write(data)
+    try:
+        with Replacement(path, mode, sync) as new:
+            new.file.write(data)
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(path)  # a write that failed names no file: a full disk must say which
+        raise
 
 
 def open_lock(path: Path, mode: int = 0o600) -> int:
@@ -155,7 +160,7 @@ def _open_own(path: Path, flags: int, mode: int, what: str) -> int:
     check_directory(path.parent)
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
-    except OSError as exc:
+    except OSError:
         if os.path.islink(path):
             raise UsageError(f"{what} {path} is a symbolic link: refusing to follow it (remove it if it "
                              "is not someone's trap)") from None

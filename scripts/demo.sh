@@ -3,8 +3,9 @@
 #   an "upstream" registry seeded with sample images standing in for docker.io
 #   and quay.io -> mirror pull (through --source-mirror) -> ONE bundle ->
 #   mirror registry up (TLS + auth) -> mirror push -> mirror verify ->
-#   mirror config -> a real client (skopeo) reads an image back over TLS with
-#   the generated credentials and gets its original digest.
+#   the kit (charts, CRDs, K3s files from loopback stand-ins) pulled, pushed
+#   and extracted -> mirror config -> a real client (skopeo) reads an image
+#   back over TLS with the generated credentials and gets its original digest.
 # Everything it starts is stopped on exit; its files go under demo-work/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,9 +50,27 @@ trap '"$py" -m mirror registry down >/dev/null 2>&1 || true; cleanup' EXIT
 "$py" -m mirror verify "$work/bundle.tar.zst" --local-registry
 private="127.0.0.1:$port"
 
-step "what the nodes need: mirror config k3s"
+step "the rest of the kit: Rancher's and cert-manager's charts, the CRDs, K3s's binary and install.sh"
+# Stand-ins for the chart repositories, GitHub releases and raw.githubusercontent.com on loopback,
+# reached through mirror's environment overrides (docs/kit.md). --exclude . leaves out --mode's images:
+# the stand-in upstream above holds only the demo's; on a connected host one pull carries both.
+"$py" scripts/kitbed.py serve >"$work/kitbed.env" 2>"$work/kitbed.err" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/kitbed.env" ] && break; sleep 0.1; done
+eval "$("$py" -c 'import json, shlex, sys
+print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in json.load(open(sys.argv[1])).items()))' "$work/kitbed.env")"
+"$py" -m mirror pull --mode k3s --exclude . -o "$work/kit.tar.zst"
+"$py" -m mirror inspect "$work/kit.tar.zst"
+"$py" -m mirror push "$work/kit.tar.zst"                  # charts at REG/charts/NAME:VERSION, files at REG/files/...
+"$py" -m mirror extract "$work/kit.tar.zst" -o "$work/kit"
+(cd "$work/kit" && sha256sum -c SHA256SUMS)
+
+step "what the nodes need: mirror config k3s (registries.yaml, the K3s install lines), mirror config rancher"
 "$py" -m mirror config k3s --registry "localhost:$port" --ca-file "$MIRROR_STATE_DIR/ca/ca.crt" \
   --username mirror --bundle "$work/bundle.tar.zst"
+"$py" -m mirror config rancher --registry "localhost:$port" --ca-file "$MIRROR_STATE_DIR/ca/ca.crt" \
+  --username mirror -o "$work/rancher-config" 2>/dev/null
+cat "$work/rancher-config/rancher-install.sh"
 
 step "a real client (skopeo, TLS + login) pulls back from the private registry"
 image=$(grep -m1 'klipper-helm' "$work/images.txt")
@@ -71,4 +90,7 @@ got=$(skopeo inspect --authfile "$work/auth.json" --cert-dir "$work/certs" --raw
 echo "  $image: upstream digest $expected"
 echo "  $private/$path: served digest sha256:$got"
 [ "sha256:$got" = "$expected" ] || { echo "digest mismatch" >&2; exit 1; }
-echo "demo OK: every image mirrored with its digests intact"
+chart=$(skopeo inspect --authfile "$work/auth.json" --cert-dir "$work/certs" --raw \
+  "docker://$private/charts/rancher:2.7.9" | "$py" -c 'import json, sys; print(json.load(sys.stdin)["config"]["mediaType"])')
+echo "  $private/charts/rancher:2.7.9: a Helm chart ($chart)"
+echo "demo OK: every image mirrored with its digests intact, the kit beside them"

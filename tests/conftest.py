@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import testbed  # noqa: E402
 
-pytest_plugins = ["corpus_fixtures", "daemon_fixtures"]
+pytest_plugins = ["corpus_fixtures", "daemon_fixtures", "kit_fixtures"]
 
 
 def run_mirror(*args: str, input: str | None = None, env: dict | None = None,
@@ -52,15 +52,28 @@ def registry(start_registry) -> testbed.Registry:
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB filesystem (a tmpfs), for a full disk on demand; unmounted after the test.
+def tmpfs():
+    """Factory: ``tmpfs(path, "2m")`` mounts a filesystem of that size at ``path`` (made if missing), for a
+    full disk on demand; every one is unmounted after the test.
 
     Mounting needs root: CI runs as root, so there the test runs; elsewhere it is skipped.
     """
     if os.geteuid() != 0 and os.environ.get("CI") != "true":
         pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mount)], check=True)
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)], check=True)
+        mounted.append(path)
+        return path
+
     yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    for path in reversed(mounted):
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path, tmpfs):
+    """A 256 KiB filesystem (a tmpfs), for a full disk on demand; unmounted after the test."""
+    return tmpfs(tmp_path / "small", "256k")

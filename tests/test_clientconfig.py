@@ -102,8 +102,8 @@ configs:
 
 def test_rke2_paths():
     config = GENERATORS["rke2"](Target(REG, ca_file=Path("/ca.crt")))
-    assert [f.install_path for f in config.files] == ["/etc/rancher/rke2/registries.yaml",
-                                                      "/etc/rancher/rke2/registry-ca.crt"]
+    assert [f.install_path for f in config.files][:2] == ["/etc/rancher/rke2/registries.yaml",
+                                                          "/etc/rancher/rke2/registry-ca.crt"]
     assert 'ca_file: "/etc/rancher/rke2/registry-ca.crt"' in config.files[0].content
 
 
@@ -135,6 +135,27 @@ def test_output_dir_keeps_existing_files_unless_force(tmp_path):
     forced = run_mirror("config", "k3s", "--registry", REG, "--output-dir", tmp_path, "--force")
     assert forced.returncode == 0, forced.stderr
     assert "mirrors:" in edited.read_text()
+
+
+def test_k3s_and_rke2_configs_carry_the_air_gapped_install_lines():
+    k3s = GENERATORS["k3s"](Target(REG)).files[-1]
+    assert k3s.path == "install-k3s.sh"
+    assert 'INSTALL_K3S_SKIP_DOWNLOAD=true sh "$KIT/k3s/install.sh"' in k3s.content
+    assert 'install -m 0755 "$KIT/k3s/$k3s" /usr/local/bin/k3s' in k3s.content
+    rke2 = GENERATORS["rke2"](Target(REG)).files[-1]
+    assert 'INSTALL_RKE2_ARTIFACT_PATH="$KIT/rke2" sh "$KIT/rke2/install.sh"' in rke2.content
+
+
+def test_rancher_install_lines_take_the_charts_push_wrote_crds_first():
+    config = GENERATORS["rancher"](Target(REG, prefix="proj", plain_http=True), rancher_version="v2.7.9",
+                                   cert_manager_version="v1.11.0")
+    script = {f.path: f.content for f in config.files}["rancher-install.sh"]
+    crds = script.index('kubectl apply -f "$KIT/cert-manager/cert-manager.crds.yaml"')
+    cert_manager = script.index(f"helm install cert-manager oci://{REG}/proj/charts/cert-manager --version v1.11.0 "
+                                "--plain-http")
+    rancher = script.index(f"helm install rancher oci://{REG}/proj/charts/rancher --version 2.7.9 --plain-http")
+    assert crds < cert_manager < rancher
+    assert "-f cert-manager-values.yaml" in script and "-f rancher-values.yaml" in script
 
 
 def test_rke_private_registries():

@@ -215,7 +215,7 @@ def test_pull_records_where_each_list_came_from_in_the_bundle(host, env, seeded_
     host.serve(path, body)
     bundle = tmp_path / "bundle.tar.zst"
     result = run_mirror("pull", "--mode", "docker", "--rancher-version", "v2.99.0", "--no-registry-image",
-                        *seeded_source.mirror_args, "-o", bundle, "-q", env=env)
+                        "--no-charts", *seeded_source.mirror_args, "-o", bundle, "-q", env=env)
     assert result.returncode == 0, result.stderr
     assert f"mirror: rancher v2.99.0: fetched {host.url}{path}" in result.stderr
     inspected = json.loads(run_mirror("inspect", bundle, "--json").stdout)
@@ -309,6 +309,7 @@ def test_pull_records_the_arm64_rke2_list_in_the_bundle(host, env, seeded_source
     bundle = tmp_path / "bundle.tar.zst"
     result = run_mirror("pull", "--mode", "rke2", "--rke2-version", RKE2, "--rancher-version", "v2.99.0",
                         "--platform", "linux/arm64", "--no-registry-image", "--exclude", "cert-manager",
+                        "--no-charts", "--no-files",
                         *seeded_source.mirror_args, "-o", bundle, "-q", env=env)
     assert result.returncode == 0, result.stderr
     topology = json.loads(run_mirror("inspect", bundle, "--json").stdout)["topology"]

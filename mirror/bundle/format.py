@@ -37,6 +37,35 @@ def blob_name(digest: str) -> str:
 
 
 @dataclass
+class ArtifactRecord:
+    """What a chart or file artifact is, beside its image record (mirror/kit): for inspect and extract."""
+
+    kind: str  # "chart" or "file"
+    name: str  # the chart's name, or the file's
+    version: str
+    url: str  # where it was downloaded from
+    folder: str  # the folder extract writes it to
+    file: str  # its name on disk
+    layer: str  # the digest of its one layer: the file, byte for byte
+    size: int
+    executable: bool = False
+    checked_by: str | None = None  # the index or sha256sum file its digest was checked against
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ArtifactRecord":
+        strings = {key: data[key] for key in ("kind", "name", "version", "url", "folder", "file", "layer")}
+        if not all(isinstance(value, str) for value in strings.values()):
+            raise ValueError(f"artifact {data.get('name')!r} has a field that is not a string")
+        checked_by = data.get("checked_by")
+        record = cls(**strings, size=_size(data["size"]), executable=data.get("executable") is True,
+                     checked_by=checked_by if isinstance(checked_by, str) else None)
+        if record.kind not in ("chart", "file"):
+            raise ValueError(f"artifact kind {record.kind!r}")
+        digest_hex(record.layer)
+        return record
+
+
+@dataclass
 class ImageRecord:
     source: str  # full normalised source reference with tag
     digest: str  # the top manifest/index stored in the bundle
@@ -46,6 +75,7 @@ class ImageRecord:
     blobs: list[str]  # everything the image needs below its top digest
     narrowed_from: str | None = None  # original index digest when --platform narrowed it
     manifests: list[str] = field(default_factory=list)  # which of `blobs` are child manifests (push needs it)
+    artifact: ArtifactRecord | None = None  # a kit chart or file (mirror/kit) rather than an image
 
     @property
     def tag(self) -> str | None:
@@ -62,6 +92,7 @@ class ImageRecord:
             blobs=list(data.get("blobs") or []),
             narrowed_from=data.get("narrowed_from"),
             manifests=list(data.get("manifests") or []),
+            artifact=ArtifactRecord.from_json(data["artifact"]) if data.get("artifact") else None,
         )
         for digest in [record.digest, *record.blobs, *record.manifests, *filter(None, [record.narrowed_from])]:
             digest_hex(digest)
@@ -156,7 +187,7 @@ class BundleManifest:
                 "images_size": self.images_size,
                 "shared_savings": self.shared_savings,
             },
-            "images": [asdict(image) for image in self.images],
+            "images": [_image_json(image) for image in self.images],
             "blobs": dict(self.blobs),
             "omitted": list(self.omitted),
         }
@@ -212,6 +243,14 @@ class BundleManifest:
         if manifest.topology is not None and not isinstance(manifest.topology, dict):
             raise IntegrityError(f"malformed {BUNDLE_MANIFEST}: topology is not an object")
         return manifest
+
+
+def _image_json(image: ImageRecord) -> dict[str, Any]:
+    """An image's record; ``artifact`` only on a kit chart or file, so image records read as before."""
+    doc = asdict(image)
+    if doc["artifact"] is None:
+        del doc["artifact"]
+    return doc
 
 
 def _base_ids(value: Any) -> list[str]:

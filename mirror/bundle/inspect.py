@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..model.reference import Reference
+from ..model.target import target_repository
 from ..units import human_size
+from .format import ImageRecord
 from .reader import BundleReader
 
 
@@ -22,6 +25,22 @@ class ImageSummary:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "digest": self.digest, "media_type": self.media_type,
                 "platforms": list(self.platforms), "size": self.size, "narrowed_from": self.narrowed_from}
+
+
+@dataclass
+class ArtifactSummary:
+    """A kit chart or file (mirror/kit) the bundle carries."""
+
+    name: str
+    version: str
+    digest: str  # of its one layer: the file itself
+    size: int
+    url: str
+    reference: str  # where push puts it, below the registry: charts/NAME:VERSION, files/COMPONENT:VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "digest": self.digest, "size": self.size,
+                "url": self.url, "reference": self.reference}
 
 
 @dataclass
@@ -44,6 +63,8 @@ class BundleSummary:
     compressed_size: int  # the file(s) on disk
     parts: int
     images: list[ImageSummary] = field(default_factory=list)
+    charts: list[ArtifactSummary] = field(default_factory=list)
+    files: list[ArtifactSummary] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +74,8 @@ class BundleSummary:
             "stored_size": self.stored_size, "images_size": self.images_size,
             "shared_savings": self.shared_savings, "compressed_size": self.compressed_size, "parts": self.parts,
             "images": [image.to_json() for image in self.images],
+            "charts": [chart.to_json() for chart in self.charts],
+            "files": [file.to_json() for file in self.files],
         }
 
     def render_text(self) -> str:
@@ -78,16 +101,30 @@ class BundleSummary:
             rows.append((image.source, ",".join(image.platforms) or "-", human_size(image.size), digest))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines.append("")
-        for row in rows:
+        for row in rows if self.images or not (self.charts or self.files) else []:
             lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip())
+        for title, artifacts in (("CHART", self.charts), ("FILE", self.files)):
+            if artifacts:
+                lines.append("")
+                lines += _artifact_rows(title, artifacts)
         lines.append("")
         lines.append(
-            f"{len(self.images)} image(s), {self.blobs} blob(s): {human_size(self.images_size)} as separate images, "
+            f"{len(self.images)} image(s), " + "".join(
+                f"{len(found)} {what}(s), " for what, found in (("chart", self.charts), ("file", self.files))
+                if found) + f"{self.blobs} blob(s): {human_size(self.images_size)} as separate images, "
             f"{human_size(self.stored_size)} stored ({human_size(self.shared_savings)} saved by sharing), "
             f"{human_size(self.compressed_size)} compressed"
             + (f" in {self.parts} parts" if self.parts > 1 else "")
         )
         return "\n".join(lines) + "\n"
+
+
+def _artifact_rows(title: str, artifacts: list[ArtifactSummary]) -> list[str]:
+    rows = [(title, "VERSION", "SIZE", "DIGEST", "SOURCE")]
+    rows += [(a.name, a.version, human_size(a.size), a.digest[:19], a.url) for a in artifacts]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:<19}  {r[4]}".rstrip()
+            for r in rows]
 
 
 def summarize_bundle(path: Path) -> BundleSummary:
@@ -116,7 +153,16 @@ def summarize_bundle(path: Path) -> BundleSummary:
         images=[
             ImageSummary(image.source, image.digest, image.media_type, list(image.platforms),
                          manifest.image_size(image), image.narrowed_from)
-            for image in manifest.images
+            for image in manifest.images if image.artifact is None
         ],
+        charts=_artifacts(manifest.images, "chart"),
+        files=_artifacts(manifest.images, "file"),
     )
+
+
+def _artifacts(images: list[ImageRecord], kind: str) -> list[ArtifactSummary]:
+    return [ArtifactSummary(image.artifact.name, image.artifact.version, image.artifact.layer, image.artifact.size,
+                            image.artifact.url, target_repository(Reference.parse(image.source))
+                            + f":{image.tag}")
+            for image in images if image.artifact is not None and image.artifact.kind == kind]
 

@@ -19,7 +19,7 @@ from typing import BinaryIO, Iterator
 
 import zstandard
 
-from ..errors import IntegrityError, UsageError
+from ..errors import IntegrityError
 from .format import BLOB_NAME, BUNDLE_MANIFEST, INDEX_JSON, MAX_DOCUMENT_SIZE, OCI_LAYOUT, BundleManifest
 from .parts import bundle_parts
 

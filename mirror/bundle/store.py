@@ -30,6 +30,15 @@ class BlobStore:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def missing_bytes(self, digest: str, size: int) -> int:
+        """Bytes of a ``size``-byte blob still to be written here: none when it is in, else what its partial lacks."""
+        if self.has(digest):
+            return 0
+        try:
+            return max(0, size - self.partial_path(digest).stat().st_size)
+        except FileNotFoundError:
+            return size
+
     def size(self, digest: str) -> int:
         return self.path(digest).stat().st_size
 

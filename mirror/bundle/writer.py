@@ -119,6 +119,11 @@ def write_bundle(
         raise
 
 
+def tar_size(size: int) -> int:
+    """What an entry of ``size`` bytes takes in the bundle's tar before compression: its header and padding."""
+    return BLOCK + -(-size // BLOCK) * BLOCK
+
+
 def capped_part_size(requested: int) -> int:
     """Parts never exceed FAT32's largest file, 4 GiB - 1: ``--split-size 4G`` means "fits FAT32"."""
     if requested <= 0:

@@ -197,6 +197,8 @@ RegistryOption = typer.Option(
 LocalRegistryOption = typer.Option(
     False, "--local-registry", help="The registry `mirror registry up` started here (the default).")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+NoSpaceCheckOption = typer.Option(
+    False, "--no-space-check", help="Start even when the free space looks too small for what this run writes.")
 
 # What picks a topology's image list; `mirror pull` and `mirror lists` take the same options.
 ModeOption = typer.Option(None, "--mode", help="Topology: k3s, rke, rke2 or docker (see `mirror lists`).")

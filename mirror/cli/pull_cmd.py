@@ -15,12 +15,16 @@ from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
     InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
-    NoRegistryImageOption, PlainHttpRegistryOption, OfflineListsOption, PlatformOption, QuietOption,
-    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors, parse_platforms, select_images,
-    source_access, topology_versions,
+    NoRegistryImageOption, NoSpaceCheckOption, PlainHttpRegistryOption, OfflineListsOption, PlatformOption,
+    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors, parse_platforms,
+    select_images, source_access, topology_versions,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
+from .kit_options import (
+    ChartOption, FileOption, NoChartsOption, NoFilesOption, RancherChartRepoOption, WithAirgapImagesOption,
+    select_kit,
+)
 
 if TYPE_CHECKING:
     from ..installer import PendingInstaller
@@ -45,6 +49,12 @@ def pull_command(
     no_registry_image: bool = NoRegistryImageOption,
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
+    no_charts: bool = NoChartsOption,
+    no_files: bool = NoFilesOption,
+    chart: Optional[list[str]] = ChartOption,
+    file: Optional[list[str]] = FileOption,
+    rancher_chart_repo: str = RancherChartRepoOption,
+    with_airgap_images: bool = WithAirgapImagesOption,
     downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
     platform: Optional[list[str]] = PlatformOption,
     source_mirror: Optional[list[str]] = SourceMirrorOption,
@@ -83,6 +93,7 @@ def pull_command(
         False, "--with-installer",
         help="Also write mirror's offline installer beside the bundle (NAME.mirror-installer.tar.gz and its "
              ".sha256), made before any image is fetched."),
+    no_space_check: bool = NoSpaceCheckOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -96,12 +107,15 @@ def pull_command(
         images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
         platforms=platforms, offline_lists=offline_lists, ca_file=ca_file, downstream_versions=downstream_versions)
     refs, topology = selection.images, selection.topology
-    if not refs:
-        raise UsageError("no images to pull: name images, --images-file or --mode")
     if output is None and not dry_run:
         raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
     if output is not None and not dry_run:
         _check_output(output, force)
+    kit = select_kit(topology, platforms, no_charts=no_charts, no_files=no_files, charts=chart, files=file,
+                     rancher_chart_repo=rancher_chart_repo, with_airgap_images=with_airgap_images,
+                     offline_lists=offline_lists, keep_going=keep_going, ca_file=ca_file)
+    if not refs and not kit.items:
+        raise UsageError("no images to pull: name images, --images-file or --mode")
     sources, settings_for = source_access(source_mirror or [], plain_http_registry or [], insecure_registry or [],
                                           ca_file, jobs)
     request = PullRequest(
@@ -118,6 +132,11 @@ def pull_command(
         compression_level=level,
         part_size=parse_size(split_size, "--split-size") if split_size else None,
         base=load_base(base) if base else None,
+        kit=kit.items,
+        kit_fetcher=kit.fetcher,
+        kit_failures=kit.failures,
+        kit_causes=kit.causes,
+        space_check=not no_space_check,
         wait_for_limit=wait_for_limit,
         log=lambda line: typer.echo(f"mirror: {line}", err=True),
     )
@@ -141,7 +160,7 @@ def pull_command(
                                           if made else {})})
     elif result.bundle:
         typer.echo(f"wrote {result.kind} bundle {result.bundle.path} ({human_size(result.bundle.size)}, "
-                   f"{len(result.images)} images, {human_size(result.total_blob_bytes)} of content; "
+                   f"{_counted(result.images)}, {human_size(result.total_blob_bytes)} of content; "
                    f"downloaded {human_size(result.downloaded_bytes)}, reused {human_size(result.reused_bytes)})")
         for part in result.bundle.parts if len(result.bundle.parts) > 1 else []:
             typer.echo(f"  part {part}")
@@ -153,6 +172,13 @@ def pull_command(
         typer.echo(f"mirror: deferred: {result.deferral}", err=True)
     if result.failures or result.deferred:
         raise typer.Exit(int(result.exit_code))
+
+
+def _counted(records: list) -> str:
+    """``N images`` and, when the kit is carried, ``N charts, N files``."""
+    kinds = [record.artifact.kind if record.artifact else "image" for record in records]
+    return ", ".join(f"{kinds.count(kind)} {kind}s" for kind in ("image", "chart", "file")
+                     if kinds.count(kind) or kind == "image")
 
 
 def _build_installer(output: Path, quiet: bool) -> PendingInstaller:
@@ -208,12 +234,14 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool, trimme
     unique = _contents(image for image in resolution.images if str(image.ref) not in left_out)
     base = request.base.digests if request.base else set()
     shipped = {digest: size for digest, size in unique.items() if digest not in base}
+    kit = {kind: [{"name": item.name, "version": item.version, "url": item.url} for item in request.kit
+                  if item.kind == kind] for kind in ("chart", "file")}
     saved = {digest: size for digest, size in _contents(i for i in resolution.images if str(i.ref) in left_out).items()
              if digest not in unique and digest not in base}
     unmeasured = sum(1 for ref in left_out if ref in resolution.failures or ref in resolution.deferred)
     if json_report:
         report = {"images": [str(r) for r in request.images], "download_bytes": sum(shipped.values()),
-                  "unresolved": failures}
+                  "unresolved": failures, "charts": kit["chart"], "files": kit["file"]}
         if request.base:
             report.update(base=request.base.ids, shipped_blobs=len(shipped), omitted_blobs=len(unique) - len(shipped),
                           omitted_bytes=sum(unique.values()) - sum(shipped.values()))
@@ -225,7 +253,11 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool, trimme
     else:
         for ref in request.images:
             typer.echo(str(ref))
+        for item in request.kit:  # found upstream already; their sizes are known only once downloaded
+            typer.echo(f"{item.kind} {item.name} {item.version} {item.url}")
         summary = f"{len(request.images)} images, {human_size(sum(shipped.values()))} to download"
+        if request.kit:
+            summary += f" (and {len(kit['chart'])} chart(s), {len(kit['file'])} file(s))"
         if request.base:
             summary += (f" and ship ({len(shipped)} blob(s); {len(unique) - len(shipped)} blob(s), "
                         f"{human_size(sum(unique.values()) - sum(shipped.values()))} left to the base)")

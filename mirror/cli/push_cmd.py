@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -12,8 +13,8 @@ import typer
 from ..progress import Progress
 from .app import app
 from .common import (
-    CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, handle_errors, target_registries,
+    CaFileOption, InsecureOption, JobsOption, JsonOption, NoSpaceCheckOption, PasswordStdinOption, PlainHttpOption,
+    QuietOption, UsernameOption, handle_errors, target_registries,
 )
 from ..errors import ExitCode, UsageError
 from ..units import human_size, parse_size
@@ -38,10 +39,12 @@ def push_command(
     window: str = typer.Option("512M", "--window", help="Spool (memory + temp disk) for blobs in flight."),
     spool_dir: Optional[Path] = typer.Option(None, "--spool-dir", help="Where spooled blobs go (default: $TMPDIR)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go where; contact nothing."),
+    no_space_check: bool = NoSpaceCheckOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Stream a bundle into a registry: concurrent uploads, every digest verified."""
+    from ..server.storage import managed_registry
     from ..transfer.push import PushRequest, push_all
     from ..units import MIB
 
@@ -50,6 +53,7 @@ def push_command(
         raise UsageError(f"--registry {', '.join(r for r in given if r)}: each registry once")
     first, *also = target_registries(given, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
                                      username=username, password_stdin=password_stdin, jobs=jobs)
+    managed = managed_registry(first.host)  # the registry `up` manages, if the first target is it
     request = PushRequest(
         bundle=bundle,
         target=first,
@@ -58,7 +62,10 @@ def push_command(
         window=max(parse_size(window, "--window"), MIB),
         spool_dir=spool_dir,
         dry_run=dry_run,
+        space_check=not no_space_check,
+        registry_data_dir=managed.data_dir if managed else None,
     )
+    started = datetime.now(timezone.utc)
     # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it
     # again each time the many short-lived request objects of a push trigger a full collection.
     gc.freeze()
@@ -74,7 +81,8 @@ def push_command(
             _print_result(result, dry_run, quiet)
     failed = [r for r in results if r.failures]
     for result in failed:
-        report_failures(result.failures)
+        explained = managed is not None and result is results[0]
+        report_failures(result.failures, managed.explain(result.causes, started) if explained else result.causes)
     if failed:
         raise typer.Exit(int(_worst(results)))
 

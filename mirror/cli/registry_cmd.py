@@ -1,9 +1,10 @@
 """``mirror registry up|down|status``: a registry on the bastion in one command.
 
 Exit codes: 0 done; 2 the request or the host is not fit (port taken, data
-dir not writable, Docker Engine refused, no registry image in the bundle,
-bad flags) and nothing was started; 1 the registry started but did not
-answer (it was stopped again); ``status`` exits 1 when no registry runs.
+dir not writable or too small for the --from-bundle bundle, Docker Engine
+refused, no registry image in the bundle, bad flags) and nothing was
+started; 1 the registry started but did not answer (it was stopped again);
+``status`` exits 1 when no registry runs.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ StateDirOption = typer.Option(
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 EXIT_CODES = ("Exit codes: 0 running; 2 bad flags or unfit host (port in use, data dir not writable, "
               "Docker Engine refused, no registry image in the bundle, another up or down at work, "
-              "a flag changing what nodes use without --reconfigure) and nothing started; "
+              "a flag changing what nodes use without --reconfigure, a data dir too small for the "
+              "--from-bundle bundle) and nothing started; "
               "1 the registry started but never answered (it was stopped again).")
 
 
@@ -79,6 +81,9 @@ def up_command(
         False, "--reconfigure", "--replace",
         help="Change what nodes use (port, address, data dir, TLS, auth; certificate names are only added), "
              "stopping the registry running as recorded [default: refuse]."),
+    no_space_check: bool = typer.Option(
+        False, "--no-space-check", help="Start even when the data dir has too little free space for the "
+                                        "--from-bundle bundle's images it does not hold yet."),
     storage: Optional[str] = typer.Option(
         None, "--storage", help="s3://BUCKET[/PREFIX]: keep the images on S3-compatible object storage (MinIO, "
                                 "Ceph RGW, ...) instead of --data-dir; registries on the same storage serve "
@@ -113,6 +118,7 @@ def up_command(
         tls="none" if no_tls else ("given" if cert else tls), cert=cert, key=key, ca_file=ca_file,
         auth=auth, username=username, bundle=bundle, registry_image=registry_image, engine=engine,
         systemd_unit=print_systemd_unit, container_name=container_name, reconfigure=reconfigure,
+        space_check=not no_space_check,
         storage=storage, s3_endpoint=s3_endpoint, s3_region=s3_region, s3_credentials_file=s3_credentials_file,
         join=join,
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from ..errors import MirrorError, Unreachable
+from ..errors import DiskFull, MirrorError, StorageFull, Unreachable
 
 
 REPORT_SCHEMA = 1  # bumped when a key of any --json report changes meaning or goes away
@@ -31,17 +31,31 @@ def emit_failure_json(message: str, exit_code: int, failures: dict[str, str], ex
 def report_failures(failures: dict[str, str], causes: dict[str, MirrorError] | None = None) -> None:
     """One line per failed image on stderr, naming the image and the cause.
 
-    Images that failed because their registry could not be reached at all
-    get one line per registry instead: an offline pull of 700 images is one
-    line, not 700.
+    A cause every image it hits shares gets one line for all of them: a
+    registry that could not be reached (an offline pull of 700 images is one
+    line, not 700), a registry whose storage is full, a local disk that filled.
     """
-    unreachable: dict[str, list[str]] = {}
+    shared: dict[tuple[str, bool], list[str]] = {}  # the shared line -> the reasons of the images it stands for
     for image, reason in sorted(failures.items()):
-        cause = (causes or {}).get(image)
-        if isinstance(cause, Unreachable):
-            unreachable.setdefault(cause.host, []).append(reason)
-        else:
+        line = _shared_line((causes or {}).get(image))
+        if line is None:
             typer.echo(f"mirror: failed: {image}: {reason}", err=True)
-    for host, reasons in sorted(unreachable.items()):
-        typer.echo(f"mirror: failed: {len(reasons)} image(s) from {host}, which could not be reached; "
-                   f"the first: {reasons[0]}", err=True)
+        else:
+            shared.setdefault(line, []).append(reason)
+    for (words, quote_first), reasons in sorted(shared.items()):
+        first = f"; the first: {reasons[0]}" if quote_first else ""
+        typer.echo(f"mirror: failed: {len(reasons)} image(s) {words}{first}", err=True)
+
+
+def _shared_line(cause: MirrorError | None) -> tuple[str, bool] | None:
+    """For a cause that is the run's, not an image's: the words after "N image(s)", and whether the first
+    image's reason follows them. None for a cause of the image's own."""
+    if isinstance(cause, Unreachable):
+        return f"from {cause.host}, which could not be reached", True
+    if isinstance(cause, StorageFull):
+        where = f"data dir {cause.data_dir}" if cause.data_dir else (f"under {cause.where}" if cause.where else "")
+        return (f"not sent to {cause.host}: registry storage full{f' ({where})' if where else ''}; free space on "
+                "its disk, then run again"), False
+    if isinstance(cause, DiskFull):
+        return f"not sent: {cause}", False
+    return None

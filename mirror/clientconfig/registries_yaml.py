@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import yamltext
+from . import install, yamltext
 from .model import ClientConfig, GeneratedFile, Target
 
 
@@ -83,8 +83,12 @@ def _generate(target: Target, distro: str, embedded_mirror: bool) -> ClientConfi
 
 
 def k3s(target: Target, *, embedded_mirror: bool = False, **_: Any) -> ClientConfig:
-    return _generate(target, "k3s", embedded_mirror)
+    result = _generate(target, "k3s", embedded_mirror)
+    result.files.append(install.k3s_file())
+    return result
 
 
 def rke2(target: Target, *, embedded_mirror: bool = False, **_: Any) -> ClientConfig:
-    return _generate(target, "rke2", embedded_mirror)
+    result = _generate(target, "rke2", embedded_mirror)
+    result.files.append(install.rke2_file())
+    return result

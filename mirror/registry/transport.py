@@ -29,7 +29,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar, U
 import anyio
 import httpx
 
-from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, Unreachable, UsageError
+from ..errors import (
+    AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, StorageFull, Unreachable, UsageError,
+)
 from ..model.numbers import ascii_int
 from ..model.reference import endpoint_host
 from .auth import Authenticator
@@ -254,7 +256,11 @@ class Transport:
                 refreshed = refreshed or authorization is not None
                 continue
             if status == 429 or status >= 500:
-                detail = _error_detail(response, await _error_body(response))
+                body = await _error_body(response)
+                full = _storage_full(self.host, response, body, what)
+                if full is not None:  # no retry: its disk stays full, for every image
+                    raise full
+                detail = _error_detail(response, body)
                 raise Transient(f"answered {status}{detail}", _retry_after(response.headers.get("retry-after")),
                                 status)
             return response
@@ -534,14 +540,52 @@ def describe(exc: BaseException) -> str:
 
 def _error_detail(response: httpx.Response, body: bytes) -> str:
     """`` (CODE: message)`` from the registry's error JSON, when it sent one, on one line and short."""
-    if content_encoding(response):
+    error = _first_error(response, body)
+    if error is None:
         return ""
     try:
-        error = json.loads(body)["errors"][0]
         text = f"{error.get('code', '?')}: {error.get('message', '')}"
-    except (ValueError, RecursionError, KeyError, IndexError, TypeError, AttributeError):
+    except AttributeError:
         return ""
-    return f" ({''.join(c if c.isprintable() else '?' for c in text[:MAX_DETAIL])})"
+    return f" ({_printable(text)})"
+
+
+def _first_error(response: httpx.Response, body: bytes) -> Any:
+    """The first entry of a registry's ``{"errors": [...]}`` answer, whatever its shape; None without one."""
+    if content_encoding(response):
+        return None
+    try:
+        return json.loads(body)["errors"][0]
+    except (ValueError, RecursionError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _printable(text: str) -> str:
+    """A peer's words on one line of ours, and short."""
+    return "".join(c if c.isprintable() else "?" for c in text[:MAX_DETAIL])
+
+
+_NO_SPACE = ("no space left on device", "disk quota exceeded")  # how Go words ENOSPC and EDQUOT ...
+_NO_SPACE_ERRNOS = (28, 122)  # ... and their numbers on Linux, in distribution's {"Enclosed": {"Err": N}}
+_STORAGE_TREE = "/docker/registry/v2/"  # where distribution's filesystem driver keeps everything under its root
+
+
+def _storage_full(host: str, response: httpx.Response, body: bytes, what: str) -> StorageFull | None:
+    """A 5xx saying the registry's own disk is full, as distribution words it: its error's ``detail`` is
+    the driver's error, either text ("write PATH: no space left on device") or ``{"Enclosed": {"Op",
+    "Path", "Err": 28}}``. ``where`` is the storage root the path is under, as the registry names it."""
+    error = _first_error(response, body)
+    detail = error.get("detail") if isinstance(error, dict) else None
+    enclosed = detail.get("Enclosed") if isinstance(detail, dict) else None
+    if isinstance(enclosed, dict) and type(enclosed.get("Err")) is int and enclosed["Err"] in _NO_SPACE_ERRNOS:
+        path = enclosed.get("Path")
+    elif isinstance(detail, str) and any(words in detail.lower() for words in _NO_SPACE):
+        path = next((word.rstrip(":") for word in detail.split() if word.startswith("/")), None)
+    else:
+        return None
+    where = _printable(path.split(_STORAGE_TREE)[0]) if isinstance(path, str) and path else None
+    return StorageFull(f"{what}: registry storage full: {host} answered {response.status_code}, no space left on "
+                       f"its disk{f' (under {where})' if where else ''}", response.status_code, host, where)
 
 
 def _retry_after(value: str | None) -> float | None:

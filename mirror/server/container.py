@@ -76,6 +76,15 @@ def find(client: docker.DockerClient, name: str) -> Container | None:
         return None
 
 
+def log_tail(client: docker.DockerClient, name: str, lines: int) -> list[str]:
+    """The container's last ``lines`` log lines; none when it or the engine cannot say."""
+    try:
+        found = find(client, name)
+        return found.logs(tail=lines).decode(errors="replace").splitlines() if found else []
+    except docker.errors.DockerException:
+        return []
+
+
 def run(client: docker.DockerClient, *, name: str, image: str, config_dir: Path, data_dir: Path,
         state_dir: Path) -> Container:
     try:

@@ -22,6 +22,8 @@ from .imageload import copy_image_blobs, docker_archive, find_registry_image, se
 from .state import RegistryState, StatePaths, local_registry
 
 CONTAINER_NAME = "mirror-registry"
+LOG_TAIL_LINES = 200  # of the registry's log, read when a run's requests failed: enough for the run's errors
+LOG_TAIL_BYTES = 256 << 10
 ENGINES = ("auto", "docker", "binary")
 
 
@@ -75,6 +77,10 @@ class Engine:
     def recorded(self) -> dict[str, str | None]:
         """Engine-specific fields of RegistryState."""
         return {}
+
+    def log_tail(self) -> list[str]:
+        """The registry's last log lines, where this engine keeps them; none otherwise."""
+        return []
 
 
 class DockerEngine(Engine):
@@ -132,6 +138,10 @@ class DockerEngine(Engine):
 
     def recorded(self) -> dict[str, str | None]:
         return {"container": self.container_name, "image": self.image}
+
+    def log_tail(self) -> list[str]:
+        client = self._client or container.reachable()
+        return container.log_tail(client, self.container_name, LOG_TAIL_LINES) if client else []
 
     def _check_container_name(self) -> None:
         """Refuse a name some other container has: `up` replaces only what this state dir made."""
@@ -206,6 +216,14 @@ class BinaryEngine(Engine):
     def running(self) -> bool:
         return binary.running_pid(self.paths.pid_file, self.paths.config) is not None
 
+    def log_tail(self) -> list[str]:
+        try:
+            with open(self.paths.log_file, "rb") as log:
+                log.seek(max(0, log.seek(0, 2) - LOG_TAIL_BYTES))
+                return log.read().decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        except OSError:
+            return []
+
     def stop(self) -> bool:
         return binary.stop(self.paths.pid_file, self.paths.config)
 
@@ -230,6 +248,9 @@ class SystemdEngine(BinaryEngine):
 
     def start(self, data_dir: Path) -> None:
         raise AssertionError("a systemd unit is started by systemctl, not by `up`")
+
+    def log_tail(self) -> list[str]:
+        return []  # the unit logs to the journal; registry.log is an earlier binary run's
 
     def running(self) -> bool:
         return self.state is not None and probe.answers(local_registry(self.state))  # whatever answers is the unit

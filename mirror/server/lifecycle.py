@@ -27,6 +27,7 @@ from .htpasswd import ensure_credentials, read_credentials, write_private
 from .recall import AUTO_NAMES, Requested, Settled, recorded_storage, recorded_tls, settle
 from .state import RegistryState, StatePaths, load_state, local_registry, save_state
 from .statelock import state_lock
+from .storage import check_bundle_fits
 from .tls import CertificateSummary, ensure_tls, install_given, summary
 
 
@@ -56,6 +57,7 @@ class UpOptions:
     reconfigure: bool = False  # change what nodes use (port, address, names, TLS, auth, data dir)
     rotate_password: bool = False  # a new password for the same user (registry restarted with it)
     renew_cert: bool = False  # a new server certificate from the same CA for the same names
+    space_check: bool = True  # with a bundle: refuse a data dir that cannot take it (False: --no-space-check)
     storage: str | None = None  # s3://BUCKET[/PREFIX]: on object storage (objectstore.py), else data_dir
     s3_endpoint: str | None = None
     s3_region: str | None = None
@@ -114,12 +116,14 @@ def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
     engine = choose_engine(settled.engine, paths, notes, systemd_unit=options.systemd_unit,
                            container_name=container_name, bundle=options.bundle, registry_image=registry_image)
     made = (previous.created if previous is not None else []) + made
-    if settled.storage is None:
+    if settled.storage is None:  # on object storage the host keeps no images
         if not data_dir.exists():
             made.append(str(data_dir))
         elif not (data_dir / STORAGE_TREE).exists():
             made.append(str(data_dir / STORAGE_TREE))  # the registry's tree in the user's directory
         _writable_dir(data_dir, "data dir")
+        if options.bundle is not None and options.space_check:
+            check_bundle_fits(data_dir, options.bundle)  # the push that follows would fill the disk
     engine.prepare(options.bundle, registry_image)
 
     if joined is not None:

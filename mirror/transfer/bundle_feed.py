@@ -20,7 +20,7 @@ import anyio.from_thread
 import anyio.to_thread
 
 from ..bundle.reader import BundleEntry, BundleReader
-from ..errors import IntegrityError, MirrorError
+from ..errors import DiskFull, IntegrityError, MirrorError
 from ..model.oci import Manifest
 from ..registry.client import CHUNK_SIZE as CHUNK, BlobSource
 from ..units import MIB
@@ -207,8 +207,11 @@ class BundleFeed:
             spool.finish(error)
 
     def _spool_error(self, exc: OSError) -> MirrorError:
-        return MirrorError(f"cannot write the push spool in {self.spool_dir} ({exc}); free some space "
-                           "there, or pass --spool-dir elsewhere or a smaller --window")
+        """Named by the directory the user chose (--spool-dir, else $TMPDIR), not the temp dir inside it."""
+        where = self.spool_dir.parent
+        said = (f"cannot write the push spool in {where} ({exc.strerror or exc}); free some space there, or "
+                "pass --spool-dir elsewhere or a smaller --window")
+        return DiskFull(said, str(where), exc.strerror) if exc.errno in DiskFull.ERRNOS else MirrorError(said)
 
     def _stream_through(self, entry: BundleEntry) -> None:
         """A blob larger than the window: upload straight from the tar, one attempt."""

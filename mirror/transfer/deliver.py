@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator, Callable
 
 import anyio
 
-from ..errors import ExitCode, IntegrityError, MirrorError, RegistryError, worst_exit_code
+from ..errors import ExitCode, IntegrityError, MirrorError, RegistryError, StorageFull, worst_exit_code
 from ..model.oci import Manifest
 from ..registry.client import BlobSource, RegistryClient
 from .plan import ImagePlan, Target
@@ -46,9 +46,11 @@ class DeliveryReport:
     base: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     exit_code: ExitCode = ExitCode.OK
+    causes: dict[str, MirrorError] = field(default_factory=dict, repr=False)  # failures' errors, for one line per cause
 
     def to_json(self) -> dict[str, Any]:
-        report = {key: (int(value) if key == "exit_code" else value) for key, value in self.__dict__.items()}
+        report = {key: (int(value) if key == "exit_code" else value) for key, value in self.__dict__.items()
+                  if key != "causes"}
         report["images"] = sorted(self.images, key=lambda image: (image["source"], image["target"]))
         return report
 
@@ -70,7 +72,6 @@ class Delivery:
         self.manifests: dict[str, Manifest] = {}  # every manifest handed over, by digest
         self.uploading: set[str] = set()  # blobs handed over whose upload has not finished
         self.fatal: MirrorError | None = None
-        self.errors: list[MirrorError] = []
         self.present_before: dict[str, set[str]] = defaultdict(set)  # repository -> manifests there at the survey
         for (digest, repository), outcome in presence.outcomes.items():
             if outcome.ok and digest in presence.manifest_repos:
@@ -99,7 +100,9 @@ class Delivery:
                 presence[digest, repository].succeed()
         except MirrorError as exc:
             presence.fail_blob(digest, exc)
-            if _registry_unwell(exc) and self.fatal is None:
+            if isinstance(exc, StorageFull) and self.fatal is None:
+                self.fatal = exc  # the one reason for every image left
+            elif _registry_unwell(exc) and self.fatal is None:
                 self.fatal = RegistryError(f"not sent: {self.target.host} stopped answering "
                                            f"(first failure: {exc})", exc.status)
         finally:
@@ -165,6 +168,8 @@ class Delivery:
             self.report.manifests_pushed += 1
         except MirrorError as exc:
             outcome.fail(exc)
+            if isinstance(exc, StorageFull) and self.fatal is None:
+                self.fatal = exc
 
     async def _children_present(self, manifest: Manifest, repository: str) -> bool:
         for child in manifest.children():
@@ -226,11 +231,11 @@ class Delivery:
             error = error or self.fatal
             assert error is not None
             self.report.failures[plan.record.source] = f"to {self.target.host}/{plan.target}: {error}"
-            self.errors.append(error)
+            self.report.causes[plan.record.source] = error
 
         await each(self.plans, one, len(self.plans))
         if self.report.failures:
-            self.report.exit_code = worst_exit_code(self.errors)
+            self.report.exit_code = worst_exit_code(self.report.causes.values())
 
 
 def _registry_unwell(error: MirrorError) -> bool:

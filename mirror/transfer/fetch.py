@@ -77,6 +77,10 @@ class Fetch:
         self.verified: set[str] = set()  # hashed on the way in by this process
         self._send, self._receive = anyio.create_memory_object_stream[str](math.inf)
 
+    def new(self, blobs: dict[str, int]) -> dict[str, int]:
+        """Of ``blobs``, those ``want`` would add: not queued yet, not left to the base."""
+        return {digest: size for digest, size in blobs.items() if digest not in self.wanted and digest not in self.skip}
+
     def want(self, blobs: dict[str, int], location: Location) -> None:
         """Queue blobs (digest -> size) unless present, queued already or left to the base."""
         for digest, size in sorted(blobs.items(), key=lambda item: -item[1]):

@@ -8,9 +8,12 @@
    from the work dir into the bundle as soon as it is there.
 
 An image that cannot be resolved or whose blob fails is a failure; without
-``keep_going`` any failure means no bundle at all. A full disk (work dir or
-bundle) ends the whole pull in one line naming the directory and about how
-much more it needs.
+``keep_going`` any failure means no bundle at all. Each image's blobs are
+charged to the work dir's and the bundle's file systems before its downloads
+start (``_Room``, diskspace.py): once the pull no longer fits in what was
+free when it began, it stops (exit 2) before the disk fills. A disk that
+fills anyway (``--no-space-check``, other writers) ends the whole pull in one
+line naming the directory and about how much more it needs.
 
 A source registry's rate limit (budget.py) is read before any manifest GET;
 what it cannot pay for is deferred: the blobs of what was resolved are still
@@ -27,17 +30,23 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
 from ..bundle.format import BundleManifest, ImageRecord
 from ..bundle.store import BlobStore
-from ..bundle.writer import WrittenBundle, plan_blobs, write_bundle
-from ..errors import DiskFull, ExitCode, ImagesFailed, MirrorError, UsageError, worst_exit_code
+from ..bundle.writer import WrittenBundle, plan_blobs, tar_size, write_bundle
+from ..diskspace import Space
+from ..errors import DiskFull, ExitCode, ImagesFailed, MirrorError, NoRoom, UsageError, worst_exit_code
+from ..kit.artifact import Artifact
+from ..kit.collect import Collected, collect
+from ..kit.fetcher import KitFetcher
+from ..kit.items import KitItem
 from ..model.oci import Platform
 from ..model.reference import Reference
-from ..model.upstream import SourceMap
+from ..model.upstream import Location, SourceMap
 from ..progress import Progress
 from ..registry.pool import ClientPool
 from ..registry.settings import RegistrySettings
@@ -65,9 +74,14 @@ class PullRequest:
     part_size: int | None = None
     base: Base | None = None  # with a base: a delta bundle, leaving out what the base holds
     only_if_changed: bool = False  # with a base: write no bundle when the base holds everything
+    space_check: bool = True  # False: --no-space-check
     http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
     wait_for_limit: bool = False  # a spent rate limit is waited for, not deferred to the next run
     log: Callable[[str], None] = lambda line: None  # a line for the user: a wait for a rate limit
+    kit: list[KitItem] = field(default_factory=list)  # charts and files, downloaded beside the images
+    kit_fetcher: KitFetcher | None = None
+    kit_failures: dict[str, str] = field(default_factory=dict)  # items found missing upstream (keep_going)
+    kit_causes: dict[str, MirrorError] = field(default_factory=dict)
 
     @property
     def store_dir(self) -> Path:
@@ -124,6 +138,13 @@ def _base_holds_all(base: Base, images: list[ResolvedImage]) -> bool:
         digest in base.digests for image in images for digest in image.blobs)
 
 
+def artifact_image(artifact: Artifact) -> ResolvedImage:
+    """A kit artifact as pull carries an image: its manifest, config and layer already in the work dir."""
+    url = urlsplit(artifact.item.url)
+    return ResolvedImage(artifact.item.reference, Location(url.netloc, url.path), artifact.manifest, [],
+                         dict(artifact.blobs), [], fetched=dict(artifact.blobs), artifact=artifact.record)
+
+
 def resolver(request: PullRequest, pool: ClientPool, store: BlobStore | None, budget: Budget | None) -> Resolver:
     return Resolver(pool, request.sources, request.platforms, request.jobs, store, budget)
 
@@ -166,11 +187,7 @@ def bundle_manifest(request: PullRequest, images: list[ResolvedImage]) -> Bundle
 def _stopped_by_full_disk(full: DiskFull, request: PullRequest, store: BlobStore, fetch: Fetch) -> DiskFull:
     """One line for a full disk: which directory, and about how much more this pull needs on its filesystem
     (the blobs still to download when the work dir is there, the bundle when it is)."""
-    def on_disk(path: Path) -> int:
-        return path.stat().st_size if path.exists() else 0
-
-    to_fetch = sum(declared - on_disk(store.partial_path(digest)) for digest, (declared, _) in fetch.wanted.items()
-                   if not store.has(digest))
+    to_fetch = sum(store.missing_bytes(digest, declared) for digest, (declared, _) in fetch.wanted.items())
     bundle = sum(declared for declared, _ in fetch.wanted.values())  # about the compressed bundle: layers are gzip'd
     device = os.stat(full.directory).st_dev
     needed = ((to_fetch if os.stat(store.root).st_dev == device else 0)
@@ -181,6 +198,36 @@ def _stopped_by_full_disk(full: DiskFull, request: PullRequest, store: BlobStore
                     "(-o) on a larger disk", full.directory, full.reason)
 
 
+class _Room:
+    """The pull's space check: each resolved image is charged before its downloads start.
+
+    Its manifests and its blobs not charged yet go into the bundle; those not in the
+    work dir yet (less what a partial holds) into the work dir; on one file system both.
+    """
+
+    def __init__(self, request: PullRequest, store: BlobStore, fetch: Fetch):
+        self.space = Space("this pull")
+        advice = "free some, or put the work dir (--work-dir) or the bundle (-o) on a larger disk"
+        self.bundle = self.space.where(request.output.parent, "the bundle", advice)
+        self.work = self.space.where(store.root, "the work dir", advice)
+        self.store, self.fetch, self.total = store, fetch, len(request.images)
+        self.manifests: set[str] = set()
+        self.admitted = 0
+
+    def admit(self, image: ResolvedImage) -> None:
+        """Charge ``image``; NoRoom once the pull no longer fits (then nothing of it was queued)."""
+        manifests = [len(m.data) for m in image.manifests if m.digest not in self.manifests]
+        self.manifests.update(m.digest for m in image.manifests)
+        blobs = self.fetch.new(image.blobs)
+        # A config fetched while resolving is in the store already, but was written after the free space was measured.
+        self.work.add_files([*manifests, *(size if digest in image.fetched else self.store.missing_bytes(digest, size)
+                                           for digest, size in blobs.items())])
+        self.bundle.add(sum(tar_size(size) for size in [*manifests, *blobs.values()]))
+        self.admitted += 1
+        self.space.check(None if self.admitted == self.total else
+                         f"for the {self.admitted} of {self.total} images resolved so far")
+
+
 async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStore, progress: Progress,
                  verified: set[str], wait_for: Callable[[str], None] | None = None) -> WrittenBundle:
     with progress.bar(manifest.total_size, "writing bundle") as bar:
@@ -188,6 +235,11 @@ async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStor
             lambda: write_bundle(request.output, manifest, store, level=request.compression_level,
                                  part_size=request.part_size, progress=bar.update, verified=verified,
                                  wait_for=wait_for))
+
+
+async def _collect_kit(request: PullRequest, store: BlobStore, into: Collected) -> None:
+    collected = await collect(request.kit, store, request.kit_fetcher or KitFetcher())
+    into.artifacts, into.failures, into.causes = collected.artifacts, collected.failures, collected.causes
 
 
 async def pull(request: PullRequest, progress: Progress) -> PullResult:
@@ -201,23 +253,46 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     """
     if not request.output.parent.is_dir():
         raise UsageError(f"cannot write {request.output}: directory {request.output.parent} does not exist")
+    made_work_dir = request.work_dir is None and not request.store_dir.exists()
     if request.work_dir is None:  # ours, at a name anyone can predict; a --work-dir is the user's choice
         own_directory(request.store_dir)
     store = BlobStore(request.store_dir)
     base = request.base or Base()
     bundle: WrittenBundle | None = None
     writer_error: BaseException | None = None
+    refused: list[NoRoom] = []
     async with ClientPool(request.settings_for, request.http_transport) as pool:
         budget = Budget(pool, wait=request.wait_for_limit, log=request.log)
         await budget.survey(request.sources, request.images)
         fetch = Fetch(store, pool, request.jobs, skip=base.digests)
+        room = _Room(request, store, fetch) if request.space_check else None
         arrivals = Arrivals()
+        kit = Collected()
         async with anyio.create_task_group() as tg:
+
+            def resolved(image: ResolvedImage) -> None:
+                """Its downloads start at once, if the pull still fits; else the pull stops here."""
+                if refused:
+                    return
+                try:
+                    if room is not None:
+                        room.admit(image)
+                except NoRoom as exc:
+                    refused.append(exc)
+                    tg.cancel_scope.cancel()
+                    return
+                fetch.want(image.blobs, image.location)
+
             tg.start_soon(fetch.run, arrivals, progress, True)
-            resolution = await resolver(request, pool, store, budget).resolve_all(
-                request.images, progress, lambda image: fetch.want(image.blobs, image.location))
+            async with anyio.create_task_group() as first:  # the kit downloads while the images resolve
+                if request.kit:
+                    first.start_soon(_collect_kit, request, store, kit)
+                resolution = await resolver(request, pool, store, budget).resolve_all(request.images, progress,
+                                                                                      resolved)
             fetch.no_more()
-            images, failures, causes = resolution.images, resolution.failures, resolution.causes
+            images = resolution.images + [artifact_image(artifact) for artifact in kit.artifacts]
+            failures = {**resolution.failures, **request.kit_failures, **kit.failures}
+            causes = {**resolution.causes, **request.kit_causes, **kit.causes}
             deferred = resolution.deferred
             unchanged = request.only_if_changed and not failures and not deferred and _base_holds_all(base, images)
             if deferred:
@@ -239,6 +314,10 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                 except Exception as exc:  # kept out of the task group, so it surfaces as itself
                     writer_error = exc
                     tg.cancel_scope.cancel()
+    if refused:  # before the disk filled: a work dir this run made held only manifests and the first downloads
+        if made_work_dir:
+            shutil.rmtree(request.store_dir, ignore_errors=True)
+        raise refused[0]
     full = next((e for e in (writer_error, *fetch.failed.values(), *causes.values()) if isinstance(e, DiskFull)),
                 None)
     if full is not None:  # the disk, not the images: no use going on with the others

@@ -19,7 +19,9 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from ..bundle.format import BundleManifest
 from ..bundle.reader import BundleReader
+from ..diskspace import Space
 from ..errors import MirrorError
 from ..model.oci import Manifest
 from ..progress import Progress
@@ -42,6 +44,8 @@ class PushRequest:
     window: int = 512 * MIB  # bytes of spool (memory + temp disk) at most
     spool_dir: Path | None = None
     dry_run: bool = False
+    space_check: bool = True  # False: --no-space-check
+    registry_data_dir: Path | None = None  # the target is the registry `up` manages: its data dir
     http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
     also: tuple[Target, ...] = ()  # more registries written from the same read of the bundle (docs/ha.md)
 
@@ -149,6 +153,9 @@ async def _prepare(request: PushRequest, target: Target, reader: BundleReader, c
     delivery.report.mounted_blobs = await presence.mount_known(client, request.jobs, sources.blobs)
     to_upload = presence.missing_blobs
     _refuse_omitted(target, reader, presence, to_upload)
+    if request.space_check:  # before any upload; the data dir is the first target's (the registry `up` manages)
+        _check_space(request, manifest, to_upload, presence,
+                     request.registry_data_dir if target is request.target else None)
     copies = [await client.get_manifest(repository, digest) for digest, repository in sources.manifests.items()]
     return _Prepared(delivery, to_upload, copies, in_place)
 
@@ -158,7 +165,26 @@ def _failed(target: Target, reader: BundleReader, error: MirrorError) -> Deliver
     report = DeliveryReport(registry=target.host, exit_code=error.exit_code)
     for plan in plan_images(reader.manifest.images, target.prefix):
         report.failures[plan.record.source] = f"to {target.host}/{plan.target}: {error}"
+        report.causes[plan.record.source] = error
     return report
+
+
+def _check_space(request: PushRequest, manifest: BundleManifest, to_upload: set[str], presence: Presence,
+                 registry_data_dir: Path | None) -> None:
+    """NoRoom (exit 2) when the spool cannot hold what it may hold at once (the window, or the blobs it will
+    spool when they are fewer; larger ones are streamed through), or the data dir of the registry `up`
+    manages what will be uploaded into it."""
+    sizes = [manifest.blobs.get(digest, 0) for digest in to_upload]
+    space = Space("this push")
+    spool = request.spool_dir or Path(tempfile.gettempdir())
+    space.where(spool, "the push spool", "free some, or pass --spool-dir elsewhere or a smaller --window").add(
+        min(request.window, sum(size for size in sizes if size <= request.window)))
+    if registry_data_dir is not None:
+        manifests = [digest for digest, repositories in presence.manifest_repos.items()
+                     if any(not presence[digest, repository].ok for repository in repositories)]
+        space.where(registry_data_dir, "the registry's data dir", "free some there").add_files(
+            [*sizes, *(manifest.blobs.get(digest, 0) for digest in manifests)])
+    space.check()
 
 
 def _refuse_omitted(target: Target, reader: BundleReader, presence: Presence, to_upload: set[str]) -> None:

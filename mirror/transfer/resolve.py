@@ -22,7 +22,7 @@ from typing import Callable
 
 import anyio
 
-from ..bundle.format import ImageRecord
+from ..bundle.format import ArtifactRecord, ImageRecord
 from ..bundle.store import BlobStore
 from ..errors import MirrorError, UsageError
 from ..model import graph
@@ -46,6 +46,7 @@ class ResolvedImage:
     platforms: list[str]
     narrowed_from: str | None = None
     fetched: dict[str, int] = field(default_factory=dict)  # blobs already downloaded while resolving
+    artifact: ArtifactRecord | None = None  # a kit chart or file, built rather than resolved
 
     @property
     def manifests(self) -> list[Manifest]:
@@ -62,6 +63,7 @@ class ResolvedImage:
             blobs=needed,
             narrowed_from=self.narrowed_from,
             manifests=[m.digest for m in self.children],
+            artifact=self.artifact,
         )
 
 

@@ -140,6 +140,10 @@ class SyncResult:
     def failures(self) -> dict[str, str]:
         return {i.source: i.error or "" for i in self.images if i.action == "failed"} | self.prune_failures
 
+    @property
+    def causes(self) -> dict[str, MirrorError]:
+        return {i.source: i.exception for i in self.images if i.action == "failed" and i.exception is not None}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,

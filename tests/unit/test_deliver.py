@@ -230,7 +230,7 @@ async def test_a_manifest_naming_a_child_the_plan_lacks_fails_at_once():
     error_text = delivery.report.failures["lib/app:1.0"]
     assert f"references {forgotten}, which the plan does not list" in error_text
     assert manifest_puts(registry, app) == [] and tag_puts(registry) == []
-    assert isinstance(delivery.errors[0], IntegrityError)
+    assert isinstance(delivery.report.causes["lib/app:1.0"], IntegrityError)
 
 
 async def test_two_tags_of_one_image_are_both_tagged_and_its_manifest_put_once():
