@@ -63,7 +63,8 @@ def push_command(
         spool_dir=spool_dir,
         dry_run=dry_run,
         space_check=not no_space_check,
-        registry_data_dir=managed.data_dir if managed else None,
+        # on object storage (registry up --storage) the host's disk holds no images: nothing to check there
+        registry_data_dir=managed.data_dir if managed and not managed.state.storage else None,
     )
     started = datetime.now(timezone.utc)
     # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it
