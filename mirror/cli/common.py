@@ -125,25 +125,14 @@ def registry_settings(
     )
 
 
-def target_registry(
-    registry: str | None,
-    *,
-    ca_file: Path | None,
-    insecure: bool,
-    plain_http: bool,
-    username: str | None,
-    password_stdin: bool,
-    jobs: int,
-    option: str = "--registry",
-) -> "Target":
-    """The registry a command writes to or checks, and how to reach it.
+def target_registry(registry: str | None, **options: Any) -> "Target":
+    """The registry a command writes to or checks, and how to reach it (``target_registries``' options).
 
     Without ``--registry``: the one ``mirror registry up`` started here, with
     its CA and credentials; flags given still win. ``http://HOST`` means
     plain HTTP, as ``--plain-http`` does.
     """
-    return target_registries([registry], ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                             username=username, password_stdin=password_stdin, jobs=jobs, option=option)[0]
+    return target_registries([registry], **options)[0]
 
 
 def target_registries(
