@@ -25,7 +25,7 @@ from mirror.bundle.store import BlobStore
 from mirror.server.state import find_local_registry
 from registry_image import build_other_image, build_registry_image, write_test_bundle
 from s3server import start_s3
-from test_server_up import registries_running
+from test_server_up import registries_running, secret_exposed
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,8 @@ def test_two_registries_on_one_bucket_serve_what_was_pushed_through_either(s3, b
                      join_file.read_bytes().decode(errors="replace"), exported.stdout):
             assert s3.secret_key not in text
         assert stat.S_IMODE((second / "registry" / "config.yml").stat().st_mode) == 0o600
+        for state_dir in (first, second):  # nor the registry's argv, environment or log
+            assert not secret_exposed("binary", state_dir, None, s3.secret_key)
     finally:
         for state_dir in (first, second):
             run_mirror("registry", "down", "--state-dir", state_dir)
@@ -156,3 +158,42 @@ def test_up_refuses_storage_it_cannot_use_and_leaves_nothing(s3, tmp_path, fault
             "no bucket": "has no bucket no-such-bucket"}[fault] in line
     assert s3.secret_key not in result.stderr
     assert not state_dir.exists() and registries_running("binary", state_dir, None) == 0
+
+
+def test_status_says_when_the_storage_stopped_answering(bundle, tmp_path):
+    own = start_s3(tmp_path / "s3")  # this test stops it
+    try:
+        own.make_bucket("fading")
+        state_dir = tmp_path / "state"
+        started = up(state_dir, testbed.free_port(), "--storage", "s3://fading", "--s3-endpoint", own.endpoint,
+                     "--no-tls", "--auth", "none", env=s3_env(own))
+        assert started.returncode == 0, started.stderr
+    finally:
+        own.stop()
+    try:
+        status = run_mirror("registry", "status", "--state-dir", state_dir)
+        assert f"data in s3://fading at {own.endpoint} (NOT reachable: S3 storage {own.endpoint} did not " \
+               "answer" in status.stdout, status.stdout + status.stderr
+        doc = json.loads(run_mirror("registry", "status", "--state-dir", state_dir, "--json").stdout)
+        assert doc["storage_reachable"] is False and own.endpoint in doc["storage_error"]
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir)
+
+
+def test_docker_engine_runs_the_registry_on_the_bucket_too(s3, bundle, dockerd, tmp_path):
+    """The container (host network) reads the same 0600 config: the keys reach it as a file, never its env."""
+    bundle_path, records = bundle
+    s3.make_bucket("in-docker")
+    state_dir, port = tmp_path / "state", testbed.free_port()
+    env = {**s3_env(s3), "DOCKER_HOST": dockerd.docker_host}
+    try:
+        started = up(state_dir, port, "--engine", "docker", "--from-bundle", bundle_path, "--storage",
+                     "s3://in-docker/r", "--s3-endpoint", s3.endpoint, "--no-tls", "--auth", "none", env=env)
+        assert started.returncode == 0, started.stderr
+        pushed = run_mirror("push", bundle_path, "-q", env={"MIRROR_STATE_DIR": str(state_dir), **env})
+        assert pushed.returncode == 0, pushed.stderr
+        assert any(k.startswith("in-docker/r/docker/registry/v2/repositories/library/busybox/")
+                   for k in s3.keys())
+        assert not secret_exposed("docker", state_dir, dockerd, s3.secret_key)
+    finally:
+        run_mirror("registry", "down", "--state-dir", state_dir, env={"DOCKER_HOST": dockerd.docker_host})
