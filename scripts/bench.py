@@ -1,8 +1,8 @@
 """Benchmark: `mirror pull` and `mirror push` against skopeo and against floors, on loopback and over a WAN.
 
 One run measures every figure of the table it prints at the end. Registries
-are the Debian docker-registry (scripts/testbed.py) seeded with generated
-corpora (scripts/corpus.py); the WAN is scripts/wan.py's proxy (round-trip
+are the Debian docker-registry (tests/support/testbed.py) seeded with generated
+corpora (tests/support/corpus.py); the WAN is scripts/wan.py's proxy (round-trip
 time, a cap per connection and one for the whole site) with a token server
 in front, so each repository costs a token round trip, as on Docker Hub.
 Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
@@ -57,11 +57,10 @@ from typing import Callable, Iterator
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' support package: their corpus and real registry
 
-import corpus  # noqa: E402
-import testbed  # noqa: E402
-import wan  # noqa: E402
+import wan  # noqa: E402  (beside this file)
+from support import corpus, testbed  # noqa: E402
 
 MIRROR = [sys.executable, "-m", "mirror"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

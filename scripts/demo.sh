@@ -21,7 +21,7 @@ trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 start_registry() {  # DIR: runs a loopback registry; its HOST:PORT lands in DIR.addr once it answers
-  "$py" scripts/testbed.py registry "$1" >"$1.addr" 2>"$1.err" &
+  PYTHONPATH=tests "$py" -m support.testbed registry "$1" >"$1.addr" 2>"$1.err" &
   pids+=($!)
   for _ in $(seq 100); do [ -s "$1.addr" ] && return; sleep 0.1; done
   echo "registry in $1 did not start: $(cat "$1.err")" >&2; exit 1
@@ -30,7 +30,7 @@ start_registry() {  # DIR: runs a loopback registry; its HOST:PORT lands in DIR.
 step "upstream: a loopback registry standing in for docker.io and quay.io"
 start_registry "$work/upstream"
 upstream=$(head -n1 "$work/upstream.addr")
-"$py" scripts/corpus.py seed --registry "$upstream" --spec demo --work "$work/corpus" \
+PYTHONPATH=tests "$py" -m support.corpus seed --registry "$upstream" --spec demo --work "$work/corpus" \
   --images-file "$work/images.txt" >/dev/null
 sed 's/^/  /' "$work/images.txt"
 
@@ -54,7 +54,7 @@ step "the rest of the kit: Rancher's and cert-manager's charts, the CRDs, K3s's 
 # Stand-ins for the chart repositories, GitHub releases and raw.githubusercontent.com on loopback,
 # reached through mirror's environment overrides (docs/kit.md). --exclude . leaves out --mode's images:
 # the stand-in upstream above holds only the demo's; on a connected host one pull carries both.
-"$py" scripts/kitbed.py serve >"$work/kitbed.env" 2>"$work/kitbed.err" &
+PYTHONPATH=tests "$py" -m support.kitbed serve >"$work/kitbed.env" 2>"$work/kitbed.err" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/kitbed.env" ] && break; sleep 0.1; done
 eval "$("$py" -c 'import json, shlex, sys

@@ -12,7 +12,7 @@ that is just as far away. ``WanLink`` models the network as a TCP proxy:
   bytes/s per direction (token buckets);
 - TCP slow start and loss are not modelled.
 
-``remote_registry`` puts a token-auth docker-registry (scripts/testbed.py) and
+``remote_registry`` puts a token-auth docker-registry (tests/support/testbed.py) and
 its token server behind such a link. Everything binds 127.0.0.1 only; a
 connection idle for ``IDLE_TIMEOUT`` seconds is closed.
 
@@ -28,12 +28,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import testbed
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' support package
+
+from support import testbed  # noqa: E402
 
 CHUNK = 64 * 1024
 IDLE_TIMEOUT = 300.0

@@ -1,33 +1,38 @@
-"""Shared fixtures: real registries on loopback, started by scripts/testbed.py."""
+"""Fixtures any test module may use (real registries on loopback, a FaultProxy, a small disk, anyio on
+asyncio), and the registration of the session fixture plugins in tests/support/.
+
+Layout: tests/unit/ runs in-process (no subprocess, no daemon; the fake registry), tests/e2e/ runs the
+`mirror` command, real registries, skopeo, containerd and Docker Engine; tests/support/ is a package of
+fixtures and helpers, never tests. No test module imports another test module or this file. Spelling:
+``from support.cli import ROOT, run_mirror, assert_refused``; ``from support import corpus, testbed``;
+``from support.faults import FaultProxy``; ``from support.corpus_fixtures import single_platform_image``;
+fixtures a few modules share are imported by name (``from support.prune_fixtures import versions``).
+
+Imports: pytest's default (prepend) import mode puts on sys.path the first directory above a test
+module or conftest that holds no ``__init__.py``. tests/ has none, so it is that directory for this
+file and for every module under tests/unit/ and tests/e2e/, which both have an ``__init__.py``: that
+makes ``import support`` work everywhere with no sys.path edits, and gives two modules of one basename
+(unit/test_delta.py, e2e/test_delta.py) distinct names (``unit.test_delta``, ``e2e.test_delta``).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+from support import testbed
+from support.faults import FaultProxy
 
-import testbed  # noqa: E402
-
-pytest_plugins = ["corpus_fixtures", "daemon_fixtures", "kit_fixtures"]
+pytest_plugins = ["support.corpus_fixtures", "support.daemon_fixtures", "support.kit_fixtures"]
 
 
-def run_mirror(*args: str, input: str | None = None, env: dict | None = None,
-               timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real ``mirror`` command line as a user would; never raises on exit codes.
-
-    A run that outlives ``timeout`` fails the test as a hang.
-    """
-    try:
-        return subprocess.run([sys.executable, "-m", "mirror", *map(str, args)], input=input, text=True,
-                              capture_output=True, env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"mirror {args[0]} hung (> {timeout:g}s)")
+@pytest.fixture
+def anyio_backend():
+    """anyio tests run on asyncio alone (the plugin's default would run each on every backend installed)."""
+    return "asyncio"
 
 
 @pytest.fixture
@@ -49,6 +54,13 @@ def start_registry(tmp_path_factory):
 def registry(start_registry) -> testbed.Registry:
     """A plain-HTTP loopback registry, empty, for one test."""
     return start_registry()
+
+
+@pytest.fixture
+def proxy(registry):
+    """A FaultProxy in front of ``registry``: faults on demand, and a log of every request."""
+    with FaultProxy(registry.host) as running:
+        yield running
 
 
 @pytest.fixture

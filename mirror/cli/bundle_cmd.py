@@ -11,9 +11,11 @@ import typer
 from ..errors import ExitCode
 from ..progress import Progress
 from .app import app
-from .common import (
+from .common import handle_errors
+from .flag_values import target_registry
+from .options import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, handle_errors, target_registry,
+    UsernameOption,
 )
 from ..units import human_size
 from .render import emit_json

@@ -16,8 +16,9 @@ from ..model.target import RegistryAddress
 from ..model.reference import Reference
 from ..safefiles import Replacement
 from .app import app
-from .common import (CaFileOption, InsecureOption, PasswordStdinOption, PlainHttpOption, UsernameOption,
-                     handle_errors, read_password_stdin, registry_settings)
+from .common import handle_errors
+from .flag_values import read_password_stdin, registry_settings
+from .options import CaFileOption, InsecureOption, PasswordStdinOption, PlainHttpOption, UsernameOption
 
 
 def write_files(config: ClientConfig, output_dir: Path, force: bool = False) -> list[str]:

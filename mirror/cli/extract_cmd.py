@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from .app import app
-from .common import JsonOption, handle_errors
+from .common import handle_errors
+from .options import JsonOption
 from .render import emit_json
 
 

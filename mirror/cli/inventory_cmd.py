@@ -11,11 +11,12 @@ import typer
 from ..errors import UsageError
 from ..safefiles import write_file
 from .app import app
-from .common import (
+from .common import handle_errors
+from .flag_values import target_registry, topology_versions
+from .options import (
     CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureOption, JobsOption, JsonOption,
     K3sVersionOption, KubernetesVersionOption, LocalRegistryOption, ModeOption, NoRegistryImageOption,
     PasswordStdinOption, PlainHttpOption, RancherVersionOption, RegistryOption, Rke2VersionOption, UsernameOption,
-    handle_errors, target_registry, topology_versions,
 )
 from .render import emit_json
 

@@ -9,10 +9,12 @@ import typer
 
 from .. import lists
 from .app import app
-from .common import (
+from .common import handle_errors
+from .flag_values import parse_platforms, select_images, topology_versions
+from .options import (
     CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, JsonOption,
     K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption,
-    RancherVersionOption, Rke2VersionOption, handle_errors, parse_platforms, select_images, topology_versions,
+    RancherVersionOption, Rke2VersionOption,
 )
 from .render import emit_json
 

@@ -10,9 +10,11 @@ import typer
 
 from ..errors import UsageError
 from .app import app
-from .common import (
+from .common import handle_errors
+from .flag_values import target_registry
+from .options import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, LocalRegistryOption, PasswordStdinOption, PlainHttpOption,
-    RegistryOption, UsernameOption, handle_errors, target_registry,
+    RegistryOption, UsernameOption,
 )
 from .render import emit_json, report_failures
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Optional
 
 import anyio
 import typer
@@ -12,26 +12,24 @@ import typer
 from ..errors import ExitCode, ImagesFailed, UsageError
 from ..progress import Progress
 from .app import app
-from .common import (
+from .common import handle_errors
+from .flag_values import parse_platforms, select_images, source_access, topology_versions
+from .options import (
     CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
     InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
-    NoRegistryImageOption, NoSpaceCheckOption, PlainHttpRegistryOption, OfflineListsOption, PlatformOption,
-    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors, parse_platforms,
-    select_images, source_access, topology_versions,
+    NoRegistryImageOption, NoSpaceCheckOption, OfflineListsOption, PlainHttpRegistryOption, PlatformOption,
+    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption,
 )
 from ..units import human_size, parse_size
-from .render import emit_json, report_failures
+from .render import counted, emit_json, report_failures
 from .kit_options import (
     ChartOption, FileOption, NoChartsOption, NoFilesOption, RancherChartRepoOption, WithAirgapImagesOption,
     select_kit,
 )
 
 if TYPE_CHECKING:
-    from ..installer import PendingInstaller
     from ..model.reference import Reference
     from ..transfer.pull import PullRequest
-    from ..transfer.budget import Budget
-    from ..transfer.resolve import Resolution, ResolvedImage
 
 
 @app.command("pull")
@@ -99,7 +97,7 @@ def pull_command(
 ) -> None:
     """Pull images into ONE portable bundle (an OCI image layout in a tar.zst)."""
     from ..transfer.delta import load_base  # imported here so other commands start faster
-    from ..transfer.pull import PullRequest, pull
+    from ..transfer.pull import PullRequest, check_output, pull
 
     platforms = parse_platforms(platform or [])
     selection = select_images(
@@ -110,7 +108,7 @@ def pull_command(
     if output is None and not dry_run:
         raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
     if output is not None and not dry_run:
-        _check_output(output, force)
+        check_output(output, force)
     kit = select_kit(topology, platforms, no_charts=no_charts, no_files=no_files, charts=chart, files=file,
                      rancher_chart_repo=rancher_chart_repo, with_airgap_images=with_airgap_images,
                      offline_lists=offline_lists, keep_going=keep_going, ca_file=ca_file)
@@ -144,7 +142,13 @@ def pull_command(
     if dry_run:
         _dry_run(request, progress, json_report, selection.trimmed if downstream_versions is not None else None)
         return
-    installer = _build_installer(request.output, quiet or json_report) if with_installer else None
+    installer = None
+    if with_installer:  # built before anything is fetched: a failure costs no download
+        from ..installer import PendingInstaller, installer_beside
+
+        say = (lambda line: None) if quiet or json_report else \
+            (lambda line: typer.echo(f"mirror: offline installer: {line}", err=True))
+        installer = PendingInstaller(installer_beside(request.output), log=say)
     try:
         result = anyio.run(pull, request, progress)
         made = installer.publish() if installer and result.bundle else None
@@ -160,7 +164,7 @@ def pull_command(
                                           if made else {})})
     elif result.bundle:
         typer.echo(f"wrote {result.kind} bundle {result.bundle.path} ({human_size(result.bundle.size)}, "
-                   f"{_counted(result.images)}, {human_size(result.total_blob_bytes)} of content; "
+                   f"{counted(result.images)}, {human_size(result.total_blob_bytes)} of content; "
                    f"downloaded {human_size(result.downloaded_bytes)}, reused {human_size(result.reused_bytes)})")
         for part in result.bundle.parts if len(result.bundle.parts) > 1 else []:
             typer.echo(f"  part {part}")
@@ -174,138 +178,21 @@ def pull_command(
         raise typer.Exit(int(result.exit_code))
 
 
-def _counted(records: list) -> str:
-    """``N images`` and, when the kit is carried, ``N charts, N files``."""
-    kinds = [record.artifact.kind if record.artifact else "image" for record in records]
-    return ", ".join(f"{kinds.count(kind)} {kind}s" for kind in ("image", "chart", "file")
-                     if kinds.count(kind) or kind == "image")
-
-
-def _build_installer(output: Path, quiet: bool) -> PendingInstaller:
-    """mirror's offline installer for beside ``output``, built before anything is fetched."""
-    from ..installer import PendingInstaller, installer_beside
-
-    def log(line: str) -> None:
-        if not quiet:
-            typer.echo(f"mirror: offline installer: {line}", err=True)
-
-    return PendingInstaller(installer_beside(output), log=log)
-
-
-def _check_output(output: Path, force: bool) -> None:
-    """Refuse, before anything is fetched, an -o that is a directory or (without --force) a bundle."""
-    from ..bundle.parts import stray_parts
-
-    if output.is_dir():
-        raise UsageError(f"-o {output}: is a directory; name the bundle file to write, e.g. {output}/bundle.tar.zst")
-    if not force and (output.exists() or stray_parts(output, 0)):
-        raise UsageError(f"-o {output}: a bundle is already there; pass --force to replace it")
-
-
 def _dry_run(request: PullRequest, progress: Progress, json_report: bool, trimmed: list[Reference] | None) -> None:
-    """Resolve manifests only: the list, and the unique download size where sources answer.
+    """The list, the download size where sources answer, a rate limit's cost (transfer/dry_run.py)."""
+    from ..transfer.dry_run import dry_run
 
-    With --downstream-versions (``trimmed``: what it left out) those images are resolved too, manifests only,
-    to say how many bytes the trim saves: one more manifest request per image (more for an index), which the
-    summary says. Their failures are counted, never the run's.
-
-    A source with a rate limit (Docker Hub's) is read first with a free HEAD; resolving spends its pulls
-    (a manifest GET each), never past what is left, the pull's images before the trimmed ones, and a line
-    per such source sets the pull's cost against the budget.
-    """
-    from ..registry.pool import ClientPool
-    from ..transfer.budget import Budget
-    from ..transfer.pull import resolver
-
-    weighed = trimmed or []
-
-    async def resolve():
-        async with ClientPool(request.settings_for) as pool:
-            budget = Budget(pool)
-            await budget.survey(request.sources, request.images)
-            resolve_all = resolver(request, pool, store=None, budget=budget).resolve_all
-            pulled = await resolve_all(request.images, progress)
-            costs = _costs(request, pulled, budget)  # before weighing spends more
-            return pulled.joined(await resolve_all(weighed, progress)) if weighed else pulled, costs
-
-    resolution, costs = anyio.run(resolve)
-    left_out = {str(ref) for ref in weighed}
-    failures = {ref: why for ref, why in resolution.failures.items() if ref not in left_out}
-    unique = _contents(image for image in resolution.images if str(image.ref) not in left_out)
-    base = request.base.digests if request.base else set()
-    shipped = {digest: size for digest, size in unique.items() if digest not in base}
-    kit = {kind: [{"name": item.name, "version": item.version, "url": item.url} for item in request.kit
-                  if item.kind == kind] for kind in ("chart", "file")}
-    saved = {digest: size for digest, size in _contents(i for i in resolution.images if str(i.ref) in left_out).items()
-             if digest not in unique and digest not in base}
-    unmeasured = sum(1 for ref in left_out if ref in resolution.failures or ref in resolution.deferred)
+    found = anyio.run(dry_run, request, progress, trimmed)
     if json_report:
-        report = {"images": [str(r) for r in request.images], "download_bytes": sum(shipped.values()),
-                  "unresolved": failures, "charts": kit["chart"], "files": kit["file"]}
-        if request.base:
-            report.update(base=request.base.ids, shipped_blobs=len(shipped), omitted_blobs=len(unique) - len(shipped),
-                          omitted_bytes=sum(unique.values()) - sum(shipped.values()))
-        if trimmed is not None:
-            report.update(trimmed={"images": len(weighed), "bytes": sum(saved.values()), "unresolved": unmeasured})
-        if costs:
-            report.update(ratelimits=costs)
-        emit_json(report)
+        emit_json(found.to_json())
     else:
         for ref in request.images:
             typer.echo(str(ref))
         for item in request.kit:  # found upstream already; their sizes are known only once downloaded
             typer.echo(f"{item.kind} {item.name} {item.version} {item.url}")
-        summary = f"{len(request.images)} images, {human_size(sum(shipped.values()))} to download"
-        if request.kit:
-            summary += f" (and {len(kit['chart'])} chart(s), {len(kit['file'])} file(s))"
-        if request.base:
-            summary += (f" and ship ({len(shipped)} blob(s); {len(unique) - len(shipped)} blob(s), "
-                        f"{human_size(sum(unique.values()) - sum(shipped.values()))} left to the base)")
-        summary += f" ({len(failures)} could not be resolved)" if failures else ""
-        over = sum(cost["unresolved"] for cost in costs.values())
-        summary += f" (at least: {over} not resolved within a rate limit)" if over else ""
-        if trimmed is not None:
-            summary += (f"; --downstream-versions left out {len(weighed)} images, "
-                        f"{'at least ' if unmeasured else ''}{human_size(sum(saved.values()))} (weighed by "
-                        f"resolving their manifests too: {len(weighed)} or more extra manifest requests"
-                        f"{f'; {unmeasured} could not be resolved' if unmeasured else ''})")
-        typer.echo(summary, err=True)
-        for host, cost in costs.items():
-            typer.echo(f"mirror: {_cost_line(host, cost)}", err=True)
-    if failures:
-        report_failures(failures)
+        typer.echo(found.summary(), err=True)
+        for line in found.cost_lines():
+            typer.echo(f"mirror: {line}", err=True)
+    if found.failures:
+        report_failures(found.failures)
         raise typer.Exit(int(ExitCode.FAILED))
-
-
-def _costs(request: PullRequest, resolution: Resolution, budget: Budget) -> dict[str, dict[str, Any]]:
-    """Per source with a rate limit, once the pull's images are resolved: what was left, what resolving
-    them cost (a dry run has no work dir: every manifest is a GET, a pull) and how many did not fit."""
-    costs: dict[str, dict[str, Any]] = {}
-    for host, allowance in sorted(budget.allowances.items()):
-        costs[host] = {**allowance.to_json(), "left": allowance.left,
-                       "unresolved": sum(1 for ref in request.images if str(ref) in resolution.deferred
-                                         and request.sources.locate(ref).host == host)}
-    return costs
-
-
-def _cost_line(host: str, cost: dict[str, Any]) -> str:
-    """``HOST: this pull costs N pulls ...; R of L per W s were left ...; a pull fits`` (or what to do)."""
-    line = f"{host}: this pull costs {cost['spent']} pulls of its rate limit (a manifest GET each; HEADs are free)"
-    if cost["unresolved"]:
-        line += f", and at least {cost['unresolved']} more for the images not resolved within it"
-    limit = f" of {cost['limit']}" if cost["limit"] is not None else ""
-    window = f" per {cost['window']} s" if cost["window"] else ""
-    line += f"; {cost['remaining']}{limit}{window} were left, {cost['left']} once this dry run resolved them"
-    if not cost["unresolved"] and cost["left"] is not None and cost["spent"] <= cost["left"]:
-        return line + "; a pull fits"
-    return (line + "; a pull fetches what fits and defers the rest (exit 6), or waits for the window with "
-            "--wait-for-limit (docs/rate-limits.md)")
-
-
-def _contents(images: Iterable[ResolvedImage]) -> dict[str, int]:
-    """digest -> size of every blob and manifest of ``images``, each once."""
-    unique: dict[str, int] = {}
-    for image in images:
-        unique.update(image.blobs)
-        unique.update({m.digest: len(m.data) for m in image.manifests})
-    return unique

@@ -12,9 +12,11 @@ import typer
 
 from ..progress import Progress
 from .app import app
-from .common import (
+from .common import handle_errors
+from .flag_values import target_registries
+from .options import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, NoSpaceCheckOption, PasswordStdinOption, PlainHttpOption,
-    QuietOption, UsernameOption, handle_errors, target_registries,
+    QuietOption, UsernameOption,
 )
 from ..errors import ExitCode, UsageError
 from ..units import human_size, parse_size

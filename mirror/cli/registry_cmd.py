@@ -17,7 +17,8 @@ import typer
 
 from ..errors import UsageError
 from .app import app
-from .common import JsonOption, handle_errors
+from .common import handle_errors
+from .options import JsonOption
 from .render import emit_json
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from ..units import human_size
-from .common import JsonOption, handle_errors
+from .common import handle_errors
+from .options import JsonOption
 from .registry_cmd import StateDirOption, registry_app, up_lines
 from .render import emit_json
 

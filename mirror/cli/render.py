@@ -59,3 +59,10 @@ def _shared_line(cause: MirrorError | None) -> tuple[str, bool] | None:
     if isinstance(cause, DiskFull):
         return f"not sent: {cause}", False
     return None
+
+
+def counted(records: list) -> str:
+    """``N images`` and, when the kit is carried, ``N charts, N files``."""
+    kinds = [record.artifact.kind if record.artifact else "image" for record in records]
+    return ", ".join(f"{kinds.count(kind)} {kind}s" for kind in ("image", "chart", "file")
+                     if kinds.count(kind) or kind == "image")

@@ -8,27 +8,23 @@ to the next run; 7 another run of the same job holds its lock.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 
 from ..errors import UsageError
 from ..progress import Progress
-from ..units import human_size
 from .app import app
-from .common import (
+from .common import flags_given, handle_errors
+from .flag_values import parse_platforms, select_images, source_access, target_registry, topology_versions
+from .options import (
     CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
     InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
     NoRegistryImageOption, OfflineListsOption, PasswordStdinOption, PlainHttpRegistryOption, PlatformOption,
-    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, UsernameOption, flags_given,
-    handle_errors, parse_platforms, select_images, source_access, target_registry, topology_versions,
+    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, UsernameOption,
 )
-from .render import REPORT_SCHEMA, emit_json, report_failures
-
-if TYPE_CHECKING:
-    from ..transfer.sync import ImageResult, SyncResult
+from .sync_render import finish
 
 EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 bad flags or config; "
               "3 auth/TLS refused; 4 integrity; 6 deferred by a rate limit; 7 another run holds the lock.")
@@ -153,85 +149,6 @@ def run_command(
     finish(result, report, json_report, quiet)
 
 
-def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: bool = False) -> None:
-    """Write the report, say what happened, exit with the run's code; ``quiet``: the summary line and errors."""
-    document = {"schema_version": REPORT_SCHEMA, **result.to_json()}  # what --json prints, too
-    if report is not None:
-        write_report(report, document)
-    if json_report:
-        emit_json(document)
-    else:
-        from ..transfer.sync import ACTIONS
-
-        counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
-        verb = "would sync" if result.dry_run else "synced"
-        if result.delta is None:
-            typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
-                       f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
-                       f"{result.mounted_blobs} mounted, {result.skipped_blobs} already there")
-        else:
-            base = ", ".join(result.delta["base"])
-            if result.delta["path"]:
-                said = (f"wrote {result.delta['path']} ({human_size(result.delta['size'])}), a delta of "
-                        f"{len(result.images)} images against {base}")
-            elif result.dry_run:
-                said = f"would write a delta of {len(result.images)} images against {base}"
-            elif result.failures:
-                said = "no bundle written"
-            else:
-                said = f"nothing changed since {base}: no bundle written"
-            typer.echo(f"{said}: {counts or 'nothing to do'}")
-        for image in [] if quiet else result.images:
-            if image.action in ("copied", "updated", "moved") or (result.dry_run and image.action != "unchanged"):
-                typer.echo(f"  {image_line(image)}")
-        for tag in [] if quiet or not result.pruned else result.pruned.pruned:
-            verb = "would prune" if result.dry_run else "pruned"
-            typer.echo(f"  {verb}: {tag.source or tag.repository + ':' + tag.tag} ({tag.digest})")
-        for tag in [] if quiet or not result.pruned else result.pruned.skipped:
-            typer.echo(f"  kept: {tag.source or tag.repository + ':' + tag.tag}: {tag.reason}")
-    for repository, why in sorted(result.not_pruned.items()):
-        typer.echo(f"mirror: not pruned: {repository}: {why}", err=True)
-    deferred = [image for image in result.images if image.action == "deferred"]
-    for image in deferred[:1] if quiet else deferred:
-        more = f" (and {len(deferred) - 1} more)" if quiet and len(deferred) > 1 else ""
-        typer.echo(f"mirror: deferred: {image.source}: {image.error}{more}", err=True)
-    for skipped in result.skipped_tags:
-        typer.echo(f"mirror: skipped: {skipped.describe()}", err=True)
-    if result.failures:
-        report_failures(result.failures, _causes(result))
-    if result.exit_code:
-        raise typer.Exit(int(result.exit_code))
-
-
-def _causes(result: "SyncResult") -> dict:
-    """The failed images' errors; in the registry `up` manages, a full disk is named by its data dir (and its
-    log read for a 5xx that did not say why: server/storage.py)."""
-    from datetime import datetime
-
-    from ..server.storage import managed_registry
-
-    managed = managed_registry(result.target.split("/")[0]) if result.delta is None else None
-    return managed.explain(result.causes, datetime.fromisoformat(result.started)) if managed else result.causes
-
-
-def image_line(image: "ImageResult") -> str:
-    """``updated: SRC -> TARGET (sha256:old… -> sha256:new…, the old kept as TAG-prev-…)``."""
-    line = f"{image.action}: {image.source} -> {image.target}"
-    if image.action == "updated":
-        kept = f", the old kept as {image.backup_tag}" if image.backup_tag else ""
-        line += f" ({image.old_digest} -> {image.new_digest}{kept})"
-    elif image.action == "moved":
-        line += f" (immutable: left at {image.old_digest}; upstream now {image.new_digest})"
-    return line
-
-
 # What a run with -c may still take on its command line; any other flag given is refused (the config says).
 CONFIG_FLAGS = {"config", "to_bundle", "base", "name", "password_stdin", "jobs", "report", "dry_run", "keep_going",
                 "json_report", "quiet"}
-
-
-def write_report(path: Path, document: dict) -> None:
-    """All or nothing: a half-written report is never left for a script to read."""
-    from ..safefiles import write_file
-
-    write_file(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())

@@ -8,9 +8,11 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from .common import JobsOption, handle_errors
+from .common import handle_errors
+from .options import JobsOption
 from .render import REPORT_SCHEMA
-from .sync_cmd import sync_app, write_report
+from .sync_cmd import sync_app
+from .sync_render import write_report
 
 
 @sync_app.command("serve")

@@ -36,6 +36,7 @@ import anyio
 import httpx
 
 from ..bundle.format import BundleManifest, ImageRecord
+from ..bundle.parts import stray_parts
 from ..bundle.store import BlobStore
 from ..bundle.writer import WrittenBundle, plan_blobs, tar_size, write_bundle
 from ..diskspace import Space
@@ -123,6 +124,14 @@ class PullResult:
             "deferred": self.deferred,
             "ratelimits": self.ratelimits,
         }
+
+
+def check_output(output: Path, force: bool) -> None:
+    """Refuse, before anything is fetched, an -o that is a directory or (without --force) a bundle."""
+    if output.is_dir():
+        raise UsageError(f"-o {output}: is a directory; name the bundle file to write, e.g. {output}/bundle.tar.zst")
+    if not force and (output.exists() or stray_parts(output, 0)):
+        raise UsageError(f"-o {output}: a bundle is already there; pass --force to replace it")
 
 
 def _drop_own_work_dir(request: PullRequest) -> None:

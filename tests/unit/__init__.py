@@ -1,0 +1,1 @@
+"""The fast tier: in-process tests, no subprocess, no daemon (scripts/test.sh --fast)."""

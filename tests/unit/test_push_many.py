@@ -10,7 +10,7 @@ from mirror.model.target import RegistryAddress
 from mirror.transfer.plan import Target
 from mirror.transfer.push import PushRequest, push_all
 from support.fake_registry import FakeRegistry, by_host, error
-from .test_operations import QUIET, plain, pulled, source  # noqa: F401 - the source fixture
+from support.pulled import QUIET, plain, pulled, source  # noqa: F401 - source: a fixture
 
 pytestmark = pytest.mark.anyio
 

@@ -1,0 +1,94 @@
+"""What a sync run says: the summary line, a line per image that moved, the report file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from ..units import human_size
+from .render import REPORT_SCHEMA, emit_json, report_failures
+
+if TYPE_CHECKING:
+    from ..transfer.sync import ImageResult, SyncResult
+
+
+def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: bool = False) -> None:
+    """Write the report, say what happened, exit with the run's code; ``quiet``: the summary line and errors."""
+    document = {"schema_version": REPORT_SCHEMA, **result.to_json()}  # what --json prints, too
+    if report is not None:
+        write_report(report, document)
+    if json_report:
+        emit_json(document)
+    else:
+        from ..transfer.sync import ACTIONS
+
+        counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
+        verb = "would sync" if result.dry_run else "synced"
+        if result.delta is None:
+            typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
+                       f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
+                       f"{result.mounted_blobs} mounted, {result.skipped_blobs} already there")
+        else:
+            base = ", ".join(result.delta["base"])
+            if result.delta["path"]:
+                said = (f"wrote {result.delta['path']} ({human_size(result.delta['size'])}), a delta of "
+                        f"{len(result.images)} images against {base}")
+            elif result.dry_run:
+                said = f"would write a delta of {len(result.images)} images against {base}"
+            elif result.failures:
+                said = "no bundle written"
+            else:
+                said = f"nothing changed since {base}: no bundle written"
+            typer.echo(f"{said}: {counts or 'nothing to do'}")
+        for image in [] if quiet else result.images:
+            if image.action in ("copied", "updated", "moved") or (result.dry_run and image.action != "unchanged"):
+                typer.echo(f"  {image_line(image)}")
+        for tag in [] if quiet or not result.pruned else result.pruned.pruned:
+            verb = "would prune" if result.dry_run else "pruned"
+            typer.echo(f"  {verb}: {tag.source or tag.repository + ':' + tag.tag} ({tag.digest})")
+        for tag in [] if quiet or not result.pruned else result.pruned.skipped:
+            typer.echo(f"  kept: {tag.source or tag.repository + ':' + tag.tag}: {tag.reason}")
+    for repository, why in sorted(result.not_pruned.items()):
+        typer.echo(f"mirror: not pruned: {repository}: {why}", err=True)
+    deferred = [image for image in result.images if image.action == "deferred"]
+    for image in deferred[:1] if quiet else deferred:
+        more = f" (and {len(deferred) - 1} more)" if quiet and len(deferred) > 1 else ""
+        typer.echo(f"mirror: deferred: {image.source}: {image.error}{more}", err=True)
+    for skipped in result.skipped_tags:
+        typer.echo(f"mirror: skipped: {skipped.describe()}", err=True)
+    if result.failures:
+        report_failures(result.failures, _causes(result))
+    if result.exit_code:
+        raise typer.Exit(int(result.exit_code))
+
+
+def _causes(result: "SyncResult") -> dict:
+    """The failed images' errors; in the registry `up` manages, a full disk is named by its data dir (and its
+    log read for a 5xx that did not say why: server/storage.py)."""
+    from datetime import datetime
+
+    from ..server.storage import managed_registry
+
+    managed = managed_registry(result.target.split("/")[0]) if result.delta is None else None
+    return managed.explain(result.causes, datetime.fromisoformat(result.started)) if managed else result.causes
+
+
+def image_line(image: "ImageResult") -> str:
+    """``updated: SRC -> TARGET (sha256:old… -> sha256:new…, the old kept as TAG-prev-…)``."""
+    line = f"{image.action}: {image.source} -> {image.target}"
+    if image.action == "updated":
+        kept = f", the old kept as {image.backup_tag}" if image.backup_tag else ""
+        line += f" ({image.old_digest} -> {image.new_digest}{kept})"
+    elif image.action == "moved":
+        line += f" (immutable: left at {image.old_digest}; upstream now {image.new_digest})"
+    return line
+
+
+def write_report(path: Path, document: dict) -> None:
+    """All or nothing: a half-written report is never left for a script to read."""
+    from ..safefiles import write_file
+
+    write_file(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())

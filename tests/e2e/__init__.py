@@ -1,0 +1,1 @@
+"""The end-to-end tier: the `mirror` command, real registries, skopeo, containerd, Docker Engine."""

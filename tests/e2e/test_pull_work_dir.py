@@ -1,0 +1,72 @@
+"""The pull's work dir: a user's own is never deleted; one that cannot be written, or a full disk, ends the pull
+in one line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from support.cli import run_mirror
+from support.corpus_fixtures import single_platform_image
+
+
+def test_a_work_dir_given_by_the_user_is_not_deleted(seeded_source, tmp_path):
+    work = tmp_path / "cache"
+    work.mkdir()
+    (work / "notes.txt").write_text("not mirror's")
+    result = run_mirror("pull", seeded_source.corpus.images[1].source, "-o", tmp_path / "b.tar.zst",
+                        "--work-dir", work, *seeded_source.mirror_args, "-q")
+    assert result.returncode == 0, result.stderr
+    assert (work / "notes.txt").read_text() == "not mirror's"
+
+
+def test_a_work_dir_that_cannot_be_written_ends_the_pull_in_one_line(seeded_source, tmp_path):
+    image = single_platform_image(seeded_source.corpus)
+    layer = max(image.blob_digests, key=lambda d: seeded_source.corpus.sizes[d])
+    work = tmp_path / "work"
+    (work / "blobs" / "sha256" / f"{layer.split(':')[1]}.partial").mkdir(parents=True)  # in the download's way
+    output = tmp_path / "b.tar.zst"
+    result = run_mirror("pull", image.source, "-o", output, "--work-dir", work, *seeded_source.mirror_args, "-q",
+                        timeout=90)  # a full work dir once hung the pull
+    assert result.returncode == 1, result.stderr
+    assert layer in result.stderr and "work dir" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name != "work"] == []  # no bundle, no temp file
+
+
+@pytest.mark.parametrize("work_dir", ["beside the bundle", "elsewhere"])
+def test_a_full_disk_ends_the_pull_in_one_line_naming_the_directory_and_leaves_no_bundle(
+        seeded_source, small_disk, tmp_path, work_dir):
+    """The writer's temp bundle was left behind when closing it flushed onto the full disk and raised,
+    and the pull said only `[Errno 28] No space left on device`. --no-space-check: the pull starts although
+    the space check would stop it, and the disk fills."""
+    extra = ["--work-dir", tmp_path / "work"] if work_dir == "elsewhere" else []
+    images = [image.source for image in seeded_source.corpus.images]  # far more than 256 KiB
+    result = run_mirror("pull", *images, "-o", small_disk / "b.tar.zst", *seeded_source.mirror_args, "-q", *extra,
+                        "--no-space-check")
+    assert result.returncode == 1, result.stderr
+    full = re.escape(str(small_disk)) + (r"(/\.b\.tar\.zst\.work)?" if work_dir == "beside the bundle" else "")
+    line = result.stderr.removesuffix("\n")
+    assert "\n" not in line
+    assert re.fullmatch(rf"mirror: error: {full} is full \(No space left on device\): this pull "
+                        r"needs about \d+\.\d MiB more there, (\d+ B|\d+\.\d [KM]iB) is free; free some, or put the "
+                        r"work dir \(--work-dir\) or the bundle \(-o\) on a larger disk", line), line
+    left = [p.name for p in small_disk.iterdir()]
+    assert left == ([".b.tar.zst.work"] if work_dir == "beside the bundle" else [])  # the work dir: the resume point
+
+
+def test_a_link_planted_as_the_hidden_work_dir_is_refused(seeded_source, tmp_path):
+    """The default work dir is .NAME.work beside the bundle: a link there sent every download (and the
+    partial files appended to) into a directory of another user's choosing."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".b.tar.zst.work").symlink_to(elsewhere)
+    result = run_mirror("pull", seeded_source.corpus.images[1].source, "-o", out / "b.tar.zst",
+                        *seeded_source.mirror_args, "-q")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"mirror: error: {out / '.b.tar.zst.work'} is not a directory of this user's (a link, "
+                             "a file, or another user's): refusing to write in it; remove it\n")
+    assert list(elsewhere.iterdir()) == [] and [p.name for p in out.iterdir()] == [".b.tar.zst.work"]
