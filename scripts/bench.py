@@ -21,6 +21,9 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
   push-large      the same on a 2.1 GB corpus (peak RSS must stay flat past 2 GB)
   sync            registry to registry: `mirror sync run` vs skopeo copy docker:// -> docker:// image
                   by image and vs mirror pull + push; then a run with nothing to do vs the first
+  push-fanout     the large corpus's bundle pushed to 1, 2 and 3 fresh registries in one run
+                  (`--registry A --registry B ...`): the bundle is read once, so 2 and 3 targets
+                  cost at most 1.3x and 1.6x one
   delta           resync: v1 pushed and inventoried, v2 adds ~10% new bytes; the delta bundle's
                   size against the new bytes' share, delta pull and push against full ones
   kit             the large corpus over the WAN with a Rancher kit beside it (a chart and a K3s-sized
@@ -355,6 +358,27 @@ def push_large(bench: Bench) -> list[Row]:
     return push(bench, "push", "push-large", "")
 
 
+def push_fanout(bench: Bench) -> list[Row]:
+    """One push to 1, 2 and 3 fresh registries at once, against the push to one."""
+    bundle = bench.bundle("large")
+    steps = []
+    for count in (1, 2, 3):
+        targets = [testbed.start_registry(bench.runs / f"fanout-{count}-{i}") for i in range(count)]
+        try:
+            command = [*MIRROR, "push", str(bundle), "--plain-http", "--quiet",
+                       *[arg for t in targets for arg in ("--registry", t.host)]]
+            steps.append(measure(f"mirror push to {count}", command, registries=targets))
+        finally:
+            for target in targets:
+                target.stop()
+    one, two, three = steps
+    report("push-fanout", bench.source("large"), steps,
+           f"bundle {bundle.stat().st_size / 1e6:.0f} MB; {registry_note(three, 'the push to 3')}")
+    return [Row("push-fanout", "push to 2", two.wall_s, "push to 1", one.wall_s, "<= 1.3x", two.peak_rss_kb),
+            Row("push-fanout", "push to 3", three.wall_s, "push to 1", one.wall_s, "<= 1.6x", three.peak_rss_kb),
+            Row("push-fanout", "push to 3", three.wall_s, "registries' CPU floor", registry_floor(three), "")]
+
+
 def delta(bench: Bench) -> list[Row]:
     """Resync: v1 pushed and inventoried; v2 adds about 10% new bytes; a full v2 bundle against a delta."""
     source, v1_bundle = bench.source("large"), bench.bundle("large")
@@ -465,8 +489,8 @@ def sync(bench: Bench) -> list[Row]:
 
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "loopback-large": loopback_large, "wan-large": wan_large, "wan-small": wan_small,
-    "loopback-small": loopback_small, "push-small": push_small, "push-large": push_large, "delta": delta,
-    "sync": sync, "kit": kit,
+    "loopback-small": loopback_small, "push-small": push_small, "push-large": push_large,
+    "push-fanout": push_fanout, "delta": delta, "sync": sync, "kit": kit,
 }
 
 

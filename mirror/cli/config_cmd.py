@@ -68,9 +68,10 @@ def _registry_name(text: str) -> str:
 @handle_errors
 def config_command(
     kind: str = typer.Argument(..., help=f"What to generate: {', '.join(GENERATORS)}."),
-    registry: Optional[str] = typer.Option(
+    registries: Optional[list[str]] = typer.Option(
         None, "--registry", "-r",
-        help="The private registry, HOST[:PORT][/PREFIX] "
+        help="The private registry, HOST[:PORT][/PREFIX]; repeat it for registries holding the same images, "
+             "which nodes try in order (k3s, rke2, containerd; docker: docker.io names only) "
              "[default: the registry `mirror registry up` started here]."),
     prefix: str = typer.Option("", "--prefix", help="Path prefix the images were pushed under (Harbor project)."),
     ca_file: Optional[Path] = CaFileOption,
@@ -93,6 +94,10 @@ def config_command(
         "1", "--containerd-version",
         help="containerd: 1.x (config version 2, also read by 2.x) or 2.x (version 3, to merge into a 2.x "
              "config.toml)."),
+    embedded_mirror: bool = typer.Option(
+        False, "--embedded-mirror", help="k3s, rke2: also turn on the embedded peer-to-peer registry mirror "
+                                         "(Spegel; config.yaml for the servers): nodes share what one of them "
+                                         "pulled, the registry serves each image about once (docs/ha.md)."),
     rancher_version: Optional[str] = typer.Option(None, "--rancher-version", help="rancher: version to run."),
     cert_manager_version: Optional[str] = typer.Option(
         None, "--cert-manager-version", help="rancher: cert-manager whose images the values point at."),
@@ -102,11 +107,22 @@ def config_command(
         raise UsageError(f"unknown config kind {kind!r}; available: {', '.join(GENERATORS)}")
     if bundle is not None and from_registry:
         raise UsageError("--bundle and --from-registry are alternatives: give one")
-    if registry is not None:  # HOST[:PORT][/PREFIX] and http:// as every command reads them
-        address = RegistryAddress.parse(registry)
+    if embedded_mirror and kind not in ("k3s", "rke2"):
+        raise UsageError(f"--embedded-mirror is K3s's and RKE2's (their embedded Spegel), not {kind}'s")
+    addresses = [RegistryAddress.parse(r) for r in registries or []]  # HOST[:PORT][/PREFIX], http://
+    named = {a.prefix for a in addresses}
+    if len(named) > 1:  # registries standing in for each other hold the images at the same paths
+        raise UsageError(f"--registry names prefixes {', '.join(repr(p) for p in sorted(named))}: registries "
+                         "holding the same images hold them under the same prefix")
+    for address in addresses[:1]:
         if address.prefix and prefix.strip("/") not in ("", address.prefix):
             raise UsageError(f"--registry names prefix {address.prefix!r} and --prefix {prefix!r}: give one")
-        registry, prefix, plain_http = address.host, address.prefix or prefix, plain_http or address.plain_http
+        prefix = address.prefix or prefix
+    if len({a.plain_http for a in addresses}) > 1 and not plain_http:
+        raise UsageError("--registry: some are http:// and some not; nodes reach every registry the same way")
+    plain_http = plain_http or any(a.plain_http for a in addresses)
+    registry = addresses[0].host if addresses else None
+    fallbacks = [a.host for a in addresses[1:]]
     if plain_http and (insecure or ca_file):
         raise UsageError("--plain-http does not go with --insecure or --ca-file")
     from ..clientconfig import recorded, sources  # certificates and registry reads: only this command needs them
@@ -130,7 +146,7 @@ def config_command(
         raise UsageError("--include-secrets needs --username and --password-stdin "
                          "(or the registry `mirror registry up` started)")
     settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http, credentials=credentials)
-    target = Target(registry, prefix=prefix, ca_file=ca_file, username=username,
+    target = Target(registry, fallbacks=tuple(fallbacks), prefix=prefix, ca_file=ca_file, username=username,
                     password=credentials.password if credentials and include_secrets else None,
                     plain_http=plain_http, insecure=insecure)  # validates --registry before any connection
     bundled = sources.bundle_images(bundle) if bundle is not None else None
@@ -144,11 +160,14 @@ def config_command(
     target = replace(target, source_registries=sources.ordered([*found, *extra]))
     config = GENERATORS[kind](target, certs_dir=certs_dir, containerd_version=containerd_version,
                               rancher_version=rancher_version, cert_manager_version=cert_manager_version,
-                              bundled=bundled)
+                              bundled=bundled, embedded_mirror=embedded_mirror)
     if output_dir is not None:
         for line in write_files(config, output_dir, force):
             typer.echo(line, err=True)
     else:
         print_files(config)
+    if fallbacks and kind in ("rke", "rancher"):
+        config.notes.append(f"{kind} names one registry ({registry}); for the others to stand in, give the "
+                            "registries one load-balanced name (docs/ha.md)")
     for note in config.notes:
         typer.echo(f"note: {note}", err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import typer
 
@@ -51,8 +51,18 @@ def registry_settings(
     )
 
 
-def target_registry(
-    registry: str | None,
+def target_registry(registry: str | None, **options: Any) -> "Target":
+    """The registry a command writes to or checks, and how to reach it (``target_registries``' options).
+
+    Without ``--registry``: the one ``mirror registry up`` started here, with
+    its CA and credentials; flags given still win. ``http://HOST`` means
+    plain HTTP, as ``--plain-http`` does.
+    """
+    return target_registries([registry], **options)[0]
+
+
+def target_registries(
+    registries: list[str | None],
     *,
     ca_file: Path | None,
     insecure: bool,
@@ -61,29 +71,29 @@ def target_registry(
     password_stdin: bool,
     jobs: int,
     option: str = "--registry",
-) -> "Target":
-    """The registry a command writes to or checks, and how to reach it.
-
-    Without ``--registry``: the one ``mirror registry up`` started here, with
-    its CA and credentials; flags given still win. ``http://HOST`` means
-    plain HTTP, as ``--plain-http`` does.
-    """
+) -> list["Target"]:
+    """``target_registry`` for each of several, with one CA file and one user (the password read once)."""
     from ..model.target import RegistryAddress
     from ..transfer.plan import Target
 
     credentials = read_password_stdin(password_stdin, username)
-    if registry is None:
-        from ..server.probe import require_local_registry
+    targets = []
+    for registry in registries:
+        reach_ca, reach_credentials = ca_file, credentials
+        if registry is None:
+            from ..server.probe import require_local_registry
 
-        local = require_local_registry()
-        address = RegistryAddress(local.host, plain_http=local.plain_http)
-        ca_file = ca_file or local.ca_file
-        credentials = credentials or local.credentials
-    else:
-        address = RegistryAddress.parse(registry, option)
-    settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http or address.plain_http,
-                                 credentials=credentials, jobs=jobs)
-    return Target(address, settings)
+            local = require_local_registry()
+            address = RegistryAddress(local.host, plain_http=local.plain_http)
+            reach_ca = ca_file or local.ca_file
+            reach_credentials = credentials or local.credentials
+        else:
+            address = RegistryAddress.parse(registry, option)
+        settings = registry_settings(ca_file=reach_ca, insecure=insecure,
+                                     plain_http=plain_http or address.plain_http, credentials=reach_credentials,
+                                     jobs=jobs)
+        targets.append(Target(address, settings))
+    return targets
 
 
 def select_images(mode: str | None, versions: dict[str, str | None], *, images: list[str] | None = None,

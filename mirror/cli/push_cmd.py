@@ -13,11 +13,12 @@ import typer
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import target_registry
+from .flag_values import target_registries
 from .options import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, NoSpaceCheckOption, PasswordStdinOption, PlainHttpOption,
     QuietOption, UsernameOption,
 )
+from ..errors import ExitCode, UsageError
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
 
@@ -26,9 +27,11 @@ from .render import emit_json, report_failures
 @handle_errors
 def push_command(
     bundle: Path = typer.Argument(..., help="Bundle written by `mirror pull` (NAME.tar.zst, or its split parts)."),
-    registry: Optional[str] = typer.Option(
+    registries: Optional[list[str]] = typer.Option(
         None, "--registry", "-r",
-        help="Target HOST[:PORT][/PREFIX] [default: the registry `mirror registry up` started here]."),
+        help="Target HOST[:PORT][/PREFIX]; repeat it to write several registries from one read of the bundle, "
+             "concurrently (one CA file and user for all) [default: the registry `mirror registry up` "
+             "started here]."),
     ca_file: Optional[Path] = CaFileOption,
     insecure: bool = InsecureOption,
     plain_http: bool = PlainHttpOption,
@@ -44,32 +47,60 @@ def push_command(
 ) -> None:
     """Stream a bundle into a registry: concurrent uploads, every digest verified."""
     from ..server.storage import managed_registry
-    from ..transfer.push import PushRequest, push
+    from ..transfer.push import PushRequest, push_all
     from ..units import MIB
 
-    target = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                             username=username, password_stdin=password_stdin, jobs=jobs)
-    managed = managed_registry(target.host)
+    given: list[str | None] = list(registries or [None])
+    if len(set(given)) != len(given):
+        raise UsageError(f"--registry {', '.join(r for r in given if r)}: each registry once")
+    first, *also = target_registries(given, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
+                                     username=username, password_stdin=password_stdin, jobs=jobs)
+    managed = managed_registry(first.host)  # the registry `up` manages, if the first target is it
     request = PushRequest(
         bundle=bundle,
-        target=target,
+        target=first,
+        also=tuple(also),
         jobs=jobs,
         window=max(parse_size(window, "--window"), MIB),
         spool_dir=spool_dir,
         dry_run=dry_run,
         space_check=not no_space_check,
-        registry_data_dir=managed.data_dir if managed else None,
+        # on object storage (registry up --storage) the host's disk holds no images: nothing to check there
+        registry_data_dir=managed.data_dir if managed and not managed.state.storage else None,
     )
     started = datetime.now(timezone.utc)
     # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it
     # again each time the many short-lived request objects of a push trigger a full collection.
     gc.freeze()
-    result = anyio.run(push, request, Progress(quiet or json_report))
-    for warning in result.warnings:
-        typer.echo(f"mirror: warning: {warning}", err=True)
-    if json_report:
-        emit_json(result.to_json())
-    elif dry_run:
+    results = anyio.run(push_all, request, Progress(quiet or json_report))
+    for result in results:
+        for warning in result.warnings:
+            typer.echo(f"mirror: warning: {warning}", err=True)
+    if json_report:  # one target: its report, as ever; several: a report each, and the worst exit code
+        emit_json(results[0].to_json() if len(results) == 1 else
+                  {"targets": [r.to_json() for r in results], "exit_code": int(_worst(results))})
+    else:
+        for result in results:
+            _print_result(result, dry_run, quiet)
+    failed = [r for r in results if r.failures]
+    for result in failed:
+        explained = managed is not None and result is results[0]
+        report_failures(result.failures, managed.explain(result.causes, started) if explained else result.causes)
+    if failed:
+        raise typer.Exit(int(_worst(results)))
+
+
+def _worst(results: list) -> ExitCode:
+    """The exit code of a push to several registries: integrity beats auth beats the rest."""
+    codes = {r.exit_code for r in results if r.failures}
+    for code in (ExitCode.INTEGRITY, ExitCode.AUTH):
+        if code in codes:
+            return code
+    return max(codes, default=ExitCode.OK)
+
+
+def _print_result(result, dry_run: bool, quiet: bool) -> None:
+    if dry_run:
         for image in result.images:
             typer.echo(f"{image['source']} -> {image['target']}")
     else:
@@ -86,6 +117,3 @@ def push_command(
             if image.get("change") == "updated" and not quiet:
                 typer.echo(f"  updated: {image['source']} -> {image['target']} "
                            f"({image['previous']} -> {image['digest']})")
-    if result.failures:
-        report_failures(result.failures, managed.explain(result.causes, started) if managed else result.causes)
-        raise typer.Exit(int(result.exit_code))

@@ -85,6 +85,20 @@ def up_command(
     no_space_check: bool = typer.Option(
         False, "--no-space-check", help="Start even when the data dir has too little free space for the "
                                         "--from-bundle bundle's images it does not hold yet."),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="s3://BUCKET[/PREFIX]: keep the images on S3-compatible object storage (MinIO, "
+                                "Ceph RGW, ...) instead of --data-dir; registries on the same storage serve "
+                                "the same images. Keys from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or "
+                                "--s3-credentials-file [default: as recorded]."),
+    s3_endpoint: Optional[str] = typer.Option(None, "--s3-endpoint", help="The storage's URL, "
+                                                                          "http(s)://HOST[:PORT]."),
+    s3_region: Optional[str] = typer.Option(None, "--s3-region", help="The bucket's region [default: us-east-1]."),
+    s3_credentials_file: Optional[Path] = typer.Option(
+        None, "--s3-credentials-file", help="AWS-style INI file with [default] aws_access_key_id and "
+                                            "aws_secret_access_key (instead of the environment)."),
+    join: Optional[Path] = typer.Option(
+        None, "--join", help="Serve the same images as another host: its `mirror registry export-join` file "
+                             "(storage, HTTP secret, user, CA); this host's S3 keys as for --storage."),
     state_dir: Optional[Path] = StateDirOption,
     json_report: bool = JsonOption,
 ) -> None:
@@ -106,6 +120,8 @@ def up_command(
         auth=auth, username=username, bundle=bundle, registry_image=registry_image, engine=engine,
         systemd_unit=print_systemd_unit, container_name=container_name, reconfigure=reconfigure,
         space_check=not no_space_check,
+        storage=storage, s3_endpoint=s3_endpoint, s3_region=s3_region, s3_credentials_file=s3_credentials_file,
+        join=join,
     )
     result = up(options)
     for note in result.notes:
@@ -129,7 +145,8 @@ def up_lines(result: UpResult, on_terminal: bool) -> list[str]:
     state = result.state
     verb = "prepared" if result.systemd_unit else ("already running" if result.already_running else "running")
     remote = [n for n in state.hostnames if n not in LOOPBACK] or state.hostnames
-    lines = [f"registry {verb} at {state.url} ({state.engine}), data in {state.data_dir}",
+    lines = [f"registry {verb} at {state.url} ({state.engine}), data in "
+             + (f"{state.storage} at {state.s3_endpoint}" if state.storage else state.data_dir),
              f"  nodes reach it as: {', '.join(f'{n}:{state.port}' for n in remote)}"]
     if state.ca_file:
         lines.append(f"  CA for nodes: {state.ca_file}")
@@ -145,10 +162,29 @@ def _up_json(result: UpResult) -> dict:
     state = result.state
     doc = {"url": state.url, "engine": state.engine, "already_running": result.already_running,
            "hostnames": state.hostnames, "data_dir": state.data_dir, "ca_file": state.ca_file,
+           "storage": state.storage or "filesystem", "s3_endpoint": state.s3_endpoint,
            "credentials_file": state.credentials_file, "systemd_unit": result.systemd_unit}
     if result.credentials:
         doc["username"] = result.credentials.username  # the password stays in credentials_file
     return doc
+
+
+@registry_app.command("export-join", help="Write what another host needs to serve the same images from the "
+                                          "same object storage (`mirror registry up --join FILE`): storage "
+                                          "address, HTTP secret, user and CA; never the S3 keys. Mode 0600: "
+                                          "it holds the password and the CA key.")
+@handle_errors
+def export_join_command(
+    output: Path = typer.Option(..., "-o", "--output", help="The join file to write."),
+    state_dir: Optional[Path] = StateDirOption,
+) -> None:
+    from ..server.join import export_join
+    from ..server.state import default_state_dir
+
+    names = export_join((state_dir or default_state_dir()).absolute(), output)
+    typer.echo(f"wrote {output} ({', '.join(names)}; mode 0600, keep it secret)")
+    typer.echo(f"next, on each other host: mirror registry up --join {output.name} [--hostname NAME ...]  "
+               "(with that host's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
 
 
 @registry_app.command("down", help="Stop the registry; its images are kept unless --purge.")

@@ -42,7 +42,11 @@ def status_command(
         state = report.state
         health = "running" if report.answering else ("not answering" if report.running else "stopped")
         typer.echo(f"registry {state.url}: {health}")
-        typer.echo(f"  engine {state.engine}, data {state.data_dir}, {human_size(report.storage_bytes)} used")
+        if state.storage:
+            reach = "reachable" if report.storage_reachable else f"NOT reachable: {report.storage_error}"
+            typer.echo(f"  engine {state.engine}, data in {state.storage} at {state.s3_endpoint} ({reach})")
+        else:
+            typer.echo(f"  engine {state.engine}, data {state.data_dir}, {human_size(report.storage_bytes)} used")
         if report.certificate:
             cert = report.certificate
             typer.echo(f"  certificate for {', '.join(cert.names)}, expires {cert.not_after:%Y-%m-%d} "

@@ -43,19 +43,19 @@ def cri_fragment(target: Target, certs_dir: str, containerd_version: str) -> str
     schema, plugin = config_schema(containerd_version)
     lines = [f"version = {schema}", "", f'[plugins.{json.dumps(plugin)}.registry]',
              f"  config_path = {json.dumps(certs_dir)}"]
-    if target.username:
+    for registry in target.registries if target.username else ():
         lines += [
             "",
-            f'[plugins.{json.dumps(plugin)}.registry.configs.{json.dumps(target.registry)}.auth]',
+            f'[plugins.{json.dumps(plugin)}.registry.configs.{json.dumps(registry)}.auth]',
             f"  username = {json.dumps(target.username)}",
             f"  password = {json.dumps(target.password_value())}",
         ]
     return "\n".join(lines) + "\n"
 
 
-def _host_block(target: Target, source: str, ca_install: str | None) -> list[str]:
+def _host_block(target: Target, registry: str, source: str, ca_install: str | None) -> list[str]:
     path_prefix = target.path_prefix(source).strip("/")
-    url = target.endpoint + (f"/v2/{path_prefix}" if path_prefix else "")
+    url = target.endpoint_of(registry) + (f"/v2/{path_prefix}" if path_prefix else "")
     lines = [f"[host.{json.dumps(url)}]", '  capabilities = ["pull", "resolve"]']
     if ca_install:
         lines.append(f"  ca = {json.dumps(ca_install)}")
@@ -69,11 +69,12 @@ def _host_block(target: Target, source: str, ca_install: str | None) -> list[str
 def hosts_toml(target: Target, source: str, ca_install: str | None) -> str:
     upstream = endpoint_host(source)  # docker.io's API is served by registry-1.docker.io
     lines = [
-        f"# {source} images come from {target.registry}, where `mirror push` put them.",
+        f"# {source} images come from {' then '.join(target.registries)}, where `mirror push` put them"
+        + (" (containerd tries each [host] in order)." if target.fallbacks else "."),
         f"server = {json.dumps('https://' + upstream)}",
-        "",
-        *_host_block(target, source, ca_install),
     ]
+    for registry in target.registries:
+        lines += ["", *_host_block(target, registry, source, ca_install)]
     return "\n".join(lines) + "\n"
 
 
@@ -89,16 +90,18 @@ def generate(target: Target, *, certs_dir: str = DEFAULT_CERTS_DIR, containerd_v
     for source in target.source_registries:
         result.files.append(GeneratedFile(f"certs.d/{source}/hosts.toml", f"{certs_dir}/{source}/hosts.toml",
                                           hosts_toml(target, source, ca_install)))
-    # The registry itself, for images pulled by their REG/... names. containerd 1.6 rejects a
+    # Each registry itself, for images pulled by their REG/... names. containerd 1.6 rejects a
     # hosts.toml without a [host] table, hence the explicit one.
-    own = [f"server = {json.dumps(target.endpoint)}", "", f"[host.{json.dumps(target.endpoint)}]",
-           '  capabilities = ["pull", "resolve", "push"]']
-    if ca_install:
-        own.append(f"  ca = {json.dumps(ca_install)}")
-    if target.insecure:
-        own.append("  skip_verify = true")
-    result.files.append(GeneratedFile(f"certs.d/{target.registry}/hosts.toml",
-                                      f"{certs_dir}/{target.registry}/hosts.toml", "\n".join(own) + "\n"))
+    for registry in target.registries:
+        endpoint = target.endpoint_of(registry)
+        own = [f"server = {json.dumps(endpoint)}", "", f"[host.{json.dumps(endpoint)}]",
+               '  capabilities = ["pull", "resolve", "push"]']
+        if ca_install:
+            own.append(f"  ca = {json.dumps(ca_install)}")
+        if target.insecure:
+            own.append("  skip_verify = true")
+        result.files.append(GeneratedFile(f"certs.d/{registry}/hosts.toml", f"{certs_dir}/{registry}/hosts.toml",
+                                          "\n".join(own) + "\n"))
     fragment = cri_fragment(target, certs_dir, containerd_version)
     result.files.append(GeneratedFile("containerd-config.toml", "/etc/containerd/config.toml (merge)",
                                       fragment, secret=target.password is not None))

@@ -24,9 +24,9 @@ CERTS_DIR = "/etc/docker/certs.d"
 def daemon_json(target: Target) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if not target.path_prefix(DOCKER_HUB) and not target.username:
-        config["registry-mirrors"] = [target.endpoint]
+        config["registry-mirrors"] = target.endpoints  # tried in order, for docker.io names only
     if target.plain_http or target.insecure:
-        config["insecure-registries"] = [target.registry]
+        config["insecure-registries"] = list(target.registries)
     return config
 
 
@@ -40,9 +40,9 @@ def login_script(target: Target) -> str:
 def generate(target: Target, *, rancher_version: str | None = None,
              bundled: Collection[Reference] | None = None, **_: Any) -> ClientConfig:
     result = ClientConfig()
-    if target.ca_file and not target.plain_http:
-        install = f"{CERTS_DIR}/{target.registry}/ca.crt"
-        result.files.append(GeneratedFile(f"certs.d/{target.registry}/ca.crt", install, copy_of=target.ca_file))
+    for registry in target.registries if target.ca_file and not target.plain_http else ():
+        install = f"{CERTS_DIR}/{registry}/ca.crt"
+        result.files.append(GeneratedFile(f"certs.d/{registry}/ca.crt", install, copy_of=target.ca_file))
     daemon = daemon_json(target)
     if daemon:
         result.files.append(GeneratedFile("daemon.json", "/etc/docker/daemon.json (merge)",
@@ -64,6 +64,11 @@ def generate(target: Target, *, rancher_version: str | None = None,
         result.notes.append(
             f"Docker can only mirror docker.io: pull {source} images by their target names, "
             f"e.g. {source}/NS/IMAGE as {target.registry}/{target.path_prefix(source)}NS/IMAGE")
+    if target.fallbacks:
+        result.notes.append(
+            "Docker falls back only for docker.io names through registry-mirrors (in order, without auth); a "
+            f"pull by full name ({target.registry}/...) or from another registry goes to that one registry: "
+            "put the registries behind one load-balanced name for those (docs/ha.md)")
     if daemon:
         result.notes.append("restart dockerd (or `kill -HUP` it: registry-mirrors is reloadable) after merging "
                             "daemon.json")

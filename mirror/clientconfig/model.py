@@ -24,16 +24,34 @@ class Target:
     password: str | None = field(default=None, repr=False)  # only when secrets were asked for
     plain_http: bool = False
     insecure: bool = False  # TLS without verification
+    # More registries holding the same images, tried in order after ``registry`` when it fails (docs/ha.md);
+    # they share its prefix, scheme, CA file (which may hold several CAs) and user.
+    fallbacks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        address = RegistryAddress.parse(self.registry)
-        if address.prefix or address.plain_http or address.host != self.registry:
-            raise UsageError(f"registry {self.registry!r}: expected HOST[:PORT] alone (the prefix and "
-                             "the scheme are fields of their own)")
+        for registry in self.registries:
+            address = RegistryAddress.parse(registry)
+            if address.prefix or address.plain_http or address.host != registry:
+                raise UsageError(f"registry {registry!r}: expected HOST[:PORT] alone (the prefix and "
+                                 "the scheme are fields of their own)")
+        if len(set(self.registries)) != len(self.registries):
+            raise UsageError(f"--registry names {', '.join(self.registries)}: each registry once")
+
+    @property
+    def registries(self) -> tuple[str, ...]:
+        """Every registry the nodes may pull from, in the order they try them."""
+        return (self.registry, *self.fallbacks)
 
     @property
     def endpoint(self) -> str:
-        return f"{'http' if self.plain_http else 'https'}://{self.registry}"
+        return self.endpoint_of(self.registry)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [self.endpoint_of(r) for r in self.registries]
+
+    def endpoint_of(self, registry: str) -> str:
+        return f"{'http' if self.plain_http else 'https'}://{registry}"
 
     def path_prefix(self, source_registry: str) -> str:
         """What the target layout puts before a source repository: '', 'quay.io/', 'P/quay.io/'."""

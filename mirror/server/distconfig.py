@@ -20,6 +20,7 @@ STORAGE_TREE = "docker"
 class DistConfig:
     listen: str  # "ADDRESS:PORT"
     storage: str  # rootdirectory
+    object_storage: tuple[str, ...] = ()  # the storage: entries of another driver, in place of the filesystem
     cert: str | None = None
     key: str | None = None
     htpasswd: str | None = None
@@ -33,7 +34,7 @@ def render(config: DistConfig, http_secret: str) -> str:
         "  level: info",
         "  accesslog: {disabled: true}",
         "storage:",
-        f"  filesystem: {{rootdirectory: {q(config.storage)}}}",
+        *(config.object_storage or [f"  filesystem: {{rootdirectory: {q(config.storage)}}}"]),
         "  delete: {enabled: true}",
         "http:",
         f"  addr: {q(config.listen)}",

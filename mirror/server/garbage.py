@@ -70,6 +70,9 @@ def collect_garbage(state_dir: Path, *, dry_run: bool = False, delete_untagged: 
     state = load_state(paths)
     if state is None:
         raise UsageError(f"no registry was set up with state dir {paths.root}: run `mirror registry up` first")
+    if state.storage:  # other hosts' registries serve the same bucket and would keep writing to it
+        raise UsageError(f"the registry of state dir {paths.root} keeps its images on {state.storage}, shared "
+                         "with other hosts: gc is not run there (docs/ha.md: stop every registry on it first)")
     engine = recorded_engine(state, paths)
     if isinstance(engine, SystemdEngine) and engine.running() and not dry_run:
         raise UsageError("the registry runs as the systemd unit mirror-registry: run `systemctl stop "

@@ -20,11 +20,11 @@ from typing import Iterator
 
 from ..errors import MirrorError, UsageError
 from ..registry.settings import Credentials
-from . import probe
+from . import join, objectstore, probe
 from .distconfig import STORAGE_TREE, DistConfig, http_secret, render
 from .engines import CONTAINER_NAME, Engine, choose_engine, recorded_engine
 from .htpasswd import ensure_credentials, read_credentials, write_private
-from .recall import AUTO_NAMES, Requested, Settled, recorded_tls, settle
+from .recall import AUTO_NAMES, Requested, Settled, recorded_storage, recorded_tls, settle
 from .state import RegistryState, StatePaths, load_state, local_registry, save_state
 from .statelock import state_lock
 from .storage import check_bundle_fits
@@ -58,6 +58,11 @@ class UpOptions:
     rotate_password: bool = False  # a new password for the same user (registry restarted with it)
     renew_cert: bool = False  # a new server certificate from the same CA for the same names
     space_check: bool = True  # with a bundle: refuse a data dir that cannot take it (False: --no-space-check)
+    storage: str | None = None  # s3://BUCKET[/PREFIX]: on object storage (objectstore.py), else data_dir
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_credentials_file: Path | None = None  # else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else as kept
+    join: Path | None = None  # another host's `registry export-join`: its storage, secret, users and CA
 
 
 @dataclass
@@ -87,8 +92,17 @@ def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
     """``up`` holding the state dir's lock; ``made`` lists what it created so far."""
     previous = load_state(paths)
     _check_renewal(options, previous, paths)
+    joined = _joined(options, previous, paths)
+    storage = joined.storage if joined else _requested_storage(options)
     settled = settle(Requested(options.port, options.address, options.data_dir, list(options.hostnames),
-                               options.tls, options.auth, options.engine), previous, paths, reconfigure=options.reconfigure)
+                               options.tls or (joined and joined.tls), options.auth or (joined and joined.auth),
+                               options.engine, storage), previous, paths, reconfigure=options.reconfigure)
+    s3_keys = None
+    if settled.storage is None and options.s3_credentials_file:
+        raise UsageError("--s3-credentials-file goes with --storage s3://... (or a registry set up with it)")
+    if settled.storage is not None:  # before anything starts: storage that refuses leaves nothing running
+        s3_keys = objectstore.load_credentials(options.s3_credentials_file, paths.s3_credentials)
+        objectstore.check(settled.storage, s3_keys)
     data_dir = (settled.data_dir or paths.root / "data").absolute()
     previous_engine = recorded_engine(previous, paths) if previous is not None else None
     previous_alive = previous_engine is not None and previous.running and previous_engine.running()
@@ -102,18 +116,21 @@ def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
     engine = choose_engine(settled.engine, paths, notes, systemd_unit=options.systemd_unit,
                            container_name=container_name, bundle=options.bundle, registry_image=registry_image)
     made = (previous.created if previous is not None else []) + made
-    if not data_dir.exists():
-        made.append(str(data_dir))
-    elif not (data_dir / STORAGE_TREE).exists():
-        made.append(str(data_dir / STORAGE_TREE))  # the registry's tree in the user's directory
-    _writable_dir(data_dir, "data dir")
-    if options.bundle is not None and options.space_check:
-        check_bundle_fits(data_dir, options.bundle)  # the push that follows would fill the disk
+    if settled.storage is None:  # on object storage the host keeps no images
+        if not data_dir.exists():
+            made.append(str(data_dir))
+        elif not (data_dir / STORAGE_TREE).exists():
+            made.append(str(data_dir / STORAGE_TREE))  # the registry's tree in the user's directory
+        _writable_dir(data_dir, "data dir")
+        if options.bundle is not None and options.space_check:
+            check_bundle_fits(data_dir, options.bundle)  # the push that follows would fill the disk
     engine.prepare(options.bundle, registry_image)
 
+    if joined is not None:
+        join.install(joined, paths)
     names = _names(settled)
     ca_file, credentials, created = _write_registry_files(options, settled, previous, paths, engine, names,
-                                                          data_dir)
+                                                          data_dir, s3_keys, joined and joined.http_secret)
     # The password is shown until an `up` succeeds with it: a failed first run must not swallow it.
     new_password = credentials is not None and (created or previous is None or not previous.auth)
 
@@ -132,6 +149,9 @@ def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
         credentials_file=str(paths.credentials) if credentials else None,
         fingerprint=_fingerprint(paths, engine, data_dir),
         created=list(dict.fromkeys(made)),
+        storage=settled.storage.url if settled.storage else None,
+        s3_endpoint=settled.storage.endpoint if settled.storage else None,
+        s3_region=settled.storage.region if settled.storage else None,
         **engine.recorded(),
     )
     result = UpResult(state, False, credentials, new_password, notes=notes)
@@ -166,7 +186,8 @@ def _up(options: UpOptions, paths: StatePaths, made: list[str]) -> UpResult:
 
 def _write_registry_files(options: UpOptions, settled: Settled, previous: RegistryState | None, paths: StatePaths,
                           engine: Engine, names: list[str],
-                          data_dir: Path) -> tuple[Path | None, Credentials | None, bool]:
+                          data_dir: Path, s3_keys: objectstore.S3Credentials | None, secret: str | None,
+                          ) -> tuple[Path | None, Credentials | None, bool]:
     """Certificate, htpasswd and config.yml in the registry dir; (CA, credentials, new password?)."""
     registry_dir = paths.registry_dir
     registry_dir.mkdir(parents=True, exist_ok=True)
@@ -185,15 +206,50 @@ def _write_registry_files(options: UpOptions, settled: Settled, previous: Regist
                                          if paths.credentials.is_file() else DEFAULT_USER)
         credentials, created = ensure_credentials(paths.credentials, paths.htpasswd, username,
                                                   rotate=options.rotate_password)
+    object_storage: tuple[str, ...] = ()
+    if settled.storage is not None and s3_keys is not None:
+        objectstore.keep_credentials(s3_keys, paths.s3_credentials)
+        object_storage = tuple(objectstore.driver_lines(settled.storage, s3_keys))
     config = DistConfig(
         listen=_host_port(settled.address, settled.port),
         storage=engine.storage(data_dir),
+        object_storage=object_storage,
         cert=engine.sees(cert) if settled.tls != "none" else None,
         key=engine.sees(key) if settled.tls != "none" else None,
         htpasswd=engine.sees(paths.htpasswd) if credentials else None,
     )
-    write_private(paths.config, render(config, http_secret(paths.config)).encode())
+    write_private(paths.config, render(config, secret or http_secret(paths.config)).encode())
     return ca_file, credentials, created
+
+
+def _joined(options: UpOptions, previous: RegistryState | None, paths: StatePaths) -> join.Joined | None:
+    """``--join FILE`` read and checked against the other flags; None without it."""
+    if options.join is None:
+        return None
+    if options.storage or options.s3_endpoint or options.s3_region or options.data_dir:
+        raise UsageError("--join takes the storage from the join file: leave out --storage, --s3-endpoint, "
+                         "--s3-region and --data-dir")
+    if previous is not None:
+        raise UsageError(f"--join sets up a new registry, and state dir {paths.root} has one: pick another "
+                         "--state-dir (or `mirror registry down --purge` this one)")
+    joined = join.read_join(options.join)
+    if joined.tls == "given" and options.tls != "given":
+        raise UsageError("the first registry uses the operator's certificate: pass --cert and --key (one "
+                         "covering this host's names and the load balancer's) with --join")
+    if options.tls == "none" and joined.tls != "none" or options.auth and options.auth != joined.auth:
+        raise UsageError("--join: TLS and auth are the first registry's; leave out --no-tls and --auth")
+    return joined
+
+
+def _requested_storage(options: UpOptions) -> objectstore.S3Storage | None:
+    """``--storage`` with its endpoint and region, checked; None when not given."""
+    if options.storage is None:
+        if options.s3_endpoint or options.s3_region:
+            raise UsageError("--s3-endpoint and --s3-region go with --storage s3://...")
+        return None
+    if options.data_dir is not None:
+        raise UsageError("--storage and --data-dir exclude each other: the images live in one of them")
+    return objectstore.parse_storage(options.storage, options.s3_endpoint, options.s3_region)
 
 
 def _check_renewal(options: UpOptions, previous: RegistryState | None, paths: StatePaths) -> None:
@@ -353,6 +409,8 @@ class StatusReport:
     repositories: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
     certificate: CertificateSummary | None = None
+    storage_reachable: bool | None = None  # object storage only: did it answer the kept keys
+    storage_error: str | None = None
 
     def to_json(self) -> dict:
         if self.state is None:
@@ -361,6 +419,8 @@ class StatusReport:
             "url": self.state.url, "engine": self.state.engine, "running": self.running,
             "answering": self.answering, "hostnames": self.state.hostnames, "data_dir": self.state.data_dir,
             "storage_bytes": self.storage_bytes, "ca_file": self.state.ca_file,
+            "storage": self.state.storage or "filesystem", "s3_endpoint": self.state.s3_endpoint,
+            "storage_reachable": self.storage_reachable, "storage_error": self.storage_error,
             "credentials_file": self.state.credentials_file, "repositories": self.repositories,
             "error": self.error,
             "certificate": None if self.certificate is None else {
@@ -375,8 +435,15 @@ def status(state_dir: Path) -> StatusReport:
     if state is None:
         return StatusReport(None)
     report = StatusReport(state, running=state.running and recorded_engine(state, paths).running(),
-                          storage_bytes=disk_usage(Path(state.data_dir)),
+                          storage_bytes=0 if state.storage else disk_usage(Path(state.data_dir)),
                           certificate=summary(paths.server_cert) if state.tls else None)
+    storage = recorded_storage(state)
+    if storage is not None:
+        try:
+            objectstore.check(storage, objectstore.kept_credentials(paths.s3_credentials))
+            report.storage_reachable = True
+        except MirrorError as exc:
+            report.storage_reachable, report.storage_error = False, str(exc)
     if report.running:
         local = local_registry(state)
         report.answering = probe.answers(local)

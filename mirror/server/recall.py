@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from .objectstore import DEFAULT_REGION, S3Storage
 from .state import RegistryState, StatePaths
 
 DEFAULT_PORT = 5000
@@ -33,6 +34,7 @@ class Requested:
     tls: str | None = None  # auto | given | none
     auth: str | None = None  # htpasswd | none
     engine: str | None = None  # docker | binary | auto
+    storage: S3Storage | None = None  # --storage s3://...
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Settled:
     auth: str
     engine: str
     keep_given_cert: bool  # --tls given recorded, no --cert now: the installed certificate stays
+    storage: S3Storage | None = None  # None: the filesystem at data_dir
 
 
 def recorded_tls(state: RegistryState, paths: StatePaths) -> str:
@@ -56,12 +59,20 @@ def recorded_tls(state: RegistryState, paths: StatePaths) -> str:
     return "auto" if state.ca_file == str(paths.ca_dir / "ca.crt") else "given"
 
 
+def recorded_storage(state: RegistryState) -> S3Storage | None:
+    """The object storage ``up`` last used; its endpoint and region may change without --reconfigure."""
+    if not state.storage or not state.s3_endpoint:
+        return None
+    bucket, _, prefix = state.storage[len("s3://"):].partition("/")
+    return S3Storage(bucket, prefix, state.s3_endpoint, state.s3_region or DEFAULT_REGION)
+
+
 def settle(asked: Requested, previous: RegistryState | None, paths: StatePaths, *, reconfigure: bool) -> Settled:
     """The registry to start; raises UsageError for a change nodes would notice, unless ``reconfigure``."""
     if previous is None:
         return Settled(asked.port or DEFAULT_PORT, asked.address or DEFAULT_ADDRESS, asked.data_dir,
                        list(asked.hostnames), asked.tls or "auto", asked.auth or "htpasswd", asked.engine or "auto",
-                       False)
+                       False, asked.storage)
     before_tls = recorded_tls(previous, paths)
     before_names = [n for n in previous.hostnames if n not in AUTO_NAMES and n != previous.address]
     kept = Settled(
@@ -73,6 +84,7 @@ def settle(asked: Requested, previous: RegistryState | None, paths: StatePaths, 
         auth=asked.auth or ("htpasswd" if previous.auth else "none"),
         engine=asked.engine or ("binary" if previous.engine == "systemd" else previous.engine),
         keep_given_cert=asked.tls is None and before_tls == "given",
+        storage=asked.storage or (None if asked.data_dir else recorded_storage(previous)),
     )
     changes = _changes(asked, previous, before_tls, before_names, kept)
     if changes and not reconfigure:
@@ -90,7 +102,10 @@ def _changes(asked: Requested, previous: RegistryState, before_tls: str, before_
         changes.append(f"port {previous.port} (not {kept.port})")
     if kept.address != previous.address:
         changes.append(f"address {previous.address} (not {kept.address})")
-    if kept.data_dir.absolute() != Path(previous.data_dir):
+    if (kept.storage and kept.storage.url) != previous.storage:
+        changes.append(f"storage {previous.storage or previous.data_dir} "
+                       f"(not {kept.storage.url if kept.storage else kept.data_dir})")
+    elif kept.data_dir.absolute() != Path(previous.data_dir):
         changes.append(f"data dir {previous.data_dir} (not {kept.data_dir})")
     dropped = [n for n in before_names if asked.hostnames and n not in asked.hostnames]
     if dropped:

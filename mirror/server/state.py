@@ -5,6 +5,7 @@ The state directory holds everything ``up`` generates::
     state.json          what runs where (no secrets)
     lock                held by the one `up` or `down` at work (statelock.py)
     credentials         username/password as JSON, mode 0600
+    s3-credentials      the object storage's keys (--storage s3://), mode 0600
     ca/ca.crt ca.key    the CA nodes must trust (--tls auto)
     registry/           given to the registry (bind-mounted into a container):
       config.yml server.crt server.key htpasswd
@@ -56,6 +57,10 @@ class StatePaths:
         return self.root / "credentials"
 
     @property
+    def s3_credentials(self) -> Path:
+        return self.root / "s3-credentials"
+
+    @property
     def ca_dir(self) -> Path:
         return self.root / "ca"
 
@@ -96,8 +101,8 @@ class StatePaths:
     def generated(self) -> list[Path]:
         """Everything ``up`` (and ``gc``) writes here; all that ``down --purge`` deletes from a state dir it did
         not make."""
-        return [self.registry_dir, self.ca_dir, self.credentials, self.pid_file, self.log_file, self.gc_log,
-                self.state_file, self.bundled_binary.parent, self.root / LOCK_FILE]
+        return [self.registry_dir, self.ca_dir, self.credentials, self.s3_credentials, self.pid_file, self.log_file,
+                self.gc_log, self.state_file, self.bundled_binary.parent, self.root / LOCK_FILE]
 
 
 @dataclass
@@ -109,7 +114,7 @@ class RegistryState:
     hostnames: list[str]  # names/IPs nodes use (all in the certificate)
     port: int
     address: str  # listen address
-    data_dir: str
+    data_dir: str  # unused while storage is set
     tls: bool
     tls_mode: str = ""  # auto, given or none ("" in states written before it was recorded)
     ca_file: str | None = None  # None with --no-tls, or a --cert from a public CA
@@ -119,6 +124,9 @@ class RegistryState:
     image: str | None = None  # docker engine
     fingerprint: str = ""  # of image + config + files: unchanged -> `up` is a no-op
     running: bool = True
+    storage: str | None = None  # s3://BUCKET[/PREFIX] (objectstore.py); None: the filesystem at data_dir
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
     # Directories `up` made, which `down --purge` deletes whole: the state dir, the data dir, or in a
     # data dir that existed before, the registry's docker/ tree. Nothing else of the user's is touched.
     created: list[str] = field(default_factory=list)

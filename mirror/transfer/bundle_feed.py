@@ -245,18 +245,24 @@ class BundleFeed:
             await self.window.release(size)
 
     async def _upload_streamed(self, digest: str, size: int, receive: Any) -> None:
-        used = False
-
-        def source() -> AsyncIterator[bytes]:
-            nonlocal used
-            if used:
-                raise MirrorError(f"blob {digest} is larger than the spool window and cannot be "
-                                  "retried in this pass; re-run push (or raise --window)")
-            used = True
-            return _chunks_from(receive)
-
         with receive:
-            await self.delivery.place_blob(digest, size, source)
+            await self.delivery.place_blob(digest, size, one_shot(digest, receive))
+
+
+def one_shot(digest: str, receive: Any) -> BlobSource:
+    """A source read from ``receive`` once; marked ``once`` so a fan-out copies it rather than re-reading."""
+    used = False
+
+    def source() -> AsyncIterator[bytes]:
+        nonlocal used
+        if used:
+            raise MirrorError(f"blob {digest} is larger than the spool window and cannot be "
+                              "retried in this pass; re-run push (or raise --window)")
+        used = True
+        return _chunks_from(receive)
+
+    source.once = True  # type: ignore[attr-defined]
+    return source
 
 
 async def _chunks_from(receive: Any) -> AsyncIterator[bytes]:

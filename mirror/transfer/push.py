@@ -9,6 +9,7 @@ tags last and only for complete images).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -22,11 +23,14 @@ from ..bundle.format import BundleManifest
 from ..bundle.reader import BundleReader
 from ..diskspace import Space
 from ..errors import MirrorError
+from ..model.oci import Manifest
 from ..progress import Progress
 from ..registry.client import RegistryClient
 from .delta import base_warnings, require_base
 from .deliver import Delivery, DeliveryReport, image_entry
-from .plan import Target, plan_images
+from .fanout import FanOut
+from .plan import ImagePlan, Target, plan_images
+from .tasks import each
 from ..units import MIB
 from .bundle_feed import BundleFeed
 from .survey import Presence, tagged_in_place
@@ -43,69 +47,130 @@ class PushRequest:
     space_check: bool = True  # False: --no-space-check
     registry_data_dir: Path | None = None  # the target is the registry `up` manages: its data dir
     http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
+    also: tuple[Target, ...] = ()  # more registries written from the same read of the bundle (docs/ha.md)
+
+    @property
+    def targets(self) -> list[Target]:
+        return [self.target, *self.also]
 
 
-def dry_run(request: PushRequest) -> DeliveryReport:
+@dataclass
+class _Prepared:
+    """One target surveyed and ready for the bundle's bytes."""
+
+    delivery: Delivery
+    to_upload: set[str]
+    copies: list[Manifest]  # manifests a delta omits, from another repository of the target
+    in_place: list[ImagePlan]  # tagged already: nothing to do
+
+
+def dry_run(request: PushRequest, target: Target) -> DeliveryReport:
     """What would go where, from the bundle's first entry alone; nothing is contacted."""
     with BundleReader(request.bundle) as reader:
-        plans = plan_images(reader.manifest.images, request.target.prefix)
-    report = DeliveryReport(registry=request.target.host)
-    report.images = [image_entry(request.target, plan) for plan in plans]
+        plans = plan_images(reader.manifest.images, target.prefix)
+    report = DeliveryReport(registry=target.host)
+    report.images = [image_entry(target, plan) for plan in plans]
     return report
 
 
 async def push(request: PushRequest, progress: Progress) -> DeliveryReport:
-    """Push a whole bundle. Per-image failures are in the report; setup errors raise."""
+    """Push a whole bundle to ``request.target``. Per-image failures are in the report; setup errors raise."""
+    return (await push_all(request, progress))[0]
+
+
+async def push_all(request: PushRequest, progress: Progress) -> list[DeliveryReport]:
+    """Push a whole bundle to every target, reading it once; a report per target, in order.
+
+    With one target, setup errors (refused login, unreachable registry) raise; with several, they end
+    that target's report and the others go on.
+    """
     if request.dry_run:
-        return dry_run(request)
+        return [dry_run(request, target) for target in request.targets]
     reader = await anyio.to_thread.run_sync(BundleReader, request.bundle)
     try:
-        async with RegistryClient(request.target.host, request.target.settings,
-                                  http_transport=request.http_transport) as client:
-            return await _push(request, reader, client, progress)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [await stack.enter_async_context(
+                RegistryClient(target.host, target.settings, http_transport=request.http_transport))
+                for target in request.targets]
+            return await _push(request, reader, clients, progress)
     finally:
         reader.close()
 
 
-async def _push(request: PushRequest, reader: BundleReader, client: RegistryClient,
-                progress: Progress) -> DeliveryReport:
+async def _push(request: PushRequest, reader: BundleReader, clients: list[RegistryClient],
+                progress: Progress) -> list[DeliveryReport]:
+    targets = request.targets
+    prepared: list[_Prepared | DeliveryReport] = [DeliveryReport(registry=t.host) for t in targets]
+
+    async def prepare(index: int) -> None:
+        try:
+            prepared[index] = await _prepare(request, targets[index], reader, clients[index], progress)
+        except MirrorError as exc:
+            if len(targets) == 1:
+                raise
+            prepared[index] = _failed(targets[index], reader, exc)
+
+    await each(range(len(targets)), prepare, len(targets))
+    ready = [p for p in prepared if isinstance(p, _Prepared)]
+    if any(p.to_upload or p.delivery.presence.missing_manifests for p in ready):
+        fan = FanOut([p.delivery for p in ready], [p.to_upload for p in ready])
+        spool_dir = Path(tempfile.mkdtemp(prefix="mirror-push-", dir=request.spool_dir))
+        try:
+            blobs = reader.manifest.blobs
+            pending = sum(blobs.get(d, 0) for p in ready for d in p.to_upload)
+            with progress.bar(pending, "uploading") as bar:
+                async with anyio.create_task_group() as group:
+                    for p in ready:
+                        p.delivery.progress = bar.update
+                        for copy in p.copies:
+                            p.delivery.manifest_arrived(copy, group)
+                    await BundleFeed(reader, fan, fan.wanted, request.window, spool_dir).run()
+        finally:
+            shutil.rmtree(spool_dir, ignore_errors=True)
+    await each(ready, lambda p: p.delivery.tag_all(), len(ready) or 1)
+    for p in ready:
+        target = p.delivery.target
+        p.delivery.report.images += [{**image_entry(target, plan), "change": "unchanged"} for plan in p.in_place]
+    return [p.delivery.report if isinstance(p, _Prepared) else p for p in prepared]
+
+
+async def _prepare(request: PushRequest, target: Target, reader: BundleReader, client: RegistryClient,
+                   progress: Progress) -> _Prepared:
+    """Survey one target: what it has, what it can mount, what the bundle must still send it."""
     manifest = reader.manifest
     await client.ping()
-    every_plan = plan_images(manifest.images, request.target.prefix)
+    every_plan = plan_images(manifest.images, target.prefix)
     in_place = await tagged_in_place(client, every_plan, request.jobs)
     done = {id(plan) for plan in in_place}
     plans = [plan for plan in every_plan if id(plan) not in done]
     presence = Presence(plans)
     await presence.survey(client, request.jobs)
     sources = await require_base(client, manifest, plans, presence, request.jobs, progress)  # before any write
-    delivery = Delivery(request.target, client, plans, presence, request.jobs)
+    delivery = Delivery(target, client, plans, presence, request.jobs)
     delivery.report.kind, delivery.report.base = manifest.kind, list(manifest.base)
-    delivery.report.warnings = base_warnings(manifest, request.target) + sources.warnings
+    delivery.report.warnings = base_warnings(manifest, target) + sources.warnings
     delivery.report.present_blobs = len(presence.blob_repos) - len(presence.missing_blobs)
     delivery.report.mounted_blobs = await presence.mount_known(client, request.jobs, sources.blobs)
     to_upload = presence.missing_blobs
-    _refuse_omitted(request, reader, presence, to_upload)
-    if request.space_check:
-        _check_space(request, manifest, to_upload, presence)  # before any upload
+    _refuse_omitted(target, reader, presence, to_upload)
+    if request.space_check:  # before any upload; the data dir is the first target's (the registry `up` manages)
+        _check_space(request, manifest, to_upload, presence,
+                     request.registry_data_dir if target is request.target else None)
     copies = [await client.get_manifest(repository, digest) for digest, repository in sources.manifests.items()]
-    if to_upload or presence.missing_manifests:
-        spool_dir = Path(tempfile.mkdtemp(prefix="mirror-push-", dir=request.spool_dir))
-        try:
-            pending = sum(manifest.blobs.get(d, 0) for d in to_upload)
-            with progress.bar(pending, "uploading") as bar:
-                delivery.progress = bar.update
-                async with anyio.create_task_group() as group:
-                    for copy in copies:  # omitted manifests, from another repository of the target
-                        delivery.manifest_arrived(copy, group)
-                    await BundleFeed(reader, delivery, to_upload, request.window, spool_dir).run()
-        finally:
-            shutil.rmtree(spool_dir, ignore_errors=True)
-    await delivery.tag_all()
-    delivery.report.images += [{**image_entry(request.target, plan), "change": "unchanged"} for plan in in_place]
-    return delivery.report
+    return _Prepared(delivery, to_upload, copies, in_place)
 
 
-def _check_space(request: PushRequest, manifest: BundleManifest, to_upload: set[str], presence: Presence) -> None:
+def _failed(target: Target, reader: BundleReader, error: MirrorError) -> DeliveryReport:
+    """The report of a target that failed before anything was written: every image, one reason."""
+    report = DeliveryReport(registry=target.host, exit_code=error.exit_code)
+    for plan in plan_images(reader.manifest.images, target.prefix):
+        report.failures[plan.record.source] = f"to {target.host}/{plan.target}: {error}"
+        report.causes[plan.record.source] = error
+    return report
+
+
+def _check_space(request: PushRequest, manifest: BundleManifest, to_upload: set[str], presence: Presence,
+                 registry_data_dir: Path | None) -> None:
     """NoRoom (exit 2) when the spool cannot hold what it may hold at once (the window, or the blobs it will
     spool when they are fewer; larger ones are streamed through), or the data dir of the registry `up`
     manages what will be uploaded into it."""
@@ -114,19 +179,19 @@ def _check_space(request: PushRequest, manifest: BundleManifest, to_upload: set[
     spool = request.spool_dir or Path(tempfile.gettempdir())
     space.where(spool, "the push spool", "free some, or pass --spool-dir elsewhere or a smaller --window").add(
         min(request.window, sum(size for size in sizes if size <= request.window)))
-    if request.registry_data_dir is not None:
+    if registry_data_dir is not None:
         manifests = [digest for digest, repositories in presence.manifest_repos.items()
                      if any(not presence[digest, repository].ok for repository in repositories)]
-        space.where(request.registry_data_dir, "the registry's data dir", "free some there").add_files(
+        space.where(registry_data_dir, "the registry's data dir", "free some there").add_files(
             [*sizes, *(manifest.blobs.get(digest, 0) for digest in manifests)])
     space.check()
 
 
-def _refuse_omitted(request: PushRequest, reader: BundleReader, presence: Presence, to_upload: set[str]) -> None:
+def _refuse_omitted(target: Target, reader: BundleReader, presence: Presence, to_upload: set[str]) -> None:
     """Blobs a delta bundle leaves out must already be in the registry; fail their images if not."""
     omitted = set(reader.manifest.omitted)
     for digest in to_upload & omitted:
         presence.fail_blob(digest, MirrorError(
             f"blob {digest} is left out of this delta bundle (its base is {', '.join(reader.manifest.base)}) "
-            f"but {request.target.host} does not have it, and mounting it failed"))
+            f"but {target.host} does not have it, and mounting it failed"))
     to_upload -= omitted

@@ -294,3 +294,73 @@ def test_usage_errors_exit_2(args, message):
     result = run_mirror("config", *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+
+
+REG2 = "registry-b.airgap.example:5000"
+
+
+def test_several_registries_are_every_endpoint_in_order_with_the_same_user_and_ca(tmp_path):
+    """k3s/rke2 and containerd: nodes try the registries in the order given (docs/ha.md)."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("CERT")
+    k3s = run_mirror("config", "k3s", "--registry", REG, "--registry", REG2, "--ca-file", ca, "-u", "bob",
+                     "--output-dir", tmp_path / "k3s")
+    assert k3s.returncode == 0, k3s.stderr
+    text = (tmp_path / "k3s" / "registries.yaml").read_text()
+    assert f'  docker.io:\n    endpoint:\n      - "https://{REG}"\n      - "https://{REG2}"\n' in text
+    for host in (REG, REG2):  # K3s looks credentials and CA up by each endpoint's host
+        assert f'  "{host}":\n    auth:\n      username: "bob"' in text
+        assert '      ca_file: "/etc/rancher/k3s/registry-ca.crt"' in text.split(f'  "{host}":')[1]
+
+    containerd = run_mirror("config", "containerd", "--registry", f"{REG}/p", "--registry", f"{REG2}/p",
+                            "-u", "bob", "--output-dir", tmp_path / "containerd")
+    assert containerd.returncode == 0, containerd.stderr
+    certs = tmp_path / "containerd" / "certs.d"
+    quay = (certs / "quay.io" / "hosts.toml").read_text()
+    assert quay.index(f'[host."https://{REG}/v2/p/quay.io"]') < quay.index(f'[host."https://{REG2}/v2/p/quay.io"]')
+    assert quay.count("override_path = true") == 2
+    assert (certs / REG2 / "hosts.toml").is_file() and (certs / REG / "hosts.toml").is_file()
+    fragment = (tmp_path / "containerd" / "containerd-config.toml").read_text()
+    assert f'configs."{REG}".auth]' in fragment and f'configs."{REG2}".auth]' in fragment
+
+
+def test_docker_falls_back_only_for_docker_io_names_and_says_so():
+    config = GENERATORS["docker"](Target(REG, fallbacks=(REG2,), plain_http=True))
+    assert json.loads(config.files[0].content) == {"registry-mirrors": [f"http://{REG}", f"http://{REG2}"],
+                                                   "insecure-registries": [REG, REG2]}
+    assert any("falls back only for docker.io names" in note for note in config.notes)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--registry", REG, "--registry", f"{REG2}/other"], "--registry names prefixes '', 'other'"),
+    (["--registry", REG, "--registry", f"http://{REG2}"], "some are http:// and some not"),
+    (["--registry", REG, "--registry", REG], "each registry once"),
+])
+def test_several_registries_must_hold_the_same_layout(args, message):
+    result = run_mirror("config", "k3s", *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("distro, ports", [("k3s", "5001 and 6443"), ("rke2", "5001 and 9345")])
+def test_embedded_mirror_turns_on_spegel_for_the_servers_and_shares_every_registry(distro, ports, tmp_path):
+    result = run_mirror("config", distro, "--registry", REG, "--registry", REG2, "--embedded-mirror",
+                        "--output-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = (tmp_path / "config.yaml").read_text()
+    assert "\nembedded-registry: true\n" in config  # the server option, as the K3s/RKE2 docs give it
+    assert f"-> /etc/rancher/{distro}/config.yaml (merge, server nodes)" in result.stderr
+    assert f"TCP {ports}" in result.stderr
+    document = registries(Target(REG, ("docker.io", "quay.io"), fallbacks=(REG2,)), None, embedded_mirror=True)
+    # A registry shares its images only with an entry under mirrors; pulls by the registries' own names too.
+    assert set(document["mirrors"]) == {"docker.io", "quay.io", REG, REG2}
+    assert document["mirrors"]["docker.io"]["endpoint"] == [f"https://{REG}", f"https://{REG2}"]
+    text = (tmp_path / "registries.yaml").read_text()
+    assert f'  "{REG}": {{}}\n' in text and f'  "{REG2}": {{}}\n' in text
+    plain = run_mirror("config", distro, "--registry", REG, "--output-dir", tmp_path / "plain")
+    assert not (tmp_path / "plain" / "config.yaml").exists() and f'"{REG}": {{}}' not in \
+        (tmp_path / "plain" / "registries.yaml").read_text(), plain.stderr
+
+
+def test_embedded_mirror_is_refused_where_there_is_none():
+    result = run_mirror("config", "containerd", "--registry", REG, "--embedded-mirror")
+    assert result.returncode == 2 and "--embedded-mirror is K3s's and RKE2's" in result.stderr

@@ -251,3 +251,41 @@ def test_containerd_1x_loads_the_generated_cri_config(tmp_path):
     auth = dump.stdout.split('[plugins."io.containerd.grpc.v1.cri".registry.configs."registry.airgap.test:5000".auth]',
                              1)[1].split("[", 1)[0]
     assert 'username = "bob"' in auth
+
+
+def test_containerd_falls_back_to_the_next_registry_when_the_first_is_down(private, containerd, tmp_path):
+    """Two registries with the same images (as after `mirror push --registry A --registry B`, or on one
+    bucket): with the first stopped, a node pulls by tag and by digest from the second, through nothing but
+    the generated hosts.toml."""
+    tls = testbed.TLSFiles(private.ca_file, private.ca_file.parent / "server.crt", private.ca_file.parent / "server.key")
+    registries = []
+    try:
+        for name in ("first", "second"):
+            shutil.copytree(private.registry.directory / "storage", tmp_path / name / "storage")
+            registries.append(testbed.start_registry(tmp_path / name, tls=tls))
+        first, second = registries
+        hosts_dir = tmp_path / "certs.d"
+        generated = run_mirror("config", "containerd", "--registry", first.host, "--registry", second.host,
+                               "--ca-file", private.ca_file, "--certs-dir", hosts_dir, "--output-dir", tmp_path)
+        assert generated.returncode == 0, generated.stderr
+        for source in ("docker.io", "quay.io"):
+            hosts = (hosts_dir / source / "hosts.toml").read_text()
+            assert hosts.index(f'[host."https://{first.host}') < hosts.index(f'[host."https://{second.host}')
+        first.stop()
+
+        namespace = "fallback"  # nothing of the other tests' pulls: every reference is resolved anew
+        for source in IMAGES:
+            by_tag = containerd.ctr("-n", namespace, "images", "pull", "--hosts-dir", str(hosts_dir), source)
+            assert by_tag.returncode == 0, by_tag.stderr
+            assert private.digests[source] in containerd.ctr("-n", namespace, "images", "ls").stdout
+            name = source.rsplit(":", 1)[0]
+            by_digest = containerd.ctr("-n", namespace, "images", "pull", "--hosts-dir", str(hosts_dir),
+                                       f"{name}@{private.digests[source]}")
+            assert by_digest.returncode == 0, by_digest.stderr
+        # The second registry's own name works as well (full-name pulls, Rancher's systemDefaultRegistry).
+        own = containerd.ctr("-n", namespace, "images", "pull", "--hosts-dir", str(hosts_dir),
+                             f"{second.host}/rancher/mirrored-pause:3.6")
+        assert own.returncode == 0, own.stderr
+    finally:
+        for registry in registries:
+            registry.stop()

@@ -26,7 +26,7 @@ from mirror.server.state import find_local_registry
 from support import testbed
 from support.cli import run_mirror
 from support.registry_image import images  # noqa: F401 - fixture: the registry image in a bundle and a source
-from support.server import registries_running, up_args
+from support.server import registries_running, secret_exposed, up_args
 
 
 REPOSITORIES = {"library/busybox": ["1.36"], "library/registry": ["2.8.2"]}
@@ -93,25 +93,6 @@ def ctr_pull(containerd, namespace: str, reference: str, ca_file: Path, hosts_di
         if process.poll() is None:
             process.kill()
         os.close(master)
-
-
-
-
-
-def secret_exposed(engine: str, state_dir: Path, dockerd, password: str) -> bool:
-    """Whether the password shows in the registry's log, argv or environment (or the container's)."""
-    if engine == "docker":
-        client = dockerd.client()
-        try:
-            container = client.containers.get("mirror-registry")
-            seen = json.dumps(client.api.inspect_container(container.id)) + container.logs().decode()
-        finally:
-            client.close()
-    else:
-        pid = (state_dir / "registry.pid").read_text().strip()
-        seen = (state_dir / "registry.log").read_text() + Path(f"/proc/{pid}/cmdline").read_text() + \
-            Path(f"/proc/{pid}/environ").read_text()
-    return password in seen
 
 
 @pytest.mark.parametrize("engine", ["docker", "binary"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -39,3 +40,19 @@ def serves(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def secret_exposed(engine: str, state_dir: Path, dockerd, password: str) -> bool:
+    """Whether the password shows in the registry's log, argv or environment (or the container's)."""
+    if engine == "docker":
+        client = dockerd.client()
+        try:
+            container = client.containers.get("mirror-registry")
+            seen = json.dumps(client.api.inspect_container(container.id)) + container.logs().decode()
+        finally:
+            client.close()
+    else:
+        pid = (state_dir / "registry.pid").read_text().strip()
+        seen = (state_dir / "registry.log").read_text() + Path(f"/proc/{pid}/cmdline").read_text() + \
+            Path(f"/proc/{pid}/environ").read_text()
+    return password in seen

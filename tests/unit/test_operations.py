@@ -9,47 +9,21 @@ from mirror.model.oci import Platform
 from mirror.model.reference import Reference
 from mirror.model.target import RegistryAddress
 from mirror.model.upstream import SourceMap
-from mirror.progress import Progress
-from mirror.registry.settings import RegistrySettings
 from mirror.transfer.delta import load_base
 from mirror.transfer.plan import Target
-from mirror.transfer.pull import PullRequest, pull
 from mirror.transfer.push import PushRequest, push
 from mirror.transfer.selection import SyncImage
 from mirror.transfer.sync import SyncRequest, sync
 from support.fake_registry import FakeRegistry, by_host, error
-from support.images import image, index, seed
+from support.pulled import QUIET, SOURCE, plain, pulled, source  # noqa: F401 - source: a fixture
 
 pytestmark = pytest.mark.anyio
 
-SOURCE, TARGET = "src.test", "target.test"
-QUIET = Progress(quiet=True)
-
-
-def plain(host: str) -> RegistrySettings:
-    return RegistrySettings(plain_http=True, retries=0)
+TARGET = "target.test"
 
 
 def target() -> Target:
     return Target(RegistryAddress.parse(f"http://{TARGET}"), plain(TARGET))
-
-
-@pytest.fixture
-def source():
-    """A source registry holding lib/app:1.0 (two platforms) and lib/tool:2 (one image)."""
-    registry = FakeRegistry()
-    amd, arm = image("app", arch="amd64"), image("app", arch="arm64", shared=[b"common base " * 30])
-    for child in (amd, arm):
-        seed(registry, "lib/app", child)
-    seed(registry, "lib/app", index(amd, arm), "1.0")
-    seed(registry, "lib/tool", image("tool", shared=[b"common base " * 30]), "2")
-    return registry
-
-
-async def pulled(source: FakeRegistry, tmp_path, *refs: str, **options):
-    request = PullRequest(images=[Reference.parse(f"{SOURCE}/{r}") for r in refs], output=tmp_path / "b.tar.zst",
-                          sources=SourceMap(), settings_for=plain, http_transport=source, **options)
-    return await pull(request, QUIET)
 
 
 async def test_a_pulled_bundle_pushes_into_an_empty_registry_tags_last(source, tmp_path):

@@ -1,0 +1,119 @@
+"""One read of a bundle, several registries written: a Delivery's face over one Delivery per target.
+
+BundleFeed reads the tar once and hands each blob and manifest to what it
+thinks is one Delivery; FanOut passes it to every target that still needs
+it, concurrently. A target that fails (its registry gone, a refused upload)
+fails alone: the others go on, and reading stops only once every target is
+gone. A blob too large for the spool window reaches the feed as a one-shot
+stream; it is copied to each target's own bounded stream, so the slowest
+target sets the pace and a failed one is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import anyio
+
+from ..errors import MirrorError
+from ..model.oci import Manifest
+from ..registry.client import BlobSource
+from .bundle_feed import one_shot
+from .deliver import Delivery
+
+TEE_BUFFER = 4  # chunks queued per target for a streamed blob
+
+
+class _Wanted:
+    """What the feed asks of ``delivery.presence``: is a manifest wanted; a blob failed everywhere."""
+
+    def __init__(self, fan: "FanOut"):
+        self.fan = fan
+        # Asked for every entry of the tar: computed once (the plans do not change while reading).
+        self.manifest_repos = {d for delivery in fan.deliveries for d in delivery.presence.manifest_repos}
+
+    def fail_blob(self, digest: str, error: MirrorError) -> None:
+        for delivery in self.fan.needing(digest):
+            delivery.presence.fail_blob(digest, error)
+
+
+class FanOut:
+    def __init__(self, deliveries: list[Delivery], uploads: list[set[str]]):
+        self.deliveries = deliveries
+        self.uploads = dict(zip(map(id, deliveries), uploads))  # blobs each target still needs
+        self.presence = _Wanted(self)
+
+    @property
+    def wanted(self) -> set[str]:
+        return set().union(*self.uploads.values())
+
+    def needing(self, digest: str) -> list[Delivery]:
+        return [d for d in self.deliveries if digest in self.uploads[id(d)] and d.fatal is None]
+
+    @property
+    def fatal(self) -> MirrorError | None:
+        """Set once every target is gone: then reading on is pointless."""
+        errors = [d.fatal for d in self.deliveries]
+        return errors[0] if errors and all(errors) else None
+
+    @fatal.setter
+    def fatal(self, error: MirrorError) -> None:  # the bundle itself failed: every target stops
+        for delivery in self.deliveries:
+            delivery.fatal = delivery.fatal or error
+
+    def claim(self, digest: str) -> None:
+        for delivery in self.needing(digest):
+            delivery.claim(digest)
+
+    def manifest_arrived(self, manifest: Manifest, group: Any) -> None:
+        for delivery in self.deliveries:
+            if manifest.digest in delivery.presence.manifest_repos:
+                delivery.manifest_arrived(manifest, group)
+
+    def fail_unreached(self, never_came: Callable[[str], MirrorError]) -> None:
+        for delivery in self.deliveries:
+            delivery.fail_unreached(never_came)
+
+    async def place_blob(self, digest: str, size: int, source: BlobSource) -> None:
+        targets = self.needing(digest)
+        if len(targets) == 1 or not getattr(source, "once", False):
+            async with anyio.create_task_group() as group:
+                for delivery in targets:
+                    group.start_soon(delivery.place_blob, digest, size, source)
+            return
+        await self._tee(digest, size, source, targets)
+
+    async def _tee(self, digest: str, size: int, source: Any, targets: list[Delivery]) -> None:
+        """A one-shot stream copied into one bounded stream per target."""
+        streams = [anyio.create_memory_object_stream[Any](TEE_BUFFER) for _ in targets]
+
+        async def pump() -> None:
+            senders = [send for send, _ in streams]
+            try:
+                async for chunk in source():
+                    for send in list(senders):
+                        try:
+                            await send.send(chunk)
+                        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                            senders.remove(send)  # that target's upload is over
+                    if not senders:
+                        return
+            except MirrorError as exc:
+                for send in senders:
+                    try:
+                        await send.send(exc)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        pass
+            finally:
+                for send, _ in streams:
+                    send.close()
+
+        async def deliver(delivery: Delivery, receive: Any) -> None:
+            with receive:
+                await delivery.place_blob(digest, size, one_shot(digest, receive))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(pump)
+            for delivery, (_, receive) in zip(targets, streams):
+                group.start_soon(deliver, delivery, receive)
+
