@@ -8,12 +8,12 @@ from typing import Optional
 import anyio
 import typer
 
-from ..errors import ExitCode
+from ..errors import ExitCode, UsageError
 from ..progress import Progress
 from .app import app
 from .common import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, handle_errors, target_registry,
+    UsernameOption, VerifyKeyOption, handle_errors, target_registry, verify_keys,
 )
 from ..units import human_size
 from .render import emit_json
@@ -49,6 +49,7 @@ def verify_command(
     username: Optional[str] = UsernameOption,
     password_stdin: bool = PasswordStdinOption,
     jobs: int = JobsOption,
+    verify_key: Optional[list[Path]] = VerifyKeyOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -57,17 +58,23 @@ def verify_command(
     from ..bundle.reader import BundleReader
     from ..transfer.verify import verify_in_registry
 
+    if verify_key and (registry is not None or local_registry):
+        raise UsageError("--verify-key checks the signatures a bundle carries: give it without --registry "
+                         "(push --verify-key checks them at the registry)")
     if registry is None and not local_registry:
         progress = Progress(quiet or json_report)
         with BundleReader(bundle) as reader:
             total = reader.manifest.total_size
         with progress.bar(total, "verifying") as bar:
-            report = verify_bundle(bundle, progress=bar.update)
+            report = verify_bundle(bundle, progress=bar.update, keys=verify_keys(verify_key))
         if json_report:
             emit_json(report.to_json())
         else:
-            typer.echo(f"{bundle}: OK, {report.images} images, {report.blobs} blobs, "
-                       f"{human_size(report.bytes)} re-hashed")
+            attached = f" with {report.attachments} attachments" if report.attachments else ""
+            verified = sum(status == "verified" for status in report.signatures.values())
+            typer.echo(f"{bundle}: OK, {report.images} images{attached}, {report.blobs} blobs, "
+                       f"{human_size(report.bytes)} re-hashed" + (f"; {verified} signed by --verify-key"
+                                                                  if verify_key else ""))
             if report.base:
                 typer.echo(f"delta of {', '.join(report.base)}: {report.omitted} blob(s) and manifest(s) "
                            "left to the base; push checks they are in the registry")

@@ -182,6 +182,10 @@ UsernameOption = typer.Option(None, "--username", "-u", help="Registry user; pas
 PasswordStdinOption = typer.Option(False, "--password-stdin", help="Read the registry password from standard input.")
 JobsOption = typer.Option(16, "--jobs", "-j", min=1, max=64,
                           help="Concurrent transfers (at most 16 connections to one registry).")
+VerifyKeyOption = typer.Option(
+    None, "--verify-key", metavar="COSIGN.PUB",
+    help="Require each image to carry a cosign signature this PEM public key verifies (repeatable: any "
+         "one key suffices); an image without one fails with exit 4. docs/signatures.md")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
@@ -286,3 +290,10 @@ def topology_versions(k3s: str | None, kubernetes: str | None, rke2: str | None,
                       cert_manager: str | None) -> dict[str, str | None]:
     """The version options, keyed by the component names in manifests/topologies.json."""
     return {"k3s": k3s, "kubernetes": kubernetes, "rke2": rke2, "rancher": rancher, "cert-manager": cert_manager}
+
+
+def verify_keys(paths: list[Path] | None) -> list:
+    """The --verify-key files, loaded (a UsageError names one that is no public key)."""
+    from ..attach.keys import load_keys
+
+    return load_keys(paths or [])

@@ -16,8 +16,8 @@ from .common import (
     CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
     InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
     NoRegistryImageOption, PlainHttpRegistryOption, OfflineListsOption, PlatformOption, QuietOption,
-    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, handle_errors, parse_platforms, select_images,
-    source_access, topology_versions,
+    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, VerifyKeyOption, handle_errors, parse_platforms,
+    select_images, source_access, topology_versions, verify_keys,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
@@ -75,6 +75,10 @@ def pull_command(
         False, "--with-installer",
         help="Also write mirror's offline installer beside the bundle (NAME.mirror-installer.tar.gz and its "
              ".sha256), made before any image is fetched."),
+    no_attachments: bool = typer.Option(
+        False, "--no-attachments",
+        help="Leave out the images' cosign signatures, attestations, SBOMs and OCI referrers."),
+    verify_key: Optional[list[Path]] = VerifyKeyOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -110,7 +114,11 @@ def pull_command(
         compression_level=level,
         part_size=parse_size(split_size, "--split-size") if split_size else None,
         base=load_base(base) if base else None,
+        attachments=not no_attachments,
+        verify_keys=verify_keys(verify_key),
     )
+    if no_attachments and request.verify_keys:
+        raise UsageError("--verify-key needs the signatures: it cannot go with --no-attachments")
     progress = Progress(quiet or json_report)
     if dry_run:
         _dry_run(request, progress, json_report, selection.trimmed if downstream_versions is not None else None)
@@ -131,7 +139,8 @@ def pull_command(
                                           if made else {})})
     elif result.bundle:
         typer.echo(f"wrote {result.kind} bundle {result.bundle.path} ({human_size(result.bundle.size)}, "
-                   f"{len(result.images)} images, {human_size(result.total_blob_bytes)} of content; "
+                   f"{sum(not r.is_attachment for r in result.images)} images"
+                   f"{_attachments(result.images)}, {human_size(result.total_blob_bytes)} of content; "
                    f"downloaded {human_size(result.downloaded_bytes)}, reused {human_size(result.reused_bytes)})")
         for part in result.bundle.parts if len(result.bundle.parts) > 1 else []:
             typer.echo(f"  part {part}")
@@ -140,6 +149,11 @@ def pull_command(
     if result.failures:
         report_failures(result.failures)
         raise typer.Exit(int(result.exit_code))
+
+
+def _attachments(records: list) -> str:
+    count = sum(record.is_attachment for record in records)
+    return f" with {count} signatures, attestations, SBOMs and referrers" if count else ""
 
 
 def _build_installer(output: Path, quiet: bool) -> PendingInstaller:

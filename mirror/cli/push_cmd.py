@@ -13,7 +13,7 @@ from ..progress import Progress
 from .app import app
 from .common import (
     CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, handle_errors, target_registry,
+    UsernameOption, VerifyKeyOption, handle_errors, target_registry, verify_keys,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
@@ -35,6 +35,7 @@ def push_command(
     window: str = typer.Option("512M", "--window", help="Spool (memory + temp disk) for blobs in flight."),
     spool_dir: Optional[Path] = typer.Option(None, "--spool-dir", help="Where spooled blobs go (default: $TMPDIR)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go where; contact nothing."),
+    verify_key: Optional[list[Path]] = VerifyKeyOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -51,6 +52,7 @@ def push_command(
         window=max(parse_size(window, "--window"), MIB),
         spool_dir=spool_dir,
         dry_run=dry_run,
+        verify_keys=verify_keys(verify_key),
     )
     # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it
     # again each time the many short-lived request objects of a push trigger a full collection.

@@ -136,6 +136,33 @@ class RegistryClient:
             return (await self.get_manifest(repository, reference)).descriptor  # HEAD said too little
         return Descriptor(media_type, digest, length)
 
+    async def referrers(self, repository: str, digest: str) -> list[dict] | None:
+        """The OCI 1.1 referrers API's list for ``digest`` (descriptors as sent); None where it is not served.
+
+        A registry that implements the API answers 200 with an index, empty when nothing refers to
+        the digest; any other answer (404 from distribution 2.8, 400, 405) means it does not.
+        """
+        digest_hex(digest)
+        what = f"referrers of {_image(self.host, repository, digest)}"
+        response = await self._transport.request("GET", f"/v2/{repository}/referrers/{digest}",
+                                                 scopes=[pull_scope(repository)],
+                                                 headers={"Accept": oci.OCI_INDEX}, stream=True, what=what)
+        try:
+            if response.status_code != 200:
+                return None
+            limit = oci.MAX_MANIFEST_SIZE
+            data = await self._read_capped(response, what, limit, IntegrityError(
+                f"{what}: {self.host} serves more than {limit} bytes for it, so it was not read"))
+        finally:
+            await response.aclose()
+        try:
+            listed = json.loads(data).get("manifests") or []
+            if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):
+                raise ValueError("manifests is no list of descriptors")
+        except (ValueError, AttributeError) as exc:
+            raise RegistryError(f"{what}: the answer is no image index ({str(exc)[:200]})") from None
+        return listed
+
     async def blob_size(self, repository: str, digest: str) -> int | None:
         """Size of a blob the registry has in ``repository``; None when absent."""
         what = f"blob {digest} in {self.host}/{repository}"

@@ -25,6 +25,7 @@ import anyio
 
 from ..bundle.format import BundleManifest, ImageRecord
 from ..bundle.store import BlobStore
+from ..attach.keys import VerifyKey
 from ..bundle.writer import WrittenBundle, plan_blobs, write_bundle
 from ..errors import DiskFull, ExitCode, ImagesFailed, MirrorError, UsageError, worst_exit_code
 from ..model.oci import Platform
@@ -37,6 +38,7 @@ from ..safefiles import own_directory
 from ..units import human_size
 from .base import Base
 from .fetch import Abandoned, Arrivals, Fetch
+from .attachments import PullAttachments, attachment_report
 from .resolve import ResolvedImage, Resolver
 
 
@@ -56,6 +58,8 @@ class PullRequest:
     part_size: int | None = None
     base: Base | None = None  # with a base: a delta bundle, leaving out what the base holds
     only_if_changed: bool = False  # with a base: write no bundle when the base holds everything
+    attachments: bool = True  # carry signatures, attestations, SBOMs and referrers (--no-attachments: not)
+    verify_keys: list[VerifyKey] = field(default_factory=list)  # --verify-key: an image must be signed by one
 
     @property
     def store_dir(self) -> Path:
@@ -74,6 +78,7 @@ class PullResult:
     kind: str = "full"
     base: list[str] = field(default_factory=list)
     omitted: int = 0  # blobs and manifests left to the base
+    signatures: dict[str, str] = field(default_factory=dict)  # image source -> verified|present|absent|invalid
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,7 +87,8 @@ class PullResult:
             "bundle_sha256": self.bundle.sha256 if self.bundle else None,
             "parts": [str(p) for p in self.bundle.parts] if self.bundle else [],
             "images": [{"source": r.source, "digest": r.digest, "platforms": r.platforms,
-                        "narrowed_from": r.narrowed_from} for r in self.images],
+                        "narrowed_from": r.narrowed_from, **attachment_report(r, self.images, self.signatures)}
+                       for r in self.images if not r.is_attachment],
             "failures": self.failures,
             "exit_code": int(self.exit_code),
             "downloaded_bytes": self.downloaded_bytes,
@@ -184,8 +190,13 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         arrivals = Arrivals()
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch.run, arrivals, progress, True)
-            resolution = await resolver(request, pool, store).resolve_all(
-                request.images, progress, lambda image: fetch.want(image.blobs, image.location))
+            attached = PullAttachments(pool, store, lambda image: fetch.want(image.blobs, image.location),
+                                       request.attachments, request.verify_keys)
+            async with anyio.create_task_group() as lookups:  # alongside the images, not after them
+                resolution = await resolver(request, pool, store).resolve_all(
+                    request.images, progress,
+                    lambda image: (fetch.want(image.blobs, image.location), attached.look_up(image, lookups)))
+            attached.settle(resolution)
             fetch.no_more()
             images, failures, causes = resolution.images, resolution.failures, resolution.causes
             unchanged = request.only_if_changed and not failures and _base_holds_all(base, images)
@@ -240,7 +251,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     layers = {d for image in images for d in image.blobs} & manifest.stored_blobs.keys()
     result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused(layers),
                         total_blob_bytes=manifest.total_size, bundle=bundle, kind=manifest.kind,
-                        base=list(manifest.base), omitted=len(manifest.omitted))
+                        base=list(manifest.base), omitted=len(manifest.omitted),
+                        signatures={source: v.status for source, v in attached.verdicts.items()})
     if not failures:
         _drop_own_work_dir(request)
     if failures:

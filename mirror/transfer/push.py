@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
+from ..attach.keys import VerifyKey
 from ..bundle.reader import BundleReader
 from ..errors import MirrorError
 from ..progress import Progress
 from ..registry.client import RegistryClient
+from .attachments import report_signatures, tag_in_order
 from .delta import base_warnings, require_base
 from .deliver import Delivery, DeliveryReport, image_entry
 from .plan import Target, plan_images
@@ -37,6 +39,7 @@ class PushRequest:
     window: int = 512 * MIB  # bytes of spool (memory + temp disk) at most
     spool_dir: Path | None = None
     dry_run: bool = False
+    verify_keys: list[VerifyKey] = field(default_factory=list)  # --verify-key: tag only images signed by one
 
 
 def dry_run(request: PushRequest) -> DeliveryReport:
@@ -91,8 +94,10 @@ async def _push(request: PushRequest, reader: BundleReader, client: RegistryClie
                     await BundleFeed(reader, delivery, to_upload, request.window, spool_dir).run()
         finally:
             shutil.rmtree(spool_dir, ignore_errors=True)
-    await delivery.tag_all()
-    delivery.report.images += [{**image_entry(request.target, plan), "change": "unchanged"} for plan in in_place]
+    verdicts = await tag_in_order(delivery, manifest, every_plan, request.verify_keys)
+    delivery.report.images += [{**image_entry(request.target, plan), "change": "unchanged"} for plan in in_place
+                               if plan.record.source not in delivery.report.failures]
+    report_signatures(delivery.report, manifest, verdicts)
     return delivery.report
 
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 import anyio
 
-from ..bundle.format import ImageRecord
+from ..bundle.format import Attached, ImageRecord
 from ..bundle.store import BlobStore
 from ..errors import MirrorError, UsageError
 from ..model import graph
@@ -38,6 +38,7 @@ class ResolvedImage:
     platforms: list[str]
     narrowed_from: str | None = None
     fetched: dict[str, int] = field(default_factory=dict)  # blobs already downloaded while resolving
+    attached_to: Attached | None = None  # set on a signature, attestation, SBOM or referrer of another image
 
     @property
     def manifests(self) -> list[Manifest]:
@@ -54,6 +55,7 @@ class ResolvedImage:
             blobs=needed,
             narrowed_from=self.narrowed_from,
             manifests=[m.digest for m in self.children],
+            attached_to=self.attached_to,
         )
 
 
