@@ -16,9 +16,17 @@ import pytest
 
 import testbed
 from conftest import run_mirror
+from mirror.attach.cosign import Payload
+from mirror.attach.keys import VerifyKey, judge, load_keys
+from mirror.bundle.format import Attached, BundleManifest, ImageRecord
+from mirror.bundle.reader import BundleReader
+from mirror.errors import IntegrityError
+from mirror.model.oci import Manifest
 from mirror.model.reference import Reference
 from mirror.model.target import target_repository
-from signing import OCI_INDEX, OCI_MANIFEST, Pushed, Signer, Source
+from signing import (
+    OCI_INDEX, OCI_MANIFEST, SIGNATURE_ANNOTATION, SIMPLE_SIGNING, Pushed, Signer, Source, digest_of, payload,
+)
 
 ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST])
 
@@ -32,6 +40,7 @@ class Signed:
     images: dict[str, Pushed]  # source reference -> its top manifest
     attached: dict[str, dict[str, Pushed]]  # source -> cosign suffix or "referrer" -> the attachment
     children: dict[str, list[Pushed]]  # an index's platform manifests
+    signer: Signer  # the private half of ``key``
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +82,7 @@ def signed(tmp_path_factory) -> Signed:
     source("corrupt").sign(top.digest, signer, "index.docker.io/acme/corrupt", corrupt=True)
     try:
         yield Signed(registry, ["--source-mirror", f"docker.io=http://{registry.host}/dockerhub"],
-                     str(directory / "cosign.pub"), str(directory / "other.pub"), images, attached, children)
+                     str(directory / "cosign.pub"), str(directory / "other.pub"), images, attached, children, signer)
     finally:
         registry.stop()
 
@@ -202,6 +211,28 @@ def test_push_tags_no_image_the_key_does_not_verify(signed, registry, tmp_path):
     assert at(registry, "docker.io/acme/stranger:1.0", tag(stranger, "sig")).status_code == 404
 
 
+def test_a_delta_after_a_new_signature_on_an_old_image_carries_only_the_signature(signed, registry, tmp_path):
+    later = Source(signed.registry.host, "dockerhub/acme/later")
+    image = later.image("1.0")
+    full, delta = tmp_path / "full.tar.zst", tmp_path / "delta.tar.zst"
+    assert pull(signed, full, "docker.io/acme/later:1.0")[0].returncode == 0
+    signature = later.sign(image.digest, signed.signer, "index.docker.io/acme/later")
+    result, report = pull(signed, delta, "docker.io/acme/later:1.0", extra=("--base", str(full)))
+    assert result.returncode == 0, result.stderr
+    assert report["kind"] == "delta" and report["images"][0]["signatures"] == "present"
+    with BundleReader(delta) as reader:
+        stored = set(reader.manifest.stored_blobs)
+        records = {record.digest: record for record in reader.manifest.images}
+    assert stored == {signature.digest, *records[signature.digest].blobs}
+    for bundle in (full, delta):
+        pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q")
+        assert pushed.returncode == 0, pushed.stderr
+    there = at(registry, "docker.io/acme/later:1.0", tag(image.digest, "sig"))
+    assert there.headers["docker-content-digest"] == signature.digest
+    checked = run_mirror("verify", delta, "--verify-key", signed.key, "-q")  # the image's own blobs are the base's
+    assert checked.returncode == 0, checked.stderr
+
+
 def test_no_attachments_leaves_them_out(signed, tmp_path):
     bundle = tmp_path / "b.tar.zst"
     result, report = pull(signed, bundle, "docker.io/acme/app:1.0", extra=("--no-attachments",))
@@ -212,3 +243,71 @@ def test_no_attachments_leaves_them_out(signed, tmp_path):
     refused = run_mirror("pull", "docker.io/acme/app:1.0", "-o", tmp_path / "c.tar.zst", *signed.args,
                          "--no-attachments", "--verify-key", signed.key)
     assert refused.returncode == 2 and "--no-attachments" in refused.stderr
+
+
+# -- the cosign format and the keys, without a registry ------------------------------------------
+
+
+def signature_image(body: bytes, signature: str) -> tuple[Manifest, dict[str, bytes]]:
+    layer = {"mediaType": SIMPLE_SIGNING, "digest": digest_of(body), "size": len(body),
+             "annotations": {SIGNATURE_ANNOTATION: signature}}
+    document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(b"{}"),
+                           "size": 2}, "layers": [layer]}
+    return Manifest.from_bytes(json.dumps(document).encode()), {digest_of(body): body}
+
+
+@pytest.mark.parametrize("kind", ["p256", "p384", "rsa", "ed25519"])
+def test_each_kind_of_public_key_verifies_what_its_private_key_signed(tmp_path, kind):
+    signer, image = Signer(kind), "sha256:" + "ab" * 32
+    (tmp_path / "key.pub").write_bytes(signer.public_pem())
+    (tmp_path / "other.pub").write_bytes(Signer(kind).public_pem())
+    body = payload("index.docker.io/acme/app", image)
+    signed = [signature_image(body, signer.sign(body))]
+    key, other = load_keys([tmp_path / "key.pub"]), load_keys([tmp_path / "other.pub"])
+    assert judge({image}, "docker.io/acme/app", signed, key).status == "verified"
+    assert judge({image}, "docker.io/acme/app", signed, other).status == "invalid"
+    assert judge({image}, "docker.io/acme/app", signed, other + key).signed_by == [str(tmp_path / "key.pub")]
+
+
+def test_a_payload_is_judged_on_its_exact_bytes_and_claims():
+    signer, image = Signer("p256"), "sha256:" + "ab" * 32
+    body = payload("index.docker.io/acme/app", image)
+    keys = [VerifyKey("k", signer.key.public_key())]
+    manifest, blobs = signature_image(body, signer.sign(body))
+    # the same claims re-encoded (a space more) are other bytes: the signature is over the bytes
+    respaced = body.replace(b'"optional":null', b'"optional": null')
+    assert "not at hand" in judge({image}, "docker.io/acme/app", [(manifest, {digest_of(body): respaced})],
+                                  keys).reason
+    assert judge({image}, "docker.io/acme/app", [], keys).status == "absent"
+    assert judge({image}, "docker.io/acme/app", [(manifest, blobs)], []).status == "present"
+    assert Payload.parse(body).names_repository("docker.io/acme/app")
+    assert not Payload.parse(body).names_repository("docker.io/acme/application")
+    for text, why in [(b"[]", "no cosign"), (b'{"critical": {"type": "atomic container signature"}}', "no cosign"),
+                      (b'{"critical": {"type": "cosign container image signature"}}', "names no")]:
+        with pytest.raises(ValueError, match=why):
+            Payload.parse(text)
+
+
+def test_a_key_file_that_is_no_public_key_is_named(tmp_path):
+    (tmp_path / "cosign.key").write_text("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nAAAA\n")
+    result = run_mirror("verify", tmp_path / "b.tar.zst", "--verify-key", tmp_path / "cosign.key")
+    assert result.returncode == 2 and "cosign.key: not a PEM public key" in result.stderr
+    missing = run_mirror("verify", tmp_path / "b.tar.zst", "--verify-key", tmp_path / "nowhere.pub")
+    assert missing.returncode == 2 and "nowhere.pub" in missing.stderr
+
+
+def test_an_attachment_record_reads_back_and_a_record_without_one_reads_as_before():
+    image = ImageRecord("docker.io/acme/app:1.0", "sha256:" + "a" * 64, OCI_MANIFEST, 10, [], ["sha256:" + "b" * 64])
+    signature = ImageRecord(f"docker.io/acme/app:sha256-{'a' * 64}.sig", "sha256:" + "c" * 64, OCI_MANIFEST, 10, [],
+                            ["sha256:" + "d" * 64], attached_to=Attached("sha256:" + "a" * 64, "signature", SIMPLE_SIGNING))
+    sizes = {f"sha256:{c * 64}": 10 for c in "abcd"}
+    manifest = BundleManifest([image, signature], sizes)
+    doc = json.loads(manifest.to_json())
+    assert "attached_to" not in doc["images"][0]  # an image's record is as older mirrors wrote it
+    assert doc["totals"]["images"] == 1 and doc["totals"]["attachments"] == 1
+    again = BundleManifest.from_json(manifest.to_json())
+    assert again == manifest and again.attachments_of(again.images[0]) == [signature]
+    doc["images"][1]["attached_to"]["kind"] = "autograph"
+    with pytest.raises(IntegrityError, match="unknown attachment kind"):
+        BundleManifest.from_json(json.dumps(doc).encode())

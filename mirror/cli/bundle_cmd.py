@@ -58,6 +58,7 @@ def verify_command(
     from ..bundle.reader import BundleReader
     from ..transfer.verify import verify_in_registry
 
+    keys = verify_keys(verify_key)  # before the bundle is read: a bad key file is a usage error, at once
     if verify_key and (registry is not None or local_registry):
         raise UsageError("--verify-key checks the signatures a bundle carries: give it without --registry "
                          "(push --verify-key checks them at the registry)")
@@ -66,7 +67,7 @@ def verify_command(
         with BundleReader(bundle) as reader:
             total = reader.manifest.total_size
         with progress.bar(total, "verifying") as bar:
-            report = verify_bundle(bundle, progress=bar.update, keys=verify_keys(verify_key))
+            report = verify_bundle(bundle, progress=bar.update, keys=keys)
         if json_report:
             emit_json(report.to_json())
         else:
