@@ -23,6 +23,7 @@ import gzip
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import httpx
 from cryptography.hazmat.primitives import hashes, serialization
@@ -153,6 +154,10 @@ class Source:
             signature = base64.b64encode(bytes(raw)).decode()
         return self.cosign_image(subject, "sig", [(body, SIMPLE_SIGNING, {SIGNATURE_ANNOTATION: signature})])
 
+    def sign_keyless(self, subject: str, sigstore: "Sigstore", reference: str, identity: str, issuer: str) -> Pushed:
+        body = payload(reference, subject)
+        return self.cosign_image(subject, "sig", [(body, SIMPLE_SIGNING, sigstore.sign(body, identity, issuer))])
+
     def attest(self, subject: str, signer: Signer, name: str) -> Pushed:
         """``cosign attest --key``: a DSSE envelope of an in-toto statement about the subject."""
         statement = go_json({"_type": "https://in-toto.io/Statement/v0.1", "predicateType": "https://slsa.dev/provenance/v0.2",
@@ -189,3 +194,84 @@ class Source:
                         "artifactType": artifact_type})
         self.manifest({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, tag)
         return pushed
+
+
+class Sigstore:
+    """A stand-in for Fulcio and Rekor: a CA (root and intermediate) and a log key, and the trusted
+    root that names them, in Sigstore's trusted_root.json format (as ``cosign trusted-root create``)."""
+
+    def __init__(self):
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
+        def name(common: str) -> x509.Name:
+            return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "sigstore.test"),
+                              x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+        self.now = datetime.now(timezone.utc).replace(microsecond=0)
+        self.root_key, self.intermediate_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(
+            ec.SECP384R1())
+        self.root = self._certificate(name("sigstore"), name("sigstore"), self.root_key.public_key(), self.root_key,
+                                      ca=True)
+        self.intermediate = self._certificate(name("sigstore-intermediate"), name("sigstore"),
+                                              self.intermediate_key.public_key(), self.root_key, ca=True)
+        self.log_key = ec.generate_private_key(ec.SECP256R1())
+
+    def _certificate(self, subject, issuer, public_key, signing_key, *, ca: bool, extensions=(), minutes=60 * 24):
+        from cryptography import x509
+
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(self.now - timedelta(minutes=5))
+                   .not_valid_after(self.now + timedelta(minutes=minutes))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        for extension in extensions:
+            builder = builder.add_extension(extension, critical=False)
+        return builder.sign(signing_key, hashes.SHA384() if ca else hashes.SHA256())
+
+    def trusted_root(self) -> dict:
+        def raw(certificate) -> dict:
+            return {"rawBytes": base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()}
+
+        log_der = self.log_key.public_key().public_bytes(serialization.Encoding.DER,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+        return {"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+                "tlogs": [{"baseUrl": "https://rekor.sigstore.test", "hashAlgorithm": "SHA2_256",
+                           "publicKey": {"rawBytes": base64.b64encode(log_der).decode(),
+                                         "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                                         "validFor": {"start": "2021-01-12T11:53:27.000Z"}},
+                           "logId": {"keyId": base64.b64encode(hashlib.sha256(log_der).digest()).decode()}}],
+                "certificateAuthorities": [{"subject": {"organization": "sigstore.test", "commonName": "sigstore"},
+                                            "uri": "https://fulcio.sigstore.test",
+                                            "certChain": {"certificates": [raw(self.intermediate), raw(self.root)]},
+                                            "validFor": {"start": "2021-03-07T03:20:29.000Z"}}],
+                "ctlogs": [], "timestampAuthorities": []}
+
+    def sign(self, body: bytes, identity: str, issuer: str) -> dict[str, str]:
+        """``cosign sign`` keyless: a Fulcio certificate for ``identity``, the signature, the Rekor bundle
+        (a hashedrekord entry and its signed entry timestamp); the layer's annotations."""
+        from cryptography import x509
+        from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        issuer_der = b"\x0c" + bytes([len(issuer)]) + issuer.encode()
+        leaf = self._certificate(x509.Name([]), self.intermediate.subject, key.public_key(), self.intermediate_key,
+                                 ca=False, minutes=10, extensions=[
+                                     x509.SubjectAlternativeName([x509.RFC822Name(identity)]),
+                                     x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]),
+                                     x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.57264.1.8"), issuer_der)])
+        signature = base64.b64encode(key.sign(body, ec.ECDSA(hashes.SHA256()))).decode()
+        pem = leaf.public_bytes(serialization.Encoding.PEM)
+        entry = go_json({"apiVersion": "0.0.1", "kind": "hashedrekord", "spec": {
+            "data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(body).hexdigest()}},
+            "signature": {"content": signature, "publicKey": {"content": base64.b64encode(pem).decode()}}}})
+        log_der = self.log_key.public_key().public_bytes(serialization.Encoding.DER,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+        payload = {"body": base64.b64encode(entry).decode(), "integratedTime": int(self.now.timestamp()),
+                   "logIndex": 4242, "logID": hashlib.sha256(log_der).hexdigest()}
+        canonical = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()  # RFC 8785 for these values
+        stamp = base64.b64encode(self.log_key.sign(canonical, ec.ECDSA(hashes.SHA256()))).decode()
+        return {SIGNATURE_ANNOTATION: signature, "dev.sigstore.cosign/certificate": pem.decode(),
+                "dev.sigstore.cosign/chain": "".join(c.public_bytes(serialization.Encoding.PEM).decode()
+                                                     for c in (self.intermediate, self.root)),
+                "dev.sigstore.cosign/bundle": go_json({"SignedEntryTimestamp": stamp, "Payload": payload}).decode()}

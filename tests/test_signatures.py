@@ -25,10 +25,11 @@ from mirror.model.oci import Manifest
 from mirror.model.reference import Reference
 from mirror.model.target import target_repository
 from signing import (
-    OCI_INDEX, OCI_MANIFEST, SIGNATURE_ANNOTATION, SIMPLE_SIGNING, Pushed, Signer, Source, digest_of, payload,
+    OCI_INDEX, OCI_MANIFEST, SIGNATURE_ANNOTATION, SIMPLE_SIGNING, Pushed, Signer, Sigstore, Source, digest_of, payload,
 )
 
 ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST])
+KEYLESS = ("release@acme.example", "https://accounts.acme.example")  # the signer's identity, its OIDC issuer
 
 
 @dataclass
@@ -41,6 +42,9 @@ class Signed:
     attached: dict[str, dict[str, Pushed]]  # source -> cosign suffix or "referrer" -> the attachment
     children: dict[str, list[Pushed]]  # an index's platform manifests
     signer: Signer  # the private half of ``key``
+    trusted_root: str  # the Sigstore trusted root that vouches for the keyless signature
+    other_root: str  # another one
+    other_ca: str  # our log, another certificate authority
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +84,19 @@ def signed(tmp_path_factory) -> Signed:
     source("renamed").sign(top.digest, signer, "index.docker.io/acme/app")
     images["docker.io/acme/corrupt:1.0"] = top = source("corrupt").image("1.0")
     source("corrupt").sign(top.digest, signer, "index.docker.io/acme/corrupt", corrupt=True)
+    sigstore = Sigstore()
+    (directory / "trusted_root.json").write_text(json.dumps(sigstore.trusted_root()))
+    (directory / "other_root.json").write_text(json.dumps(Sigstore().trusted_root()))
+    other_ca = Sigstore()
+    other_ca.log_key = sigstore.log_key
+    (directory / "other_ca.json").write_text(json.dumps(other_ca.trusted_root()))
+    images["docker.io/acme/keyless:1.0"] = top = source("keyless").image("1.0")
+    source("keyless").sign_keyless(top.digest, sigstore, "index.docker.io/acme/keyless", *KEYLESS)
     try:
         yield Signed(registry, ["--source-mirror", f"docker.io=http://{registry.host}/dockerhub"],
-                     str(directory / "cosign.pub"), str(directory / "other.pub"), images, attached, children, signer)
+                     str(directory / "cosign.pub"), str(directory / "other.pub"), images, attached, children, signer,
+                     str(directory / "trusted_root.json"), str(directory / "other_root.json"),
+                     str(directory / "other_ca.json"))
     finally:
         registry.stop()
 
@@ -231,6 +245,43 @@ def test_a_delta_after_a_new_signature_on_an_old_image_carries_only_the_signatur
     assert there.headers["docker-content-digest"] == signature.digest
     checked = run_mirror("verify", delta, "--verify-key", signed.key, "-q")  # the image's own blobs are the base's
     assert checked.returncode == 0, checked.stderr
+
+
+def keyless(root: str, identity: str = KEYLESS[0], issuer: str = KEYLESS[1]) -> tuple[str, ...]:
+    return ("--trusted-root", root, "--certificate-identity", identity, "--certificate-oidc-issuer", issuer)
+
+
+def test_a_keyless_signature_verifies_against_the_trusted_root_given(signed, registry, tmp_path):
+    bundle = tmp_path / "b.tar.zst"
+    result, report = pull(signed, bundle, "docker.io/acme/keyless:1.0", extra=keyless(signed.trusted_root))
+    assert result.returncode == 0, result.stderr
+    assert report["images"][0]["signatures"] == "verified"
+    checked = run_mirror("verify", bundle, "-q", *keyless(signed.trusted_root))
+    assert checked.returncode == 0, checked.stderr
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q", *keyless(signed.trusted_root))
+    assert pushed.returncode == 0, pushed.stderr
+    # a key alone does not vouch for a keyless signature, and the key's signatures need no root
+    assert run_mirror("verify", bundle, "-q", "--verify-key", signed.key).returncode == 4
+
+
+@pytest.mark.parametrize("flags, why", [
+    (lambda s: keyless(s.other_root), "its Rekor bundle is from a log the trusted root does not list"),
+    (lambda s: keyless(s.other_ca), "not issued by a certificate authority of the trusted root"),
+    (lambda s: keyless(s.trusted_root, identity="mallory@acme.example"),
+     "its certificate is for release@acme.example, not mallory@acme.example"),
+    (lambda s: keyless(s.trusted_root, issuer="https://token.actions.githubusercontent.com"),
+     "not https://token.actions.githubusercontent.com"),
+])
+def test_a_keyless_signature_fails_with_another_root_identity_or_issuer(signed, tmp_path, flags, why):
+    result, _ = pull(signed, tmp_path / "b.tar.zst", "docker.io/acme/keyless:1.0", extra=flags(signed))
+    assert result.returncode == 4 and why in result.stderr, result.stderr
+    assert not (tmp_path / "b.tar.zst").exists()
+
+
+def test_keyless_flags_go_together(signed, tmp_path):
+    result, _ = pull(signed, tmp_path / "b.tar.zst", "docker.io/acme/keyless:1.0",
+                     extra=("--trusted-root", signed.trusted_root))
+    assert result.returncode == 2 and "--certificate-identity" in result.stderr
 
 
 def test_no_attachments_leaves_them_out(signed, tmp_path):

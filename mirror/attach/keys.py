@@ -12,7 +12,7 @@ import binascii
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Protocol, Sequence
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,10 +28,22 @@ _CURVE_HASHES = {"secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512}
 VERIFIED, PRESENT, ABSENT, INVALID = "verified", "present", "absent", "invalid"
 
 
+class Verifier(Protocol):
+    """What may vouch for a signature: a public key (VerifyKey), a keyless identity (keyless.KeylessIdentity)."""
+
+    name: str
+
+    def check(self, signature: bytes, payload: bytes, annotations: dict[str, str]) -> str:
+        """Why this verifier does not vouch for ``signature`` over ``payload`` ("" when it does)."""
+
+
 @dataclass(frozen=True)
 class VerifyKey:
-    path: str
+    name: str  # the key file
     key: object
+
+    def check(self, signature: bytes, payload: bytes, annotations: dict[str, str]) -> str:
+        return "" if self.verifies(signature, payload) else f"the key {self.name} does not verify it"
 
     def verifies(self, signature: bytes, payload: bytes) -> bool:
         key = self.key
@@ -87,13 +99,17 @@ class Verdict:
     signed_by: list[str] = field(default_factory=list)  # the key files that verified one
 
 
+def verdict_reason(verdict: Verdict) -> str:
+    return "it has no cosign signature" if verdict.status == ABSENT else verdict.reason
+
+
 def signature_layers(manifest: Manifest) -> list[Descriptor]:
     """The simple signing payloads of a ``.sig`` image."""
     return [layer for layer in manifest.children()[1:] if layer.media_type == SIMPLE_SIGNING]
 
 
 def judge(subjects: set[str], repository: str, signatures: list[tuple[Manifest, dict[str, bytes]]],
-          keys: list[VerifyKey]) -> Verdict:
+          keys: Sequence[Verifier]) -> Verdict:
     """Whether any signature vouches for one of ``subjects`` (the image's digests) in ``repository``.
 
     ``signatures``: each ``.sig`` manifest with its payload blobs (digest -> bytes, as read).
@@ -115,7 +131,7 @@ def judge(subjects: set[str], repository: str, signatures: list[tuple[Manifest, 
 
 
 def _check(layer: Descriptor, payload: bytes | None, subjects: set[str], repository: str,
-           keys: list[VerifyKey], signed_by: list[str]) -> str:
+           keys: Sequence[Verifier], signed_by: list[str]) -> str:
     """Why this payload does not vouch for the image ("" when it does; the key is added to ``signed_by``)."""
     if payload is None or "sha256:" + hashlib.sha256(payload).hexdigest() != layer.digest:
         return f"the payload {layer.digest} of its signature is not at hand"
@@ -134,8 +150,10 @@ def _check(layer: Descriptor, payload: bytes | None, subjects: set[str], reposit
         signature = b""
     if not signature:
         return f"its signature annotation {SIGNATURE_ANNOTATION} is missing or not base64"
-    matching = [key.path for key in keys if key.verifies(signature, payload)]
+    refusals = {key.name: key.check(signature, payload, layer.annotations) for key in keys}
+    matching = [name for name, why in refusals.items() if not why]
     if not matching:
-        return "no --verify-key verifies its signature"
+        return "no --verify-key verifies its signature" if all(isinstance(k, VerifyKey) for k in keys) \
+            else "nothing given verifies its signature: " + "; ".join(dict.fromkeys(refusals.values()))[:600]
     signed_by.extend(matching)
     return ""

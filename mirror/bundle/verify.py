@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..errors import IntegrityError, MirrorError
-from ..attach.keys import VERIFIED, VerifyKey, judge
+from ..attach.keys import VERIFIED, Verifier, judge, verdict_reason
 from ..model import graph
 from ..model.reference import Reference
 from ..model.oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Manifest
@@ -52,7 +52,7 @@ class VerifyReport:
 
 
 def verify_bundle(path: Path, progress: Callable[[int], None] | None = None,
-                  keys: list[VerifyKey] | None = None) -> VerifyReport:
+                  keys: Sequence[Verifier] | None = None) -> VerifyReport:
     """Read every entry once; raise VerificationFailed listing all problems found.
 
     With ``keys`` (--verify-key) an image none of whose cosign signatures verifies is a problem too.
@@ -94,8 +94,7 @@ def verify_bundle(path: Path, progress: Callable[[int], None] | None = None,
         verdict = judge({image.narrowed_from or image.digest}, Reference.parse(image.source).name, found, keys or [])
         signatures[image.source] = verdict.status
         if keys and verdict.status != VERIFIED:
-            check.problems.append(f"image {image.source}: not verified by --verify-key: "
-                                  + (verdict.reason or "it has no cosign signature"))
+            check.problems.append(f"image {image.source}: no valid signature: {verdict_reason(verdict)}")
     if check.problems:
         raise VerificationFailed(path, check.problems)
     return VerifyReport(path, manifest.id, len(manifest.subjects), len(check.seen), sum(check.seen.values()),

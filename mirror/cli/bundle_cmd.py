@@ -12,8 +12,9 @@ from ..errors import ExitCode, UsageError
 from ..progress import Progress
 from .app import app
 from .common import (
-    CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, VerifyKeyOption, handle_errors, target_registry, verify_keys,
+    CaFileOption, CertificateIdentityOption, CertificateOidcIssuerOption, InsecureOption, JobsOption,
+    JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption, TrustedRootOption, UsernameOption,
+    VerifyKeyOption, handle_errors, target_registry, verifiers,
 )
 from ..units import human_size
 from .render import emit_json
@@ -50,6 +51,9 @@ def verify_command(
     password_stdin: bool = PasswordStdinOption,
     jobs: int = JobsOption,
     verify_key: Optional[list[Path]] = VerifyKeyOption,
+    trusted_root: Optional[Path] = TrustedRootOption,
+    certificate_identity: Optional[str] = CertificateIdentityOption,
+    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -58,9 +62,11 @@ def verify_command(
     from ..bundle.reader import BundleReader
     from ..transfer.verify import verify_in_registry
 
-    keys = verify_keys(verify_key)  # before the bundle is read: a bad key file is a usage error, at once
-    if verify_key and (registry is not None or local_registry):
-        raise UsageError("--verify-key checks the signatures a bundle carries: give it without --registry "
+    # before the bundle is read: a bad key file is a usage error, at once
+    keys = verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer)
+    if keys and (registry is not None or local_registry):
+        raise UsageError("--verify-key and --trusted-root check the signatures a bundle carries: give them "
+                         "without --registry "
                          "(push --verify-key checks them at the registry)")
     if registry is None and not local_registry:
         progress = Progress(quiet or json_report)
@@ -74,8 +80,8 @@ def verify_command(
             attached = f" with {report.attachments} attachments" if report.attachments else ""
             verified = sum(status == "verified" for status in report.signatures.values())
             typer.echo(f"{bundle}: OK, {report.images} images{attached}, {report.blobs} blobs, "
-                       f"{human_size(report.bytes)} re-hashed" + (f"; {verified} signed by --verify-key"
-                                                                  if verify_key else ""))
+                       f"{human_size(report.bytes)} re-hashed" + (f"; {verified} signatures verified"
+                                                                  if keys else ""))
             if report.base:
                 typer.echo(f"delta of {', '.join(report.base)}: {report.omitted} blob(s) and manifest(s) "
                            "left to the base; push checks they are in the registry")

@@ -186,6 +186,14 @@ VerifyKeyOption = typer.Option(
     None, "--verify-key", metavar="COSIGN.PUB",
     help="Require each image to carry a cosign signature this PEM public key verifies (repeatable: any "
          "one key suffices); an image without one fails with exit 4. docs/signatures.md")
+TrustedRootOption = typer.Option(
+    None, "--trusted-root", metavar="TRUSTED_ROOT.JSON",
+    help="Accept keyless cosign signatures whose Fulcio certificate and Rekor entry this Sigstore trusted "
+         "root vouches for (with --certificate-identity and --certificate-oidc-issuer).")
+CertificateIdentityOption = typer.Option(
+    None, "--certificate-identity", help="Keyless: the signer's email or URI, as in its certificate.")
+CertificateOidcIssuerOption = typer.Option(
+    None, "--certificate-oidc-issuer", help="Keyless: the OIDC issuer that vouched for the signer.")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
@@ -292,8 +300,11 @@ def topology_versions(k3s: str | None, kubernetes: str | None, rke2: str | None,
     return {"k3s": k3s, "kubernetes": kubernetes, "rke2": rke2, "rancher": rancher, "cert-manager": cert_manager}
 
 
-def verify_keys(paths: list[Path] | None) -> list:
-    """The --verify-key files, loaded (a UsageError names one that is no public key)."""
+def verifiers(paths: list[Path] | None, trusted_root: Path | None = None, identity: str | None = None,
+              issuer: str | None = None) -> list:
+    """What may vouch for an image's signature: the --verify-key files and the keyless identity, loaded
+    (a UsageError names a file that is no public key or trusted root)."""
+    from ..attach.keyless import load_keyless
     from ..attach.keys import load_keys
 
-    return load_keys(paths or [])
+    return [*load_keys(paths or []), *load_keyless(trusted_root, identity, issuer)]

@@ -13,11 +13,12 @@ from ..errors import ExitCode, ImagesFailed, UsageError
 from ..progress import Progress
 from .app import app
 from .common import (
-    CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
-    InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
-    NoRegistryImageOption, PlainHttpRegistryOption, OfflineListsOption, PlatformOption, QuietOption,
-    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, VerifyKeyOption, handle_errors, parse_platforms,
-    select_images, source_access, topology_versions, verify_keys,
+    CaFileOption, CertManagerVersionOption, CertificateIdentityOption, CertificateOidcIssuerOption,
+    DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption, JsonOption,
+    K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption,
+    PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption, Rke2VersionOption,
+    SourceMirrorOption, TrustedRootOption, VerifyKeyOption, handle_errors, parse_platforms, select_images,
+    source_access, topology_versions, verifiers,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
@@ -79,6 +80,9 @@ def pull_command(
         False, "--no-attachments",
         help="Leave out the images' cosign signatures, attestations, SBOMs and OCI referrers."),
     verify_key: Optional[list[Path]] = VerifyKeyOption,
+    trusted_root: Optional[Path] = TrustedRootOption,
+    certificate_identity: Optional[str] = CertificateIdentityOption,
+    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -115,10 +119,10 @@ def pull_command(
         part_size=parse_size(split_size, "--split-size") if split_size else None,
         base=load_base(base) if base else None,
         attachments=not no_attachments,
-        verify_keys=verify_keys(verify_key),
+        verify_keys=verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer),
     )
     if no_attachments and request.verify_keys:
-        raise UsageError("--verify-key needs the signatures: it cannot go with --no-attachments")
+        raise UsageError("--verify-key and --trusted-root need the signatures: not with --no-attachments")
     progress = Progress(quiet or json_report)
     if dry_run:
         _dry_run(request, progress, json_report, selection.trimmed if downstream_versions is not None else None)

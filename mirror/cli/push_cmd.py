@@ -12,8 +12,9 @@ import typer
 from ..progress import Progress
 from .app import app
 from .common import (
-    CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption, VerifyKeyOption, handle_errors, target_registry, verify_keys,
+    CaFileOption, CertificateIdentityOption, CertificateOidcIssuerOption, InsecureOption, JobsOption,
+    JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption, TrustedRootOption, UsernameOption,
+    VerifyKeyOption, handle_errors, target_registry, verifiers,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
@@ -36,6 +37,9 @@ def push_command(
     spool_dir: Optional[Path] = typer.Option(None, "--spool-dir", help="Where spooled blobs go (default: $TMPDIR)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go where; contact nothing."),
     verify_key: Optional[list[Path]] = VerifyKeyOption,
+    trusted_root: Optional[Path] = TrustedRootOption,
+    certificate_identity: Optional[str] = CertificateIdentityOption,
+    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -52,7 +56,7 @@ def push_command(
         window=max(parse_size(window, "--window"), MIB),
         spool_dir=spool_dir,
         dry_run=dry_run,
-        verify_keys=verify_keys(verify_key),
+        verify_keys=verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer),
     )
     # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it
     # again each time the many short-lived request objects of a push trigger a full collection.

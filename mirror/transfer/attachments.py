@@ -16,7 +16,7 @@ from typing import Any, Callable
 import anyio
 
 from ..attach.discover import Found, find, payloads
-from ..attach.keys import ABSENT, PRESENT, VERIFIED, Verdict, VerifyKey, judge
+from ..attach.keys import ABSENT, PRESENT, VERIFIED, Verdict, Verifier, judge, verdict_reason
 from ..attach.referrers import index_referrers
 from ..bundle.format import Attached, BundleManifest, ImageRecord, attachments_of, is_cosign_signature
 from ..bundle.store import BlobStore
@@ -41,7 +41,7 @@ class PullAttachments:
     """One pull's attachment lookups, started as images resolve, settled once all have."""
 
     def __init__(self, pool: ClientPool, store: BlobStore, want: Callable[[ResolvedImage], None],
-                 enabled: bool, keys: list[VerifyKey]):
+                 enabled: bool, keys: list[Verifier]):
         self.pool, self.store, self.want, self.enabled, self.keys = pool, store, want, enabled, keys
         self.found: dict[int, list[ResolvedImage]] = {}  # id(image) -> its attachments
         self.failed: dict[int, MirrorError] = {}
@@ -79,7 +79,7 @@ class PullAttachments:
                 verdict = self._judge(image, attachments)
                 self.verdicts[image.record().source] = verdict
                 if self.keys and verdict.status != VERIFIED:
-                    error = unsigned(str(image.ref), verdict)
+                    error = unsigned(verdict)
             if error is not None:
                 resolution.failures[str(image.ref)] = str(error)
                 resolution.causes[str(image.ref)] = error
@@ -101,9 +101,9 @@ def attachment_report(image: ImageRecord, records: list[ImageRecord], signatures
     return {"signatures": signatures.get(image.source), "attachments": attached}
 
 
-def unsigned(source: str, verdict: Verdict) -> IntegrityError:
-    why = "it has no cosign signature" if verdict.status == ABSENT else verdict.reason
-    return IntegrityError(f"{source}: not verified by --verify-key: {why}")
+def unsigned(verdict: Verdict) -> IntegrityError:
+    """The failure of an image no signature vouches for (the report names the image)."""
+    return IntegrityError(f"no valid signature: {verdict_reason(verdict)}")
 
 
 def _as_image(subject: ResolvedImage, item: Found) -> ResolvedImage:
@@ -117,7 +117,7 @@ def _as_image(subject: ResolvedImage, item: Found) -> ResolvedImage:
 
 
 async def tag_in_order(delivery: Delivery, bundle: BundleManifest, every_plan: list[ImagePlan],
-                       keys: list[VerifyKey]) -> dict[str, Verdict]:
+                       keys: list[Verifier]) -> dict[str, Verdict]:
     """Tag the images (with keys: only those a signature at the target verifies), then their
     attachments, then index the referrers; returns each image's verdict (source -> Verdict)."""
     client = delivery.client
@@ -128,7 +128,7 @@ async def tag_in_order(delivery: Delivery, bundle: BundleManifest, every_plan: l
     async def check(plan: ImagePlan) -> None:
         verdicts[plan.record.source] = verdict = await _verdict_at_target(client, bundle, every_plan, plan, keys)
         if keys and verdict.status != VERIFIED:
-            delivery.refuse(plan, unsigned(plan.record.source, verdict))
+            delivery.refuse(plan, unsigned(verdict))
 
     async with anyio.create_task_group() as group:
         for plan in every_plan:
@@ -167,7 +167,7 @@ def report_signatures(report: DeliveryReport, bundle: BundleManifest, verdicts: 
 
 
 async def _verdict_at_target(client: RegistryClient, bundle: BundleManifest, every_plan: list[ImagePlan],
-                             plan: ImagePlan, keys: list[VerifyKey]) -> Verdict:
+                             plan: ImagePlan, keys: list[Verifier]) -> Verdict:
     """The image's signatures as the target holds them now (manifests and payloads read back by digest)."""
     records = [r for r in bundle.attachments_of(plan.record) if is_cosign_signature(r)]
     if not keys:

@@ -25,7 +25,7 @@ import anyio
 
 from ..bundle.format import BundleManifest, ImageRecord
 from ..bundle.store import BlobStore
-from ..attach.keys import VerifyKey
+from ..attach.keys import Verifier
 from ..bundle.writer import WrittenBundle, plan_blobs, write_bundle
 from ..errors import DiskFull, ExitCode, ImagesFailed, MirrorError, UsageError, worst_exit_code
 from ..model.oci import Platform
@@ -59,7 +59,7 @@ class PullRequest:
     base: Base | None = None  # with a base: a delta bundle, leaving out what the base holds
     only_if_changed: bool = False  # with a base: write no bundle when the base holds everything
     attachments: bool = True  # carry signatures, attestations, SBOMs and referrers (--no-attachments: not)
-    verify_keys: list[VerifyKey] = field(default_factory=list)  # --verify-key: an image must be signed by one
+    verify_keys: list[Verifier] = field(default_factory=list)  # --verify-key, keyless: an image must be signed
 
     @property
     def store_dir(self) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from ..attach.keys import VerifyKey
+from ..attach.keys import Verifier
 from ..bundle.reader import BundleReader
 from ..errors import MirrorError
 from ..progress import Progress
@@ -39,7 +39,7 @@ class PushRequest:
     window: int = 512 * MIB  # bytes of spool (memory + temp disk) at most
     spool_dir: Path | None = None
     dry_run: bool = False
-    verify_keys: list[VerifyKey] = field(default_factory=list)  # --verify-key: tag only images signed by one
+    verify_keys: list[Verifier] = field(default_factory=list)  # --verify-key, keyless: tag only signed images
 
 
 def dry_run(request: PushRequest) -> DeliveryReport:
