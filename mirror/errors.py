@@ -7,8 +7,12 @@ single line and exits with ``error.exit_code``; nothing else decides codes.
 from __future__ import annotations
 
 import errno
+import sys
 from enum import IntEnum
-from typing import Iterable
+from typing import Iterable, Iterator
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio brings along
+    from exceptiongroup import BaseExceptionGroup
 
 
 class ExitCode(IntEnum):
@@ -118,3 +122,27 @@ def worst_exit_code(errors: Iterable[BaseException]) -> ExitCode:
         if any(isinstance(e, kind) for e in errors):
             return kind.exit_code
     return ExitCode.FAILED
+
+
+def leaves(error: BaseException) -> Iterator[BaseException]:
+    """The errors inside ``error``, however deeply task groups nested it; ``error`` itself if no group."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from leaves(inner)
+    else:
+        yield error
+
+
+def exit_code_of(error: BaseException) -> ExitCode:
+    """A MirrorError's own code; an OSError the operations did not name is a plain failure."""
+    return error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
+
+
+def reported_error(error: BaseException) -> BaseException | None:
+    """The one error to tell the user about: ``error``, or the worst leaf of an exception group
+    (integrity, then auth, then the rest). None unless every leaf is a MirrorError or an OSError:
+    anything else is a bug and keeps its traceback."""
+    found = list(leaves(error))
+    if not all(isinstance(e, (MirrorError, OSError)) for e in found):
+        return None
+    return max(found, key=lambda e: {ExitCode.INTEGRITY: 2, ExitCode.AUTH: 1}.get(exit_code_of(e), 0))

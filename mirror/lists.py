@@ -22,6 +22,7 @@ from .imagelist import ListSource, parse_images_file
 from .model.reference import Reference
 
 if TYPE_CHECKING:
+    from .model.oci import Platform
     from .release_lists import ReleaseLists
 
 # An installed package carries manifests/ inside it (pyproject maps it there);
@@ -202,6 +203,36 @@ def select(
     # What the list would have had untrimmed and has not: an image also in a list not trimmed stays.
     trimmed = [ref for ref in _unique([removed], patterns) if str(ref) not in kept]
     return Selection(images, topology, trimmed)
+
+
+def select_from_releases(mode: str | None, versions: dict[str, str | None], *, images: list[str] | None = None,
+                         images_file: list[Path] | None = None, exclude: list[str] | None = None,
+                         no_registry_image: bool = False, platforms: list[Platform], offline_lists: bool,
+                         ca_file: Path | None, downstream_versions: list[str] | None = None
+                         ) -> tuple[Selection, list[str]]:
+    """select() with lists of versions not built in taken from the cache, else from their release.
+
+    Unless ``offline_lists`` (``ca_file`` trusted for the fetch), RKE2's list for
+    the one architecture ``platforms`` names. The notes, one line each for
+    stderr: where each fetched or cached list came from, a K3s/RKE2 version
+    Rancher's metadata does not pair with the Rancher version, and how many
+    images ``downstream_versions`` left out.
+    """
+    from .release_lists import ReleaseLists, list_arch  # an HTTP client: imported only by what may fetch
+
+    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
+    selection = select(mode, versions=versions, extra_files=images_file or [], extra_refs=images or [],
+                       exclude=exclude or [], include_registry_image=not no_registry_image, releases=releases,
+                       downstream_versions=downstream_versions)
+    topology, notes = selection.topology, []
+    for component, source in (topology.sources.items() if topology else ()):
+        if source.origin in ("fetched", "cached"):
+            notes.append(f"mirror: {component} {topology.versions[component]}: {source.describe()}")
+    notes += releases.support_warnings(topology.versions, topology.sources) if topology else []
+    if topology and topology.downstream_versions:
+        notes.append(f"mirror: --downstream-versions {','.join(topology.downstream_versions)}: left out "
+                     f"{len(selection.trimmed)} per-Kubernetes-version images of other versions")
+    return selection, notes
 
 
 def _unique(groups: list[list[Reference]], excluded: list[re.Pattern[str]]) -> list[Reference]:

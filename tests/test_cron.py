@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import pytest
@@ -36,6 +37,16 @@ def test_a_bad_schedule_names_the_field(schedule, message):
         CronSchedule.parse(schedule)
 
 
-def test_a_schedule_that_never_fires_says_so():
-    with pytest.raises(ValueError, match="names no time"):
-        CronSchedule.parse("0 0 31 2 *").next_after(datetime(2026, 1, 1))
+@pytest.mark.parametrize("schedule", ["0 0 30 2 *", "0 0 31 2,4,6,9,11 *", "15 3 30,31 2 *"])
+def test_a_schedule_that_never_fires_is_refused_when_read(schedule):
+    with pytest.raises(ValueError, match=re.escape(f"schedule '{schedule}' never fires: no month it names")):
+        CronSchedule.parse(schedule)
+
+
+@pytest.mark.parametrize("schedule, now, expected", [
+    ("0 0 30 2 1", "2026-11-29 00:00", "2027-02-01 00:00"),  # February 30th or a Monday: February's Mondays
+    ("0 0 29-31 2 *", "2097-03-01 00:00", "2104-02-29 00:00"),  # 2100 is no leap year
+])
+def test_a_schedule_that_fires_rarely_is_taken(schedule, now, expected):
+    moment = datetime.strptime(now, "%Y-%m-%d %H:%M")
+    assert CronSchedule.parse(schedule).next_after(moment) == datetime.strptime(expected, "%Y-%m-%d %H:%M")

@@ -7,6 +7,7 @@ re-pushed with a new digest, one image dropped from the list.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,7 @@ def test_delta_pushed_to_an_empty_registry_exits_5_writing_nothing(resync, regis
         manifest = reader.manifest
     missing = [line for line in result.stderr.splitlines() if line.startswith("mirror: missing: ")]
     assert missing and all(manifest.base[0] in line for line in missing)
+    assert f"its base have.json ({manifest.base[0]})" in result.stderr  # the file the operator knows, by name
     assert any("docker.io/rancher/app-a:v1" in line for line in missing)
     catalog = httpx.get(f"{registry.url}/v2/_catalog", timeout=10).json()
     assert catalog.get("repositories") in (None, [])  # no blob, no manifest, no tag
@@ -245,3 +247,125 @@ def test_chain_delta_on_delta_with_an_inventory_taken_after_the_first(resync, st
     assert result.returncode == 0, result.stderr
     for image in v3.images:
         assert tag_digest(target, image) == image.digest, image.source
+
+
+def crafted(tmp_path, resync, name: str, change) -> Path:
+    """The fixture's inventory changed by ``change(doc)``, its id made to match as anyone can (docs/delta.md)."""
+    doc = json.loads(resync.inventory.read_text())
+    change(doc)
+    content = {key: doc.get(key) for key in ("registry", "prefix", "images", "digests")}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    doc["id"] = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("field, change", [
+    ("created", lambda doc: doc.update(created=["2024"])),
+    ("registry", lambda doc: doc.update(registry="../../etc reg")),
+    ("prefix", lambda doc: doc.update(prefix=7)),
+    ("images[0].source", lambda doc: doc["images"][0].update(source={"a": 1})),
+    ("images[1].digest", lambda doc: doc["images"][1].update(digest="sha256:../../x")),
+    ("digests[0]", lambda doc: doc["digests"].insert(0, 5)),
+    ("images", lambda doc: doc.update(images="docker.io/rancher/app-a:v1")),
+    ("tool_version", lambda doc: doc.update(tool_version=None)),
+])
+def test_an_inventory_field_of_the_wrong_type_is_refused_naming_the_file_and_the_field(resync, tmp_path, field,
+                                                                                      change):
+    bad = crafted(tmp_path, resync, "have.json", change)
+    result = run_mirror("pull", "docker.io/rancher/app-b:v1", "-o", tmp_path / "x.tar.zst", *resync.mirror_args,
+                        "--base", bad, "-q")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"mirror: error: inventory {bad}: {field}: expected "), result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "x.tar.zst").exists()
+
+
+def test_an_inventory_too_large_or_too_deep_is_refused_before_it_is_parsed(resync, tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"kind": "mirror-inventory", "format_version": 1, "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    nested = crafted(tmp_path, resync, "nested.json", lambda doc: doc.update(extra=json.loads("[" * 20 + "]" * 20)))
+    large = tmp_path / "large.json"
+    with open(large, "wb") as handle:  # sparse: 256 MiB that take no disk
+        handle.write(b'{"kind": "mirror-inventory", "digests": [')
+        handle.truncate(256 << 20)
+    for bad, why in ((deep, "nested deeper than the 16 levels"), (nested, "nested deeper than the 16 levels"),
+                     (large, "268435456 bytes, more than the 64 MiB")):
+        result = run_mirror("sync", "run", "docker.io/rancher/app-b:v1", "--to-bundle", tmp_path, "--base", bad,
+                            *resync.mirror_args, "-q")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == f"mirror: error: --base {bad}: {why}" + result.stderr.split(why, 1)[1], result.stderr
+        assert result.stderr.count("\n") == 1
+    assert not list(tmp_path.glob("*.tar.zst"))
+
+
+def test_inventory_skips_listed_tags_that_are_no_tags_and_says_so(resync, tmp_path):
+    from faults import FaultProxy
+
+    with FaultProxy(resync.target.host) as proxy:
+        proxy.serve(r"/v2/rancher/app-a/tags/list", json.dumps(
+            {"name": "rancher/app-a", "tags": ["v1", "../../gone/manifests/v1", -3]}).encode(),
+                    headers={"Content-Type": "application/json"})
+        output = tmp_path / "have.json"
+        taken = run_mirror("inventory", "--registry", proxy.host, "--plain-http", "-o", output, "--json")
+    assert taken.returncode == 0, taken.stderr
+    assert f"mirror: skipped: {proxy.host}/rancher/app-a: 2 listed tag(s) that are no tags\n" in taken.stderr
+    assert json.loads(taken.stdout)["skipped_tags"] == {"rancher/app-a": 2}
+    sources = {image["source"] for image in json.loads(output.read_text())["images"]}
+    assert {s for s in sources if s.startswith("docker.io/rancher/app-a:")} == {"docker.io/rancher/app-a:v1"}
+
+
+def test_the_search_for_the_base_skips_repositories_the_account_may_not_read(resync):
+    """A catalog names repositories the account may not read: a 403 there is no reason to stop looking."""
+    from faults import FaultProxy
+
+    catalog = httpx.get(f"{resync.target.url}/v2/_catalog", timeout=10).json()["repositories"]
+    with FaultProxy(resync.target.host) as proxy:
+        proxy.serve(r"^/v2/_catalog", json.dumps({"repositories": ["aaa/locked", *catalog]}).encode(),
+                    headers={"Content-Type": "application/json"})
+        proxy.fail(r"^/v2/aaa/locked/", 403, times=None)
+        found = run_mirror("push", resync.delta, "--registry", f"{proxy.host}/readable", "--plain-http", "-q")
+        assert found.returncode == 0, found.stderr
+        assert "this account may not read 1 of its catalog's repositories: skipped" in found.stderr
+
+        proxy.fail(r"^/v2/(?!nowhere/)[^_][^?]*/(blobs|manifests)/", 403, times=None)  # every other one, too
+        refused = run_mirror("push", resync.delta, "--registry", f"{proxy.host}/nowhere", "--plain-http", "-q")
+    assert refused.returncode == 5, refused.stderr
+    assert "of its catalog's repositories: skipped): nothing was written" in refused.stderr
+    assert any(line.startswith("mirror: missing: sha256:") for line in refused.stderr.splitlines())
+    for image in resync.v2.images:
+        repository = "readable/" + target_repository(Reference.parse(image.source))
+        response = httpx.head(f"{resync.target.url}/v2/{repository}/manifests/{image.tag}",
+                              headers={"Accept": ACCEPT}, timeout=10)
+        assert response.headers.get("docker-content-digest") == image.digest
+    assert not [r for r in httpx.get(f"{resync.target.url}/v2/_catalog").json()["repositories"]
+                if r.startswith("nowhere/")]
+
+
+def test_an_exclude_pattern_that_backtracks_on_a_catalog_name_is_a_usage_error_naming_it(resync, tmp_path):
+    """--exclude runs on names the registry's catalog gives: a pattern that backtracks without end on one of them
+    ends the inventory in one line (it hung before), not after minutes."""
+    from faults import FaultProxy
+
+    name = "rancher/" + "a" * 40 + "b"
+    with FaultProxy(resync.target.host) as proxy:
+        proxy.serve(r"^/v2/_catalog", json.dumps({"repositories": [name]}).encode(),
+                    headers={"Content-Type": "application/json"})
+        proxy.serve(rf"^/v2/{name}/tags/list", json.dumps({"name": name, "tags": ["v1"]}).encode(),
+                    headers={"Content-Type": "application/json"})
+        taken = run_mirror("inventory", "--registry", proxy.host, "--plain-http", "--exclude", "(a|aa)+b$",
+                           "-o", tmp_path / "have.json", timeout=60)
+    assert taken.returncode == 2, taken.stderr
+    assert "--exclude '(a|aa)+b$' took over" in taken.stderr and taken.stderr.count("\n") == 1
+
+
+def test_push_names_each_tag_that_now_means_another_image_with_both_digests(resync, start_registry):
+    target = start_registry()
+    assert push(resync.full_v1, target).returncode == 0
+    old, new = resync.v1.image(RETAGGED).digest, resync.v2.image(RETAGGED).digest
+    said = run_mirror("push", resync.delta, "--registry", target.host, "--plain-http")
+    assert said.returncode == 0, said.stderr
+    repository = target_repository(Reference.parse(RETAGGED))
+    assert f"  updated: {RETAGGED} -> {target.host}/{repository}:{Reference.parse(RETAGGED).tag} ({old} -> {new})\n" \
+        in said.stdout, said.stdout
+    assert said.stdout.count("  updated: ") == 1

@@ -21,6 +21,7 @@ from conftest import ROOT
 from hostile_source import REPOSITORY, TAG, HostileSource
 from mirror.errors import AuthError, IntegrityError, NotFoundError, RegistryError
 from mirror.model import oci
+from mirror.model.reference import is_tag
 from mirror.registry.client import SMALL_UPLOAD, RegistryClient
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.ratelimit import RateLimit
@@ -251,13 +252,16 @@ def listing(page: bytes):
     return lambda head, body, n: answer("200 OK", page, {"Content-Type": "application/json"})
 
 
-async def test_listed_entries_that_are_not_names_are_passed_on_as_their_json_text():
-    tags = {"name": "lib/app", "tags": ["v1", 2, {"a": 1}, None, "x" * 300]}
+async def test_listed_entries_that_are_not_names_are_passed_on_as_no_names():
+    """5 or null are no tags in a list of strings; passed on as "5" they would be valid tags and get synced."""
+    tags = {"name": "lib/app", "tags": ["v1", 2, {"a": 1}, None, True, "x" * 300]}
     async with Scripted(listing(json.dumps(tags).encode())) as server, registry_client(server.port) as client:
-        assert await client.list_tags("lib/app") == ["v1", "2", '{"a":1}', "null", json.dumps("x" * 300)[:128]]
-    catalog = {"repositories": ["lib/app", ["nested"]]}
+        listed = await client.list_tags("lib/app")
+    assert listed == ["v1", "<2>", '<{"a":1}>', "<null>", "<true>", f"<{json.dumps('x' * 300)[:126]}>"]
+    assert [tag for tag in listed if is_tag(tag)] == ["v1"]
+    catalog = {"repositories": ["lib/app", ["nested"], 7]}
     async with Scripted(listing(json.dumps(catalog).encode())) as server, registry_client(server.port) as client:
-        assert await client.catalog() == ["lib/app", '["nested"]']
+        assert await client.catalog() == ["lib/app", '<["nested"]>', "<7>"]
 
 
 @pytest.mark.parametrize("page", [b'{"tags": "v1"}', b'["v1"]', b'{"tags": {"v1": 1}}', b"[" * 100000])

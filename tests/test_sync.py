@@ -93,11 +93,11 @@ def upstream(seeded_source, start_registry, state_home):
     return registry
 
 
-def retag(registry, repository: str, tag: str) -> str:
+def retag(registry, repository: str, tag: str, mark: str = "1") -> str:
     """Point ``tag`` at a new manifest (same blobs, one annotation more); returns its digest."""
     response = httpx.get(f"{registry.url}/v2/{repository}/manifests/{tag}", headers={"Accept": ACCEPT})
     document = response.json()
-    document.setdefault("annotations", {})["org.example.rebuilt"] = "1"
+    document.setdefault("annotations", {})["org.example.rebuilt"] = mark
     put = httpx.put(f"{registry.url}/v2/{repository}/manifests/{tag}", content=json.dumps(document).encode(),
                     headers={"Content-Type": response.headers["content-type"]})
     assert put.status_code == 201, put.text
@@ -127,6 +127,16 @@ def test_a_tag_moved_upstream_is_updated_backed_up_or_refused(upstream, registry
         assert entry["action"] == "updated" and entry["new_digest"] == new
         assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == new
         assert digest_at(registry.url, "rancher/fleet", backup) == (old if policy == "backup" else None)
+        assert entry["backup_tag"] == (backup if policy == "backup" else None)
+
+        newer = retag(upstream, "rancher/fleet", "v0.3.10", mark="2")  # said in the text too, with both digests
+        said = run_mirror("sync", "run", *args)
+        assert said.returncode == 0, said.stderr
+        kept = f", the old kept as v0.3.10-prev-{new.split(':')[1][:12]}" if policy == "backup" else ""
+        assert f"  updated: {source} -> {registry.host}/rancher/fleet:v0.3.10 ({new} -> {newer}{kept})\n" \
+               in said.stdout, said.stdout
+        quiet = run_mirror("sync", "run", *args, "-q")
+        assert quiet.returncode == 0 and quiet.stdout.count("\n") == 1, quiet.stdout  # cron's one line
 
 
 def test_dry_run_says_what_would_change_and_writes_nothing(seeded_source, registry, state_home):
@@ -251,7 +261,9 @@ images:
     assert report["config_sha256"] and len(report["images"]) == 4
 
 
-def test_an_immutable_tag_at_the_target_is_never_asked_upstream_again(upstream, registry, tmp_path):
+def test_an_immutable_tag_at_the_target_is_never_replaced_and_a_move_upstream_is_reported(upstream, registry,
+                                                                                            tmp_path):
+    """Upstream rebuilt v0.3.10: a free HEAD says so (`moved`, old and new digest); nothing is fetched or copied."""
     config = write_config(tmp_path / "sync.yaml", f"""
 target: {{registry: {registry.host}, plain_http: true}}
 images:
@@ -264,12 +276,13 @@ images:
         first, _ = sync_config(config)
         assert first.returncode == 0, first.stderr
         old = digest_at(registry.url, "rancher/fleet", "v0.3.10")
-        retag(upstream, "rancher/fleet", "v0.3.10")
+        moved = retag(upstream, "rancher/fleet", "v0.3.10")
         proxy.seen.clear()
         again, report = sync_config(config)
         assert again.returncode == 0, again.stderr
-        assert actions(report) == {"docker.io/rancher/fleet:v0.3.10": "unchanged"}
-        assert proxy.requests() == []
+        assert actions(report) == {"docker.io/rancher/fleet:v0.3.10": "moved"}
+        assert (report["images"][0]["old_digest"], report["images"][0]["new_digest"]) == (old, moved)
+        assert {seen.method for seen in proxy.requests()} == {"HEAD"}
     assert digest_at(registry.url, "rancher/fleet", "v0.3.10") == old
 
 
@@ -376,7 +389,8 @@ def serve_until(command: list[str], reports, count: int, timeout: float = 120) -
     server = subprocess.Popen([sys.executable, "-m", "mirror", *command], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + timeout  # a bound on a hang, not a timing assertion
-        while len(list(reports.glob("sync-*.json"))) < count and time.monotonic() < deadline:
+        while (len(list(reports.glob("sync-*.json"))) < count and time.monotonic() < deadline
+               and server.poll() is None):  # a serve that ended will keep no more
             time.sleep(0.2)
         server.send_signal(signal.SIGTERM)
         _, log = server.communicate(timeout=120)
@@ -410,6 +424,7 @@ def serve_here(tmp_path, state_home, monkeypatch):
     import signal
 
     from mirror.cli import sync_cmd
+    from mirror.transfer import serve as serving
 
     config = write_config(tmp_path / "sync.yaml", "target: {registry: 127.0.0.1:1}\ninterval: 1s\n"
                                                   "images:\n  - image: docker.io/rancher/fleet:v1\n")
@@ -423,7 +438,7 @@ def serve_here(tmp_path, state_home, monkeypatch):
                 signal.raise_signal(signal.SIGTERM)  # serve ends after this run
             raise errors[len(calls) - 1]
 
-        monkeypatch.setattr(sync_cmd, "run_sync", run_sync)
+        monkeypatch.setattr(serving, "run_sync", run_sync)
         sync_cmd.serve_command(config=config, interval=None, schedule=None, report_dir=tmp_path / "reports",
                                keep_reports=30, jobs=1)
 
@@ -790,3 +805,108 @@ def test_serve_on_a_schedule_runs_at_once_when_a_time_passed_while_it_was_down(
     assert code == 0, log
     newest = json.loads(sorted(reports.glob("sync-*.json"))[-1].read_text())
     assert actions(newest) == {"docker.io/rancher/mirrored-pause:3.6": "copied"}
+
+
+def test_a_tag_list_with_bad_tags_skips_and_reports_them_and_syncs_the_rest(upstream, registry, tmp_path):
+    """A peer's tags are untrusted: one shaped like a path, or not a string at all, is skipped and named."""
+    traversal = "../../library/nginx/manifests/latest"
+    with FaultProxy(upstream.host) as proxy:
+        proxy.serve(r"/v2/rancher/fleet/tags/list", json.dumps(
+            {"name": "rancher/fleet", "tags": ["v0.3.10", traversal, -5, {"a": 1}, "v1/" + "x" * 500, "v2\n"]}
+        ).encode(), headers={"Content-Type": "application/json"})
+        config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: 'http://{proxy.host}'}}
+images:
+  - repository: docker.io/rancher/fleet
+  - image: docker.io/rancher/mirrored-pause:3.6
+""")
+        result, report = sync_config(config)
+        text = run_mirror("sync", "run", "-c", config, "-q")
+    assert result.returncode == 0, result.stderr
+    assert actions(report) == {"docker.io/rancher/fleet:v0.3.10": "copied",
+                               "docker.io/rancher/mirrored-pause:3.6": "copied"}
+    (skipped,) = report["skipped_tags"]
+    assert skipped["repository"] == "docker.io/rancher/fleet" and skipped["count"] == 5
+    assert skipped["tags"][0] == repr(traversal) and skipped["tags"][4] == repr("v2\n")
+    assert "-5" in skipped["tags"][1] and "a" in skipped["tags"][2] and "v1/xxx" in skipped["tags"][3]
+    assert all(len(shown) < 80 for shown in skipped["tags"])
+    assert tags_at(registry, "rancher/fleet") == {"v0.3.10"}
+    assert text.returncode == 0, text.stderr
+    (line,) = [line for line in text.stderr.splitlines() if line.startswith("mirror: skipped: ")]
+    assert line.startswith("mirror: skipped: docker.io/rancher/fleet: 5 listed tag(s)") and repr(traversal) in line
+
+
+def test_serve_outlives_a_source_answering_bad_tags_numbers_and_garbage_keeping_a_report_per_run(
+        upstream, registry, tmp_path):
+    """Each run meets another bad answer to its tag listing; serve logs it, keeps its report and runs again."""
+    answers = [
+        {"tags": ["v0.3.10", "../../library/nginx/manifests/latest", "a" * 200]},  # tags shaped like paths
+        {"tags": ["v0.3.10", -7, 1.5e300, -0.5, {"n": 1}, ["v0.3.10"]]},  # numbers and others where tags belong
+        b'{"tags": ["v0.3.10", ',  # garbage: cut off
+    ]
+    reports = tmp_path / "reports"
+    with FaultProxy(upstream.host) as proxy:
+        for answer in answers:
+            body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+            proxy.serve(r"/v2/rancher/fleet/tags/list", body, times=1, headers={"Content-Type": "application/json"})
+        config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: 'http://{proxy.host}'}}
+interval: 1s
+images:
+  - repository: docker.io/rancher/fleet
+""")
+        code, log = serve_until(["sync", "serve", "-c", str(config), "--report-dir", str(reports)], reports, 4)
+    assert code == 0, log
+    kept = [json.loads(p.read_text()) for p in sorted(reports.glob("sync-*.json"))]
+    assert [(r["result"], r["exit_code"]) for r in kept[:4]] == [("ok", 0), ("ok", 0), ("failed", 1), ("ok", 0)]
+    assert [[s["count"] for s in r["skipped_tags"]] for r in kept[:4]] == [[2], [5], [], []]
+    assert actions(kept[0]) == {"docker.io/rancher/fleet:v0.3.10": "copied"}
+    assert actions(kept[1]) == actions(kept[3]) == {"docker.io/rancher/fleet:v0.3.10": "unchanged"}
+    assert kept[2]["images"][0]["error"].startswith(f"tags of {proxy.host}/rancher/fleet: ")
+    runs = [line for line in log.splitlines() if " mirror sync serve: run " in line]
+    assert len(runs) == len(kept) and "2 listed tag(s) that are no tags skipped" in runs[0], log
+    assert "Traceback" not in log and log.rstrip().endswith("stopped")
+
+
+def test_a_schedule_that_never_fires_exits_2_naming_file_and_line_wherever_it_is_read(tmp_path, state_home):
+    """February has no 30th: serve would wait forever, a timer made of it would never fire."""
+    config = write_config(tmp_path / "sync.yaml", "target: {registry: 127.0.0.1:1}\nschedule: '0 0 30 2 *'\n"
+                                                  "images:\n  - image: docker.io/rancher/fleet:v1\n")
+    for command in (["sync", "serve", "-c", config, "--report-dir", tmp_path / "reports"],
+                    ["sync", "print-systemd", "-c", config],
+                    ["sync", "print-cronjob", "-c", config, "--image", "reg.corp/tools/mirror:1"],
+                    ["sync", "run", "-c", config]):
+        result = run_mirror(*command, timeout=120)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert result.stderr == (f"mirror: error: {config}:2: schedule: schedule '0 0 30 2 *' never fires: no month "
+                                 "it names (2) has a day it names (30)\n"), command
+        assert result.stdout == ""
+    config.write_text(config.read_text().replace("schedule: '0 0 30 2 *'", "interval: 1h"))
+    flag = run_mirror("sync", "serve", "-c", config, "--schedule", "0 0 31 4 *", timeout=120)
+    assert flag.returncode == 2 and flag.stderr.startswith("mirror: error: --schedule: schedule '0 0 31 4 *' never")
+
+
+def test_a_pattern_that_backtracks_without_end_on_a_listed_tag_exits_2_naming_it(upstream, registry, tmp_path):
+    """re would search '^(a|aa)+$' in 'aaa…ab' for longer than the universe has; the run ends as a bad config."""
+    slow = "a" * 64 + "b"
+    with FaultProxy(upstream.host) as proxy:
+        proxy.serve(r"/v2/rancher/fleet/tags/list", json.dumps({"tags": ["v0.3.10", slow]}).encode(),
+                    headers={"Content-Type": "application/json"})
+        config = write_config(tmp_path / "sync.yaml", f"""
+target: {{registry: {registry.host}, plain_http: true}}
+sources:
+  - {{registry: docker.io, mirror: 'http://{proxy.host}'}}
+images:
+  - image: docker.io/rancher/mirrored-pause:3.6
+  - repository: docker.io/rancher/fleet
+    deny: ['-rc', '^(a|aa)+$']
+""")
+        result = run_mirror("sync", "run", "-c", config, "-q", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"mirror: error: {config}:8: deny: '^(a|aa)+$' took over 1 s on the tag {slow!r}")
+    assert result.stderr.count("\n") == 1
+    assert httpx.get(f"{registry.url}/v2/_catalog").json()["repositories"] == []

@@ -107,12 +107,18 @@ class BundleManifest:
     base: list[str] = field(default_factory=list)  # ids of the inventories or bundles a delta builds on
     omitted: list[str] = field(default_factory=list)  # blobs and manifests a delta leaves to its base
     base_registry: dict[str, str] = field(default_factory=dict)  # inventory id -> HOST[/PREFIX] it was taken of
+    base_names: dict[str, str] = field(default_factory=dict)  # base id -> the file name pull was given it as
     platforms_requested: list[str] = field(default_factory=list)
     id: str = ""  # derived from the image digests when not given
 
     def __post_init__(self) -> None:
         if not self.id:
             self.id = self.derived_id()
+
+    def describe_base(self) -> str:
+        """The bases a delta builds on, as people know them: ``have.json (sha256:…)``, their ids alone before
+        bundles recorded the file names."""
+        return ", ".join(f"{self.base_names[i]} ({i})" if i in self.base_names else i for i in self.base)
 
     def derived_id(self) -> str:
         """Stable identity a delta bundle names as its base: the set of image digests."""
@@ -176,6 +182,7 @@ class BundleManifest:
             "created": self.created,
             "base": list(self.base),
             "base_registry": dict(self.base_registry),
+            "base_names": dict(self.base_names),
             "topology": self.topology,
             "platforms_requested": list(self.platforms_requested),
             "totals": {
@@ -228,6 +235,7 @@ class BundleManifest:
                 base=base,
                 omitted=omitted,
                 base_registry={str(k): str(v) for k, v in dict(doc.get("base_registry") or {}).items()},
+                base_names={str(k): str(v)[:255] for k, v in dict(doc.get("base_names") or {}).items()},
                 platforms_requested=[str(p) for p in doc.get("platforms_requested") or []],
                 id=str(doc.get("id") or ""),
             )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import typer
 
-from ..errors import DeltaBaseMissing, ExitCode, ImagesFailed, MirrorError, UsageError
+from ..errors import (
+    DeltaBaseMissing, ExitCode, ImagesFailed, MirrorError, UsageError, exit_code_of, leaves, reported_error,
+)
 from ..registry.settings import Credentials, RegistrySettings, connections_for
 from .render import emit_failure_json, report_failures
 
@@ -63,30 +65,6 @@ def handle_errors(func: F) -> F:
             _interrupted()
 
     return wrapper  # type: ignore[return-value]
-
-
-def leaves(error: BaseException) -> Iterator[BaseException]:
-    """The errors inside ``error``, however deeply task groups nested it; ``error`` itself if no group."""
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from leaves(inner)
-    else:
-        yield error
-
-
-def exit_code_of(error: BaseException) -> ExitCode:
-    """A MirrorError's own code; an OSError the operations did not name is a plain failure."""
-    return error.exit_code if isinstance(error, MirrorError) else ExitCode.FAILED
-
-
-def reported_error(error: BaseException) -> BaseException | None:
-    """The one error to tell the user about: ``error``, or the worst leaf of an exception group
-    (integrity, then auth, then the rest). None unless every leaf is a MirrorError or an OSError:
-    anything else is a bug and keeps its traceback."""
-    found = list(leaves(error))
-    if not all(isinstance(e, (MirrorError, OSError)) for e in found):
-        return None
-    return max(found, key=lambda e: {ExitCode.INTEGRITY: 2, ExitCode.AUTH: 1}.get(exit_code_of(e), 0))
 
 
 def _report(error: BaseException, json_report: bool) -> None:
@@ -222,32 +200,18 @@ def select_images(mode: str | None, versions: dict[str, str | None], *, images: 
                   images_file: list[Path] | None = None, exclude: list[str] | None = None,
                   no_registry_image: bool = False, platforms: "list[Platform]", offline_lists: bool,
                   ca_file: Path | None, downstream_versions: list[str] | None = None) -> "Selection":
-    """The images that pull's selection options name; ``pull``, ``sync run`` and ``lists`` read them alike.
+    """The images that pull's selection options name (lists.select_from_releases), its notes on stderr;
+    ``pull``, ``sync run`` and ``lists`` read them alike."""
+    from ..lists import select_from_releases
 
-    A version that is not built in takes its list from the cache, else from its
-    release (unless ``--offline-lists``; ``--ca-file`` trusted), RKE2's for the one
-    architecture ``--platform`` names. Each such list gets a line on stderr saying
-    where it came from, and a K3s/RKE2 version Rancher's metadata does not pair
-    with the Rancher version a warning. ``--downstream-versions`` trims Rancher's
-    list (lists.select), and one line says how many images that left out.
-    """
-    from ..lists import select
-    from ..release_lists import ReleaseLists, list_arch  # an HTTP client: imported by the commands that may fetch
-
-    releases = ReleaseLists(offline=offline_lists, ca_file=ca_file, arch=list_arch(platforms))
-    selection = select(mode, versions=versions, extra_files=images_file or [], extra_refs=images or [],
-                       exclude=exclude or [], include_registry_image=not no_registry_image, releases=releases,
-                       downstream_versions=downstream_versions)
-    topology = selection.topology
-    for component, source in (topology.sources.items() if topology else ()):
-        if source.origin in ("fetched", "cached"):
-            typer.echo(f"mirror: {component} {topology.versions[component]}: {source.describe()}", err=True)
-    for warning in releases.support_warnings(topology.versions, topology.sources) if topology else ():
-        typer.echo(warning, err=True)
-    if topology and topology.downstream_versions:
-        typer.echo(f"mirror: --downstream-versions {','.join(topology.downstream_versions)}: left out "
-                   f"{len(selection.trimmed)} per-Kubernetes-version images of other versions", err=True)
+    selection, notes = select_from_releases(
+        mode, versions, images=images, images_file=images_file, exclude=exclude,
+        no_registry_image=no_registry_image, platforms=platforms, offline_lists=offline_lists, ca_file=ca_file,
+        downstream_versions=downstream_versions)
+    for note in notes:
+        typer.echo(note, err=True)
     return selection
+
 
 # Where source images are read from; `mirror pull` and `mirror sync run` take the same options.
 PlatformOption = typer.Option(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -64,9 +63,13 @@ def inventory_command(
                                              cert_manager_version),
             extra_files=images_file or [], extra_refs=images or [], exclude=exclude or [],
             include_registry_image=not no_registry_image)
-    try:
-        patterns = [re.compile(p) for p in exclude or []]
-    except re.error as exc:
+    import regex
+
+    from ..transfer.selection import TagPattern
+
+    try:  # searched in names the registry's catalog gives: bounded per name, as sync's tag rules are
+        patterns = [TagPattern(regex.compile(p), "--exclude") for p in exclude or []]
+    except regex.error as exc:
         raise UsageError(f"--exclude {exc.pattern!r}: invalid regular expression: {exc}") from None
     target = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
                              username=username, password_stdin=password_stdin, jobs=jobs)
@@ -79,9 +82,13 @@ def inventory_command(
 
     inventory = anyio.run(run)
     write_file(output, inventory.to_json())
+    for repository, count in sorted(inventory.skipped_tags.items()):
+        typer.echo(f"mirror: skipped: {inventory.registry}/{repository}: {count} listed tag(s) that are no tags",
+                   err=True)
     if json_report:
         emit_json({"path": str(output), "id": inventory.id, "registry": inventory.address,
-                   "images": len(inventory.images), "digests": len(inventory.digests)})
+                   "images": len(inventory.images), "digests": len(inventory.digests),
+                   "skipped_tags": inventory.skipped_tags})
     else:
         typer.echo(f"wrote {output}: {len(inventory.images)} images, {len(inventory.digests)} digests "
                    f"in {inventory.address} (id {inventory.id})")

@@ -79,6 +79,10 @@ def push_command(
             changes = [image.get("change") for image in result.images]
             typer.echo(f"delta of {', '.join(result.base)}: {changes.count('added')} added, "
                        f"{changes.count('updated')} updated, {changes.count('unchanged')} unchanged")
+        for image in result.images:  # a tag that now means another image: which, and from what
+            if image.get("change") == "updated" and not quiet:
+                typer.echo(f"  updated: {image['source']} -> {image['target']} "
+                           f"({image['previous']} -> {image['digest']})")
     if result.failures:
         report_failures(result.failures)
         raise typer.Exit(int(result.exit_code))

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-import anyio
 import typer
 
 from ..errors import UsageError
@@ -23,18 +22,13 @@ from .common import (
     CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
     InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
     NoRegistryImageOption, OfflineListsOption, PasswordStdinOption, PlainHttpRegistryOption, PlatformOption,
-    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, UsernameOption, exit_code_of,
-    handle_errors, leaves, parse_platforms, reported_error, select_images, source_access, target_registry,
-    topology_versions,
+    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, UsernameOption, handle_errors,
+    parse_platforms, select_images, source_access, target_registry, topology_versions,
 )
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
 if TYPE_CHECKING:
-    from ..model.cron import CronSchedule
-    from ..runlock import RunLock
-    from ..transfer.sync import SyncRequest, SyncResult
-    from ..transfer.sync_bundle import BundleTarget
-    from ..transfer.sync_config import SyncJob
+    from ..transfer.sync import ImageResult, SyncResult
 
 EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 bad flags or config; "
               "3 auth/TLS refused; 4 integrity; 6 deferred by a rate limit; 7 another run holds the lock.")
@@ -96,6 +90,7 @@ def run_command(
     from dataclasses import asdict
 
     from ..runlock import RunLock
+    from ..transfer.serve import run_sync
     from ..transfer.sync import RETAG_POLICIES, SyncImage, SyncRequest
     from ..transfer.sync_bundle import NAME_RULE, BundleTarget, bad_name
 
@@ -130,7 +125,9 @@ def run_command(
             raise UsageError(f"-c {config}: the config says what and where (--to-bundle/--base may replace "
                              f"where); drop {', '.join(given)}")
         job = load_config(config, jobs=jobs, dry_run=dry_run, keep_going=keep_going, bundle=bundle)
-        request, bundle, lock = job.request, job.bundle, job_lock(job)
+        for note in job.notes:
+            typer.echo(note, err=True)
+        request, bundle, lock = job.request, job.bundle, job.lock()
     else:
         if bundle is None and to is None:
             raise UsageError("--to is required (the target registry HOST[:PORT][/PREFIX]), or -c sync.yaml")
@@ -157,51 +154,23 @@ def run_command(
                               platforms=platforms, jobs=jobs, dry_run=dry_run,
                               keep_going=keep_going)
         lock = RunLock(f"sync -> {target.address}", f"sync to {target.address}") if target else \
-            bundle_lock(bundle.directory)  # type: ignore[union-attr]  # no --to: --to-bundle given
+            bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
     with lock:
         result = run_sync(request, Progress(quiet or json_report), bundle, topology)
-    finish(result, report, json_report)
+    finish(result, report, json_report, quiet)
 
 
-def job_lock(job: "SyncJob") -> "RunLock":
-    """One run at a time per config and target registry, or per bundle directory whoever names it."""
-    from ..runlock import RunLock
-
-    if job.bundle is not None:
-        return bundle_lock(job.bundle.directory)
-    assert job.request.target is not None
-    address = job.request.target.address
-    return RunLock(f"sync {job.path.resolve()} -> {address}", f"sync to {address}")
-
-
-def bundle_lock(directory: Path) -> "RunLock":
-    from ..runlock import RunLock
-
-    return RunLock(f"sync -> bundles in {directory.resolve()}", f"sync to {directory}")
-
-
-def run_sync(request: "SyncRequest", progress: Progress, bundle: "BundleTarget | None" = None,
-             topology: dict | None = None) -> "SyncResult":
-    """One run, into the request's registry or, for an air gap, into a delta bundle."""
-    if bundle is not None:
-        from ..transfer.sync_bundle import sync_to_bundle
-
-        return anyio.run(sync_to_bundle, request, bundle, progress, topology)
-    from ..transfer.sync import sync
-
-    return anyio.run(sync, request, progress)
-
-
-def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None:
-    """Write the report, say what happened, exit with the run's code."""
+def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: bool = False) -> None:
+    """Write the report, say what happened, exit with the run's code; ``quiet``: the summary line and errors."""
     document = {"schema_version": REPORT_SCHEMA, **result.to_json()}  # what --json prints, too
     if report is not None:
         write_report(report, document)
     if json_report:
         emit_json(document)
     else:
-        counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred", "failed")
-                           if result.count(a))
+        from ..transfer.sync import ACTIONS
+
+        counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
         verb = "would sync" if result.dry_run else "synced"
         if result.delta is None:
             typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
@@ -219,30 +188,30 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool) -> None
             else:
                 said = f"nothing changed since {base}: no bundle written"
             typer.echo(f"{said}: {counts or 'nothing to do'}")
-        for image in result.images:
-            if image.action in ("copied", "updated") or (result.dry_run and image.action != "unchanged"):
-                typer.echo(f"  {image.action}: {image.source} -> {image.target}")
-    for image in result.images:
-        if image.action == "deferred":
-            typer.echo(f"mirror: deferred: {image.source}: {image.error}", err=True)
+        for image in [] if quiet else result.images:
+            if image.action in ("copied", "updated", "moved") or (result.dry_run and image.action != "unchanged"):
+                typer.echo(f"  {image_line(image)}")
+    deferred = [image for image in result.images if image.action == "deferred"]
+    for image in deferred[:1] if quiet else deferred:
+        more = f" (and {len(deferred) - 1} more)" if quiet and len(deferred) > 1 else ""
+        typer.echo(f"mirror: deferred: {image.source}: {image.error}{more}", err=True)
+    for skipped in result.skipped_tags:
+        typer.echo(f"mirror: skipped: {skipped.describe()}", err=True)
     if result.failures:
         report_failures(result.failures)
     if result.exit_code:
         raise typer.Exit(int(result.exit_code))
 
 
-def _missed(cron: "CronSchedule", reports: Path) -> bool:
-    """A scheduled time passed since the last kept run started (serve was down): run at once, as
-    systemd's Persistent=true does. No report yet: nothing was missed."""
-    from datetime import datetime
-
-    kept = sorted(reports.glob("sync-*.json"))
-    try:
-        started = json.loads(kept[-1].read_text())["started"] if kept else None
-        last = datetime.fromisoformat(started.replace("Z", "+00:00")).astimezone() if started else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a damaged report: as if none
-        return False
-    return last is not None and cron.next_after(last) <= datetime.now().astimezone()
+def image_line(image: "ImageResult") -> str:
+    """``updated: SRC -> TARGET (sha256:old… -> sha256:new…, the old kept as TAG-prev-…)``."""
+    line = f"{image.action}: {image.source} -> {image.target}"
+    if image.action == "updated":
+        kept = f", the old kept as {image.backup_tag}" if image.backup_tag else ""
+        line += f" ({image.old_digest} -> {image.new_digest}{kept})"
+    elif image.action == "moved":
+        line += f" (immutable: left at {image.old_digest}; upstream now {image.new_digest})"
+    return line
 
 
 def write_report(path: Path, document: dict) -> None:
@@ -271,15 +240,11 @@ def serve_command(
     a run that fails is logged and the schedule goes on.
     """
     import hashlib
-    import signal
-    import threading
-    import time
-    import uuid
-    from datetime import datetime, timezone
 
     from ..clock import utc_now
     from ..model.cron import CronSchedule
     from ..runlock import lock_dir
+    from ..transfer.serve import Reports, Schedule, serve
     from ..transfer.sync_config import load_config, parse_interval
 
     job = load_config(config, jobs=jobs)  # a bad config ends serve at once (exit 2)
@@ -295,54 +260,11 @@ def serve_command(
     key = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:12]
     reports = report_dir or lock_dir().parent / "sync-reports" / key
     reports.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(number, lambda *_: stop.set())
 
     def log(message: str) -> None:
         typer.echo(f"{utc_now()} mirror sync serve: {message}", err=True)
 
-    log(f"serving {config} {f'every {int(period)} s' if period else f'at {cron.text!r}'}; reports in {reports}")
+    def keep(path: Path, document: dict) -> None:
+        write_report(path, {"schema_version": REPORT_SCHEMA, **document})
 
-    def wait_after(started: float) -> float:
-        if period is not None:
-            return max(0.0, period - (time.monotonic() - started))
-        now = datetime.now().astimezone()  # cron times are the host's local time
-        return (cron.next_after(now) - now).total_seconds()
-
-    def keep(document: dict) -> None:
-        # Named by when it is kept, to the microsecond: serve runs one at a time, so the names sort as
-        # the runs ran (two runs can start within one second, and "started" is to the second).
-        kept_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%S.%fZ")
-        name = f"sync-{kept_at}-{document['run_id'][:8]}.json"
-        write_report(reports / name, {"schema_version": REPORT_SCHEMA, **document})
-        for old in sorted(reports.glob("sync-*.json"))[:-keep_reports]:
-            old.unlink(missing_ok=True)
-
-    if cron is not None and not _missed(cron, reports):
-        stop.wait(wait_after(0.0))  # a schedule's first run is at its first time, not now
-    while not stop.is_set():
-        started, started_at = time.monotonic(), utc_now()
-        try:
-            job = load_config(config, jobs=jobs)
-            with job_lock(job):
-                result = run_sync(job.request, Progress(True), job.bundle)
-            keep(result.to_json())
-            counts = ", ".join(f"{result.count(a)} {a}" for a in ("copied", "updated", "unchanged", "deferred",
-                                                                  "failed") if result.count(a))
-            log(f"run {result.run_id}: {result.result} (exit {int(result.exit_code)}): {counts or 'nothing to do'}")
-        except Exception as exc:
-            # A MirrorError or an OSError (a full disk for the report, say: the next run may find room), alone or
-            # in the exception group of a task group, is logged and the schedule goes on; anything else is a bug.
-            failed = reported_error(exc)
-            if failed is None:
-                raise
-            more = len(list(leaves(exc))) - 1
-            log(f"run failed (exit {int(exit_code_of(failed))}): {failed}" + (f" (and {more} more)" if more else ""))
-            try:  # the run is kept as a report too: a script watching the reports sees it failed
-                keep({"run_id": uuid.uuid4().hex, "started": started_at, "ended": utc_now(), "result": "failed",
-                      "exit_code": int(exit_code_of(failed)), "error": str(failed), "images": []})
-            except OSError as unkept:
-                log(f"the failed run's report was not kept: {unkept}")
-        stop.wait(wait_after(started))
-    log("stopped")
+    serve(config, Schedule(period, cron), Reports(reports, keep_reports, keep), jobs, log)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 _FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
-SEARCH_DAYS = 366 * 5  # Feb 29 on a Monday can be years away; past that a schedule never fires
+SEARCH_DAYS = 366 * 9  # a time parse accepts is at most 8 years away: Feb 29 (2096, then 2104)
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # the most each month has
 _SYSTEMD_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO order: 1 = Monday
 
 
@@ -34,13 +35,18 @@ class CronSchedule:
 
     @classmethod
     def parse(cls, text: str) -> "CronSchedule":
-        """ValueError naming the field at fault when ``text`` is not a five-field schedule."""
+        """ValueError naming the field at fault when ``text`` is not a five-field schedule, or saying
+        that it never fires (``0 0 30 2 *``: February has no 30th)."""
         parts = str(text).split()
         if len(parts) != 5:
             raise ValueError(f"schedule {text!r}: expected five fields (minute hour day month weekday), "
                              "e.g. '15 2 * * *'")
         values = [_field(part, name, low, high) for part, (name, low, high) in zip(parts, _FIELDS)]
         weekdays = frozenset(0 if day == 7 else day for day in values[4])
+        if parts[4] == "*" and not any(day <= _MONTH_DAYS[month - 1] for day in values[2] for month in values[3]):
+            # cron takes it and never runs it; a timer made of it never fires, and nothing says so
+            raise ValueError(f"schedule {text!r} never fires: no month it names ({parts[3]}) has a day it "
+                             f"names ({parts[2]})")
         return cls(text, values[0], values[1], values[2], values[3], weekdays, parts[2] == "*", parts[4] == "*")
 
     def next_after(self, moment: datetime) -> datetime:

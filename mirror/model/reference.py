@@ -96,6 +96,11 @@ class Reference:
         return text
 
 
+def is_tag(value: object) -> bool:
+    """Whether ``value`` (anything a peer's JSON list held) is a tag by the reference grammar."""
+    return isinstance(value, str) and _TAG.fullmatch(value) is not None
+
+
 def canonical_registry(host: str) -> str:
     """``docker.io`` for any of Docker Hub's names, the host unchanged otherwise."""
     return DOCKER_HUB if host in HUB_ALIASES else host

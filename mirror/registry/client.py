@@ -360,9 +360,9 @@ def _listed(body: bytes, key: str, what: str) -> list[str]:
     """The ``key`` list of a tags or catalog page (``{"tags": [...]}``; null or absent: none).
 
     An entry that is no string (or a string longer than any name) is passed on
-    as its compact JSON text, cut to MAX_ENTRY characters: never a valid tag or
-    repository name, so the caller's name check refuses and reports it
-    instead of it vanishing here.
+    as ``<JSON text>``, cut to MAX_ENTRY characters: the brackets make it no
+    valid tag or repository name (``5`` or ``null`` alone would be one), so the
+    caller's name check refuses and reports it instead of it vanishing here.
     """
     try:
         page = json.loads(body)
@@ -372,7 +372,7 @@ def _listed(body: bytes, key: str, what: str) -> list[str]:
     if not isinstance(page, dict) or not isinstance(entries, (list, type(None))):
         raise RegistryError(f"{what} answered with no JSON object holding a {key!r} list")
     return [entry if isinstance(entry, str) and len(entry) <= MAX_NAME
-            else json.dumps(entry, separators=(",", ":"))[:MAX_ENTRY] for entry in entries or []]
+            else f"<{json.dumps(entry, separators=(',', ':'))[:MAX_ENTRY - 2]}>" for entry in entries or []]
 
 
 def _next_link(response: httpx.Response, transport: Transport, what: str) -> httpx.URL | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..bundle.format import BundleManifest
 from ..bundle.reader import BundleReader
 from ..errors import IntegrityError, UsageError
-from .inventory import Inventory, read_inventory_doc
+from .inventory import Inventory, is_inventory, read_base_document
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Base:
     ids: list[str] = field(default_factory=list)
     digests: set[str] = field(default_factory=set)
     registries: dict[str, str] = field(default_factory=dict)  # inventory id -> HOST[/PREFIX]
+    names: dict[str, str] = field(default_factory=dict)  # id -> the name of the file given (have.json)
     images: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (created, digest), newest kept
 
     def add_inventory(self, inventory: Inventory) -> None:
@@ -55,22 +56,28 @@ def load_base(paths: list[Path]) -> Base:
     for path in paths:
         if not path.is_file():
             raise UsageError(f"--base {path}: no such file")
-        with open(path, "rb") as handle:
-            head = handle.read(1)
-        if head not in (b"{", b" ", b"\n", b"\t", b"\r"):  # not JSON: a bundle (or its first part)
-            try:
-                with BundleReader(path) as reader:
-                    base.add_bundle(reader.manifest)
-            except IntegrityError as exc:
-                raise UsageError(f"--base {path}: not an inventory, bundle or mirror-bundle.json ({exc})") from None
-            continue
-        data = path.read_bytes()
-        doc = read_inventory_doc(data, path)
-        if doc is not None:
-            base.add_inventory(Inventory.from_doc(doc, path))
-            continue
-        try:
-            base.add_bundle(BundleManifest.from_json(data))
-        except IntegrityError as exc:
-            raise UsageError(f"--base {path}: not an inventory or mirror-bundle.json ({exc})") from None
+        known = len(base.ids)
+        _add_file(base, path)
+        base.names.update({base_id: path.name for base_id in base.ids[known:]})
     return base
+
+
+def _add_file(base: Base, path: Path) -> None:
+    """One --base FILE, whichever of the three it is, into ``base``."""
+    with open(path, "rb") as handle:
+        head = handle.read(1)
+    if head not in (b"{", b" ", b"\n", b"\t", b"\r"):  # not JSON: a bundle (or its first part)
+        try:
+            with BundleReader(path) as reader:
+                base.add_bundle(reader.manifest)
+        except IntegrityError as exc:
+            raise UsageError(f"--base {path}: not an inventory, bundle or mirror-bundle.json ({exc})") from None
+        return
+    data, doc = read_base_document(path)
+    if is_inventory(doc):
+        base.add_inventory(Inventory.from_doc(doc, path))
+        return
+    try:
+        base.add_bundle(BundleManifest.from_json(data))
+    except IntegrityError as exc:
+        raise UsageError(f"--base {path}: not an inventory or mirror-bundle.json ({exc})") from None

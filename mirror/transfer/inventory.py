@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
 from ..clock import utc_now
-from ..errors import MirrorError, NotFoundError, UsageError
+from ..errors import IntegrityError, NotFoundError, UsageError
 from ..model import graph
 from ..model.oci import Descriptor, digest_hex
-from ..model.reference import Reference
+from ..model.reference import HOST_PATTERN, REPOSITORY_PATTERN, Reference, is_tag
 from ..model.target import RegistryAddress, source_name, target_repository
 from ..registry.client import RegistryClient
 from .plan import Target
@@ -43,6 +46,8 @@ class Inventory:
     digests: set[str]  # every manifest and blob those images reach
     created: str = field(default_factory=utc_now)
     tool_version: str = __version__
+    skipped_tags: dict[str, int] = field(default_factory=dict)  # repository -> entries of its tag list that are
+    # no tags (not part of the content: said when taken, never written)
 
     @property
     def address(self) -> str:
@@ -65,24 +70,84 @@ class Inventory:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], path: Path) -> "Inventory":
-        """Parse and check a loaded inventory; anything wrong is a UsageError naming ``path``."""
-        if doc.get("format_version") != INVENTORY_FORMAT:
-            raise UsageError(f"inventory {path}: format version {doc.get('format_version')!r} is not supported "
+        """Check a loaded inventory field by field; anything wrong is a UsageError naming ``path`` and the field."""
+        def bad(name: str, why: str) -> UsageError:
+            return UsageError(f"inventory {path}: {name}: {why}")
+
+        version = doc.get("format_version")
+        if type(version) is not int or version != INVENTORY_FORMAT:  # noqa: E721 - True and 1.0 are no version
+            raise UsageError(f"inventory {path}: format version {_shown(version)} is not supported "
                              f"(mirror {__version__} reads version {INVENTORY_FORMAT})")
-        try:
-            inventory = cls(
-                registry=str(doc["registry"]), prefix=str(doc.get("prefix") or ""),
-                images={str(i["source"]): str(i["digest"]) for i in doc["images"]},
-                digests={str(d) for d in doc["digests"]},
-                created=str(doc["created"]), tool_version=str(doc.get("tool_version", "")),
-            )
-            for digest in [*inventory.images.values(), *inventory.digests]:
-                digest_hex(digest)
-        except (KeyError, TypeError, ValueError, AttributeError, MirrorError) as exc:
-            raise UsageError(f"inventory {path} is malformed: {type(exc).__name__}: {exc}") from None
+        registry, prefix = doc.get("registry"), doc.get("prefix", "")
+        if not isinstance(registry, str) or not HOST_PATTERN.fullmatch(registry):
+            raise bad("registry", f"expected HOST[:PORT], found {_shown(registry)}")
+        if not isinstance(prefix, str) or (prefix and not REPOSITORY_PATTERN.fullmatch(prefix)):
+            raise bad("prefix", f"expected a repository path or \"\", found {_shown(prefix)}")
+        created, tool_version = doc.get("created"), doc.get("tool_version", "")
+        if not isinstance(created, str) or not _is_time(created):
+            raise bad("created", f"expected a UTC time such as 2024-05-01T12:00:00Z, found {_shown(created)}")
+        if not isinstance(tool_version, str):
+            raise bad("tool_version", f"expected a string, found {_shown(tool_version)}")
+        images: dict[str, str] = {}
+        for number, entry in enumerate(_list(doc, "images", bad)):
+            where = f"images[{number}]"
+            if not isinstance(entry, dict):
+                raise bad(where, f"expected an object {{source, digest}}, found {_shown(entry)}")
+            source, digest = entry.get("source"), entry.get("digest")
+            if not isinstance(source, str) or not _is_reference(source):
+                raise bad(f"{where}.source", f"expected an image reference, found {_shown(source)}")
+            if not _is_digest(digest):
+                raise bad(f"{where}.digest", f"expected sha256:<64 hex>, found {_shown(digest)}")
+            images[source] = digest
+        digests = _list(doc, "digests", bad)
+        for number, digest in enumerate(digests):
+            if not _is_digest(digest):
+                raise bad(f"digests[{number}]", f"expected sha256:<64 hex>, found {_shown(digest)}")
+        inventory = cls(registry, prefix, images, set(digests), created=created, tool_version=tool_version)
         if doc.get("id") != inventory.id:
             raise UsageError(f"inventory {path}: its id does not match its content (edited or damaged)")
         return inventory
+
+
+def _list(doc: dict[str, Any], name: str, bad: Callable[[str, str], UsageError]) -> list[Any]:
+    value = doc.get(name)
+    if not isinstance(value, list):
+        raise bad(name, f"expected a list, found {_shown(value)}")
+    return value
+
+
+def _is_digest(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and bool(digest_hex(value))
+    except IntegrityError:
+        return False
+
+
+def _is_reference(text: str) -> bool:
+    try:
+        Reference.parse(text)
+    except UsageError:
+        return False
+    return True
+
+
+def _is_time(text: str) -> bool:
+    try:
+        datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(value: Any) -> str:
+    """A value from the file as an error names it: its JSON type, and its text when that is short."""
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    text = json.dumps(value)
+    kind = "a string" if isinstance(value, str) else "a boolean" if isinstance(value, bool) else "a number"
+    return f"{kind} {text}" if len(text) <= 60 else f"{kind} of {len(text)} characters"
 
 
 async def take_inventory(client: RegistryClient, target: Target, selection: list[Reference] | None,
@@ -91,6 +156,7 @@ async def take_inventory(client: RegistryClient, target: Target, selection: list
 
     ``keep(source)`` drops catalog images (``--exclude`` without a list).
     """
+    inventory = Inventory(target.host, target.prefix, {}, set())
     if selection is None:
         repositories = await client.catalog()
         wanted: list[tuple[str, str, str]] = []  # (repository, tag, source name)
@@ -98,14 +164,16 @@ async def take_inventory(client: RegistryClient, target: Target, selection: list
         async def tags_of(repository: str) -> None:
             name = source_name(repository, target.prefix)
             if name is not None:
-                tags = await client.list_tags(repository)
+                listed = await client.list_tags(repository)
+                tags = [tag for tag in listed if is_tag(tag)]  # the registry's answer: checked, as any peer's
+                if len(tags) < len(listed):
+                    inventory.skipped_tags[repository] = len(listed) - len(tags)
                 wanted.extend((repository, tag, f"{name}:{tag}") for tag in tags if keep(f"{name}:{tag}"))
 
         await each(repositories, tags_of, jobs)
     else:
         wanted = [(target_repository(ref, target.prefix), ref.identifier, str(ref)) for ref in selection]
 
-    inventory = Inventory(target.host, target.prefix, {}, set())
 
     async def one(item: tuple[str, str, str]) -> None:
         repository, reference, source = item
@@ -128,13 +196,56 @@ async def take_inventory(client: RegistryClient, target: Target, selection: list
     return inventory
 
 
-def read_inventory_doc(data: bytes, path: Path) -> dict[str, Any] | None:
-    """The parsed document when ``data`` is an inventory, None when it is something else."""
+MAX_DOCUMENT = 64 << 20  # an inventory or mirror-bundle.json: as a bundle's own manifest (bundle/reader.py)
+MAX_DEPTH = 16  # an inventory nests 3 deep, a bundle's manifest 5; Python's parser recurses ~1000 deep
+
+
+def read_base_document(path: Path) -> tuple[bytes, dict[str, Any]]:
+    """A JSON base file (an inventory or a mirror-bundle.json), read within bounds: its bytes and its object.
+
+    The size is checked before anything is read (and the read stops past it),
+    the nesting before the document is used; either is a UsageError naming ``path``.
+    """
+    try:
+        with open(path, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                raise UsageError(f"--base {path}: not a regular file")
+            if status.st_size > MAX_DOCUMENT:
+                raise UsageError(f"--base {path}: {status.st_size} bytes, more than the {MAX_DOCUMENT >> 20} MiB an "
+                                 "inventory or mirror-bundle.json may have")
+            data = handle.read(MAX_DOCUMENT + 1)
+    except OSError as exc:
+        raise UsageError(f"--base {path}: cannot read it: {exc.strerror}") from None
+    if len(data) > MAX_DOCUMENT:  # it grew while read
+        raise UsageError(f"--base {path}: more than the {MAX_DOCUMENT >> 20} MiB an inventory may have")
     try:
         doc = json.loads(data)
+    except RecursionError:
+        doc = None
     except ValueError as exc:
         raise UsageError(f"{path} is not valid JSON (truncated?): {exc}") from None
+    if doc is None or _depth(doc) > MAX_DEPTH:
+        raise UsageError(f"--base {path}: nested deeper than the {MAX_DEPTH} levels an inventory or "
+                         "mirror-bundle.json has")
     if not isinstance(doc, dict):
         raise UsageError(f"{path} is not a JSON object")
-    return doc if doc.get("kind") == INVENTORY_KIND else None
+    return data, doc
 
+
+def is_inventory(doc: dict[str, Any]) -> bool:
+    return doc.get("kind") == INVENTORY_KIND
+
+
+def _depth(value: Any) -> int:
+    """How deep lists and objects nest in ``value`` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH:  # past that the answer is known
+            stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest

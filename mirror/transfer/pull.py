@@ -139,6 +139,7 @@ def bundle_manifest(request: PullRequest, images: list[ResolvedImage]) -> Bundle
         base=list(base.ids),
         omitted=sorted(digest for digest in sizes if digest in base.digests),
         base_registry=dict(base.registries),
+        base_names={base_id: name for base_id, name in base.names.items() if base_id in base.ids},
     )
 
 

@@ -73,10 +73,10 @@ async def _push(request: PushRequest, reader: BundleReader, client: RegistryClie
     plans = [plan for plan in every_plan if id(plan) not in done]
     presence = Presence(plans)
     await presence.survey(client, request.jobs)
-    sources = await require_base(client, manifest, plans, presence)  # before any write
+    sources = await require_base(client, manifest, plans, presence, request.jobs, progress)  # before any write
     delivery = Delivery(request.target, client, plans, presence, request.jobs)
     delivery.report.kind, delivery.report.base = manifest.kind, list(manifest.base)
-    delivery.report.warnings = base_warnings(manifest, request.target)
+    delivery.report.warnings = base_warnings(manifest, request.target) + sources.warnings
     delivery.report.present_blobs = len(presence.blob_repos) - len(presence.missing_blobs)
     delivery.report.mounted_blobs = await presence.mount_known(client, request.jobs, sources.blobs)
     to_upload = presence.missing_blobs

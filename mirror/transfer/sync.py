@@ -38,6 +38,7 @@ from .survey import Presence
 from .tasks import each
 
 RETAG_POLICIES = ("update", "backup", "fail")
+ACTIONS = ("copied", "updated", "moved", "unchanged", "deferred", "failed")  # of an image, in reports' order
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class SyncImage:
 
     ref: Reference
     on_retag: str = "update"  # one of RETAG_POLICIES
-    immutable: bool = False  # present at the target -> never asked upstream again
+    immutable: bool = False  # present at the target -> never replaced; a move upstream is reported ``moved``
 
 
 @dataclass
@@ -67,10 +68,11 @@ class SyncRequest:
 class ImageResult:
     source: str
     target: str
-    action: str = "pending"  # copied | updated | unchanged | deferred | failed
+    action: str = "pending"  # copied | updated | unchanged | moved (an immutable tag, left) | deferred | failed
     old_digest: str | None = None  # what the target's tag pointed at before the run
     new_digest: str | None = None
     error: str | None = None
+    backup_tag: str | None = None  # on_retag backup: where the old image stays tagged
     image: SyncImage | None = field(default=None, repr=False)
     repository: str = field(default="", repr=False)
     source_head: Descriptor | None = field(default=None, repr=False)
@@ -85,7 +87,25 @@ class ImageResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "action": self.action,
-                "old_digest": self.old_digest, "new_digest": self.new_digest, "error": self.error}
+                "old_digest": self.old_digest, "new_digest": self.new_digest, "backup_tag": self.backup_tag,
+                "error": self.error}
+
+
+@dataclass
+class SkippedTags:
+    """Entries of a source's tag list that are no tags by the reference grammar: never synced, only reported."""
+
+    repository: str  # registry/repository whose list held them
+    count: int
+    shown: list[str]  # the first few, each a repr cut to one short line
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repository": self.repository, "count": self.count, "tags": self.shown}
+
+    def describe(self) -> str:
+        more = f" and {self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
+        return (f"{self.repository}: {self.count} listed tag(s) that are no tags, skipped: "
+                f"{', '.join(self.shown)}{more}")
 
 
 @dataclass
@@ -105,6 +125,7 @@ class SyncResult:
     config_sha256: str | None = None
     dry_run: bool = False
     delta: dict[str, Any] | None = None  # a run to a bundle: what it wrote (path null: nothing changed)
+    skipped_tags: list[SkippedTags] = field(default_factory=list)
 
     def count(self, action: str) -> int:
         return sum(1 for image in self.images if image.action == action)
@@ -148,6 +169,7 @@ class SyncResult:
                 "tags_pushed": self.tags_pushed}),
             "ratelimits": {host: {"remaining": r.remaining, "limit": r.limit, "window": r.window}
                            for host, r in sorted(self.ratelimits.items())},
+            "skipped_tags": [skipped.to_json() for skipped in self.skipped_tags],
         }
 
 
@@ -156,23 +178,31 @@ def backup_tag(tag: str, old_digest: str) -> str:
     return f"{tag}-prev-{digest_hex(old_digest)[:12]}"
 
 
-async def wanted_images(request: SyncRequest,
-                        pool: ClientPool) -> tuple[list[SyncImage], list[tuple[Reference, MirrorError]]]:
-    """The job's images, each once: those it names, then each selection's tags as listed now.
+@dataclass
+class Wanted:
+    images: list[SyncImage]  # each once: those the job names, then each selection's tags as listed now
+    unlisted: list[tuple[Reference, MirrorError]]  # repositories whose tags could not be listed, with why
+    skipped: list[SkippedTags]  # entries of the tag lists that are no tags
 
-    Also the repositories whose tags could not be listed, with why.
-    """
+
+async def wanted_images(request: SyncRequest, pool: ClientPool) -> Wanted:
+    """The job's images: those it names, then each selection's tags as listed now."""
     images: dict[Reference, SyncImage] = {}
     for image in request.images:
         images.setdefault(image.ref, image)
     unlisted: list[tuple[Reference, MirrorError]] = []
+    skipped: list[SkippedTags] = []
     for selection in request.selections:
         try:
-            for image in await selection.select(pool, request.sources):
-                images.setdefault(image.ref, image)
+            listed = await selection.list_tags(pool, request.sources)
         except MirrorError as exc:
             unlisted.append((selection.repository, exc))
-    return list(images.values()), unlisted
+            continue
+        chosen, bad = selection.select(listed)  # a config mistake found on these tags ends the run (exit 2)
+        for image in chosen:
+            images.setdefault(image.ref, image)
+        skipped += [bad] if bad else []
+    return Wanted(list(images.values()), unlisted, skipped)
 
 
 async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
@@ -184,12 +214,13 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
     async with ClientPool(request.settings_for) as pool, \
             RegistryClient(target.host, target.settings) as client:
         await client.ping()
-        images, unlisted = await wanted_images(request, pool)
-        for repository, exc in unlisted:
+        wanted = await wanted_images(request, pool)
+        result.skipped_tags = wanted.skipped
+        for repository, exc in wanted.unlisted:
             entry = ImageResult(repository.name, f"{target.host}/{target_repository(repository, target.prefix)}")
             entry.fail(exc)
             result.images.append(entry)
-        for image in images:
+        for image in wanted.images:
             repository = target_repository(image.ref, target.prefix)
             where = f":{image.ref.tag}" if image.ref.tag else f"@{image.ref.digest}"
             result.images.append(ImageResult(str(image.ref), f"{target.host}/{repository}{where}", image=image,
@@ -240,9 +271,6 @@ class _Run:
         ref = image.image.ref
         current = await self.client.head_manifest(image.repository, ref.identifier)
         image.old_digest = current.digest if current else None
-        if current is not None and image.image.immutable:
-            image.action, image.new_digest = "unchanged", current.digest
-            return
         location = self.request.sources.locate(ref)
         source = await self.pool.get(location.host)
         upstream = await source.head_manifest(location.repository, ref.identifier)
@@ -258,6 +286,8 @@ class _Run:
         image.source_head, image.new_digest = upstream, upstream.digest
         if current is not None and current.digest == upstream.digest:
             image.action = "unchanged"
+        elif current is not None and image.image.immutable:  # never replaced: a move upstream is said, not copied
+            image.action = "moved"
         elif not self.request.platforms:  # a narrowed index differs from upstream anyway: judged once resolved
             self._refuse_retag(image)
 
@@ -384,6 +414,7 @@ class _Run:
             try:
                 old = await self.client.get_manifest(image.repository, image.old_digest)
                 await self.client.put_manifest(image.repository, backup_tag(tag, image.old_digest), old)
+                image.backup_tag = backup_tag(tag, image.old_digest)
             except MirrorError as exc:
                 image.fail(MirrorError(f"backup of {image.target} ({image.old_digest}) failed, so it "
                                        f"was not moved: {exc}"))

@@ -26,6 +26,7 @@ from ..model.reference import Reference
 from ..model.target import RegistryAddress, target_repository
 from ..progress import Progress
 from ..registry.pool import ClientPool
+from ..runlock import RunLock
 from .base import Base, load_base
 from .pull import PullRequest, pull
 from .resolve import Resolver
@@ -52,6 +53,10 @@ class BundleTarget:
         stamp = utc_now().replace("-", "").replace(":", "")  # 20261130T020000Z
         return (self.directory / f"{self.name}-{stamp}.tar.zst").absolute()
 
+    def lock(self) -> RunLock:
+        """One run at a time per bundle directory, whichever config or flags name it."""
+        return RunLock(f"sync -> bundles in {self.directory.resolve()}", f"sync to {self.directory}")
+
 
 def _source(ref: Reference) -> str:
     """The reference as inventories and bundles name it (a tag without its digest)."""
@@ -67,13 +72,14 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
     result.delta = {"path": None, "size": None, "sha256": None, "parts": [], "base": list(base.ids), "omitted": 0}
     where = _landing(base)
     async with ClientPool(request.settings_for) as pool:
-        images, unlisted = await wanted_images(request, pool)
-    for repository, exc in unlisted:
+        wanted = await wanted_images(request, pool)
+    result.skipped_tags = wanted.skipped
+    for repository, exc in wanted.unlisted:
         entry = ImageResult(repository.name, where(repository))
         entry.fail(exc)
         result.images.append(entry)
     pending: list[ImageResult] = []
-    for image in images:
+    for image in wanted.images:
         entry = ImageResult(str(image.ref), where(image.ref), image=image)
         entry.old_digest = base.digest_of(_source(image.ref)) if image.ref.tag else None
         if entry.old_digest is not None and image.immutable:
@@ -81,7 +87,7 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
         else:
             pending.append(entry)
         result.images.append(entry)
-    if unlisted and not request.keep_going:
+    if wanted.unlisted and not request.keep_going:
         _not_written(pending)
     elif pending and request.dry_run:
         await _resolve_only(request, pending, progress)

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import regex
 import yaml
 
+from .. import lists
 from ..errors import UsageError
 from ..model.cron import CronSchedule
 from ..model.oci import Platform
@@ -25,17 +27,23 @@ from ..model.semver import Range
 from ..model.target import RegistryAddress
 from ..model.upstream import SourceMap, SourceMirror
 from ..registry.settings import Credentials, RegistrySettings, connections_for
+from ..runlock import RunLock
 from .plan import Target
-from .selection import TagSelection
+from .selection import TagPattern, TagSelection
 from .sync import RETAG_POLICIES, SyncImage, SyncRequest
 from .sync_bundle import NAME_RULE, BundleTarget, bad_name
 
-TOP_KEYS = {"target", "sources", "platforms", "images", "interval", "schedule"}
+TOP_KEYS = {"target", "sources", "platforms", "images", "interval", "schedule", "keep_going"}
 REGISTRY_TARGET_KEYS = {"registry", "ca_file", "insecure", "plain_http", "username", "password"}
 BUNDLE_TARGET_KEYS = {"bundle", "base", "name"}
 TARGET_KEYS = REGISTRY_TARGET_KEYS | BUNDLE_TARGET_KEYS
 SOURCE_KEYS = {"registry", "mirror", "ca_file", "insecure", "plain_http", "username", "password"}
-ENTRY_KEYS = {"repository", "image", "allow", "deny", "semver", "keep_latest", "immutable", "on_retag"}
+ENTRY_KINDS = ("image", "repository", "mode", "images_files")  # what an entry names: exactly one of them
+TAG_RULE_KEYS = {"allow", "deny", "semver", "keep_latest"}
+# A topology as pull --mode takes it: k3s_version, rancher_version, cert_manager_version, ...
+VERSION_KEYS = {f"{component.replace('-', '_')}_version": component for component in lists.components()}
+LIST_KEYS = {"downstream_versions", "offline_lists", "no_registry_image", *VERSION_KEYS}
+ENTRY_KEYS = {*ENTRY_KINDS, *TAG_RULE_KEYS, *LIST_KEYS, "immutable", "on_retag"}
 
 
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd]?)$")
@@ -50,6 +58,7 @@ class SyncJob:
     interval: float | None = None  # seconds between the starts of two runs of ``mirror sync serve``
     schedule: CronSchedule | None = None  # or the times ``mirror sync serve`` starts a run at
     env_names: list[str] = field(default_factory=list)  # environment variables its passwords come from
+    notes: list[str] = field(default_factory=list)  # one line each: where a topology's lists came from, ...
     files: list[Path] = field(default_factory=list)  # every file it names (CA files, password files)
     secret_files: list[Path] = field(default_factory=list)  # of those, the {file: PATH} passwords
     lines: dict[str, int] = field(default_factory=dict)  # top-level key -> its line, for errors found later
@@ -57,6 +66,14 @@ class SyncJob:
     def at(self, key: str) -> str:
         """``file:line: key:`` of a top-level key, for a mistake found after reading (exit 2 lines)."""
         return f"{self.path}:{self.lines[key]}: {key}:" if key in self.lines else f"{self.path}: {key}:"
+
+    def lock(self) -> RunLock:
+        """One run at a time per config and target registry, or per bundle directory whoever names it."""
+        if self.bundle is not None:
+            return self.bundle.lock()
+        assert self.request.target is not None
+        address = self.request.target.address
+        return RunLock(f"sync {self.path.resolve()} -> {address}", f"sync to {address}")
 
 
 def parse_interval(text: str) -> float:
@@ -102,13 +119,18 @@ class _Reader:
         self.path = path
         self.secrets = secrets  # False: check how secrets are referenced, read none
         self.env_names: list[str] = []  # every {env: NAME} referenced
+        self.notes: list[str] = []  # what resolving a topology's lists had to say
         self.files: list[Path] = []  # every file named, read or not
         self.secret_files: list[Path] = []  # every {file: PATH} password, read or not
 
-    def error(self, mapping: Any, key: str | None, why: str) -> UsageError:
+    def at(self, mapping: Any, key: str | None) -> str:
+        """``file:line: key:`` of ``key`` in ``mapping`` (``file:line:`` without a key)."""
         line = mapping.lines.get(key, mapping.line) if isinstance(mapping, _Mapping) else 0
         where = f"{self.path}:{line}" if line else str(self.path)
-        return UsageError(f"{where}: {key + ': ' if key else ''}{why}")
+        return f"{where}: {key}:" if key else f"{where}:"
+
+    def error(self, mapping: Any, key: str | None, why: str) -> UsageError:
+        return UsageError(f"{self.at(mapping, key)} {why}")
 
     def mapping(self, parent: Any, key: str, value: Any, allowed: set[str]) -> _Mapping:
         if not isinstance(value, _Mapping):
@@ -138,12 +160,12 @@ class _Reader:
             raise self.error(mapping, key, "expected a string or a list of strings")
         return value
 
-    def patterns(self, mapping: _Mapping, key: str) -> list[re.Pattern]:
+    def patterns(self, mapping: _Mapping, key: str) -> list[TagPattern]:
         compiled = []
         for text in self.strings(mapping, key):
             try:
-                compiled.append(re.compile(text))
-            except re.error as exc:
+                compiled.append(TagPattern(regex.compile(text), self.at(mapping, key)))
+            except regex.error as exc:
                 raise self.error(mapping, key, f"invalid regular expression {text!r}: {exc}") from None
         return compiled
 
@@ -241,7 +263,8 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     images: list[SyncImage] = []
     selections: list[TagSelection] = []
     for entry in entries:
-        _entry(reader, reader.mapping(top, "images", entry, ENTRY_KEYS), images, selections, bundle is not None)
+        _entry(reader, reader.mapping(top, "images", entry, ENTRY_KEYS), images, selections, bundle is not None,
+               platforms)
     interval = None
     if "interval" in top:
         try:
@@ -256,10 +279,12 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
             schedule = CronSchedule.parse(top["schedule"])
         except ValueError as exc:
             raise reader.error(top, "schedule", str(exc)) from None
+    keep_going = keep_going or reader.flag(top, "keep_going")
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
                           selections=selections)
-    return SyncJob(path, request, bundle, interval, schedule, reader.env_names, list(dict.fromkeys(reader.files)),
+    return SyncJob(path, request, bundle, interval, schedule, reader.env_names, reader.notes,
+                   list(dict.fromkeys(reader.files)),
                    list(dict.fromkeys(reader.secret_files)), dict(top.lines))
 
 
@@ -337,7 +362,7 @@ def _sources(reader: _Reader, top: _Mapping, jobs: int) -> tuple[SourceMap, Call
 
 
 def _entry(reader: _Reader, mapping: _Mapping, images: list[SyncImage], selections: list[TagSelection],
-           to_bundle: bool) -> None:
+           to_bundle: bool, platforms: list[Platform]) -> None:
     on_retag = reader.string(mapping, "on_retag", "update")
     if on_retag not in RETAG_POLICIES:
         raise reader.error(mapping, "on_retag", f"{on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
@@ -345,8 +370,21 @@ def _entry(reader: _Reader, mapping: _Mapping, images: list[SyncImage], selectio
         raise reader.error(mapping, "on_retag", f"{on_retag}: needs a registry target; the push of a delta "
                                                 "bundle moves tags as mirror push does")
     immutable = reader.patterns(mapping, "immutable")
-    if ("image" in mapping) == ("repository" in mapping):
-        raise reader.error(mapping, None, "an entry names either repository: (tags selected) or image: (one)")
+    kinds = [kind for kind in ENTRY_KINDS if kind in mapping]
+    if len(kinds) != 1:
+        raise reader.error(mapping, kinds[1] if kinds[1:] else None, "an entry names one of repository: (tags "
+                           "selected), image: (one), mode: (a topology, as pull --mode) or images_files:")
+    misplaced = sorted(LIST_KEYS & set(mapping)) if kinds[0] != "mode" else []
+    if misplaced:
+        raise reader.error(mapping, misplaced[0], "belongs to a mode: entry (a topology)")
+    if kinds[0] in ("mode", "images_files"):
+        extra = sorted(TAG_RULE_KEYS & set(mapping))
+        if extra:
+            raise reader.error(mapping, extra[0], "selects tags, so it belongs to a repository: entry")
+        for ref in _listed(reader, mapping, kinds[0], platforms):
+            images.append(SyncImage(ref, on_retag, immutable=bool(ref.tag and any(p.search(ref.tag)
+                                                                                     for p in immutable))))
+        return
     if "image" in mapping:
         extra = sorted(set(mapping) - {"image", "on_retag", "immutable"})
         if extra:
@@ -370,6 +408,37 @@ def _entry(reader: _Reader, mapping: _Mapping, images: list[SyncImage], selectio
         raise reader.error(mapping, "keep_latest", "expected a whole number of tags, at least 1")
     selections.append(TagSelection(ref, reader.patterns(mapping, "allow"), reader.patterns(mapping, "deny"),
                                    semver, keep_latest, immutable, on_retag))
+
+
+def _listed(reader: _Reader, mapping: _Mapping, kind: str, platforms: list[Platform]) -> list[Reference]:
+    """The images of a ``mode:`` or ``images_files:`` entry, resolved as ``pull --mode`` resolves them.
+
+    Only when the job is to run: a config checked for printing its units
+    (secrets not read) fetches no list, and its topology is checked by name.
+    """
+    files = []
+    for text in reader.strings(mapping, "images_files"):
+        path = reader.path.parent / os.path.expanduser(text)
+        if not path.is_file():
+            raise reader.error(mapping, "images_files", f"no such file {path}")
+        reader.files.append(path)
+        files.append(path)
+    mode = reader.string(mapping, "mode")
+    versions = {component: reader.string(mapping, key) for key, component in VERSION_KEYS.items() if key in mapping}
+    downstream = reader.strings(mapping, "downstream_versions") if "downstream_versions" in mapping else None
+    offline, no_registry_image = reader.flag(mapping, "offline_lists"), reader.flag(mapping, "no_registry_image")
+    if mode is not None and mode not in lists.topologies():
+        raise reader.error(mapping, "mode", f"unknown mode {mode!r}; available: {', '.join(lists.topologies())}")
+    if not reader.secrets:
+        return []
+    try:
+        selection, notes = lists.select_from_releases(
+            mode, versions, images_file=files, no_registry_image=no_registry_image, platforms=platforms,
+            offline_lists=offline, ca_file=None, downstream_versions=downstream)
+    except UsageError as exc:
+        raise reader.error(mapping, kind, str(exc).replace("--mode", "mode:")) from None
+    reader.notes += notes
+    return selection.images
 
 
 def _reference(reader: _Reader, mapping: _Mapping, key: str) -> Reference:
