@@ -247,6 +247,36 @@ def test_a_delta_after_a_new_signature_on_an_old_image_carries_only_the_signatur
     assert checked.returncode == 0, checked.stderr
 
 
+def test_sync_copies_attachments_after_the_image_and_a_later_signature_as_attached(signed, registry, tmp_path,
+                                                                                  monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    source = Source(signed.registry.host, "dockerhub/acme/synced")
+    image = source.image("1.0")
+    sbom = source.sbom(image.digest)
+    referrer = source.referrer(image)
+
+    def run() -> dict:
+        result = run_mirror("sync", "run", "docker.io/acme/synced:1.0", "--to", registry.host, "--to-plain-http",
+                            *signed.args, "--json", "-q")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["images"][0]
+
+    first = run()
+    assert first["action"] == "copied" and sorted(first["attachments"]) == sorted([tag(image.digest, "sbom"),
+                                                                                  referrer.digest])
+    assert at(registry, "docker.io/acme/synced:1.0", tag(image.digest, "sbom")).headers["docker-content-digest"] \
+        == sbom.digest
+    assert [m["digest"] for m in at(registry, "docker.io/acme/synced:1.0", tag(image.digest)).json()["manifests"]] \
+        == [referrer.digest]
+    assert run()["action"] == "unchanged"
+    signature = source.sign(image.digest, signed.signer, "index.docker.io/acme/synced")
+    later = run()
+    assert (later["action"], later["attachments"]) == ("attached", [tag(image.digest, "sig")])
+    assert at(registry, "docker.io/acme/synced:1.0", tag(image.digest, "sig")).headers["docker-content-digest"] \
+        == signature.digest
+    assert run()["action"] == "unchanged"
+
+
 def keyless(root: str, identity: str = KEYLESS[0], issuer: str = KEYLESS[1]) -> tuple[str, ...]:
     return ("--trusted-root", root, "--certificate-identity", identity, "--certificate-oidc-issuer", issuer)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 import anyio
 
@@ -33,14 +34,19 @@ class Found:
     artifact_type: str
 
 
-async def find(client: RegistryClient, repository: str, subjects: list[str]) -> list[Found]:
-    """Every attachment of every subject, each once (cosign's tags first, then referrers)."""
+async def find(client: RegistryClient, repository: str, subjects: list[str],
+               have: Callable[[str, str], Awaitable[bool]] | None = None) -> list[Found]:
+    """Every attachment of every subject, each once (cosign's tags first, then referrers).
+
+    ``have(reference, digest)``, when given, says the destination holds it already (under
+    that tag, or by that digest): it is not fetched (a GET Docker Hub would count).
+    """
     found: dict[tuple[str, str | None], list[Found]] = {}
 
     async def cosign_tag(subject: str, suffix: str) -> None:
         tag = tag_for(subject, suffix)
         there = await client.head_manifest(repository, tag)
-        if there is not None:
+        if there is not None and not (have and await have(tag, there.digest)):
             manifest = await client.get_manifest(repository, there.digest)
             if not manifest.is_index:
                 found[subject, suffix] = [Found(subject, TAG_KINDS[suffix], manifest, tag, artifact_type(manifest))]
@@ -52,7 +58,8 @@ async def find(client: RegistryClient, repository: str, subjects: list[str]) -> 
             index = await client.get_manifest(repository, there.digest) if there is not None else None
             listed = index.document.get("manifests") or [] if index is not None and index.is_index else []
         digests = [entry.get("digest") for entry in listed[:MAX_REFERRERS] if isinstance(entry, dict)]
-        manifests = await _each_manifest(client, repository, [d for d in digests if _is_digest(d)])
+        digests = [d for d in digests if _is_digest(d) and not (have and await have(d, d))]
+        manifests = await _each_manifest(client, repository, digests)
         found[subject, None] = [
             Found(subject, referrer_kind(artifact_type(m)), m, None, artifact_type(m))
             for m in manifests if not m.is_index and _names_subject(m, subject)]

@@ -189,7 +189,8 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: 
                 said = f"nothing changed since {base}: no bundle written"
             typer.echo(f"{said}: {counts or 'nothing to do'}")
         for image in [] if quiet else result.images:
-            if image.action in ("copied", "updated", "moved") or (result.dry_run and image.action != "unchanged"):
+            if image.action in ("copied", "updated", "attached", "moved") or (
+                    result.dry_run and image.action != "unchanged"):
                 typer.echo(f"  {image_line(image)}")
     deferred = [image for image in result.images if image.action == "deferred"]
     for image in deferred[:1] if quiet else deferred:

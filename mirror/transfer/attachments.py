@@ -11,6 +11,7 @@ verifies. docs/signatures.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import anyio
@@ -23,10 +24,13 @@ from ..bundle.store import BlobStore
 from ..errors import IntegrityError, MirrorError, worst_exit_code
 from ..model import graph
 from ..model.reference import Reference
-from ..registry.client import RegistryClient
+from ..model.upstream import Location, SourceMap
+from ..registry.client import BlobSource, RegistryClient
 from ..registry.pool import ClientPool
 from .deliver import Delivery, DeliveryReport
-from .plan import ImagePlan
+from .plan import ImagePlan, Target
+from .survey import Presence
+from .tasks import each
 from .resolve import Resolution, ResolvedImage
 
 
@@ -57,7 +61,7 @@ class PullAttachments:
             repository = image.location.repository
             subjects = [*subjects_of(image), *(child.digest for child in image.children)]
             found = await find(client, repository, subjects)
-            attachments = [_as_image(image, item) for item in found]
+            attachments = [_as_image(image.ref, image.location, item) for item in found]
             for item, attachment in zip(found, attachments):
                 self.store.put_bytes(item.manifest.digest, item.manifest.data)
                 if self.keys and item.tag is not None and item.kind == "signature":
@@ -106,10 +110,10 @@ def unsigned(verdict: Verdict) -> IntegrityError:
     return IntegrityError(f"no valid signature: {verdict_reason(verdict)}")
 
 
-def _as_image(subject: ResolvedImage, item: Found) -> ResolvedImage:
-    ref = Reference(subject.ref.registry, subject.ref.repository, tag=item.tag,
-                    digest=None if item.tag else item.manifest.digest)
-    return ResolvedImage(ref, subject.location, item.manifest, [], graph.layer_blobs([item.manifest]), [],
+def _as_image(subject: Reference, location: Location, item: Found) -> ResolvedImage:
+    """An attachment as an image of its own: in its subject's repository, under cosign's tag or its digest."""
+    ref = Reference(subject.registry, subject.repository, tag=item.tag, digest=None if item.tag else item.manifest.digest)
+    return ResolvedImage(ref, location, item.manifest, [], graph.layer_blobs([item.manifest]), [],
                          attached_to=Attached(item.subject, item.kind, item.artifact_type))
 
 
@@ -204,3 +208,69 @@ async def _index_referrers(delivery: Delivery, attached: list[ImagePlan]) -> Non
     async with anyio.create_task_group() as group:
         for key in by_subject:
             group.start_soon(one, key)
+
+
+# -- sync ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Subject:
+    """An image sync has in place at the target, whose attachments are to follow it."""
+
+    ref: Reference
+    repository: str  # at the target
+    digests: list[str]  # what its attachments may be about: its digest (the source's), its platform manifests
+    written: list[str] = field(default_factory=list)  # the attachments copied for it (tag, or digest)
+    error: MirrorError | None = None
+
+
+async def copy_attachments(subjects: list[Subject], sources: SourceMap, pool: ClientPool, client: RegistryClient,
+                           target: Target, jobs: int,
+                           streamed: Callable[[Location, str, int], BlobSource]) -> None:
+    """Copy each subject's attachments the target lacks (``streamed`` gives a blob's bytes from its source);
+    each subject's ``written`` and ``error`` say what happened."""
+    found: list[tuple[Subject, ResolvedImage]] = []
+    seen: set[tuple[str, str]] = set()  # (repository, digest): two tags of one image share its attachments
+
+    async def look(subject: Subject) -> None:
+        async def have(reference: str, digest: str) -> bool:
+            there = await client.head_manifest(subject.repository, reference)
+            return there is not None and there.digest == digest
+
+        try:
+            location = sources.locate(subject.ref)
+            source = await pool.get(location.host)
+            for item in await find(source, location.repository, subject.digests, have):
+                if (subject.repository, item.manifest.digest) not in seen:
+                    seen.add((subject.repository, item.manifest.digest))
+                    found.append((subject, _as_image(subject.ref, location, item)))
+        except MirrorError as exc:
+            subject.error = exc
+
+    await each(subjects, look, jobs)
+    if not found:
+        return
+    plans = [ImagePlan.of(attachment.record(), target.prefix) for _, attachment in found]
+    presence = Presence(plans)
+    await presence.survey(client, jobs)
+    await presence.mount_known(client, jobs)
+    delivery = Delivery(target, client, plans, presence, jobs)
+    origins = {digest: (attachment.location, size) for _, attachment in found for digest, size in attachment.blobs.items()}
+
+    async def place(digest: str) -> None:
+        location, size = origins[digest]
+        await delivery.place_blob(digest, size, streamed(location, digest, size))
+
+    async with anyio.create_task_group() as group:
+        for _, attachment in found:
+            if attachment.top.digest not in delivery.manifests:
+                delivery.manifest_arrived(attachment.top, group)
+        group.start_soon(each, sorted(presence.missing_blobs), place, jobs)
+    await delivery.tag_all(plans)
+    await _index_referrers(delivery, plans)
+    for (subject, attachment), plan in zip(found, plans):
+        failure = delivery.report.failures.get(plan.record.source)
+        if failure is not None:
+            subject.error = subject.error or MirrorError(f"its attachment {plan.target} was not copied: {failure}")
+        else:
+            subject.written.append(attachment.ref.tag or attachment.top.digest)

@@ -31,6 +31,7 @@ from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
 from ..registry.ratelimit import RateLimit
 from ..registry.settings import RegistrySettings
+from .attachments import Subject, copy_attachments, subjects_of
 from .deliver import Delivery
 from .plan import ImagePlan, Target
 from .resolve import ResolvedImage, Resolver
@@ -38,7 +39,7 @@ from .survey import Presence
 from .tasks import each
 
 RETAG_POLICIES = ("update", "backup", "fail")
-ACTIONS = ("copied", "updated", "moved", "unchanged", "deferred", "failed")  # of an image, in reports' order
+ACTIONS = ("copied", "updated", "attached", "moved", "unchanged", "deferred", "failed")  # of an image, in reports' order
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,16 @@ class SyncRequest:
     keep_going: bool = False  # without it, a failure found before any write stops the run
     config_sha256: str | None = None
     selections: list[Any] = field(default_factory=list)  # selection.TagSelection: tags listed at run time
+    attachments: bool = True  # signatures, attestations, SBOMs and referrers follow their images
 
 
 @dataclass
 class ImageResult:
     source: str
     target: str
-    action: str = "pending"  # copied | updated | unchanged | moved (an immutable tag, left) | deferred | failed
+    # copied | updated | unchanged | attached (unchanged, new attachments copied) | moved (an immutable tag,
+    # left) | deferred | failed
+    action: str = "pending"
     old_digest: str | None = None  # what the target's tag pointed at before the run
     new_digest: str | None = None
     error: str | None = None
@@ -79,6 +83,7 @@ class ImageResult:
     resolved: ResolvedImage | None = field(default=None, repr=False)
     plan: ImagePlan | None = field(default=None, repr=False)
     exception: MirrorError | None = field(default=None, repr=False)
+    attachments: list[str] = field(default_factory=list)  # copied this run: cosign tags, referrers' digests
 
     def fail(self, error: MirrorError | str) -> None:
         self.action = "failed"
@@ -88,7 +93,7 @@ class ImageResult:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "action": self.action,
                 "old_digest": self.old_digest, "new_digest": self.new_digest, "backup_tag": self.backup_tag,
-                "error": self.error}
+                "attachments": self.attachments, "error": self.error}
 
 
 @dataclass
@@ -231,6 +236,8 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
             await run.resolve()
             if request.keep_going or not any(i.action == "failed" for i in result.images):
                 await run.deliver()
+                if request.attachments:
+                    await run.attach()
             else:
                 for image in result.images:
                     if image.action == "pending":
@@ -399,6 +406,28 @@ class _Run:
                 image.error = failure
             else:
                 image.action = "updated" if image.old_digest else "copied"
+
+    async def attach(self) -> None:
+        """After the images' tags: the attachments the target lacks of every image in place
+        (docs/signatures.md); an unchanged image that gained one is ``attached``."""
+        subjects: dict[int, Subject] = {}
+        for image in self.result.images:
+            if image.action in ("copied", "updated", "unchanged") and image.image and not image.image.immutable:
+                resolved = image.resolved
+                digests = ([*subjects_of(resolved), *(m.digest for m in resolved.children)] if resolved
+                           else [image.source_head.digest if image.source_head else image.new_digest or ""])
+                subjects[id(image)] = Subject(image.image.ref, image.repository, [d for d in digests if d])
+        await copy_attachments(list(subjects.values()), self.request.sources, self.pool, self.client, self.target,
+                               self.request.jobs, self._streamed)
+        for image in self.result.images:
+            subject = subjects.get(id(image))
+            if subject is None:
+                continue
+            image.attachments = subject.written
+            if subject.error is not None:
+                image.fail(subject.error)
+            elif subject.written and image.action == "unchanged":
+                image.action = "attached"
 
     async def _backups(self, images: list[ImageResult], presence: Presence, delivery: Delivery) -> None:
         """``on_retag: backup``: tag the old image ``TAG-prev-<12 hex>`` before its tag moves.
