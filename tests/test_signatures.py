@@ -277,6 +277,27 @@ def test_sync_copies_attachments_after_the_image_and_a_later_signature_as_attach
     assert run()["action"] == "unchanged"
 
 
+def test_sync_with_a_key_copies_only_what_it_verifies(signed, registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    refs = ["docker.io/acme/app:1.0", "docker.io/acme/unsigned:1.0"]
+
+    def run(*extra: str) -> tuple[int, dict]:
+        result = run_mirror("sync", "run", *refs, "--to", registry.host, "--to-plain-http", *signed.args,
+                            "--verify-key", signed.key, "--json", "-q", *extra)
+        return result.returncode, json.loads(result.stdout)
+
+    code, report = run()
+    assert code == 4
+    assert {i["source"]: i["action"] for i in report["images"]} == {refs[0]: "failed", refs[1]: "failed"}
+    assert at(registry, refs[0], "1.0").status_code == 404  # without --keep-going nothing is written
+    code, report = run("--keep-going")
+    assert code == 4
+    entries = {i["source"]: i for i in report["images"]}
+    assert (entries[refs[0]]["action"], entries[refs[0]]["signatures"]) == ("copied", "verified")
+    assert "it has no cosign signature" in entries[refs[1]]["error"]
+    assert at(registry, refs[0], "1.0").status_code == 200 and at(registry, refs[1], "1.0").status_code == 404
+
+
 def keyless(root: str, identity: str = KEYLESS[0], issuer: str = KEYLESS[1]) -> tuple[str, ...]:
     return ("--trusted-root", root, "--certificate-identity", identity, "--certificate-oidc-issuer", issuer)
 

@@ -19,11 +19,12 @@ from ..progress import Progress
 from ..units import human_size
 from .app import app
 from .common import (
-    CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
-    InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
-    NoRegistryImageOption, OfflineListsOption, PasswordStdinOption, PlainHttpRegistryOption, PlatformOption,
-    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, UsernameOption, handle_errors,
-    parse_platforms, select_images, source_access, target_registry, topology_versions,
+    CaFileOption, CertManagerVersionOption, CertificateIdentityOption, CertificateOidcIssuerOption,
+    DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption, JsonOption,
+    K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption,
+    PasswordStdinOption, PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption,
+    Rke2VersionOption, SourceMirrorOption, TrustedRootOption, UsernameOption, VerifyKeyOption, handle_errors,
+    parse_platforms, select_images, source_access, target_registry, topology_versions, verifiers,
 )
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
@@ -82,6 +83,10 @@ def run_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="HEAD both sides and say what would change; write nothing."),
     keep_going: bool = typer.Option(False, "--keep-going",
                                     help="Copy what can be copied even when other images fail (still exit 1)."),
+    verify_key: Optional[list[Path]] = VerifyKeyOption,
+    trusted_root: Optional[Path] = TrustedRootOption,
+    certificate_identity: Optional[str] = CertificateIdentityOption,
+    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -96,6 +101,7 @@ def run_command(
 
     if report is not None and not report.parent.is_dir():
         raise UsageError(f"--report {report}: directory {report.parent} does not exist")
+    keys = verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer)
     if on_retag not in RETAG_POLICIES:
         raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
     bundle = None
@@ -155,6 +161,7 @@ def run_command(
                               keep_going=keep_going)
         lock = RunLock(f"sync -> {target.address}", f"sync to {target.address}") if target else \
             bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
+    request.verify_keys = keys
     with lock:
         result = run_sync(request, Progress(quiet or json_report), bundle, topology)
     finish(result, report, json_report, quiet)

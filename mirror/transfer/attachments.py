@@ -17,7 +17,7 @@ from typing import Any, Callable
 import anyio
 
 from ..attach.discover import Found, find, payloads
-from ..attach.keys import ABSENT, PRESENT, VERIFIED, Verdict, Verifier, judge, verdict_reason
+from ..attach.keys import ABSENT, INVALID, PRESENT, VERIFIED, Verdict, Verifier, judge, verdict_reason
 from ..attach.referrers import index_referrers
 from ..bundle.format import Attached, BundleManifest, ImageRecord, attachments_of, is_cosign_signature
 from ..bundle.store import BlobStore
@@ -222,6 +222,26 @@ class Subject:
     digests: list[str]  # what its attachments may be about: its digest (the source's), its platform manifests
     written: list[str] = field(default_factory=list)  # the attachments copied for it (tag, or digest)
     error: MirrorError | None = None
+
+
+async def signatures_at_source(images: list[ResolvedImage], pool: ClientPool, keys: list[Verifier],
+                               jobs: int) -> list[Verdict]:
+    """Each image's cosign signatures as its source holds them, judged (a failed lookup is ``invalid``)."""
+    verdicts: dict[int, Verdict] = {}
+
+    async def one(item: tuple[int, ResolvedImage]) -> None:
+        index, image = item
+        signed, repository = subjects_of(image), image.location.repository
+        try:
+            client = await pool.get(image.location.host)
+            found = [f for f in await find(client, repository, sorted(signed)) if f.tag and f.kind == "signature"]
+            signatures = [(f.manifest, await payloads(client, repository, f.manifest)) for f in found]
+            verdicts[index] = judge(signed, image.ref.name, signatures, keys)
+        except MirrorError as exc:
+            verdicts[index] = Verdict(INVALID, f"its signatures could not be read: {exc}")
+
+    await each(enumerate(images), one, jobs)
+    return [verdicts[i] for i in range(len(images))]
 
 
 async def copy_attachments(subjects: list[Subject], sources: SourceMap, pool: ClientPool, client: RegistryClient,

@@ -31,7 +31,8 @@ from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
 from ..registry.ratelimit import RateLimit
 from ..registry.settings import RegistrySettings
-from .attachments import Subject, copy_attachments, subjects_of
+from ..attach.keys import VERIFIED
+from .attachments import Subject, copy_attachments, signatures_at_source, subjects_of, unsigned
 from .deliver import Delivery
 from .plan import ImagePlan, Target
 from .resolve import ResolvedImage, Resolver
@@ -64,6 +65,7 @@ class SyncRequest:
     config_sha256: str | None = None
     selections: list[Any] = field(default_factory=list)  # selection.TagSelection: tags listed at run time
     attachments: bool = True  # signatures, attestations, SBOMs and referrers follow their images
+    verify_keys: list[Any] = field(default_factory=list)  # attach.keys.Verifier: what must vouch for a copy
 
 
 @dataclass
@@ -84,6 +86,7 @@ class ImageResult:
     plan: ImagePlan | None = field(default=None, repr=False)
     exception: MirrorError | None = field(default=None, repr=False)
     attachments: list[str] = field(default_factory=list)  # copied this run: cosign tags, referrers' digests
+    signatures: str | None = None  # with verify_keys, of an image copied or updated: verified | absent | invalid
 
     def fail(self, error: MirrorError | str) -> None:
         self.action = "failed"
@@ -93,7 +96,7 @@ class ImageResult:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "action": self.action,
                 "old_digest": self.old_digest, "new_digest": self.new_digest, "backup_tag": self.backup_tag,
-                "attachments": self.attachments, "error": self.error}
+                "attachments": self.attachments, "signatures": self.signatures, "error": self.error}
 
 
 @dataclass
@@ -234,6 +237,8 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
         await run.check()
         if not request.dry_run:
             await run.resolve()
+            if request.verify_keys:
+                await run.verify()
             if request.keep_going or not any(i.action == "failed" for i in result.images):
                 await run.deliver()
                 if request.attachments:
@@ -406,6 +411,17 @@ class _Run:
                 image.error = failure
             else:
                 image.action = "updated" if image.old_digest else "copied"
+
+    async def verify(self) -> None:
+        """An image about to be copied or updated must carry a signature a verifier vouches for, read
+        from its source (by digest); one that does not fails before anything of it is written."""
+        pending = [image for image in self.result.images if image.action == "pending" and image.resolved]
+        verdicts = await signatures_at_source([image.resolved for image in pending if image.resolved], self.pool,
+                                              self.request.verify_keys, self.request.jobs)
+        for image, verdict in zip(pending, verdicts):
+            image.signatures = verdict.status
+            if verdict.status != VERIFIED:
+                image.fail(unsigned(verdict))
 
     async def attach(self) -> None:
         """After the images' tags: the attachments the target lacks of every image in place

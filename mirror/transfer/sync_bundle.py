@@ -142,7 +142,8 @@ async def _write(request: SyncRequest, bundle: BundleTarget, base: Base, pending
     refs = [entry.image.ref for entry in pending if entry.image]
     pulled = PullRequest(images=refs, output=bundle.output(), sources=request.sources,
                          settings_for=request.settings_for, platforms=request.platforms, jobs=request.jobs,
-                         keep_going=request.keep_going, topology=topology, base=base, only_if_changed=True)
+                         keep_going=request.keep_going, topology=topology, base=base, only_if_changed=True,
+                         attachments=request.attachments, verify_keys=request.verify_keys)
     try:
         written = await pull(pulled, progress)
     except ImagesFailed as exc:  # without --keep-going: nothing was written
