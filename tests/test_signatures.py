@@ -16,6 +16,7 @@ import pytest
 
 import testbed
 from conftest import run_mirror
+from faults import FaultProxy
 from mirror.attach.cosign import Payload
 from mirror.attach.keys import VerifyKey, judge, load_keys
 from mirror.bundle.format import Attached, BundleManifest, ImageRecord
@@ -333,6 +334,50 @@ def test_keyless_flags_go_together(signed, tmp_path):
     result, _ = pull(signed, tmp_path / "b.tar.zst", "docker.io/acme/keyless:1.0",
                      extra=("--trusted-root", signed.trusted_root))
     assert result.returncode == 2 and "--certificate-identity" in result.stderr
+
+
+def through(proxy: FaultProxy) -> tuple[str, ...]:
+    return ("--source-mirror", f"docker.io=http://{proxy.host}/dockerhub")
+
+
+def test_the_referrers_api_is_asked_and_an_entry_about_another_image_is_dropped(signed, tmp_path):
+    app = "docker.io/acme/app:1.0"
+    top, referrer = signed.images[app], signed.attached[app]["referrer"]
+    listing = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": referrer.digest, "size": referrer.size},
+        {"mediaType": OCI_MANIFEST, "digest": top.digest, "size": top.size},  # in the repository, no subject
+        {"mediaType": OCI_MANIFEST, "digest": "../../../v2/_catalog", "size": 1}, "sha256:" + "0" * 64]}
+    with FaultProxy(signed.registry.host) as proxy:
+        proxy.serve(f"/referrers/{top.digest}$", json.dumps(listing).encode(), method="GET",
+                    headers={"Content-Type": OCI_INDEX})
+        result = run_mirror("pull", app, "-o", tmp_path / "b.tar.zst", *through(proxy), "-q")
+        assert result.returncode == 0, result.stderr
+        assert not proxy.requests("HEAD", f"/manifests/{tag(top.digest)}$")  # the API answered: no tag schema
+        assert not proxy.requests(None, "_catalog")
+    inspected = json.loads(run_mirror("inspect", tmp_path / "b.tar.zst", "--json").stdout)
+    assert [r["digest"] for r in inspected["images"][0]["attachments"]["referrers"]] == [referrer.digest]
+
+
+def test_a_lookup_the_source_refuses_fails_the_image(signed, tmp_path):
+    with FaultProxy(signed.registry.host) as proxy:
+        proxy.fail(r"/manifests/sha256-[0-9a-f]{64}\.att$", 400, method="HEAD", times=None)
+        result = run_mirror("pull", "docker.io/acme/app:1.0", "-o", tmp_path / "b.tar.zst", *through(proxy), "-q")
+    assert result.returncode == 1
+    assert "docker.io/acme/app:1.0: looking up its signatures and attachments" in result.stderr
+    assert not (tmp_path / "b.tar.zst").exists()
+
+
+def test_a_target_serving_the_referrers_api_gets_no_tag_schema_index(signed, registry, tmp_path):
+    app = "docker.io/acme/app:1.0"
+    assert pull(signed, tmp_path / "b.tar.zst", app)[0].returncode == 0
+    empty = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode()
+    with FaultProxy(registry.host) as proxy:
+        proxy.serve(r"/referrers/", empty, method="GET", times=None, headers={"Content-Type": OCI_INDEX})
+        pushed = run_mirror("push", tmp_path / "b.tar.zst", "--registry", proxy.host, "--plain-http", "-q")
+        assert pushed.returncode == 0, pushed.stderr
+    top = signed.images[app].digest
+    assert at(registry, app, signed.attached[app]["referrer"].digest).status_code == 200
+    assert at(registry, app, tag(top)).status_code == 404
 
 
 def test_no_attachments_leaves_them_out(signed, tmp_path):

@@ -9,16 +9,22 @@ rather than crossing the gap without the signature a policy will ask for).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sys
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import anyio
+import anyio.abc
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, MirrorError, leaves
 from ..model.oci import Manifest, digest_hex
 from ..registry.client import RegistryClient
 from .cosign import MAX_PAYLOAD, SIMPLE_SIGNING, TAG_KINDS, artifact_type, referrer_kind, tag_for
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 MAX_REFERRERS = 256  # per subject: more is no attachment set but a flood, and is cut
 
@@ -64,7 +70,7 @@ async def find(client: RegistryClient, repository: str, subjects: list[str],
             Found(subject, referrer_kind(artifact_type(m)), m, None, artifact_type(m))
             for m in manifests if not m.is_index and _names_subject(m, subject)]
 
-    async with anyio.create_task_group() as group:
+    async with together() as group:
         for subject in subjects:
             for suffix in TAG_KINDS:
                 group.start_soon(cosign_tag, subject, suffix)
@@ -96,10 +102,24 @@ async def payloads(client: RegistryClient, repository: str, signature: Manifest)
                                  "the bytes served do not hash to it")
         read[digest] = bytes(data)
 
-    async with anyio.create_task_group() as group:
+    async with together() as group:
         for layer in wanted:
             group.start_soon(one, layer.digest, layer.size)
     return read
+
+
+@contextlib.asynccontextmanager
+async def together() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """A task group whose failure is its first registry error itself, not an exception group, so a
+    caller's ``except MirrorError`` sees it (and names the image it was looking up)."""
+    try:
+        async with anyio.create_task_group() as group:
+            yield group
+    except BaseExceptionGroup as failed:
+        first = next((e for e in leaves(failed) if isinstance(e, MirrorError)), None)
+        if first is None or not all(isinstance(e, MirrorError) for e in leaves(failed)):
+            raise
+        raise first from None
 
 
 async def _each_manifest(client: RegistryClient, repository: str, digests: list[str]) -> list[Manifest]:
@@ -108,7 +128,7 @@ async def _each_manifest(client: RegistryClient, repository: str, digests: list[
     async def one(index: int, digest: str) -> None:
         got[index] = await client.get_manifest(repository, digest)
 
-    async with anyio.create_task_group() as group:
+    async with together() as group:
         for index, digest in enumerate(digests):
             group.start_soon(one, index, digest)
     return [got[i] for i in sorted(got)]
