@@ -181,6 +181,19 @@ def test_the_right_key_verifies_on_pull_verify_and_push(signed, registry, tmp_pa
     assert {(image["source"], image["signatures"]) for image in images} == {(ref, "verified") for ref in refs}
 
 
+def test_a_narrowed_index_is_verified_by_the_signature_of_the_index_it_was_cut_from(signed, registry, tmp_path):
+    multi = "docker.io/acme/multi:2.0"
+    bundle = tmp_path / "b.tar.zst"
+    result, report = pull(signed, bundle, multi, extra=("--platform", "linux/amd64", "--verify-key", signed.key))
+    assert result.returncode == 0, result.stderr
+    original = signed.images[multi].digest
+    assert report["images"][0]["narrowed_from"] == original and report["images"][0]["signatures"] == "verified"
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q", "--verify-key", signed.key)
+    assert pushed.returncode == 0, pushed.stderr
+    assert at(registry, multi, tag(original, "sig")).headers["docker-content-digest"] == \
+        signed.attached[multi]["sig"].digest
+
+
 @pytest.mark.parametrize("image, why", [
     ("docker.io/acme/stranger:1.0", "no --verify-key verifies its signature"),
     ("docker.io/acme/elsewhere:1.0", "not the image's digest"),
