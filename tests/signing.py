@@ -130,7 +130,7 @@ class Source:
         return self.manifest({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, tag), children
 
     def cosign_image(self, subject: str, suffix: str, layers: list[tuple[bytes, str, dict]]) -> Pushed:
-        """cosign's attachment image for ``subject`` at ``sha256-HEX.SUFFIX``: one layer per (data, type, annotations)."""
+        """cosign's attachment image for ``subject`` at ``sha256-HEX.SUFFIX``: a layer per (data, type, annotations)."""
         descriptors = []
         for data, media_type, annotations in layers:
             digest, size = self.blob(data)
@@ -160,7 +160,8 @@ class Source:
 
     def attest(self, subject: str, signer: Signer, name: str) -> Pushed:
         """``cosign attest --key``: a DSSE envelope of an in-toto statement about the subject."""
-        statement = go_json({"_type": "https://in-toto.io/Statement/v0.1", "predicateType": "https://slsa.dev/provenance/v0.2",
+        provenance = "https://slsa.dev/provenance/v0.2"
+        statement = go_json({"_type": "https://in-toto.io/Statement/v0.1", "predicateType": provenance,
                              "subject": [{"name": name, "digest": {"sha256": subject.split(":")[1]}}],
                              "predicate": {"builder": {"id": "https://example.com/ci"}}})
         pae = b"DSSEv1 %d application/vnd.in-toto+json %d %s" % (len("application/vnd.in-toto+json"),
@@ -168,7 +169,7 @@ class Source:
         envelope = go_json({"payloadType": "application/vnd.in-toto+json",
                             "payload": base64.b64encode(statement).decode(),
                             "signatures": [{"keyid": "", "sig": signer.sign(pae)}]})
-        return self.cosign_image(subject, "att", [(envelope, DSSE, {"predicateType": "https://slsa.dev/provenance/v0.2"})])
+        return self.cosign_image(subject, "att", [(envelope, DSSE, {"predicateType": provenance})])
 
     def sbom(self, subject: str) -> Pushed:
         """``cosign attach sbom``: the SPDX document as the one layer."""

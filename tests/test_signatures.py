@@ -137,6 +137,8 @@ def test_pull_push_carries_every_attachment_to_where_cosign_and_oras_look(signed
         [signed.attached[multi]["sig"].digest, signed.attached[multi]["platform-sig"].digest])
     verified = json.loads(run_mirror("verify", bundle, "--json", "-q").stdout)
     assert (verified["images"], verified["attachments"]) == (2, 6)
+    text = run_mirror("inspect", bundle).stdout
+    assert f"+ signature {tag(signed.images[app].digest, 'sig')}" in text and "2 image(s) with 6 signature(s)" in text
 
     # A referrer someone already listed at the target stays listed when ours is added.
     target = Source(registry.host, target_repository(Reference.parse(app)))
@@ -148,7 +150,8 @@ def test_pull_push_carries_every_attachment_to_where_cosign_and_oras_look(signed
     top = signed.images[app].digest
     for suffix in ("sig", "att", "sbom"):
         there = at(registry, app, tag(top, suffix))
-        assert there.status_code == 200 and there.headers["docker-content-digest"] == signed.attached[app][suffix].digest
+        assert there.status_code == 200
+        assert there.headers["docker-content-digest"] == signed.attached[app][suffix].digest
     index = at(registry, app, tag(top)).json()
     assert [m["digest"] for m in index["manifests"]] == [theirs.digest, signed.attached[app]["referrer"].digest]
     assert index["manifests"][1]["artifactType"] == "application/vnd.example.scan+json"
@@ -175,7 +178,8 @@ def test_the_right_key_verifies_on_pull_verify_and_push(signed, registry, tmp_pa
     checked = run_mirror("verify", bundle, "--verify-key", signed.key, "--json", "-q")
     assert checked.returncode == 0, checked.stderr
     assert set(json.loads(checked.stdout)["signatures"].values()) == {"verified"}
-    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "--verify-key", signed.key, "--json", "-q")
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "--verify-key", signed.key,
+                        "--json", "-q")
     assert pushed.returncode == 0, pushed.stderr
     images = [image for image in json.loads(pushed.stdout)["images"] if "kind" not in image]
     assert {(image["source"], image["signatures"]) for image in images} == {(ref, "verified") for ref in refs}
@@ -226,7 +230,8 @@ def test_push_tags_no_image_the_key_does_not_verify(signed, registry, tmp_path):
     assert result.returncode == 0, result.stderr
     checked = run_mirror("verify", bundle, "--verify-key", signed.key, "-q")
     assert checked.returncode == 4 and "docker.io/acme/stranger:1.0" in checked.stderr
-    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "--verify-key", signed.key, "--json", "-q")
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "--verify-key", signed.key,
+                        "--json", "-q")
     assert pushed.returncode == 4
     report = json.loads(pushed.stdout)
     stranger = signed.images["docker.io/acme/stranger:1.0"].digest
@@ -323,7 +328,8 @@ def test_a_keyless_signature_verifies_against_the_trusted_root_given(signed, reg
     assert report["images"][0]["signatures"] == "verified"
     checked = run_mirror("verify", bundle, "-q", *keyless(signed.trusted_root))
     assert checked.returncode == 0, checked.stderr
-    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q", *keyless(signed.trusted_root))
+    pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q",
+                        *keyless(signed.trusted_root))
     assert pushed.returncode == 0, pushed.stderr
     # a key alone does not vouch for a keyless signature, and the key's signatures need no root
     assert run_mirror("verify", bundle, "-q", "--verify-key", signed.key).returncode == 4
@@ -460,7 +466,8 @@ def test_a_key_file_that_is_no_public_key_is_named(tmp_path):
 def test_an_attachment_record_reads_back_and_a_record_without_one_reads_as_before():
     image = ImageRecord("docker.io/acme/app:1.0", "sha256:" + "a" * 64, OCI_MANIFEST, 10, [], ["sha256:" + "b" * 64])
     signature = ImageRecord(f"docker.io/acme/app:sha256-{'a' * 64}.sig", "sha256:" + "c" * 64, OCI_MANIFEST, 10, [],
-                            ["sha256:" + "d" * 64], attached_to=Attached("sha256:" + "a" * 64, "signature", SIMPLE_SIGNING))
+                            ["sha256:" + "d" * 64],
+                            attached_to=Attached("sha256:" + "a" * 64, "signature", SIMPLE_SIGNING))
     sizes = {f"sha256:{c * 64}": 10 for c in "abcd"}
     manifest = BundleManifest([image, signature], sizes)
     doc = json.loads(manifest.to_json())

@@ -104,7 +104,8 @@ class BundleSummary:
             lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}".rstrip())
         lines.append("")
         lines.append(
-            f"{len(self.images)} image(s){self._attached()}, {self.blobs} blob(s): {human_size(self.images_size)} as separate images, "
+            f"{len(self.images)} image(s){self._attached()}, {self.blobs} blob(s): "
+            f"{human_size(self.images_size)} as separate images, "
             f"{human_size(self.stored_size)} stored ({human_size(self.shared_savings)} saved by sharing), "
             f"{human_size(self.compressed_size)} compressed"
             + (f" in {self.parts} parts" if self.parts > 1 else "")

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import anyio
 
+from ..attach.cosign import MAX_PAYLOAD
 from ..attach.discover import Found, find, payloads
 from ..attach.keys import ABSENT, INVALID, PRESENT, VERIFIED, Verdict, Verifier, judge, verdict_reason
 from ..attach.referrers import index_referrers
@@ -29,9 +30,9 @@ from ..registry.client import BlobSource, RegistryClient
 from ..registry.pool import ClientPool
 from .deliver import Delivery, DeliveryReport
 from .plan import ImagePlan, Target
+from .resolve import Resolution, ResolvedImage
 from .survey import Presence
 from .tasks import each
-from .resolve import Resolution, ResolvedImage
 
 
 def subjects_of(image: ResolvedImage | ImageRecord) -> set[str]:
@@ -92,7 +93,8 @@ class PullAttachments:
         resolution.images = images
 
     def _judge(self, image: ResolvedImage, attachments: list[ResolvedImage]) -> Verdict:
-        signatures = [(a.top, {d: self.store.read(d) for d in a.blobs if self.store.has(d) and a.blobs[d] < 1 << 20})
+        signatures = [(a.top, {d: self.store.read(d) for d, size in a.blobs.items()
+                               if size <= MAX_PAYLOAD and self.store.has(d)})
                       for a in attachments if is_cosign_signature(a.record())]
         return judge(subjects_of(image), image.ref.name, signatures, self.keys)
 
@@ -112,7 +114,8 @@ def unsigned(verdict: Verdict) -> IntegrityError:
 
 def _as_image(subject: Reference, location: Location, item: Found) -> ResolvedImage:
     """An attachment as an image of its own: in its subject's repository, under cosign's tag or its digest."""
-    ref = Reference(subject.registry, subject.repository, tag=item.tag, digest=None if item.tag else item.manifest.digest)
+    ref = Reference(subject.registry, subject.repository, tag=item.tag,
+                    digest=None if item.tag else item.manifest.digest)
     return ResolvedImage(ref, location, item.manifest, [], graph.layer_blobs([item.manifest]), [],
                          attached_to=Attached(item.subject, item.kind, item.artifact_type))
 
@@ -130,7 +133,7 @@ async def tag_in_order(delivery: Delivery, bundle: BundleManifest, every_plan: l
     verdicts: dict[str, Verdict] = {}
 
     async def check(plan: ImagePlan) -> None:
-        verdicts[plan.record.source] = verdict = await _verdict_at_target(client, bundle, every_plan, plan, keys)
+        verdicts[plan.record.source] = verdict = await _verdict_at_target(client, bundle, plan, keys)
         if keys and verdict.status != VERIFIED:
             delivery.refuse(plan, unsigned(verdict))
 
@@ -144,8 +147,9 @@ async def tag_in_order(delivery: Delivery, bundle: BundleManifest, every_plan: l
         if error is not None and plan not in delivery.plans:
             delivery.report.failures[plan.record.source] = f"to {delivery.target.host}/{plan.target}: {error}"
             delivery.errors.append(error)
-    written = {(plan.repository, digest) for plan in every_plan if plan.record.source not in delivery.report.failures
-               and not plan.record.is_attachment for digest in subjects_of(plan.record) | plan.manifests}
+    written = {(plan.repository, digest) for plan in every_plan
+               if plan.record.source not in delivery.report.failures and not plan.record.is_attachment
+               for digest in subjects_of(plan.record) | plan.manifests}
     for plan in attached:
         assert plan.record.attached_to is not None
         if (plan.repository, plan.record.attached_to.subject) not in written:
@@ -170,8 +174,8 @@ def report_signatures(report: DeliveryReport, bundle: BundleManifest, verdicts: 
             entry["signatures"] = verdicts[entry["source"]].status
 
 
-async def _verdict_at_target(client: RegistryClient, bundle: BundleManifest, every_plan: list[ImagePlan],
-                             plan: ImagePlan, keys: list[Verifier]) -> Verdict:
+async def _verdict_at_target(client: RegistryClient, bundle: BundleManifest, plan: ImagePlan,
+                             keys: list[Verifier]) -> Verdict:
     """The image's signatures as the target holds them now (manifests and payloads read back by digest)."""
     records = [r for r in bundle.attachments_of(plan.record) if is_cosign_signature(r)]
     if not keys:
@@ -275,7 +279,8 @@ async def copy_attachments(subjects: list[Subject], sources: SourceMap, pool: Cl
     await presence.survey(client, jobs)
     await presence.mount_known(client, jobs)
     delivery = Delivery(target, client, plans, presence, jobs)
-    origins = {digest: (attachment.location, size) for _, attachment in found for digest, size in attachment.blobs.items()}
+    origins = {digest: (attachment.location, size)
+               for _, attachment in found for digest, size in attachment.blobs.items()}
 
     async def place(digest: str) -> None:
         location, size = origins[digest]

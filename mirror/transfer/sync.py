@@ -40,7 +40,8 @@ from .survey import Presence
 from .tasks import each
 
 RETAG_POLICIES = ("update", "backup", "fail")
-ACTIONS = ("copied", "updated", "attached", "moved", "unchanged", "deferred", "failed")  # of an image, in reports' order
+# What happened to an image, in reports' order.
+ACTIONS = ("copied", "updated", "attached", "moved", "unchanged", "deferred", "failed")
 
 
 @dataclass(frozen=True)
