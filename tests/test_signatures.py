@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,6 +23,7 @@ from mirror.attach.keys import VerifyKey, judge, load_keys
 from mirror.bundle.format import Attached, BundleManifest, ImageRecord
 from mirror.bundle.reader import BundleReader
 from mirror.errors import IntegrityError
+from mirror.server.imageload import find_registry_image
 from mirror.model.oci import Manifest
 from mirror.model.reference import Reference
 from mirror.model.target import target_repository
@@ -461,6 +463,14 @@ def test_a_key_file_that_is_no_public_key_is_named(tmp_path):
     assert result.returncode == 2 and "cosign.key: not a PEM public key" in result.stderr
     missing = run_mirror("verify", tmp_path / "b.tar.zst", "--verify-key", tmp_path / "nowhere.pub")
     assert missing.returncode == 2 and "nowhere.pub" in missing.stderr
+
+
+def test_registry_up_takes_the_registry_image_not_its_signature():
+    image = ImageRecord("docker.io/library/registry:2.8.2", "sha256:" + "a" * 64, OCI_MANIFEST, 10, [], [])
+    signature = ImageRecord(f"docker.io/library/registry:sha256-{'a' * 64}.sig", "sha256:" + "c" * 64, OCI_MANIFEST,
+                            10, [], [], attached_to=Attached("sha256:" + "a" * 64, "signature", SIMPLE_SIGNING))
+    manifest = BundleManifest([image, signature], {f"sha256:{c * 64}": 10 for c in "ac"})
+    assert find_registry_image(manifest, Path("b.tar.zst")) == image
 
 
 def test_an_attachment_record_reads_back_and_a_record_without_one_reads_as_before():
