@@ -259,9 +259,13 @@ def test_a_delta_after_a_new_signature_on_an_old_image_carries_only_the_signatur
         stored = set(reader.manifest.stored_blobs)
         records = {record.digest: record for record in reader.manifest.images}
     assert stored == {signature.digest, *records[signature.digest].blobs}
+    said = []
     for bundle in (full, delta):
         pushed = run_mirror("push", bundle, "--registry", registry.host, "--plain-http", "-q")
         assert pushed.returncode == 0, pushed.stderr
+        said.append(pushed.stdout)
+    assert said[0].startswith("pushed 1 images to")
+    assert said[1].startswith("pushed 1 images and 1 signatures, attestations, SBOMs and referrers to")
     there = at(registry, "docker.io/acme/later:1.0", tag(image.digest, "sig"))
     assert there.headers["docker-content-digest"] == signature.digest
     checked = run_mirror("verify", delta, "--verify-key", signed.key, "-q")  # the image's own blobs are the base's

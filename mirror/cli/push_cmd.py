@@ -70,8 +70,11 @@ def push_command(
         for image in result.images:
             typer.echo(f"{image['source']} -> {image['target']}")
     else:
+        attached = sum("attached_to" in image for image in result.images)
         typer.echo(
-            f"pushed {len(result.images)} images to {result.registry}: "
+            f"pushed {len(result.images) - attached} images"
+            + (f" and {attached} signatures, attestations, SBOMs and referrers" if attached else "")
+            + f" to {result.registry}: "
             f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
             f"{result.mounted_blobs} mounted, {result.present_blobs} already there; "
             f"{result.manifests_pushed} manifests, {result.tags_pushed} tags")
