@@ -203,7 +203,7 @@ def test_a_narrowed_index_is_verified_by_the_signature_of_the_index_it_was_cut_f
 @pytest.mark.parametrize("image, why", [
     ("docker.io/acme/stranger:1.0", "no --verify-key verifies its signature"),
     ("docker.io/acme/elsewhere:1.0", "not the image's digest"),
-    ("docker.io/acme/renamed:1.0", "its signature is for index.docker.io/acme/app, not docker.io/acme/renamed"),
+    ("docker.io/acme/renamed:1.0", 'its signature is for "index.docker.io/acme/app", not docker.io/acme/renamed'),
     ("docker.io/acme/corrupt:1.0", "no --verify-key verifies its signature"),
     ("docker.io/acme/unsigned:1.0", "it has no cosign signature"),
 ])
@@ -213,6 +213,22 @@ def test_an_image_without_a_valid_signature_fails_pull_with_nothing_written(sign
     assert result.returncode == 4, result.stderr
     assert image in result.stderr and why in result.stderr
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("b.tar.zst")]  # the work dir resumes
+
+
+def test_what_a_signature_or_referrer_says_reaches_messages_and_listings_on_one_line(signed, tmp_path):
+    sneaky = Source(signed.registry.host, "dockerhub/acme/sneaky")
+    image = sneaky.image("1.0")
+    sneaky.sign(image.digest, signed.signer, "index.docker.io/acme/sneaky\n\x1b[2Jmirror: all good")
+    sneaky.referrer(image, artifact_type="application/x\n\x1b[2J")
+    bundle = tmp_path / "b.tar.zst"
+    result, _ = pull(signed, bundle, "docker.io/acme/sneaky:1.0", extra=("--verify-key", signed.key))
+    assert result.returncode == 4 and "\x1b" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if "all good" in line] == [
+        'mirror: failed: docker.io/acme/sneaky:1.0: no valid signature: its signature is for '
+        '"index.docker.io/acme/sneaky\\n\\u001b[2Jmirror: all good", not docker.io/acme/sneaky']
+    assert pull(signed, bundle, "docker.io/acme/sneaky:1.0")[0].returncode == 0
+    listed = json.loads(run_mirror("inspect", bundle, "--json").stdout)["images"][0]["attachments"]
+    assert [r["artifact_type"] for r in listed["referrers"]] == [""]
 
 
 def test_keep_going_skips_and_reports_the_unsigned_image(signed, tmp_path):
@@ -345,9 +361,9 @@ def test_a_keyless_signature_verifies_against_the_trusted_root_given(signed, reg
     (lambda s: keyless(s.other_root), "its Rekor bundle is from a log the trusted root does not list"),
     (lambda s: keyless(s.other_ca), "not issued by a certificate authority of the trusted root"),
     (lambda s: keyless(s.trusted_root, identity="mallory@acme.example"),
-     "its certificate is for release@acme.example, not mallory@acme.example"),
+     'its certificate is for "release@acme.example", not "mallory@acme.example"'),
     (lambda s: keyless(s.trusted_root, issuer="https://token.actions.githubusercontent.com"),
-     "not https://token.actions.githubusercontent.com"),
+     'not "https://token.actions.githubusercontent.com"'),
 ])
 def test_a_keyless_signature_fails_with_another_root_identity_or_issuer(signed, tmp_path, flags, why):
     result, _ = pull(signed, tmp_path / "b.tar.zst", "docker.io/acme/keyless:1.0", extra=flags(signed))

@@ -19,6 +19,7 @@ schema, an index tagged ``sha256-HEX``, lists them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from ..errors import UsageError
@@ -44,16 +45,28 @@ def tag_for(digest: str, suffix: str | None = None) -> str:
     return f"{tag}.{suffix}" if suffix else tag
 
 
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+/-]{0,254}")
+
+
 def artifact_type(manifest: Manifest) -> str:
-    """What an attachment holds: its artifactType, else its first layer's media type, else its config's."""
+    """What an attachment holds: its artifactType, else its first layer's media type, else its config's.
+
+    A peer's text that is no media type (too long, spaces, control characters) reads as "".
+    """
     doc = manifest.document
-    if isinstance(doc.get("artifactType"), str):
-        return doc["artifactType"]
     layers = doc.get("layers") or []
-    if layers and isinstance(layers[0], dict) and isinstance(layers[0].get("mediaType"), str):
-        return layers[0]["mediaType"]
     config = doc.get("config")
-    return str(config.get("mediaType") or "") if isinstance(config, dict) else ""
+    for candidate in (doc.get("artifactType"),
+                      layers[0].get("mediaType") if layers and isinstance(layers[0], dict) else None,
+                      config.get("mediaType") if isinstance(config, dict) else None):
+        if isinstance(candidate, str) and candidate:
+            return candidate if _MEDIA_TYPE.fullmatch(candidate) else ""
+    return ""
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """A peer's text for a one-line message: quoted, escaped, cut."""
+    return json.dumps(text[:limit])
 
 
 def referrer_kind(kind_of: str) -> str:

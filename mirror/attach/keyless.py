@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
 from ..errors import UsageError
-from .cosign import BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION
+from .cosign import BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, shown
 from .keys import MAX_KEY_FILE, VerifyKey
 
 MAX_TRUSTED_ROOT = 1 << 20
@@ -91,10 +91,11 @@ class KeylessIdentity:
         identities = names.get_values_for_type(x509.RFC822Name) + names.get_values_for_type(
             x509.UniformResourceIdentifier)
         if self.identity not in identities:
-            return f"its certificate is for {', '.join(identities)[:200] or 'nobody'}, not {self.identity}"
+            return f"its certificate is for {shown(', '.join(identities)) if identities else 'nobody'}, " \
+                   f"not {shown(self.identity)}"
         issuer = _issuer(certificate)
         if issuer != self.issuer:
-            return f"its certificate was issued on {issuer[:200] or 'no'} OIDC issuer's word, not {self.issuer}"
+            return f"its certificate was issued on the word of OIDC issuer {shown(issuer)}, not {shown(self.issuer)}"
         return ""
 
     def _logged(self, certificate: x509.Certificate, bundle: str, signature: bytes, payload: bytes) -> str:

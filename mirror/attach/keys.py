@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from ..errors import UsageError
 from ..model.oci import Descriptor, Manifest
-from .cosign import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, Payload
+from .cosign import SIGNATURE_ANNOTATION, SIMPLE_SIGNING, Payload, shown
 
 MAX_KEY_FILE = 64 << 10
 _CURVE_HASHES = {"secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512}
@@ -140,9 +140,9 @@ def _check(layer: Descriptor, payload: bytes | None, subjects: set[str], reposit
     except ValueError as exc:
         return f"its signature payload is malformed ({str(exc)[:200]})"
     if claim.digest not in subjects:
-        return f"its signature names {claim.digest[:80]}, not the image's digest"
+        return f"its signature names {shown(claim.digest, 80)}, not the image's digest"
     if not claim.names_repository(repository):
-        return f"its signature is for {claim.reference[:200]}, not {repository}"
+        return f"its signature is for {shown(claim.reference)}, not {repository}"
     encoded = layer.annotations.get(SIGNATURE_ANNOTATION, "")
     try:
         signature = base64.b64decode(encoded, validate=True) if len(encoded) < 4096 else b""
