@@ -318,6 +318,17 @@ def test_sync_copies_attachments_after_the_image_and_a_later_signature_as_attach
     assert run()["action"] == "unchanged"
 
 
+def test_sync_no_attachments_copies_the_image_alone(signed, registry, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    app = "docker.io/acme/app:1.0"
+    result = run_mirror("sync", "run", app, "--to", registry.host, "--to-plain-http", *signed.args,
+                        "--no-attachments", "--json", "-q")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["images"][0]["attachments"] == []
+    assert at(registry, app, "1.0").status_code == 200
+    assert at(registry, app, tag(signed.images[app].digest, "sig")).status_code == 404
+
+
 def test_sync_with_a_key_copies_only_what_it_verifies(signed, registry, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     refs = ["docker.io/acme/app:1.0", "docker.io/acme/unsigned:1.0"]

@@ -164,6 +164,8 @@ VerifyKeyOption = typer.Option(
     None, "--verify-key", metavar="COSIGN.PUB",
     help="Require each image to carry a cosign signature this PEM public key verifies (repeatable: any "
          "one key suffices); an image without one fails with exit 4. docs/signatures.md")
+NoAttachmentsOption = typer.Option(
+    False, "--no-attachments", help="Leave out the images' cosign signatures, attestations, SBOMs and OCI referrers.")
 TrustedRootOption = typer.Option(
     None, "--trusted-root", metavar="TRUSTED_ROOT.JSON",
     help="Accept keyless cosign signatures whose Fulcio certificate and Rekor entry this Sigstore trusted "
@@ -265,10 +267,13 @@ def topology_versions(k3s: str | None, kubernetes: str | None, rke2: str | None,
 
 
 def verifiers(paths: list[Path] | None, trusted_root: Path | None = None, identity: str | None = None,
-              issuer: str | None = None) -> list:
+              issuer: str | None = None, *, no_attachments: bool = False) -> list:
     """What may vouch for an image's signature: the --verify-key files and the keyless identity, loaded
     (a UsageError names a file that is no public key or trusted root)."""
     from ..attach.keyless import load_keyless
     from ..attach.keys import load_keys
 
-    return [*load_keys(paths or []), *load_keyless(trusted_root, identity, issuer)]
+    found = [*load_keys(paths or []), *load_keyless(trusted_root, identity, issuer)]
+    if found and no_attachments:
+        raise UsageError("--verify-key and --trusted-root need the signatures: not with --no-attachments")
+    return found

@@ -15,10 +15,10 @@ from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, CertificateIdentityOption, CertificateOidcIssuerOption,
     DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption, JsonOption,
-    K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption,
-    PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption, Rke2VersionOption,
-    SourceMirrorOption, TrustedRootOption, VerifyKeyOption, handle_errors, parse_platforms, select_images,
-    source_access, topology_versions, verifiers,
+    K3sVersionOption, KubernetesVersionOption, ModeOption, NoAttachmentsOption, NoRegistryImageOption,
+    OfflineListsOption, PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption,
+    Rke2VersionOption, SourceMirrorOption, TrustedRootOption, VerifyKeyOption, handle_errors, parse_platforms,
+    select_images, source_access, topology_versions, verifiers,
 )
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
@@ -76,9 +76,7 @@ def pull_command(
         False, "--with-installer",
         help="Also write mirror's offline installer beside the bundle (NAME.mirror-installer.tar.gz and its "
              ".sha256), made before any image is fetched."),
-    no_attachments: bool = typer.Option(
-        False, "--no-attachments",
-        help="Leave out the images' cosign signatures, attestations, SBOMs and OCI referrers."),
+    no_attachments: bool = NoAttachmentsOption,
     verify_key: Optional[list[Path]] = VerifyKeyOption,
     trusted_root: Optional[Path] = TrustedRootOption,
     certificate_identity: Optional[str] = CertificateIdentityOption,
@@ -119,10 +117,9 @@ def pull_command(
         part_size=parse_size(split_size, "--split-size") if split_size else None,
         base=load_base(base) if base else None,
         attachments=not no_attachments,
-        verify_keys=verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer),
+        verify_keys=verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer,
+                              no_attachments=no_attachments),
     )
-    if no_attachments and request.verify_keys:
-        raise UsageError("--verify-key and --trusted-root need the signatures: not with --no-attachments")
     progress = Progress(quiet or json_report)
     if dry_run:
         _dry_run(request, progress, json_report, selection.trimmed if downstream_versions is not None else None)

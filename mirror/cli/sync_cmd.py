@@ -21,10 +21,11 @@ from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, CertificateIdentityOption, CertificateOidcIssuerOption,
     DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption, JsonOption,
-    K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption,
-    PasswordStdinOption, PlainHttpRegistryOption, PlatformOption, QuietOption, RancherVersionOption,
-    Rke2VersionOption, SourceMirrorOption, TrustedRootOption, UsernameOption, VerifyKeyOption, handle_errors,
-    parse_platforms, select_images, source_access, target_registry, topology_versions, verifiers,
+    K3sVersionOption, KubernetesVersionOption, ModeOption, NoAttachmentsOption, NoRegistryImageOption,
+    OfflineListsOption, PasswordStdinOption, PlainHttpRegistryOption, PlatformOption, QuietOption,
+    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, TrustedRootOption, UsernameOption,
+    VerifyKeyOption, handle_errors, parse_platforms, select_images, source_access, target_registry,
+    topology_versions, verifiers,
 )
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
@@ -83,6 +84,7 @@ def run_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="HEAD both sides and say what would change; write nothing."),
     keep_going: bool = typer.Option(False, "--keep-going",
                                     help="Copy what can be copied even when other images fail (still exit 1)."),
+    no_attachments: bool = NoAttachmentsOption,
     verify_key: Optional[list[Path]] = VerifyKeyOption,
     trusted_root: Optional[Path] = TrustedRootOption,
     certificate_identity: Optional[str] = CertificateIdentityOption,
@@ -101,7 +103,8 @@ def run_command(
 
     if report is not None and not report.parent.is_dir():
         raise UsageError(f"--report {report}: directory {report.parent} does not exist")
-    keys = verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer)
+    keys = verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer,
+                     no_attachments=no_attachments)
     if on_retag not in RETAG_POLICIES:
         raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
     bundle = None
@@ -161,7 +164,7 @@ def run_command(
                               keep_going=keep_going)
         lock = RunLock(f"sync -> {target.address}", f"sync to {target.address}") if target else \
             bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
-    request.verify_keys = keys
+    request.verify_keys, request.attachments = keys, not no_attachments
     with lock:
         result = run_sync(request, Progress(quiet or json_report), bundle, topology)
     finish(result, report, json_report, quiet)
