@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 
 def utc_now() -> str:
     """``2026-11-29T22:59:23Z``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_after(0)
+
+
+def utc_after(seconds: float) -> str:
+    """The time ``seconds`` from now, as ``utc_now`` writes it: when a rate-limit window reopens."""
+    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")

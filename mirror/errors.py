@@ -22,7 +22,7 @@ class ExitCode(IntEnum):
     AUTH = 3  # authentication or TLS refused
     INTEGRITY = 4  # digest mismatch, corrupt or unsafe bundle
     DELTA_BASE_MISSING = 5  # a delta bundle's base is not in the target registry
-    DEFERRED = 6  # sync: the source's rate limit left images for the next run
+    DEFERRED = 6  # sync, pull: a source's rate limit left images for the next run
     LOCKED = 7  # sync: another run holds the lock of this config/target
 
 

@@ -45,7 +45,7 @@ GLIBC_TAGS = ("manylinux_2_34", "manylinux_2_28", "manylinux_2_17", "manylinux20
 WHEEL_DIGESTS = "wheels.sha256"  # the digest of every file in wheels/, which install.sh checks before installing
 KEPT = Path(sys.prefix) / "share" / "mirror" / "installer"  # where install.sh keeps the archive's contents
 CHECKOUT = Path(__file__).resolve().parent.parent
-INSTALL_SH = CHECKOUT / "scripts" / "installer" / "install.sh"
+INSTALL_SH = Path(__file__).resolve().parent / "install.sh"  # package data: an installed mirror carries it too
 
 Log = Callable[[str], None]
 

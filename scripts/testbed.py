@@ -242,12 +242,13 @@ class Registry:
 
 def start_registry(directory: Path, port: int | None = None, *, tls: TLSFiles | None = None,
                    htpasswd: Path | None = None, credentials: tuple[str, str] | None = None,
-                   address: str = "127.0.0.1", token_auth: str | None = None) -> Registry:
+                   address: str = "127.0.0.1", token_auth: str | None = None, delete: bool = True) -> Registry:
     """Start docker-registry with storage under ``directory``; wait until /v2/ answers.
 
     ``address`` "::1" serves on IPv6 loopback, which dockerd (unlike 127.0.0.0/8)
     does not exempt from TLS verification. ``token_auth``: a
-    ``TokenServer.auth_config()``, for bearer tokens instead of htpasswd.
+    ``TokenServer.auth_config()``, for bearer tokens instead of htpasswd. ``delete=False``
+    refuses manifest deletes, as distribution does by default.
     """
     require(REGISTRY_BINARY)
     directory.mkdir(parents=True, exist_ok=True)
@@ -257,7 +258,7 @@ def start_registry(directory: Path, port: int | None = None, *, tls: TLSFiles | 
         "log: {level: warn, accesslog: {disabled: true}}",
         "storage:",
         f"  filesystem: {{rootdirectory: {directory / 'storage'}}}",
-        "  delete: {enabled: true}",
+        f"  delete: {{enabled: {'true' if delete else 'false'}}}",
         "http:",
         f"  addr: '{f'[{address}]' if ':' in address else address}:{port}'",
         "  secret: mirror-test-secret",

@@ -9,6 +9,7 @@
         proxy.serve(r"/manifests/old$", body, headers={...})  # answer with these bytes instead
         proxy.strip(r"/blobs/sha256:", "Range")        # forward without that request header
         proxy.add_headers(r"/manifests/", {"RateLimit-Remaining": "3;w=21600"}, method="HEAD")  # forward, add these
+        proxy.limit_pulls(8, window=2)                 # Docker Hub in small: 8 manifest GETs per 2 s, 429 beyond
         ... RegistryClient(proxy.host, RegistrySettings(plain_http=True)) ...
         proxy.requests("GET", r"/blobs/")              # what arrived: method, path, headers, status, bytes sent,
                                                        # and when it arrived and was answered (one counter)
@@ -26,9 +27,11 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import math
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -72,11 +75,47 @@ class Fault:
                 and (self.times is None or self.hits < self.times))
 
 
+@dataclass
+class PullLimit:
+    """Docker Hub's pull limit in small: ``count`` manifest GETs per ``window`` seconds, 429 beyond.
+
+    The window is fixed, from the first GET it counts. Every manifest answer (HEADs too, which are
+    free) says what is left as Docker Hub does, unless not ``stated``; a 429's Retry-After says when
+    the window reopens, or ``retry_after`` seconds.
+    """
+
+    count: int
+    window: int
+    stated: bool = True
+    retry_after: int | None = None
+    opened: float | None = None  # time.monotonic() of the window's first GET
+    used: int = 0
+
+    def admit(self, method: str, path: str) -> tuple[bool, dict[str, str]]:
+        """Whether the request may go on, and the headers its answer gets."""
+        if "/manifests/" not in path:
+            return True, {}
+        now = time.monotonic()
+        if self.opened is not None and now - self.opened >= self.window:
+            self.opened, self.used = None, 0
+        admitted = method != "GET" or self.used < self.count
+        if method == "GET" and admitted:
+            self.opened = now if self.opened is None else self.opened
+            self.used += 1
+        headers = {"RateLimit-Limit": f"{self.count};w={self.window}",
+                   "RateLimit-Remaining": f"{self.count - self.used};w={self.window}"} if self.stated else {}
+        if not admitted:
+            reopens = math.ceil(self.opened + self.window - now) if self.opened is not None else 0
+            headers["Retry-After"] = str(reopens if self.retry_after is None else self.retry_after)
+        return admitted, headers
+
+
 class FaultProxy:
     def __init__(self, upstream: str):
         self.upstream = upstream
         self.seen: list[Seen] = []
         self.faults: list[Fault] = []
+        self.pull_limit: PullLimit | None = None
         self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
         self._clock = itertools.count(1)
@@ -125,6 +164,14 @@ class FaultProxy:
     def add_headers(self, path: str, headers: dict[str, str], *, method: str | None = None,
                     times: int | None = None) -> Fault:
         return self.add(Fault(method, path, times, headers=dict(headers)))
+
+    def limit_pulls(self, count: int, *, window: int, stated: bool = True, retry_after: int | None = None) -> PullLimit:
+        self.pull_limit = PullLimit(count, window, stated, retry_after)
+        return self.pull_limit
+
+    def _admit(self, method: str, path: str) -> tuple[bool, dict[str, str]]:
+        with self._lock:
+            return self.pull_limit.admit(method, path) if self.pull_limit else (True, {})
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[Seen]:
         with self._lock:
@@ -186,6 +233,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
         proxy._record(seen)
+        admitted, limit_headers = proxy._admit(self.command, self.path)
+        if not admitted:
+            self._answer(seen, 429, limit_headers, b'{"errors":[{"code":"TOOMANYREQUESTS","message":"You have '
+                                                   b'reached your pull rate limit."}]}')
+            return
         fault = proxy._take(self.command, self.path)
         if fault and fault.status:
             self._answer(seen, fault.status, fault.headers, fault.body)
@@ -203,6 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
             length = upstream.getheader("content-length") if self.command == "HEAD" else str(len(data))
             reply = [(k, v) for k, v in upstream.getheaders() if k.lower() not in _HOP_BY_HOP]
             reply += list(fault.headers.items()) if fault else []
+            reply += list(limit_headers.items())
             status = upstream.status
         finally:
             conn.close()

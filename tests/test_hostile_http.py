@@ -22,7 +22,8 @@ from hostile_source import REPOSITORY, TAG, HostileSource
 from mirror.errors import AuthError, IntegrityError, NotFoundError, RegistryError
 from mirror.model import oci
 from mirror.model.reference import is_tag
-from mirror.registry.client import SMALL_UPLOAD, RegistryClient
+from mirror.registry.client import RegistryClient
+from mirror.registry.upload import SMALL_UPLOAD
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.ratelimit import RateLimit
 from mirror.registry.settings import Credentials, RegistrySettings

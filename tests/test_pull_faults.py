@@ -95,3 +95,17 @@ def test_keep_going_drops_an_image_whose_blob_is_corrupt(proxied, seeded_source,
         assert [r.source for r in reader.manifest.images] == [other.source]
     verified = run_mirror("verify", output)
     assert verified.returncode == 0, verified.stderr
+
+
+def test_keep_going_drops_an_image_whose_platform_manifest_is_missing(proxied, seeded_source, tmp_path):
+    proxy, args = proxied
+    index = next(i for i in seeded_source.corpus.images if len(i.platforms) > 1)
+    other = next(i for i in seeded_source.corpus.images if len(i.platforms) == 1)
+    child = next(iter(index.manifest_digests.values()))
+    proxy.fail(f"/manifests/{child}", 404, times=None)
+    output = tmp_path / "bundle.tar.zst"
+    result = run_mirror("pull", index.source, other.source, "-o", output, *args, "--keep-going")
+    assert result.returncode == 1, result.stderr
+    assert index.source in result.stderr and child in result.stderr  # the image's failure, naming its manifest
+    with BundleReader(output) as reader:
+        assert [r.source for r in reader.manifest.images] == [other.source]

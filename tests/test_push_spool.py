@@ -13,7 +13,7 @@ from faults import FaultProxy
 from conftest import run_mirror
 from mirror.bundle.reader import BlobCorrupt, BundleReader
 from mirror.model.target import target_repository
-from mirror.transfer.spool import FileSpool
+from mirror.transfer.bundle_feed import FileSpool
 from mirror.model.reference import Reference
 
 CHUNK = 1 << 20

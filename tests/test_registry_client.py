@@ -20,7 +20,8 @@ from faults import FaultProxy
 from mirror.model import oci
 from mirror.errors import IntegrityError, NotFoundError, RegistryError
 from mirror.model.reference import endpoint_host
-from mirror.registry.client import SMALL_UPLOAD, RegistryClient
+from mirror.registry.client import RegistryClient
+from mirror.registry.upload import SMALL_UPLOAD
 from mirror.registry.transport import RETRY_AFTER_CAP, _retry_after
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.settings import RegistrySettings

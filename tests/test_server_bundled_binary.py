@@ -57,6 +57,14 @@ def test_up_takes_the_registry_binary_out_of_the_bundle_when_path_has_none(bundl
         again = run_mirror("registry", "up", "--state-dir", state_dir, "--port", port, "--address", "127.0.0.1",
                            "--engine", "binary", "--from-bundle", bundle, env=env)
         assert again.returncode == 0 and "already running" in again.stdout, again.stderr
+
+        # After a reboot (here: down), `up` with no flags starts the binary it took out of the bundle.
+        assert run_mirror("registry", "down", "--state-dir", state_dir, env=env).returncode == 0
+        rebooted = run_mirror("registry", "up", "--state-dir", state_dir, env=env)
+        assert rebooted.returncode == 0, rebooted.stderr
+        assert registries_running("binary", state_dir, None) == 1
+        pid = (state_dir / "registry.pid").read_text().strip()
+        assert os.readlink(f"/proc/{pid}/exe") == str(extracted)
     finally:
         run_mirror("registry", "down", "--purge", "--state-dir", state_dir, env=env)
     assert registries_running("binary", state_dir, None) == 0 and not state_dir.exists()

@@ -318,6 +318,23 @@ def test_sync_copies_attachments_after_the_image_and_a_later_signature_as_attach
     assert run()["action"] == "unchanged"
 
 
+def test_prune_keeps_a_kept_image_s_attachments_and_drops_those_of_an_image_that_goes(signed, registry, tmp_path):
+    app = "docker.io/acme/app:1.0"
+    full, keep = tmp_path / "full.tar.zst", tmp_path / "keep.tar.zst"
+    assert pull(signed, full, app)[0].returncode == 0
+    assert pull(signed, keep, app, extra=("--no-attachments",))[0].returncode == 0  # names the image alone
+    assert run_mirror("push", full, "--registry", registry.host, "--plain-http", "-q").returncode == 0
+    target = Source(registry.host, target_repository(Reference.parse(app)))
+    old = target.image("0.9", seed="old")
+    target.sign(old.digest, signed.signer, "index.docker.io/acme/app")
+    pruned = run_mirror("prune", "--keep", keep, "--registry", registry.host, "--plain-http", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert sorted(t["tag"] for t in json.loads(pruned.stdout)["pruned"]) == ["0.9", tag(old.digest, "sig")]
+    top = signed.images[app].digest
+    for reference in ("1.0", tag(top, "sig"), tag(top, "att"), tag(top, "sbom"), tag(top)):
+        assert at(registry, app, reference).status_code == 200, reference
+
+
 def test_sync_no_attachments_copies_the_image_alone(signed, registry, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     app = "docker.io/acme/app:1.0"

@@ -294,6 +294,8 @@ images:
     ("  - repository: docker.io/rancher/fleet\n    semver: '>=banana'\n", 6, "semver"),
     ("  - repository: docker.io/rancher/fleet\n    keep_latest: 0\n", 6, "keep_latest"),
     ("  - image: docker.io/rancher/fleet:v1\n    on_retag: sometimes\n", 6, "on_retag"),
+    ("  - image: docker.io/rancher/fleet:v1\n    prune: true\n", 6, "prune"),
+    ("  - repository: docker.io/rancher/fleet\n    prune: yes please\n", 6, "prune"),
     ("  - image: docker.io/rancher/fleet:v1\nschedule: '15 2 * *'\n", 6, "schedule"),
     ("  - image: docker.io/rancher/fleet:v1\ninterval: 6h\nschedule: '15 2 * * *'\n", 7, "schedule"),
 ])
@@ -425,7 +427,7 @@ def serve_here(tmp_path, state_home, monkeypatch):
     """
     import signal
 
-    from mirror.cli import sync_cmd
+    from mirror.cli import sync_serve_cmd
     from mirror.transfer import serve as serving
 
     config = write_config(tmp_path / "sync.yaml", "target: {registry: 127.0.0.1:1}\ninterval: 1s\n"
@@ -441,7 +443,7 @@ def serve_here(tmp_path, state_home, monkeypatch):
             raise errors[len(calls) - 1]
 
         monkeypatch.setattr(serving, "run_sync", run_sync)
-        sync_cmd.serve_command(config=config, interval=None, schedule=None, report_dir=tmp_path / "reports",
+        sync_serve_cmd.serve_command(config=config, interval=None, schedule=None, report_dir=tmp_path / "reports",
                                keep_reports=30, jobs=1)
 
     serve.calls = calls  # type: ignore[attr-defined]
@@ -679,6 +681,8 @@ images:
     ("  bundle: .\n  base: [have.json]\n  name: ../x\n", 4, "name"),
     ("  bundle: .\n  base: [have.json]\nimages:\n  - image: docker.io/rancher/fleet:v1\n    on_retag: backup\n",
      6, "on_retag"),
+    ("  bundle: .\n  base: [have.json]\nimages:\n  - repository: docker.io/rancher/fleet\n    prune: true\n",
+     6, "prune"),
 ])
 def test_a_bad_bundle_target_exits_2_naming_file_line_and_key(tmp_path, state_home, target, line, key):
     (tmp_path / "have.json").write_text("{}")

@@ -48,6 +48,16 @@ def tag_for(digest: str, suffix: str | None = None) -> str:
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+/-]{0,254}")
 
 
+_ATTACHMENT_TAG = re.compile(r"sha256-([0-9a-f]{64})(?:\.(?:sig|att|sbom))?")
+
+
+def subject_of_tag(tag: str) -> str | None:
+    """The digest an attachment tag is about (``sha256-HEX.sig``, ``.att``, ``.sbom``, the referrers tag
+    schema's ``sha256-HEX``); None for any other tag."""
+    match = _ATTACHMENT_TAG.fullmatch(tag)
+    return f"sha256:{match.group(1)}" if match else None
+
+
 def artifact_type(manifest: Manifest) -> str:
     """What an attachment holds: its artifactType, else its first layer's media type, else its config's.
 

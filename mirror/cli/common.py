@@ -33,6 +33,14 @@ def fail(message: str, code: ExitCode) -> None:
     raise typer.Exit(int(code))
 
 
+def flags_given(context: typer.Context, *, exclude: set[str]) -> list[str]:
+    """The options and arguments of the running command that the user gave (on the command line or
+    through their environment variable), other than ``exclude``, as the user spells them, sorted."""
+    return sorted(param.opts[0] if param.param_type_name == "option" else param.name
+            for param in context.command.params if param.name not in exclude
+            and getattr(context.get_parameter_source(param.name), "name", "") in ("COMMANDLINE", "ENVIRONMENT"))
+
+
 def handle_errors(func: F) -> F:
     """Turn MirrorError into its one-line message and exit code.
 
@@ -175,6 +183,12 @@ CertificateIdentityOption = typer.Option(
 CertificateOidcIssuerOption = typer.Option(
     None, "--certificate-oidc-issuer", help="Keyless: the OIDC issuer that vouched for the signer.")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
+# The registry a command reads or changes in place (inventory, prune): --registry, else the local one.
+RegistryOption = typer.Option(
+    None, "--registry", "-r",
+    help="Registry HOST[:PORT][/PREFIX] [default: the registry `mirror registry up` started here].")
+LocalRegistryOption = typer.Option(
+    False, "--local-registry", help="The registry `mirror registry up` started here (the default).")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 # What picks a topology's image list; `mirror pull` and `mirror lists` take the same options.

@@ -13,9 +13,9 @@ from ..safefiles import write_file
 from .app import app
 from .common import (
     CaFileOption, CertManagerVersionOption, ExcludeOption, ImagesFileOption, InsecureOption, JobsOption, JsonOption,
-    K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, PasswordStdinOption,
-    PlainHttpOption, RancherVersionOption, Rke2VersionOption, UsernameOption, handle_errors, target_registry,
-    topology_versions,
+    K3sVersionOption, KubernetesVersionOption, LocalRegistryOption, ModeOption, NoRegistryImageOption,
+    PasswordStdinOption, PlainHttpOption, RancherVersionOption, RegistryOption, Rke2VersionOption, UsernameOption,
+    handle_errors, target_registry, topology_versions,
 )
 from .render import emit_json
 
@@ -25,11 +25,8 @@ from .render import emit_json
 def inventory_command(
     images: Optional[list[str]] = typer.Argument(None, help="Only these images (added to --mode's list)."),
     output: Path = typer.Option(..., "--output", "-o", help="Inventory to write, e.g. have.json."),
-    registry: Optional[str] = typer.Option(
-        None, "--registry", "-r",
-        help="Registry HOST[:PORT][/PREFIX] [default: the registry `mirror registry up` started here]."),
-    local_registry: bool = typer.Option(
-        False, "--local-registry", help="The registry `mirror registry up` started here (the default)."),
+    registry: Optional[str] = RegistryOption,
+    local_registry: bool = LocalRegistryOption,
     images_file: Optional[list[Path]] = ImagesFileOption,
     mode: Optional[str] = ModeOption,
     k3s_version: Optional[str] = K3sVersionOption,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import anyio
 import typer
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from ..installer import PendingInstaller
     from ..model.reference import Reference
     from ..transfer.pull import PullRequest
-    from ..transfer.resolve import ResolvedImage
+    from ..transfer.budget import Budget
+    from ..transfer.resolve import Resolution, ResolvedImage
 
 
 @app.command("pull")
@@ -70,7 +71,14 @@ def pull_command(
         None, "--base",
         help="What the target already holds: an inventory (`mirror inventory`), a previous bundle or its "
              "mirror-bundle.json (repeatable; united). Writes a delta bundle leaving all of it out."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the image list and download size; fetch no blob."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run",
+        help="Print the image list, the download size and, for a registry with a rate limit, the pulls it costs "
+             "against what is left; fetch no blob."),
+    wait_for_limit: bool = typer.Option(
+        False, "--wait-for-limit",
+        help="When a source's rate limit (Docker Hub's) is spent, wait for its window to reopen and finish in "
+             "this run, instead of exiting 6 with the rest left for the next run."),
     force: bool = typer.Option(False, "--force", help="Replace a bundle already at -o."),
     with_installer: bool = typer.Option(
         False, "--with-installer",
@@ -85,7 +93,7 @@ def pull_command(
     quiet: bool = QuietOption,
 ) -> None:
     """Pull images into ONE portable bundle (an OCI image layout in a tar.zst)."""
-    from ..transfer.base import load_base  # imported here so other commands start faster
+    from ..transfer.delta import load_base  # imported here so other commands start faster
     from ..transfer.pull import PullRequest, pull
 
     platforms = parse_platforms(platform or [])
@@ -119,6 +127,8 @@ def pull_command(
         attachments=not no_attachments,
         verify_keys=verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer,
                               no_attachments=no_attachments),
+        wait_for_limit=wait_for_limit,
+        log=lambda line: typer.echo(f"mirror: {line}", err=True),
     )
     progress = Progress(quiet or json_report)
     if dry_run:
@@ -149,6 +159,9 @@ def pull_command(
             typer.echo(f"wrote offline installer {made.describe()}")
     if result.failures:
         report_failures(result.failures)
+    if result.deferral:
+        typer.echo(f"mirror: deferred: {result.deferral}", err=True)
+    if result.failures or result.deferred:
         raise typer.Exit(int(result.exit_code))
 
 
@@ -184,17 +197,27 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool, trimme
     With --downstream-versions (``trimmed``: what it left out) those images are resolved too, manifests only,
     to say how many bytes the trim saves: one more manifest request per image (more for an index), which the
     summary says. Their failures are counted, never the run's.
+
+    A source with a rate limit (Docker Hub's) is read first with a free HEAD; resolving spends its pulls
+    (a manifest GET each), never past what is left, the pull's images before the trimmed ones, and a line
+    per such source sets the pull's cost against the budget.
     """
     from ..registry.pool import ClientPool
+    from ..transfer.budget import Budget
     from ..transfer.pull import resolver
 
     weighed = trimmed or []
 
     async def resolve():
         async with ClientPool(request.settings_for) as pool:
-            return await resolver(request, pool, store=None).resolve_all([*request.images, *weighed], progress)
+            budget = Budget(pool)
+            await budget.survey(request.sources, request.images)
+            resolve_all = resolver(request, pool, store=None, budget=budget).resolve_all
+            pulled = await resolve_all(request.images, progress)
+            costs = _costs(request, pulled, budget)  # before weighing spends more
+            return pulled.joined(await resolve_all(weighed, progress)) if weighed else pulled, costs
 
-    resolution = anyio.run(resolve)
+    resolution, costs = anyio.run(resolve)
     left_out = {str(ref) for ref in weighed}
     failures = {ref: why for ref, why in resolution.failures.items() if ref not in left_out}
     unique = _contents(image for image in resolution.images if str(image.ref) not in left_out)
@@ -202,7 +225,7 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool, trimme
     shipped = {digest: size for digest, size in unique.items() if digest not in base}
     saved = {digest: size for digest, size in _contents(i for i in resolution.images if str(i.ref) in left_out).items()
              if digest not in unique and digest not in base}
-    unmeasured = len(resolution.failures) - len(failures)
+    unmeasured = sum(1 for ref in left_out if ref in resolution.failures or ref in resolution.deferred)
     if json_report:
         report = {"images": [str(r) for r in request.images], "download_bytes": sum(shipped.values()),
                   "unresolved": failures}
@@ -211,6 +234,8 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool, trimme
                           omitted_bytes=sum(unique.values()) - sum(shipped.values()))
         if trimmed is not None:
             report.update(trimmed={"images": len(weighed), "bytes": sum(saved.values()), "unresolved": unmeasured})
+        if costs:
+            report.update(ratelimits=costs)
         emit_json(report)
     else:
         for ref in request.images:
@@ -220,15 +245,44 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool, trimme
             summary += (f" and ship ({len(shipped)} blob(s); {len(unique) - len(shipped)} blob(s), "
                         f"{human_size(sum(unique.values()) - sum(shipped.values()))} left to the base)")
         summary += f" ({len(failures)} could not be resolved)" if failures else ""
+        over = sum(cost["unresolved"] for cost in costs.values())
+        summary += f" (at least: {over} not resolved within a rate limit)" if over else ""
         if trimmed is not None:
             summary += (f"; --downstream-versions left out {len(weighed)} images, "
                         f"{'at least ' if unmeasured else ''}{human_size(sum(saved.values()))} (weighed by "
                         f"resolving their manifests too: {len(weighed)} or more extra manifest requests"
                         f"{f'; {unmeasured} could not be resolved' if unmeasured else ''})")
         typer.echo(summary, err=True)
+        for host, cost in costs.items():
+            typer.echo(f"mirror: {_cost_line(host, cost)}", err=True)
     if failures:
         report_failures(failures)
         raise typer.Exit(int(ExitCode.FAILED))
+
+
+def _costs(request: PullRequest, resolution: Resolution, budget: Budget) -> dict[str, dict[str, Any]]:
+    """Per source with a rate limit, once the pull's images are resolved: what was left, what resolving
+    them cost (a dry run has no work dir: every manifest is a GET, a pull) and how many did not fit."""
+    costs: dict[str, dict[str, Any]] = {}
+    for host, allowance in sorted(budget.allowances.items()):
+        costs[host] = {**allowance.to_json(), "left": allowance.left,
+                       "unresolved": sum(1 for ref in request.images if str(ref) in resolution.deferred
+                                         and request.sources.locate(ref).host == host)}
+    return costs
+
+
+def _cost_line(host: str, cost: dict[str, Any]) -> str:
+    """``HOST: this pull costs N pulls ...; R of L per W s were left ...; a pull fits`` (or what to do)."""
+    line = f"{host}: this pull costs {cost['spent']} pulls of its rate limit (a manifest GET each; HEADs are free)"
+    if cost["unresolved"]:
+        line += f", and at least {cost['unresolved']} more for the images not resolved within it"
+    limit = f" of {cost['limit']}" if cost["limit"] is not None else ""
+    window = f" per {cost['window']} s" if cost["window"] else ""
+    line += f"; {cost['remaining']}{limit}{window} were left, {cost['left']} once this dry run resolved them"
+    if not cost["unresolved"] and cost["left"] is not None and cost["spent"] <= cost["left"]:
+        return line + "; a pull fits"
+    return (line + "; a pull fetches what fits and defers the rest (exit 6), or waits for the window with "
+            "--wait-for-limit (docs/rate-limits.md)")
 
 
 def _contents(images: Iterable[ResolvedImage]) -> dict[str, int]:

@@ -1,8 +1,9 @@
-"""``mirror registry status|rotate-password|renew-cert``: looking after a registry ``up`` started.
+"""``mirror registry status|rotate-password|renew-cert|gc``: looking after a registry ``up`` started.
 
 Credentials and certificates age: status shows the certificate's names and
-expiry (a warning within 30 days); the other two renew them and restart the
-registry exactly as recorded (``up`` with no flags), printing what nodes must do.
+expiry (a warning within 30 days); rotate-password and renew-cert renew them
+and restart the registry exactly as recorded (``up`` with no flags), printing
+what nodes must do. Disks fill: gc frees what ``mirror prune`` deleted.
 """
 
 from __future__ import annotations
@@ -77,6 +78,46 @@ def renew_cert_command(state_dir: Optional[Path] = StateDirOption) -> None:
     for line in up_lines(result, sys.stdout.isatty()):
         typer.echo(line)
     typer.echo("nodes: nothing to change; they trust the same CA")
+
+
+@registry_app.command("gc", help="Free the disk space of deleted images (run after `mirror prune`): distribution's "
+                                  "garbage-collect, with the registry stopped meanwhile and started again as "
+                                  "recorded. Exit 2: no registry set up, it runs as a systemd unit, or "
+                                  "--delete-untagged on a registry before 3.0; 1: garbage-collect failed (the "
+                                  "registry runs again).")
+@handle_errors
+def gc_command(
+    dry_run: bool = typer.Option(False, "--dry-run", help="garbage-collect's own --dry-run: what it would free; "
+                                                          "deletes nothing, the registry keeps serving."),
+    delete_untagged: bool = typer.Option(
+        False, "--delete-untagged", help="Also delete manifests no tag points at (garbage-collect's -m), such as "
+                                         "those a sync's moved tags left; needs distribution 3.0 or later."),
+    state_dir: Optional[Path] = StateDirOption,
+    json_report: bool = JsonOption,
+) -> None:
+    from ..server.garbage import collect_garbage
+    from ..server.state import default_state_dir
+
+    result = collect_garbage((state_dir or default_state_dir()).absolute(), dry_run=dry_run,
+                             delete_untagged=delete_untagged)
+    if json_report:
+        emit_json(result.to_json())
+        return
+    manifests = f" and {result.swept_manifests} untagged manifests" if result.swept_manifests else ""
+    if result.log is None:
+        typer.echo(f"nothing to collect: no image was ever pushed to {result.state.data_dir}")
+        return
+    if dry_run:
+        typer.echo(f"would free {human_size(result.swept_bytes)}: {result.swept_blobs} blobs{manifests} no "
+                   f"manifest references, in {result.state.data_dir}")
+    else:
+        typer.echo(f"freed {human_size(result.swept_bytes)}: {result.swept_blobs} blobs{manifests} swept from "
+                   f"{result.state.data_dir} ({human_size(result.before)} -> {human_size(result.after)})")
+    typer.echo(f"  garbage-collect's output: {result.log}")
+    if result.restarted:
+        typer.echo(f"  registry running again at {result.state.url}")
+    elif not dry_run and not result.stopped:
+        typer.echo("  the registry was not running; left stopped")
 
 
 def _restart(state_dir: Optional[Path], **change: bool) -> UpResult:

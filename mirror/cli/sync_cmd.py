@@ -24,7 +24,7 @@ from .common import (
     K3sVersionOption, KubernetesVersionOption, ModeOption, NoAttachmentsOption, NoRegistryImageOption,
     OfflineListsOption, PasswordStdinOption, PlainHttpRegistryOption, PlatformOption, QuietOption,
     RancherVersionOption, Rke2VersionOption, SourceMirrorOption, TrustedRootOption, UsernameOption,
-    VerifyKeyOption, handle_errors, parse_platforms, select_images, source_access, target_registry,
+    VerifyKeyOption, flags_given, handle_errors, parse_platforms, select_images, source_access, target_registry,
     topology_versions, verifiers,
 )
 from .render import REPORT_SCHEMA, emit_json, report_failures
@@ -46,6 +46,7 @@ app.add_typer(sync_app, name="sync")
 @sync_app.command("run", epilog=EXIT_CODES)
 @handle_errors
 def run_command(
+    context: typer.Context,
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="sync.yaml: the job (see docs/sync.md)."),
     to: Optional[str] = typer.Option(None, "--to", help="Target registry HOST[:PORT][/PREFIX]."),
@@ -98,7 +99,8 @@ def run_command(
 
     from ..runlock import RunLock
     from ..transfer.serve import run_sync
-    from ..transfer.sync import RETAG_POLICIES, SyncImage, SyncRequest
+    from ..transfer.selection import SyncImage
+    from ..transfer.sync import RETAG_POLICIES, SyncRequest
     from ..transfer.sync_bundle import NAME_RULE, BundleTarget, bad_name
 
     if report is not None and not report.parent.is_dir():
@@ -120,16 +122,7 @@ def run_command(
     if config is not None:
         from ..transfer.sync_config import load_config
 
-        given = [name for name, value in (
-            ("images", images), ("--images-file", images_file), ("--mode", mode), ("--k3s-version", k3s_version),
-            ("--kubernetes-version", kubernetes_version), ("--rke2-version", rke2_version),
-            ("--rancher-version", rancher_version), ("--cert-manager-version", cert_manager_version),
-            ("--no-registry-image", no_registry_image), ("--offline-lists", offline_lists), ("--exclude", exclude),
-            ("--downstream-versions", downstream_versions),
-            ("--platform", platform), ("--source-mirror", source_mirror), ("--plain-http-registry", plain_http_registry),
-            ("--insecure-registry", insecure_registry), ("--ca-file", ca_file), ("--to", to),
-            ("--to-ca-file", to_ca_file), ("--to-plain-http", to_plain_http), ("--to-insecure", to_insecure),
-            ("--username", username), ("--on-retag", on_retag != "update")) if value]
+        given = flags_given(context, exclude=CONFIG_FLAGS)
         if given:
             raise UsageError(f"-c {config}: the config says what and where (--to-bundle/--base may replace "
                              f"where); drop {', '.join(given)}")
@@ -202,6 +195,13 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: 
             if image.action in ("copied", "updated", "attached", "moved") or (
                     result.dry_run and image.action != "unchanged"):
                 typer.echo(f"  {image_line(image)}")
+        for tag in [] if quiet or not result.pruned else result.pruned.pruned:
+            verb = "would prune" if result.dry_run else "pruned"
+            typer.echo(f"  {verb}: {tag.source or tag.repository + ':' + tag.tag} ({tag.digest})")
+        for tag in [] if quiet or not result.pruned else result.pruned.skipped:
+            typer.echo(f"  kept: {tag.source or tag.repository + ':' + tag.tag}: {tag.reason}")
+    for repository, why in sorted(result.not_pruned.items()):
+        typer.echo(f"mirror: not pruned: {repository}: {why}", err=True)
     deferred = [image for image in result.images if image.action == "deferred"]
     for image in deferred[:1] if quiet else deferred:
         more = f" (and {len(deferred) - 1} more)" if quiet and len(deferred) > 1 else ""
@@ -225,57 +225,14 @@ def image_line(image: "ImageResult") -> str:
     return line
 
 
+# What a run with -c may still take on its command line; any other flag given is refused (the config says).
+CONFIG_FLAGS = {"config", "to_bundle", "base", "name", "password_stdin", "jobs", "report", "dry_run", "keep_going",
+                "json_report", "quiet", "no_attachments", "verify_key", "trusted_root", "certificate_identity",
+                "certificate_oidc_issuer"}
+
+
 def write_report(path: Path, document: dict) -> None:
     """All or nothing: a half-written report is never left for a script to read."""
     from ..safefiles import write_file
 
     write_file(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
-
-
-@sync_app.command("serve")
-@handle_errors
-def serve_command(
-    config: Path = typer.Option(..., "--config", "-c", help="sync.yaml: the job (see docs/sync.md)."),
-    interval: Optional[str] = typer.Option(
-        None, "--interval", help="Time between the starts of two runs, e.g. 30m, 6h, 1d [default: the config's]."),
-    schedule: Optional[str] = typer.Option(
-        None, "--schedule", help="Cron schedule of the runs instead, e.g. '15 2 * * *' [default: the config's]."),
-    report_dir: Optional[Path] = typer.Option(
-        None, "--report-dir", help="Where each run's report is kept [default: under $XDG_STATE_HOME/mirror]."),
-    keep_reports: int = typer.Option(30, "--keep-reports", min=1, help="How many run reports to keep."),
-    jobs: int = JobsOption,
-) -> None:
-    """Run a sync job on an interval or a cron schedule, one run at a time; SIGTERM ends it after the run.
-
-    The config is read again before each run, so edits apply to the next one;
-    a run that fails is logged and the schedule goes on.
-    """
-    import hashlib
-
-    from ..clock import utc_now
-    from ..model.cron import CronSchedule
-    from ..runlock import lock_dir
-    from ..transfer.serve import Reports, Schedule, serve
-    from ..transfer.sync_config import load_config, parse_interval
-
-    job = load_config(config, jobs=jobs)  # a bad config ends serve at once (exit 2)
-    if interval and schedule:
-        raise UsageError("--interval and --schedule: give one")
-    try:
-        period = parse_interval(interval) if interval else None if schedule else job.interval
-        cron = CronSchedule.parse(schedule) if schedule else None if interval else job.schedule
-    except ValueError as exc:
-        raise UsageError(f"--{'interval' if interval else 'schedule'}: {exc}") from None
-    if period is None and cron is None:
-        raise UsageError(f"no schedule: give --interval or --schedule, or an interval: or schedule: key in {config}")
-    key = hashlib.sha256(str(config.resolve()).encode()).hexdigest()[:12]
-    reports = report_dir or lock_dir().parent / "sync-reports" / key
-    reports.mkdir(parents=True, exist_ok=True)
-
-    def log(message: str) -> None:
-        typer.echo(f"{utc_now()} mirror sync serve: {message}", err=True)
-
-    def keep(path: Path, document: dict) -> None:
-        write_report(path, {"schema_version": REPORT_SCHEMA, **document})
-
-    serve(config, Schedule(period, cron), Reports(reports, keep_reports, keep), jobs, log)

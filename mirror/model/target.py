@@ -12,14 +12,19 @@ segment: ``quay.io/jetstack/c`` -> ``quay.io/jetstack/c`` (a port becomes ``_POR
 ``harbor.corp:8443/x`` -> ``harbor.corp_8443/x``). An optional prefix
 goes in front of everything (Harbor projects). The client configuration
 generators use the same function, so nodes ask for what was pushed.
+
+Beside a tag, ``sync``'s ``on_retag: backup`` keeps the image the tag pointed
+at before it moved as ``TAG-prev-<12 hex of the old digest>``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import UsageError
 from .numbers import ascii_int
+from .oci import digest_hex
 from .reference import DOCKER_HUB, HOST_PATTERN, REPOSITORY_PATTERN, Reference
 
 
@@ -81,3 +86,17 @@ def source_name(repository: str, prefix: str = "") -> str | None:
 
 def _prefixed(prefix: str, repository: str) -> str:
     return f"{prefix}/{repository}" if prefix else repository
+
+
+_BACKUP = re.compile(r"^(?P<tag>.+)-prev-[0-9a-f]{12}$")
+
+
+def backup_tag(tag: str, old_digest: str) -> str:
+    """Where ``on_retag: backup`` keeps what ``tag`` pointed at: ``TAG-prev-<12 hex>``."""
+    return f"{tag}-prev-{digest_hex(old_digest)[:12]}"
+
+
+def backed_up_tag(tag: str) -> str | None:
+    """The inverse of ``backup_tag``: the tag ``tag`` is a backup of, None when it is no backup."""
+    match = _BACKUP.match(tag)
+    return match.group("tag") if match else None

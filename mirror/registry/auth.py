@@ -59,6 +59,11 @@ def push_scope(repository: str) -> str:
     return f"repository:{repository}:pull,push"
 
 
+def delete_scope(repository: str) -> str:
+    """What a manifest DELETE needs: distribution asks a token for ``delete``, not ``push``."""
+    return f"repository:{repository}:delete"
+
+
 @dataclass(frozen=True)
 class Challenge:
     scheme: str  # "basic" or "bearer", lower case

@@ -11,41 +11,41 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import AsyncIterator, Callable, Union
+from typing import AsyncIterator, Callable
 
-import anyio
 import httpx
 
 from ..errors import IntegrityError, MirrorError, NotFoundError, RegistryError
 from ..model import oci
 from ..model.oci import Descriptor, Manifest, digest_hex
-from .auth import CATALOG_SCOPE, pull_scope, push_scope
+from .auth import CATALOG_SCOPE, delete_scope, pull_scope, push_scope
 from .credentials import AuthFiles
 from .download import CHUNK_SIZE, Downloads
 from .settings import RegistrySettings
-from .transport import Content, RateGuard, Stalled, Transient, Transport, describe
+from .transport import RateGuard, Stalled, Transport, describe
+from .upload import BlobSource, Uploads
 
-SMALL_UPLOAD = 16 << 20  # at most this: one PUT; above: PATCH then PUT
 MAX_LISTING = 16 << 20  # one page of tags or repositories: 200 000 names of 80 characters
 MAX_NAME = 255  # characters: no tag (128) or repository name (255 with its host) is longer
 MAX_ENTRY = 128  # characters of a listed entry that is not a name, passed on for the caller to report
-CANCEL_TIMEOUT = 5.0
-
-BlobSource = Union[bytes, Path, Callable[[], AsyncIterator[bytes]], AsyncIterator[bytes]]
 
 
 class RegistryClient:
     """One registry host. Use as ``async with RegistryClient(host, settings) as client:``.
 
-    ``backoff_base`` overrides the transport's first retry delay (tests use a tiny one).
+    ``backoff_base`` overrides the transport's first retry delay (tests use a tiny one);
+    ``http_transport`` replaces the network under the client (tests: tests/support/fake_registry.py).
     """
 
     def __init__(self, host: str, settings: RegistrySettings = RegistrySettings(), *,
-                 auth_files: AuthFiles | None = None, backoff_base: float | None = None):
+                 auth_files: AuthFiles | None = None, backoff_base: float | None = None,
+                 http_transport: httpx.AsyncBaseTransport | None = None):
         self.host = host
         self.settings = settings
-        self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base)
+        self._transport = Transport(host, settings, auth_files=auth_files, backoff_base=backoff_base,
+                                    http_transport=http_transport)
         self._downloads = Downloads(self._transport)
+        self._uploads = Uploads(self._transport)
         # The newest ``RateLimit-Remaining`` and ``RateLimit-Limit`` a manifest HEAD answered
         # (``N;w=SECONDS``), as sent: Docker Hub counts pulls, and HEADs are free.
         self.last_ratelimit: str | None = None
@@ -225,47 +225,11 @@ class RegistryClient:
 
     async def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Ask the registry to link a blob from another of its repositories; False if it would not."""
-        what = f"mount of blob {digest} from {from_repository} into {self.host}/{repository}"
-        url = self._transport.url(f"/v2/{repository}/blobs/uploads/").copy_merge_params(
-            {"mount": digest, "from": from_repository})
-        response = await self._transport.request("POST", url, what=what,
-                                                 scopes=[push_scope(repository), pull_scope(from_repository)])
-        if response.status_code == 201:
-            return True
-        if response.status_code == 202:  # it started an ordinary upload instead
-            if response.headers.get("location"):
-                await self._cancel_upload(self._transport.location(response, what), repository)
-            return False
-        raise await self._transport.failure(response, what)
+        return await self._uploads.mount(repository, digest, from_repository)
 
     async def upload_blob(self, repository: str, digest: str, size: int, source: BlobSource) -> None:
-        """Upload a blob; retried as a whole on transient failures.
-
-        A callable source is called once per attempt for a fresh iterator;
-        whatever it raises cancels the upload and propagates unchanged. A bare
-        async iterator cannot be replayed, so it gets one attempt only.
-        """
-        digest_hex(digest)
-        what = f"upload of blob {digest} to {self.host}/{repository}"
-        scopes = [push_scope(repository)]
-        retries = None
-        if not isinstance(source, (bytes, Path)) and not callable(source):
-            stream, retries = source, 0
-            source = lambda: stream  # noqa: E731
-
-        async def attempt() -> None:
-            response = await self._transport.request("POST", f"/v2/{repository}/blobs/uploads/",
-                                                     scopes=scopes, retry=False, what=what)
-            if response.status_code != 202:
-                raise await self._transport.failure(response, what)
-            location = self._transport.location(response, what)
-            try:
-                await self._send_upload(location, digest, size, source, scopes, what)
-            except BaseException:
-                await self._cancel_upload(location, repository)
-                raise
-
-        await self._transport.retrying(attempt, what, retries)
+        """Upload a blob (upload.py); retried as a whole on transient failures, a bare iterator once."""
+        await self._uploads.upload(repository, digest, size, source)
 
     async def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> None:
         """PUT the manifest's bytes exactly as given under a tag or its digest."""
@@ -283,6 +247,22 @@ class RegistryClient:
             raise IntegrityError(f"{what}: the registry stored it as {served}, not {manifest.digest}; "
                                  "it must have altered the bytes")
 
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        """DELETE a manifest by digest: every tag on it goes too. False when it was not there.
+
+        A registry that does not allow deletes (distribution without ``storage:
+        delete: enabled: true``) answers 405 UNSUPPORTED: a RegistryError with that status.
+        """
+        digest_hex(digest)
+        what = f"delete of manifest {_image(self.host, repository, digest)}"
+        response = await self._transport.request("DELETE", f"/v2/{repository}/manifests/{digest}",
+                                                 scopes=[delete_scope(repository)], what=what)
+        if response.status_code == 404:
+            return False
+        if response.status_code not in (200, 202):
+            raise await self._transport.failure(response, what)
+        return True
+
     async def list_tags(self, repository: str) -> list[str]:
         """All tags (every page); [] when the repository does not exist."""
         try:
@@ -295,51 +275,6 @@ class RegistryClient:
         """Every repository the registry lists (every page)."""
         return await self._paged("/v2/_catalog", "repositories", [CATALOG_SCOPE],
                                  f"catalog of {self.host}")
-
-    # -- upload steps -------------------------------------------------------
-
-    async def _send_upload(self, location: httpx.URL, digest: str, size: int, source: BlobSource,
-                           scopes: list[str], what: str) -> None:
-        # Bodies go out in CHUNK_SIZE pieces: httpx sends one large bytes body about
-        # twice as slowly (measured: 100 MiB, 0.52 s against 0.25 s on loopback).
-        content: Content
-        headers = {"Content-Type": "application/octet-stream"}
-        if isinstance(source, bytes):
-            data = source
-            content = data if size <= CHUNK_SIZE else (lambda: _bytes_chunks(data))
-        elif isinstance(source, Path):
-            path = source
-            content = lambda: _file_chunks(path)  # noqa: E731
-        else:
-            content = source
-        # The size is always known: chunked framing would only cost h11 a copy of every piece.
-        headers["Content-Length"] = str(size)
-        if callable(content) and size > SMALL_UPLOAD:
-            response = await self._transport.request("PATCH", location, scopes=scopes, content=content,
-                                                     retry=False, headers=headers, what=what)
-            if response.status_code != 202:
-                raise await self._transport.failure(response, what)
-            location, content = self._transport.location(response, what), b""
-            headers = {"Content-Type": "application/octet-stream"}
-        response = await self._transport.request("PUT", location.copy_merge_params({"digest": digest}),
-                                                 scopes=scopes, content=content, retry=False, headers=headers,
-                                                 what=what)
-        if response.status_code != 201:
-            raise await self._transport.failure(response, what)
-        served = response.headers.get("docker-content-digest")
-        if served and served != digest:
-            raise IntegrityError(f"{what}: the registry stored the blob as {served}")
-
-    async def _cancel_upload(self, location: httpx.URL, repository: str) -> None:
-        """Best effort DELETE of an upload session; never raises, never hangs."""
-        with anyio.move_on_after(CANCEL_TIMEOUT, shield=True):
-            try:
-                response = await self._transport.authorized("DELETE", location, [push_scope(repository)], {}, None,
-                                                            stream=False, follow=False,
-                                                            what=f"cancel of an upload to {self.host}/{repository}")
-                await response.aclose()
-            except (MirrorError, Transient):
-                pass
 
     async def _paged(self, path: str, key: str, scopes: list[str], what: str) -> list[str]:
         """Every page's ``key`` list (``_listed``), following ``Link: rel="next"``."""
@@ -403,17 +338,3 @@ def _is_digest(reference: str) -> bool:
 
 def _image(host: str, repository: str, reference: str) -> str:
     return f"{host}/{repository}{'@' if _is_digest(reference) else ':'}{reference}"
-
-
-async def _bytes_chunks(data: bytes) -> AsyncIterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(view), CHUNK_SIZE):
-        yield view[start:start + CHUNK_SIZE]
-
-
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_SIZE):
-            yield chunk
-
-

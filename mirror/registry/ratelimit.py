@@ -30,3 +30,13 @@ class RateLimit:
             return None
         window = next((p[2:] for p in params if p.startswith("w=")), None)
         return cls(remaining, ascii_int(window))
+
+    @classmethod
+    def of(cls, remaining: str | None, limit: str | None) -> "RateLimit | None":
+        """The budget ``ratelimit-remaining`` and ``ratelimit-limit`` state together; None without the first."""
+        budget = cls.parse(remaining)
+        if budget is not None:
+            allowed = cls.parse(limit)
+            budget.limit = allowed.remaining if allowed else None
+            budget.window = budget.window if budget.window is not None else (allowed.window if allowed else None)
+        return budget

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import ipaddress
 import itertools
 import json
 import random
 import ssl
 import time
+import urllib.request
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,7 +115,7 @@ class Transport:
     """Requests to one registry host. ``backoff_base`` overrides BACKOFF_BASE (tests use a tiny one)."""
 
     def __init__(self, host: str, settings: RegistrySettings, *, auth_files: AuthFiles | None = None,
-                 backoff_base: float | None = None):
+                 backoff_base: float | None = None, http_transport: httpx.AsyncBaseTransport | None = None):
         self.host = host
         self.settings = settings
         scheme = "http" if settings.plain_http else "https"
@@ -124,16 +126,16 @@ class Transport:
         # over a long link, resolving hundreds of images must not wait behind their downloads.
         transfers, calls = max(1, settings.max_connections), _calls_limit(settings.max_connections)
         self._transfers, self._calls = anyio.CapacityLimiter(transfers), anyio.CapacityLimiter(calls)
-        context = tls_context(settings)
         self._http = httpx.AsyncClient(
-            verify=context,
+            # Direct connections go through wire.py (or ``http_transport``, injected: the tests' fake registry).
+            transport=http_transport or WireTransport(tls_context(settings, alpn=("http/1.1",)),
+                                                      max_idle=transfers + calls),
+            mounts={} if http_transport else _proxy_mounts(settings, transfers + calls),
             # The limiters do the queueing, so no pool timeout; a frozen peer fails the attempt.
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0), pool=None),
-            limits=httpx.Limits(max_connections=transfers + calls, max_keepalive_connections=transfers + calls),
-            trust_env=True,
+            trust_env=False,  # the environment's proxies are the mounts above
             follow_redirects=False,
         )
-        _direct_connections_by_wire(self._http, WireTransport(context, max_idle=transfers + calls))
 
         def credentials() -> Credentials | None:
             return settings.credentials or (auth_files or AuthFiles()).lookup(host)
@@ -423,26 +425,59 @@ async def _error_body(response: httpx.Response) -> bytes:
     return bytes(body[:MAX_ERROR_BODY])
 
 
-def _direct_connections_by_wire(client: httpx.AsyncClient, wire: WireTransport) -> None:
-    """Unproxied requests go through wire.py; proxied ones keep httpx's transports.
+def _proxy_mounts(settings: RegistrySettings, connections: int) -> dict[str, httpx.AsyncBaseTransport | None]:
+    """The environment's proxies as the client's mounts: httpx's own transport for proxied requests.
 
-    httpx mounts the proxies of the environment only when it makes its own
-    transport, so it makes it and the one for direct connections is swapped.
-    Were httpx's internals to change, the client keeps its own: slower, never wrong.
+    wire.py speaks only direct HTTP/1.1; a NO_PROXY host maps to None, the client's direct transport.
     """
-    if isinstance(getattr(client, "_transport", None), httpx.AsyncHTTPTransport):
-        client._transport = wire
+    routes = proxy_routes()
+    if not any(routes.values()):
+        return {}  # no proxy: every request is direct
+    context = tls_context(settings)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return {pattern: None if url is None else httpx.AsyncHTTPTransport(verify=context, limits=limits, proxy=url)
+            for pattern, url in routes.items()}
 
 
-def tls_context(settings: RegistrySettings) -> ssl.SSLContext:
+def proxy_routes() -> dict[str, str | None]:
+    """HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY as httpx mount patterns -> proxy URL (None: direct).
+
+    The patterns are the ones httpx makes when it reads the environment itself (``trust_env``).
+    """
+    found = urllib.request.getproxies()
+    routes: dict[str, str | None] = {f"{scheme}://": url if "://" in url else f"http://{url}"
+                                     for scheme in ("http", "https", "all") if (url := found.get(scheme))}
+    for name in (name.strip() for name in found.get("no", "").split(",")):
+        if name == "*":
+            return {}
+        if name:
+            routes[_no_proxy_pattern(name)] = None
+    return routes
+
+
+def _no_proxy_pattern(name: str) -> str:
+    """A NO_PROXY entry as a mount pattern: a URL as given, an address or localhost exactly, else a domain suffix."""
+    if "://" in name:
+        return name
+    try:
+        address = ipaddress.ip_address(name.split("/")[0])
+    except ValueError:
+        return f"all://{name}" if name.lower() == "localhost" else f"all://*{name}"
+    return f"all://[{name}]" if address.version == 6 else f"all://{name}"
+
+
+def tls_context(settings: RegistrySettings, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
     """System CAs plus --ca-file; --insecure turns verification off; client cert for mTLS.
+
+    ``alpn`` pins the protocols offered: wire.py's context offers http/1.1 alone, and is its own
+    (httpcore sets ALPN on any context handed to it, so a shared one could come to offer h2).
 
     One context per distinct TLS setting in a process: loading the system CAs costs ~30 ms, once
     per registry client otherwise (a sync holds two, a pull one per source registry). A file's
     modification time is part of the key, so `sync serve` picks up a renewed CA or certificate.
     """
     files = (settings.ca_file, settings.client_cert, settings.client_key)
-    return _tls_context(*files, settings.insecure, tuple(_modified(path) for path in files))
+    return _tls_context(*files, settings.insecure, tuple(_modified(path) for path in files), alpn)
 
 
 def _modified(path: Path | None) -> int | None:
@@ -454,8 +489,10 @@ def _modified(path: Path | None) -> int | None:
 
 @functools.lru_cache(maxsize=16)
 def _tls_context(ca_file: Path | None, client_cert: Path | None, client_key: Path | None, insecure: bool,
-                 versions: tuple[int | None, ...]) -> ssl.SSLContext:
+                 versions: tuple[int | None, ...], alpn: tuple[str, ...]) -> ssl.SSLContext:
     context = ssl.create_default_context()
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     if ca_file:
         try:
             context.load_verify_locations(cafile=str(ca_file))

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import UsageError
 from ..safefiles import open_append, write_file
@@ -54,6 +55,13 @@ def start(binary: str, config: Path, pid_file: Path, log_file: Path) -> int:
             env=dict(REGISTRY_ENVIRONMENT), start_new_session=True, close_fds=True)
     write_file(pid_file, f"{process.pid}\n".encode())
     return process.pid
+
+
+def run(binary: str, args: list[str], output: BinaryIO) -> int:
+    """Run the registry binary with ``args`` to the end (not serving: ``garbage-collect``, ``--version``),
+    its output to ``output``; its exit status."""
+    return subprocess.run([binary, *args], stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                          env=dict(REGISTRY_ENVIRONMENT), close_fds=True).returncode
 
 
 def running_pid(pid_file: Path, config: Path) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, Iterable
 
 import docker
 from docker.models.containers import Container
@@ -81,15 +81,37 @@ def run(client: docker.DockerClient, *, name: str, image: str, config_dir: Path,
     try:
         return client.containers.run(
             image, command=["serve", f"{CONFIG_MOUNT}/config.yml"], name=name, detach=True,
-            restart_policy={"Name": "always"}, network_mode="host",
-            # z: relabel for SELinux (RHEL bastions); a no-op where SELinux is off.
-            volumes={str(data_dir): {"bind": DATA_MOUNT, "mode": "rw,z"},
-                     str(config_dir): {"bind": CONFIG_MOUNT, "mode": "ro,z"}},
+            restart_policy={"Name": "always"}, network_mode="host", volumes=_mounts(config_dir, data_dir),
             labels={STATE_LABEL: str(state_dir)},
         )
     except docker.errors.APIError as exc:
         remove(client, name)
         raise MirrorError(f"Docker Engine could not start container {name}: {exc.explanation}") from None
+
+
+def run_once(client: docker.DockerClient, *, image: str, args: list[str], config_dir: Path, data_dir: Path,
+             output: BinaryIO) -> int:
+    """The registry image run with ``args`` to the end (``garbage-collect``, ``--version``; the official
+    image's entrypoint takes both), no network, mounts as ``run`` has them; output to ``output``. Its exit
+    status; the container is removed."""
+    try:
+        container = client.containers.run(image, command=args, detach=True, network_mode="none",
+                                          volumes=_mounts(config_dir, data_dir))
+    except docker.errors.APIError as exc:
+        raise MirrorError(f"Docker Engine could not run the registry image {image}: {exc.explanation}") from None
+    try:
+        status = container.wait()["StatusCode"]
+        for chunk in container.logs(stream=True):
+            output.write(chunk)
+        return status
+    finally:
+        container.remove(force=True)
+
+
+def _mounts(config_dir: Path, data_dir: Path) -> dict[str, dict[str, str]]:
+    # z: relabel for SELinux (RHEL bastions); a no-op where SELinux is off.
+    return {str(data_dir): {"bind": DATA_MOUNT, "mode": "rw,z"},
+            str(config_dir): {"bind": CONFIG_MOUNT, "mode": "ro,z"}}
 
 
 def running(container: Container) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from ..bundle.reader import BundleReader
 from ..errors import MirrorError, UsageError
@@ -60,6 +61,11 @@ class Engine:
 
     def stop(self) -> bool:
         """Stop what this engine started; True if something ran."""
+        raise NotImplementedError
+
+    def run_command(self, args: list[str], data_dir: Path, output: BinaryIO) -> int:
+        """The registry program run with ``args`` to the end, not serving (``garbage-collect`` over the
+        storage of a stopped registry, ``--version``); output to ``output``. Its exit status."""
         raise NotImplementedError
 
     def unit(self, port: int) -> str:
@@ -118,6 +124,11 @@ class DockerEngine(Engine):
 
     def stop(self) -> bool:
         return container.remove(self.client, self.container_name)
+
+    def run_command(self, args: list[str], data_dir: Path, output: BinaryIO) -> int:
+        assert self.image is not None, "a docker registry records the image it ran"
+        return container.run_once(self.client, image=self.image, args=args, config_dir=self.paths.registry_dir,
+                                  data_dir=data_dir, output=output)
 
     def recorded(self) -> dict[str, str | None]:
         return {"container": self.container_name, "image": self.image}
@@ -198,6 +209,11 @@ class BinaryEngine(Engine):
     def stop(self) -> bool:
         return binary.stop(self.paths.pid_file, self.paths.config)
 
+    def run_command(self, args: list[str], data_dir: Path, output: BinaryIO) -> int:
+        # One rebuilt from state has no path: the binary `up` would pick now, as it picked then.
+        program = self.path or binary.find_binary() or local_binary(self.paths) or binary.require_binary()
+        return binary.run(program, args, output)
+
     def unit(self, port: int) -> str:
         assert self.path is not None
         return binary.systemd_unit(self.path, self.paths.config, port)
@@ -234,11 +250,11 @@ def choose_engine(requested: str, paths: StatePaths, notes: list[str], *, system
     if systemd_unit:
         if requested == "docker":
             raise UsageError("--print-systemd-unit runs the registry binary; it cannot go with --engine docker")
-        return SystemdEngine(paths, _binary(bundle, notes))
+        return SystemdEngine(paths, _binary(paths, bundle, notes))
     if requested == "docker":
         return DockerEngine(paths, container_name, container.connect())
     if requested == "binary":
-        return BinaryEngine(paths, _binary(bundle, notes))
+        return BinaryEngine(paths, _binary(paths, bundle, notes))
     client = container.reachable()
     if client is not None and (bundle or (registry_image and container.image_id(client, registry_image))):
         return DockerEngine(paths, container_name, client)
@@ -252,16 +268,23 @@ def choose_engine(requested: str, paths: StatePaths, notes: list[str], *, system
     if client is not None:
         raise UsageError("Docker Engine needs the registry image: pass --from-bundle BUNDLE "
                          "(or --registry-image REF already loaded), or install the registry binary")
-    return BinaryEngine(paths, _binary(bundle, notes))
+    return BinaryEngine(paths, _binary(paths, bundle, notes))
 
 
-def _binary(bundle: Path | None, notes: list[str]) -> str | None:
-    """The registry binary on PATH; None when it is to come out of ``bundle``."""
-    found = binary.find_binary()
+def _binary(paths: StatePaths, bundle: Path | None, notes: list[str]) -> str | None:
+    """The registry binary on PATH; None when it is to come out of ``bundle``. Without either, the one an
+    earlier ``up --from-bundle`` took out (an ``up`` with no flags after a reboot, or ``registry gc``)."""
+    found = binary.find_binary() or (None if bundle else local_binary(paths))
     if found or bundle is None:
         return found or binary.require_binary()
     notes.append(f"no registry binary on PATH: taking /bin/registry out of the registry image in {bundle}")
     return None
+
+
+def local_binary(paths: StatePaths) -> str | None:
+    """The binary ``up --from-bundle`` took out of a registry image into the state dir, if it did."""
+    taken = paths.bundled_binary
+    return str(taken) if taken.is_file() and not taken.is_symlink() else None
 
 
 def recorded_engine(state: RegistryState, paths: StatePaths) -> Engine:

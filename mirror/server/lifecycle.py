@@ -13,8 +13,10 @@ import os
 import shutil
 import socket
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import MirrorError, UsageError
 from ..registry.settings import Credentials
@@ -254,6 +256,42 @@ def _port_free(address: str, port: int) -> None:
 
 
 @dataclass
+class Stopped:
+    """A registry ``stopped`` holds down: as recorded, its engine, and how it came back."""
+
+    state: RegistryState
+    paths: StatePaths
+    engine: Engine
+    was_running: bool
+    restarted: UpResult | None = None
+
+
+@contextmanager
+def stopped(state_dir: Path) -> Iterator[Stopped]:
+    """The registry of ``state_dir`` stopped for the block, then started again exactly as recorded (``up``
+    with no flags) if it ran; one that was not running stays stopped. The state dir's lock is held
+    throughout, so no ``up`` starts it in between. The block should not raise: if the start fails too,
+    that error is the one raised."""
+    paths = StatePaths(state_dir)
+    if load_state(paths) is None:  # checked before the lock, which would make the directory
+        raise UsageError(f"no registry was set up with state dir {paths.root}: run `mirror registry up` first")
+    with state_lock(paths.root):
+        state = load_state(paths)
+        assert state is not None
+        engine = recorded_engine(state, paths)
+        held = Stopped(state, paths, engine, state.running and engine.running())
+        if held.was_running:
+            engine.stop()
+            state.running = False  # recorded, in case this process dies before it starts again
+            save_state(paths, state)
+        try:
+            yield held
+        finally:
+            if held.was_running:
+                held.restarted = _up(UpOptions(state_dir=paths.root), paths, [])
+
+
+@dataclass
 class DownResult:
     stopped: bool
     purged: list[str] = field(default_factory=list)  # deleted
@@ -333,7 +371,7 @@ def status(state_dir: Path) -> StatusReport:
     if state is None:
         return StatusReport(None)
     report = StatusReport(state, running=state.running and recorded_engine(state, paths).running(),
-                          storage_bytes=_disk_usage(Path(state.data_dir)),
+                          storage_bytes=disk_usage(Path(state.data_dir)),
                           certificate=summary(paths.server_cert) if state.tls else None)
     if report.running:
         local = local_registry(state)
@@ -346,7 +384,8 @@ def status(state_dir: Path) -> StatusReport:
     return report
 
 
-def _disk_usage(path: Path) -> int:
+def disk_usage(path: Path) -> int:
+    """Bytes the files under ``path`` take on disk (allocated blocks, as du counts)."""
     total = 0
     for root, _, files in os.walk(path):
         for name in files:

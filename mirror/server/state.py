@@ -9,6 +9,7 @@ The state directory holds everything ``up`` generates::
     registry/           given to the registry (bind-mounted into a container):
       config.yml server.crt server.key htpasswd
     registry.pid registry.log   the binary engine's process
+    gc.log              what the last `registry gc` swept (garbage-collect's output)
     bin/registry        the binary out of a bundle's registry image, when PATH has none
 
 Default: ``/var/lib/mirror/registry`` as root, else
@@ -84,14 +85,19 @@ class StatePaths:
         return self.root / "registry.log"
 
     @property
+    def gc_log(self) -> Path:
+        return self.root / "gc.log"
+
+    @property
     def bundled_binary(self) -> Path:
         """The registry binary taken out of a bundle's registry image, when PATH has none."""
         return self.root / "bin" / "registry"
 
     def generated(self) -> list[Path]:
-        """Everything ``up`` writes here; all that ``down --purge`` deletes from a state dir it did not make."""
-        return [self.registry_dir, self.ca_dir, self.credentials, self.pid_file, self.log_file, self.state_file,
-                self.bundled_binary.parent, self.root / LOCK_FILE]
+        """Everything ``up`` (and ``gc``) writes here; all that ``down --purge`` deletes from a state dir it did
+        not make."""
+        return [self.registry_dir, self.ca_dir, self.credentials, self.pid_file, self.log_file, self.gc_log,
+                self.state_file, self.bundled_binary.parent, self.root / LOCK_FILE]
 
 
 @dataclass

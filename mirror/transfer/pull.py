@@ -11,6 +11,13 @@ An image that cannot be resolved or whose blob fails is a failure; without
 ``keep_going`` any failure means no bundle at all. A full disk (work dir or
 bundle) ends the whole pull in one line naming the directory and about how
 much more it needs.
+
+A source registry's rate limit (budget.py) is read before any manifest GET;
+what it cannot pay for is deferred: the blobs of what was resolved are still
+fetched into the work dir, which is kept, no bundle is written, and the
+result says so (exit 6). The same command run after the window continues
+from the work dir; with ``wait_for_limit`` the run waits for the window
+instead.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import anyio
+import httpx
 
 from ..bundle.format import BundleManifest, ImageRecord
 from ..bundle.store import BlobStore
@@ -36,7 +44,8 @@ from ..registry.pool import ClientPool
 from ..registry.settings import RegistrySettings
 from ..safefiles import own_directory
 from ..units import human_size
-from .base import Base
+from .budget import Budget
+from .delta import Base
 from .fetch import Abandoned, Arrivals, Fetch
 from .attachments import PullAttachments, attachment_report
 from .resolve import ResolvedImage, Resolver
@@ -60,6 +69,9 @@ class PullRequest:
     only_if_changed: bool = False  # with a base: write no bundle when the base holds everything
     attachments: bool = True  # carry signatures, attestations, SBOMs and referrers (--no-attachments: not)
     verify_keys: list[Verifier] = field(default_factory=list)  # --verify-key, keyless: an image must be signed
+    http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
+    wait_for_limit: bool = False  # a spent rate limit is waited for, not deferred to the next run
+    log: Callable[[str], None] = lambda line: None  # a line for the user: a wait for a rate limit
 
     @property
     def store_dir(self) -> Path:
@@ -79,6 +91,9 @@ class PullResult:
     base: list[str] = field(default_factory=list)
     omitted: int = 0  # blobs and manifests left to the base
     signatures: dict[str, str] = field(default_factory=dict)  # image source -> verified|present|absent|invalid
+    deferred: dict[str, str] = field(default_factory=dict)  # left for the next run by a rate limit: no bundle
+    deferral: str | None = None  # one line: how many are left, and when the window reopens
+    ratelimits: dict[str, Any] = field(default_factory=dict)  # host -> its budget (budget.Allowance.to_json)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +112,8 @@ class PullResult:
             "kind": self.kind,
             "base": self.base,
             "omitted": self.omitted,
+            "deferred": self.deferred,
+            "ratelimits": self.ratelimits,
         }
 
 
@@ -113,8 +130,17 @@ def _base_holds_all(base: Base, images: list[ResolvedImage]) -> bool:
         digest in base.digests for image in images for digest in image.blobs)
 
 
-def resolver(request: PullRequest, pool: ClientPool, store: BlobStore | None) -> Resolver:
-    return Resolver(pool, request.sources, request.platforms, request.jobs, store)
+def resolver(request: PullRequest, pool: ClientPool, store: BlobStore | None, budget: Budget | None) -> Resolver:
+    return Resolver(pool, request.sources, request.platforms, request.jobs, store, budget)
+
+
+def _deferral(request: PullRequest, budget: Budget, left: int) -> str:
+    """The one line a deferred run ends on: what is left, when it can go on, and how to need less."""
+    spent = "; ".join(a.describe() for a in budget.spent_out()) or "a source's rate limit is spent"
+    return (f"{left} of {len(request.images)} image(s) left for the next run: {spent}. Run the same command "
+            f"again then (the work dir {request.store_dir} keeps what was fetched), or add --wait-for-limit; "
+            "signing in (docker login) raises Docker Hub's limit, and a --source-mirror avoids it "
+            "(docs/rate-limits.md)")
 
 
 def exit_error(failures: dict[str, str], causes: dict[str, MirrorError]) -> MirrorError:
@@ -171,7 +197,8 @@ async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStor
 
 
 async def pull(request: PullRequest, progress: Progress) -> PullResult:
-    """Run a whole pull. Failures raise ImagesFailed (no bundle) unless keep_going.
+    """Run a whole pull. Failures raise ImagesFailed (no bundle) unless keep_going, or unless a rate
+    limit deferred images: then the result says so (no bundle, exit 6 or the failures' code).
 
     The bundle is written while the blobs are still downloading (the writer
     waits for each in turn), so disk, network and compression overlap. If a
@@ -186,7 +213,9 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     base = request.base or Base()
     bundle: WrittenBundle | None = None
     writer_error: BaseException | None = None
-    async with ClientPool(request.settings_for) as pool:
+    async with ClientPool(request.settings_for, request.http_transport) as pool:
+        budget = Budget(pool, wait=request.wait_for_limit, log=request.log)
+        await budget.survey(request.sources, request.images)
         fetch = Fetch(store, pool, request.jobs, skip=base.digests)
         arrivals = Arrivals()
         async with anyio.create_task_group() as tg:
@@ -194,14 +223,17 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
             attached = PullAttachments(pool, store, lambda image: fetch.want(image.blobs, image.location),
                                        request.attachments, request.verify_keys)
             async with anyio.create_task_group() as lookups:  # alongside the images, not after them
-                resolution = await resolver(request, pool, store).resolve_all(
+                resolution = await resolver(request, pool, store, budget).resolve_all(
                     request.images, progress,
                     lambda image: (fetch.want(image.blobs, image.location), attached.look_up(image, lookups)))
             attached.settle(resolution)
             fetch.no_more()
             images, failures, causes = resolution.images, resolution.failures, resolution.causes
-            unchanged = request.only_if_changed and not failures and _base_holds_all(base, images)
-            if (failures and not request.keep_going) or not images or unchanged:
+            deferred = resolution.deferred
+            unchanged = request.only_if_changed and not failures and not deferred and _base_holds_all(base, images)
+            if deferred:
+                pass  # no bundle: the downloads of what was resolved go on into the work dir, for the next run
+            elif (failures and not request.keep_going) or not images or unchanged:
                 tg.cancel_scope.cancel()  # raised (or returned) below, outside the task group
             else:
                 manifest = bundle_manifest(request, images)
@@ -222,6 +254,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                 None)
     if full is not None:  # the disk, not the images: no use going on with the others
         raise _stopped_by_full_disk(full, request, store, fetch)
+    if deferred:
+        return _deferred(request, budget, images, failures, causes, deferred, fetch)
     if failures and not request.keep_going:
         raise exit_error(failures, causes)
     if not images:
@@ -233,14 +267,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         return PullResult([image.record() for image in images], failures, kind="delta", base=list(base.ids))
 
     if fetch.failed:
-        kept = []
-        for image in images:
-            bad = [d for d in image.blobs if d in fetch.failed]
-            if bad:
-                failures[str(image.ref)] = f"blob {bad[0]}: {fetch.failed[bad[0]]}"
-                causes[str(image.ref)] = fetch.failed[bad[0]]
-            else:
-                kept.append(image)
+        kept = _without_failed_blobs(images, fetch, failures, causes)
         if not request.keep_going or not kept:
             raise exit_error(failures, causes)
         images, manifest = kept, bundle_manifest(request, kept)
@@ -252,10 +279,41 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     layers = {d for image in images for d in image.blobs} & manifest.stored_blobs.keys()
     result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused(layers),
                         total_blob_bytes=manifest.total_size, bundle=bundle, kind=manifest.kind,
-                        base=list(manifest.base), omitted=len(manifest.omitted),
+                        base=list(manifest.base), omitted=len(manifest.omitted), ratelimits=_ratelimits(budget),
                         signatures={source: v.status for source, v in attached.verdicts.items()})
     if not failures:
         _drop_own_work_dir(request)
     if failures:
         result.exit_code = exit_error(failures, causes).exit_code
     return result
+
+
+def _deferred(request: PullRequest, budget: Budget, images: list[ResolvedImage], failures: dict[str, str],
+              causes: dict[str, MirrorError], deferred: dict[str, str], fetch: Fetch) -> PullResult:
+    """A run a rate limit cut short: no bundle, the work dir kept; exit 6, or a failure's code if any."""
+    kept = _without_failed_blobs(images, fetch, failures, causes)
+    downloaded = fetch.downloaded + sum(sum(image.fetched.values()) for image in images)
+    result = PullResult([image.record() for image in kept], failures, downloaded, deferred=deferred,
+                        exit_code=ExitCode.DEFERRED, deferral=_deferral(request, budget, len(deferred)),
+                        ratelimits=_ratelimits(budget))
+    if failures:
+        result.exit_code = exit_error(failures, causes).exit_code
+    return result
+
+
+def _without_failed_blobs(images: list[ResolvedImage], fetch: Fetch, failures: dict[str, str],
+                          causes: dict[str, MirrorError]) -> list[ResolvedImage]:
+    """The images whose blobs all arrived; each of the others joins ``failures``, naming its first failed blob."""
+    kept = []
+    for image in images:
+        bad = [d for d in image.blobs if d in fetch.failed]
+        if bad:
+            failures[str(image.ref)] = f"blob {bad[0]}: {fetch.failed[bad[0]]}"
+            causes[str(image.ref)] = fetch.failed[bad[0]]
+        else:
+            kept.append(image)
+    return kept
+
+
+def _ratelimits(budget: Budget) -> dict[str, Any]:
+    return {host: allowance.to_json() for host, allowance in sorted(budget.allowances.items())}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import httpx
 
 from ..attach.keys import Verifier
 from ..bundle.reader import BundleReader
@@ -27,7 +28,7 @@ from .delta import base_warnings, require_base
 from .deliver import Delivery, DeliveryReport, image_entry
 from .plan import Target, plan_images
 from ..units import MIB
-from .spool import BundleFeed
+from .bundle_feed import BundleFeed
 from .survey import Presence, tagged_in_place
 
 
@@ -40,6 +41,7 @@ class PushRequest:
     spool_dir: Path | None = None
     dry_run: bool = False
     verify_keys: list[Verifier] = field(default_factory=list)  # --verify-key, keyless: tag only signed images
+    http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
 
 
 def dry_run(request: PushRequest) -> DeliveryReport:
@@ -57,7 +59,8 @@ async def push(request: PushRequest, progress: Progress) -> DeliveryReport:
         return dry_run(request)
     reader = await anyio.to_thread.run_sync(BundleReader, request.bundle)
     try:
-        async with RegistryClient(request.target.host, request.target.settings) as client:
+        async with RegistryClient(request.target.host, request.target.settings,
+                                  http_transport=request.http_transport) as client:
             return await _push(request, reader, client, progress)
     finally:
         reader.close()

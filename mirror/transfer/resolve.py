@@ -5,6 +5,13 @@ concurrently (and, with ``--platform``, narrowed: the kept manifests keep
 their digests, the index gets a new one and records the original); a single
 image's config is fetched as soon as its manifest arrives, to learn its
 platform. Pull, sync and the delta planner start from what this returns.
+
+With a work dir (``store``) every manifest is kept there as it arrives, and
+one whose digest is known (a child's, a pinned reference's) is taken from
+there instead of asked again. With a ``budget`` each GET is a pull paid for
+from its registry's rate limit (budget.py); on a registry that meters pulls
+a tag is HEADed first (free) to find its manifest in the work dir, so a run
+the limit deferred is continued without paying twice.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from ..model.upstream import Location, SourceMap
 from ..progress import Progress
 from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
+from .budget import Budget, RateLimited
 from .tasks import each
 
 
@@ -64,14 +72,21 @@ class Resolution:
     images: list[ResolvedImage]  # in the order asked for
     failures: dict[str, str]  # reference -> why
     causes: dict[str, MirrorError]  # reference -> the error itself
+    deferred: dict[str, str] = field(default_factory=dict)  # reference -> the rate limit that left it for later
+
+    def joined(self, other: "Resolution") -> "Resolution":
+        """Both, this one's images first."""
+        return Resolution(self.images + other.images, {**self.failures, **other.failures},
+                          {**self.causes, **other.causes}, {**self.deferred, **other.deferred})
 
 
 class Resolver:
     """Resolves references against their sources; with a ``store``, keeps what it fetched there."""
 
     def __init__(self, pool: ClientPool, sources: SourceMap, platforms: list[Platform], jobs: int,
-                 store: BlobStore | None = None):
+                 store: BlobStore | None = None, budget: Budget | None = None):
         self.pool, self.sources, self.platforms, self.jobs, self.store = pool, sources, platforms, jobs, store
+        self.budget = budget
         self._configs: dict[str, anyio.Event] = {}  # config downloads in flight or done, each once
 
     async def resolve_all(self, refs: list[Reference], progress: Progress,
@@ -80,11 +95,14 @@ class Resolver:
         resolved: dict[int, ResolvedImage] = {}
         failures: dict[str, str] = {}
         causes: dict[str, MirrorError] = {}
+        deferred: dict[str, str] = {}
 
         async def one(item: tuple[int, Reference]) -> None:
             index, ref = item
             try:
                 resolved[index] = image = await self.resolve(ref)
+            except RateLimited as exc:
+                deferred[str(ref)] = str(exc)
             except MirrorError as exc:
                 failures[str(ref)] = str(exc)
                 causes[str(ref)] = exc
@@ -95,22 +113,43 @@ class Resolver:
 
         with progress.bar(len(refs), "resolving", unit="img") as bar:
             await each(enumerate(refs), one, self.jobs)
-        return Resolution([resolved[i] for i in sorted(resolved)], failures, causes)
+        return Resolution([resolved[i] for i in sorted(resolved)], failures, causes, deferred)
 
     async def resolve(self, ref: Reference) -> ResolvedImage:
         location = self.sources.locate(ref)
         client = await self.pool.get(location.host)
-        top = await client.get_manifest(location.repository, ref.identifier)
+        top = await self._top(ref, location, client)
         if top.is_index:
             image = await self._resolve_index(ref, location, client, top)
         else:
             image = ResolvedImage(ref, location, top, [], graph.layer_blobs([top]), platforms=[])
             if self.store is not None:
                 await self._read_platform(image, client)
-        if self.store is not None:
-            for manifest in image.manifests:
-                self.store.put_bytes(manifest.digest, manifest.data)
+        if self.store is not None and not self.store.has(image.top.digest):  # a narrowed index
+            self.store.put_bytes(image.top.digest, image.top.data)
         return image
+
+    async def _top(self, ref: Reference, location: Location, client: RegistryClient) -> Manifest:
+        """The manifest ``ref`` names; on a metered registry its tag is HEADed (free) to find it stored."""
+        digest, media_type = ref.digest, None
+        if digest is None and self.store is not None and self.budget is not None and self.budget.limits(location.host):
+            head = await client.head_manifest(location.repository, ref.identifier)
+            if head is not None:
+                digest, media_type = head.digest, head.media_type
+        return await self._manifest(client, location.repository, ref.identifier, digest, media_type)
+
+    async def _manifest(self, client: RegistryClient, repository: str, reference: str, digest: str | None,
+                        media_type: str | None) -> Manifest:
+        """From the work dir when ``digest`` is there, else a GET (a pull, with a budget) kept there."""
+        if digest is not None and self.store is not None and self.store.has(digest):
+            return Manifest.from_bytes(self.store.read(digest), media_type)
+        if self.budget is not None:
+            manifest = await self.budget.get_manifest(client, repository, reference)
+        else:
+            manifest = await client.get_manifest(repository, reference)
+        if self.store is not None:
+            self.store.put_bytes(manifest.digest, manifest.data)
+        return manifest
 
     async def _resolve_index(self, ref: Reference, location: Location, client: RegistryClient,
                              top: Manifest) -> ResolvedImage:
@@ -123,15 +162,23 @@ class Resolver:
             wanted = ", ".join(str(p) for p in self.platforms)
             raise UsageError(f"{ref}: no manifest for platform {wanted} (the image has: {available})")
         children: dict[int, Manifest] = {}
+        errors: list[MirrorError] = []
 
         async def fetch(item: tuple[int, Descriptor]) -> None:
             index, descriptor = item
-            child = await client.get_manifest(location.repository, descriptor.digest)
+            try:
+                child = await self._manifest(client, location.repository, descriptor.digest, descriptor.digest,
+                                             descriptor.media_type)
+            except MirrorError as exc:  # the image's failure, not a group of its children's
+                errors.append(exc)
+                return
             if child.is_index:
-                raise MirrorError(f"{ref}: nested index {descriptor.digest} is not supported")
+                errors.append(MirrorError(f"{ref}: nested index {descriptor.digest} is not supported"))
             children[index] = child
 
         await each(enumerate(selected), fetch, len(selected))
+        if errors:  # a failure outranks a deferral: the next run would fail on it too
+            raise next((e for e in errors if not isinstance(e, RateLimited)), errors[0])
         ordered = [children[i] for i in range(len(selected))]
         platforms_found = sorted({str(d.platform) for d in selected if d.platform and d.platform.os != "unknown"})
         narrowed_from = None

@@ -27,7 +27,32 @@ from ..model.reference import Reference, is_tag
 from ..model.semver import Range, Version
 from ..model.upstream import SourceMap
 from ..registry.pool import ClientPool
-from .sync import SkippedTags, SyncImage
+
+@dataclass(frozen=True)
+class SyncImage:
+    """One source reference to keep in sync, with its entry's rules."""
+
+    ref: Reference
+    on_retag: str = "update"  # one of sync.RETAG_POLICIES
+    immutable: bool = False  # present at the target -> never replaced; a move upstream is reported ``moved``
+
+
+@dataclass
+class SkippedTags:
+    """Entries of a source's tag list that are no tags by the reference grammar: never synced, only reported."""
+
+    repository: str  # registry/repository whose list held them
+    count: int
+    shown: list[str]  # the first few, each a repr cut to one short line
+
+    def to_json(self) -> dict[str, Any]:
+        return {"repository": self.repository, "count": self.count, "tags": self.shown}
+
+    def describe(self) -> str:
+        more = f" and {self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
+        return (f"{self.repository}: {self.count} listed tag(s) that are no tags, skipped: "
+                f"{', '.join(self.shown)}{more}")
+
 
 MAX_SHOWN = 10  # bad entries of one tag list named in a report; the rest are counted
 _shown = reprlib.Repr()

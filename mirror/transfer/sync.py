@@ -8,7 +8,10 @@ manifests of what changed, with the Resolver pull uses) -> deliver (one
 Presence over every plan: blobs stream source -> target, re-hashed on the
 way and never on disk, each uploaded once and mounted into the other
 repositories; manifests after their children; retag backups; tags last,
-only on complete images).
+only on complete images) -> prune (entries with ``prune: true``: the tags of
+their repositories no entry selects any more, with ``transfer/prune.py``;
+only where every wanted image of the repository is in, so a failed copy
+never leaves a repository with fewer versions than before).
 """
 
 from __future__ import annotations
@@ -19,38 +22,32 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
 import anyio
+import httpx
 
+from ..attach.keys import VERIFIED
 from ..clock import utc_now
 from ..errors import ExitCode, IntegrityError, MirrorError, NotFoundError, worst_exit_code
-from ..model.oci import Descriptor, Platform, digest_hex
+from ..model.oci import Descriptor, Platform
 from ..model.reference import Reference
-from ..model.target import target_repository
+from ..model.target import backup_tag, target_repository
 from ..model.upstream import Location, SourceMap
 from ..progress import Progress
 from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
 from ..registry.ratelimit import RateLimit
 from ..registry.settings import RegistrySettings
-from ..attach.keys import VERIFIED
 from .attachments import Subject, copy_attachments, signatures_at_source, subjects_of, unsigned
 from .deliver import Delivery
 from .plan import ImagePlan, Target
+from .prune import DeletesRefused, KeptSet, PruneReport, prune
 from .resolve import ResolvedImage, Resolver
+from .selection import SkippedTags, SyncImage, TagSelection
 from .survey import Presence
 from .tasks import each
 
 RETAG_POLICIES = ("update", "backup", "fail")
 # What happened to an image, in reports' order.
 ACTIONS = ("copied", "updated", "attached", "moved", "unchanged", "deferred", "failed")
-
-
-@dataclass(frozen=True)
-class SyncImage:
-    """One source reference to keep in sync, with its entry's rules."""
-
-    ref: Reference
-    on_retag: str = "update"  # one of RETAG_POLICIES
-    immutable: bool = False  # present at the target -> never replaced; a move upstream is reported ``moved``
 
 
 @dataclass
@@ -64,7 +61,9 @@ class SyncRequest:
     dry_run: bool = False
     keep_going: bool = False  # without it, a failure found before any write stops the run
     config_sha256: str | None = None
-    selections: list[Any] = field(default_factory=list)  # selection.TagSelection: tags listed at run time
+    selections: list[TagSelection] = field(default_factory=list)  # tags listed at run time
+    http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
+    prune: list[str] = field(default_factory=list)  # registry/repository names whose unwanted tags go (prune: true)
     attachments: bool = True  # signatures, attestations, SBOMs and referrers follow their images
     verify_keys: list[Any] = field(default_factory=list)  # attach.keys.Verifier: what must vouch for a copy
 
@@ -101,23 +100,6 @@ class ImageResult:
 
 
 @dataclass
-class SkippedTags:
-    """Entries of a source's tag list that are no tags by the reference grammar: never synced, only reported."""
-
-    repository: str  # registry/repository whose list held them
-    count: int
-    shown: list[str]  # the first few, each a repr cut to one short line
-
-    def to_json(self) -> dict[str, Any]:
-        return {"repository": self.repository, "count": self.count, "tags": self.shown}
-
-    def describe(self) -> str:
-        more = f" and {self.count - len(self.shown)} more" if self.count > len(self.shown) else ""
-        return (f"{self.repository}: {self.count} listed tag(s) that are no tags, skipped: "
-                f"{', '.join(self.shown)}{more}")
-
-
-@dataclass
 class SyncResult:
     target: str
     run_id: str
@@ -135,6 +117,8 @@ class SyncResult:
     dry_run: bool = False
     delta: dict[str, Any] | None = None  # a run to a bundle: what it wrote (path null: nothing changed)
     skipped_tags: list[SkippedTags] = field(default_factory=list)
+    pruned: PruneReport | None = None  # entries with prune: true
+    not_pruned: dict[str, str] = field(default_factory=dict)  # repository -> why its prune waits for a later run
 
     def count(self, action: str) -> int:
         return sum(1 for image in self.images if image.action == action)
@@ -144,7 +128,7 @@ class SyncResult:
         failed = self.count("failed")
         if failed and failed == len(self.images):
             return "failed"
-        if failed:
+        if failed or self.prune_failures:
             return "partial"
         return "deferred" if self.count("deferred") else "ok"
 
@@ -153,11 +137,17 @@ class SyncResult:
         errors = [i.exception or MirrorError(i.error or "") for i in self.images if i.action == "failed"]
         if errors:
             return worst_exit_code(errors)
+        if self.prune_failures:
+            return ExitCode.FAILED
         return ExitCode.DEFERRED if self.count("deferred") else ExitCode.OK
 
     @property
+    def prune_failures(self) -> dict[str, str]:
+        return self.pruned.failures if self.pruned else {}
+
+    @property
     def failures(self) -> dict[str, str]:
-        return {i.source: i.error or "" for i in self.images if i.action == "failed"}
+        return {i.source: i.error or "" for i in self.images if i.action == "failed"} | self.prune_failures
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -179,12 +169,10 @@ class SyncResult:
             "ratelimits": {host: {"remaining": r.remaining, "limit": r.limit, "window": r.window}
                            for host, r in sorted(self.ratelimits.items())},
             "skipped_tags": [skipped.to_json() for skipped in self.skipped_tags],
+            "pruned": [tag.to_json() for tag in self.pruned.pruned] if self.pruned else [],
+            "prune_skipped": [tag.to_json() for tag in self.pruned.skipped] if self.pruned else [],
+            "not_pruned": self.not_pruned | self.prune_failures,
         }
-
-
-def backup_tag(tag: str, old_digest: str) -> str:
-    """Where ``on_retag: backup`` keeps what the tag pointed at: ``TAG-prev-<12 hex>``."""
-    return f"{tag}-prev-{digest_hex(old_digest)[:12]}"
 
 
 @dataclass
@@ -220,8 +208,8 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
     assert target is not None, "a job without a target registry writes bundles (sync_bundle)"
     result = SyncResult(str(target.address), uuid.uuid4().hex, utc_now(), config_sha256=request.config_sha256,
                         dry_run=request.dry_run)
-    async with ClientPool(request.settings_for) as pool, \
-            RegistryClient(target.host, target.settings) as client:
+    async with ClientPool(request.settings_for, request.http_transport) as pool, \
+            RegistryClient(target.host, target.settings, http_transport=request.http_transport) as client:
         await client.ping()
         wanted = await wanted_images(request, pool)
         result.skipped_tags = wanted.skipped
@@ -234,7 +222,7 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
             where = f":{image.ref.tag}" if image.ref.tag else f"@{image.ref.digest}"
             result.images.append(ImageResult(str(image.ref), f"{target.host}/{repository}{where}", image=image,
                                              repository=repository))
-        run = _Run(request, target, result, pool, client, progress)
+        run = SyncRun(request, target, result, pool, client, progress)
         await run.check()
         if not request.dry_run:
             await run.resolve()
@@ -249,11 +237,12 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
                     if image.action == "pending":
                         image.fail("not copied: another image failed before anything was written "
                                    "(--keep-going copies the rest)")
+        await run.prune(wanted)
     result.ended = utc_now()
     return result
 
 
-class _Run:
+class SyncRun:
     def __init__(self, request: SyncRequest, target: Target, result: SyncResult, pool: ClientPool,
                  client: RegistryClient, progress: Progress):
         self.request, self.target, self.result = request, target, result
@@ -445,6 +434,34 @@ class _Run:
                 image.fail(subject.error)
             elif subject.written and image.action == "unchanged":
                 image.action = "attached"
+
+    # -- prune: the tags no entry selects any more ----------------------------------
+
+    async def prune(self, wanted: Wanted) -> None:
+        """Entries with ``prune: true`` (a repository, or each repository of a topology's images): every tag
+        of those repositories that no entry of the job wants now.
+
+        A repository is pruned only once all it should hold is in: one whose tags could not be listed,
+        or with an image that failed or was deferred, waits for a later run (``not_pruned``).
+        """
+        prefix = self.target.prefix
+        asked = {target_repository(Reference.parse(name), prefix) for name in self.request.prune}
+        if not asked:
+            return
+        waiting = {target_repository(ref, prefix): f"its tags could not be listed: {exc}"
+                   for ref, exc in wanted.unlisted}
+        for image in self.result.images:
+            if image.repository in asked and image.action in ("failed", "deferred", "pending"):
+                waiting.setdefault(image.repository, f"{image.source} is {image.action}: pruned once it is in")
+        self.result.not_pruned = {repository: why for repository, why in waiting.items() if repository in asked}
+        repositories = asked - set(waiting)
+        kept = KeptSet({image.ref for image in wanted.images})
+        try:
+            self.result.pruned = await prune(self.client, self.target, kept, repositories=repositories,
+                                             dry_run=self.request.dry_run, jobs=self.request.jobs)
+        except DeletesRefused as exc:  # the copies are done: their report stands, with why nothing was pruned
+            self.result.pruned = PruneReport(str(self.target.address), self.request.dry_run, sorted(repositories),
+                                             failures={repository: str(exc) for repository in repositories})
 
     async def _backups(self, images: list[ImageResult], presence: Presence, delivery: Delivery) -> None:
         """``on_retag: backup``: tag the old image ``TAG-prev-<12 hex>`` before its tag moves.

@@ -27,7 +27,7 @@ from ..model.target import RegistryAddress, target_repository
 from ..progress import Progress
 from ..registry.pool import ClientPool
 from ..runlock import RunLock
-from .base import Base, load_base
+from .delta import Base, load_base
 from .pull import PullRequest, pull
 from .resolve import Resolver
 from .sync import ImageResult, SyncRequest, SyncResult, wanted_images
@@ -71,7 +71,7 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
                         dry_run=request.dry_run)
     result.delta = {"path": None, "size": None, "sha256": None, "parts": [], "base": list(base.ids), "omitted": 0}
     where = _landing(base)
-    async with ClientPool(request.settings_for) as pool:
+    async with ClientPool(request.settings_for, request.http_transport) as pool:
         wanted = await wanted_images(request, pool)
     result.skipped_tags = wanted.skipped
     for repository, exc in wanted.unlisted:
@@ -124,7 +124,7 @@ def _not_written(pending: list[ImageResult]) -> None:
 
 async def _resolve_only(request: SyncRequest, pending: list[ImageResult], progress: Progress) -> None:
     """--dry-run: the manifests say what the bundle would bring; nothing is downloaded or written."""
-    async with ClientPool(request.settings_for) as pool:
+    async with ClientPool(request.settings_for, request.http_transport) as pool:
         resolver = Resolver(pool, request.sources, request.platforms, request.jobs)
         resolution = await resolver.resolve_all([e.image.ref for e in pending if e.image], progress)
     digests = {_source(image.ref): image.top.digest for image in resolution.images}
@@ -143,7 +143,8 @@ async def _write(request: SyncRequest, bundle: BundleTarget, base: Base, pending
     pulled = PullRequest(images=refs, output=bundle.output(), sources=request.sources,
                          settings_for=request.settings_for, platforms=request.platforms, jobs=request.jobs,
                          keep_going=request.keep_going, topology=topology, base=base, only_if_changed=True,
-                         attachments=request.attachments, verify_keys=request.verify_keys)
+                         attachments=request.attachments, verify_keys=request.verify_keys,
+                         http_transport=request.http_transport)
     try:
         written = await pull(pulled, progress)
     except ImagesFailed as exc:  # without --keep-going: nothing was written

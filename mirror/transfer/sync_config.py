@@ -30,7 +30,8 @@ from ..registry.settings import Credentials, RegistrySettings, connections_for
 from ..runlock import RunLock
 from .plan import Target
 from .selection import TagPattern, TagSelection
-from .sync import RETAG_POLICIES, SyncImage, SyncRequest
+from .selection import SyncImage
+from .sync import RETAG_POLICIES, SyncRequest
 from .sync_bundle import NAME_RULE, BundleTarget, bad_name
 
 TOP_KEYS = {"target", "sources", "platforms", "images", "interval", "schedule", "keep_going"}
@@ -43,7 +44,7 @@ TAG_RULE_KEYS = {"allow", "deny", "semver", "keep_latest"}
 # A topology as pull --mode takes it: k3s_version, rancher_version, cert_manager_version, ...
 VERSION_KEYS = {f"{component.replace('-', '_')}_version": component for component in lists.components()}
 LIST_KEYS = {"downstream_versions", "offline_lists", "no_registry_image", *VERSION_KEYS}
-ENTRY_KEYS = {*ENTRY_KINDS, *TAG_RULE_KEYS, *LIST_KEYS, "immutable", "on_retag"}
+ENTRY_KEYS = {*ENTRY_KINDS, *TAG_RULE_KEYS, *LIST_KEYS, "immutable", "on_retag", "prune"}
 
 
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd]?)$")
@@ -115,9 +116,10 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 class _Reader:
     """Reads one file, turning every mistake into ``file:line: key: why``."""
 
-    def __init__(self, path: Path, secrets: bool = True):
+    def __init__(self, path: Path, secrets: bool = True, lists: bool | None = None):
         self.path = path
         self.secrets = secrets  # False: check how secrets are referenced, read none
+        self.lists = secrets if lists is None else lists  # resolve mode:/images_files: entries' image lists
         self.env_names: list[str] = []  # every {env: NAME} referenced
         self.notes: list[str] = []  # what resolving a topology's lists had to say
         self.files: list[Path] = []  # every file named, read or not
@@ -217,11 +219,12 @@ class _Reader:
 
 
 def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going: bool = False,
-                secrets: bool = True, bundle: BundleTarget | None = None) -> SyncJob:
+                secrets: bool = True, bundle: BundleTarget | None = None, lists: bool | None = None) -> SyncJob:
     """Read and check ``path`` whole; raises UsageError (exit 2) naming file:line and key.
 
     ``secrets=False`` checks the config without reading any password (for
-    printing units that run it elsewhere). ``bundle`` (``--to-bundle``)
+    printing units that run it elsewhere), nor resolving a topology's image
+    lists unless ``lists`` (``mirror prune --keep`` needs the images). ``bundle`` (``--to-bundle``)
     replaces the config's target: a registry target is then only checked,
     its password not read, and the target may be left out.
     """
@@ -237,7 +240,7 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
         raise UsageError(f"{path}{line}: not valid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: not valid YAML: {exc}") from None
-    reader = _Reader(path, secrets)
+    reader = _Reader(path, secrets, lists)
     top = reader.mapping(None, "", document, TOP_KEYS)
     target: Target | None = None
     if "target" in top:
@@ -262,9 +265,13 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
         raise reader.error(top, "images" if "images" in top else None, "images: expected a list of entries")
     images: list[SyncImage] = []
     selections: list[TagSelection] = []
+    pruned: list[Reference] = []
     for entry in entries:
-        _entry(reader, reader.mapping(top, "images", entry, ENTRY_KEYS), images, selections, bundle is not None,
-               platforms)
+        mapping = reader.mapping(top, "images", entry, ENTRY_KEYS)
+        found = len(images)
+        _entry(reader, mapping, images, selections, bundle is not None, platforms)
+        if _prunes(reader, mapping, bundle is not None):
+            pruned += [selections[-1].repository] if "repository" in mapping else [i.ref for i in images[found:]]
     interval = None
     if "interval" in top:
         try:
@@ -282,7 +289,7 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     keep_going = keep_going or reader.flag(top, "keep_going")
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
-                          selections=selections)
+                          selections=selections, prune=list(dict.fromkeys(ref.name for ref in pruned)))
     return SyncJob(path, request, bundle, interval, schedule, reader.env_names, reader.notes,
                    list(dict.fromkeys(reader.files)),
                    list(dict.fromkeys(reader.secret_files)), dict(top.lines))
@@ -410,6 +417,15 @@ def _entry(reader: _Reader, mapping: _Mapping, images: list[SyncImage], selectio
                                    semver, keep_latest, immutable, on_retag))
 
 
+def _prunes(reader: _Reader, mapping: _Mapping, to_bundle: bool) -> bool:
+    """``prune: true``: the entry's repositories lose, at the target, the tags no entry wants any more."""
+    prune = reader.flag(mapping, "prune")
+    if prune and to_bundle:
+        raise reader.error(mapping, "prune", "needs a registry target to delete from; on the bastion, `mirror prune "
+                                             f"--keep {reader.path.name}` deletes what the entries no longer select")
+    return prune
+
+
 def _listed(reader: _Reader, mapping: _Mapping, kind: str, platforms: list[Platform]) -> list[Reference]:
     """The images of a ``mode:`` or ``images_files:`` entry, resolved as ``pull --mode`` resolves them.
 
@@ -429,7 +445,7 @@ def _listed(reader: _Reader, mapping: _Mapping, kind: str, platforms: list[Platf
     offline, no_registry_image = reader.flag(mapping, "offline_lists"), reader.flag(mapping, "no_registry_image")
     if mode is not None and mode not in lists.topologies():
         raise reader.error(mapping, "mode", f"unknown mode {mode!r}; available: {', '.join(lists.topologies())}")
-    if not reader.secrets:
+    if not reader.lists:
         return []
     try:
         selection, notes = lists.select_from_releases(

@@ -13,7 +13,9 @@ async def each(items: Iterable[T], work: Callable[[T], Awaitable[object]], limit
     """Await ``work(item)`` for every item, at most ``limit`` running at a time, in order of start.
 
     ``limit`` workers share one iterator, so a million items cost ``limit``
-    tasks, not a million. The first exception cancels the rest and propagates.
+    tasks, not a million. The first exception cancels the rest and propagates
+    as itself (not inside an exception group), so a caller's ``except
+    MirrorError`` sees it; several at once stay a group.
     """
     iterator = iter(items)
 
@@ -21,6 +23,11 @@ async def each(items: Iterable[T], work: Callable[[T], Awaitable[object]], limit
         for item in iterator:  # one event loop: no two workers take the same item
             await work(item)
 
-    async with anyio.create_task_group() as group:
-        for _ in range(max(1, limit)):
-            group.start_soon(worker)
+    try:
+        async with anyio.create_task_group() as group:
+            for _ in range(max(1, limit)):
+                group.start_soon(worker)
+    except BaseExceptionGroup as raised:
+        if len(raised.exceptions) == 1:
+            raise raised.exceptions[0] from None
+        raise

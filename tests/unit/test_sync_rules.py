@@ -1,0 +1,146 @@
+"""sync's own rules, in-process: retag policies, immutable entries, rate limits, streamed blobs re-hashed, dry run."""
+
+from __future__ import annotations
+
+import pytest
+
+from mirror.errors import ExitCode, ImagesFailed
+from mirror.model.reference import Reference
+from mirror.model.target import RegistryAddress
+from mirror.model.upstream import SourceMap
+from mirror.progress import Progress
+from mirror.registry.settings import RegistrySettings
+from mirror.transfer.plan import Target
+from mirror.transfer.pull import PullRequest, pull
+from mirror.transfer.selection import SyncImage
+from mirror.transfer.sync import SyncRequest, backup_tag, sync
+from support.fake_registry import FakeRegistry, answer, by_host
+from support.images import image, seed
+
+pytestmark = pytest.mark.anyio
+
+SOURCE, TARGET = "src.test", "target.test"
+REF = f"{SOURCE}/lib/app:1.0"
+LANDED = "src.test/lib/app"  # where REF lands in the target
+QUIET = Progress(quiet=True)
+
+
+def plain(host: str) -> RegistrySettings:
+    return RegistrySettings(plain_http=True, retries=0)
+
+
+@pytest.fixture
+def ends():
+    """(source, target): the source's lib/app:1.0 is ``new``; the target's tag still has ``old``."""
+    source, target, old, new = FakeRegistry(), FakeRegistry(), image("old"), image("new")
+    seed(source, "lib/app", new, "1.0")
+    seed(target, LANDED, old, "1.0")
+    return source, target, old, new
+
+
+async def run(source: FakeRegistry, target: FakeRegistry, *images: SyncImage, **options):
+    request = SyncRequest(list(images), Target(RegistryAddress.parse(f"http://{TARGET}"), plain(TARGET)),
+                          SourceMap(), plain, http_transport=by_host({SOURCE: source, TARGET: target}), **options)
+    return await sync(request, QUIET)
+
+
+async def test_a_moved_tag_is_updated_by_default(ends):
+    source, target, old, new = ends
+    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    (entry,) = result.images
+    assert (entry.action, entry.old_digest, entry.new_digest) == ("updated", old.digest, new.digest)
+    assert target.tags[LANDED] == {"1.0": new.digest}
+
+
+async def test_on_retag_backup_keeps_the_old_image_under_a_backup_tag_first(ends):
+    source, target, old, new = ends
+    await run(source, target, SyncImage(Reference.parse(REF), on_retag="backup"))
+    backup = backup_tag("1.0", old.digest)
+    assert target.tags[LANDED] == {"1.0": new.digest, backup: old.digest}
+    writes = target.writes()
+    assert writes.index(f"PUT /v2/{LANDED}/manifests/{backup}") < writes.index(f"PUT /v2/{LANDED}/manifests/1.0")
+
+
+async def test_on_retag_fail_leaves_the_tag_and_writes_nothing(ends):
+    source, target, old, _ = ends
+    result = await run(source, target, SyncImage(Reference.parse(REF), on_retag="fail"))
+    assert result.images[0].action == "failed" and "on_retag: fail" in result.images[0].error
+    assert target.tags[LANDED] == {"1.0": old.digest} and target.writes() == []
+
+
+async def test_an_immutable_tag_moved_upstream_is_reported_moved_and_left_as_it_is(ends):
+    source, target, old, new = ends
+    result = await run(source, target, SyncImage(Reference.parse(REF), immutable=True))
+    (entry,) = result.images
+    assert (entry.action, entry.old_digest, entry.new_digest) == ("moved", old.digest, new.digest)
+    assert target.tags[LANDED] == {"1.0": old.digest} and target.writes() == []
+    assert [line.split(" ")[0] for line in source.requests] == ["HEAD"]  # free on Docker Hub: no pull counted
+
+
+async def test_a_spent_rate_limit_defers_the_image_to_the_next_run(ends):
+    source, target, old, _ = ends
+
+    def rate_limited(request):
+        if request.method == "HEAD" and "/manifests/" in request.url.path:
+            data, media_type = source.manifests[source.tags["lib/app"]["1.0"]]
+            return answer(200, headers={
+                "Content-Type": media_type, "Docker-Content-Digest": source.tags["lib/app"]["1.0"],
+                "Content-Length": str(len(data)), "RateLimit-Remaining": "0;w=21600", "RateLimit-Limit": "100;w=21600"})
+        return None
+
+    source.fault = rate_limited
+    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    assert result.images[0].action == "deferred" and result.exit_code == ExitCode.DEFERRED
+    assert "its window is 21600 s" in result.images[0].error
+    assert (result.ratelimits[SOURCE].remaining, result.ratelimits[SOURCE].limit) == (0, 100)
+    assert target.writes() == [] and not any(line.startswith("GET") for line in source.requests)
+
+
+async def test_a_blob_altered_on_the_way_is_never_written_and_fails_its_image(ends):
+    source, target, _, new = ends
+    layer = new.top.children()[1].digest
+
+    def altered(request):
+        if request.method == "GET" and request.url.path.endswith(layer):
+            return answer(200, new.blobs[layer][:-1] + b"!")
+        return None
+
+    source.fault = altered
+    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    assert result.images[0].action == "failed" and "hashing to" in result.images[0].error
+    assert not target.has(LANDED, layer) and target.tags[LANDED]["1.0"] != new.digest
+    assert result.exit_code == ExitCode.INTEGRITY
+
+
+async def test_a_dry_run_says_what_would_change_and_writes_nothing(ends):
+    source, target, _, _ = ends
+    result = await run(source, target, SyncImage(Reference.parse(REF)), dry_run=True)
+    assert result.images[0].action == "updated" and result.dry_run
+    assert target.writes() == [] and not any(line.startswith("GET") for line in source.requests)
+
+
+async def test_without_keep_going_one_missing_image_means_nothing_is_written(ends):
+    source, target, _, _ = ends
+    images = [SyncImage(Reference.parse(REF)), SyncImage(Reference.parse(f"{SOURCE}/lib/gone:1"))]
+    result = await run(source, target, *images)
+    assert sorted(i.action for i in result.images) == ["failed", "failed"] and target.writes() == []
+    assert "--keep-going copies the rest" in next(i.error for i in result.images if "app" in i.source)
+    kept = await run(source, target, *images, keep_going=True)
+    assert sorted(i.action for i in kept.images) == ["failed", "updated"] and kept.result == "partial"
+
+
+async def test_a_pull_with_a_missing_image_writes_no_bundle_unless_told_to_keep_going(tmp_path):
+    source = FakeRegistry()
+    seed(source, "lib/app", image("app"), "1.0")
+    refs = [Reference.parse(REF), Reference.parse(f"{SOURCE}/lib/gone:1")]
+
+    def request(**options) -> PullRequest:
+        return PullRequest(images=refs, output=tmp_path / "b.tar.zst", sources=SourceMap(), settings_for=plain,
+                           http_transport=source, **options)
+
+    with pytest.raises(ImagesFailed) as failed:
+        await pull(request(), QUIET)
+    assert list(failed.value.failures) == [f"{SOURCE}/lib/gone:1"] and not (tmp_path / "b.tar.zst").exists()
+    result = await pull(request(keep_going=True), QUIET)
+    assert [r.source for r in result.images] == [REF] and result.exit_code == ExitCode.FAILED
+    assert (tmp_path / "b.tar.zst").is_file()
