@@ -32,6 +32,7 @@ from signing import (
 )
 
 ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST])
+ANY_TEXT = type("AnyText", (), {"__eq__": lambda self, other: isinstance(other, str) and bool(other)})()
 KEYLESS = ("release@acme.example", "https://accounts.acme.example")  # the signer's identity, its OIDC issuer
 
 
@@ -425,6 +426,22 @@ def test_the_referrers_api_is_asked_and_an_entry_about_another_image_is_dropped(
         assert not proxy.requests(None, "_catalog")
     inspected = json.loads(run_mirror("inspect", tmp_path / "b.tar.zst", "--json").stdout)
     assert [r["digest"] for r in inspected["images"][0]["attachments"]["referrers"]] == [referrer.digest]
+
+
+def test_attachment_manifests_are_pulls_paid_from_the_rate_limit_budget(signed, tmp_path):
+    bundle = tmp_path / "b.tar.zst"
+    with FaultProxy(signed.registry.host) as proxy:
+        proxy.limit_pulls(3, window=600)  # the image's manifest, then 2 of its 5 attachment manifests
+        first = run_mirror("pull", "docker.io/acme/app:1.0", "-o", bundle, *through(proxy), "--json", "-q")
+        assert first.returncode == 6, first.stderr
+        assert json.loads(first.stdout)["deferred"] == {"docker.io/acme/app:1.0": ANY_TEXT}
+        assert not bundle.exists()
+        assert [r for r in proxy.requests() if r.status == 429] == []  # the budget stopped short of the limit
+    with FaultProxy(signed.registry.host) as proxy:  # a new window: the image's manifest is in the work dir
+        proxy.limit_pulls(5, window=600)
+        again = run_mirror("pull", "docker.io/acme/app:1.0", "-o", bundle, *through(proxy), "--json", "-q")
+        assert again.returncode == 0, again.stderr
+        assert len(json.loads(again.stdout)["images"][0]["attachments"]) == 4
 
 
 def test_a_lookup_the_source_refuses_fails_the_image(signed, tmp_path):

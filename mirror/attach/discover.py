@@ -40,20 +40,26 @@ class Found:
     artifact_type: str
 
 
+GetManifest = Callable[[str, str], Awaitable[Manifest]]  # (repository, reference) -> the manifest
+
+
 async def find(client: RegistryClient, repository: str, subjects: list[str],
-               have: Callable[[str, str], Awaitable[bool]] | None = None) -> list[Found]:
+               have: Callable[[str, str], Awaitable[bool]] | None = None,
+               get: GetManifest | None = None) -> list[Found]:
     """Every attachment of every subject, each once (cosign's tags first, then referrers).
 
     ``have(reference, digest)``, when given, says the destination holds it already (under
     that tag, or by that digest): it is not fetched (a GET Docker Hub would count).
+    ``get`` fetches a manifest (default: the client's GET; pull's pays from its rate limit budget).
     """
     found: dict[tuple[str, str | None], list[Found]] = {}
+    get = get or client.get_manifest
 
     async def cosign_tag(subject: str, suffix: str) -> None:
         tag = tag_for(subject, suffix)
         there = await client.head_manifest(repository, tag)
         if there is not None and not (have and await have(tag, there.digest)):
-            manifest = await client.get_manifest(repository, there.digest)
+            manifest = await get(repository, there.digest)
             if not manifest.is_index:
                 found[subject, suffix] = [Found(subject, TAG_KINDS[suffix], manifest, tag, artifact_type(manifest))]
 
@@ -61,11 +67,11 @@ async def find(client: RegistryClient, repository: str, subjects: list[str],
         listed = await client.referrers(repository, subject)
         if listed is None:  # no referrers API: the referrers tag schema, if anyone wrote it
             there = await client.head_manifest(repository, tag_for(subject))
-            index = await client.get_manifest(repository, there.digest) if there is not None else None
+            index = await get(repository, there.digest) if there is not None else None
             listed = index.document.get("manifests") or [] if index is not None and index.is_index else []
         digests = [entry.get("digest") for entry in listed[:MAX_REFERRERS] if isinstance(entry, dict)]
         digests = [d for d in digests if _is_digest(d) and not (have and await have(d, d))]
-        manifests = await _each_manifest(client, repository, digests)
+        manifests = await _each_manifest(get, repository, digests)
         found[subject, None] = [
             Found(subject, referrer_kind(artifact_type(m)), m, None, artifact_type(m))
             for m in manifests if not m.is_index and _names_subject(m, subject)]
@@ -122,11 +128,11 @@ async def together() -> AsyncIterator[anyio.abc.TaskGroup]:
         raise first from None
 
 
-async def _each_manifest(client: RegistryClient, repository: str, digests: list[str]) -> list[Manifest]:
+async def _each_manifest(get: GetManifest, repository: str, digests: list[str]) -> list[Manifest]:
     got: dict[int, Manifest] = {}
 
     async def one(index: int, digest: str) -> None:
-        got[index] = await client.get_manifest(repository, digest)
+        got[index] = await get(repository, digest)
 
     async with together() as group:
         for index, digest in enumerate(digests):

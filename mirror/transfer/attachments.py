@@ -11,6 +11,7 @@ verifies. docs/signatures.md.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -24,10 +25,12 @@ from ..bundle.format import Attached, BundleManifest, ImageRecord, attachments_o
 from ..bundle.store import BlobStore
 from ..errors import IntegrityError, MirrorError, worst_exit_code
 from ..model import graph
+from ..model.oci import Manifest
 from ..model.reference import Reference
 from ..model.upstream import Location, SourceMap
 from ..registry.client import BlobSource, RegistryClient
 from ..registry.pool import ClientPool
+from .budget import Budget, RateLimited
 from .deliver import Delivery, DeliveryReport
 from .plan import ImagePlan, Target
 from .resolve import Resolution, ResolvedImage
@@ -46,10 +49,12 @@ class PullAttachments:
     """One pull's attachment lookups, started as images resolve, settled once all have."""
 
     def __init__(self, pool: ClientPool, store: BlobStore, want: Callable[[ResolvedImage], None],
-                 enabled: bool, keys: list[Verifier]):
+                 enabled: bool, keys: list[Verifier], budget: Budget | None = None):
         self.pool, self.store, self.want, self.enabled, self.keys = pool, store, want, enabled, keys
+        self.budget = budget  # each manifest GET a pull from its registry's rate limit, as the images' are
         self.found: dict[int, list[ResolvedImage]] = {}  # id(image) -> its attachments
         self.failed: dict[int, MirrorError] = {}
+        self.deferred: dict[int, str] = {}  # id(image) -> the rate limit that left its attachments for later
         self.verdicts: dict[str, Verdict] = {}  # image source -> its signatures
 
     def look_up(self, image: ResolvedImage, group: Any) -> None:
@@ -61,23 +66,38 @@ class PullAttachments:
             client = await self.pool.get(image.location.host)
             repository = image.location.repository
             subjects = [*subjects_of(image), *(child.digest for child in image.children)]
-            found = await find(client, repository, subjects)
+            found = await find(client, repository, subjects, get=functools.partial(self._manifest, client))
             attachments = [_as_image(image.ref, image.location, item) for item in found]
             for item, attachment in zip(found, attachments):
-                self.store.put_bytes(item.manifest.digest, item.manifest.data)
                 if self.keys and item.tag is not None and item.kind == "signature":
                     for digest, data in (await payloads(client, repository, item.manifest)).items():
                         self.store.put_bytes(digest, data)
                 self.want(attachment)
             self.found[id(image)] = attachments
+        except RateLimited as exc:
+            self.deferred[id(image)] = str(exc)
         except MirrorError as exc:
             self.failed[id(image)] = type(exc)(f"{image.ref}: looking up its signatures and attachments: {exc}")
+
+    async def _manifest(self, client: RegistryClient, repository: str, digest: str) -> Manifest:
+        """From the work dir when a rerun has it (a pull not paid twice), else a GET paid from the budget."""
+        if self.store.has(digest):
+            return Manifest.from_bytes(self.store.read(digest))
+        if self.budget is not None:
+            manifest = await self.budget.get_manifest(client, repository, digest)
+        else:
+            manifest = await client.get_manifest(repository, digest)
+        self.store.put_bytes(digest, manifest.data)  # kept as it arrives: a deferred run's rerun has it
+        return manifest
 
     def settle(self, resolution: Resolution) -> None:
         """Each image followed by its attachments; images whose lookup failed, or (with keys) whose
         signatures do not verify, move to the failures."""
         images = []
         for image in resolution.images:
+            if id(image) in self.deferred:  # with the image: a bundle without its signature would mislead
+                resolution.deferred[str(image.ref)] = self.deferred[id(image)]
+                continue
             attachments = self.found.get(id(image), [])
             error = self.failed.get(id(image))
             if error is None and self.enabled:

@@ -221,7 +221,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch.run, arrivals, progress, True)
             attached = PullAttachments(pool, store, lambda image: fetch.want(image.blobs, image.location),
-                                       request.attachments, request.verify_keys)
+                                       request.attachments, request.verify_keys, budget)
             async with anyio.create_task_group() as lookups:  # alongside the images, not after them
                 resolution = await resolver(request, pool, store, budget).resolve_all(
                     request.images, progress,
