@@ -36,6 +36,28 @@ def blob_name(digest: str) -> str:
     return BLOB_DIR + digest_hex(digest)
 
 
+ATTACHMENT_KINDS = ("signature", "attestation", "sbom", "referrer")
+
+
+@dataclass
+class Attached:
+    """What makes a record an attachment: the manifest it is about, and what it is (docs/signatures.md)."""
+
+    subject: str  # the digest of the image, or of one of its platform manifests, it is attached to
+    kind: str  # one of ATTACHMENT_KINDS
+    artifact_type: str  # its artifactType, else its first layer's media type
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Attached | None":
+        if data is None:
+            return None
+        attached = cls(str(data["subject"]), str(data["kind"]), str(data.get("artifact_type") or ""))
+        digest_hex(attached.subject)
+        if attached.kind not in ATTACHMENT_KINDS:
+            raise ValueError(f"unknown attachment kind {attached.kind!r}")
+        return attached
+
+
 @dataclass
 class ArtifactRecord:
     """What a chart or file artifact is, beside its image record (mirror/kit): for inspect and extract."""
@@ -76,10 +98,15 @@ class ImageRecord:
     narrowed_from: str | None = None  # original index digest when --platform narrowed it
     manifests: list[str] = field(default_factory=list)  # which of `blobs` are child manifests (push needs it)
     artifact: ArtifactRecord | None = None  # a kit chart or file (mirror/kit) rather than an image
+    attached_to: Attached | None = None  # set on a signature, attestation, SBOM or referrer of another record
 
     @property
     def tag(self) -> str | None:
         return Reference.parse(self.source).tag
+
+    @property
+    def is_attachment(self) -> bool:
+        return self.attached_to is not None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ImageRecord":
@@ -93,6 +120,7 @@ class ImageRecord:
             narrowed_from=data.get("narrowed_from"),
             manifests=list(data.get("manifests") or []),
             artifact=ArtifactRecord.from_json(data["artifact"]) if data.get("artifact") else None,
+            attached_to=Attached.from_json(data.get("attached_to")),
         )
         for digest in [record.digest, *record.blobs, *record.manifests, *filter(None, [record.narrowed_from])]:
             digest_hex(digest)
@@ -127,6 +155,14 @@ class BundleManifest:
         """Stable identity a delta bundle names as its base: the set of image digests."""
         text = "\n".join(sorted(image.digest for image in self.images))
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def subjects(self) -> list[ImageRecord]:
+        """The images themselves, without their attachments."""
+        return [image for image in self.images if not image.is_attachment]
+
+    def attachments_of(self, image: ImageRecord) -> list[ImageRecord]:
+        return attachments_of(image, self.images)
 
     @property
     def kind(self) -> str:
@@ -181,13 +217,14 @@ class BundleManifest:
             "topology": self.topology,
             "platforms_requested": list(self.platforms_requested),
             "totals": {
-                "images": len(self.images),
+                "images": len(self.subjects),
+                "attachments": len(self.images) - len(self.subjects),
                 "blobs": len(self.stored_blobs),
                 "stored_size": self.total_size,
                 "images_size": self.images_size,
                 "shared_savings": self.shared_savings,
             },
-            "images": [_image_json(image) for image in self.images],
+            "images": [_record_json(image) for image in self.images],
             "blobs": dict(self.blobs),
             "omitted": list(self.omitted),
         }
@@ -245,12 +282,27 @@ class BundleManifest:
         return manifest
 
 
-def _image_json(image: ImageRecord) -> dict[str, Any]:
-    """An image's record; ``artifact`` only on a kit chart or file, so image records read as before."""
-    doc = asdict(image)
-    if doc["artifact"] is None:
-        del doc["artifact"]
-    return doc
+def attachments_of(image: ImageRecord, records: list[ImageRecord]) -> list[ImageRecord]:
+    """The records attached to ``image``: in its repository, about its digest or one of its manifests."""
+    about = {image.digest, *image.manifests, *filter(None, [image.narrowed_from])}
+    name = Reference.parse(image.source).name
+    return [record for record in records if record.attached_to is not None
+            and record.attached_to.subject in about and Reference.parse(record.source).name == name]
+
+
+def is_cosign_signature(record: ImageRecord) -> bool:
+    """A ``.sig`` image: cosign's tag scheme, simple signing payloads with their signatures."""
+    return record.attached_to is not None and record.attached_to.kind == "signature" and record.tag is not None
+
+
+def _record_json(image: ImageRecord) -> dict[str, Any]:
+    """A record: ``artifact`` only on a kit chart or file, ``attached_to`` only on an attachment, so an
+    image's record reads as before."""
+    record = asdict(image)
+    for optional in ("artifact", "attached_to"):
+        if record[optional] is None:
+            del record[optional]
+    return record
 
 
 def _base_ids(value: Any) -> list[str]:

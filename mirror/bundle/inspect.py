@@ -9,7 +9,7 @@ from typing import Any
 from ..model.reference import Reference
 from ..model.target import target_repository
 from ..units import human_size
-from .format import ImageRecord
+from .format import BundleManifest, ImageRecord
 from .reader import BundleReader
 
 
@@ -21,10 +21,26 @@ class ImageSummary:
     platforms: list[str]
     size: int  # top manifest plus every blob below it
     narrowed_from: str | None = None
+    attachments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # grouped by KIND_GROUPS
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "digest": self.digest, "media_type": self.media_type,
-                "platforms": list(self.platforms), "size": self.size, "narrowed_from": self.narrowed_from}
+                "platforms": list(self.platforms), "size": self.size, "narrowed_from": self.narrowed_from,
+                "attachments": self.attachments}
+
+
+# An image's attachments as inspect lists them: signatures, attestations, SBOMs, other referrers.
+KIND_GROUPS = {"signature": "signatures", "attestation": "attestations", "sbom": "sboms", "referrer": "referrers"}
+
+
+def _attachments(manifest: BundleManifest, image: ImageRecord) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {group: [] for group in KIND_GROUPS.values()}
+    for record in manifest.attachments_of(image):
+        assert record.attached_to is not None
+        groups[KIND_GROUPS[record.attached_to.kind]].append({
+            "tag": record.tag, "digest": record.digest, "artifact_type": record.attached_to.artifact_type,
+            "subject": record.attached_to.subject, "size": manifest.image_size(record)})
+    return groups
 
 
 @dataclass
@@ -99,6 +115,11 @@ class BundleSummary:
             if image.narrowed_from:
                 digest += f" (narrowed from {image.narrowed_from[:19]})"
             rows.append((image.source, ",".join(image.platforms) or "-", human_size(image.size), digest))
+            for group, items in image.attachments.items():
+                for item in items:
+                    where = item["tag"] or f"referrer of {item['subject'][:19]}"
+                    rows.append((f"  + {group[:-1]} {where}", item["artifact_type"] or "-",
+                                 human_size(item["size"]), item["digest"][:19]))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines.append("")
         for row in rows if self.images or not (self.charts or self.files) else []:
@@ -109,7 +130,7 @@ class BundleSummary:
                 lines += _artifact_rows(title, artifacts)
         lines.append("")
         lines.append(
-            f"{len(self.images)} image(s), " + "".join(
+            f"{len(self.images)} image(s){self._attached()}, " + "".join(
                 f"{len(found)} {what}(s), " for what, found in (("chart", self.charts), ("file", self.files))
                 if found) + f"{self.blobs} blob(s): {human_size(self.images_size)} as separate images, "
             f"{human_size(self.stored_size)} stored ({human_size(self.shared_savings)} saved by sharing), "
@@ -117,6 +138,14 @@ class BundleSummary:
             + (f" in {self.parts} parts" if self.parts > 1 else "")
         )
         return "\n".join(lines) + "\n"
+
+    def _attached(self) -> str:
+        count = _attached_count(self.images)
+        return f" with {count} signature(s), attestation(s), SBOM(s) and referrer(s)" if count else ""
+
+
+def _attached_count(images: list[ImageSummary]) -> int:
+    return sum(len(items) for image in images for items in image.attachments.values())
 
 
 def _artifact_rows(title: str, artifacts: list[ArtifactSummary]) -> list[str]:
@@ -152,8 +181,8 @@ def summarize_bundle(path: Path) -> BundleSummary:
         parts=len(parts),
         images=[
             ImageSummary(image.source, image.digest, image.media_type, list(image.platforms),
-                         manifest.image_size(image), image.narrowed_from)
-            for image in manifest.images if image.artifact is None
+                         manifest.image_size(image), image.narrowed_from, _attachments(manifest, image))
+            for image in manifest.subjects if image.artifact is None
         ],
         charts=_artifacts(manifest.images, "chart"),
         files=_artifacts(manifest.images, "file"),

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..errors import IntegrityError, MirrorError
+from ..attach.keys import VERIFIED, Verifier, judge, verdict_reason
 from ..model import graph
+from ..model.reference import Reference
 from ..model.oci import ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Manifest
-from .format import INDEX_JSON, MAX_DOCUMENT_SIZE, OCI_LAYOUT, OCI_LAYOUT_DOC, BundleManifest, ImageRecord
+from .format import (
+    INDEX_JSON, MAX_DOCUMENT_SIZE, OCI_LAYOUT, OCI_LAYOUT_DOC, BundleManifest, ImageRecord, is_cosign_signature,
+)
 from .reader import BlobCorrupt, BundleReader
 from .writer import index_media_type
 
@@ -38,18 +42,27 @@ class VerifyReport:
     kind: str = "full"
     base: list[str] = field(default_factory=list)  # for a delta: the ids of what it builds on
     omitted: int = 0  # digests left to the base (not in the bundle, not checked here)
+    attachments: int = 0  # signatures, attestations, SBOMs and referrers, besides the images
+    signatures: dict[str, str] = field(default_factory=dict)  # image source -> verified|present|absent|invalid
 
     def to_json(self) -> dict[str, Any]:
         return {"path": str(self.path), "id": self.id, "ok": True, "images": self.images,
-                "blobs": self.blobs, "bytes": self.bytes, "kind": self.kind, "base": list(self.base),
-                "omitted": self.omitted}
+                "attachments": self.attachments, "blobs": self.blobs, "bytes": self.bytes, "kind": self.kind,
+                "base": list(self.base), "omitted": self.omitted, "signatures": dict(self.signatures)}
 
 
-def verify_bundle(path: Path, progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Read every entry once; raise VerificationFailed listing all problems found."""
+def verify_bundle(path: Path, progress: Callable[[int], None] | None = None,
+                  keys: Sequence[Verifier] | None = None) -> VerifyReport:
+    """Read every entry once; raise VerificationFailed listing all problems found.
+
+    With ``keys`` (--verify-key) an image none of whose cosign signatures verifies is a problem too.
+    """
     path = Path(path)
     with BundleReader(path) as reader:
         check = _Check(reader.manifest)
+        payloads = {digest for record in reader.manifest.images if is_cosign_signature(record)
+                    for digest in record.blobs}
+        kept: dict[str, bytes] = {}
         try:
             for entry in reader.entries():
                 if entry.digest is None:
@@ -67,15 +80,26 @@ def verify_bundle(path: Path, progress: Callable[[int], None] | None = None) -> 
                     check.problems.append(f"{exc} ({check.users(exc.digest)})")
                     continue
                 check.blob(entry.digest, entry.size, bytes(content) if keep else None)
+                if keep and entry.digest in payloads:
+                    kept[entry.digest] = bytes(content)
         except IntegrityError as exc:  # the stream itself is unreadable from here on
             check.problems.append(str(exc))
         else:
             check.finish()
+    manifest = reader.manifest
+    signatures = {}
+    for image in manifest.subjects:
+        records = [r for r in manifest.attachments_of(image) if is_cosign_signature(r)]
+        found = [(check.manifests[r.digest], kept) for r in records if r.digest in check.manifests]
+        verdict = judge({image.narrowed_from or image.digest}, Reference.parse(image.source).name, found, keys or [])
+        signatures[image.source] = verdict.status
+        if keys and verdict.status != VERIFIED:
+            check.problems.append(f"image {image.source}: no valid signature: {verdict_reason(verdict)}")
     if check.problems:
         raise VerificationFailed(path, check.problems)
-    manifest = reader.manifest
-    return VerifyReport(path, manifest.id, len(manifest.images), len(check.seen), sum(check.seen.values()),
-                        manifest.kind, list(manifest.base), len(manifest.omitted))
+    return VerifyReport(path, manifest.id, len(manifest.subjects), len(check.seen), sum(check.seen.values()),
+                        manifest.kind, list(manifest.base), len(manifest.omitted),
+                        len(manifest.images) - len(manifest.subjects), signatures)
 
 
 class _Check:

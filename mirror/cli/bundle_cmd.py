@@ -8,14 +8,15 @@ from typing import Optional
 import anyio
 import typer
 
-from ..errors import ExitCode
+from ..errors import ExitCode, UsageError
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import target_registry
+from .flag_values import target_registry, verifiers
 from .options import (
-    CaFileOption, InsecureOption, JobsOption, JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption,
-    UsernameOption,
+    CaFileOption, CertificateIdentityOption, CertificateOidcIssuerOption, InsecureOption, JobsOption,
+    JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption, TrustedRootOption, UsernameOption,
+    VerifyKeyOption,
 )
 from ..units import human_size
 from .render import emit_json
@@ -51,6 +52,10 @@ def verify_command(
     username: Optional[str] = UsernameOption,
     password_stdin: bool = PasswordStdinOption,
     jobs: int = JobsOption,
+    verify_key: Optional[list[Path]] = VerifyKeyOption,
+    trusted_root: Optional[Path] = TrustedRootOption,
+    certificate_identity: Optional[str] = CertificateIdentityOption,
+    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -59,17 +64,26 @@ def verify_command(
     from ..bundle.reader import BundleReader
     from ..transfer.verify import verify_in_registry
 
+    # before the bundle is read: a bad key file is a usage error, at once
+    keys = verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer)
+    if keys and (registry is not None or local_registry):
+        raise UsageError("--verify-key and --trusted-root check the signatures a bundle carries: give them "
+                         "without --registry "
+                         "(push --verify-key checks them at the registry)")
     if registry is None and not local_registry:
         progress = Progress(quiet or json_report)
         with BundleReader(bundle) as reader:
             total = reader.manifest.total_size
         with progress.bar(total, "verifying") as bar:
-            report = verify_bundle(bundle, progress=bar.update)
+            report = verify_bundle(bundle, progress=bar.update, keys=keys)
         if json_report:
             emit_json(report.to_json())
         else:
-            typer.echo(f"{bundle}: OK, {report.images} images, {report.blobs} blobs, "
-                       f"{human_size(report.bytes)} re-hashed")
+            attached = f" with {report.attachments} attachments" if report.attachments else ""
+            verified = sum(status == "verified" for status in report.signatures.values())
+            typer.echo(f"{bundle}: OK, {report.images} images{attached}, {report.blobs} blobs, "
+                       f"{human_size(report.bytes)} re-hashed" + (f"; {verified} signatures verified"
+                                                                  if keys else ""))
             if report.base:
                 typer.echo(f"delta of {', '.join(report.base)}: {report.omitted} blob(s) and manifest(s) "
                            "left to the base; push checks they are in the registry")

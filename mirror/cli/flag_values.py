@@ -150,3 +150,16 @@ def topology_versions(k3s: str | None, kubernetes: str | None, rke2: str | None,
                       cert_manager: str | None) -> dict[str, str | None]:
     """The version options, keyed by the component names in manifests/topologies.json."""
     return {"k3s": k3s, "kubernetes": kubernetes, "rke2": rke2, "rancher": rancher, "cert-manager": cert_manager}
+
+
+def verifiers(paths: list[Path] | None, trusted_root: Path | None = None, identity: str | None = None,
+              issuer: str | None = None, *, no_attachments: bool = False) -> list:
+    """What may vouch for an image's signature: the --verify-key files and the keyless identity, loaded
+    (a UsageError names a file that is no public key or trusted root)."""
+    from ..attach.keyless import load_keyless
+    from ..attach.keys import load_keys
+
+    found = [*load_keys(paths or []), *load_keyless(trusted_root, identity, issuer)]
+    if found and no_attachments:
+        raise UsageError("--verify-key and --trusted-root need the signatures: not with --no-attachments")
+    return found

@@ -12,6 +12,20 @@ UsernameOption = typer.Option(None, "--username", "-u", help="Registry user; pas
 PasswordStdinOption = typer.Option(False, "--password-stdin", help="Read the registry password from standard input.")
 JobsOption = typer.Option(16, "--jobs", "-j", min=1, max=64,
                           help="Concurrent transfers (at most 16 connections to one registry).")
+VerifyKeyOption = typer.Option(
+    None, "--verify-key", metavar="COSIGN.PUB",
+    help="Require each image to carry a cosign signature this PEM public key verifies (repeatable: any "
+         "one key suffices); an image without one fails with exit 4. docs/signatures.md")
+NoAttachmentsOption = typer.Option(
+    False, "--no-attachments", help="Leave out the images' cosign signatures, attestations, SBOMs and OCI referrers.")
+TrustedRootOption = typer.Option(
+    None, "--trusted-root", metavar="TRUSTED_ROOT.JSON",
+    help="Accept keyless cosign signatures whose Fulcio certificate and Rekor entry this Sigstore trusted "
+         "root vouches for (with --certificate-identity and --certificate-oidc-issuer).")
+CertificateIdentityOption = typer.Option(
+    None, "--certificate-identity", help="Keyless: the signer's email or URI, as in its certificate.")
+CertificateOidcIssuerOption = typer.Option(
+    None, "--certificate-oidc-issuer", help="Keyless: the OIDC issuer that vouched for the signer.")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
 # The registry a command reads or changes in place (inventory, prune): --registry, else the local one.
 RegistryOption = typer.Option(

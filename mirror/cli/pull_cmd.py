@@ -13,12 +13,13 @@ from ..errors import ExitCode, ImagesFailed, UsageError
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import parse_platforms, select_images, source_access, topology_versions
+from .flag_values import parse_platforms, select_images, source_access, topology_versions, verifiers
 from .options import (
-    CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
-    InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
-    NoRegistryImageOption, NoSpaceCheckOption, OfflineListsOption, PlainHttpRegistryOption, PlatformOption,
-    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption,
+    CaFileOption, CertManagerVersionOption, CertificateIdentityOption, CertificateOidcIssuerOption,
+    DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption, JsonOption,
+    K3sVersionOption, KubernetesVersionOption, ModeOption, NoAttachmentsOption, NoRegistryImageOption,
+    NoSpaceCheckOption, OfflineListsOption, PlainHttpRegistryOption, PlatformOption, QuietOption,
+    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, TrustedRootOption, VerifyKeyOption,
 )
 from ..units import human_size, parse_size
 from .render import counted, emit_json, report_failures
@@ -92,6 +93,11 @@ def pull_command(
         help="Also write mirror's offline installer beside the bundle (NAME.mirror-installer.tar.gz and its "
              ".sha256), made before any image is fetched."),
     no_space_check: bool = NoSpaceCheckOption,
+    no_attachments: bool = NoAttachmentsOption,
+    verify_key: Optional[list[Path]] = VerifyKeyOption,
+    trusted_root: Optional[Path] = TrustedRootOption,
+    certificate_identity: Optional[str] = CertificateIdentityOption,
+    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -135,6 +141,9 @@ def pull_command(
         kit_failures=kit.failures,
         kit_causes=kit.causes,
         space_check=not no_space_check,
+        attachments=not no_attachments,
+        verify_keys=verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer,
+                              no_attachments=no_attachments),
         wait_for_limit=wait_for_limit,
         log=lambda line: typer.echo(f"mirror: {line}", err=True),
     )

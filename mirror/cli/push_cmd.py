@@ -13,10 +13,11 @@ import typer
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import target_registries
+from .flag_values import target_registries, verifiers
 from .options import (
-    CaFileOption, InsecureOption, JobsOption, JsonOption, NoSpaceCheckOption, PasswordStdinOption, PlainHttpOption,
-    QuietOption, UsernameOption,
+    CaFileOption, CertificateIdentityOption, CertificateOidcIssuerOption, InsecureOption, JobsOption,
+    JsonOption, NoSpaceCheckOption, PasswordStdinOption, PlainHttpOption, QuietOption, TrustedRootOption,
+    UsernameOption, VerifyKeyOption,
 )
 from ..errors import ExitCode, UsageError
 from ..units import human_size, parse_size
@@ -42,6 +43,10 @@ def push_command(
     spool_dir: Optional[Path] = typer.Option(None, "--spool-dir", help="Where spooled blobs go (default: $TMPDIR)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go where; contact nothing."),
     no_space_check: bool = NoSpaceCheckOption,
+    verify_key: Optional[list[Path]] = VerifyKeyOption,
+    trusted_root: Optional[Path] = TrustedRootOption,
+    certificate_identity: Optional[str] = CertificateIdentityOption,
+    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -67,6 +72,7 @@ def push_command(
         space_check=not no_space_check,
         # on object storage (registry up --storage) the host's disk holds no images: nothing to check there
         registry_data_dir=managed.data_dir if managed and not managed.state.storage else None,
+        verify_keys=verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer),
     )
     started = datetime.now(timezone.utc)
     # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it
@@ -104,8 +110,11 @@ def _print_result(result, dry_run: bool, quiet: bool) -> None:
         for image in result.images:
             typer.echo(f"{image['source']} -> {image['target']}")
     else:
+        attached = sum("attached_to" in image for image in result.images)
         typer.echo(
-            f"pushed {len(result.images)} images to {result.registry}: "
+            f"pushed {len(result.images) - attached} images"
+            + (f" and {attached} signatures, attestations, SBOMs and referrers" if attached else "")
+            + f" to {result.registry}: "
             f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
             f"{result.mounted_blobs} mounted, {result.present_blobs} already there; "
             f"{result.manifests_pushed} manifests, {result.tags_pushed} tags")

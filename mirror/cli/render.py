@@ -62,7 +62,10 @@ def _shared_line(cause: MirrorError | None) -> tuple[str, bool] | None:
 
 
 def counted(records: list) -> str:
-    """``N images`` and, when the kit is carried, ``N charts, N files``."""
-    kinds = [record.artifact.kind if record.artifact else "image" for record in records]
-    return ", ".join(f"{kinds.count(kind)} {kind}s" for kind in ("image", "chart", "file")
-                     if kinds.count(kind) or kind == "image")
+    """``N images`` and, when carried, ``with N signatures, ...`` and ``N charts, N files`` (the kit)."""
+    kinds = ["attachment" if record.is_attachment else record.artifact.kind if record.artifact else "image"
+             for record in records]
+    said = f"{kinds.count('image')} images"
+    if kinds.count("attachment"):
+        said += f" with {kinds.count('attachment')} signatures, attestations, SBOMs and referrers"
+    return ", ".join([said, *(f"{kinds.count(kind)} {kind}s" for kind in ("chart", "file") if kinds.count(kind))])

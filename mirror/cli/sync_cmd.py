@@ -17,12 +17,16 @@ from ..errors import UsageError
 from ..progress import Progress
 from .app import app
 from .common import flags_given, handle_errors
-from .flag_values import parse_platforms, select_images, source_access, target_registry, topology_versions
+from .flag_values import (
+    parse_platforms, select_images, source_access, target_registry, topology_versions, verifiers,
+)
 from .options import (
-    CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption,
-    InsecureRegistryOption, JobsOption, JsonOption, K3sVersionOption, KubernetesVersionOption, ModeOption,
-    NoRegistryImageOption, OfflineListsOption, PasswordStdinOption, PlainHttpRegistryOption, PlatformOption,
-    QuietOption, RancherVersionOption, Rke2VersionOption, SourceMirrorOption, UsernameOption,
+    CaFileOption, CertManagerVersionOption, CertificateIdentityOption, CertificateOidcIssuerOption,
+    DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption, JsonOption,
+    K3sVersionOption, KubernetesVersionOption, ModeOption, NoAttachmentsOption, NoRegistryImageOption,
+    OfflineListsOption, PasswordStdinOption, PlainHttpRegistryOption, PlatformOption, QuietOption,
+    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, TrustedRootOption, UsernameOption,
+    VerifyKeyOption,
 )
 from .sync_render import finish
 
@@ -79,6 +83,11 @@ def run_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="HEAD both sides and say what would change; write nothing."),
     keep_going: bool = typer.Option(False, "--keep-going",
                                     help="Copy what can be copied even when other images fail (still exit 1)."),
+    no_attachments: bool = NoAttachmentsOption,
+    verify_key: Optional[list[Path]] = VerifyKeyOption,
+    trusted_root: Optional[Path] = TrustedRootOption,
+    certificate_identity: Optional[str] = CertificateIdentityOption,
+    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -94,6 +103,8 @@ def run_command(
 
     if report is not None and not report.parent.is_dir():
         raise UsageError(f"--report {report}: directory {report.parent} does not exist")
+    keys = verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer,
+                     no_attachments=no_attachments)
     if on_retag not in RETAG_POLICIES:
         raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
     bundle = None
@@ -144,6 +155,7 @@ def run_command(
                               keep_going=keep_going)
         lock = RunLock(f"sync -> {target.address}", f"sync to {target.address}") if target else \
             bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
+    request.verify_keys, request.attachments = keys, not no_attachments
     with lock:
         result = run_sync(request, Progress(quiet or json_report), bundle, topology)
     finish(result, report, json_report, quiet)
@@ -151,4 +163,5 @@ def run_command(
 
 # What a run with -c may still take on its command line; any other flag given is refused (the config says).
 CONFIG_FLAGS = {"config", "to_bundle", "base", "name", "password_stdin", "jobs", "report", "dry_run", "keep_going",
-                "json_report", "quiet"}
+                "json_report", "quiet", "no_attachments", "verify_key", "trusted_root", "certificate_identity",
+                "certificate_oidc_issuer"}

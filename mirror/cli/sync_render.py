@@ -44,7 +44,8 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: 
                 said = f"nothing changed since {base}: no bundle written"
             typer.echo(f"{said}: {counts or 'nothing to do'}")
         for image in [] if quiet else result.images:
-            if image.action in ("copied", "updated", "moved") or (result.dry_run and image.action != "unchanged"):
+            if image.action in ("copied", "updated", "attached", "moved") or (
+                    result.dry_run and image.action != "unchanged"):
                 typer.echo(f"  {image_line(image)}")
         for tag in [] if quiet or not result.pruned else result.pruned.pruned:
             verb = "would prune" if result.dry_run else "pruned"

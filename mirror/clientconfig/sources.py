@@ -36,7 +36,7 @@ def bundle_images(path: Path) -> list[Reference]:
     from ..bundle.reader import BundleReader
 
     with BundleReader(path) as reader:
-        return [Reference.parse(image.source) for image in reader.manifest.images]
+        return [Reference.parse(image.source) for image in reader.manifest.subjects]
 
 
 def from_repositories(repositories: Iterable[str], prefix: str = "") -> tuple[str, ...]:

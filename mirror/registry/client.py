@@ -76,18 +76,9 @@ class RegistryClient:
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest:
         what = f"manifest {_image(self.host, repository, reference)}"
-        response = await self._transport.request("GET", f"/v2/{repository}/manifests/{reference}",
-                                                 scopes=[pull_scope(repository)],
-                                                 headers={"Accept": oci.ACCEPT}, stream=True, what=what)
-        try:
-            if response.status_code != 200:
-                raise await self._transport.failure(response, what)
-            limit = oci.MAX_MANIFEST_SIZE
-            data = await self._read_capped(response, what, limit, IntegrityError(
-                f"{what}: {self.host} serves more than {limit} bytes for it; a manifest is never that large, "
-                "so it was not read"))
-        finally:
-            await response.aclose()
+        response, data = await self._get_document(f"/v2/{repository}/manifests/{reference}", repository,
+                                                  oci.ACCEPT, what)
+        assert data is not None
         try:
             manifest = Manifest.from_bytes(data, response.headers.get("content-type"))
         except MirrorError as exc:
@@ -100,6 +91,26 @@ class RegistryClient:
             raise IntegrityError(f"{what}: the registry says its digest is {served} but the bytes "
                                  f"hash to {manifest.digest}; a proxy in between may alter content")
         return manifest
+
+    async def _get_document(self, path: str, repository: str, accept: str, what: str, *,
+                            absent_ok: bool = False) -> tuple[httpx.Response, bytes | None]:
+        """GET a manifest-sized document, read whole but refused past MAX_MANIFEST_SIZE before it is held.
+
+        An answer other than 200 raises, or with ``absent_ok`` gives no body.
+        """
+        response = await self._transport.request("GET", path, scopes=[pull_scope(repository)],
+                                                 headers={"Accept": accept}, stream=True, what=what)
+        try:
+            if response.status_code != 200:
+                if absent_ok:
+                    return response, None
+                raise await self._transport.failure(response, what)
+            limit = oci.MAX_MANIFEST_SIZE
+            return response, await self._read_capped(response, what, limit, IntegrityError(
+                f"{what}: {self.host} serves more than {limit} bytes for it; a manifest is never that large, "
+                "so it was not read"))
+        finally:
+            await response.aclose()
 
     async def _read_capped(self, response: httpx.Response, what: str, limit: int, too_large: MirrorError) -> bytes:
         """A body, refused (``too_large``) past ``limit`` before it is read, or as soon as it gets there."""
@@ -135,6 +146,27 @@ class RegistryClient:
         if not _is_sha256(digest) or media_type not in oci.MANIFEST_TYPES or length is None:
             return (await self.get_manifest(repository, reference)).descriptor  # HEAD said too little
         return Descriptor(media_type, digest, length)
+
+    async def referrers(self, repository: str, digest: str) -> list[dict] | None:
+        """The OCI 1.1 referrers API's list for ``digest`` (descriptors as sent); None where it is not served.
+
+        A registry that implements the API answers 200 with an index, empty when nothing refers to
+        the digest; any other answer (404 from distribution 2.8, 400, 405, a 200 that is no index, as
+        a proxy's catch-all page) means it does not.
+        """
+        digest_hex(digest)
+        what = f"referrers of {_image(self.host, repository, digest)}"
+        _, data = await self._get_document(f"/v2/{repository}/referrers/{digest}", repository, oci.OCI_INDEX, what,
+                                           absent_ok=True)
+        if data is None:
+            return None
+        try:
+            listed = json.loads(data).get("manifests") or []
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(listed, list):
+            return None
+        return [entry for entry in listed if isinstance(entry, dict)]
 
     async def blob_size(self, repository: str, digest: str) -> int | None:
         """Size of a blob the registry has in ``repository``; None when absent."""

@@ -30,7 +30,7 @@ CHUNK = 1 << 20
 def find_registry_image(bundle: BundleManifest, bundle_path: Path, wanted: str | None = None) -> ImageRecord:
     """The registry image: ``wanted`` (a reference) or any ``library/registry`` tag."""
     target = Reference.parse(wanted) if wanted else None
-    for image in reversed(bundle.images):  # the last listed wins, as a later tag usually is newer
+    for image in reversed(bundle.subjects):  # the last listed wins, as a later tag usually is newer
         source = Reference.parse(image.source)
         if target is None and source.repository == REGISTRY_REPOSITORY:
             return image

@@ -72,6 +72,7 @@ class Delivery:
         self.manifests: dict[str, Manifest] = {}  # every manifest handed over, by digest
         self.uploading: set[str] = set()  # blobs handed over whose upload has not finished
         self.fatal: MirrorError | None = None
+        self.refused: dict[int, MirrorError] = {}  # id(plan) -> why it must not be tagged (refuse())
         self.present_before: dict[str, set[str]] = defaultdict(set)  # repository -> manifests there at the survey
         for (digest, repository), outcome in presence.outcomes.items():
             if outcome.ok and digest in presence.manifest_repos:
@@ -201,8 +202,13 @@ class Delivery:
 
     # -- tags ---------------------------------------------------------------------
 
-    async def tag_all(self) -> None:
-        """Tag every complete image (unless the registry is gone); record the others as failures."""
+    def refuse(self, plan: ImagePlan, error: MirrorError) -> None:
+        """Never tag this image (its signature did not verify, its subject was not written): a failure."""
+        self.refused[id(plan)] = error
+
+    async def tag_all(self, plans: list[ImagePlan] | None = None) -> None:
+        """Tag every complete image of ``plans`` (default: all) unless the registry is gone or it was
+        refused; record the others as failures."""
 
         async def tag(plan: ImagePlan) -> dict[str, str]:
             """Tag the image; says whether it was added, updated (and from what) or unchanged."""
@@ -220,7 +226,7 @@ class Delivery:
             return {"change": "added"} if current is None else {"change": "updated", "previous": current.digest}
 
         async def one(plan: ImagePlan) -> None:
-            error = self.presence.image_error(plan)
+            error = self.refused.get(id(plan)) or self.presence.image_error(plan)
             if error is None and self.fatal is None:
                 try:
                     change = await tag(plan)
@@ -233,7 +239,8 @@ class Delivery:
             self.report.failures[plan.record.source] = f"to {self.target.host}/{plan.target}: {error}"
             self.report.causes[plan.record.source] = error
 
-        await each(self.plans, one, len(self.plans))
+        plans = self.plans if plans is None else plans
+        await each(plans, one, len(plans))
         if self.report.failures:
             self.report.exit_code = worst_exit_code(self.report.causes.values())
 

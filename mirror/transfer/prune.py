@@ -14,8 +14,11 @@ each image or sync rule the set names. No other repository is read or
 written, even one mirror wrote: that a whole image left a site is a decision
 prune does not guess. Inside a covered repository every tag is the set's to
 judge. A backup ``TAG-prev-<12 hex>`` (sync's ``on_retag: backup``) stays while
-TAG stays. Manifests no tag points at are left alone (the API cannot list
-them), except the platform manifests of an index prune deletes.
+TAG stays, and so do the attachments of a kept image (cosign's ``sha256-HEX.sig``,
+``.att``, ``.sbom`` and the referrers tag schema's ``sha256-HEX``, docs/signatures.md);
+those of an image that goes, go with it. Manifests no tag points at are left
+alone (the API cannot list them), except the platform manifests of an index
+prune deletes (so a referrers index that goes takes its referrers along).
 
 Nothing is deleted until every covered repository has been read; the first
 delete goes alone, so a registry that refuses deletes says so before any.
@@ -26,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
+from ..attach.cosign import subject_of_tag
 from ..errors import ExitCode, RegistryError, UsageError
 from ..model.oci import INDEX_TYPES, Descriptor
 from ..model.reference import Reference, is_tag
@@ -180,6 +184,9 @@ async def _survey(client: RegistryClient, prefix: str, repository: str, kept: Ke
     for tag in fallen:
         found = heads.get(tag)
         if found is None:
+            continue
+        if needed.get(subject_of_tag(tag) or "") is not None:  # a kept image's signature, SBOM, referrers
+            report.kept += 1
             continue
         holder = needed.get(found.digest)
         if holder is not None:

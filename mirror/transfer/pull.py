@@ -38,6 +38,7 @@ import httpx
 from ..bundle.format import BundleManifest, ImageRecord
 from ..bundle.parts import stray_parts
 from ..bundle.store import BlobStore
+from ..attach.keys import Verifier
 from ..bundle.writer import WrittenBundle, plan_blobs, tar_size, write_bundle
 from ..diskspace import Space
 from ..errors import DiskFull, ExitCode, ImagesFailed, MirrorError, NoRoom, UsageError, worst_exit_code
@@ -56,6 +57,7 @@ from ..units import human_size
 from .budget import Budget
 from .delta import Base
 from .fetch import Abandoned, Arrivals, Fetch
+from .attachments import PullAttachments, attachment_report
 from .resolve import ResolvedImage, Resolver
 
 
@@ -76,6 +78,8 @@ class PullRequest:
     base: Base | None = None  # with a base: a delta bundle, leaving out what the base holds
     only_if_changed: bool = False  # with a base: write no bundle when the base holds everything
     space_check: bool = True  # False: --no-space-check
+    attachments: bool = True  # carry signatures, attestations, SBOMs and referrers (--no-attachments: not)
+    verify_keys: list[Verifier] = field(default_factory=list)  # --verify-key, keyless: an image must be signed
     http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
     wait_for_limit: bool = False  # a spent rate limit is waited for, not deferred to the next run
     log: Callable[[str], None] = lambda line: None  # a line for the user: a wait for a rate limit
@@ -101,6 +105,7 @@ class PullResult:
     kind: str = "full"
     base: list[str] = field(default_factory=list)
     omitted: int = 0  # blobs and manifests left to the base
+    signatures: dict[str, str] = field(default_factory=dict)  # image source -> verified|present|absent|invalid
     deferred: dict[str, str] = field(default_factory=dict)  # left for the next run by a rate limit: no bundle
     deferral: str | None = None  # one line: how many are left, and when the window reopens
     ratelimits: dict[str, Any] = field(default_factory=dict)  # host -> its budget (budget.Allowance.to_json)
@@ -112,7 +117,8 @@ class PullResult:
             "bundle_sha256": self.bundle.sha256 if self.bundle else None,
             "parts": [str(p) for p in self.bundle.parts] if self.bundle else [],
             "images": [{"source": r.source, "digest": r.digest, "platforms": r.platforms,
-                        "narrowed_from": r.narrowed_from} for r in self.images],
+                        "narrowed_from": r.narrowed_from, **attachment_report(r, self.images, self.signatures)}
+                       for r in self.images if not r.is_attachment],
             "failures": self.failures,
             "exit_code": int(self.exit_code),
             "downloaded_bytes": self.downloaded_bytes,
@@ -293,11 +299,14 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                 fetch.want(image.blobs, image.location)
 
             tg.start_soon(fetch.run, arrivals, progress, True)
-            async with anyio.create_task_group() as first:  # the kit downloads while the images resolve
+            attached = PullAttachments(pool, store, resolved, request.attachments, request.verify_keys, budget)
+            # the kit downloads and the attachments are looked up while the images resolve, not after them
+            async with anyio.create_task_group() as first:
                 if request.kit:
                     first.start_soon(_collect_kit, request, store, kit)
-                resolution = await resolver(request, pool, store, budget).resolve_all(request.images, progress,
-                                                                                      resolved)
+                resolution = await resolver(request, pool, store, budget).resolve_all(
+                    request.images, progress, lambda image: (resolved(image), attached.look_up(image, first)))
+            attached.settle(resolution)
             fetch.no_more()
             images = resolution.images + [artifact_image(artifact) for artifact in kit.artifacts]
             failures = {**resolution.failures, **request.kit_failures, **kit.failures}
@@ -356,7 +365,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     layers = {d for image in images for d in image.blobs} & manifest.stored_blobs.keys()
     result = PullResult(manifest.images, failures, fetch.downloaded, fetch.reused(layers),
                         total_blob_bytes=manifest.total_size, bundle=bundle, kind=manifest.kind,
-                        base=list(manifest.base), omitted=len(manifest.omitted), ratelimits=_ratelimits(budget))
+                        base=list(manifest.base), omitted=len(manifest.omitted), ratelimits=_ratelimits(budget),
+                        signatures={source: v.status for source, v in attached.verdicts.items()})
     if not failures:
         _drop_own_work_dir(request)
     if failures:

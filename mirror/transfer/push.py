@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import httpx
 
+from ..attach.keys import Verifier
 from ..bundle.format import BundleManifest
 from ..bundle.reader import BundleReader
 from ..diskspace import Space
@@ -26,14 +27,15 @@ from ..errors import MirrorError
 from ..model.oci import Manifest
 from ..progress import Progress
 from ..registry.client import RegistryClient
-from .delta import base_warnings, require_base
+from ..units import MIB
+from .attachments import report_signatures, tag_in_order
+from .bundle_feed import BundleFeed
 from .deliver import Delivery, DeliveryReport, image_entry
+from .delta import base_warnings, require_base
 from .fanout import FanOut
 from .plan import ImagePlan, Target, plan_images
-from .tasks import each
-from ..units import MIB
-from .bundle_feed import BundleFeed
 from .survey import Presence, tagged_in_place
+from .tasks import each
 
 
 @dataclass
@@ -46,6 +48,7 @@ class PushRequest:
     dry_run: bool = False
     space_check: bool = True  # False: --no-space-check
     registry_data_dir: Path | None = None  # the target is the registry `up` manages: its data dir
+    verify_keys: list[Verifier] = field(default_factory=list)  # --verify-key, keyless: tag only signed images
     http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
     also: tuple[Target, ...] = ()  # more registries written from the same read of the bundle (docs/ha.md)
 
@@ -62,6 +65,7 @@ class _Prepared:
     to_upload: set[str]
     copies: list[Manifest]  # manifests a delta omits, from another repository of the target
     in_place: list[ImagePlan]  # tagged already: nothing to do
+    every_plan: list[ImagePlan]  # the bundle's records, in place or not: signatures are checked on all
 
 
 def dry_run(request: PushRequest, target: Target) -> DeliveryReport:
@@ -127,10 +131,16 @@ async def _push(request: PushRequest, reader: BundleReader, clients: list[Regist
                     await BundleFeed(reader, fan, fan.wanted, request.window, spool_dir).run()
         finally:
             shutil.rmtree(spool_dir, ignore_errors=True)
-    await each(ready, lambda p: p.delivery.tag_all(), len(ready) or 1)
-    for p in ready:
-        target = p.delivery.target
-        p.delivery.report.images += [{**image_entry(target, plan), "change": "unchanged"} for plan in p.in_place]
+
+    async def finish(p: _Prepared) -> None:
+        """The images tagged, then their attachments; the ones in place listed; their signatures said."""
+        verdicts = await tag_in_order(p.delivery, reader.manifest, p.every_plan, request.verify_keys)
+        report = p.delivery.report
+        report.images += [{**image_entry(p.delivery.target, plan), "change": "unchanged"} for plan in p.in_place
+                          if plan.record.source not in report.failures]
+        report_signatures(report, reader.manifest, verdicts)
+
+    await each(ready, finish, len(ready) or 1)
     return [p.delivery.report if isinstance(p, _Prepared) else p for p in prepared]
 
 
@@ -157,7 +167,7 @@ async def _prepare(request: PushRequest, target: Target, reader: BundleReader, c
         _check_space(request, manifest, to_upload, presence,
                      request.registry_data_dir if target is request.target else None)
     copies = [await client.get_manifest(repository, digest) for digest, repository in sources.manifests.items()]
-    return _Prepared(delivery, to_upload, copies, in_place)
+    return _Prepared(delivery, to_upload, copies, in_place, every_plan)
 
 
 def _failed(target: Target, reader: BundleReader, error: MirrorError) -> DeliveryReport:

@@ -22,7 +22,7 @@ from typing import Callable
 
 import anyio
 
-from ..bundle.format import ArtifactRecord, ImageRecord
+from ..bundle.format import ArtifactRecord, Attached, ImageRecord
 from ..bundle.store import BlobStore
 from ..errors import MirrorError, UsageError
 from ..model import graph
@@ -47,6 +47,7 @@ class ResolvedImage:
     narrowed_from: str | None = None
     fetched: dict[str, int] = field(default_factory=dict)  # blobs already downloaded while resolving
     artifact: ArtifactRecord | None = None  # a kit chart or file, built rather than resolved
+    attached_to: Attached | None = None  # set on a signature, attestation, SBOM or referrer of another image
 
     @property
     def manifests(self) -> list[Manifest]:
@@ -64,6 +65,7 @@ class ResolvedImage:
             narrowed_from=self.narrowed_from,
             manifests=[m.digest for m in self.children],
             artifact=self.artifact,
+            attached_to=self.attached_to,
         )
 
 

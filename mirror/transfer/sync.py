@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Callable
 import anyio
 import httpx
 
+from ..attach.keys import VERIFIED
 from ..clock import utc_now
 from ..errors import ExitCode, IntegrityError, MirrorError, NotFoundError, worst_exit_code
 from ..model.oci import Descriptor, Platform
@@ -35,6 +36,7 @@ from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
 from ..registry.ratelimit import RateLimit
 from ..registry.settings import RegistrySettings
+from .attachments import Subject, copy_attachments, signatures_at_source, subjects_of, unsigned
 from .deliver import Delivery
 from .plan import ImagePlan, Target
 from .prune import DeletesRefused, KeptSet, PruneReport, prune
@@ -44,7 +46,8 @@ from .survey import Presence
 from .tasks import each
 
 RETAG_POLICIES = ("update", "backup", "fail")
-ACTIONS = ("copied", "updated", "moved", "unchanged", "deferred", "failed")  # of an image, in reports' order
+# What happened to an image, in reports' order.
+ACTIONS = ("copied", "updated", "attached", "moved", "unchanged", "deferred", "failed")
 
 
 @dataclass
@@ -61,13 +64,17 @@ class SyncRequest:
     selections: list[TagSelection] = field(default_factory=list)  # tags listed at run time
     http_transport: httpx.AsyncBaseTransport | None = None  # under every client: tests inject a fake registry
     prune: list[str] = field(default_factory=list)  # registry/repository names whose unwanted tags go (prune: true)
+    attachments: bool = True  # signatures, attestations, SBOMs and referrers follow their images
+    verify_keys: list[Any] = field(default_factory=list)  # attach.keys.Verifier: what must vouch for a copy
 
 
 @dataclass
 class ImageResult:
     source: str
     target: str
-    action: str = "pending"  # copied | updated | unchanged | moved (an immutable tag, left) | deferred | failed
+    # copied | updated | unchanged | attached (unchanged, new attachments copied) | moved (an immutable tag,
+    # left) | deferred | failed
+    action: str = "pending"
     old_digest: str | None = None  # what the target's tag pointed at before the run
     new_digest: str | None = None
     error: str | None = None
@@ -78,6 +85,8 @@ class ImageResult:
     resolved: ResolvedImage | None = field(default=None, repr=False)
     plan: ImagePlan | None = field(default=None, repr=False)
     exception: MirrorError | None = field(default=None, repr=False)
+    attachments: list[str] = field(default_factory=list)  # copied this run: cosign tags, referrers' digests
+    signatures: str | None = None  # with verify_keys, of an image copied or updated: verified | absent | invalid
 
     def fail(self, error: MirrorError | str) -> None:
         self.action = "failed"
@@ -87,7 +96,7 @@ class ImageResult:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "action": self.action,
                 "old_digest": self.old_digest, "new_digest": self.new_digest, "backup_tag": self.backup_tag,
-                "error": self.error}
+                "attachments": self.attachments, "signatures": self.signatures, "error": self.error}
 
 
 @dataclass
@@ -221,8 +230,12 @@ async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
         await run.check()
         if not request.dry_run:
             await run.resolve()
+            if request.verify_keys:
+                await run.verify()
             if request.keep_going or not any(i.action == "failed" for i in result.images):
                 await run.deliver()
+                if request.attachments:
+                    await run.attach()
             else:
                 for image in result.images:
                     if image.action == "pending":
@@ -392,6 +405,39 @@ class SyncRun:
                 image.error = failure
             else:
                 image.action = "updated" if image.old_digest else "copied"
+
+    async def verify(self) -> None:
+        """An image about to be copied or updated must carry a signature a verifier vouches for, read
+        from its source (by digest); one that does not fails before anything of it is written."""
+        pending = [image for image in self.result.images if image.action == "pending" and image.resolved]
+        verdicts = await signatures_at_source([image.resolved for image in pending if image.resolved], self.pool,
+                                              self.request.verify_keys, self.request.jobs)
+        for image, verdict in zip(pending, verdicts):
+            image.signatures = verdict.status
+            if verdict.status != VERIFIED:
+                image.fail(unsigned(verdict))
+
+    async def attach(self) -> None:
+        """After the images' tags: the attachments the target lacks of every image in place
+        (docs/signatures.md); an unchanged image that gained one is ``attached``."""
+        subjects: dict[int, Subject] = {}
+        for image in self.result.images:
+            if image.action in ("copied", "updated", "unchanged") and image.image and not image.image.immutable:
+                resolved = image.resolved
+                digests = ([*subjects_of(resolved), *(m.digest for m in resolved.children)] if resolved
+                           else [image.source_head.digest if image.source_head else image.new_digest or ""])
+                subjects[id(image)] = Subject(image.image.ref, image.repository, [d for d in digests if d])
+        await copy_attachments(list(subjects.values()), self.request.sources, self.pool, self.client, self.target,
+                               self.request.jobs, self._streamed)
+        for image in self.result.images:
+            subject = subjects.get(id(image))
+            if subject is None:
+                continue
+            image.attachments = subject.written
+            if subject.error is not None:
+                image.fail(subject.error)
+            elif subject.written and image.action == "unchanged":
+                image.action = "attached"
 
     # -- prune: the tags no entry selects any more ----------------------------------
 

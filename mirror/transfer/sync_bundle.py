@@ -143,6 +143,7 @@ async def _write(request: SyncRequest, bundle: BundleTarget, base: Base, pending
     pulled = PullRequest(images=refs, output=bundle.output(), sources=request.sources,
                          settings_for=request.settings_for, platforms=request.platforms, jobs=request.jobs,
                          keep_going=request.keep_going, topology=topology, base=base, only_if_changed=True,
+                         attachments=request.attachments, verify_keys=request.verify_keys,
                          http_transport=request.http_transport)
     try:
         written = await pull(pulled, progress)

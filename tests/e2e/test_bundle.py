@@ -327,7 +327,8 @@ def test_bundle_manifest_json_round_trip_and_refusals():
     manifest = BundleManifest([image], {"sha256:" + "a" * 64: 10, "sha256:" + "b" * 64: 20})
     assert BundleManifest.from_json(manifest.to_json()) == manifest
     doc = json.loads(manifest.to_json())
-    assert doc["totals"] == {"images": 1, "blobs": 2, "stored_size": 30, "images_size": 30, "shared_savings": 0}
+    assert doc["totals"] == {"images": 1, "attachments": 0, "blobs": 2, "stored_size": 30, "images_size": 30,
+                             "shared_savings": 0}
     for broken in ({**doc, "blobs": {"sha256:../../etc": 1}}, {**doc, "id": "sha256:" + "0" * 64},
                    {**doc, "images": [{"source": "x"}]}, {**doc, "format_version": 99}):
         with pytest.raises(IntegrityError):
