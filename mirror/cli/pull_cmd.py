@@ -21,8 +21,8 @@ from .options import (
     NoSpaceCheckOption, OfflineListsOption, PlainHttpRegistryOption, PlatformOption, QuietOption,
     RancherVersionOption, Rke2VersionOption, SourceMirrorOption, TrustedRootOption, VerifyKeyOption,
 )
-from ..units import human_size, parse_size
-from .render import counted, emit_json, report_failures
+from ..units import parse_size
+from .render import emit_json, report_failures, written_lines
 from .kit_options import (
     ChartOption, FileOption, NoChartsOption, NoFilesOption, RancherChartRepoOption, WithAirgapImagesOption,
     select_kit,
@@ -172,13 +172,8 @@ def pull_command(
         emit_json({**result.to_json(), **({"installer": {"path": str(made.path), "sha256": made.sha256}}
                                           if made else {})})
     elif result.bundle:
-        typer.echo(f"wrote {result.kind} bundle {result.bundle.path} ({human_size(result.bundle.size)}, "
-                   f"{counted(result.images)}, {human_size(result.total_blob_bytes)} of content; "
-                   f"downloaded {human_size(result.downloaded_bytes)}, reused {human_size(result.reused_bytes)})")
-        for part in result.bundle.parts if len(result.bundle.parts) > 1 else []:
-            typer.echo(f"  part {part}")
-        if made:
-            typer.echo(f"wrote offline installer {made.describe()}")
+        for line in written_lines(result, made):
+            typer.echo(line)
     if result.failures:
         report_failures(result.failures)
     if result.deferral:
@@ -195,10 +190,8 @@ def _dry_run(request: PullRequest, progress: Progress, json_report: bool, trimme
     if json_report:
         emit_json(found.to_json())
     else:
-        for ref in request.images:
-            typer.echo(str(ref))
-        for item in request.kit:  # found upstream already; their sizes are known only once downloaded
-            typer.echo(f"{item.kind} {item.name} {item.version} {item.url}")
+        for line in found.listing():
+            typer.echo(line)
         typer.echo(found.summary(), err=True)
         for line in found.cost_lines():
             typer.echo(f"mirror: {line}", err=True)

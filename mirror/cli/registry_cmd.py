@@ -169,24 +169,6 @@ def _up_json(result: UpResult) -> dict:
     return doc
 
 
-@registry_app.command("export-join", help="Write what another host needs to serve the same images from the "
-                                          "same object storage (`mirror registry up --join FILE`): storage "
-                                          "address, HTTP secret, user and CA; never the S3 keys. Mode 0600: "
-                                          "it holds the password and the CA key.")
-@handle_errors
-def export_join_command(
-    output: Path = typer.Option(..., "-o", "--output", help="The join file to write."),
-    state_dir: Optional[Path] = StateDirOption,
-) -> None:
-    from ..server.join import export_join
-    from ..server.state import default_state_dir
-
-    names = export_join((state_dir or default_state_dir()).absolute(), output)
-    typer.echo(f"wrote {output} ({', '.join(names)}; mode 0600, keep it secret)")
-    typer.echo(f"next, on each other host: mirror registry up --join {output.name} [--hostname NAME ...]  "
-               "(with that host's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
-
-
 @registry_app.command("down", help="Stop the registry; its images are kept unless --purge.")
 @handle_errors
 def down_command(

@@ -1,9 +1,10 @@
-"""``mirror registry status|rotate-password|renew-cert|gc``: looking after a registry ``up`` started.
+"""``mirror registry status|rotate-password|renew-cert|gc|export-join``: looking after a registry ``up`` started.
 
 Credentials and certificates age: status shows the certificate's names and
 expiry (a warning within 30 days); rotate-password and renew-cert renew them
 and restart the registry exactly as recorded (``up`` with no flags), printing
 what nodes must do. Disks fill: gc frees what ``mirror prune`` deleted.
+export-join hands another host what it needs to serve the same object storage.
 """
 
 from __future__ import annotations
@@ -130,3 +131,21 @@ def _restart(state_dir: Optional[Path], **change: bool) -> UpResult:
     from ..server.state import default_state_dir
 
     return up(UpOptions(state_dir=(state_dir or default_state_dir()).absolute(), **change))
+
+
+@registry_app.command("export-join", help="Write what another host needs to serve the same images from the "
+                                          "same object storage (`mirror registry up --join FILE`): storage "
+                                          "address, HTTP secret, user and CA; never the S3 keys. Mode 0600: "
+                                          "it holds the password and the CA key.")
+@handle_errors
+def export_join_command(
+    output: Path = typer.Option(..., "-o", "--output", help="The join file to write."),
+    state_dir: Optional[Path] = StateDirOption,
+) -> None:
+    from ..server.join import export_join
+    from ..server.state import default_state_dir
+
+    names = export_join((state_dir or default_state_dir()).absolute(), output)
+    typer.echo(f"wrote {output} ({', '.join(names)}; mode 0600, keep it secret)")
+    typer.echo(f"next, on each other host: mirror registry up --join {output.name} [--hostname NAME ...]  "
+               "(with that host's AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ..errors import DiskFull, MirrorError, StorageFull, Unreachable
+from ..units import human_size
+
+if TYPE_CHECKING:
+    from ..installer import Installer
+    from ..transfer.pull import PullResult
 
 
 REPORT_SCHEMA = 1  # bumped when a key of any --json report changes meaning or goes away
@@ -69,3 +74,14 @@ def counted(records: list) -> str:
     if kinds.count("attachment"):
         said += f" with {kinds.count('attachment')} signatures, attestations, SBOMs and referrers"
     return ", ".join([said, *(f"{kinds.count(kind)} {kind}s" for kind in ("chart", "file") if kinds.count(kind))])
+
+
+def written_lines(result: "PullResult", installer: "Installer | None") -> list[str]:
+    """What a pull wrote: the bundle (its parts), what it holds, the offline installer beside it."""
+    bundle = result.bundle
+    assert bundle is not None
+    lines = [f"wrote {result.kind} bundle {bundle.path} ({human_size(bundle.size)}, {counted(result.images)}, "
+             f"{human_size(result.total_blob_bytes)} of content; downloaded {human_size(result.downloaded_bytes)}, "
+             f"reused {human_size(result.reused_bytes)})"]
+    lines += [f"  part {part}" for part in bundle.parts] if len(bundle.parts) > 1 else []
+    return lines + ([f"wrote offline installer {installer.describe()}"] if installer else [])

@@ -20,7 +20,7 @@ from ..model import oci
 from ..model.oci import Descriptor, Manifest, digest_hex
 from .auth import CATALOG_SCOPE, delete_scope, pull_scope, push_scope
 from .credentials import AuthFiles
-from .download import CHUNK_SIZE, Downloads
+from .download import Downloads
 from .settings import RegistrySettings
 from .transport import RateGuard, Stalled, Transport, describe
 from .upload import BlobSource, Uploads
@@ -186,42 +186,10 @@ class RegistryClient:
         await self._downloads.download(repository, digest, partial, size=size, progress=progress,
                                        segments=segments)
 
-    @contextlib.asynccontextmanager
-    async def open_blob(self, repository: str, digest: str,
-                        size: int | None = None) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The blob's bytes as an async iterator of ~1 MiB chunks; the caller hashes them.
-
-        A body past the declared ``size`` or slower than the settings'
-        ``min_rate`` fails the transfer (IntegrityError, RegistryError).
-
-        The open stream holds one of this client's ``max_connections`` slots
-        until the block exits: copying within one registry, use a separate
-        client for the writes, or they can wait forever for a slot.
-        """
-        what = f"blob {digest} of {self.host}/{repository}"
-        response = await self._transport.request("GET", f"/v2/{repository}/blobs/{digest}",
-                                                 scopes=[pull_scope(repository)], stream=True, follow=True,
-                                                 what=what)
-        try:
-            if response.status_code != 200:
-                raise await self._transport.failure(response, what)
-
-            async def chunks() -> AsyncIterator[bytes]:
-                guard, received = RateGuard(self.settings), 0
-                try:
-                    async for chunk in response.aiter_raw(CHUNK_SIZE):  # as stored: the digest is over these
-                        received += len(chunk)
-                        if size is not None and received > size:
-                            raise IntegrityError(f"{what}: {self.host} sent more than the {size} bytes its "
-                                                 "descriptor declares")
-                        guard.feed(len(chunk))
-                        yield chunk
-                except (httpx.TransportError, Stalled) as exc:
-                    raise RegistryError(f"{what}: the connection failed mid-transfer ({describe(exc)})") from exc
-
-            yield chunks()
-        finally:
-            await response.aclose()
+    def open_blob(self, repository: str, digest: str,
+                  size: int | None = None) -> "contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]":
+        """The blob's bytes as an async iterator of ~1 MiB chunks (download.py ``Downloads.open``)."""
+        return self._downloads.open(repository, digest, size)
 
     async def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
         """Ask the registry to link a blob from another of its repositories; False if it would not."""

@@ -10,11 +10,12 @@ Bodies are kept as sent, never decoded: the digest is over the stored bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import anyio
 import httpx
@@ -38,6 +39,44 @@ class Downloads:
 
     def __init__(self, transport: Transport):
         self._transport = transport
+
+    @contextlib.asynccontextmanager
+    async def open(self, repository: str, digest: str,
+                   size: int | None = None) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The blob's bytes as an async iterator of ~1 MiB chunks; the caller hashes them.
+
+        A body past the declared ``size`` or slower than the settings'
+        ``min_rate`` fails the transfer (IntegrityError, RegistryError).
+
+        The open stream holds one of this client's ``max_connections`` slots
+        until the block exits: copying within one registry, use a separate
+        client for the writes, or they can wait forever for a slot.
+        """
+        what = f"blob {digest} of {self._transport.host}/{repository}"
+        response = await self._transport.request("GET", f"/v2/{repository}/blobs/{digest}",
+                                                 scopes=[pull_scope(repository)], stream=True, follow=True,
+                                                 what=what)
+        try:
+            if response.status_code != 200:
+                raise await self._transport.failure(response, what)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                guard, received = RateGuard(self._transport.settings), 0
+                try:
+                    async for chunk in response.aiter_raw(CHUNK_SIZE):  # as stored: the digest is over these
+                        received += len(chunk)
+                        if size is not None and received > size:
+                            raise IntegrityError(f"{what}: {self._transport.host} sent more than the {size} bytes its "
+                                                 "descriptor declares")
+                        guard.feed(len(chunk))
+                        yield chunk
+                except (httpx.TransportError, Stalled) as exc:
+                    raise RegistryError(f"{what}: the connection failed mid-transfer ({describe(exc)})") from exc
+
+            yield chunks()
+        finally:
+            await response.aclose()
+
 
     async def download(self, repository: str, digest: str, partial: Path, *, size: int | None = None,
                        progress: Callable[[int], None] | None = None, segments: int = 1) -> None:

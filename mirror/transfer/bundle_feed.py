@@ -22,7 +22,8 @@ import anyio.to_thread
 from ..bundle.reader import BundleEntry, BundleReader
 from ..errors import DiskFull, IntegrityError, MirrorError
 from ..model.oci import Manifest
-from ..registry.client import CHUNK_SIZE as CHUNK, BlobSource
+from ..registry.download import CHUNK_SIZE as CHUNK
+from ..registry.upload import BlobSource
 from ..units import MIB
 from .deliver import Delivery
 

@@ -56,6 +56,11 @@ class DryRun:
             report.update(ratelimits=self.costs)
         return report
 
+    def listing(self) -> list[str]:
+        """The images, then the kit's items (found upstream already; their sizes are known once downloaded)."""
+        return [str(ref) for ref in self.request.images] + [
+            f"{item.kind} {item.name} {item.version} {item.url}" for item in self.request.kit]
+
     def summary(self) -> str:
         """One line: images, bytes to download (and ship), what could not be resolved, what the trim saved."""
         request, kit = self.request, self.kit

@@ -266,7 +266,7 @@ class SyncRun:
 
         with self.progress.bar(len(self.result.images), "checking", unit="img") as bar:
             await each(self.result.images, one, self.request.jobs)
-        self._budget()
+        _defer_past_budget(self.request, self.result)
         if self.request.dry_run:
             for image in self.result.images:
                 if image.action == "pending":
@@ -295,37 +295,7 @@ class SyncRun:
         elif current is not None and image.image.immutable:  # never replaced: a move upstream is said, not copied
             image.action = "moved"
         elif not self.request.platforms:  # a narrowed index differs from upstream anyway: judged once resolved
-            self._refuse_retag(image)
-
-    @staticmethod
-    def _refuse_retag(image: ImageResult) -> None:
-        """``on_retag: fail``: a tag the target has that now means another image upstream."""
-        assert image.image is not None
-        if image.old_digest and image.old_digest != image.new_digest and image.image.on_retag == "fail":
-            image.fail(MirrorError(f"{image.image.ref} moved upstream from {image.old_digest} to "
-                                   f"{image.new_digest}, and its entry says on_retag: fail"))
-
-    def _budget(self) -> None:
-        """Defer what the sources' rate limits cannot pay for: one pull per changed image, in order.
-
-        Docker Hub's ``ratelimit-remaining`` counts pulls; HEADs are free, so
-        only the images whose manifests must be fetched are counted.
-        """
-        left = {host: limit.remaining for host, limit in self.result.ratelimits.items()}
-        for image in self.result.images:
-            if image.action != "pending" or self.request.dry_run:
-                continue
-            assert image.image is not None
-            host = self.request.sources.locate(image.image.ref).host
-            if host not in left:
-                continue
-            if left[host] <= 0:
-                image.action = "deferred"
-                window = self.result.ratelimits[host].window
-                image.error = (f"{host}'s rate limit is spent" +
-                               (f" (its window is {window} s)" if window else "") + "; the next run copies it")
-            else:
-                left[host] -= 1
+            _refuse_retag(image)
 
     # -- resolve: GET the manifests of what changed ----------------------------------
 
@@ -345,7 +315,7 @@ class SyncRun:
             if image.old_digest == resolved.top.digest:  # a narrowed index already synced
                 image.action = "unchanged"
                 return
-            self._refuse_retag(image)
+            _refuse_retag(image)
             if image.action == "failed":
                 return
             image.plan = ImagePlan.of(resolved.record(), self.target.prefix)
@@ -527,3 +497,34 @@ async def verified(chunks: AsyncIterator[bytes], digest: str, size: int, what: s
                              "written for it")
     if held is not None:
         yield held
+
+
+def _refuse_retag(image: ImageResult) -> None:
+    """``on_retag: fail``: a tag the target has that now means another image upstream."""
+    assert image.image is not None
+    if image.old_digest and image.old_digest != image.new_digest and image.image.on_retag == "fail":
+        image.fail(MirrorError(f"{image.image.ref} moved upstream from {image.old_digest} to "
+                               f"{image.new_digest}, and its entry says on_retag: fail"))
+
+
+def _defer_past_budget(request: SyncRequest, result: SyncResult) -> None:
+    """Defer what the sources' rate limits cannot pay for: one pull per changed image, in order.
+
+    Docker Hub's ``ratelimit-remaining`` counts pulls; HEADs are free, so
+    only the images whose manifests must be fetched are counted.
+    """
+    left = {host: limit.remaining for host, limit in result.ratelimits.items()}
+    for image in result.images:
+        if image.action != "pending" or request.dry_run:
+            continue
+        assert image.image is not None
+        host = request.sources.locate(image.image.ref).host
+        if host not in left:
+            continue
+        if left[host] <= 0:
+            image.action = "deferred"
+            window = result.ratelimits[host].window
+            image.error = (f"{host}'s rate limit is spent" +
+                           (f" (its window is {window} s)" if window else "") + "; the next run copies it")
+        else:
+            left[host] -= 1

@@ -132,9 +132,9 @@ class Source:
     def cosign_image(self, subject: str, suffix: str, layers: list[tuple[bytes, str, dict]]) -> Pushed:
         """cosign's attachment image for ``subject`` at ``sha256-HEX.SUFFIX``: a layer per (data, type, annotations)."""
         descriptors = []
-        for data, media_type, annotations in layers:
+        for data, media_type, notes in layers:
             digest, size = self.blob(data)
-            descriptors.append({"mediaType": media_type, "size": size, "digest": digest, "annotations": annotations})
+            descriptors.append({"mediaType": media_type, "size": size, "digest": digest, "annotations": notes})
         config, config_size = self.blob(go_json({
             "architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
             "os": "", "rootfs": {"type": "layers", "diff_ids": [d["digest"] for d in descriptors]}, "config": {}}))
