@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from ..clientconfig import GENERATORS, ClientConfig, Target
+from ..clientconfig import GENERATORS, ClientConfig, NodeRegistry
 from ..clientconfig.containerd import DEFAULT_CERTS_DIR
 from ..errors import UsageError
 from ..model.target import RegistryAddress
@@ -146,7 +146,7 @@ def config_command(
         raise UsageError("--include-secrets needs --username and --password-stdin "
                          "(or the registry `mirror registry up` started)")
     settings = registry_settings(ca_file=ca_file, insecure=insecure, plain_http=plain_http, credentials=credentials)
-    target = Target(registry, fallbacks=tuple(fallbacks), prefix=prefix, ca_file=ca_file, username=username,
+    target = NodeRegistry(registry, fallbacks=tuple(fallbacks), prefix=prefix, ca_file=ca_file, username=username,
                     password=credentials.password if credentials and include_secrets else None,
                     plain_http=plain_http, insecure=insecure)  # validates --registry before any connection
     bundled = sources.bundle_images(bundle) if bundle is not None else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import containerd, docker, rancher, registries_yaml, rke
-from .model import ClientConfig, GeneratedFile, Target
+from .model import ClientConfig, GeneratedFile, NodeRegistry
 
 GENERATORS: dict[str, Callable[..., ClientConfig]] = {
     "k3s": registries_yaml.k3s,
@@ -22,4 +22,4 @@ GENERATORS: dict[str, Callable[..., ClientConfig]] = {
     "rancher": rancher.generate,
 }
 
-__all__ = ["GENERATORS", "ClientConfig", "GeneratedFile", "Target"]
+__all__ = ["GENERATORS", "ClientConfig", "GeneratedFile", "NodeRegistry"]

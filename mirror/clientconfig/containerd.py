@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..model.reference import endpoint_host
-from .model import ClientConfig, GeneratedFile, Target
+from .model import ClientConfig, GeneratedFile, NodeRegistry
 
 DEFAULT_CERTS_DIR = "/etc/containerd/certs.d"
 # containerd major version -> (config schema version, plugin holding the CRI registry settings)
@@ -38,7 +38,7 @@ def config_schema(containerd_version: str) -> tuple[int, str]:
     return CRI_REGISTRY[int(match.group(1))]
 
 
-def cri_fragment(target: Target, certs_dir: str, containerd_version: str) -> str:
+def cri_fragment(target: NodeRegistry, certs_dir: str, containerd_version: str) -> str:
     """The config.toml part that points CRI at the certs.d tree and carries the registry's user."""
     schema, plugin = config_schema(containerd_version)
     lines = [f"version = {schema}", "", f'[plugins.{json.dumps(plugin)}.registry]',
@@ -53,7 +53,7 @@ def cri_fragment(target: Target, certs_dir: str, containerd_version: str) -> str
     return "\n".join(lines) + "\n"
 
 
-def _host_block(target: Target, registry: str, source: str, ca_install: str | None) -> list[str]:
+def _host_block(target: NodeRegistry, registry: str, source: str, ca_install: str | None) -> list[str]:
     path_prefix = target.path_prefix(source).strip("/")
     url = target.endpoint_of(registry) + (f"/v2/{path_prefix}" if path_prefix else "")
     lines = [f"[host.{json.dumps(url)}]", '  capabilities = ["pull", "resolve"]']
@@ -66,7 +66,7 @@ def _host_block(target: Target, registry: str, source: str, ca_install: str | No
     return lines
 
 
-def hosts_toml(target: Target, source: str, ca_install: str | None) -> str:
+def hosts_toml(target: NodeRegistry, source: str, ca_install: str | None) -> str:
     upstream = endpoint_host(source)  # docker.io's API is served by registry-1.docker.io
     lines = [
         f"# {source} images come from {' then '.join(target.registries)}, where `mirror push` put them"
@@ -78,7 +78,7 @@ def hosts_toml(target: Target, source: str, ca_install: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def generate(target: Target, *, certs_dir: str = DEFAULT_CERTS_DIR, containerd_version: str = "1",
+def generate(target: NodeRegistry, *, certs_dir: str = DEFAULT_CERTS_DIR, containerd_version: str = "1",
              **_: Any) -> ClientConfig:
     certs_dir = certs_dir.rstrip("/")
     ca_install = None

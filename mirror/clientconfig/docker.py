@@ -16,12 +16,12 @@ from typing import Any, Collection
 
 from ..model.reference import DOCKER_HUB, Reference
 from . import rancher
-from .model import ClientConfig, GeneratedFile, Target
+from .model import ClientConfig, GeneratedFile, NodeRegistry
 
 CERTS_DIR = "/etc/docker/certs.d"
 
 
-def daemon_json(target: Target) -> dict[str, Any]:
+def daemon_json(target: NodeRegistry) -> dict[str, Any]:
     config: dict[str, Any] = {}
     if not target.path_prefix(DOCKER_HUB) and not target.username:
         config["registry-mirrors"] = target.endpoints  # tried in order, for docker.io names only
@@ -30,14 +30,14 @@ def daemon_json(target: Target) -> dict[str, Any]:
     return config
 
 
-def login_script(target: Target) -> str:
+def login_script(target: NodeRegistry) -> str:
     """``docker login`` for the node; the password comes on stdin, never in the file or argv."""
     argv = ["docker", "login", target.registry, "--username", target.username or "", "--password-stdin"]
     return ("#!/bin/sh\n# Run on the Docker host with the password on standard input: "
             "sh docker-login.sh < password-file\n" + " ".join(shlex.quote(a) for a in argv) + "\n")
 
 
-def generate(target: Target, *, rancher_version: str | None = None,
+def generate(target: NodeRegistry, *, rancher_version: str | None = None,
              bundled: Collection[Reference] | None = None, **_: Any) -> ClientConfig:
     result = ClientConfig()
     for registry in target.registries if target.ca_file and not target.plain_http else ():

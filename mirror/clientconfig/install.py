@@ -16,7 +16,7 @@ import shlex
 from typing import Collection
 
 from ..model.reference import Reference
-from .model import GeneratedFile, Target
+from .model import GeneratedFile, NodeRegistry
 
 _KIT = 'KIT="${KIT:-$(pwd)}"  # the directory `mirror extract BUNDLE -o DIR` wrote\n'
 _ARCH = ('case "$(uname -m)" in\n'
@@ -49,7 +49,7 @@ def rke2_file() -> GeneratedFile:
         "systemctl enable --now rke2-server.service\n"))
 
 
-def helm_registry_flags(target: Target) -> list[str]:
+def helm_registry_flags(target: NodeRegistry) -> list[str]:
     """How helm reaches the registry as the nodes do: plain HTTP, no verification, or its CA."""
     if target.plain_http:
         return ["--plain-http"]
@@ -60,7 +60,7 @@ def helm_registry_flags(target: Target) -> list[str]:
     return []
 
 
-def rancher_file(target: Target, rancher_version: str, cert_manager_version: str) -> GeneratedFile:
+def rancher_file(target: NodeRegistry, rancher_version: str, cert_manager_version: str) -> GeneratedFile:
     prefix = target.prefix.strip("/")
     charts = f"oci://{target.registry}/{prefix + '/' if prefix else ''}charts"
     flags = " ".join(shlex.quote(f) for f in helm_registry_flags(target))

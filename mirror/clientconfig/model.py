@@ -13,7 +13,7 @@ PASSWORD_PLACEHOLDER = "REPLACE-WITH-PASSWORD"
 
 
 @dataclass(frozen=True)
-class Target:
+class NodeRegistry:
     """The private registry the nodes pull from, and how images were laid out in it."""
 
     registry: str  # HOST:PORT, as pushed to

@@ -19,10 +19,10 @@ from ..errors import UsageError
 from ..model.reference import Reference
 from ..model.target import target_repository
 from . import install, yamltext
-from .model import ClientConfig, GeneratedFile, Target
+from .model import ClientConfig, GeneratedFile, NodeRegistry
 
 
-def _default_registry(target: Target) -> str:
+def _default_registry(target: NodeRegistry) -> str:
     prefix = target.prefix.strip("/")
     return f"{target.registry}/{prefix}" if prefix else target.registry
 
@@ -50,13 +50,13 @@ def require_bundled(images: list[Reference], bundled: Collection[Reference] | No
                      "(--rancher-version, --cert-manager-version)")
 
 
-def rancher_values(target: Target, server: Reference, cert_manager_version: str) -> dict[str, Any]:
+def rancher_values(target: NodeRegistry, server: Reference, cert_manager_version: str) -> dict[str, Any]:
     return {"rancherImage": f"{target.registry}/{target_repository(server, target.prefix)}",
             "systemDefaultRegistry": _default_registry(target), "useBundledSystemChart": True,
             "certmanager": {"version": cert_manager_version}}
 
 
-def cert_manager_values(target: Target, images: list[Reference]) -> dict[str, Any]:
+def cert_manager_values(target: NodeRegistry, images: list[Reference]) -> dict[str, Any]:
     """helm values pointing every cert-manager image at the private registry."""
     keys = lists.rancher_settings()["cert_manager_helm_values"]
     values: dict[str, Any] = {}
@@ -72,7 +72,7 @@ def cert_manager_values(target: Target, images: list[Reference]) -> dict[str, An
     return values
 
 
-def docker_run(target: Target, server: Reference) -> str:
+def docker_run(target: NodeRegistry, server: Reference) -> str:
     image = f"{target.registry}/{target_repository(server, target.prefix)}:{server.tag}"
     argv = ["docker", "run", "-d", "--restart=unless-stopped", "-p", "80:80", "-p", "443:443", "--privileged",
             "-e", f"CATTLE_SYSTEM_DEFAULT_REGISTRY={_default_registry(target)}",
@@ -80,7 +80,7 @@ def docker_run(target: Target, server: Reference) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def docker_run_file(target: Target, rancher_version: str | None,
+def docker_run_file(target: NodeRegistry, rancher_version: str | None,
                     bundled: Collection[Reference] | None = None) -> GeneratedFile:
     """rancher-docker-run.sh: the single-node install, every image by its full name in the registry."""
     server = server_image(rancher_version)
@@ -90,7 +90,7 @@ def docker_run_file(target: Target, rancher_version: str | None,
                          + docker_run(target, server) + "\n")
 
 
-def generate(target: Target, *, rancher_version: str | None = None, cert_manager_version: str | None = None,
+def generate(target: NodeRegistry, *, rancher_version: str | None = None, cert_manager_version: str | None = None,
              bundled: Collection[Reference] | None = None, **_: Any) -> ClientConfig:
     server = server_image(rancher_version)
     cert_manager_version, cert_manager = lists.component_images("cert-manager", cert_manager_version)

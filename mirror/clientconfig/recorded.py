@@ -115,7 +115,7 @@ def _split(registry: str) -> tuple[str, int]:
     parts = urlsplit(f"//{registry}")
     try:
         port = parts.port
-    except ValueError:  # not a port: no recorded registry listens there; Target says what is wrong
+    except ValueError:  # not a port: no recorded registry listens there; NodeRegistry says what is wrong
         port = -1
     return parts.hostname or "", port or 443
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import install, yamltext
-from .model import ClientConfig, GeneratedFile, Target
+from .model import ClientConfig, GeneratedFile, NodeRegistry
 
 
 # Ports the nodes must reach each other on (the K3s and RKE2 docs): the peer-to-peer network, and the
@@ -27,7 +27,7 @@ from .model import ClientConfig, GeneratedFile, Target
 EMBEDDED_PORTS = {"k3s": (5001, 6443), "rke2": (5001, 9345)}
 
 
-def registries(target: Target, ca_install_path: str | None, embedded_mirror: bool = False) -> dict[str, Any]:
+def registries(target: NodeRegistry, ca_install_path: str | None, embedded_mirror: bool = False) -> dict[str, Any]:
     """The registries.yaml document as data (also what tests check)."""
     mirrors: dict[str, Any] = {}
     for source in target.source_registries:
@@ -55,7 +55,7 @@ def registries(target: Target, ca_install_path: str | None, embedded_mirror: boo
     return document
 
 
-def _generate(target: Target, distro: str, embedded_mirror: bool) -> ClientConfig:
+def _generate(target: NodeRegistry, distro: str, embedded_mirror: bool) -> ClientConfig:
     etc = f"/etc/rancher/{distro}"
     result = ClientConfig()
     ca_install = f"{etc}/registry-ca.crt" if target.ca_file and not target.plain_http else None
@@ -82,13 +82,13 @@ def _generate(target: Target, distro: str, embedded_mirror: bool) -> ClientConfi
     return result
 
 
-def k3s(target: Target, *, embedded_mirror: bool = False, **_: Any) -> ClientConfig:
+def k3s(target: NodeRegistry, *, embedded_mirror: bool = False, **_: Any) -> ClientConfig:
     result = _generate(target, "k3s", embedded_mirror)
     result.files.append(install.k3s_file())
     return result
 
 
-def rke2(target: Target, *, embedded_mirror: bool = False, **_: Any) -> ClientConfig:
+def rke2(target: NodeRegistry, *, embedded_mirror: bool = False, **_: Any) -> ClientConfig:
     result = _generate(target, "rke2", embedded_mirror)
     result.files.append(install.rke2_file())
     return result

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import yamltext
-from .model import ClientConfig, GeneratedFile, Target
+from .model import ClientConfig, GeneratedFile, NodeRegistry
 
 
-def generate(target: Target, **_: Any) -> ClientConfig:
+def generate(target: NodeRegistry, **_: Any) -> ClientConfig:
     url = target.registry + (f"/{target.prefix.strip('/')}" if target.prefix.strip("/") else "")
     entry: dict[str, Any] = {"url": url}
     if target.username:

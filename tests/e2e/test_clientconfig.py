@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mirror import lists
-from mirror.clientconfig import GENERATORS, Target, rancher, sources
+from mirror.clientconfig import GENERATORS, NodeRegistry, rancher, sources
 from mirror.clientconfig.registries_yaml import registries
 from mirror.errors import UsageError
 from mirror.model.reference import Reference
@@ -43,7 +43,7 @@ def go_rewrite(rules: dict[str, str], repository: str) -> str:
 
 @pytest.mark.parametrize("prefix", ["", "harbor-project", "org/team"])
 def test_registries_yaml_rewrites_map_every_bundled_image_to_where_push_put_it(prefix):
-    target = Target(REG, sources.from_references(BUNDLED), prefix=prefix)
+    target = NodeRegistry(REG, sources.from_references(BUNDLED), prefix=prefix)
     document = registries(target, None)
     assert set(document["mirrors"]) == {"docker.io", "quay.io", "ghcr.io", "registry.k8s.io"}
     for ref in BUNDLED:
@@ -54,7 +54,7 @@ def test_registries_yaml_rewrites_map_every_bundled_image_to_where_push_put_it(p
 
 
 def test_registries_yaml_uses_only_fields_k3s_reads():
-    target = Target(REG, ("docker.io", "quay.io"), ca_file=Path("/ca.crt"), username="bob", insecure=True)
+    target = NodeRegistry(REG, ("docker.io", "quay.io"), ca_file=Path("/ca.crt"), username="bob", insecure=True)
     document = registries(target, "/etc/rancher/k3s/registry-ca.crt")
     assert set(document) <= K3S_FIELDS["top"]
     for mirror in document["mirrors"].values():
@@ -101,7 +101,7 @@ configs:
 
 
 def test_rke2_paths():
-    config = GENERATORS["rke2"](Target(REG, ca_file=Path("/ca.crt")))
+    config = GENERATORS["rke2"](NodeRegistry(REG, ca_file=Path("/ca.crt")))
     assert [f.install_path for f in config.files][:2] == ["/etc/rancher/rke2/registries.yaml",
                                                           "/etc/rancher/rke2/registry-ca.crt"]
     assert 'ca_file: "/etc/rancher/rke2/registry-ca.crt"' in config.files[0].content
@@ -138,16 +138,16 @@ def test_output_dir_keeps_existing_files_unless_force(tmp_path):
 
 
 def test_k3s_and_rke2_configs_carry_the_air_gapped_install_lines():
-    k3s = GENERATORS["k3s"](Target(REG)).files[-1]
+    k3s = GENERATORS["k3s"](NodeRegistry(REG)).files[-1]
     assert k3s.path == "install-k3s.sh"
     assert 'INSTALL_K3S_SKIP_DOWNLOAD=true sh "$KIT/k3s/install.sh"' in k3s.content
     assert 'install -m 0755 "$KIT/k3s/$k3s" /usr/local/bin/k3s' in k3s.content
-    rke2 = GENERATORS["rke2"](Target(REG)).files[-1]
+    rke2 = GENERATORS["rke2"](NodeRegistry(REG)).files[-1]
     assert 'INSTALL_RKE2_ARTIFACT_PATH="$KIT/rke2" sh "$KIT/rke2/install.sh"' in rke2.content
 
 
 def test_rancher_install_lines_take_the_charts_push_wrote_crds_first():
-    config = GENERATORS["rancher"](Target(REG, prefix="proj", plain_http=True), rancher_version="v2.7.9",
+    config = GENERATORS["rancher"](NodeRegistry(REG, prefix="proj", plain_http=True), rancher_version="v2.7.9",
                                    cert_manager_version="v1.11.0")
     script = {f.path: f.content for f in config.files}["rancher-install.sh"]
     crds = script.index('kubectl apply -f "$KIT/cert-manager/cert-manager.crds.yaml"')
@@ -208,7 +208,7 @@ def test_docker_daemon_json_and_ca_location(tmp_path):
 
 
 def test_docker_cannot_mirror_to_a_prefix_and_says_so():
-    config = GENERATORS["docker"](Target(REG, prefix="proj", plain_http=True))
+    config = GENERATORS["docker"](NodeRegistry(REG, prefix="proj", plain_http=True))
     assert json.loads(config.files[0].content) == {"insecure-registries": [REG]}
     assert any(f"pull images as {REG}/proj/rancher/" in note for note in config.notes)
 
@@ -244,11 +244,11 @@ def test_rancher_files_refuse_images_the_bundle_lacks(corpus_bundle, tmp_path):
 def test_rancher_files_accept_a_bundle_holding_their_images():
     server = rancher.server_image(None)
     _, cert_manager = lists.component_images("cert-manager", "v1.7.1")
-    config = rancher.generate(Target(REG), cert_manager_version="v1.7.1", bundled=[server, *cert_manager])
+    config = rancher.generate(NodeRegistry(REG), cert_manager_version="v1.7.1", bundled=[server, *cert_manager])
     assert f'rancherImage: "{REG}/rancher/rancher"' in config.files[0].content
     older = Reference.parse("docker.io/rancher/rancher:v2.6.0")
     with pytest.raises(UsageError, match="it has rancher/rancher v2.6.0"):
-        rancher.generate(Target(REG), cert_manager_version="v1.7.1", bundled=[older, *cert_manager])
+        rancher.generate(NodeRegistry(REG), cert_manager_version="v1.7.1", bundled=[older, *cert_manager])
 
 
 def test_sources_from_a_bundle(seeded_source, tmp_path):
@@ -325,7 +325,7 @@ def test_several_registries_are_every_endpoint_in_order_with_the_same_user_and_c
 
 
 def test_docker_falls_back_only_for_docker_io_names_and_says_so():
-    config = GENERATORS["docker"](Target(REG, fallbacks=(REG2,), plain_http=True))
+    config = GENERATORS["docker"](NodeRegistry(REG, fallbacks=(REG2,), plain_http=True))
     assert json.loads(config.files[0].content) == {"registry-mirrors": [f"http://{REG}", f"http://{REG2}"],
                                                    "insecure-registries": [REG, REG2]}
     assert any("falls back only for docker.io names" in note for note in config.notes)
@@ -350,7 +350,7 @@ def test_embedded_mirror_turns_on_spegel_for_the_servers_and_shares_every_regist
     assert "\nembedded-registry: true\n" in config  # the server option, as the K3s/RKE2 docs give it
     assert f"-> /etc/rancher/{distro}/config.yaml (merge, server nodes)" in result.stderr
     assert f"TCP {ports}" in result.stderr
-    document = registries(Target(REG, ("docker.io", "quay.io"), fallbacks=(REG2,)), None, embedded_mirror=True)
+    document = registries(NodeRegistry(REG, ("docker.io", "quay.io"), fallbacks=(REG2,)), None, embedded_mirror=True)
     # A registry shares its images only with an entry under mirrors; pulls by the registries' own names too.
     assert set(document["mirrors"]) == {"docker.io", "quay.io", REG, REG2}
     assert document["mirrors"]["docker.io"]["endpoint"] == [f"https://{REG}", f"https://{REG2}"]

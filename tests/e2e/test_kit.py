@@ -423,14 +423,14 @@ def test_keep_going_writes_the_bundle_without_a_tampered_binary_and_exits_4(kit_
 
 def test_config_rancher_names_a_chart_the_bundle_lacks():
     from mirror import lists
-    from mirror.clientconfig import GENERATORS, Target
+    from mirror.clientconfig import GENERATORS, NodeRegistry
     from mirror.model.reference import Reference
 
     images = [Reference.parse("docker.io/rancher/rancher:v2.7.9"), *lists.component_images("cert-manager", None)[1]]
     charts = [Reference.parse(f"charts/rancher:{RANCHER}"), Reference.parse(f"charts/cert-manager:{CERT_MANAGER}")]
     generate = GENERATORS["rancher"]
-    assert generate(Target("reg.example:5000"), bundled=images + charts).notes == []
-    notes = generate(Target("reg.example:5000"), bundled=images + charts[1:]).notes
+    assert generate(NodeRegistry("reg.example:5000"), bundled=images + charts).notes == []
+    notes = generate(NodeRegistry("reg.example:5000"), bundled=images + charts[1:]).notes
     assert [note for note in notes if "carries no chart" in note] == [
         f"--bundle carries no chart rancher {RANCHER} (pulled with --no-charts, or another version): "
         f"rancher-install.sh's helm install needs charts/rancher:{RANCHER} in the registry"]
