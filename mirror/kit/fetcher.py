@@ -31,7 +31,7 @@ from ..registry.transport import RateGuard, Stalled
 from ..lists.releases import fetch_error, http_client
 
 IDENTITY = {"Accept-Encoding": "identity"}
-SEGMENTED_FROM = 32 << 20  # a file this large comes in parallel ranges when its host takes them (Accept-Ranges)
+FIRST_RANGE = 8 << 20  # asked first; what follows, where the host takes ranges, comes as SEGMENTS at once
 SEGMENTS = 8
 
 
@@ -89,33 +89,34 @@ class KitFetcher:
             return f"sha256:{expected}", store.size(f"sha256:{expected}")
         fd, temp = tempfile.mkstemp(prefix=".kit-", suffix=".partial", dir=store.blob_dir)
         try:
-            hasher, size = hashlib.sha256(), 0
             with _writes_to(store, what), open(fd, "wb") as out:
                 try:
-                    with self._client() as client, client.stream("GET", url, headers=IDENTITY) as response:
+                    # The first range tells the size: a host that takes ranges gets the rest as several at
+                    # once (a CDN caps each connection); one that does not answers 200 with the whole file.
+                    first = {**IDENTITY, "Range": f"bytes=0-{FIRST_RANGE - 1}"}
+                    with self._client() as client, client.stream("GET", url, headers=first) as response:
                         _check_status(response, url, what)
-                        declared = ascii_int(response.headers.get("content-length", ""))
-                        if declared is not None and declared > cap:
-                            raise UsageError(f"{what}: {url} is {declared} bytes, more than the "
+                        whole = response.status_code == 200
+                        size = (ascii_int(response.headers.get("content-length", "")) if whole
+                                else _range_total(response.headers.get("content-range", ""), url, what))
+                        if size is not None and size > cap:
+                            raise UsageError(f"{what}: {url} is {size} bytes, more than the "
                                              f"{cap >> 20} MiB a kit item may be")
-                        ranged = declared is not None and declared >= SEGMENTED_FROM and \
-                            response.headers.get("accept-ranges", "").strip().lower() == "bytes"
-                        paced = self._guard(url, what)
-                        for chunk in [] if ranged else response.iter_raw():  # the guard sees each piece
-                            paced(len(chunk))
-                            size += len(chunk)
-                            if size > cap:
-                                raise UsageError(f"{what}: {url} serves more than {cap >> 20} MiB; refused")
-                            hasher.update(chunk)
-                            out.write(chunk)
-                        if declared is not None and size != declared and not ranged:
-                            raise IntegrityError(f"{what}: {url} ended after {size} of {declared} bytes")
-                    if ranged:  # one connection is capped by the host's CDN: several take the whole link
-                        assert declared is not None
-                        self._in_ranges(url, what, out.fileno(), declared)
-                        hasher, size = _file_sha256(temp), declared
+                        most = cap if whole else min(FIRST_RANGE, size)
+                        received = self._write(response, url, what, out.fileno(), 0, most, too_much=UsageError(
+                            f"{what}: {url} serves more than {cap >> 20} MiB; refused") if whole else None)
+                    if whole and size is not None and received != size:
+                        raise IntegrityError(f"{what}: {url} ended after {received} of {size} bytes")
+                    if not whole:
+                        assert size is not None
+                        if received != min(FIRST_RANGE, size):
+                            raise IntegrityError(f"{what}: {url} ended its first range after {received} bytes")
+                        if size > received:
+                            self._in_ranges(url, what, out.fileno(), received, size)
+                    size = size if size is not None else received
                 except httpx.HTTPError as exc:
                     raise fetch_error(exc, url, what) from None
+            hasher = _file_sha256(temp)
             actual = hasher.hexdigest()
             if expected and actual != expected:
                 raise IntegrityError(f"{what}: {url} hashes to sha256:{actual}, but {checked_by} "
@@ -127,29 +128,35 @@ class KitFetcher:
             if os.path.exists(temp):
                 os.unlink(temp)
 
-
-    def _in_ranges(self, url: str, what: str, fd: int, size: int) -> None:
-        """``size`` bytes of ``url`` into ``fd``, SEGMENTS ranges at once, each written at its offset."""
-        step = -(-size // SEGMENTS)
-        spans = [(start, min(start + step, size) - 1) for start in range(0, size, step)]
-        with ThreadPoolExecutor(len(spans)) as pool:
-            for done in [pool.submit(self._range, url, what, fd, start, end) for start, end in spans]:
+    def _in_ranges(self, url: str, what: str, fd: int, start: int, size: int) -> None:
+        """Bytes ``start`` to ``size`` of ``url`` into ``fd``, SEGMENTS ranges at once, each at its offset."""
+        step = -(-(size - start) // SEGMENTS)
+        spans = [(first, min(first + step, size) - 1) for first in range(start, size, step)]
+        with ThreadPoolExecutor(SEGMENTS) as pool:
+            for done in [pool.submit(self._range, url, what, fd, first, last) for first, last in spans]:
                 done.result()  # the first failure, as itself
 
     def _range(self, url: str, what: str, fd: int, start: int, end: int) -> None:
         headers = {**IDENTITY, "Range": f"bytes={start}-{end}"}
         with self._client() as client, client.stream("GET", url, headers=headers) as response:
             if response.status_code != 206:
-                raise MirrorError(f"{what}: {url} offered ranges but answered {response.status_code} to one")
-            position, paced = start, self._guard(url, what)
-            for chunk in response.iter_raw():
-                paced(len(chunk))
-                if position + len(chunk) > end + 1:
-                    raise IntegrityError(f"{what}: {url} sent more than the range {start}-{end} it was asked")
-                os.pwrite(fd, chunk, position)
-                position += len(chunk)
-        if position != end + 1:
-            raise IntegrityError(f"{what}: {url} ended the range {start}-{end} after {position - start} bytes")
+                raise MirrorError(f"{what}: {url} answered a range, then {response.status_code} to another")
+            received = self._write(response, url, what, fd, start, end + 1 - start, too_much=None)
+        if received != end + 1 - start:
+            raise IntegrityError(f"{what}: {url} ended the range {start}-{end} after {received} bytes")
+
+    def _write(self, response: httpx.Response, url: str, what: str, fd: int, offset: int, most: int, *,
+               too_much: MirrorError | None) -> int:
+        """The body into ``fd`` from ``offset``, at most ``most`` bytes, at the minimum rate; how many came.
+        More is ``too_much`` (a file past the cap), else a range longer than asked: an integrity error."""
+        received, paced = 0, self._guard(url, what)
+        for chunk in response.iter_raw():  # as it arrives: the rate guard sees each piece
+            paced(len(chunk))
+            if received + len(chunk) > most:
+                raise too_much or IntegrityError(f"{what}: {url} sent more than the {most} bytes asked for")
+            os.pwrite(fd, chunk, offset + received)
+            received += len(chunk)
+        return received
 
 
 def _file_sha256(path: str) -> "hashlib._Hash":
@@ -166,8 +173,16 @@ def _writes_to(store: BlobStore, what: str) -> Iterator[None]:
         raise store.write_failed(exc, what) from None
 
 
+def _range_total(content_range: str, url: str, what: str) -> int:
+    """The total of ``bytes FIRST-LAST/TOTAL``; a range answer without it is no use."""
+    total = ascii_int(content_range.rpartition("/")[2]) if content_range.startswith("bytes ") else None
+    if total is None:
+        raise MirrorError(f"{what}: {url} answered a range without the file's size ({content_range[:80]!r})")
+    return total
+
+
 def _check_status(response: httpx.Response, url: str, what: str) -> None:
     if response.status_code in (404, 410):
         raise UsageError(f"{what}: {url} is not there (answered {response.status_code})")
-    if response.status_code != 200:
+    if response.status_code not in (200, 206):
         raise MirrorError(f"{what}: {url} answered {response.status_code}")

@@ -192,14 +192,14 @@ def test_a_file_by_url_is_checked_against_the_digest_given(kit_upstream, tmp_pat
 def test_a_large_file_comes_in_parallel_ranges_and_one_short_range_keeps_nothing(kit_upstream, tmp_path):
     """A K3s airgap tarball on one CDN connection takes the link's time several times over: where the host
     takes ranges, a large file comes in several at once, and is still checked whole."""
-    from mirror.kit.fetcher import SEGMENTED_FROM, SEGMENTS
+    from mirror.kit.fetcher import FIRST_RANGE, SEGMENTS
 
-    data = hashlib.shake_256(b"a large kit file").digest(SEGMENTED_FROM + 12345)
+    data = hashlib.shake_256(b"a large kit file").digest(3 * FIRST_RANGE + 12345)
     kit_upstream.host.files["/other/images.tar.zst"] = data
     url = f"{kit_upstream.host.url}/other/images.tar.zst#sha256={hashlib.sha256(data).hexdigest()}"
     result, bundle = pull(kit_upstream, tmp_path, "--no-charts", "--no-files", "--file", url)
     assert result.returncode == 0, result.stderr
-    assert kit_upstream.host.ranges_asked == SEGMENTS
+    assert kit_upstream.host.ranges_asked == 1 + SEGMENTS  # the first, which tells the size, then the rest
     out = tmp_path / "kit"
     assert run_mirror("extract", bundle, "-o", out).returncode == 0
     assert (out / "files" / "images.tar.zst").read_bytes() == data  # the ranges, put together in order
