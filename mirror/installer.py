@@ -179,7 +179,7 @@ def _from_checkout(tree: Path, stage: Path, arches: list[str], versions: list[st
     with (tree / WHEEL_DIGESTS).open("w") as digests:  # `sha256sum -c` format
         for wheel in sorted(wheels.iterdir()):
             with wheel.open("rb") as f:
-                digests.write(f"{hashlib.file_digest(f, 'sha256').hexdigest()}  wheels/{wheel.name}\n")
+                digests.write(f"{hashlib.sha256(f.read()).hexdigest()}  wheels/{wheel.name}\n")  # a wheel: MBs
     shutil.copy2(INSTALL_SH, tree / "install.sh")
     (tree / "install.sh").chmod(0o755)
 

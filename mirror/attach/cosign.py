@@ -27,10 +27,8 @@ from ..model.oci import Manifest, digest_hex
 from ..model.reference import Reference
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
-DSSE_ENVELOPE = "application/vnd.dsse.envelope.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
-CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
 BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 SIGNATURE_TYPE = "cosign container image signature"
 

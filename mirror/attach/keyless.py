@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 
+from ..clock import parse_time
 from ..errors import UsageError
 from .cosign import BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, shown
 from .keys import MAX_KEY_FILE, VerifyKey
@@ -193,7 +194,7 @@ def _authority(item: dict[str, Any]) -> Authority:
 
 
 def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    return parse_time(text) if text else None
 
 
 def _issuer(certificate: x509.Certificate) -> str:

@@ -11,11 +11,10 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from .. import __version__
-from ..clock import utc_now
+from ..clock import parse_time, utc_now
 from ..errors import IntegrityError
 from ..model.oci import MAX_MANIFEST_SIZE, digest_hex
 from ..model.reference import Reference
@@ -314,10 +313,7 @@ def _base_ids(value: Any) -> list[str]:
 
 
 def _timestamp(text: str) -> int:
-    stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))  # 3.10 does not take "Z"
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return int(stamp.timestamp())
+    return int(parse_time(text).timestamp())
 
 
 def _size(value: Any) -> int:

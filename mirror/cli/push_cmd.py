@@ -19,7 +19,7 @@ from .options import (
     JsonOption, NoSpaceCheckOption, PasswordStdinOption, PlainHttpOption, QuietOption, TrustedRootOption,
     UsernameOption, VerifyKeyOption,
 )
-from ..errors import ExitCode, UsageError
+from ..errors import ExitCode, UsageError, worst_exit_code
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
 
@@ -97,12 +97,11 @@ def push_command(
 
 
 def _worst(results: list) -> ExitCode:
-    """The exit code of a push to several registries: integrity beats auth beats the rest."""
-    codes = {r.exit_code for r in results if r.failures}
-    for code in (ExitCode.INTEGRITY, ExitCode.AUTH):
-        if code in codes:
-            return code
-    return max(codes, default=ExitCode.OK)
+    """One target: its code. Several: their failures ranked as errors.worst_exit_code ranks a run's (a code
+    that only one target's failures mean, such as a missing delta base, is that target's line to say)."""
+    if len(results) == 1:
+        return results[0].exit_code
+    return worst_exit_code(cause for result in results for cause in result.causes.values())
 
 
 def _print_result(result, dry_run: bool, quiet: bool) -> None:

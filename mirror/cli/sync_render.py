@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ..clock import parse_time
 from ..units import human_size
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
@@ -69,12 +70,10 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: 
 def _causes(result: "SyncResult") -> dict:
     """The failed images' errors; in the registry `up` manages, a full disk is named by its data dir (and its
     log read for a 5xx that did not say why: server/storage.py)."""
-    from datetime import datetime
-
     from ..server.storage import managed_registry
 
     managed = managed_registry(result.target.split("/")[0]) if result.delta is None else None
-    return managed.explain(result.causes, datetime.fromisoformat(result.started)) if managed else result.causes
+    return managed.explain(result.causes, parse_time(result.started)) if managed else result.causes
 
 
 def image_line(image: "ImageResult") -> str:

@@ -161,7 +161,10 @@ class KitFetcher:
 
 def _file_sha256(path: str) -> "hashlib._Hash":
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256")
+        hasher = hashlib.sha256()
+        while chunk := handle.read(1 << 20):  # hashlib.file_digest is 3.11's; mirror runs on 3.10
+            hasher.update(chunk)
+        return hasher
 
 
 @contextmanager

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..bundle.reader import BundleReader
+from ..clock import parse_time
 from ..diskspace import Space
 from ..errors import MirrorError, RegistryError, StorageFull, UsageError
 from ..model.oci import digest_hex
@@ -58,7 +59,7 @@ class ManagedRegistry:
             stamp = _LOG_TIME.search(line)
             if NO_SPACE in line.lower() and stamp:
                 try:
-                    if datetime.fromisoformat(stamp[1]) >= since:
+                    if parse_time(stamp[1]) >= since:
                         return True
                 except (ValueError, TypeError):  # no time, or one without a zone
                     continue

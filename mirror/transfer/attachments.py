@@ -77,7 +77,9 @@ class PullAttachments:
         except RateLimited as exc:
             self.deferred[id(image)] = str(exc)
         except MirrorError as exc:
-            self.failed[id(image)] = type(exc)(f"{image.ref}: looking up its signatures and attachments: {exc}")
+            failed = MirrorError(f"{image.ref}: looking up its signatures and attachments: {exc}")
+            failed.exit_code = exc.exit_code  # an error class's own arguments (a host, a directory) are not ours
+            self.failed[id(image)] = failed
 
     async def _manifest(self, client: RegistryClient, repository: str, digest: str) -> Manifest:
         """From the work dir when a rerun has it (a pull not paid twice), else a GET paid from the budget."""

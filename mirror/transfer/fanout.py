@@ -76,6 +76,10 @@ class FanOut:
 
     async def place_blob(self, digest: str, size: int, source: BlobSource) -> None:
         targets = self.needing(digest)
+        for delivery in self.deliveries:  # claimed, and gone since: its manifests must not wait for the blob
+            if digest in delivery.uploading and delivery not in targets and delivery.fatal is not None:
+                delivery.uploading.discard(digest)
+                delivery.presence.fail_blob(digest, delivery.fatal)
         if len(targets) == 1 or not getattr(source, "once", False):
             async with anyio.create_task_group() as group:
                 for delivery in targets:

@@ -225,7 +225,7 @@ class _Room:
         advice = "free some, or put the work dir (--work-dir) or the bundle (-o) on a larger disk"
         self.bundle = self.space.where(request.output.parent, "the bundle", advice)
         self.work = self.space.where(store.root, "the work dir", advice)
-        self.store, self.fetch, self.total = store, fetch, len(request.images)
+        self.store, self.fetch, self.total = store, fetch, len(request.images)  # attachments are not counted
         self.manifests: set[str] = set()
         self.admitted = 0
 
@@ -238,7 +238,7 @@ class _Room:
         self.work.add_files([*manifests, *(size if digest in image.fetched else self.store.missing_bytes(digest, size)
                                            for digest, size in blobs.items())])
         self.bundle.add(sum(tar_size(size) for size in [*manifests, *blobs.values()]))
-        self.admitted += 1
+        self.admitted += image.attached_to is None
         self.space.check(None if self.admitted == self.total else
                          f"for the {self.admitted} of {self.total} images resolved so far")
 

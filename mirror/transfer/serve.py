@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import anyio
 
-from ..clock import utc_now
+from ..clock import parse_time, utc_now
 from ..errors import exit_code_of, leaves, reported_error
 from ..model.cron import CronSchedule
 from ..progress import Progress
@@ -77,7 +77,7 @@ class Reports:
         kept = sorted(self.directory.glob("sync-*.json"))
         try:
             started = json.loads(kept[-1].read_text())["started"] if kept else None
-            last = datetime.fromisoformat(started.replace("Z", "+00:00")).astimezone() if started else None
+            last = parse_time(started).astimezone() if started else None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # a damaged report: as if none
             return False
         return last is not None and cron.next_after(last) <= datetime.now().astimezone()
