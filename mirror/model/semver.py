@@ -17,8 +17,10 @@ import re
 from dataclasses import dataclass
 from functools import total_ordering
 
+from .numbers import ascii_int
+
 _VERSION = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)(?:\.(0|[1-9]\d*))?"
-                      r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$")
+                      r"(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?(?:\+[0-9A-Za-z.-]+)?$", re.ASCII)
 _COMPARATOR = re.compile(r"^(>=|<=|>|<|==|=|!=)?\s*(\S+)$")
 
 
@@ -41,7 +43,8 @@ class Version:
 
     def _key(self) -> tuple:
         # A release sorts after its pre-releases; identifiers: numbers before words, numbers by value.
-        pre = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in self.prerelease)
+        numbers = [ascii_int(p) for p in self.prerelease]
+        pre = tuple((0, n, "") if n is not None else (1, 0, p) for p, n in zip(self.prerelease, numbers))
         return (self.major, self.minor, self.patch, not self.prerelease, pre)
 
     def __lt__(self, other: "Version") -> bool:

@@ -231,7 +231,7 @@ def _parse_head(head: bytes, request: httpx.Request) -> tuple[int, bytes, list[t
     lines = head[:-4].split(b"\r\n")
     version, _, rest = lines[0].partition(b" ")
     code, _, reason = rest.partition(b" ")
-    if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
+    if not version.startswith(b"HTTP/1.") or len(code) != 3 or ascii_int(code) is None:
         raise httpx.RemoteProtocolError(f"not an HTTP/1.1 answer: {lines[0][:80]!r}", request=request)
     headers = []
     for line in lines[1:]:

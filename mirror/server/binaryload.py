@@ -25,6 +25,7 @@ import zstandard
 
 from ..bundle.reader import BundleReader
 from ..errors import IntegrityError, UsageError
+from ..model.numbers import ascii_int
 from ..model.oci import Platform
 from ..bundle.store import BlobStore
 from ..safefiles import Replacement
@@ -175,9 +176,9 @@ def _pax_path(data: bytes) -> str | None:
     at = 0
     while at < len(data):
         space = data.find(b" ", at)
-        if space <= at or not data[at:space].isdigit() or int(data[at:space]) <= space - at + 1:
+        length = ascii_int(data[at:space]) if space > at else None
+        if length is None or length <= space - at + 1:
             return None
-        length = int(data[at:space])
         key, _, value = data[space + 1:at + length - 1].partition(b"=")
         if key == b"path":
             return value.decode("utf-8", "replace")

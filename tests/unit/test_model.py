@@ -109,3 +109,11 @@ def test_a_descriptor_size_is_a_json_integer_byte_count(size):
     assert Descriptor.from_json(good).size == 12
     with pytest.raises(IntegrityError, match="malformed descriptor"):
         Descriptor.from_json({**good, "size": size})
+
+
+@pytest.mark.parametrize("tag", ["v١.٢.٣", "1.2.3-١", "v1.2.3-²"])
+def test_a_version_is_spelled_in_ascii_digits(tag):
+    from mirror.model.semver import Version
+
+    assert Version.parse(tag) is None  # \d took '١' for a digit, and int() read it
+    assert Version.parse("v1.2.3-rc.2") < Version.parse("v1.2.3-rc.10") < Version.parse("v1.2.3")
