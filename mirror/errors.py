@@ -57,6 +57,11 @@ class DiskFull(MirrorError):
 
     ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
+    @classmethod
+    def of(cls, error: OSError, message: str, directory: str) -> MirrorError:
+        """A write into ``directory`` that failed: DiskFull when there was no room, else a plain MirrorError."""
+        return cls(message, directory, error.strerror) if error.errno in cls.ERRNOS else MirrorError(message)
+
     def __init__(self, message: str, directory: str, reason: str):
         super().__init__(message)
         self.directory = directory

@@ -58,7 +58,7 @@ class BlobStore:
     def write_failed(self, exc: OSError, digest: str) -> MirrorError:
         """The error for a write of ``digest`` into this work dir that failed: DiskFull when there is no room."""
         said = f"blob {digest}: cannot write to the work dir {self.root}: {exc}"
-        return DiskFull(said, str(self.root), exc.strerror) if exc.errno in DiskFull.ERRNOS else MirrorError(said)
+        return DiskFull.of(exc, said, str(self.root))
 
     def promote(self, digest: str) -> None:
         """Move a ``.partial`` whose hash the downloader already checked into place."""

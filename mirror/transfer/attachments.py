@@ -167,8 +167,7 @@ async def tag_in_order(delivery: Delivery, bundle: BundleManifest, every_plan: l
     for plan in every_plan:  # tagged already (in place), but refused now: a failure all the same
         error = delivery.refused.get(id(plan))
         if error is not None and plan not in delivery.plans:
-            delivery.report.failures[plan.record.source] = f"to {delivery.target.host}/{plan.target}: {error}"
-            delivery.report.causes[plan.record.source] = error
+            delivery.report.fail(plan, error)
     written = {(plan.repository, digest) for plan in every_plan
                if plan.record.source not in delivery.report.failures and not plan.record.is_attachment
                for digest in subjects_of(plan.record) | plan.manifests}

@@ -212,7 +212,7 @@ class BundleFeed:
         where = self.spool_dir.parent
         said = (f"cannot write the push spool in {where} ({exc.strerror or exc}); free some space there, or "
                 "pass --spool-dir elsewhere or a smaller --window")
-        return DiskFull(said, str(where), exc.strerror) if exc.errno in DiskFull.ERRNOS else MirrorError(said)
+        return DiskFull.of(exc, said, str(where))
 
     def _stream_through(self, entry: BundleEntry) -> None:
         """A blob larger than the window: upload straight from the tar, one attempt."""

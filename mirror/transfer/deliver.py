@@ -48,6 +48,11 @@ class DeliveryReport:
     exit_code: ExitCode = ExitCode.OK
     causes: dict[str, MirrorError] = field(default_factory=dict, repr=False)  # failures' errors, for one line per cause
 
+    def fail(self, plan: ImagePlan, error: MirrorError) -> None:
+        """``plan``'s image did not make it to this registry, and why."""
+        self.failures[plan.record.source] = f"to {self.registry}/{plan.target}: {error}"
+        self.causes[plan.record.source] = error
+
     def to_json(self) -> dict[str, Any]:
         report = {key: (int(value) if key == "exit_code" else value) for key, value in self.__dict__.items()
                   if key != "causes"}
@@ -236,8 +241,7 @@ class Delivery:
                     error = exc
             error = error or self.fatal
             assert error is not None
-            self.report.failures[plan.record.source] = f"to {self.target.host}/{plan.target}: {error}"
-            self.report.causes[plan.record.source] = error
+            self.report.fail(plan, error)
 
         plans = self.plans if plans is None else plans
         await each(plans, one, len(plans))

@@ -174,8 +174,7 @@ def _failed(target: Target, reader: BundleReader, error: MirrorError) -> Deliver
     """The report of a target that failed before anything was written: every image, one reason."""
     report = DeliveryReport(registry=target.host, exit_code=error.exit_code)
     for plan in plan_images(reader.manifest.images, target.prefix):
-        report.failures[plan.record.source] = f"to {target.host}/{plan.target}: {error}"
-        report.causes[plan.record.source] = error
+        report.fail(plan, error)
     return report
 
 
