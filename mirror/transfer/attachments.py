@@ -33,7 +33,7 @@ from ..registry.pool import ClientPool
 from .budget import Budget, RateLimited
 from .deliver import Delivery, DeliveryReport
 from .plan import ImagePlan, Target
-from .resolve import Resolution, ResolvedImage
+from .resolve import Resolution, ResolvedImage, stored_manifest
 from .survey import Presence
 from .tasks import each
 
@@ -82,15 +82,7 @@ class PullAttachments:
             self.failed[id(image)] = failed
 
     async def _manifest(self, client: RegistryClient, repository: str, digest: str) -> Manifest:
-        """From the work dir when a rerun has it (a pull not paid twice), else a GET paid from the budget."""
-        if self.store.has(digest):
-            return Manifest.from_bytes(self.store.read(digest))
-        if self.budget is not None:
-            manifest = await self.budget.get_manifest(client, repository, digest)
-        else:
-            manifest = await client.get_manifest(repository, digest)
-        self.store.put_bytes(digest, manifest.data)  # kept as it arrives: a deferred run's rerun has it
-        return manifest
+        return await stored_manifest(client, repository, digest, self.store, self.budget, digest)
 
     def settle(self, resolution: Resolution) -> None:
         """Each image followed by its attachments; images whose lookup failed, or (with keys) whose

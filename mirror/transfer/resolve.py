@@ -142,16 +142,7 @@ class Resolver:
 
     async def _manifest(self, client: RegistryClient, repository: str, reference: str, digest: str | None,
                         media_type: str | None) -> Manifest:
-        """From the work dir when ``digest`` is there, else a GET (a pull, with a budget) kept there."""
-        if digest is not None and self.store is not None and self.store.has(digest):
-            return Manifest.from_bytes(self.store.read(digest), media_type)
-        if self.budget is not None:
-            manifest = await self.budget.get_manifest(client, repository, reference)
-        else:
-            manifest = await client.get_manifest(repository, reference)
-        if self.store is not None:
-            self.store.put_bytes(manifest.digest, manifest.data)
-        return manifest
+        return await stored_manifest(client, repository, reference, self.store, self.budget, digest, media_type)
 
     async def _resolve_index(self, ref: Reference, location: Location, client: RegistryClient,
                              top: Manifest) -> ResolvedImage:
@@ -239,3 +230,18 @@ def _narrow_index(index: Manifest, keep: list[Descriptor]) -> Manifest:
     kept = {d.digest for d in keep}
     document["manifests"] = [m for m in document.get("manifests", []) if m.get("digest") in kept]
     return Manifest.from_bytes(json.dumps(document, indent=3).encode() + b"\n", index.media_type)
+
+
+async def stored_manifest(client: RegistryClient, repository: str, reference: str, store: BlobStore | None,
+                          budget: Budget | None, digest: str | None = None, media_type: str | None = None) -> Manifest:
+    """From the work dir when ``digest`` is there (a rerun pays no pull twice), else a GET (a pull from
+    ``budget``, when there is one) kept there as it arrives: a deferred run's rerun has it."""
+    if digest is not None and store is not None and store.has(digest):
+        return Manifest.from_bytes(store.read(digest), media_type)
+    if budget is not None:
+        manifest = await budget.get_manifest(client, repository, reference)
+    else:
+        manifest = await client.get_manifest(repository, reference)
+    if store is not None:
+        store.put_bytes(manifest.digest, manifest.data)
+    return manifest
