@@ -27,12 +27,6 @@ CertificateIdentityOption = typer.Option(
 CertificateOidcIssuerOption = typer.Option(
     None, "--certificate-oidc-issuer", help="Keyless: the OIDC issuer that vouched for the signer.")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
-# The registry a command reads or changes in place (inventory, prune): --registry, else the local one.
-RegistryOption = typer.Option(
-    None, "--registry", "-r",
-    help="Registry HOST[:PORT][/PREFIX] [default: the registry `mirror registry up` started here].")
-LocalRegistryOption = typer.Option(
-    False, "--local-registry", help="The registry `mirror registry up` started here (the default).")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 NoSpaceCheckOption = typer.Option(
     False, "--no-space-check", help="Start even when the free space looks too small for what this run writes.")

@@ -13,32 +13,23 @@ import typer
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import target_registries, verifiers
+from .flag_values import verifiers
 from .options import (
-    CaFileOption, CertificateIdentityOption, CertificateOidcIssuerOption, InsecureOption, JobsOption,
-    JsonOption, NoSpaceCheckOption, PasswordStdinOption, PlainHttpOption, QuietOption, TrustedRootOption,
-    UsernameOption, VerifyKeyOption,
+    CertificateIdentityOption, CertificateOidcIssuerOption, JsonOption, NoSpaceCheckOption, QuietOption,
+    TrustedRootOption, VerifyKeyOption,
 )
-from ..errors import ExitCode, UsageError, worst_exit_code
+from .reach import Reach, registry_options
+from ..errors import ExitCode, worst_exit_code
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
 
 
 @app.command("push")
 @handle_errors
+@registry_options("to write (several: all from one read of the bundle)")
 def push_command(
     bundle: Path = typer.Argument(..., help="Bundle written by `mirror pull` (NAME.tar.zst, or its split parts)."),
-    registries: Optional[list[str]] = typer.Option(
-        None, "--registry", "-r",
-        help="Target HOST[:PORT][/PREFIX]; repeat it to write several registries from one read of the bundle, "
-             "concurrently (one CA file and user for all) [default: the registry `mirror registry up` "
-             "started here]."),
-    ca_file: Optional[Path] = CaFileOption,
-    insecure: bool = InsecureOption,
-    plain_http: bool = PlainHttpOption,
-    username: Optional[str] = UsernameOption,
-    password_stdin: bool = PasswordStdinOption,
-    jobs: int = JobsOption,
+    reach: Reach = ...,  # --registry, TLS, credentials, --jobs (reach.py)
     window: str = typer.Option("512M", "--window", help="Spool (memory + temp disk) for blobs in flight."),
     spool_dir: Optional[Path] = typer.Option(None, "--spool-dir", help="Where spooled blobs go (default: $TMPDIR)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go where; contact nothing."),
@@ -55,17 +46,13 @@ def push_command(
     from ..transfer.push import PushRequest, push_all
     from ..units import MIB
 
-    given: list[str | None] = list(registries or [None])
-    if len(set(given)) != len(given):
-        raise UsageError(f"--registry {', '.join(r for r in given if r)}: each registry once")
-    first, *also = target_registries(given, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                                     username=username, password_stdin=password_stdin, jobs=jobs)
+    first, *also = reach.targets()
     managed = managed_registry(first.host)  # the registry `up` manages, if the first target is it
     request = PushRequest(
         bundle=bundle,
         target=first,
         also=tuple(also),
-        jobs=jobs,
+        jobs=reach.jobs,
         window=max(parse_size(window, "--window"), MIB),
         spool_dir=spool_dir,
         dry_run=dry_run,
