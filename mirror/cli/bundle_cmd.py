@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import anyio
 import typer
@@ -12,11 +11,7 @@ from ..errors import ExitCode, UsageError, worst_exit_code
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import verifiers
-from .options import (
-    CertificateIdentityOption, CertificateOidcIssuerOption, JsonOption, QuietOption, TrustedRootOption,
-    VerifyKeyOption,
-)
+from .options import JsonOption, QuietOption, Signers, signer_options
 from .reach import Reach, registry_options
 from ..units import human_size
 from .render import emit_json
@@ -42,13 +37,11 @@ def inspect_command(
 @handle_errors
 @registry_options("to check for every image of the bundle, instead of the bundle itself",
                   default="the bundle itself is checked")
+@signer_options
 def verify_command(
     bundle: Path = typer.Argument(..., help="Bundle (NAME.tar.zst or its split parts)."),
     reach: Reach = ...,  # --registry, TLS, credentials, --jobs (reach.py)
-    verify_key: Optional[list[Path]] = VerifyKeyOption,
-    trusted_root: Optional[Path] = TrustedRootOption,
-    certificate_identity: Optional[str] = CertificateIdentityOption,
-    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
+    signers: Signers = ...,  # --verify-key, --trusted-root, --certificate-* (options.py)
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -58,7 +51,7 @@ def verify_command(
     from ..transfer.verify import verify_in_registries
 
     # before the bundle is read: a bad key file is a usage error, at once
-    keys = verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer)
+    keys = signers.load()
     if keys and reach.named:
         raise UsageError("--verify-key and --trusted-root check the signatures a bundle carries: give them "
                          "without --registry "

@@ -12,11 +12,7 @@ from ..errors import UsageError
 from ..safefiles import write_file
 from .app import app
 from .common import handle_errors
-from .flag_values import topology_versions
-from .options import (
-    CertManagerVersionOption, ExcludeOption, ImagesFileOption, JsonOption, K3sVersionOption, KubernetesVersionOption,
-    ModeOption, NoRegistryImageOption, RancherVersionOption, Rke2VersionOption,
-)
+from .options import ExcludeOption, ImagesFileOption, JsonOption, NoRegistryImageOption, Release, release_options
 from .reach import Reach, registry_options
 from .render import emit_json
 
@@ -24,17 +20,13 @@ from .render import emit_json
 @app.command("inventory")
 @handle_errors
 @registry_options("to inventory (several: what every one holds, for a delta each can take)")
+@release_options
 def inventory_command(
     images: Optional[list[str]] = typer.Argument(None, help="Only these images (added to --mode's list)."),
     output: Path = typer.Option(..., "--output", "-o", help="Inventory to write, e.g. have.json."),
     reach: Reach = ...,  # --registry, TLS, credentials, --jobs (reach.py)
     images_file: Optional[list[Path]] = ImagesFileOption,
-    mode: Optional[str] = ModeOption,
-    k3s_version: Optional[str] = K3sVersionOption,
-    kubernetes_version: Optional[str] = KubernetesVersionOption,
-    rke2_version: Optional[str] = Rke2VersionOption,
-    rancher_version: Optional[str] = RancherVersionOption,
-    cert_manager_version: Optional[str] = CertManagerVersionOption,
+    release: Release = ...,  # --mode and the --*-version options (options.py)
     no_registry_image: bool = NoRegistryImageOption,
     exclude: Optional[list[str]] = ExcludeOption,
     json_report: bool = JsonOption,
@@ -47,10 +39,9 @@ def inventory_command(
     if not output.absolute().parent.is_dir():
         raise UsageError(f"cannot write {output}: directory {output.absolute().parent} does not exist")
     selection = None
-    if images or images_file or mode:
+    if images or images_file or release.mode:
         selection, _ = resolve_images(
-            mode, versions=topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
-                                             cert_manager_version),
+            release.mode, versions=release.versions,
             extra_files=images_file or [], extra_refs=images or [], exclude=exclude or [],
             include_registry_image=not no_registry_image)
     import regex

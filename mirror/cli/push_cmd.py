@@ -13,11 +13,7 @@ import typer
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import verifiers
-from .options import (
-    CertificateIdentityOption, CertificateOidcIssuerOption, JsonOption, NoSpaceCheckOption, QuietOption,
-    TrustedRootOption, VerifyKeyOption,
-)
+from .options import JsonOption, NoSpaceCheckOption, QuietOption, Signers, signer_options
 from .reach import Reach, registry_options
 from ..errors import ExitCode, worst_exit_code
 from ..units import human_size, parse_size
@@ -27,6 +23,7 @@ from .render import emit_json, report_failures
 @app.command("push")
 @handle_errors
 @registry_options("to write (several: all from one read of the bundle)")
+@signer_options
 def push_command(
     bundle: Path = typer.Argument(..., help="Bundle written by `mirror pull` (NAME.tar.zst, or its split parts)."),
     reach: Reach = ...,  # --registry, TLS, credentials, --jobs (reach.py)
@@ -34,10 +31,7 @@ def push_command(
     spool_dir: Optional[Path] = typer.Option(None, "--spool-dir", help="Where spooled blobs go (default: $TMPDIR)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go where; contact nothing."),
     no_space_check: bool = NoSpaceCheckOption,
-    verify_key: Optional[list[Path]] = VerifyKeyOption,
-    trusted_root: Optional[Path] = TrustedRootOption,
-    certificate_identity: Optional[str] = CertificateIdentityOption,
-    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
+    signers: Signers = ...,  # --verify-key, --trusted-root, --certificate-* (options.py)
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -59,7 +53,7 @@ def push_command(
         space_check=not no_space_check,
         # on object storage (registry up --storage) the host's disk holds no images: nothing to check there
         registry_data_dir=managed.data_dir if managed and not managed.state.storage else None,
-        verify_keys=verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer),
+        verify_keys=signers.load(),
     )
     started = datetime.now(timezone.utc)
     # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it

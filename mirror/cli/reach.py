@@ -1,30 +1,22 @@
 """The registries a command writes to or checks, and how it reaches them: one option group for push, verify,
-inventory and prune, declared here once (``--registry``, ``--local-registry``, TLS, credentials, ``--jobs``).
-
-typer knows no option groups: ``registry_options`` gives the command's signature the group's options in
-place of its parameter ``reach`` and calls it with one ``Reach`` built from them.
-"""
+inventory and prune, declared here once (``--registry``, ``--local-registry``, TLS, credentials, ``--jobs``)."""
 
 from __future__ import annotations
 
-import functools
-import inspect
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
 from ..errors import UsageError
 from .flag_values import target_registries
+from .groups import F, option_group
 from .options import CaFileOption, InsecureOption, JobsOption, PasswordStdinOption, PlainHttpOption, UsernameOption
 
 if TYPE_CHECKING:
     from ..transfer.plan import Target
 
-F = TypeVar("F", bound=Callable[..., Any])
-KEYWORD = inspect.Parameter.KEYWORD_ONLY  # typer calls a command with keywords only
 LOCAL = "the registry `mirror registry up` started here"
 
 
@@ -56,7 +48,7 @@ class Reach:
 
 
 def registry_options(does: str, *, several: bool = True, default: str = LOCAL) -> Callable[[F], F]:
-    """The decorated command takes the group's options instead of its parameter ``reach: Reach``.
+    """The decorated command takes the group's options instead of its parameter ``reach: Reach = ...``.
 
     ``does`` says what the command does with the registry, for ``--registry``'s help; ``several``: the
     option repeats (else ``--registry`` and ``--local-registry`` exclude each other); ``default``: what
@@ -73,28 +65,10 @@ def registry_options(does: str, *, several: bool = True, default: str = LOCAL) -
              "username": (Optional[str], UsernameOption), "password_stdin": (bool, PasswordStdinOption),
              "jobs": (int, JobsOption)}
 
-    def decorate(command: F) -> F:
-        signature = inspect.signature(command)
-        hints = typing.get_type_hints(command)
-        parameters: list[inspect.Parameter] = []
-        for own in signature.parameters.values():
-            if own.name == "reach":  # the group's options go where ``reach`` was
-                parameters += [inspect.Parameter(name, KEYWORD, default=option, annotation=kind)
-                               for name, (kind, option) in group.items()]
-            else:
-                parameters.append(own.replace(kind=KEYWORD, annotation=hints.get(own.name, own.annotation)))
+    def build(registries: Any, local_registry: bool, **reach: Any) -> Reach:
+        if not several and registries is not None and local_registry:
+            raise UsageError("--registry and --local-registry exclude each other")
+        names = tuple(registries or ()) if several else (registries,) if registries is not None else ()
+        return Reach(names, local_registry, **reach)
 
-        @functools.wraps(command)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in group}
-            given = values.pop("registries")
-            if not several and given is not None and values["local_registry"]:
-                raise UsageError("--registry and --local-registry exclude each other")
-            names = tuple(given or ()) if several else (given,) if given is not None else ()
-            return command(*args, reach=Reach(names, **values), **kwargs)
-
-        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
+    return option_group("reach", group, build)

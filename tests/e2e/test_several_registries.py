@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from support.cli import run_mirror
+from support.cli import assert_refused, run_mirror
 
 
 def test_verify_inventory_and_a_delta_across_two_registries(seeded_source, corpus_bundle, start_registry, tmp_path):
@@ -43,3 +43,13 @@ def test_verify_inventory_and_a_delta_across_two_registries(seeded_source, corpu
     pushed = run_mirror("push", delta, *both, "-q")
     assert pushed.returncode == 0 and "warning" not in pushed.stderr, pushed.stderr
     assert run_mirror("verify", corpus_bundle, *both).returncode == 0
+
+
+def test_the_registry_options_refuse_alike_on_every_command(tmp_path):
+    """push, verify, inventory and prune take one declaration of the registry options: the same refusals."""
+    bundle, keep = tmp_path / "b.tar.zst", tmp_path / "have.json"
+    twice = ["--registry", "reg.test:5000", "--registry", "reg.test:5000"]
+    for command in (["push", bundle], ["verify", bundle], ["inventory", "-o", tmp_path / "x.json"]):
+        assert_refused(run_mirror(*command, *twice), "--registry", "each registry once")
+    assert_refused(run_mirror("prune", "--keep", keep, "--registry", "reg.test:5000", "--local-registry"),
+                   "--registry and --local-registry exclude each other")
