@@ -22,6 +22,8 @@ LOCAL = "the registry `mirror registry up` started here"
 
 @dataclass(frozen=True)
 class Reach:
+    """The registry options as given; ``targets()`` makes them the registries to reach."""
+
     registries: tuple[str, ...]  # each --registry, in order
     local_registry: bool
     ca_file: Path | None
