@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Callable
@@ -27,6 +29,7 @@ from .hosts import jetstack_charts_url, rancher_charts_url, raw_url
 from .items import CHART, FILE, KitItem
 
 MAX_KDM = 64 << 20  # Rancher's metadata, every Kubernetes version of a minor
+LOOKUPS = 8  # index, checksum and HEAD requests at once
 K3S_BINARY = {"amd64": "k3s", "arm64": "k3s-arm64", "arm": "k3s-armhf"}
 RKE2_ARCHES = ("amd64", "arm64", "s390x")
 RKE_ARCHES = ("amd64", "arm64", "arm")
@@ -85,9 +88,13 @@ def plan_kit(mode: str | None, versions: dict[str, str], arches: list[str], opti
     for spec in options.extra_files:
         steps.append((f"--file {spec}", lambda s=spec: _extra_file(finder, s)))
     plan = KitPlan(fetcher)
-    for what, step in steps:
+    # Each look-up is a round trip or two to a far host: all at once, then taken in order, so the
+    # first item that fails is the one named
+    with ThreadPoolExecutor(LOOKUPS) as pool:
+        looked_up = [(what, pool.submit(step)) for what, step in steps]
+    for what, done in looked_up:
         try:
-            plan.items.append(step())
+            plan.items.append(done.result())
         except MirrorError as exc:
             if not options.keep_going:
                 raise
@@ -109,16 +116,25 @@ def _once(plan: KitPlan) -> KitPlan:
 
 
 class _Finder:
-    """Finds items upstream; each index or checksum file is fetched once per run."""
+    """Finds items upstream; each index or checksum file is fetched once per run, by the first look-up
+    that needs it (look-ups run at once: the others wait for it)."""
 
     def __init__(self, fetcher: KitFetcher):
         self.fetcher = fetcher
-        self._documents: dict[str, bytes] = {}
+        self._documents: dict[str, Future[bytes]] = {}
+        self._lock = threading.Lock()
 
     def document(self, url: str, what: str, cap: int) -> bytes:
-        if url not in self._documents:
-            self._documents[url] = self.fetcher.document(url, what, cap)
-        return self._documents[url]
+        with self._lock:
+            mine = url not in self._documents
+            if mine:
+                self._documents[url] = Future()
+        if mine:
+            try:
+                self._documents[url].set_result(self.fetcher.document(url, what, cap))
+            except BaseException as exc:
+                self._documents[url].set_exception(exc)
+        return self._documents[url].result()
 
     def chart(self, repository: str, name: str, version: str) -> KitItem:
         index_url = f"{repository}/index.yaml"
