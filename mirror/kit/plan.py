@@ -10,7 +10,6 @@ fetched. With ``keep_going`` such an item is reported and left out.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,14 +20,13 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .. import lists
 from ..errors import MirrorError, UsageError
-from ..lists.releases import kdm_branch, kdm_url, releases_url
+from ..lists.releases import ReleaseLists, releases_url
 from .checksums import MAX_SUMS, digest_of, parse_sums
 from .fetcher import KitFetcher
 from .helm_index import MAX_INDEX, chart_location
 from .hosts import jetstack_charts_url, rancher_charts_url, raw_url
 from .items import CHART, FILE, KitItem
 
-MAX_KDM = 64 << 20  # Rancher's metadata, every Kubernetes version of a minor
 LOOKUPS = 8  # index, checksum and HEAD requests at once
 K3S_BINARY = {"amd64": "k3s", "arm64": "k3s-arm64", "arm": "k3s-armhf"}
 RKE2_ARCHES = ("amd64", "arm64", "s390x")
@@ -207,28 +205,12 @@ def _rke(finder: _Finder, versions: dict[str, str], arch: str, options: KitOptio
 
 
 def rke_release(finder: _Finder, kubernetes: str, rancher: str, offline: bool) -> str:
-    """The RKE release that brought ``kubernetes``: built in, else Rancher's metadata (``minRKEVersion``)."""
+    """The RKE release that brought ``kubernetes``: built in, else Rancher's metadata (``minRKEVersion``),
+    cached as the image lists are (``--offline-lists`` reads the cache only)."""
     built_in = lists.kit_settings().get("rke_releases", {})
     if kubernetes in built_in:
         return built_in[kubernetes]
-    branch = kdm_branch(rancher)
-    if not branch:
-        raise UsageError(f"--rancher-version {rancher}: not a Rancher 2.x version, "
-                         "whose metadata names the RKE release")
-    url = f"{kdm_url()}/{branch}/data.json"
-    if offline:
-        raise UsageError(f"--kubernetes-version {kubernetes}: no built-in RKE release for it, and --offline-lists "
-                         f"forbids reading {url}")
-    body = finder.document(url, "Kontainer Driver Metadata", MAX_KDM)
-    try:
-        info = json.loads(body)["K8sVersionInfo"][kubernetes]["minRKEVersion"]
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"--kubernetes-version {kubernetes}: {url} names no RKE release for it "
-                         "(K8sVersionInfo.minRKEVersion)") from None
-    match = re.fullmatch(r"v?(\d+\.\d+\.\d+)(-rc\d+)?", str(info))
-    if not match:
-        raise UsageError(f"{url}: minRKEVersion {str(info)[:40]!r} of {kubernetes} is not a release version")
-    return f"v{match.group(1)}"
+    return ReleaseLists(offline=offline, ca_file=finder.fetcher.ca_file).rke_release(kubernetes, rancher)
 
 
 def _chart_spec(spec: str) -> tuple[str, str, str]:
