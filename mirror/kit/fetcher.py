@@ -164,15 +164,19 @@ class KitFetcher:
         More is ``too_much`` (a file past the cap), else a range longer than asked: an integrity error.
         Another range failing (``stop``) ends it at its next piece."""
         received, paced = 0, self._guard(url, what)
-        for chunk in response.iter_raw():  # as it arrives: the rate guard sees each piece
-            if stop.is_set():
-                raise _Stopped()
-            paced(len(chunk))
-            if received + len(chunk) > most:
-                raise too_much or IntegrityError(f"{what}: {url} sent more than the {most} bytes asked for")
-            os.pwrite(hashed.fd, chunk, offset + received)
-            hashed.wrote(offset + received, chunk)
-            received += len(chunk)
+        try:
+            for chunk in response.iter_raw():  # as it arrives: the rate guard sees each piece
+                if stop.is_set():
+                    raise _Stopped()
+                paced(len(chunk))
+                if received + len(chunk) > most:
+                    raise too_much or IntegrityError(f"{what}: {url} sent more than the {most} bytes asked for")
+                os.pwrite(hashed.fd, chunk, offset + received)
+                hashed.wrote(offset + received, chunk)
+                received += len(chunk)
+        except httpx.RemoteProtocolError as exc:  # closed before the length it gave: a truncated download
+            raise IntegrityError(f"{what}: {url} was cut short at byte {offset + received} ({exc}); "
+                                 "nothing kept") from None
         return received
 
 
