@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 
 import httpx
 import pytest
@@ -208,6 +209,53 @@ def test_a_large_file_comes_in_parallel_ranges_and_one_short_range_keeps_nothing
     result, again = pull(kit_upstream, tmp_path, "--no-charts", "--no-files", "--file", url, name="again.tar.zst")
     assert result.returncode == 4, result.stderr
     assert not again.exists() and "nothing kept" in result.stderr
+
+
+def test_the_other_ranges_are_asked_for_while_the_first_still_streams(kit_upstream, tmp_path):
+    """The first range's answer gives the size: the rest is asked for then, not after its 8 MiB arrived."""
+    from mirror.kit.fetcher import FIRST_RANGE, SEGMENTS
+
+    data = hashlib.shake_256(b"a large kit file").digest(2 * FIRST_RANGE)
+    kit_upstream.host.files["/other/images.tar.zst"] = data
+    all_asked, seen = threading.Event(), []
+
+    def hold_the_first(start):
+        if start == 0:  # its headers are out: hold its body until the others came (a bound, should they not)
+            seen.append(all_asked.wait(30))
+        elif kit_upstream.host.ranges_asked == 1 + SEGMENTS:
+            all_asked.set()
+        return None
+
+    kit_upstream.host.on_range = hold_the_first
+    url = f"{kit_upstream.host.url}/other/images.tar.zst#sha256={hashlib.sha256(data).hexdigest()}"
+    result, bundle = pull(kit_upstream, tmp_path, "--no-charts", "--no-files", "--file", url)
+    assert result.returncode == 0, result.stderr
+    assert seen == [True]
+
+
+def test_a_range_cut_short_ends_the_download_naming_it_and_keeps_nothing(kit_upstream, tmp_path):
+    """The other ranges stop at their next piece; the error is the cut range's, and no partial file stays."""
+    from mirror.kit.fetcher import FIRST_RANGE
+
+    data = hashlib.shake_256(b"a large kit file").digest(2 * FIRST_RANGE)
+    kit_upstream.host.files["/other/images.tar.zst"] = data
+    cut = threading.Event()
+
+    def cut_the_last(start):
+        if start == len(data) - FIRST_RANGE // 8:  # the last of the 8 ranges after the first
+            cut.set()
+            return 1000
+        cut.wait(30)  # the others go on only once it was cut: they stop for it, not end before it
+        return None
+
+    kit_upstream.host.on_range = cut_the_last
+    url = f"{kit_upstream.host.url}/other/images.tar.zst#sha256={hashlib.sha256(data).hexdigest()}"
+    result, bundle = pull(kit_upstream, tmp_path, "--no-charts", "--no-files", "--file", url)
+    assert not bundle.exists()
+    assert result.returncode == 4, result.stderr  # a truncated download, as a tampered one
+    assert f"cut short at byte {len(data) - FIRST_RANGE // 8 + 1000}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / f".{bundle.name}.work").rglob(".kit-*"))
 
 
 def test_extract_writes_the_kit_that_sha256sum_checks(kit_upstream, tmp_path):
