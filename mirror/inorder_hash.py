@@ -6,7 +6,8 @@ as every byte before it is written: a piece that lands where the hashed part
 ends is hashed from memory as it is written; one further on waits, and is
 read back from the file (the page cache, just written) once the gap before
 it closes. The first range of a download is thus hashed as it arrives, and
-the others as soon as those before them are complete, not all after the end.
+the others as soon as those before them are complete, not in a pass over the
+whole file after the last byte.
 """
 
 from __future__ import annotations
