@@ -98,7 +98,7 @@ def run_command(
     from ..runlock import RunLock
     from ..transfer.serve import run_sync
     from ..transfer.selection import SyncImage
-    from ..transfer.sync import RETAG_POLICIES, SyncRequest
+    from ..transfer.sync_result import RETAG_POLICIES, SyncRequest
     from ..transfer.sync_bundle import NAME_RULE, BundleTarget, bad_name
 
     if report is not None and not report.parent.is_dir():

@@ -13,7 +13,7 @@ from ..units import human_size
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
 if TYPE_CHECKING:
-    from ..transfer.sync import ImageResult, SyncResult
+    from ..transfer.sync_result import ImageResult, SyncResult
 
 
 def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: bool = False) -> None:
@@ -24,7 +24,7 @@ def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: 
     if json_report:
         emit_json(document)
     else:
-        from ..transfer.sync import ACTIONS
+        from ..transfer.sync_result import ACTIONS
 
         counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
         verb = "would sync" if result.dry_run else "synced"

@@ -27,7 +27,7 @@ from ..clock import parse_time, utc_now
 from ..errors import exit_code_of, leaves, reported_error
 from ..model.cron import CronSchedule
 from ..progress import Progress
-from .sync import ACTIONS, SyncRequest, SyncResult
+from .sync_result import ACTIONS, SyncRequest, SyncResult
 
 if TYPE_CHECKING:
     from .sync_bundle import BundleTarget

@@ -31,7 +31,7 @@ from ..runlock import RunLock
 from .plan import Target
 from .selection import TagPattern, TagSelection
 from .selection import SyncImage
-from .sync import RETAG_POLICIES, SyncRequest
+from .sync_result import RETAG_POLICIES, SyncRequest
 from .sync_bundle import NAME_RULE, BundleTarget, bad_name
 
 TOP_KEYS = {"target", "sources", "platforms", "images", "interval", "schedule", "keep_going"}
