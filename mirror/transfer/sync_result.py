@@ -162,3 +162,25 @@ class Wanted:
     images: list[SyncImage]  # each once: those the job names, then each selection's tags as listed now
     unlisted: list[tuple[Reference, MirrorError]]  # repositories whose tags could not be listed, with why
     skipped: list[SkippedTags]  # entries of the tag lists that are no tags
+
+
+def worst_exit(results: list[SyncResult]) -> ExitCode:
+    """A run's exit code: its target's; with several, the worst of theirs (integrity, auth, failed, deferred)."""
+    codes = {result.exit_code for result in results}
+    for code in (ExitCode.INTEGRITY, ExitCode.AUTH, ExitCode.FAILED, ExitCode.DEFERRED):
+        if code in codes:
+            return code
+    return max(codes, default=ExitCode.OK)
+
+
+def runs_to_json(results: list[SyncResult]) -> dict[str, Any]:
+    """The report of a run: its target's result; with several targets, a result each under ``targets``."""
+    if len(results) == 1:
+        return results[0].to_json()
+    said = {result.result for result in results}
+    first = results[0]
+    return {"run_id": first.run_id, "config_sha256": first.config_sha256, "started": first.started,
+            "ended": max(result.ended for result in results), "dry_run": first.dry_run,
+            "result": ("failed" if said == {"failed"} else "partial" if said & {"failed", "partial"}
+                       else "deferred" if "deferred" in said else "ok"),
+            "exit_code": int(worst_exit(results)), "targets": [result.to_json() for result in results]}
