@@ -74,16 +74,24 @@ async def copy_attachments(targets: list[AttachTo], sources: SourceMap, pool: Cl
     """Copy each subject's attachments its target lacks, every target from one read of each blob;
     each subject's ``written`` and ``error`` say what happened."""
     await each(targets, lambda to: _look_up(to, sources, pool, jobs), len(targets) or 1)
-    targets = [to for to in targets if to.found]
-    if not targets:
-        return
+    alone = len(targets) == 1
     deliveries: list[Delivery] = []
-    for to in targets:
+    for to in [to for to in targets if to.found]:
         plans = [ImagePlan.of(attachment.record(), to.target.prefix) for _, attachment in to.found]
         presence = Presence(plans)
-        await presence.survey(to.client, jobs)
-        await presence.mount_known(to.client, jobs)
+        try:
+            await presence.survey(to.client, jobs)
+            await presence.mount_known(to.client, jobs)
+        except MirrorError as exc:
+            if alone:
+                raise
+            for subject, _ in to.found:  # this target is gone: the others go on
+                subject.error = subject.error or exc
+            continue
         deliveries.append(Delivery(to.target, to.client, plans, presence, jobs))
+    targets = [to for to in targets if any(d.client is to.client for d in deliveries)]
+    if not targets:
+        return
     found = [attachment for to in targets for _, attachment in to.found]
     origins: dict[str, tuple[Location, int]] = {
         digest: (attachment.location, size) for attachment in found for digest, size in attachment.blobs.items()}
