@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from mirror.errors import ExitCode, UsageError
+from mirror.errors import ExitCode, LockHeld, UsageError
 from mirror.model.reference import Reference
 from mirror.model.target import RegistryAddress
 from mirror.model.upstream import SourceMap
 from mirror.progress import Progress
 from mirror.registry.settings import RegistrySettings
+from mirror.runlock import RunLock
 from mirror.transfer.plan import Target
 from mirror.transfer.selection import SyncImage
 from mirror.transfer.sync import SyncRequest, sync_all
@@ -157,3 +158,22 @@ async def test_a_target_retrying_a_blob_reads_it_again_and_the_others_keep_their
     (again,) = failed_once
     reads = blob_reads(source)
     assert sum(again in line for line in reads) == 2 and len(reads) == len(set(reads)) + 1
+
+
+def test_a_run_into_several_targets_holds_each_targets_lock_and_none_when_one_is_taken(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    config = tmp_path / "sync.yaml"
+    config.write_text("targets:\n  - registry: a.test\n  - registry: b.test\nimages:\n"
+                      "  - image: docker.io/library/busybox:1.36\n")
+    job = load_config(config)
+    with job.lock():
+        with pytest.raises(LockHeld):
+            with job.lock():
+                pass
+    b_alone = RunLock(f"sync {config.resolve()} -> b.test", "sync to b.test")
+    with b_alone:  # b.test busy: the run takes neither lock
+        with pytest.raises(LockHeld):
+            with job.lock():
+                pass
+        with RunLock(f"sync {config.resolve()} -> a.test", "sync to a.test"):
+            pass  # a.test's lock was let go
