@@ -26,6 +26,7 @@ from .attachments import index_referrers_of, subjects_of
 from .deliver import Delivery
 from .fanout import FanOut
 from .plan import ImagePlan
+from .tasks import task_group
 
 
 class Feed(Protocol):
@@ -50,7 +51,7 @@ async def deliver(deliveries: list[Delivery], feed: Feed, progress: Progress, la
     if any(uploads) or any(d.in_hand or d.presence.missing_manifests for d in deliveries):
         fan = FanOut(deliveries, uploads)
         with progress.bar(sum(feed.size(digest) for blobs in uploads for digest in blobs), label) as bar:
-            async with anyio.create_task_group() as group:
+            async with task_group() as group:  # a spool dir refused is an OSError, as before any write
                 for delivery in deliveries:
                     delivery.progress = bar.update
                     for manifest in delivery.in_hand:
