@@ -23,7 +23,9 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
                   by image and vs mirror pull + push; then a run with nothing to do vs the first
   push-fanout     the large corpus's bundle pushed to 1, 2 and 3 fresh registries in one run
                   (`--registry A --registry B ...`): the bundle is read once, so 2 and 3 targets
-                  cost at most 1.3x and 1.6x one
+                  cost at most 1.3x and 1.6x one; and the push to 3 against the CPU floor of all it
+                  runs (mirror's CPU and the registries', over the cores): on 2 cores that floor alone
+                  comes to 1.5-1.7x a push to 1, so there the 1.6x goal is out of reach
   delta           resync: v1 pushed and inventoried, v2 adds ~10% new bytes; the delta bundle's
                   size against the new bytes' share, delta pull and push against full ones
   kit             the large corpus over the WAN with a Rancher kit beside it (a chart and a K3s-sized
@@ -373,10 +375,18 @@ def push_fanout(bench: Bench) -> list[Row]:
                 target.stop()
     one, two, three = steps
     report("push-fanout", bench.source("large"), steps,
-           f"bundle {bundle.stat().st_size / 1e6:.0f} MB; {registry_note(three, 'the push to 3')}")
+           f"bundle {bundle.stat().st_size / 1e6:.0f} MB; {registry_note(three, 'the push to 3')}; with mirror's "
+           f"{three.cpu_s:.1f} CPU-s no push to 3 beats {machine_floor(three):.1f} s here, "
+           f"{machine_floor(three) / one.wall_s:.2f}x the push to 1")
     return [Row("push-fanout", "push to 2", two.wall_s, "push to 1", one.wall_s, "<= 1.3x", two.peak_rss_kb),
             Row("push-fanout", "push to 3", three.wall_s, "push to 1", one.wall_s, "<= 1.6x", three.peak_rss_kb),
-            Row("push-fanout", "push to 3", three.wall_s, "registries' CPU floor", registry_floor(three), "")]
+            Row("push-fanout", "push to 3", three.wall_s, "registries' CPU floor", registry_floor(three), ""),
+            Row("push-fanout", "push to 3", three.wall_s, "all CPU floor", machine_floor(three), "")]
+
+
+def machine_floor(step: Step) -> float:
+    """Wall time all of ``step``'s CPU takes at the least, mirror's and the registries', spread over every core."""
+    return (step.cpu_s + step.registries_cpu_s) / (os.cpu_count() or 1)
 
 
 def delta(bench: Bench) -> list[Row]:

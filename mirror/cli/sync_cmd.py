@@ -17,16 +17,12 @@ from ..errors import UsageError
 from ..progress import Progress
 from .app import app
 from .common import flags_given, handle_errors
-from .flag_values import (
-    parse_platforms, select_images, source_access, target_registries, topology_versions, verifiers,
-)
+from .flag_values import parse_platforms, select_images, source_access, target_registries
 from .options import (
-    CaFileOption, CertManagerVersionOption, CertificateIdentityOption, CertificateOidcIssuerOption,
-    DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption, JsonOption,
-    K3sVersionOption, KubernetesVersionOption, ModeOption, NoAttachmentsOption, NoRegistryImageOption,
-    OfflineListsOption, PasswordStdinOption, PlainHttpRegistryOption, PlatformOption, QuietOption,
-    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, TrustedRootOption, UsernameOption,
-    VerifyKeyOption,
+    CaFileOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
+    JsonOption, NoAttachmentsOption, NoRegistryImageOption, OfflineListsOption, PasswordStdinOption,
+    PlainHttpRegistryOption, PlatformOption, QuietOption, Release, Signers, SourceMirrorOption, UsernameOption,
+    release_options, signer_options,
 )
 from .sync_render import finish
 
@@ -43,6 +39,8 @@ app.add_typer(sync_app, name="sync")
 
 @sync_app.command("run", epilog=EXIT_CODES)
 @handle_errors
+@release_options
+@signer_options
 def run_command(
     context: typer.Context,
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
@@ -58,12 +56,7 @@ def run_command(
         None, "--base", help="With --to-bundle: an inventory of the bastion (or a bundle it holds); repeatable."),
     name: str = typer.Option("mirror", "--name", help="With --to-bundle: the bundles' name before the time."),
     images_file: Optional[list[Path]] = ImagesFileOption,
-    mode: Optional[str] = ModeOption,
-    k3s_version: Optional[str] = K3sVersionOption,
-    kubernetes_version: Optional[str] = KubernetesVersionOption,
-    rke2_version: Optional[str] = Rke2VersionOption,
-    rancher_version: Optional[str] = RancherVersionOption,
-    cert_manager_version: Optional[str] = CertManagerVersionOption,
+    release: Release = ...,  # --mode and the --*-version options (options.py)
     no_registry_image: bool = NoRegistryImageOption,
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
@@ -86,10 +79,7 @@ def run_command(
     keep_going: bool = typer.Option(False, "--keep-going",
                                     help="Copy what can be copied even when other images fail (still exit 1)."),
     no_attachments: bool = NoAttachmentsOption,
-    verify_key: Optional[list[Path]] = VerifyKeyOption,
-    trusted_root: Optional[Path] = TrustedRootOption,
-    certificate_identity: Optional[str] = CertificateIdentityOption,
-    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
+    signers: Signers = ...,  # --verify-key, --trusted-root, --certificate-* (options.py)
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -105,8 +95,7 @@ def run_command(
 
     if report is not None and not report.parent.is_dir():
         raise UsageError(f"--report {report}: directory {report.parent} does not exist")
-    keys = verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer,
-                     no_attachments=no_attachments)
+    keys = signers.load(no_attachments=no_attachments)
     if on_retag not in RETAG_POLICIES:
         raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
     bundle = None
@@ -138,8 +127,7 @@ def run_command(
                              "mirror push does")
         platforms = parse_platforms(platform or [])
         selection = select_images(
-            mode, topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
-                                    cert_manager_version),
+            release.mode, release.versions,
             images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
             platforms=platforms, offline_lists=offline_lists, ca_file=ca_file,
             downstream_versions=downstream_versions)

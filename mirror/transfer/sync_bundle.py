@@ -100,7 +100,7 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
 
 def _landing(base: Base) -> Callable[[Reference], str]:
     """Where an image lands when the bundle is pushed to the registry the base came from (if it names one)."""
-    registries = set(base.registries.values())
+    registries = {address for named in base.registries.values() for address in named.split(", ")}  # several: each
     if len(registries) != 1:
         return _source
     address = RegistryAddress.parse(registries.pop(), "--base")
