@@ -17,7 +17,7 @@ from ..errors import UsageError
 from ..progress import Progress
 from .app import app
 from .common import flags_given, handle_errors
-from .flag_values import parse_platforms, select_images, source_access, target_registry
+from .flag_values import parse_platforms, select_images, source_access, target_registries
 from .options import (
     CaFileOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
     JsonOption, NoAttachmentsOption, NoRegistryImageOption, OfflineListsOption, PasswordStdinOption,
@@ -45,7 +45,9 @@ def run_command(
     context: typer.Context,
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="sync.yaml: the job (see docs/sync.md)."),
-    to: Optional[str] = typer.Option(None, "--to", help="Target registry HOST[:PORT][/PREFIX]."),
+    to: Optional[list[str]] = typer.Option(
+        None, "--to", help="Target registry HOST[:PORT][/PREFIX]; repeat it to write several registries from one "
+                           "read of the sources (a result each, the worst exit code)."),
     to_bundle: Optional[Path] = typer.Option(
         None, "--to-bundle",
         help="Air gap: write DIR/<name>-<UTC time>.tar.zst, a delta against --base "
@@ -85,10 +87,10 @@ def run_command(
     as one delta bundle against what the bastion holds."""
     from dataclasses import asdict
 
-    from ..runlock import RunLock
+    from ..runlock import RunLock, all_held
     from ..transfer.serve import run_sync
     from ..transfer.selection import SyncImage
-    from ..transfer.sync import RETAG_POLICIES, SyncRequest
+    from ..transfer.sync_result import RETAG_POLICIES, SyncRequest
     from ..transfer.sync_bundle import NAME_RULE, BundleTarget, bad_name
 
     if report is not None and not report.parent.is_dir():
@@ -98,7 +100,7 @@ def run_command(
         raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
     bundle = None
     if to_bundle is not None or base:
-        if to is not None or to_bundle is None or not base:
+        if to or to_bundle is None or not base:
             raise UsageError("--to-bundle goes with --base (what the bastion holds) and without --to")
         if not to_bundle.is_dir():
             raise UsageError(f"--to-bundle {to_bundle}: no such directory")
@@ -118,7 +120,7 @@ def run_command(
             typer.echo(note, err=True)
         request, bundle, lock = job.request, job.bundle, job.lock()
     else:
-        if bundle is None and to is None:
+        if bundle is None and not to:
             raise UsageError("--to is required (the target registry HOST[:PORT][/PREFIX]), or -c sync.yaml")
         if bundle is not None and on_retag != "update":
             raise UsageError(f"--on-retag {on_retag}: needs --to; the push of a delta bundle moves tags as "
@@ -135,18 +137,20 @@ def run_command(
         topology = asdict(found) if found else None
         sources, settings_for = source_access(source_mirror or [], plain_http_registry or [],
                                               insecure_registry or [], ca_file, jobs)
-        target = None if to is None else target_registry(
-            to, ca_file=to_ca_file, insecure=to_insecure, plain_http=to_plain_http, username=username,
-            password_stdin=password_stdin, jobs=jobs, option="--to")
-        request = SyncRequest([SyncImage(ref, on_retag) for ref in refs], target, sources, settings_for,
-                              platforms=platforms, jobs=jobs, dry_run=dry_run,
-                              keep_going=keep_going)
-        lock = RunLock(f"sync -> {target.address}", f"sync to {target.address}") if target else \
-            bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
+        if to and len(set(to)) != len(to):
+            raise UsageError(f"--to {', '.join(to)}: each registry once")
+        targets = target_registries(
+            list(to), ca_file=to_ca_file, insecure=to_insecure, plain_http=to_plain_http, username=username,
+            password_stdin=password_stdin, jobs=jobs, option="--to") if to else []
+        request = SyncRequest([SyncImage(ref, on_retag) for ref in refs], targets[0] if targets else None, sources,
+                              settings_for, platforms=platforms, jobs=jobs, dry_run=dry_run,
+                              keep_going=keep_going, also=tuple(targets[1:]))
+        lock = all_held([RunLock(f"sync -> {target.address}", f"sync to {target.address}") for target in targets]) \
+            if targets else bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
     request.verify_keys, request.attachments = keys, not no_attachments
     with lock:
-        result = run_sync(request, Progress(quiet or json_report), bundle, topology)
-    finish(result, report, json_report, quiet)
+        results = run_sync(request, Progress(quiet or json_report), bundle, topology)
+    finish(results, report, json_report, quiet)
 
 
 # What a run with -c may still take on its command line; any other flag given is refused (the config says).

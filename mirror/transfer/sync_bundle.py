@@ -30,7 +30,8 @@ from ..runlock import RunLock
 from .delta import Base, load_base
 from .pull import PullRequest, pull
 from .resolve import Resolver
-from .sync import ImageResult, SyncRequest, SyncResult, wanted_images
+from .sync import wanted_images
+from .sync_result import ImageResult, SyncRequest, SyncResult
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
