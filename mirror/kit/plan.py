@@ -1,7 +1,7 @@
 """Which charts and files a mode carries, each found upstream and given the digest it must have.
 
 Nothing large is fetched here: the charts' ``index.yaml``, the releases'
-sha256sum files and (for RKE) Kubernetes metadata are, and a file no index
+sha256sum files and (for RKE) Kubernetes metadata and the release's tags are, and a file no index
 or checksum file lists is asked for with a HEAD, so a chart or file missing
 upstream stops the pull (exit 2, naming its URL) before anything else is
 fetched. With ``keep_going`` such an item is reported and left out.
@@ -26,6 +26,7 @@ from .fetcher import KitFetcher
 from .helm_index import MAX_INDEX, chart_location
 from .hosts import jetstack_charts_url, rancher_charts_url, raw_url
 from .items import CHART, FILE, KitItem
+from .rke_release import rke_release_for
 
 LOOKUPS = 8  # index, checksum and HEAD requests at once
 K3S_BINARY = {"amd64": "k3s", "arm64": "k3s-arm64", "arm": "k3s-armhf"}
@@ -205,12 +206,12 @@ def _rke(finder: _Finder, versions: dict[str, str], arch: str, options: KitOptio
 
 
 def rke_release(finder: _Finder, kubernetes: str, rancher: str, offline: bool) -> str:
-    """The RKE release that brought ``kubernetes``: built in, else Rancher's metadata (``minRKEVersion``),
-    cached as the image lists are (``--offline-lists`` reads the cache only)."""
+    """An RKE release that supports ``kubernetes``: built in, else found through Rancher's metadata
+    (rke_release.py), cached as the image lists are (``--offline-lists`` reads the cache only)."""
     built_in = lists.kit_settings().get("rke_releases", {})
     if kubernetes in built_in:
         return built_in[kubernetes]
-    return ReleaseLists(offline=offline, ca_file=finder.fetcher.ca_file).rke_release(kubernetes, rancher)
+    return rke_release_for(ReleaseLists(offline=offline, ca_file=finder.fetcher.ca_file), kubernetes, rancher)
 
 
 def _chart_spec(spec: str) -> tuple[str, str, str]:

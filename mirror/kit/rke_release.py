@@ -1,0 +1,137 @@
+"""Which RKE release to carry for a Kubernetes version: one whose own metadata supports that exact version.
+
+An ``rke`` binary knows the Kubernetes versions of the Kontainer Driver
+Metadata (KDM) snapshot built into it (the ``data/data.json`` of its release
+tag): a version is usable when it has system images there and its
+``K8sVersionInfo`` entry neither sets ``minRKEVersion`` above the release nor
+``deprecateRKEVersion`` at or below it (RKE's metadata/metadata.go).
+Rancher's live KDM says which RKE releases are meant for a Kubernetes minor
+(``K8sVersionInfo["v1.24"]``: ``minRKEVersion`` .. ``maxRKEVersion``; since
+v1.23 there are no per-patch entries, and a minor's ``minRKEVersion`` is older
+than most of its patches). So: the range from Rancher's KDM, the newest
+stable RKE tag in it (GitHub's tag list), and that tag's own snapshot must
+list the version, else exit 2 naming it. The answer is cached as the image
+lists are; ``--offline-lists`` reads the cache only.
+``MIRROR_GITHUB_API_URL`` replaces https://api.github.com (the tag list).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from urllib.parse import quote
+
+from ..errors import UsageError
+from ..lists.releases import ReleaseLists, kdm_branch, kdm_url, read_cached, version_key, write_cached
+from .hosts import raw_url
+
+GITHUB_API = "https://api.github.com"
+_STABLE_TAG = re.compile(r"refs/tags/(v\d+\.\d+\.\d+)")
+_RKE_VERSION = re.compile(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?")
+
+
+def github_api_url() -> str:
+    return os.environ.get("MIRROR_GITHUB_API_URL", GITHUB_API).rstrip("/")
+
+
+def rke_release_for(lists: ReleaseLists, kubernetes: str, rancher: str) -> str:
+    """``v1.4.3``: the newest stable RKE release Rancher's metadata allows for ``kubernetes``'s minor
+    whose built-in metadata supports ``kubernetes``; cached."""
+    option = f"--kubernetes-version {kubernetes}"
+    if not re.fullmatch(r"v\d+\.\d+\.\d+-rancher\d+(-\d+)?", kubernetes):
+        raise UsageError(f"{option}: not an RKE Kubernetes version (like v1.24.4-rancher1-1)")
+    branch = kdm_branch(rancher)
+    if not branch:
+        raise UsageError(f"--rancher-version {rancher}: not a Rancher 2.x version, whose metadata names the "
+                         "RKE releases of a Kubernetes version")
+    kdm = f"{kdm_url()}/{branch}/data.json"
+    tags = f"{github_api_url()}/repos/rancher/rke/git/matching-refs/tags/v"
+    source_id = f"{kdm}#rke-release/{kubernetes} {tags} {raw_url()}"
+    cache = lists.cache / "rke-release" / f"{kubernetes}.txt"
+    cached = read_cached(cache, source_id)
+    if cached is not None and re.fullmatch(r"v\d+\.\d+\.\d+", cached[0].strip()):
+        return cached[0].strip()
+    if lists.offline:
+        raise UsageError(f"{option}: no built-in or cached RKE release for it, and --offline-lists forbids "
+                         f"reading {kdm}")
+    low, high = _allowed_range(_json(lists.get(kdm, "Kontainer Driver Metadata", f"no metadata for {branch}"), kdm),
+                               kdm, kubernetes)
+    within = [tag for tag in _stable_tags(lists.get(tags, "RKE releases", "no such repository"), tags)
+              if version_key(low) <= version_key(tag) and (high is None or version_key(tag) <= version_key(high))]
+    span = f"RKE {low} to {high}" if high else f"RKE {low} or later"
+    if not within:
+        raise UsageError(f"{option}: Rancher's metadata ({kdm}) allows {span} for it, and {tags} lists no such "
+                         "release")
+    release = max(within, key=version_key)
+    snapshot = f"{raw_url()}/rancher/rke/{quote(release, safe='')}/data/data.json"
+    body = lists.get(snapshot, f"RKE {release} metadata", "no data/data.json at that tag")
+    why_not = _unsupported(_json(body, snapshot), release, kubernetes)
+    if why_not:
+        raise UsageError(f"{option}: RKE {release}, the newest release of the {span} Rancher's metadata allows "
+                         f"for it, {why_not} ({snapshot}); no RKE release supports it yet")
+    write_cached(cache, source_id, hashlib.sha256(body).hexdigest(), f"{release}\n")
+    return release
+
+
+def _json(body: bytes, url: str):
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise UsageError(f"{url}: not JSON") from None
+
+
+def _info(data, url: str) -> dict:
+    """``K8sVersionInfo`` of a data.json, which must also have ``K8sVersionRKESystemImages``."""
+    if not (isinstance(data, dict) and isinstance(data.get("K8sVersionRKESystemImages"), dict)):
+        raise UsageError(f"{url}: not Kontainer Driver Metadata (no K8sVersionRKESystemImages)")
+    info = data.get("K8sVersionInfo")
+    return info if isinstance(info, dict) else {}
+
+
+def _bound(entry, name: str, url: str, key: str) -> str | None:
+    """``entry[name]`` (an RKE version like ``1.3.13-rc0``) as ``v1.3.13``; None when absent."""
+    value = entry.get(name) if isinstance(entry, dict) else None
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not _RKE_VERSION.fullmatch(value):
+        raise UsageError(f"{url}: {key}.{name} {str(value)[:40]!r} is not a release version")
+    return "v" + value.removeprefix("v").split("-", 1)[0]
+
+
+def _allowed_range(data, url: str, kubernetes: str) -> tuple[str, str | None]:
+    """(lowest, highest or None) RKE release Rancher's metadata allows for ``kubernetes``, which it must have."""
+    info = _info(data, url)
+    if kubernetes not in data["K8sVersionRKESystemImages"]:
+        known = sorted(data["K8sVersionRKESystemImages"], key=version_key)
+        raise UsageError(f"--kubernetes-version {kubernetes}: not in {url}; it has {', '.join(known[-5:]) or 'none'}"
+                         + (" ..." if len(known) > 5 else ""))
+    minor = ".".join(kubernetes.split(".")[:2])
+    lows = [b for b in (_bound(info.get(minor), "minRKEVersion", url, minor),
+                        _bound(info.get(kubernetes), "minRKEVersion", url, kubernetes)) if b]
+    high = _bound(info.get(minor), "maxRKEVersion", url, minor)
+    return max(lows, key=version_key, default="v0.0.0"), high
+
+
+def _stable_tags(body: bytes, url: str) -> list[str]:
+    """``v1.4.3`` ... from GitHub's matching-refs answer; pre-releases (``-rc1``) left out."""
+    refs = _json(body, url)
+    if not isinstance(refs, list):
+        raise UsageError(f"{url}: not a list of tags")
+    return [m.group(1) for ref in refs if isinstance(ref, dict) and isinstance(ref.get("ref"), str)
+            and (m := _STABLE_TAG.fullmatch(ref["ref"]))]
+
+
+def _unsupported(data, release: str, kubernetes: str) -> str | None:
+    """Why RKE ``release``, built with ``data``, does not support ``kubernetes`` (its metadata.go's rule); None if it does."""
+    info = _info(data, "data/data.json").get(kubernetes)
+    if kubernetes not in data["K8sVersionRKESystemImages"]:
+        return "does not list it"
+    low = _bound(info, "minRKEVersion", "data/data.json", kubernetes)
+    if low and version_key(release) < version_key(low):
+        return f"needs RKE {low} or later for it"
+    deprecated = _bound(info, "deprecateRKEVersion", "data/data.json", kubernetes)
+    if deprecated and version_key(release) >= version_key(deprecated):
+        return f"deprecates it since RKE {deprecated}"
+    return None
