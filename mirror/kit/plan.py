@@ -1,8 +1,8 @@
 """Which charts and files a mode carries, each found upstream and given the digest it must have.
 
 Nothing large is fetched here: the charts' ``index.yaml``, the releases'
-sha256sum files and (for RKE) Kubernetes metadata and the release's tags are, and a file no index
-or checksum file lists is asked for with a HEAD, so a chart or file missing
+sha256sum files and (for RKE) Kubernetes metadata and RKE's tags are, and a
+file no index or checksum file lists is asked for with a HEAD, so a chart or file missing
 upstream stops the pull (exit 2, naming its URL) before anything else is
 fetched. With ``keep_going`` such an item is reported and left out.
 """

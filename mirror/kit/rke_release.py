@@ -124,7 +124,8 @@ def _stable_tags(body: bytes, url: str) -> list[str]:
 
 
 def _unsupported(data, release: str, kubernetes: str) -> str | None:
-    """Why RKE ``release``, built with ``data``, does not support ``kubernetes`` (its metadata.go's rule); None if it does."""
+    """Why RKE ``release``, built with ``data``, does not support ``kubernetes`` (the rule of RKE's
+    metadata/metadata.go); None if it does."""
     info = _info(data, "data/data.json").get(kubernetes)
     if kubernetes not in data["K8sVersionRKESystemImages"]:
         return "does not list it"
