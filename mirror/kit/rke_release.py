@@ -11,7 +11,8 @@ v1.23 there are no per-patch entries, and a minor's ``minRKEVersion`` is older
 than most of its patches). So: the range from Rancher's KDM, the newest
 stable RKE tag in it (GitHub's tag list), and that tag's own snapshot must
 list the version, else exit 2 naming it. The answer is cached as the image
-lists are; ``--offline-lists`` reads the cache only.
+lists are; ``--offline-lists`` reads the cache only. ``--rke-version`` names
+the release instead (the operator's): only its own metadata is checked.
 ``MIRROR_GITHUB_API_URL`` replaces https://api.github.com (the tag list).
 """
 
@@ -29,33 +30,56 @@ from .hosts import raw_url
 
 GITHUB_API = "https://api.github.com"
 _STABLE_TAG = re.compile(r"refs/tags/(v\d+\.\d+\.\d+)")
-_RKE_VERSION = re.compile(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?")
+_TAG = re.compile(r"v\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?")  # an RKE release, a pre-release too
 
 
 def github_api_url() -> str:
     return os.environ.get("MIRROR_GITHUB_API_URL", GITHUB_API).rstrip("/")
 
 
-def rke_release_for(lists: ReleaseLists, kubernetes: str, rancher: str) -> str:
-    """``v1.4.3``: the newest stable RKE release Rancher's metadata allows for ``kubernetes``'s minor
-    whose built-in metadata supports ``kubernetes``; cached."""
+def rke_release_for(lists: ReleaseLists, kubernetes: str, rancher: str, chosen: str | None = None) -> str:
+    """``v1.4.3``: ``chosen`` (``--rke-version``) if its built-in metadata supports ``kubernetes``, else the
+    newest stable RKE release Rancher's metadata allows for ``kubernetes``'s minor whose metadata does; cached."""
     option = f"--kubernetes-version {kubernetes}"
     if not re.fullmatch(r"v\d+\.\d+\.\d+-rancher\d+(-\d+)?", kubernetes):
         raise UsageError(f"{option}: not an RKE Kubernetes version (like v1.24.4-rancher1-1)")
+    if chosen is not None and not _TAG.fullmatch(chosen):
+        raise UsageError(f"--rke-version {chosen!r}: not an RKE release tag (like v1.4.3)")
     branch = kdm_branch(rancher)
     if not branch:
         raise UsageError(f"--rancher-version {rancher}: not a Rancher 2.x version, whose metadata names the "
                          "RKE releases of a Kubernetes version")
     kdm = f"{kdm_url()}/{branch}/data.json"
     tags = f"{github_api_url()}/repos/rancher/rke/git/matching-refs/tags/v"
-    source_id = f"{kdm}#rke-release/{kubernetes} {tags} {raw_url()}"
-    cache = lists.cache / "rke-release" / f"{kubernetes}.txt"
+    if chosen:
+        source_id = f"{_snapshot_url(chosen)}#K8sVersionRKESystemImages/{kubernetes}"
+        cache = lists.cache / "rke-release" / f"{kubernetes}@{chosen}.txt"
+    else:
+        source_id = f"{kdm}#rke-release/{kubernetes} {tags} {raw_url()}"
+        cache = lists.cache / "rke-release" / f"{kubernetes}.txt"
     cached = read_cached(cache, source_id)
-    if cached is not None and re.fullmatch(r"v\d+\.\d+\.\d+", cached[0].strip()):
+    if cached is not None and _TAG.fullmatch(cached[0].strip()):
         return cached[0].strip()
     if lists.offline:
-        raise UsageError(f"{option}: no built-in or cached RKE release for it, and --offline-lists forbids "
-                         f"reading {kdm}")
+        raise UsageError(f"{option}: no built-in or cached RKE release for it"
+                         f"{f' checked against --rke-version {chosen}' if chosen else ''}, and --offline-lists "
+                         f"forbids reading {_snapshot_url(chosen) if chosen else kdm}")
+    if chosen:
+        release, body = chosen, lists.get(_snapshot_url(chosen), f"--rke-version {chosen}", "no such RKE release")
+        why_not = _unsupported(_json(body, _snapshot_url(chosen)), chosen, kubernetes)
+        if why_not:
+            raise UsageError(f"--rke-version {chosen} does not support {option}: its metadata {why_not} "
+                             f"({_snapshot_url(chosen)})")
+    else:
+        release, body = _newest_supporting(lists, kdm, branch, tags, kubernetes)
+    write_cached(cache, source_id, hashlib.sha256(body).hexdigest(), f"{release}\n")
+    return release
+
+
+def _newest_supporting(lists: ReleaseLists, kdm: str, branch: str, tags: str, kubernetes: str) -> tuple[str, bytes]:
+    """The newest stable RKE tag in the range Rancher's metadata allows whose metadata supports ``kubernetes``,
+    and that metadata."""
+    option = f"--kubernetes-version {kubernetes}"
     low, high = _allowed_range(_json(lists.get(kdm, "Kontainer Driver Metadata", f"no metadata for {branch}"), kdm),
                                kdm, kubernetes)
     within = [tag for tag in _stable_tags(lists.get(tags, "RKE releases", "no such repository"), tags)
@@ -65,14 +89,18 @@ def rke_release_for(lists: ReleaseLists, kubernetes: str, rancher: str) -> str:
         raise UsageError(f"{option}: Rancher's metadata ({kdm}) allows {span} for it, and {tags} lists no such "
                          "release")
     release = max(within, key=version_key)
-    snapshot = f"{raw_url()}/rancher/rke/{quote(release, safe='')}/data/data.json"
-    body = lists.get(snapshot, f"RKE {release} metadata", "no data/data.json at that tag")
-    why_not = _unsupported(_json(body, snapshot), release, kubernetes)
+    body = lists.get(_snapshot_url(release), f"RKE {release} metadata", "no data/data.json at that tag")
+    why_not = _unsupported(_json(body, _snapshot_url(release)), release, kubernetes)
     if why_not:
-        raise UsageError(f"{option}: RKE {release}, the newest release of the {span} Rancher's metadata allows "
-                         f"for it, {why_not} ({snapshot}); no RKE release supports it yet")
-    write_cached(cache, source_id, hashlib.sha256(body).hexdigest(), f"{release}\n")
-    return release
+        raise UsageError(f"{option}: the metadata of RKE {release}, the newest release of the {span} Rancher's "
+                         f"metadata allows for it, {why_not} ({_snapshot_url(release)}); no RKE release supports "
+                         "it yet")
+    return release, body
+
+
+def _snapshot_url(release: str) -> str:
+    """The metadata built into RKE ``release``'s binary: data/data.json at its tag."""
+    return f"{raw_url()}/rancher/rke/{quote(release, safe='')}/data/data.json"
 
 
 def _json(body: bytes, url: str):
@@ -95,7 +123,7 @@ def _bound(entry, name: str, url: str, key: str) -> str | None:
     value = entry.get(name) if isinstance(entry, dict) else None
     if value in (None, ""):
         return None
-    if not isinstance(value, str) or not _RKE_VERSION.fullmatch(value):
+    if not isinstance(value, str) or not _TAG.fullmatch("v" + value.removeprefix("v")):
         raise UsageError(f"{url}: {key}.{name} {str(value)[:40]!r} is not a release version")
     return "v" + value.removeprefix("v").split("-", 1)[0]
 

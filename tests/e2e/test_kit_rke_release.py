@@ -44,7 +44,7 @@ def minor_level_upstream(upstream, kubernetes: str) -> dict[str, bytes]:
     Tags: one below the range, one in it that predates the patch (the minor's minRKEVersion,
     which the patch is newer than), the newest in range, a pre-release, one above the range.
     """
-    upstream.host.files[KDM_PATH] = json.dumps(snapshot(kubernetes, info={
+    upstream.host.files[KDM_PATH] = json.dumps(snapshot(kubernetes, "v1.24.2-rancher1-1", info={
         "v1.24": {"minRKEVersion": "1.3.13-rc0", "maxRKEVersion": "1.4.99", "minRancherVersion": "2.6.7-patch0"},
     })).encode()
     return {
@@ -84,7 +84,7 @@ def test_a_version_no_rke_release_supports_yet_is_refused_naming_it(kit_upstream
     kit_upstream.rke_release("v1.4.4", snapshot("v1.24.2-rancher1-1"))
     result = pull_rke(kit_upstream, tmp_path, "v1.24.9-rancher1-1")
     assert result.returncode == 2
-    assert "--kubernetes-version v1.24.9-rancher1-1: RKE v1.4.4" in result.stderr
+    assert "--kubernetes-version v1.24.9-rancher1-1: the metadata of RKE v1.4.4" in result.stderr
     assert "does not list it" in result.stderr and "no RKE release supports it yet" in result.stderr
     assert not (tmp_path / "rke.tar.zst").exists()
 
@@ -109,3 +109,29 @@ def test_the_rke_release_found_is_cached_for_offline_runs(kit_upstream, tmp_path
     assert carried(tmp_path / "again.tar.zst") == [("rke_linux-amd64", "v1.4.2", sha256(binaries["v1.4.2"]))]
     assert all(path.startswith("/gh/") for path in kit_upstream.host.requests[asked:])
 
+
+
+def test_the_operators_rke_version_is_carried_when_its_metadata_supports_the_version(kit_upstream, tmp_path):
+    """--rke-version: the release the site runs, older than the newest; the built-in choice gives way too."""
+    binaries = minor_level_upstream(kit_upstream, "v1.24.9-rancher1-1")
+    result = pull_rke(kit_upstream, tmp_path, "v1.24.2-rancher1-1", "--rke-version", "v1.3.13")
+    assert result.returncode == 0, result.stderr
+    assert carried(tmp_path / "rke.tar.zst") == [("rke_linux-amd64", "v1.3.13", sha256(binaries["v1.3.13"]))]
+    assert not any(path.startswith("/api/") for path in kit_upstream.host.requests)
+
+    refused = pull_rke(kit_upstream, tmp_path, "v1.24.9-rancher1-1", "--rke-version", "v1.3.13", name="no.tar.zst")
+    assert refused.returncode == 2
+    assert ("--rke-version v1.3.13 does not support --kubernetes-version v1.24.9-rancher1-1: its metadata does not "
+            "list it") in refused.stderr
+    assert not (tmp_path / "no.tar.zst").exists()
+
+    missing = pull_rke(kit_upstream, tmp_path, "v1.24.9-rancher1-1", "--rke-version", "v1.9.9", name="no.tar.zst")
+    assert missing.returncode == 2
+    assert "--rke-version v1.9.9: no such RKE release" in missing.stderr
+
+
+def test_rke_version_goes_with_the_rke_mode(kit_upstream, tmp_path):
+    result = run_mirror("pull", "--mode", "k3s", "--exclude", ".", "--rke-version", "v1.4.2", "-o",
+                        tmp_path / "k3s.tar.zst", env={**kit_upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert result.returncode == 2
+    assert "--rke-version v1.4.2: goes with --mode rke" in result.stderr
