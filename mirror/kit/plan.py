@@ -2,9 +2,9 @@
 
 Nothing large is fetched here: the charts' ``index.yaml``, the releases'
 sha256sum files and (for RKE) Kubernetes metadata and RKE's tags are, and a
-file no index or checksum file lists is asked for with a HEAD, so a chart or file missing
-upstream stops the pull (exit 2, naming its URL) before anything else is
-fetched. With ``keep_going`` such an item is reported and left out.
+file no index or checksum file lists is asked for with a HEAD, so a chart or
+file missing upstream stops the pull (exit 2, naming its URL) before anything
+else is fetched. With ``keep_going`` such an item is reported and left out.
 """
 
 from __future__ import annotations

@@ -45,43 +45,45 @@ def rke_release_for(lists: ReleaseLists, kubernetes: str, rancher: str, chosen: 
         raise UsageError(f"{option}: not an RKE Kubernetes version (like v1.24.4-rancher1-1)")
     if chosen is not None and not _TAG.fullmatch(chosen):
         raise UsageError(f"--rke-version {chosen!r}: not an RKE release tag (like v1.4.3)")
+    if chosen:
+        where = _snapshot_url(chosen)
+        source_id, cache_name = f"{where}#K8sVersionRKESystemImages/{kubernetes}", f"{kubernetes}@{chosen}.txt"
+    else:
+        where, tags = _kdm(rancher), f"{github_api_url()}/repos/rancher/rke/git/matching-refs/tags/v"
+        source_id, cache_name = f"{where}#rke-release/{kubernetes} {tags} {raw_url()}", f"{kubernetes}.txt"
+    cached = read_cached(lists.cache / "rke-release" / cache_name, source_id)
+    if cached is not None and _TAG.fullmatch(cached[0].strip()):
+        return cached[0].strip()
+    if lists.offline:
+        checked = f" checked against --rke-version {chosen}" if chosen else ""
+        raise UsageError(f"{option}: no built-in or cached RKE release for it{checked}, and --offline-lists "
+                         f"forbids reading {where}")
+    if chosen:
+        release, body = chosen, lists.get(where, f"--rke-version {chosen}", "no such RKE release")
+        why_not = _unsupported(_json(body, where), chosen, kubernetes)
+        if why_not:
+            raise UsageError(f"--rke-version {chosen} does not support {option}: its metadata {why_not} ({where})")
+    else:
+        release, body = _newest_supporting(lists, where, tags, kubernetes)
+    write_cached(lists.cache / "rke-release" / cache_name, source_id, hashlib.sha256(body).hexdigest(), f"{release}\n")
+    return release
+
+
+def _kdm(rancher: str) -> str:
+    """Rancher's metadata for ``rancher``'s minor."""
     branch = kdm_branch(rancher)
     if not branch:
         raise UsageError(f"--rancher-version {rancher}: not a Rancher 2.x version, whose metadata names the "
                          "RKE releases of a Kubernetes version")
-    kdm = f"{kdm_url()}/{branch}/data.json"
-    tags = f"{github_api_url()}/repos/rancher/rke/git/matching-refs/tags/v"
-    if chosen:
-        source_id = f"{_snapshot_url(chosen)}#K8sVersionRKESystemImages/{kubernetes}"
-        cache = lists.cache / "rke-release" / f"{kubernetes}@{chosen}.txt"
-    else:
-        source_id = f"{kdm}#rke-release/{kubernetes} {tags} {raw_url()}"
-        cache = lists.cache / "rke-release" / f"{kubernetes}.txt"
-    cached = read_cached(cache, source_id)
-    if cached is not None and _TAG.fullmatch(cached[0].strip()):
-        return cached[0].strip()
-    if lists.offline:
-        raise UsageError(f"{option}: no built-in or cached RKE release for it"
-                         f"{f' checked against --rke-version {chosen}' if chosen else ''}, and --offline-lists "
-                         f"forbids reading {_snapshot_url(chosen) if chosen else kdm}")
-    if chosen:
-        release, body = chosen, lists.get(_snapshot_url(chosen), f"--rke-version {chosen}", "no such RKE release")
-        why_not = _unsupported(_json(body, _snapshot_url(chosen)), chosen, kubernetes)
-        if why_not:
-            raise UsageError(f"--rke-version {chosen} does not support {option}: its metadata {why_not} "
-                             f"({_snapshot_url(chosen)})")
-    else:
-        release, body = _newest_supporting(lists, kdm, branch, tags, kubernetes)
-    write_cached(cache, source_id, hashlib.sha256(body).hexdigest(), f"{release}\n")
-    return release
+    return f"{kdm_url()}/{branch}/data.json"
 
 
-def _newest_supporting(lists: ReleaseLists, kdm: str, branch: str, tags: str, kubernetes: str) -> tuple[str, bytes]:
+def _newest_supporting(lists: ReleaseLists, kdm: str, tags: str, kubernetes: str) -> tuple[str, bytes]:
     """The newest stable RKE tag in the range Rancher's metadata allows whose metadata supports ``kubernetes``,
     and that metadata."""
     option = f"--kubernetes-version {kubernetes}"
-    low, high = _allowed_range(_json(lists.get(kdm, "Kontainer Driver Metadata", f"no metadata for {branch}"), kdm),
-                               kdm, kubernetes)
+    low, high = _allowed_range(_json(lists.get(kdm, "Kontainer Driver Metadata", "no metadata for that Rancher "
+                                                                                 "minor"), kdm), kdm, kubernetes)
     within = [tag for tag in _stable_tags(lists.get(tags, "RKE releases", "no such repository"), tags)
               if version_key(low) <= version_key(tag) and (high is None or version_key(tag) <= version_key(high))]
     span = f"RKE {low} to {high}" if high else f"RKE {low} or later"
