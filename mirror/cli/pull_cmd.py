@@ -23,8 +23,8 @@ from .options import (
 from ..units import parse_size
 from .render import emit_json, report_failures, written_lines
 from .kit_options import (
-    ChartOption, FileOption, NoChartsOption, NoFilesOption, RancherChartRepoOption, WithAirgapImagesOption,
-    select_kit,
+    ChartOption, FileOption, NoChartsOption, NoFilesOption, RancherChartRepoOption, RkeVersionOption,
+    WithAirgapImagesOption, select_kit,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def pull_command(
     file: Optional[list[str]] = FileOption,
     rancher_chart_repo: str = RancherChartRepoOption,
     with_airgap_images: bool = WithAirgapImagesOption,
+    rke_version: Optional[str] = RkeVersionOption,
     downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
     platform: Optional[list[str]] = PlatformOption,
     source_mirror: Optional[list[str]] = SourceMirrorOption,
@@ -110,7 +111,7 @@ def pull_command(
         check_output(output, force)
     kit = select_kit(topology, platforms, no_charts=no_charts, no_files=no_files, charts=chart, files=file,
                      rancher_chart_repo=rancher_chart_repo, with_airgap_images=with_airgap_images,
-                     offline_lists=offline_lists, keep_going=keep_going, ca_file=ca_file)
+                     offline_lists=offline_lists, keep_going=keep_going, ca_file=ca_file, rke_version=rke_version)
     if not refs and not kit.items:
         raise UsageError("no images to pull: name images, --images-file or --mode")
     sources, settings_for = source_access(source_mirror or [], plain_http_registry or [], insecure_registry or [],

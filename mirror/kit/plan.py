@@ -1,10 +1,10 @@
 """Which charts and files a mode carries, each found upstream and given the digest it must have.
 
 Nothing large is fetched here: the charts' ``index.yaml``, the releases'
-sha256sum files and (for RKE) Kubernetes metadata are, and a file no index
-or checksum file lists is asked for with a HEAD, so a chart or file missing
-upstream stops the pull (exit 2, naming its URL) before anything else is
-fetched. With ``keep_going`` such an item is reported and left out.
+sha256sum files and (for RKE) Kubernetes metadata and RKE's tags are, and a
+file no index or checksum file lists is asked for with a HEAD, so a chart or
+file missing upstream stops the pull (exit 2, naming its URL) before anything
+else is fetched. With ``keep_going`` such an item is reported and left out.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .fetcher import KitFetcher
 from .helm_index import MAX_INDEX, chart_location
 from .hosts import jetstack_charts_url, rancher_charts_url, raw_url
 from .items import CHART, FILE, KitItem
+from .rke_release import rke_release_for
 
 LOOKUPS = 8  # index, checksum and HEAD requests at once
 K3S_BINARY = {"amd64": "k3s", "arm64": "k3s-arm64", "arm": "k3s-armhf"}
@@ -43,6 +44,7 @@ class KitOptions:
     extra_files: list[str] = field(default_factory=list)  # URL[#sha256=HEX]
     with_airgap_images: bool = False
     offline_lists: bool = False  # the RKE release is read from built-in data, never Rancher's metadata
+    rke_version: str | None = None  # the operator's RKE release (--rke-version), checked against its metadata
     keep_going: bool = False
 
 
@@ -60,6 +62,8 @@ Step = tuple[str, Callable[[], KitItem]]  # what is looked up (for --keep-going'
 def plan_kit(mode: str | None, versions: dict[str, str], arches: list[str], options: KitOptions,
              fetcher: KitFetcher) -> KitPlan:
     """The items of ``mode`` at the topology's ``versions`` for ``arches``, plus --chart and --file ones."""
+    if options.rke_version is not None and (mode != "rke" or not options.files):
+        raise UsageError(f"--rke-version {options.rke_version}: goes with --mode rke and its files (not --no-files)")
     finder = _Finder(fetcher)
     steps: list[Step] = []
     if mode is not None and options.charts:
@@ -197,20 +201,22 @@ def _rke(finder: _Finder, versions: dict[str, str], arch: str, options: KitOptio
         raise UsageError(f"--platform linux/{arch}: RKE publishes no binary for it ({', '.join(RKE_ARCHES)})")
 
     def binary() -> KitItem:
-        release = rke_release(finder, versions["kubernetes"], versions["rancher"], options.offline_lists)
+        release = rke_release(finder, versions["kubernetes"], versions["rancher"], options)
         base = f"{releases_url()}/rancher/rke/releases/download/{quote(release, safe='')}"
         return finder.listed(base, f"rke_linux-{arch}", "sha256sum.txt", release, "rke", executable=True)
 
     return [(f"rke_linux-{arch} for {versions['kubernetes']}", binary)]
 
 
-def rke_release(finder: _Finder, kubernetes: str, rancher: str, offline: bool) -> str:
-    """The RKE release that brought ``kubernetes``: built in, else Rancher's metadata (``minRKEVersion``),
-    cached as the image lists are (``--offline-lists`` reads the cache only)."""
+def rke_release(finder: _Finder, kubernetes: str, rancher: str, options: KitOptions) -> str:
+    """An RKE release that supports ``kubernetes``: ``--rke-version`` if its metadata says so, else built in,
+    else found through Rancher's metadata (rke_release.py); cached as the image lists are
+    (``--offline-lists`` reads the cache only)."""
     built_in = lists.kit_settings().get("rke_releases", {})
-    if kubernetes in built_in:
+    if options.rke_version is None and kubernetes in built_in:
         return built_in[kubernetes]
-    return ReleaseLists(offline=offline, ca_file=finder.fetcher.ca_file).rke_release(kubernetes, rancher)
+    return rke_release_for(ReleaseLists(offline=options.offline_lists, ca_file=finder.fetcher.ca_file), kubernetes,
+                           rancher, options.rke_version)
 
 
 def _chart_spec(spec: str) -> tuple[str, str, str]:

@@ -47,7 +47,6 @@ ARCH_LISTS = {"rke2"}  # components whose release has one list per architecture
 DEFAULT_ARCH = "amd64"  # the architecture of the built-in lists
 MAX_DOWNLOAD = 64 << 20  # KDM's data.json is a few MB; a list is a few KB
 _VERSION = re.compile(r"v?\d+\.\d+[0-9A-Za-z.+_-]*")
-_RKE_RELEASE = re.compile(r"v\d+\.\d+\.\d+")
 
 
 def default_cache_dir() -> Path:
@@ -130,7 +129,7 @@ class ReleaseLists:
         cache = self.cache / component / f"{version}.txt"
         if other_arch:
             cache = self.cache / component / f"linux-{self.arch}" / f"{version}.txt"
-        cached = _read_cached(cache, source_id)
+        cached = read_cached(cache, source_id)
         if cached is not None:
             text, digest = cached
             return parse_images_text(text, str(cache)), ListSource("cached", source_id, digest)
@@ -141,7 +140,7 @@ class ReleaseLists:
         missing = "no such release upstream"
         if other_arch:
             missing += f", or no linux/{self.arch} list in it"
-        body = self._get(url, f"{option} {version}", missing)
+        body = self.get(url, f"{option} {version}", missing)
         digest = hashlib.sha256(body).hexdigest()
         if component == "kubernetes":
             text = _rke_system_images(body, url, option, version)
@@ -151,30 +150,8 @@ class ReleaseLists:
             except UnicodeDecodeError:
                 raise UsageError(f"{url}: not a text image list") from None
         images = parse_images_text(text, url)  # a malformed list is refused before it is cached
-        _write_cached(cache, source_id, digest, text)
+        write_cached(cache, source_id, digest, text)
         return images, ListSource("fetched", source_id, digest)
-
-    def rke_release(self, kubernetes: str, rancher_version: str) -> str:
-        """The RKE release that brought ``kubernetes``: KDM's ``K8sVersionInfo.minRKEVersion``, cached as a list is."""
-        if not _VERSION.fullmatch(kubernetes):
-            raise UsageError(f"--kubernetes-version {kubernetes}: not a release version")
-        branch = kdm_branch(rancher_version)
-        if not branch:
-            raise UsageError(f"--rancher-version {rancher_version}: not a Rancher 2.x version, "
-                             "whose metadata names the RKE release")
-        url = f"{kdm_url()}/{branch}/data.json"
-        source_id = f"{url}#K8sVersionInfo/{kubernetes}/minRKEVersion"
-        cache = self.cache / "rke-release" / f"{kubernetes}.txt"
-        cached = _read_cached(cache, source_id)
-        if cached is not None and _RKE_RELEASE.fullmatch(cached[0].strip()):
-            return cached[0].strip()
-        if self.offline:
-            raise UsageError(f"--kubernetes-version {kubernetes}: no built-in or cached RKE release for it, and "
-                             f"--offline-lists forbids reading {url}")
-        body = self._get(url, "Kontainer Driver Metadata", f"no metadata for Rancher {branch}")
-        release = _min_rke_version(body, url, kubernetes)
-        _write_cached(cache, source_id, hashlib.sha256(body).hexdigest(), f"{release}\n")
-        return release
 
     def support_warnings(self, versions: dict[str, str], sources: dict[str, ListSource]) -> list[str]:
         """A line for a K3s/RKE2 version that Rancher's metadata says the Rancher version does not support.
@@ -205,7 +182,7 @@ class ReleaseLists:
             if supported is None:
                 continue
             low, high = supported
-            if not _version_key(low) <= _version_key(rancher) <= _version_key(high):
+            if not version_key(low) <= version_key(rancher) <= version_key(high):
                 warnings.append(f"mirror: warning: {component} {version} is not supported by Rancher {rancher}: "
                                 f"Rancher's metadata supports it on Rancher {low} to {high}")
         return warnings
@@ -218,7 +195,7 @@ class ReleaseLists:
         url = f"{kdm_url()}/{branch}/data.json"
         source_id = f"{url}#releases"
         cache = self.cache / "kdm" / f"{branch}.json"
-        cached = _read_cached(cache, source_id)
+        cached = read_cached(cache, source_id)
         try:
             ranges = json.loads(cached[0]) if cached else {}
         except ValueError:
@@ -232,7 +209,7 @@ class ReleaseLists:
             if response.status_code != 200:
                 raise MirrorError(f"{url} answered {response.status_code}")
             ranges = _support_ranges(body, url)
-            _write_cached(cache, source_id, hashlib.sha256(body).hexdigest(), json.dumps(ranges, sort_keys=True))
+            write_cached(cache, source_id, hashlib.sha256(body).hexdigest(), json.dumps(ranges, sort_keys=True))
         entry = ranges.get(component, {}).get(version)
         return tuple(entry) if entry else None
 
@@ -254,7 +231,7 @@ class ReleaseLists:
             raise MirrorError(f"{option} latest: {url} points to {location}, not a release")
         return version
 
-    def _get(self, url: str, what: str, missing: str) -> bytes:
+    def get(self, url: str, what: str, missing: str) -> bytes:
         """The body of a 200; a 404 is UsageError saying ``missing``."""
         with self._client(follow_redirects=True) as client:
             response, body = self._send(client, url, what)
@@ -315,19 +292,6 @@ def _rke_system_images(body: bytes, url: str, option: str, version: str) -> str:
     return "".join(f"{name}\n" for name in dict.fromkeys(names))
 
 
-def _min_rke_version(body: bytes, url: str, kubernetes: str) -> str:
-    """``v1.3.24`` from KDM's ``K8sVersionInfo[kubernetes].minRKEVersion`` (an -rc names its release)."""
-    try:
-        info = json.loads(body)["K8sVersionInfo"][kubernetes]["minRKEVersion"]
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"--kubernetes-version {kubernetes}: {url} names no RKE release for it "
-                         "(K8sVersionInfo.minRKEVersion)") from None
-    match = re.fullmatch(r"v?(\d+\.\d+\.\d+)(-rc\d+)?", str(info))
-    if not match:
-        raise UsageError(f"{url}: minRKEVersion {str(info)[:40]!r} of {kubernetes} is not a release version")
-    return f"v{match.group(1)}"
-
-
 def _support_ranges(body: bytes, url: str) -> dict[str, dict[str, list[str]]]:
     """component -> version -> [min, max] Rancher version, from KDM's ``k3s`` and ``rke2`` releases."""
     try:
@@ -348,12 +312,12 @@ def _support_ranges(body: bytes, url: str) -> dict[str, dict[str, list[str]]]:
     return ranges
 
 
-def _version_key(version: str) -> tuple[int, ...]:
+def version_key(version: str) -> tuple[int, ...]:
     """major, minor, patch of a version (a pre-release counts as its release, as Rancher's range check does)."""
     return tuple(int(part) for part in re.findall(r"\d+", version.split("-", 1)[0].split("+", 1)[0])[:3])
 
 
-def _read_cached(path: Path, source_id: str) -> tuple[str, str] | None:
+def read_cached(path: Path, source_id: str) -> tuple[str, str] | None:
     """(list text, sha256) of a cached list fetched from ``source_id``; None if there is none."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -365,6 +329,6 @@ def _read_cached(path: Path, source_id: str) -> tuple[str, str] | None:
     return head[2], head[1].removeprefix("# sha256: ")
 
 
-def _write_cached(path: Path, source_id: str, digest: str, text: str) -> None:
+def write_cached(path: Path, source_id: str, digest: str, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file(path, f"# source: {source_id}\n# sha256: {digest}\n{text}".encode())  # a reader never sees half a list

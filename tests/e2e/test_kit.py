@@ -331,39 +331,6 @@ def test_each_mode_carries_its_own_files(kit_upstream, tmp_path):
     assert [c["name"] for c in report["charts"]] == ["rancher"] and report["files"] == []
 
 
-def test_the_rke_release_of_another_kubernetes_version_comes_from_rancher_metadata(kit_upstream, tmp_path):
-    kubernetes = "v1.99.9-rancher1-1"
-    kit_upstream.host.files["/kdm/release-v2.7/data.json"] = json.dumps({
-        "K8sVersionRKESystemImages": {kubernetes: {"etcd": "rancher/mirrored-coreos-etcd:v3.9.9"}},
-        "K8sVersionInfo": {kubernetes: {"minRKEVersion": "1.3.99-rc2"}}}).encode()
-    rke = {"rke_linux-amd64": b"\x7fELF a later rke\n"}
-    kit_upstream.release("rancher/rke", "v1.3.99", {**rke, "sha256sum.txt": sums(rke)})
-    env = {**kit_upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    result = run_mirror("pull", "--mode", "rke", "--kubernetes-version", kubernetes, "--exclude", ".",
-                        "--no-charts", "-o", tmp_path / "rke.tar.zst", "-q", env=env)
-    assert result.returncode == 0, result.stderr
-    assert files_of(tmp_path / "rke.tar.zst") == [("rke_linux-amd64", "v1.3.99")]
-
-
-def test_the_rke_release_read_from_rancher_metadata_is_cached_for_offline_runs(kit_upstream, tmp_path):
-    """As the image lists are: a later --offline-lists run finds the RKE release without the metadata host."""
-    kubernetes = "v1.99.9-rancher1-1"
-    kit_upstream.host.files["/kdm/release-v2.7/data.json"] = json.dumps({
-        "K8sVersionRKESystemImages": {kubernetes: {"etcd": "rancher/mirrored-coreos-etcd:v3.9.9"}},
-        "K8sVersionInfo": {kubernetes: {"minRKEVersion": "1.3.99"}}}).encode()
-    rke = {"rke_linux-amd64": b"\x7fELF a later rke\n"}
-    kit_upstream.release("rancher/rke", "v1.3.99", {**rke, "sha256sum.txt": sums(rke)})
-    env = {**kit_upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    args = ["pull", "--mode", "rke", "--kubernetes-version", kubernetes, "--exclude", ".", "--no-charts", "-q"]
-    assert run_mirror(*args, "-o", tmp_path / "first.tar.zst", env=env).returncode == 0
-    del kit_upstream.host.files["/kdm/release-v2.7/data.json"]
-    asked = len(kit_upstream.host.requests)
-    result = run_mirror(*args, "--offline-lists", "-o", tmp_path / "again.tar.zst", env=env)
-    assert result.returncode == 0, result.stderr
-    assert files_of(tmp_path / "again.tar.zst") == [("rke_linux-amd64", "v1.3.99")]
-    assert not any(path.startswith("/kdm/") for path in kit_upstream.host.requests[asked:])
-
-
 def test_dry_run_names_the_kit_and_fetches_none_of_it(kit_upstream, tmp_path):
     result = run_mirror("pull", "--mode", "k3s", "--exclude", ".", "--dry-run", "--json",
                         env={**kit_upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")})

@@ -118,7 +118,7 @@ class KitUpstream:
         url = self.host.url
         return {"MIRROR_RELEASES_URL": f"{url}/gh", "MIRROR_RANCHER_CHARTS_URL": f"{url}/rancher",
                 "MIRROR_JETSTACK_CHARTS_URL": f"{url}/jetstack", "MIRROR_RAW_URL": f"{url}/raw",
-                "MIRROR_KDM_URL": f"{url}/kdm", "NO_PROXY": "127.0.0.1"}
+                "MIRROR_KDM_URL": f"{url}/kdm", "MIRROR_GITHUB_API_URL": f"{url}/api", "NO_PROXY": "127.0.0.1"}
 
     def add_chart(self, repo: str, name: str, version: str, data: bytes | None = None,
                   digest_of: bytes | None = None) -> bytes:
@@ -140,6 +140,19 @@ class KitUpstream:
 
     def raw(self, project: str, version: str, name: str, data: bytes) -> None:
         self.host.files[f"/raw/{project}/{quote(version, safe='')}/{name}"] = data
+
+    def rke_release(self, tag: str, metadata: dict | None = None) -> bytes:
+        """RKE release ``tag``: listed among rancher/rke's tags; with ``metadata`` (the KDM snapshot built
+        into its binary) also its ``rke_linux-amd64`` (returned), sha256sum.txt and data/data.json."""
+        refs_path = "/api/repos/rancher/rke/git/matching-refs/tags/v"
+        refs = json.loads(self.host.files.get(refs_path, b"[]"))
+        self.host.files[refs_path] = json.dumps(refs + [{"ref": f"refs/tags/{tag}"}]).encode()
+        if metadata is None:
+            return b""
+        binary = {"rke_linux-amd64": f"\x7fELF stand-in rke {tag}\n".encode()}
+        self.release("rancher/rke", tag, {**binary, "sha256sum.txt": sums(binary)})
+        self.raw("rancher/rke", tag, "data/data.json", json.dumps(metadata).encode())
+        return binary["rke_linux-amd64"]
 
 
 def standard_upstream() -> KitUpstream:
