@@ -68,6 +68,7 @@ images:
     downstream_versions: [v1.30]
     offline_lists: true
     no_registry_image: true
+    kit: false  # the images alone here; the kit: test_sync_kit.py
 """)
     return path
 

@@ -1,0 +1,99 @@
+"""sync carries the Rancher kit as it carries images: what pull --mode would carry, copied only where it is missing.
+
+Upstream is kit_fixtures.kit_upstream (support/kitbed.py: loopback stand-ins for the chart repositories, GitHub
+releases and raw.githubusercontent.com); the target is a real registry. ``--exclude .`` leaves the topology's
+images out, so each run is the kit alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import httpx
+
+from mirror.bundle.reader import BundleReader
+from support.cli import run_mirror
+from support.kitbed import CERT_MANAGER, K3S, RANCHER, make_chart
+
+OCI = "application/vnd.oci.image.manifest.v1+json"
+BUMPED = "2.8.0"
+KIT = {f"charts/rancher:{RANCHER}", f"charts/cert-manager:{CERT_MANAGER}", f"files/cert-manager.crds.yaml:{CERT_MANAGER}",
+       *(f"files/{component}:{K3S.replace('+', '_')}" for component in ("k3s", "k3s-install.sh", "k3s-sha256sum-amd64.txt"))}
+
+
+def sync(upstream, tmp_path, *args, rancher=RANCHER):
+    result = run_mirror("sync", "run", "--mode", "k3s", "--rancher-version", f"v{rancher}", "--exclude", ".",
+                        "--json", "-q", *args,
+                        env={**upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+                             "XDG_STATE_HOME": str(tmp_path / "state")})
+    return result, json.loads(result.stdout) if result.stdout else None
+
+
+def to_registry(upstream, registry, tmp_path, rancher=RANCHER):
+    return sync(upstream, tmp_path, "--to", registry.host, "--to-plain-http", rancher=rancher)
+
+
+def actions(report) -> dict[str, str]:
+    """target repository:tag -> action"""
+    return {image["target"].split("/", 1)[1]: image["action"] for image in report["images"]}
+
+
+def bump_rancher(upstream):
+    """Rancher BUMPED: its chart, and its image list (whose images --exclude . leaves out)."""
+    upstream.add_chart("rancher", "rancher", BUMPED)
+    upstream.release("rancher/rancher", f"v{BUMPED}", {"rancher-images.txt": b"docker.io/rancher/rancher:v2.8.0\n"})
+
+
+def test_a_first_sync_copies_the_kit_and_a_second_copies_nothing(kit_upstream, registry, tmp_path):
+    first, report = to_registry(kit_upstream, registry, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert actions(report) == {name: "copied" for name in KIT}
+    manifest = httpx.get(f"http://{registry.host}/v2/charts/rancher/manifests/{RANCHER}", headers={"Accept": OCI})
+    layer = manifest.json()["layers"][0]["digest"]  # where push puts it, as push builds it: the .tgz byte for byte
+    assert layer == "sha256:" + hashlib.sha256(kit_upstream.charts["rancher"][("rancher", RANCHER)][0]).hexdigest()
+
+    again, report = to_registry(kit_upstream, registry, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert actions(report) == {name: "unchanged" for name in KIT}
+    assert (report["blobs"]["uploaded"], report["tags_pushed"]) == (0, 0)
+
+
+def test_a_rancher_bump_copies_only_the_new_chart(kit_upstream, registry, tmp_path):
+    assert to_registry(kit_upstream, registry, tmp_path)[0].returncode == 0
+    bump_rancher(kit_upstream)
+    bumped, report = to_registry(kit_upstream, registry, tmp_path, rancher=BUMPED)
+    assert bumped.returncode == 0, bumped.stderr
+    changed = {name: action for name, action in actions(report).items() if action != "unchanged"}
+    assert changed == {f"charts/rancher:{BUMPED}": "copied"}
+    assert report["tags_pushed"] == 1
+
+
+def test_a_tampered_chart_fails_that_item_with_exit_4_and_no_tag(kit_upstream, registry, tmp_path):
+    genuine, tampered = make_chart("rancher", RANCHER), make_chart("rancher", RANCHER, b"evil: 1\n")
+    kit_upstream.add_chart("rancher", "rancher", RANCHER, data=tampered, digest_of=genuine)
+    result, report = to_registry(kit_upstream, registry, tmp_path)
+    assert result.returncode == 4, result.stderr
+    failed = [image for image in report["images"] if image["action"] == "failed"]
+    assert [image["target"].split("/", 1)[1] for image in failed] == [f"charts/rancher:{RANCHER}"]
+    assert "hashes to" in failed[0]["error"]
+    assert httpx.get(f"http://{registry.host}/v2/charts/rancher/tags/list").status_code == 404  # nothing tagged
+    assert {name for name, action in actions(report).items() if action == "copied"} == KIT - {
+        f"charts/rancher:{RANCHER}"}  # the other items go on
+
+
+def test_a_bundle_after_a_rancher_bump_carries_only_the_new_chart(kit_upstream, tmp_path):
+    first = run_mirror("pull", "--mode", "k3s", "--exclude", ".", "-o", tmp_path / "full.tar.zst", "-q",
+                       env={**kit_upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert first.returncode == 0, first.stderr
+    bump_rancher(kit_upstream)
+    bundles = tmp_path / "out"
+    bundles.mkdir()
+    result, report = sync(kit_upstream, tmp_path, "--to-bundle", bundles, "--base", tmp_path / "full.tar.zst",
+                          rancher=BUMPED)
+    assert result.returncode == 0, result.stderr
+    changed = {image["source"]: image["action"] for image in report["images"] if image["action"] != "unchanged"}
+    assert changed == {f"{kit_upstream.host.url}/rancher/rancher-{BUMPED}.tgz": "copied"}
+    with BundleReader(report["bundle"]["path"]) as reader:
+        new = [image for image in reader.manifest.images if image.source.endswith(f"rancher:{BUMPED}")]
+        assert set(reader.manifest.stored_blobs) == {new[0].digest, *new[0].blobs}
