@@ -97,3 +97,27 @@ def test_a_bundle_after_a_rancher_bump_carries_only_the_new_chart(kit_upstream, 
     with BundleReader(report["bundle"]["path"]) as reader:
         new = [image for image in reader.manifest.images if image.source.endswith(f"rancher:{BUMPED}")]
         assert set(reader.manifest.stored_blobs) == {new[0].digest, *new[0].blobs}
+
+
+def test_a_mode_entry_carries_what_pull_would_and_its_keys_say_what_not(kit_upstream, tmp_path, monkeypatch):
+    from mirror.transfer.sync_config import load_config
+
+    for name, value in {**kit_upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")}.items():
+        monkeypatch.setenv(name, value)
+    kit_upstream.add_chart("extra", "longhorn", "1.5.0")
+    job = tmp_path / "sync.yaml"
+
+    def carried(keys: str) -> set[str] | None:
+        job.write_text("target: {registry: reg.dmz.corp:5000}\nimages:\n"
+                       f"  - {{mode: k3s, offline_lists: true{keys}}}\n")
+        kit = load_config(job).request.kit
+        return None if kit is None else {f"{item.repository}:{item.tag}" for item in kit.items}
+
+    charts = {f"charts/rancher:{RANCHER}", f"charts/cert-manager:{CERT_MANAGER}",
+              f"files/cert-manager.crds.yaml:{CERT_MANAGER}"}
+    assert carried("") == KIT
+    assert carried(", charts: false") == KIT - charts
+    assert carried(f", files: false, charts: ['{kit_upstream.host.url}/extra/longhorn@1.5.0']") == charts | {
+        "charts/longhorn:1.5.0"}
+    assert carried(", with_airgap_images: true") == KIT | {f"files/k3s-airgap-images-amd64.tar.zst:{K3S.replace('+', '_')}"}
+    assert carried(", kit: false") is None
