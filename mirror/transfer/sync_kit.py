@@ -13,7 +13,7 @@ of it is written), made artifacts as pull makes them, and written by the
 delivery pipeline (pipeline.py) from a temporary directory, tags last.
 
 A run to a bundle (sync_bundle.py) hands the items to pull, whose delta
-leaves out what the base holds: ``bundle_entries`` and ``bundle_judged``.
+leaves out what the base holds (``BundleKit``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ async def sync_kit(request: SyncRequest, runs: list[TargetRun], unreached: dict[
         items[id(run)] = [(item, _entry(run, item)) for item in kit.items]
         run.result.images += [entry for _, entry in items[id(run)]]
         for what, cause in kit.causes.items():  # missing upstream (--keep-going)
-            failed = ImageResult(what, f"{run.target.host}/{run.target.prefix or ''}")
+            failed = ImageResult(what, str(run.target.address))
             failed.fail(cause)
             run.result.images.append(failed)
         if id(run) in unreached:
@@ -81,7 +81,7 @@ async def sync_kit(request: SyncRequest, runs: list[TargetRun], unreached: dict[
     with tempfile.TemporaryDirectory(prefix="mirror-sync-kit-") as work:  # our own, 0700, gone after the run
         store = BlobStore(Path(work))
         collected = await collect(wanted, store, kit.fetcher)
-        built = {item.describe(): artifact for artifact in collected.artifacts for item in [artifact.item]}
+        built = {artifact.item.describe(): artifact for artifact in collected.artifacts}
         for run, item, entry in pending:
             artifact = built.get(item.describe())
             if artifact is None:

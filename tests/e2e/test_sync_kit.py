@@ -20,6 +20,8 @@ OCI = "application/vnd.oci.image.manifest.v1+json"
 BUMPED = "2.8.0"
 KIT = {f"charts/rancher:{RANCHER}", f"charts/cert-manager:{CERT_MANAGER}", f"files/cert-manager.crds.yaml:{CERT_MANAGER}",
        *(f"files/{component}:{K3S.replace('+', '_')}" for component in ("k3s", "k3s-install.sh", "k3s-sha256sum-amd64.txt"))}
+DOWNLOADED = {f"rancher-{RANCHER}.tgz", f"cert-manager-{CERT_MANAGER}.tgz", "cert-manager.crds.yaml", "k3s",
+              "install.sh"}  # the sha256sum file is read anyway, to find the others' digests
 
 
 def sync(upstream, tmp_path, *args, rancher=RANCHER):
@@ -32,6 +34,16 @@ def sync(upstream, tmp_path, *args, rancher=RANCHER):
 
 def to_registry(upstream, registry, tmp_path, rancher=RANCHER):
     return sync(upstream, tmp_path, "--to", registry.host, "--to-plain-http", rancher=rancher)
+
+
+def downloads(upstream) -> dict[str, int]:
+    """How often each item was asked for (a GET of its path; the index and sha256sum files left out)."""
+    asked: dict[str, int] = {}
+    for path in upstream.host.requests:
+        name = path.rsplit("/", 1)[-1]
+        if name in DOWNLOADED:
+            asked[name] = asked.get(name, 0) + 1
+    return asked
 
 
 def actions(report) -> dict[str, str]:
@@ -53,10 +65,23 @@ def test_a_first_sync_copies_the_kit_and_a_second_copies_nothing(kit_upstream, r
     layer = manifest.json()["layers"][0]["digest"]  # where push puts it, as push builds it: the .tgz byte for byte
     assert layer == "sha256:" + hashlib.sha256(kit_upstream.charts["rancher"][("rancher", RANCHER)][0]).hexdigest()
 
+    kit_upstream.host.requests.clear()
     again, report = to_registry(kit_upstream, registry, tmp_path)
     assert again.returncode == 0, again.stderr
     assert actions(report) == {name: "unchanged" for name in KIT}
     assert (report["blobs"]["uploaded"], report["tags_pushed"]) == (0, 0)
+    assert downloads(kit_upstream) == {}  # the target's tags and digests said so: nothing fetched
+
+
+def test_two_targets_each_get_what_they_lack_from_one_download(kit_upstream, start_registry, tmp_path):
+    first, second = start_registry(), start_registry()
+    assert to_registry(kit_upstream, first, tmp_path)[0].returncode == 0
+    kit_upstream.host.requests.clear()
+    both, report = sync(kit_upstream, tmp_path, "--to", first.host, "--to", second.host, "--to-plain-http")
+    assert both.returncode == 0, both.stderr
+    at = {target["target"]: actions(target) for target in report["targets"]}
+    assert at == {first.host: {name: "unchanged" for name in KIT}, second.host: {name: "copied" for name in KIT}}
+    assert downloads(kit_upstream) == {name: 1 for name in DOWNLOADED}  # once, for the target that lacks it
 
 
 def test_a_rancher_bump_copies_only_the_new_chart(kit_upstream, registry, tmp_path):
