@@ -9,7 +9,8 @@ holds them all. Per image the report says what the bundle brings the
 bastion: ``copied`` (the base lacks the tag), ``updated`` (the base has the
 tag on another image) or ``unchanged``. A tag matching its entry's
 ``immutable`` patterns that the base already has is not asked upstream at
-all, and so is not in the bundle.
+all, and so is not in the bundle. The kit of the job's topologies goes in
+too, as pull's delta carries it (sync_kit.BundleKit).
 """
 
 from __future__ import annotations

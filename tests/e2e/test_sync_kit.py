@@ -18,8 +18,10 @@ from support.kitbed import CERT_MANAGER, K3S, RANCHER, make_chart
 
 OCI = "application/vnd.oci.image.manifest.v1+json"
 BUMPED = "2.8.0"
-KIT = {f"charts/rancher:{RANCHER}", f"charts/cert-manager:{CERT_MANAGER}", f"files/cert-manager.crds.yaml:{CERT_MANAGER}",
-       *(f"files/{component}:{K3S.replace('+', '_')}" for component in ("k3s", "k3s-install.sh", "k3s-sha256sum-amd64.txt"))}
+K3S_TAG = K3S.replace("+", "_")
+KIT = {f"charts/rancher:{RANCHER}", f"charts/cert-manager:{CERT_MANAGER}",
+       f"files/cert-manager.crds.yaml:{CERT_MANAGER}",
+       *(f"files/{component}:{K3S_TAG}" for component in ("k3s", "k3s-install.sh", "k3s-sha256sum-amd64.txt"))}
 DOWNLOADED = {f"rancher-{RANCHER}.tgz", f"cert-manager-{CERT_MANAGER}.tgz", "cert-manager.crds.yaml", "k3s",
               "install.sh"}  # the sha256sum file is read anyway, to find the others' digests
 
@@ -84,9 +86,15 @@ def test_two_targets_each_get_what_they_lack_from_one_download(kit_upstream, sta
     assert downloads(kit_upstream) == {name: 1 for name in DOWNLOADED}  # once, for the target that lacks it
 
 
-def test_a_rancher_bump_copies_only_the_new_chart(kit_upstream, registry, tmp_path):
+def test_a_rancher_bump_copies_only_the_new_chart_and_a_dry_run_says_so(kit_upstream, registry, tmp_path):
     assert to_registry(kit_upstream, registry, tmp_path)[0].returncode == 0
     bump_rancher(kit_upstream)
+    kit_upstream.host.requests.clear()
+    dry, report = sync(kit_upstream, tmp_path, "--to", registry.host, "--to-plain-http", "--dry-run", rancher=BUMPED)
+    assert dry.returncode == 0, dry.stderr
+    assert {name for name, action in actions(report).items() if action != "unchanged"} == {f"charts/rancher:{BUMPED}"}
+    assert f"rancher-{BUMPED}.tgz" not in {path.rsplit("/", 1)[-1] for path in kit_upstream.host.requests}
+    assert BUMPED not in httpx.get(f"http://{registry.host}/v2/charts/rancher/tags/list").json()["tags"]
     bumped, report = to_registry(kit_upstream, registry, tmp_path, rancher=BUMPED)
     assert bumped.returncode == 0, bumped.stderr
     changed = {name: action for name, action in actions(report).items() if action != "unchanged"}
@@ -144,5 +152,5 @@ def test_a_mode_entry_carries_what_pull_would_and_its_keys_say_what_not(kit_upst
     assert carried(", charts: false") == KIT - charts
     assert carried(f", files: false, charts: ['{kit_upstream.host.url}/extra/longhorn@1.5.0']") == charts | {
         "charts/longhorn:1.5.0"}
-    assert carried(", with_airgap_images: true") == KIT | {f"files/k3s-airgap-images-amd64.tar.zst:{K3S.replace('+', '_')}"}
+    assert carried(", with_airgap_images: true") == KIT | {f"files/k3s-airgap-images-amd64.tar.zst:{K3S_TAG}"}
     assert carried(", kit: false") is None
