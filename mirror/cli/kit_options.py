@@ -28,19 +28,13 @@ RkeVersionOption = typer.Option(
                                 "it supports --kubernetes-version (docs/kit.md).")
 
 
-def kit_arches(platforms: list[Platform]) -> list[str]:
-    """The architectures --platform names (linux only), else amd64: one set of binaries each."""
-    arches = list(dict.fromkeys(p.architecture for p in platforms if p.os == "linux"))
-    return arches or ["amd64"]
-
-
 def select_kit(topology: Topology | None, platforms: list[Platform], *, no_charts: bool, no_files: bool,
                charts: list[str] | None, files: list[str] | None, rancher_chart_repo: str,
                with_airgap_images: bool, offline_lists: bool, keep_going: bool,
                ca_file: Path | None, rke_version: str | None = None) -> KitPlan:
     """The charts and files a pull carries, each found upstream now (a missing one: exit 2 naming its URL)."""
     from ..kit.fetcher import KitFetcher
-    from ..kit.plan import KitOptions, plan_kit
+    from ..kit.plan import KitOptions, kit_arches, plan_kit
 
     options = KitOptions(charts=not no_charts, files=not no_files, rancher_chart_repo=rancher_chart_repo,
                          extra_charts=list(charts or []), extra_files=list(files or []),

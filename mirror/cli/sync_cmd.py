@@ -24,6 +24,10 @@ from .options import (
     PlainHttpRegistryOption, PlatformOption, QuietOption, Release, Signers, SourceMirrorOption, UsernameOption,
     release_options, signer_options,
 )
+from .kit_options import (
+    ChartOption, FileOption, NoChartsOption, NoFilesOption, RancherChartRepoOption, WithAirgapImagesOption,
+    select_kit,
+)
 from .sync_render import finish
 
 EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 bad flags or config; "
@@ -61,6 +65,12 @@ def run_command(
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
     downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
+    no_charts: bool = NoChartsOption,
+    no_files: bool = NoFilesOption,
+    chart: Optional[list[str]] = ChartOption,
+    file: Optional[list[str]] = FileOption,
+    rancher_chart_repo: str = RancherChartRepoOption,
+    with_airgap_images: bool = WithAirgapImagesOption,
     platform: Optional[list[str]] = PlatformOption,
     source_mirror: Optional[list[str]] = SourceMirrorOption,
     plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
@@ -132,7 +142,10 @@ def run_command(
             platforms=platforms, offline_lists=offline_lists, ca_file=ca_file,
             downstream_versions=downstream_versions)
         refs, found = selection.images, selection.topology
-        if not refs:
+        kit = select_kit(found, platforms, no_charts=no_charts, no_files=no_files, charts=chart, files=file,
+                         rancher_chart_repo=rancher_chart_repo, with_airgap_images=with_airgap_images,
+                         offline_lists=offline_lists, keep_going=keep_going, ca_file=ca_file)
+        if not refs and not kit.items:
             raise UsageError("no images to sync: name images, --images-file or --mode")
         topology = asdict(found) if found else None
         sources, settings_for = source_access(source_mirror or [], plain_http_registry or [],
@@ -144,7 +157,7 @@ def run_command(
             password_stdin=password_stdin, jobs=jobs, option="--to") if to else []
         request = SyncRequest([SyncImage(ref, on_retag) for ref in refs], targets[0] if targets else None, sources,
                               settings_for, platforms=platforms, jobs=jobs, dry_run=dry_run,
-                              keep_going=keep_going, also=tuple(targets[1:]))
+                              keep_going=keep_going, also=tuple(targets[1:]), kit=kit)
         lock = all_held([RunLock(f"sync -> {target.address}", f"sync to {target.address}") for target in targets]) \
             if targets else bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
     request.verify_keys, request.attachments = keys, not no_attachments

@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote, urlsplit
 from .. import lists
 from ..errors import MirrorError, UsageError
 from ..lists.releases import ReleaseLists, releases_url
+from ..model.oci import Platform
 from .checksums import MAX_SUMS, digest_of, parse_sums
 from .fetcher import KitFetcher
 from .helm_index import MAX_INDEX, chart_location
@@ -101,6 +102,22 @@ def plan_kit(mode: str | None, versions: dict[str, str], arches: list[str], opti
             if not options.keep_going:
                 raise
             plan.failures[what], plan.causes[what] = str(exc), exc
+    return _once(plan)
+
+
+def kit_arches(platforms: list[Platform]) -> list[str]:
+    """The architectures --platform names (linux only), else amd64: one set of binaries each."""
+    arches = list(dict.fromkeys(p.architecture for p in platforms if p.os == "linux"))
+    return arches or ["amd64"]
+
+
+def merged(plans: list[KitPlan], fetcher: KitFetcher) -> KitPlan:
+    """Several plans as one (a sync job's ``mode:`` entries), each item once."""
+    plan = KitPlan(fetcher)
+    for each in plans:
+        plan.items += each.items
+        plan.failures.update(each.failures)
+        plan.causes.update(each.causes)
     return _once(plan)
 
 

@@ -39,6 +39,7 @@ from .registry_feed import RegistryFeed
 from .resolve import ResolvedImage, Resolver
 from .selection import SkippedTags, SyncImage
 from .sync_attachments import copy_attachments, signatures_at_source
+from .sync_kit import sync_kit
 from .sync_result import ImageResult, SyncRequest, SyncResult, Wanted
 from .sync_target import TargetRun
 from .tasks import each
@@ -92,6 +93,7 @@ async def sync_all(request: SyncRequest, progress: Progress) -> list[SyncResult]
             if id(run) in unreached:
                 run.fail_pending(unreached[id(run)])
         await SyncRun(request, [run for run in runs if id(run) not in unreached], pool, progress).run(wanted)
+        await sync_kit(request, runs, unreached, progress)  # the charts and files after the images (sync_kit.py)
     for run in runs:
         run.result.ended = utc_now()
     return [run.result for run in runs]

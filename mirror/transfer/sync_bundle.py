@@ -9,7 +9,8 @@ holds them all. Per image the report says what the bundle brings the
 bastion: ``copied`` (the base lacks the tag), ``updated`` (the base has the
 tag on another image) or ``unchanged``. A tag matching its entry's
 ``immutable`` patterns that the base already has is not asked upstream at
-all, and so is not in the bundle.
+all, and so is not in the bundle. The kit of the job's topologies goes in
+too, as pull's delta carries it (sync_kit.BundleKit).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .delta import Base, load_base
 from .pull import PullRequest, pull
 from .resolve import Resolver
 from .sync import wanted_images
+from .sync_kit import BundleKit
 from .sync_result import ImageResult, SyncRequest, SyncResult
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -88,12 +90,16 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
         else:
             pending.append(entry)
         result.images.append(entry)
+    kit = BundleKit(request, where, base)
+    result.images += kit.all
     if wanted.unlisted and not request.keep_going:
-        _not_written(pending)
-    elif pending and request.dry_run:
-        await _resolve_only(request, pending, progress)
-    elif pending:
-        await _write(request, bundle, base, pending, result, progress, topology)
+        _not_written(pending + kit.entries)
+    elif request.dry_run:
+        kit.dry_run()
+        if pending:
+            await _resolve_only(request, pending, progress)
+    elif pending or kit.entries:
+        await _write(request, bundle, base, pending, kit, result, progress, topology)
     result.ended = utc_now()
     return result
 
@@ -138,14 +144,15 @@ async def _resolve_only(request: SyncRequest, pending: list[ImageResult], progre
             _judge(entry, digests[_source(entry.image.ref)])
 
 
-async def _write(request: SyncRequest, bundle: BundleTarget, base: Base, pending: list[ImageResult],
+async def _write(request: SyncRequest, bundle: BundleTarget, base: Base, pending: list[ImageResult], kit: BundleKit,
                  result: SyncResult, progress: Progress, topology: dict[str, Any] | None) -> None:
     refs = [entry.image.ref for entry in pending if entry.image]
     pulled = PullRequest(images=refs, output=bundle.output(), sources=request.sources,
                          settings_for=request.settings_for, platforms=request.platforms, jobs=request.jobs,
                          keep_going=request.keep_going, topology=topology, base=base, only_if_changed=True,
                          attachments=request.attachments, verify_keys=request.verify_keys,
-                         http_transport=request.http_transport)
+                         http_transport=request.http_transport, kit=kit.items,
+                         kit_fetcher=request.kit.fetcher if request.kit else None)
     try:
         written = await pull(pulled, progress)
     except ImagesFailed as exc:  # without --keep-going: nothing was written
@@ -164,4 +171,5 @@ async def _write(request: SyncRequest, bundle: BundleTarget, base: Base, pending
             entry.error = failures[key]
         elif _source(entry.image.ref) in digests:
             _judge(entry, digests[_source(entry.image.ref)])
-    _not_written(pending)
+    kit.judged(failures, causes, digests)
+    _not_written(pending + kit.entries)

@@ -20,6 +20,8 @@ import yaml
 
 from .. import lists
 from ..errors import UsageError
+from ..kit.fetcher import KitFetcher
+from ..kit.plan import KitOptions, KitPlan, kit_arches, merged, plan_kit
 from ..model.cron import CronSchedule
 from ..model.oci import Platform
 from ..model.reference import Reference, endpoint_host
@@ -44,7 +46,9 @@ TAG_RULE_KEYS = {"allow", "deny", "semver", "keep_latest"}
 # A topology as pull --mode takes it: k3s_version, rancher_version, cert_manager_version, ...
 VERSION_KEYS = {f"{component.replace('-', '_')}_version": component for component in lists.components()}
 LIST_KEYS = {"downstream_versions", "offline_lists", "no_registry_image", *VERSION_KEYS}
-ENTRY_KEYS = {*ENTRY_KINDS, *TAG_RULE_KEYS, *LIST_KEYS, "immutable", "on_retag", "prune"}
+# What of the kit (docs/kit.md) a mode: entry carries, as pull's --no-charts/--chart, --no-files/--file, ... say
+KIT_KEYS = {"kit", "charts", "files", "with_airgap_images", "rancher_chart_repo"}
+ENTRY_KEYS = {*ENTRY_KINDS, *TAG_RULE_KEYS, *LIST_KEYS, *KIT_KEYS, "immutable", "on_retag", "prune"}
 
 
 _INTERVAL = re.compile(r"^(\d+)\s*([smhd]?)$")
@@ -125,6 +129,7 @@ class _Reader:
         self.notes: list[str] = []  # what resolving a topology's lists had to say
         self.files: list[Path] = []  # every file named, read or not
         self.secret_files: list[Path] = []  # every {file: PATH} password, read or not
+        self.kits: list[tuple[_Mapping, Any, KitOptions]] = []  # each mode: entry's topology and kit options
 
     def at(self, mapping: Any, key: str | None) -> str:
         """``file:line: key:`` of ``key`` in ``mapping`` (``file:line:`` without a key)."""
@@ -303,10 +308,11 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
         except ValueError as exc:
             raise reader.error(top, "schedule", str(exc)) from None
     keep_going = keep_going or reader.flag(top, "keep_going")
+    kit = _kit(reader, platforms, keep_going)
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
                           selections=selections, prune=list(dict.fromkeys(ref.name for ref in pruned)),
-                          also=tuple(also))
+                          also=tuple(also), kit=kit)
     return SyncJob(path, request, bundle, interval, schedule, reader.env_names, reader.notes,
                    list(dict.fromkeys(reader.files)),
                    list(dict.fromkeys(reader.secret_files)), dict(top.lines))
@@ -398,7 +404,7 @@ def _entry(reader: _Reader, mapping: _Mapping, images: list[SyncImage], selectio
     if len(kinds) != 1:
         raise reader.error(mapping, kinds[1] if kinds[1:] else None, "an entry names one of repository: (tags "
                            "selected), image: (one), mode: (a topology, as pull --mode) or images_files:")
-    misplaced = sorted(LIST_KEYS & set(mapping)) if kinds[0] != "mode" else []
+    misplaced = sorted((LIST_KEYS | KIT_KEYS) & set(mapping)) if kinds[0] != "mode" else []
     if misplaced:
         raise reader.error(mapping, misplaced[0], "belongs to a mode: entry (a topology)")
     if kinds[0] in ("mode", "images_files"):
@@ -462,6 +468,7 @@ def _listed(reader: _Reader, mapping: _Mapping, kind: str, platforms: list[Platf
     offline, no_registry_image = reader.flag(mapping, "offline_lists"), reader.flag(mapping, "no_registry_image")
     if mode is not None and mode not in lists.topologies():
         raise reader.error(mapping, "mode", f"unknown mode {mode!r}; available: {', '.join(lists.topologies())}")
+    kit = _kit_options(reader, mapping, offline) if mode is not None else None
     if not reader.lists:
         return []
     try:
@@ -471,7 +478,44 @@ def _listed(reader: _Reader, mapping: _Mapping, kind: str, platforms: list[Platf
     except UsageError as exc:
         raise reader.error(mapping, kind, str(exc).replace("--mode", "mode:")) from None
     reader.notes += notes
+    if kit is not None and selection.topology is not None:
+        reader.kits.append((mapping, selection.topology, kit))
     return selection.images
+
+
+def _kit_options(reader: _Reader, mapping: _Mapping, offline: bool) -> KitOptions | None:
+    """What of the kit a ``mode:`` entry carries, pull's defaults unless it says (None: ``kit: false``)."""
+    kit = mapping.get("kit", True)
+    if not isinstance(kit, bool):
+        raise reader.error(mapping, "kit", "expected true or false")
+    options = KitOptions(with_airgap_images=reader.flag(mapping, "with_airgap_images"), offline_lists=offline,
+                         rancher_chart_repo=reader.string(mapping, "rancher_chart_repo", "stable") or "stable")
+    for key, example in (("charts", "https://charts.rancher.io/rancher-backup@104.0.0"),
+                         ("files", "https://example.com/tool#sha256=HEX")):
+        value = mapping.get(key, True)
+        if isinstance(value, bool):
+            setattr(options, key, value)  # false: the mode's own charts (and CRDs) or files left out
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            setattr(options, f"extra_{key}", value)
+        else:
+            raise reader.error(mapping, key, f"expected false (the mode's own left out) or a list of more, e.g. "
+                                             f"[{example}]")
+    return options if kit else None
+
+
+def _kit(reader: _Reader, platforms: list[Platform], keep_going: bool) -> KitPlan | None:
+    """The kit of every ``mode:`` entry, found upstream now (a job that is to run): as pull would carry it."""
+    if not (reader.secrets and reader.lists and reader.kits):
+        return None
+    fetcher = KitFetcher()
+    plans = []
+    for mapping, topology, options in reader.kits:
+        options.keep_going = keep_going
+        try:
+            plans.append(plan_kit(topology.mode, topology.versions, kit_arches(platforms), options, fetcher))
+        except UsageError as exc:
+            raise reader.error(mapping, "mode", str(exc)) from None
+    return merged(plans, fetcher)
 
 
 def _reference(reader: _Reader, mapping: _Mapping, key: str) -> Reference:

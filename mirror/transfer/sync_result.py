@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
 
@@ -17,6 +17,9 @@ from .plan import ImagePlan, Target
 from .prune import PruneReport
 from .resolve import ResolvedImage
 from .selection import SkippedTags, SyncImage, TagSelection
+
+if TYPE_CHECKING:
+    from ..kit.plan import KitPlan
 
 RETAG_POLICIES = ("update", "backup", "fail")
 # What happened to an image, in reports' order.
@@ -40,6 +43,7 @@ class SyncRequest:
     attachments: bool = True  # signatures, attestations, SBOMs and referrers follow their images
     verify_keys: list[Any] = field(default_factory=list)  # attach.keys.Verifier: what must vouch for a copy
     also: tuple[Target, ...] = ()  # more registries written from the same read of the sources
+    kit: KitPlan | None = None  # the charts and files pull would carry for the job's topologies (sync_kit.py)
 
     @property
     def targets(self) -> list[Target]:

@@ -68,6 +68,7 @@ images:
     downstream_versions: [v1.30]
     offline_lists: true
     no_registry_image: true
+    kit: false  # the images alone here; the kit: test_sync_kit.py
 """)
     return path
 
@@ -137,6 +138,9 @@ def test_serve_runs_a_mode_entry(topology_source, registry, tmp_path):
     ("{image: docker.io/rancher/x:1, k3s_version: v1}", "k3s_version", "belongs to a mode: entry"),
     ("{mode: k3s, keep_latest: 2}", "keep_latest", "selects tags"),
     ("{images_files: [missing.txt]}", "images_files", "no such file"),
+    ("{image: docker.io/rancher/x:1, charts: false}", "charts", "belongs to a mode: entry"),
+    ("{mode: k3s, files: extra.txt}", "files", "expected false (the mode's own left out) or a list of more"),
+    ("{mode: k3s, kit: 1}", "kit", "expected true or false"),
 ])
 def test_a_bad_list_entry_is_exit_2_naming_file_line_and_key(tmp_path, entry, key, why):
     job = tmp_path / "bad.yaml"
