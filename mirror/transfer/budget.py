@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Sequence, TypeVar
 
 import anyio
 
@@ -46,6 +46,8 @@ FALLBACK_WAIT = 60.0  # seconds, when a registry names neither a Retry-After nor
 RECHECK = 300.0  # while waiting, the budget is read again this often: a rolling window frees pulls as they age
 MAX_WAIT = 24 * 3600.0  # one wait at most: a longer window or Retry-After is no honest one
 MAX_WAITS = 3  # waits in a row without a manifest fetched: the registry gives nothing, so defer
+
+T = TypeVar("T")
 
 
 class RateLimited(MirrorError):
@@ -134,6 +136,31 @@ class Budget:
                 self.allowances[host] = Allowance(host, probe, stated, stated.remaining)
 
         await each(first.items(), read, len(first))
+
+    def stated(self, host: str, probe: tuple[str, str], stated: RateLimit) -> None:
+        """Budget ``host`` by what a HEAD already made stated (sync's check), instead of a survey of its own."""
+        self.allowances.setdefault(host, Allowance(host, probe, stated, stated.remaining))
+
+    async def in_order(self, items: Sequence[T], host_of: Callable[[T], str],
+                       fetch: Callable[[T], Awaitable[None]], jobs: int) -> None:
+        """``fetch`` each item, a metered registry's one at a time in the order given (its registries side by
+        side, the others' ``jobs`` at a time): the first items whose GETs fit get them; once one does not
+        fit, the allowance is spent and every later item of that registry meets RateLimited before any GET.
+        """
+        queues: dict[str, list[T]] = {}
+        free: list[T] = []
+        for item in items:
+            host = host_of(item)
+            (queues.setdefault(host, []) if self.limits(host) else free).append(item)
+
+        async def in_turn(queue: list[T]) -> None:
+            for item in queue:
+                await fetch(item)
+
+        async with anyio.create_task_group() as group:
+            for queue in queues.values():
+                group.start_soon(in_turn, queue)
+            group.start_soon(each, free, fetch, jobs)
 
     def limits(self, host: str) -> bool:
         """Whether ``host`` meters this run: its tags are then HEADed first, to find their manifests stored."""

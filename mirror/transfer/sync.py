@@ -2,10 +2,11 @@
 
 check (HEAD the tag at every target and once at the source: HEADs do not
 count against Docker Hub's rate limit; an image whose tag already has the
-source's digest costs those HEADs and nothing else) -> budget (the source's
-``ratelimit-remaining``: what does not fit is deferred to the next run) ->
-resolve (GET the manifests of what changed, once for every target, with the
-Resolver pull uses) -> deliver (the delivery pipeline, pipeline.py: one
+source's digest costs those HEADs and nothing else) -> resolve (GET the
+manifests of what changed, once for every target, with the Resolver pull
+uses; on a source that stated ``ratelimit-remaining`` each GET is a pull
+paid through budget.py, its images in the job's order: what does not fit is
+deferred to the next run) -> deliver (the delivery pipeline, pipeline.py: one
 Presence per target over its plans; each blob streamed once from its source
 into every target that lacks it, re-hashed on the way and never on disk
 (registry_feed.py), uploaded once per target and mounted into its other
@@ -34,6 +35,7 @@ from ..registry.pool import ClientPool
 from ..registry.ratelimit import RateLimit
 from ..model.reference import Reference
 from .attachments import unsigned
+from .budget import Budget, RateLimited
 from .pipeline import deliver
 from .registry_feed import RegistryFeed
 from .resolve import ResolvedImage, Resolver
@@ -123,6 +125,7 @@ class SyncRun:
         self.request, self.runs, self.pool, self.progress = request, runs, pool, progress
         self.count = len(runs[0].result.images) if runs else 0
         self.ratelimits: dict[str, RateLimit] = {}  # shared by every target's result
+        self.probes: dict[str, tuple[str, str]] = {}  # host -> the HEAD that stated its lowest ratelimit
         for run in runs:
             run.result.ratelimits = self.ratelimits
 
@@ -176,7 +179,6 @@ class SyncRun:
 
         with self.progress.bar(self.count, "checking", unit="img") as bar:
             await each(range(self.count), one, self.request.jobs)
-        _defer_past_budget(self.request, self.ratelimits, [self.pending(i) for i in range(self.count)])
         if self.request.dry_run:
             for run in self.runs:
                 for image in run.result.images:
@@ -197,6 +199,7 @@ class SyncRun:
             known = self.ratelimits.get(location.host)
             if known is None or limit.remaining < known.remaining:
                 self.ratelimits[location.host] = limit
+                self.probes[location.host] = (location.repository, ref.identifier)
         if upstream is None:
             raise NotFoundError(f"{ref}: not found at {location.host}/{location.repository}")
         for entry in entries:
@@ -205,8 +208,17 @@ class SyncRun:
     # -- resolve: GET the manifests of what changed, once ------------------------------
 
     async def resolve(self) -> None:
+        """Each manifest GET a pull from its source's budget (budget.py), the job's images in order."""
         request = self.request
-        resolver = Resolver(self.pool, request.sources, request.platforms, request.jobs, store=None)
+        budget = Budget(self.pool)
+        for host, stated in self.ratelimits.items():
+            budget.stated(host, self.probes[host], stated)
+        resolver = Resolver(self.pool, request.sources, request.platforms, request.jobs, store=None, budget=budget)
+
+        def host_of(index: int) -> str:
+            image = self.entries(index)[0].image
+            assert image is not None
+            return request.sources.locate(image.ref).host
 
         async def one(index: int) -> None:
             pending = self.pending(index)
@@ -216,6 +228,10 @@ class SyncRun:
             assert image is not None
             try:
                 resolved = await resolver.resolve(image.ref)
+            except RateLimited as exc:
+                for _, entry in pending:
+                    entry.action, entry.error = "deferred", _deferral(budget, exc.host)
+                return
             except MirrorError as exc:
                 for _, entry in pending:
                     entry.fail(exc)
@@ -223,7 +239,8 @@ class SyncRun:
             for run, entry in pending:
                 run.resolved(entry, resolved)
 
-        await each(range(self.count), one, request.jobs)
+        changed = [i for i in range(self.count) if self.pending(i)]
+        await budget.in_order(changed, host_of, one, request.jobs)
 
     async def verify(self) -> None:
         """An image about to be copied or updated must carry a signature a verifier vouches for, read
@@ -275,29 +292,9 @@ class SyncRun:
             run.attached()
 
 
-def _defer_past_budget(request: SyncRequest, ratelimits: dict[str, RateLimit],
-                       images: list[list[tuple[TargetRun, ImageResult]]]) -> None:
-    """Defer what the sources' rate limits cannot pay for: one pull per changed image, in order.
-
-    Docker Hub's ``ratelimit-remaining`` counts pulls; HEADs are free, so
-    only the images whose manifests must be fetched are counted, once
-    however many targets lack them (each image's entries at the targets
-    that lack it, in ``images``).
-    """
-    left = {host: limit.remaining for host, limit in ratelimits.items()}
-    for pending in images:
-        if not pending or request.dry_run:
-            continue
-        image = pending[0][1].image
-        assert image is not None
-        host = request.sources.locate(image.ref).host
-        if host not in left:
-            continue
-        if left[host] <= 0:
-            window = ratelimits[host].window
-            for _, entry in pending:
-                entry.action = "deferred"
-                entry.error = (f"{host}'s rate limit is spent" +
-                               (f" (its window is {window} s)" if window else "") + "; the next run copies it")
-        else:
-            left[host] -= 1
+def _deferral(budget: Budget, host: str) -> str:
+    """Why an image waits: ``HOST's rate limit is spent (its window is W s); the next run copies it``."""
+    allowance = budget.allowances.get(host)
+    window = allowance.stated.window if allowance and allowance.stated else None
+    return f"{host}'s rate limit is spent" + (f" (its window is {window} s)" if window else "") + \
+        "; the next run copies it"

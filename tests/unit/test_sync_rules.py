@@ -15,7 +15,7 @@ from mirror.transfer.pull import PullRequest, pull
 from mirror.transfer.selection import SyncImage
 from mirror.transfer.sync import SyncRequest, sync
 from support.fake_registry import FakeRegistry, answer, by_host
-from support.images import image, seed
+from support.images import image, index, seed
 
 pytestmark = pytest.mark.anyio
 
@@ -94,6 +94,37 @@ async def test_a_spent_rate_limit_defers_the_image_to_the_next_run(ends):
     assert "its window is 21600 s" in result.images[0].error
     assert (result.ratelimits[SOURCE].remaining, result.ratelimits[SOURCE].limit) == (0, 100)
     assert target.writes() == [] and not any(line.startswith("GET") for line in source.requests)
+
+
+async def test_a_multi_arch_image_costs_a_pull_per_manifest_get_and_waits_whole_when_they_do_not_fit():
+    """Docker Hub charges the index and each platform manifest: 3 pulls left pay for a single image (1) and
+    not for the two-platform image after it (3); the one after that waits too, in the job's order."""
+    source, target = FakeRegistry(), FakeRegistry()
+    seed(source, "lib/one", image("one"), "1")
+    seed(source, "lib/multi", index(image("m-amd64"), image("m-arm64", arch="arm64")), "2")
+    seed(source, "lib/last", image("last"), "3")
+
+    def three_pulls_left(request):
+        if request.method == "HEAD" and "/manifests/" in request.url.path:
+            repository, tag = request.url.path.split("/v2/")[1].split("/manifests/")
+            digest = source.tags[repository].get(tag)
+            if digest is None:  # an attachment's tag: not there
+                return None
+            data, media_type = source.manifests[digest]
+            return answer(200, headers={"Content-Type": media_type, "Docker-Content-Digest": digest,
+                                        "Content-Length": str(len(data)), "RateLimit-Remaining": "3;w=21600"})
+        return None
+
+    source.fault = three_pulls_left
+    result = await run(source, target, *(SyncImage(Reference.parse(f"{SOURCE}/{r}"))
+                                         for r in ("lib/one:1", "lib/multi:2", "lib/last:3")))
+    assert [(i.source, i.action) for i in result.images] == [
+        (f"{SOURCE}/lib/one:1", "copied"), (f"{SOURCE}/lib/multi:2", "deferred"), (f"{SOURCE}/lib/last:3", "deferred")]
+    assert "src.test's rate limit is spent (its window is 21600 s)" in result.images[1].error
+    assert result.exit_code == ExitCode.DEFERRED and set(target.tags) == {"src.test/lib/one"}
+    gets = [line for line in source.requests if line.startswith("GET ") and "/manifests/" in line]
+    assert len(gets) <= 3  # never more than the source said was left: no 429 mid-run
+    assert not [line for line in gets if "lib/last" in line]
 
 
 async def test_a_blob_altered_on_the_way_is_never_written_and_fails_its_image(ends):
