@@ -29,6 +29,10 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
   kit             the large corpus over the WAN with a Rancher kit beside it (a chart and a K3s-sized
                   binary from a release host behind the same link): the time the kit adds against
                   its bytes over the site's link (they download in parallel with the images)
+  attachments     the small images over the WAN from a registry of their own, before and after every
+                  image is signed (cosign's .sig, .att, .sbom and an OCI 1.1 referrer): the time carrying
+                  them adds against their bytes over the site's link plus one round trip per image
+                  over the lookups in flight; and against a --no-attachments pull of the signed corpus
 
 Two floors besides skopeo: the CPU the registries themselves spend on a loopback run, spread
 over this machine's cores (no client finishes sooner here), and for runs with nothing to do,
@@ -487,10 +491,72 @@ def sync(bench: Bench) -> list[Row]:
             Row("sync", "no-change run", again.wall_s, "start-up floor", start.wall_s, "")]
 
 
+def attachments(bench: Bench) -> list[Row]:
+    """The small corpus over the WAN, plain, then signed: what finding and carrying its attachments adds.
+
+    Its own registry (signing changes the corpus other scenarios read), seeded with the same images and
+    registered as the ``attachments`` source so it gets its own far-away twin."""
+    from support import signing
+
+    registry = testbed.start_registry(bench.runs / "attachments-source")
+    bench.stack.callback(registry.stop)
+    seeded = corpus.seed_registry(registry.host, corpus.generate_corpus(bench.work / "corpus", bench.spec("small")))
+    images_file = bench.runs / "attachments-images.txt"
+    corpus.write_image_list(seeded, images_file, "scripts/bench.py attachments corpus")
+    source = bench.sources["attachments"] = Source(registry, seeded, images_file)
+    host = bench.remote("attachments")
+
+    def pull(name: str, bundle: str, *extra: str) -> Step:
+        return measure(name, [*MIRROR, "pull", "--images-file", str(images_file), *corpus.source_mirror_args(host),
+                              "-o", str(bench.runs / f"attachments-{bundle}.tar.zst"), "--quiet", *extra],
+                       registries=[registry])
+
+    plain = pull("mirror pull, nothing attached", "plain")
+    attached_bytes = sign_every_image(registry.host, seeded, signing)
+    attached = pull("mirror pull, all attached", "attached")
+    skipped = pull("mirror pull --no-attachments", "skipped", "--no-attachments")
+    network, images = bench.network, len(seeded.images)
+    in_flight = LOOKUPS_IN_FLIGHT
+    allowance = attached_bytes / network.site_rate + images * network.rtt / in_flight
+    loose = attached_bytes / network.site_rate + images * network.rtt
+    report("attachments", source, [plain, attached, skipped],
+           f"{network.describe()}; {4 * images} attachments, {attached_bytes / 1e6:.1f} MB; allowance "
+           f"{allowance:.2f} s (bytes / site rate + {images} x RTT / {in_flight} lookups in flight), "
+           f"{loose:.1f} s at one round trip per image one after another")
+    return [Row("attachments", "time added", attached.wall_s - plain.wall_s, "allowance", allowance, "<= 1x",
+                attached.peak_rss_kb),
+            Row("attachments", "time added", attached.wall_s - skipped.wall_s, "allowance", allowance, "<= 1x")]
+
+
+LOOKUPS_IN_FLIGHT = 8  # small requests at once to one registry at the default -j 16 (registry/transport.py)
+
+
+def sign_every_image(host: str, seeded: corpus.Corpus, signing) -> int:
+    """cosign's signature, attestation and SBOM of every image, and an OCI 1.1 referrer listed in the
+    referrers tag schema (the registry has no referrers API); returns the bytes a pull of them fetches."""
+    signer, fetched = signing.Signer(), 0
+    for image in seeded.images:
+        writer = signing.Source(host, image.repository)
+        name = f"index.docker.io/{image.source.split('/', 1)[1].rsplit(':', 1)[0]}"
+        subject = signing.Pushed(image.digest, seeded.sizes[image.digest], image.media_type)
+        pushed = [writer.sign(image.digest, signer, name), writer.attest(image.digest, signer, name),
+                  writer.sbom(image.digest), writer.referrer(subject)]
+        index = writer.client.get(f"/v2/{image.repository}/manifests/sha256-{image.digest.split(':')[1]}",
+                                  headers={"Accept": signing.OCI_INDEX})
+        fetched += len(index.content)  # the referrers tag schema index
+        for attachment in pushed:
+            manifest = writer.client.get(f"/v2/{image.repository}/manifests/{attachment.digest}",
+                                         headers={"Accept": attachment.media_type}).json()
+            fetched += attachment.size + sum(d["size"] for d in [manifest["config"], *manifest["layers"]])
+        writer.client.close()
+    return fetched
+
+
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "loopback-large": loopback_large, "wan-large": wan_large, "wan-small": wan_small,
     "loopback-small": loopback_small, "push-small": push_small, "push-large": push_large,
     "push-fanout": push_fanout, "delta": delta, "sync": sync, "kit": kit,
+    "attachments": attachments,
 }
 
 
