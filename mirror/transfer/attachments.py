@@ -18,7 +18,7 @@ from typing import Any, Callable
 import anyio
 
 from ..attach.cosign import MAX_PAYLOAD
-from ..attach.discover import Found, find, payloads
+from ..attach.discover import Found, Listings, find, payloads
 from ..attach.keys import ABSENT, INVALID, PRESENT, VERIFIED, Verdict, Verifier, judge, verdict_reason
 from ..attach.referrers import index_referrers
 from ..bundle.format import Attached, BundleManifest, ImageRecord, attachments_of, is_cosign_signature
@@ -56,6 +56,7 @@ class PullAttachments:
         self.failed: dict[int, MirrorError] = {}
         self.deferred: dict[int, str] = {}  # id(image) -> the rate limit that left its attachments for later
         self.verdicts: dict[str, Verdict] = {}  # image source -> its signatures
+        self.listings = Listings()  # each repository's tags listed once, however many images share it
 
     def look_up(self, image: ResolvedImage, group: Any) -> None:
         if self.enabled:
@@ -66,7 +67,8 @@ class PullAttachments:
             client = await self.pool.get(image.location.host)
             repository = image.location.repository
             subjects = [*subjects_of(image), *(child.digest for child in image.children)]
-            found = await find(client, repository, subjects, get=functools.partial(self._manifest, client))
+            found = await find(client, repository, subjects, get=functools.partial(self._manifest, client),
+                               listings=self.listings)
             attachments = [_as_image(image.ref, image.location, item) for item in found]
             for item, attachment in zip(found, attachments):
                 if self.keys and item.tag is not None and item.kind == "signature":
@@ -81,8 +83,9 @@ class PullAttachments:
             failed.exit_code = exc.exit_code  # an error class's own arguments (a host, a directory) are not ours
             self.failed[id(image)] = failed
 
-    async def _manifest(self, client: RegistryClient, repository: str, digest: str) -> Manifest:
-        return await stored_manifest(client, repository, digest, self.store, self.budget, digest)
+    async def _manifest(self, client: RegistryClient, repository: str, reference: str) -> Manifest:
+        digest = reference if reference.startswith("sha256:") else None  # else cosign's tag, or the schema's
+        return await stored_manifest(client, repository, reference, self.store, self.budget, digest)
 
     def settle(self, resolution: Resolution) -> None:
         """Each image followed by its attachments; images whose lookup failed, or (with keys) whose
@@ -245,13 +248,15 @@ async def signatures_at_source(images: list[ResolvedImage], pool: ClientPool, ke
                                jobs: int) -> list[Verdict]:
     """Each image's cosign signatures as its source holds them, judged (a failed lookup is ``invalid``)."""
     verdicts: dict[int, Verdict] = {}
+    listings = Listings()
 
     async def one(item: tuple[int, ResolvedImage]) -> None:
         index, image = item
         signed, repository = subjects_of(image), image.location.repository
         try:
             client = await pool.get(image.location.host)
-            found = [f for f in await find(client, repository, sorted(signed)) if f.tag and f.kind == "signature"]
+            found = [f for f in await find(client, repository, sorted(signed), listings=listings)
+                     if f.tag and f.kind == "signature"]
             signatures = [(f.manifest, await payloads(client, repository, f.manifest)) for f in found]
             verdicts[index] = judge(signed, image.ref.name, signatures, keys)
         except MirrorError as exc:
@@ -268,6 +273,7 @@ async def copy_attachments(subjects: list[Subject], sources: SourceMap, pool: Cl
     each subject's ``written`` and ``error`` say what happened."""
     found: list[tuple[Subject, ResolvedImage]] = []
     seen: set[tuple[str, str]] = set()  # (repository, digest): two tags of one image share its attachments
+    listings = Listings()
 
     async def look(subject: Subject) -> None:
         async def have(reference: str, digest: str) -> bool:
@@ -277,7 +283,7 @@ async def copy_attachments(subjects: list[Subject], sources: SourceMap, pool: Cl
         try:
             location = sources.locate(subject.ref)
             source = await pool.get(location.host)
-            for item in await find(source, location.repository, subject.digests, have):
+            for item in await find(source, location.repository, subject.digests, have, listings=listings):
                 if (subject.repository, item.manifest.digest) not in seen:
                     seen.add((subject.repository, item.manifest.digest))
                     found.append((subject, _as_image(subject.ref, location, item)))
