@@ -1,12 +1,12 @@
 """Find what is attached to an image in its source registry, in a few requests whatever its platforms.
 
-The repository's tags are listed once (``Listings``, shared by a run): cosign's three tags
-and the referrers tag schema's of each subject (the image's digest and each of its platform
-manifests) are HEADed (free on Docker Hub) only where listed. The referrers API is asked per
+The repository's tags are listed once (``Listings``, shared by a run): of cosign's three tags
+and the referrers tag schema's for each subject (the image's digest and each of its platform
+manifests), only those listed are fetched, each with one GET. The referrers API is asked per
 subject until the registry shows it does not serve it (then the listing answers for the tag
-schema). Only what exists is then fetched. Nothing found is not an error; a registry failing
-a lookup is (the image fails, rather than crossing the gap without the signature a policy will
-ask for). A registry that will not list tags is asked with a HEAD per candidate tag instead.
+schema). Nothing found is not an error; a registry failing a lookup is (the image fails, rather
+than crossing the gap without the signature a policy will ask for). A registry that will not
+list tags is asked with a HEAD (free on Docker Hub) per candidate tag instead.
 """
 
 from __future__ import annotations
