@@ -29,10 +29,11 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
   kit             the large corpus over the WAN with a Rancher kit beside it (a chart and a K3s-sized
                   binary from a release host behind the same link): the time the kit adds against
                   its bytes over the site's link (they download in parallel with the images)
-  attachments     the small images over the WAN from a registry of their own, before and after every
-                  image is signed (cosign's .sig, .att, .sbom and an OCI 1.1 referrer): the time carrying
-                  them adds against their bytes over the site's link plus one round trip per image
-                  over the lookups in flight; and against a --no-attachments pull of the signed corpus
+  attachments     the small images over the WAN, unsigned and with every image signed (cosign's .sig,
+                  .att, .sbom and an OCI 1.1 referrer), and signed with --no-attachments, in turns 3
+                  times: the time carrying them adds against their bytes over the site's link plus one
+                  round trip per image, and against the request floor (a tag list per image and a GET
+                  per attachment manifest, 8 small requests in flight)
 
 Two floors besides skopeo: the CPU the registries themselves spend on a loopback run, spread
 over this machine's cores (no client finishes sooner here), and for runs with nothing to do,
@@ -563,6 +564,7 @@ def sign_every_image(host: str, seeded: corpus.Corpus, signing) -> tuple[int, in
             fetched += attachment.size + sum(d["size"] for d in [manifest["config"], *manifest["layers"]])
         writer.client.close()
     return fetched, manifests
+
 
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "loopback-large": loopback_large, "wan-large": wan_large, "wan-small": wan_small,
