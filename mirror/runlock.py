@@ -9,9 +9,11 @@ truncated and no link is followed to it (safefiles.py).
 from __future__ import annotations
 
 import fcntl
+import contextlib
 import hashlib
 import os
 from pathlib import Path
+from typing import Iterator
 
 from .errors import LockHeld
 from .safefiles import open_lock, read_holder, write_holder
@@ -55,3 +57,10 @@ class RunLock:
             write_holder(self._fd, None)
             os.close(self._fd)  # closing releases the flock
             self._fd = None
+
+
+@contextlib.contextmanager
+def all_held(locks: list[RunLock]) -> Iterator[list[RunLock]]:
+    """Every one of ``locks`` (a sync into several registries: one per target), or LockHeld and none kept."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(lock) for lock in locks]

@@ -23,12 +23,15 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
                   by image and vs mirror pull + push; then a run with nothing to do vs the first
   push-fanout     the large corpus's bundle pushed to 1, 2 and 3 fresh registries in one run
                   (`--registry A --registry B ...`): the bundle is read once, so 2 and 3 targets
-                  cost at most 1.3x and 1.6x one
+                  cost at most 1.3x and 1.6x one; and the push to 3 against the CPU floor of all it
+                  runs (mirror's CPU and the registries', over the cores): on 2 cores that floor alone
+                  comes to 1.5-1.7x a push to 1, so there the 1.6x goal is out of reach
   delta           resync: v1 pushed and inventoried, v2 adds ~10% new bytes; the delta bundle's
                   size against the new bytes' share, delta pull and push against full ones
   kit             the large corpus over the WAN with a Rancher kit beside it (a chart and a K3s-sized
                   binary from a release host behind the same link): the time the kit adds against
-                  its bytes over the site's link (they download in parallel with the images)
+                  its bytes over the site's link (they download in parallel with the images); the
+                  pulls with and without it alternate 3 times, the fastest of each compared
   attachments     the small images over the WAN, unsigned and with every image signed (cosign's .sig,
                   .att, .sbom and an OCI 1.1 referrer), and signed with --no-attachments, in turns 3
                   times: the time carrying them adds against their bytes over the site's link plus one
@@ -378,10 +381,18 @@ def push_fanout(bench: Bench) -> list[Row]:
                 target.stop()
     one, two, three = steps
     report("push-fanout", bench.source("large"), steps,
-           f"bundle {bundle.stat().st_size / 1e6:.0f} MB; {registry_note(three, 'the push to 3')}")
+           f"bundle {bundle.stat().st_size / 1e6:.0f} MB; {registry_note(three, 'the push to 3')}; with mirror's "
+           f"{three.cpu_s:.1f} CPU-s no push to 3 beats {machine_floor(three):.1f} s here, "
+           f"{machine_floor(three) / one.wall_s:.2f}x the push to 1")
     return [Row("push-fanout", "push to 2", two.wall_s, "push to 1", one.wall_s, "<= 1.3x", two.peak_rss_kb),
             Row("push-fanout", "push to 3", three.wall_s, "push to 1", one.wall_s, "<= 1.6x", three.peak_rss_kb),
-            Row("push-fanout", "push to 3", three.wall_s, "registries' CPU floor", registry_floor(three), "")]
+            Row("push-fanout", "push to 3", three.wall_s, "registries' CPU floor", registry_floor(three), ""),
+            Row("push-fanout", "push to 3", three.wall_s, "all CPU floor", machine_floor(three), "")]
+
+
+def machine_floor(step: Step) -> float:
+    """Wall time all of ``step``'s CPU takes at the least, mirror's and the registries', spread over every core."""
+    return (step.cpu_s + step.registries_cpu_s) / (os.cpu_count() or 1)
 
 
 def delta(bench: Bench) -> list[Row]:
@@ -425,10 +436,16 @@ def delta(bench: Bench) -> list[Row]:
 
 
 KIT_BINARY_MB = 70  # about the size of a k3s binary
+KIT_ROUNDS = 3  # the kit's share is under a second of a pull's ten on a shared machine: alternate, take the fastest
 
 
 def kit(bench: Bench) -> list[Row]:
-    """The large corpus over the WAN, without and with a kit: --chart and --file from a far release host."""
+    """The large corpus over the WAN, without and with a kit: --chart and --file from a far release host.
+
+    The two pulls alternate KIT_ROUNDS times; the time the kit adds is the fastest with it less the
+    fastest without (the medians are printed too)."""
+    import statistics
+
     from support import kitbed
 
     source, host = bench.source("large"), bench.remote("large")
@@ -442,17 +459,31 @@ def kit(bench: Bench) -> list[Row]:
     kit_args = ["--chart", f"http://{far}/rancher/rancher@2.99.0", "--file",
                 f"http://{far}/gh/k3s-io/k3s/releases/download/v1.99.0%2Bk3s1/k3s"
                 f"#sha256={hashlib.sha256(binary).hexdigest()}"]
-    images = bench.mirror_pull("large", host, bench.runs / "kit-images.tar.zst")
-    with_kit = measure("mirror pull + kit", [
-        *MIRROR, "pull", "--images-file", str(source.images_file), *corpus.source_mirror_args(host), *kit_args,
-        "-o", str(bench.runs / "kit-both.tar.zst"), "--quiet"], {**ENV, "NO_PROXY": "127.0.0.1"})
+    pull = [*MIRROR, "pull", "--images-file", str(source.images_file), *corpus.source_mirror_args(host), "--quiet"]
+    images: list[Step] = []
+    with_kit: list[Step] = []
+    for turn in range(1, KIT_ROUNDS + 1):
+        bundle = bench.runs / f"kit-images-{turn}.tar.zst"
+        images.append(measure(f"mirror pull ({turn})", [*pull, "-o", str(bundle)]))
+        bench.bundles.setdefault("large", bundle)
+        both = bench.runs / f"kit-both-{turn}.tar.zst"
+        with_kit.append(measure(f"mirror pull + kit ({turn})", [*pull, *kit_args, "-o", str(both)],
+                                {**ENV, "NO_PROXY": "127.0.0.1"}))
+        both.unlink()
+        if bench.bundles["large"] != bundle:
+            bundle.unlink()
     kit_bytes = len(binary) + len(chart)
     kit_floor = kit_bytes / bench.network.site_rate
     alone = kit_bytes / bench.network.connection_rate
-    report("kit", source, [images, with_kit], f"{bench.network.describe()}; the kit {kit_bytes / 1e6:.0f} MB: "
-           f"{kit_floor:.1f} s at the site's rate, {alone:.1f} s on one connection")
-    return [Row("kit", "time the kit adds", with_kit.wall_s - images.wall_s, "kit bytes / site rate", kit_floor,
-                "<= 1x", with_kit.peak_rss_kb)]
+    fastest = {name: min(steps, key=lambda s: s.wall_s) for name, steps in (("images", images), ("kit", with_kit))}
+    medians = {name: statistics.median(s.wall_s for s in steps) for name, steps in (("images", images),
+                                                                                    ("kit", with_kit))}
+    report("kit", source, [*images, *with_kit], f"{bench.network.describe()}; the kit {kit_bytes / 1e6:.0f} MB: "
+           f"{kit_floor:.1f} s at the site's rate, {alone:.1f} s on one connection; fastest without / with the kit "
+           f"{fastest['images'].wall_s:.1f} / {fastest['kit'].wall_s:.1f} s, medians {medians['images']:.1f} / "
+           f"{medians['kit']:.1f} s; load {os.getloadavg()[0]:.1f}")
+    return [Row("kit", "time the kit adds", fastest["kit"].wall_s - fastest["images"].wall_s,
+                "kit bytes / site rate", kit_floor, "<= 1x", max(s.peak_rss_kb for s in with_kit))]
 
 
 def sync(bench: Bench) -> list[Row]:

@@ -136,7 +136,8 @@ class BundleManifest:
     topology: dict | None = None
     base: list[str] = field(default_factory=list)  # ids of the inventories or bundles a delta builds on
     omitted: list[str] = field(default_factory=list)  # blobs and manifests a delta leaves to its base
-    base_registry: dict[str, str] = field(default_factory=dict)  # inventory id -> HOST[/PREFIX] it was taken of
+    # inventory id -> HOST[/PREFIX] it was taken of (an inventory of several: theirs, ", "-joined)
+    base_registry: dict[str, str] = field(default_factory=dict)
     base_names: dict[str, str] = field(default_factory=dict)  # base id -> the file name pull was given it as
     platforms_requested: list[str] = field(default_factory=list)
     id: str = ""  # derived from the image digests when not given

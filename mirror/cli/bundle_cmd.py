@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import anyio
 import typer
 
-from ..errors import ExitCode, UsageError
+from ..errors import ExitCode, UsageError, worst_exit_code
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import target_registry, verifiers
-from .options import (
-    CaFileOption, CertificateIdentityOption, CertificateOidcIssuerOption, InsecureOption, JobsOption,
-    JsonOption, PasswordStdinOption, PlainHttpOption, QuietOption, TrustedRootOption, UsernameOption,
-    VerifyKeyOption,
-)
+from .options import JsonOption, QuietOption, Signers, signer_options
+from .reach import Reach, registry_options
 from ..units import human_size
 from .render import emit_json
 
@@ -40,37 +35,28 @@ def inspect_command(
 
 @app.command("verify")
 @handle_errors
+@registry_options("to check for every image of the bundle, instead of the bundle itself",
+                  default="the bundle itself is checked")
+@signer_options
 def verify_command(
     bundle: Path = typer.Argument(..., help="Bundle (NAME.tar.zst or its split parts)."),
-    registry: Optional[str] = typer.Option(
-        None, "--registry", "-r", help="Check this registry holds every image instead of checking the bundle."),
-    local_registry: bool = typer.Option(
-        False, "--local-registry", help="Check the registry `mirror registry up` started here."),
-    ca_file: Optional[Path] = CaFileOption,
-    insecure: bool = InsecureOption,
-    plain_http: bool = PlainHttpOption,
-    username: Optional[str] = UsernameOption,
-    password_stdin: bool = PasswordStdinOption,
-    jobs: int = JobsOption,
-    verify_key: Optional[list[Path]] = VerifyKeyOption,
-    trusted_root: Optional[Path] = TrustedRootOption,
-    certificate_identity: Optional[str] = CertificateIdentityOption,
-    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
+    reach: Reach = ...,  # --registry, TLS, credentials, --jobs (reach.py)
+    signers: Signers = ...,  # --verify-key, --trusted-root, --certificate-* (options.py)
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
-    """Re-hash every blob of a bundle (exit 4 naming what is wrong), or check a registry (exit 1)."""
+    """Re-hash every blob of a bundle (exit 4 naming what is wrong), or check registries hold it (exit 1)."""
     from ..bundle.verify import verify_bundle  # imported here so other commands start faster
     from ..bundle.reader import BundleReader
-    from ..transfer.verify import verify_in_registry
+    from ..transfer.verify import verify_in_registries
 
     # before the bundle is read: a bad key file is a usage error, at once
-    keys = verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer)
-    if keys and (registry is not None or local_registry):
+    keys = signers.load()
+    if keys and reach.named:
         raise UsageError("--verify-key and --trusted-root check the signatures a bundle carries: give them "
                          "without --registry "
                          "(push --verify-key checks them at the registry)")
-    if registry is None and not local_registry:
+    if not reach.named:
         progress = Progress(quiet or json_report)
         with BundleReader(bundle) as reader:
             total = reader.manifest.total_size
@@ -88,14 +74,17 @@ def verify_command(
                 typer.echo(f"delta of {', '.join(report.base)}: {report.omitted} blob(s) and manifest(s) "
                            "left to the base; push checks they are in the registry")
         return
-    target = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                             username=username, password_stdin=password_stdin, jobs=jobs)
-    check = anyio.run(verify_in_registry, bundle, target, jobs)
-    if json_report:
-        emit_json(check.to_json())
-    for source, problem in sorted(check.problems.items()):
-        typer.echo(f"mirror: missing: {source}: {problem}", err=True)
-    if check.problems:
-        raise typer.Exit(int(ExitCode.FAILED))
-    if not json_report:
-        typer.echo(f"{len(check.verified)} images verified in {check.registry}")
+    checks = anyio.run(verify_in_registries, bundle, reach.targets(), reach.jobs)
+    worst = worst_exit_code(c.error for c in checks if c.error) if any(c.exit_code for c in checks) else ExitCode.OK
+    if json_report:  # one registry: its report, as ever; several: a report each, and the worst exit code
+        emit_json(checks[0].to_json() if len(checks) == 1 else
+                  {"targets": [c.to_json() for c in checks], "exit_code": int(worst)})
+    for check in checks:
+        for source, problem in sorted(check.problems.items()):
+            typer.echo(f"mirror: missing: {source}: {problem}", err=True)
+        if check.error:
+            typer.echo(f"mirror: failed: {check.registry}: {check.error}", err=True)
+        elif not json_report and not check.problems:
+            typer.echo(f"{len(check.verified)} images verified in {check.registry}")
+    if worst:
+        raise typer.Exit(int(worst))

@@ -146,12 +146,6 @@ def source_access(source_mirror: list[str], plain_http_registry: list[str], inse
     return sources, settings_for
 
 
-def topology_versions(k3s: str | None, kubernetes: str | None, rke2: str | None, rancher: str | None,
-                      cert_manager: str | None) -> dict[str, str | None]:
-    """The version options, keyed by the component names in manifests/topologies.json."""
-    return {"k3s": k3s, "kubernetes": kubernetes, "rke2": rke2, "rancher": rancher, "cert-manager": cert_manager}
-
-
 def verifiers(paths: list[Path] | None, trusted_root: Path | None = None, identity: str | None = None,
               issuer: str | None = None, *, no_attachments: bool = False) -> list:
     """What may vouch for an image's signature: the --verify-key files and the keyless identity, loaded

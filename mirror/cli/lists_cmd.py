@@ -10,11 +10,10 @@ import typer
 from .. import lists
 from .app import app
 from .common import handle_errors
-from .flag_values import parse_platforms, select_images, topology_versions
+from .flag_values import parse_platforms, select_images
 from .options import (
-    CaFileOption, CertManagerVersionOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, JsonOption,
-    K3sVersionOption, KubernetesVersionOption, ModeOption, NoRegistryImageOption, OfflineListsOption,
-    RancherVersionOption, Rke2VersionOption,
+    CaFileOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, JsonOption, NoRegistryImageOption,
+    OfflineListsOption, Release, release_options,
 )
 from .render import emit_json
 
@@ -42,13 +41,9 @@ def _overview(releases: ReleaseLists) -> None:
 
 @app.command("lists")
 @handle_errors
+@release_options
 def lists_command(
-    mode: Optional[str] = ModeOption,
-    k3s_version: Optional[str] = K3sVersionOption,
-    kubernetes_version: Optional[str] = KubernetesVersionOption,
-    rke2_version: Optional[str] = Rke2VersionOption,
-    rancher_version: Optional[str] = RancherVersionOption,
-    cert_manager_version: Optional[str] = CertManagerVersionOption,
+    release: Release = ...,  # --mode and the --*-version options (options.py)
     no_registry_image: bool = NoRegistryImageOption,
     offline_lists: bool = OfflineListsOption,
     ca_file: Optional[Path] = CaFileOption,
@@ -61,8 +56,7 @@ def lists_command(
     json_report: bool = JsonOption,
 ) -> None:
     """Show topologies and versions; with --mode or --images-file, print the resolved image list."""
-    versions = topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
-                                 cert_manager_version)
+    mode, versions = release.mode, release.versions
     platforms = parse_platforms(platform or [])
     if mode is None and not images_file:
         if any(versions.values()) or exclude or downstream_versions is not None:  # names what is wrong

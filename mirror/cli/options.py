@@ -1,8 +1,15 @@
-"""Option declarations every command shares, so each spells them the same way."""
+"""Option declarations every command shares, so each spells them the same way; groups of them
+that several commands take together (``signer_options``, ``release_options``; reach.py: the registry's)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from .groups import option_group
 
 # Shared option declarations, so every command spells them the same way.
 CaFileOption = typer.Option(None, "--ca-file", help="CA certificate (PEM) that signed the registry's certificate.")
@@ -27,12 +34,6 @@ CertificateIdentityOption = typer.Option(
 CertificateOidcIssuerOption = typer.Option(
     None, "--certificate-oidc-issuer", help="Keyless: the OIDC issuer that vouched for the signer.")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
-# The registry a command reads or changes in place (inventory, prune): --registry, else the local one.
-RegistryOption = typer.Option(
-    None, "--registry", "-r",
-    help="Registry HOST[:PORT][/PREFIX] [default: the registry `mirror registry up` started here].")
-LocalRegistryOption = typer.Option(
-    False, "--local-registry", help="The registry `mirror registry up` started here (the default).")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 NoSpaceCheckOption = typer.Option(
     False, "--no-space-check", help="Start even when the free space looks too small for what this run writes.")
@@ -67,3 +68,47 @@ PlainHttpRegistryOption = typer.Option(
     None, "--plain-http-registry", help="HOST[:PORT] to reach over plain HTTP (repeatable).")
 InsecureRegistryOption = typer.Option(
     None, "--insecure-registry", help="HOST[:PORT] whose TLS certificate is not verified (repeatable).")
+
+
+@dataclass(frozen=True)
+class Signers:
+    """What may vouch for an image's signature, as given: --verify-key files, a keyless identity."""
+
+    verify_key: list[Path] | None
+    trusted_root: Path | None
+    certificate_identity: str | None
+    certificate_oidc_issuer: str | None
+
+    def load(self, *, no_attachments: bool = False) -> list:
+        """The verifiers, loaded (a UsageError names a file that is no public key or trusted root)."""
+        from .flag_values import verifiers
+
+        return verifiers(self.verify_key, self.trusted_root, self.certificate_identity, self.certificate_oidc_issuer,
+                         no_attachments=no_attachments)
+
+
+# pull, push, verify and sync: ``signers: Signers = ...``
+signer_options = option_group("signers", {
+    "verify_key": (Optional[list[Path]], VerifyKeyOption), "trusted_root": (Optional[Path], TrustedRootOption),
+    "certificate_identity": (Optional[str], CertificateIdentityOption),
+    "certificate_oidc_issuer": (Optional[str], CertificateOidcIssuerOption)}, Signers)
+
+
+@dataclass(frozen=True)
+class Release:
+    """What picks a topology's image list: --mode and its components' versions, keyed as
+    manifests/topologies.json names them."""
+
+    mode: str | None
+    versions: dict[str, str | None]
+
+
+# pull, sync, lists and inventory: ``release: Release = ...``
+release_options = option_group("release", {
+    "mode": (Optional[str], ModeOption), "k3s_version": (Optional[str], K3sVersionOption),
+    "kubernetes_version": (Optional[str], KubernetesVersionOption), "rke2_version": (Optional[str], Rke2VersionOption),
+    "rancher_version": (Optional[str], RancherVersionOption),
+    "cert_manager_version": (Optional[str], CertManagerVersionOption)},
+    lambda mode, k3s_version, kubernetes_version, rke2_version, rancher_version, cert_manager_version: Release(
+        mode, {"k3s": k3s_version, "kubernetes": kubernetes_version, "rke2": rke2_version, "rancher": rancher_version,
+               "cert-manager": cert_manager_version}))

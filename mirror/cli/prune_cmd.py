@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import anyio
 import typer
 
-from ..errors import UsageError
 from .app import app
 from .common import handle_errors
-from .flag_values import target_registry
-from .options import (
-    CaFileOption, InsecureOption, JobsOption, JsonOption, LocalRegistryOption, PasswordStdinOption, PlainHttpOption,
-    RegistryOption, UsernameOption,
-)
+from .options import JsonOption
+from .reach import Reach, registry_options
 from .render import emit_json, report_failures
 
 
@@ -24,34 +20,25 @@ from .render import emit_json, report_failures
                            "Exit codes: 0 done; 1 some tags or repositories failed (the rest were done); 2 bad "
                            "--keep file, or the registry refuses deletes (nothing deleted); 3 credentials refused.")
 @handle_errors
+@registry_options("to prune", several=False)
 def prune_command(
     keep: List[Path] = typer.Option(..., "--keep", help="Bundle, inventory (`mirror inventory`) or sync.yaml "
                                                         "naming what stays (repeatable; united)."),
-    registry: Optional[str] = RegistryOption,
-    local_registry: bool = LocalRegistryOption,
+    reach: Reach = ...,  # --registry, TLS, credentials, --jobs (reach.py)
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be pruned; delete nothing."),
-    ca_file: Optional[Path] = CaFileOption,
-    insecure: bool = InsecureOption,
-    plain_http: bool = PlainHttpOption,
-    username: Optional[str] = UsernameOption,
-    password_stdin: bool = PasswordStdinOption,
-    jobs: int = JobsOption,
     json_report: bool = JsonOption,
 ) -> None:
     from ..registry.client import RegistryClient
     from ..transfer.keep import load_kept
     from ..transfer.prune import prune
 
-    if registry is not None and local_registry:
-        raise UsageError("--registry and --local-registry exclude each other")
     kept = load_kept(keep)
-    target = target_registry(registry, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                             username=username, password_stdin=password_stdin, jobs=jobs)
+    [target] = reach.targets()
 
     async def run():
         async with RegistryClient(target.host, target.settings) as client:
             await client.ping()
-            return await prune(client, target, kept, dry_run=dry_run, jobs=jobs)
+            return await prune(client, target, kept, dry_run=dry_run, jobs=reach.jobs)
 
     report = anyio.run(run)
     if json_report:

@@ -13,13 +13,12 @@ from ..errors import ExitCode, ImagesFailed, UsageError
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import parse_platforms, select_images, source_access, topology_versions, verifiers
+from .flag_values import parse_platforms, select_images, source_access
 from .options import (
-    CaFileOption, CertManagerVersionOption, CertificateIdentityOption, CertificateOidcIssuerOption,
-    DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption, JsonOption,
-    K3sVersionOption, KubernetesVersionOption, ModeOption, NoAttachmentsOption, NoRegistryImageOption,
-    NoSpaceCheckOption, OfflineListsOption, PlainHttpRegistryOption, PlatformOption, QuietOption,
-    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, TrustedRootOption, VerifyKeyOption,
+    CaFileOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
+    JsonOption, NoAttachmentsOption, NoRegistryImageOption, NoSpaceCheckOption, OfflineListsOption,
+    PlainHttpRegistryOption, PlatformOption, QuietOption, Release, Signers, SourceMirrorOption, release_options,
+    signer_options,
 )
 from ..units import parse_size
 from .render import emit_json, report_failures, written_lines
@@ -35,16 +34,13 @@ if TYPE_CHECKING:
 
 @app.command("pull")
 @handle_errors
+@release_options
+@signer_options
 def pull_command(
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle to write, e.g. bundle.tar.zst."),
     images_file: Optional[list[Path]] = ImagesFileOption,
-    mode: Optional[str] = ModeOption,
-    k3s_version: Optional[str] = K3sVersionOption,
-    kubernetes_version: Optional[str] = KubernetesVersionOption,
-    rke2_version: Optional[str] = Rke2VersionOption,
-    rancher_version: Optional[str] = RancherVersionOption,
-    cert_manager_version: Optional[str] = CertManagerVersionOption,
+    release: Release = ...,  # --mode and the --*-version options (options.py)
     no_registry_image: bool = NoRegistryImageOption,
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
@@ -94,10 +90,7 @@ def pull_command(
              ".sha256), made before any image is fetched."),
     no_space_check: bool = NoSpaceCheckOption,
     no_attachments: bool = NoAttachmentsOption,
-    verify_key: Optional[list[Path]] = VerifyKeyOption,
-    trusted_root: Optional[Path] = TrustedRootOption,
-    certificate_identity: Optional[str] = CertificateIdentityOption,
-    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
+    signers: Signers = ...,  # --verify-key, --trusted-root, --certificate-* (options.py)
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -107,7 +100,7 @@ def pull_command(
 
     platforms = parse_platforms(platform or [])
     selection = select_images(
-        mode, topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version, cert_manager_version),
+        release.mode, release.versions,
         images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
         platforms=platforms, offline_lists=offline_lists, ca_file=ca_file, downstream_versions=downstream_versions)
     refs, topology = selection.images, selection.topology
@@ -142,8 +135,7 @@ def pull_command(
         kit_causes=kit.causes,
         space_check=not no_space_check,
         attachments=not no_attachments,
-        verify_keys=verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer,
-                              no_attachments=no_attachments),
+        verify_keys=signers.load(no_attachments=no_attachments),
         wait_for_limit=wait_for_limit,
         log=lambda line: typer.echo(f"mirror: {line}", err=True),
     )

@@ -13,40 +13,25 @@ import typer
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import target_registries, verifiers
-from .options import (
-    CaFileOption, CertificateIdentityOption, CertificateOidcIssuerOption, InsecureOption, JobsOption,
-    JsonOption, NoSpaceCheckOption, PasswordStdinOption, PlainHttpOption, QuietOption, TrustedRootOption,
-    UsernameOption, VerifyKeyOption,
-)
-from ..errors import ExitCode, UsageError, worst_exit_code
+from .options import JsonOption, NoSpaceCheckOption, QuietOption, Signers, signer_options
+from .reach import Reach, registry_options
+from ..errors import ExitCode, worst_exit_code
 from ..units import human_size, parse_size
 from .render import emit_json, report_failures
 
 
 @app.command("push")
 @handle_errors
+@registry_options("to write (several: all from one read of the bundle)")
+@signer_options
 def push_command(
     bundle: Path = typer.Argument(..., help="Bundle written by `mirror pull` (NAME.tar.zst, or its split parts)."),
-    registries: Optional[list[str]] = typer.Option(
-        None, "--registry", "-r",
-        help="Target HOST[:PORT][/PREFIX]; repeat it to write several registries from one read of the bundle, "
-             "concurrently (one CA file and user for all) [default: the registry `mirror registry up` "
-             "started here]."),
-    ca_file: Optional[Path] = CaFileOption,
-    insecure: bool = InsecureOption,
-    plain_http: bool = PlainHttpOption,
-    username: Optional[str] = UsernameOption,
-    password_stdin: bool = PasswordStdinOption,
-    jobs: int = JobsOption,
+    reach: Reach = ...,  # --registry, TLS, credentials, --jobs (reach.py)
     window: str = typer.Option("512M", "--window", help="Spool (memory + temp disk) for blobs in flight."),
     spool_dir: Optional[Path] = typer.Option(None, "--spool-dir", help="Where spooled blobs go (default: $TMPDIR)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would go where; contact nothing."),
     no_space_check: bool = NoSpaceCheckOption,
-    verify_key: Optional[list[Path]] = VerifyKeyOption,
-    trusted_root: Optional[Path] = TrustedRootOption,
-    certificate_identity: Optional[str] = CertificateIdentityOption,
-    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
+    signers: Signers = ...,  # --verify-key, --trusted-root, --certificate-* (options.py)
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -55,24 +40,20 @@ def push_command(
     from ..transfer.push import PushRequest, push_all
     from ..units import MIB
 
-    given: list[str | None] = list(registries or [None])
-    if len(set(given)) != len(given):
-        raise UsageError(f"--registry {', '.join(r for r in given if r)}: each registry once")
-    first, *also = target_registries(given, ca_file=ca_file, insecure=insecure, plain_http=plain_http,
-                                     username=username, password_stdin=password_stdin, jobs=jobs)
+    first, *also = reach.targets()
     managed = managed_registry(first.host)  # the registry `up` manages, if the first target is it
     request = PushRequest(
         bundle=bundle,
         target=first,
         also=tuple(also),
-        jobs=jobs,
+        jobs=reach.jobs,
         window=max(parse_size(window, "--window"), MIB),
         spool_dir=spool_dir,
         dry_run=dry_run,
         space_check=not no_space_check,
         # on object storage (registry up --storage) the host's disk holds no images: nothing to check there
         registry_data_dir=managed.data_dir if managed and not managed.state.storage else None,
-        verify_keys=verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer),
+        verify_keys=signers.load(),
     )
     started = datetime.now(timezone.utc)
     # What exists by now (imported modules, mostly) lives to the end: the collector need not walk it

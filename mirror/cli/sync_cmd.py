@@ -17,16 +17,12 @@ from ..errors import UsageError
 from ..progress import Progress
 from .app import app
 from .common import flags_given, handle_errors
-from .flag_values import (
-    parse_platforms, select_images, source_access, target_registry, topology_versions, verifiers,
-)
+from .flag_values import parse_platforms, select_images, source_access, target_registries
 from .options import (
-    CaFileOption, CertManagerVersionOption, CertificateIdentityOption, CertificateOidcIssuerOption,
-    DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption, JsonOption,
-    K3sVersionOption, KubernetesVersionOption, ModeOption, NoAttachmentsOption, NoRegistryImageOption,
-    OfflineListsOption, PasswordStdinOption, PlainHttpRegistryOption, PlatformOption, QuietOption,
-    RancherVersionOption, Rke2VersionOption, SourceMirrorOption, TrustedRootOption, UsernameOption,
-    VerifyKeyOption,
+    CaFileOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
+    JsonOption, NoAttachmentsOption, NoRegistryImageOption, OfflineListsOption, PasswordStdinOption,
+    PlainHttpRegistryOption, PlatformOption, QuietOption, Release, Signers, SourceMirrorOption, UsernameOption,
+    release_options, signer_options,
 )
 from .sync_render import finish
 
@@ -43,11 +39,15 @@ app.add_typer(sync_app, name="sync")
 
 @sync_app.command("run", epilog=EXIT_CODES)
 @handle_errors
+@release_options
+@signer_options
 def run_command(
     context: typer.Context,
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="sync.yaml: the job (see docs/sync.md)."),
-    to: Optional[str] = typer.Option(None, "--to", help="Target registry HOST[:PORT][/PREFIX]."),
+    to: Optional[list[str]] = typer.Option(
+        None, "--to", help="Target registry HOST[:PORT][/PREFIX]; repeat it to write several registries from one "
+                           "read of the sources (a result each, the worst exit code)."),
     to_bundle: Optional[Path] = typer.Option(
         None, "--to-bundle",
         help="Air gap: write DIR/<name>-<UTC time>.tar.zst, a delta against --base "
@@ -56,12 +56,7 @@ def run_command(
         None, "--base", help="With --to-bundle: an inventory of the bastion (or a bundle it holds); repeatable."),
     name: str = typer.Option("mirror", "--name", help="With --to-bundle: the bundles' name before the time."),
     images_file: Optional[list[Path]] = ImagesFileOption,
-    mode: Optional[str] = ModeOption,
-    k3s_version: Optional[str] = K3sVersionOption,
-    kubernetes_version: Optional[str] = KubernetesVersionOption,
-    rke2_version: Optional[str] = Rke2VersionOption,
-    rancher_version: Optional[str] = RancherVersionOption,
-    cert_manager_version: Optional[str] = CertManagerVersionOption,
+    release: Release = ...,  # --mode and the --*-version options (options.py)
     no_registry_image: bool = NoRegistryImageOption,
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
@@ -84,10 +79,7 @@ def run_command(
     keep_going: bool = typer.Option(False, "--keep-going",
                                     help="Copy what can be copied even when other images fail (still exit 1)."),
     no_attachments: bool = NoAttachmentsOption,
-    verify_key: Optional[list[Path]] = VerifyKeyOption,
-    trusted_root: Optional[Path] = TrustedRootOption,
-    certificate_identity: Optional[str] = CertificateIdentityOption,
-    certificate_oidc_issuer: Optional[str] = CertificateOidcIssuerOption,
+    signers: Signers = ...,  # --verify-key, --trusted-root, --certificate-* (options.py)
     json_report: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -95,21 +87,20 @@ def run_command(
     as one delta bundle against what the bastion holds."""
     from dataclasses import asdict
 
-    from ..runlock import RunLock
+    from ..runlock import RunLock, all_held
     from ..transfer.serve import run_sync
     from ..transfer.selection import SyncImage
-    from ..transfer.sync import RETAG_POLICIES, SyncRequest
+    from ..transfer.sync_result import RETAG_POLICIES, SyncRequest
     from ..transfer.sync_bundle import NAME_RULE, BundleTarget, bad_name
 
     if report is not None and not report.parent.is_dir():
         raise UsageError(f"--report {report}: directory {report.parent} does not exist")
-    keys = verifiers(verify_key, trusted_root, certificate_identity, certificate_oidc_issuer,
-                     no_attachments=no_attachments)
+    keys = signers.load(no_attachments=no_attachments)
     if on_retag not in RETAG_POLICIES:
         raise UsageError(f"--on-retag {on_retag!r}: expected one of {', '.join(RETAG_POLICIES)}")
     bundle = None
     if to_bundle is not None or base:
-        if to is not None or to_bundle is None or not base:
+        if to or to_bundle is None or not base:
             raise UsageError("--to-bundle goes with --base (what the bastion holds) and without --to")
         if not to_bundle.is_dir():
             raise UsageError(f"--to-bundle {to_bundle}: no such directory")
@@ -129,15 +120,14 @@ def run_command(
             typer.echo(note, err=True)
         request, bundle, lock = job.request, job.bundle, job.lock()
     else:
-        if bundle is None and to is None:
+        if bundle is None and not to:
             raise UsageError("--to is required (the target registry HOST[:PORT][/PREFIX]), or -c sync.yaml")
         if bundle is not None and on_retag != "update":
             raise UsageError(f"--on-retag {on_retag}: needs --to; the push of a delta bundle moves tags as "
                              "mirror push does")
         platforms = parse_platforms(platform or [])
         selection = select_images(
-            mode, topology_versions(k3s_version, kubernetes_version, rke2_version, rancher_version,
-                                    cert_manager_version),
+            release.mode, release.versions,
             images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
             platforms=platforms, offline_lists=offline_lists, ca_file=ca_file,
             downstream_versions=downstream_versions)
@@ -147,18 +137,20 @@ def run_command(
         topology = asdict(found) if found else None
         sources, settings_for = source_access(source_mirror or [], plain_http_registry or [],
                                               insecure_registry or [], ca_file, jobs)
-        target = None if to is None else target_registry(
-            to, ca_file=to_ca_file, insecure=to_insecure, plain_http=to_plain_http, username=username,
-            password_stdin=password_stdin, jobs=jobs, option="--to")
-        request = SyncRequest([SyncImage(ref, on_retag) for ref in refs], target, sources, settings_for,
-                              platforms=platforms, jobs=jobs, dry_run=dry_run,
-                              keep_going=keep_going)
-        lock = RunLock(f"sync -> {target.address}", f"sync to {target.address}") if target else \
-            bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
+        if to and len(set(to)) != len(to):
+            raise UsageError(f"--to {', '.join(to)}: each registry once")
+        targets = target_registries(
+            list(to), ca_file=to_ca_file, insecure=to_insecure, plain_http=to_plain_http, username=username,
+            password_stdin=password_stdin, jobs=jobs, option="--to") if to else []
+        request = SyncRequest([SyncImage(ref, on_retag) for ref in refs], targets[0] if targets else None, sources,
+                              settings_for, platforms=platforms, jobs=jobs, dry_run=dry_run,
+                              keep_going=keep_going, also=tuple(targets[1:]))
+        lock = all_held([RunLock(f"sync -> {target.address}", f"sync to {target.address}") for target in targets]) \
+            if targets else bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
     request.verify_keys, request.attachments = keys, not no_attachments
     with lock:
-        result = run_sync(request, Progress(quiet or json_report), bundle, topology)
-    finish(result, report, json_report, quiet)
+        results = run_sync(request, Progress(quiet or json_report), bundle, topology)
+    finish(results, report, json_report, quiet)
 
 
 # What a run with -c may still take on its command line; any other flag given is refused (the config says).

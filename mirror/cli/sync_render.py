@@ -13,58 +13,73 @@ from ..units import human_size
 from .render import REPORT_SCHEMA, emit_json, report_failures
 
 if TYPE_CHECKING:
-    from ..transfer.sync import ImageResult, SyncResult
+    from ..transfer.sync_result import ImageResult, SyncResult
 
 
-def finish(result: "SyncResult", report: Path | None, json_report: bool, quiet: bool = False) -> None:
-    """Write the report, say what happened, exit with the run's code; ``quiet``: the summary line and errors."""
-    document = {"schema_version": REPORT_SCHEMA, **result.to_json()}  # what --json prints, too
+def finish(results: list["SyncResult"], report: Path | None, json_report: bool, quiet: bool = False) -> None:
+    """Write the report, say what happened (at each target), exit with the run's code (several targets: the
+    worst); ``quiet``: the summary lines and errors."""
+    from ..transfer.sync_result import runs_to_json, worst_exit
+
+    document = {"schema_version": REPORT_SCHEMA, **runs_to_json(results)}  # what --json prints, too
     if report is not None:
         write_report(report, document)
     if json_report:
         emit_json(document)
-    else:
-        from ..transfer.sync import ACTIONS
+    for result in results:
+        if not json_report:
+            _say(result, quiet)
+        _warn(result, quiet, first=result is results[0])
+    code = worst_exit(results)
+    if code:
+        raise typer.Exit(int(code))
 
-        counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
-        verb = "would sync" if result.dry_run else "synced"
-        if result.delta is None:
-            typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
-                       f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
-                       f"{result.mounted_blobs} mounted, {result.skipped_blobs} already there")
+
+def _say(result: "SyncResult", quiet: bool) -> None:
+    """The summary line, then a line per image that moved and per tag pruned."""
+    from ..transfer.sync_result import ACTIONS
+
+    counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
+    verb = "would sync" if result.dry_run else "synced"
+    if result.delta is None:
+        typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
+                   f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
+                   f"{result.mounted_blobs} mounted, {result.skipped_blobs} already there")
+    else:
+        base = ", ".join(result.delta["base"])
+        if result.delta["path"]:
+            said = (f"wrote {result.delta['path']} ({human_size(result.delta['size'])}), a delta of "
+                    f"{len(result.images)} images against {base}")
+        elif result.dry_run:
+            said = f"would write a delta of {len(result.images)} images against {base}"
+        elif result.failures:
+            said = "no bundle written"
         else:
-            base = ", ".join(result.delta["base"])
-            if result.delta["path"]:
-                said = (f"wrote {result.delta['path']} ({human_size(result.delta['size'])}), a delta of "
-                        f"{len(result.images)} images against {base}")
-            elif result.dry_run:
-                said = f"would write a delta of {len(result.images)} images against {base}"
-            elif result.failures:
-                said = "no bundle written"
-            else:
-                said = f"nothing changed since {base}: no bundle written"
-            typer.echo(f"{said}: {counts or 'nothing to do'}")
-        for image in [] if quiet else result.images:
-            if image.action in ("copied", "updated", "attached", "moved") or (
-                    result.dry_run and image.action != "unchanged"):
-                typer.echo(f"  {image_line(image)}")
-        for tag in [] if quiet or not result.pruned else result.pruned.pruned:
-            verb = "would prune" if result.dry_run else "pruned"
-            typer.echo(f"  {verb}: {tag.source or tag.repository + ':' + tag.tag} ({tag.digest})")
-        for tag in [] if quiet or not result.pruned else result.pruned.skipped:
-            typer.echo(f"  kept: {tag.source or tag.repository + ':' + tag.tag}: {tag.reason}")
+            said = f"nothing changed since {base}: no bundle written"
+        typer.echo(f"{said}: {counts or 'nothing to do'}")
+    for image in [] if quiet else result.images:
+        if image.action in ("copied", "updated", "attached", "moved") or (
+                result.dry_run and image.action != "unchanged"):
+            typer.echo(f"  {image_line(image)}")
+    for tag in [] if quiet or not result.pruned else result.pruned.pruned:
+        verb = "would prune" if result.dry_run else "pruned"
+        typer.echo(f"  {verb}: {tag.source or tag.repository + ':' + tag.tag} ({tag.digest})")
+    for tag in [] if quiet or not result.pruned else result.pruned.skipped:
+        typer.echo(f"  kept: {tag.source or tag.repository + ':' + tag.tag}: {tag.reason}")
+
+
+def _warn(result: "SyncResult", quiet: bool, first: bool) -> None:
+    """On stderr: what was not pruned, deferred, skipped (once: the sources' own), failed."""
     for repository, why in sorted(result.not_pruned.items()):
         typer.echo(f"mirror: not pruned: {repository}: {why}", err=True)
     deferred = [image for image in result.images if image.action == "deferred"]
     for image in deferred[:1] if quiet else deferred:
         more = f" (and {len(deferred) - 1} more)" if quiet and len(deferred) > 1 else ""
         typer.echo(f"mirror: deferred: {image.source}: {image.error}{more}", err=True)
-    for skipped in result.skipped_tags:
+    for skipped in result.skipped_tags if first else []:
         typer.echo(f"mirror: skipped: {skipped.describe()}", err=True)
     if result.failures:
         report_failures(result.failures, _causes(result))
-    if result.exit_code:
-        raise typer.Exit(int(result.exit_code))
 
 
 def _causes(result: "SyncResult") -> dict:

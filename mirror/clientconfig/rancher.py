@@ -18,7 +18,7 @@ from .. import lists
 from ..errors import UsageError
 from ..model.reference import Reference
 from ..model.target import target_repository
-from . import install, yamltext
+from . import install_scripts, yamltext
 from .model import ClientConfig, GeneratedFile, NodeRegistry
 
 
@@ -104,8 +104,8 @@ def generate(target: NodeRegistry, *, rancher_version: str | None = None, cert_m
     result.files.append(GeneratedFile("cert-manager-values.yaml", "helm install cert-manager -f cert-manager-values.yaml",
                                       yamltext.dump(cert_manager_values(target, cert_manager))))
     result.files.append(docker_run_file(target, server.tag, bundled))
-    result.files.append(install.rancher_file(target, server.tag, cert_manager_version))
-    result.notes += install.missing_charts(server.tag, cert_manager_version, bundled)
+    result.files.append(install_scripts.rancher_file(target, server.tag, cert_manager_version))
+    result.notes += install_scripts.missing_charts(server.tag, cert_manager_version, bundled)
     if target.username:
         result.notes.append(f"run `docker login {target.registry}` (`mirror config docker` writes the line) before "
                             "the single-node `docker run`; cluster nodes get credentials from registries.yaml "

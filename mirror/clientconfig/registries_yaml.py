@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import install, yamltext
+from . import install_scripts, yamltext
 from .model import ClientConfig, GeneratedFile, NodeRegistry
 
 
@@ -84,11 +84,11 @@ def _generate(target: NodeRegistry, distro: str, embedded_mirror: bool) -> Clien
 
 def k3s(target: NodeRegistry, *, embedded_mirror: bool = False, **_: Any) -> ClientConfig:
     result = _generate(target, "k3s", embedded_mirror)
-    result.files.append(install.k3s_file())
+    result.files.append(install_scripts.k3s_file())
     return result
 
 
 def rke2(target: NodeRegistry, *, embedded_mirror: bool = False, **_: Any) -> ClientConfig:
     result = _generate(target, "rke2", embedded_mirror)
-    result.files.append(install.rke2_file())
+    result.files.append(install_scripts.rke2_file())
     return result

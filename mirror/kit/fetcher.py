@@ -13,10 +13,10 @@ truncated download leaves nothing behind.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -25,6 +25,7 @@ import httpx
 
 from ..bundle.store import BlobStore
 from ..errors import IntegrityError, MirrorError, UsageError
+from ..inorder_hash import InOrderHash
 from ..model.numbers import ascii_int
 from ..registry.settings import RegistrySettings
 from ..registry.transport import RateGuard, Stalled
@@ -89,35 +90,13 @@ class KitFetcher:
             return f"sha256:{expected}", store.size(f"sha256:{expected}")
         fd, temp = tempfile.mkstemp(prefix=".kit-", suffix=".partial", dir=store.blob_dir)
         try:
-            with _writes_to(store, what), open(fd, "wb") as out:
+            with _writes_to(store, what), open(fd, "wb") as out, self._client() as client:
+                hashed = InOrderHash(out.fileno())
                 try:
-                    # The first range tells the size: a host that takes ranges gets the rest as several at
-                    # once (a CDN caps each connection); one that does not answers 200 with the whole file.
-                    first = {**IDENTITY, "Range": f"bytes=0-{FIRST_RANGE - 1}"}
-                    with self._client() as client, client.stream("GET", url, headers=first) as response:
-                        _check_status(response, url, what)
-                        whole = response.status_code == 200
-                        size = (ascii_int(response.headers.get("content-length", "")) if whole
-                                else _range_total(response.headers.get("content-range", ""), url, what))
-                        if size is not None and size > cap:
-                            raise UsageError(f"{what}: {url} is {size} bytes, more than the "
-                                             f"{cap >> 20} MiB a kit item may be")
-                        most = cap if whole else min(FIRST_RANGE, size)
-                        received = self._write(response, url, what, out.fileno(), 0, most, too_much=UsageError(
-                            f"{what}: {url} serves more than {cap >> 20} MiB; refused") if whole else None)
-                    if whole and size is not None and received != size:
-                        raise IntegrityError(f"{what}: {url} ended after {received} of {size} bytes")
-                    if not whole:
-                        assert size is not None
-                        if received != min(FIRST_RANGE, size):
-                            raise IntegrityError(f"{what}: {url} ended its first range after {received} bytes")
-                        if size > received:
-                            self._in_ranges(url, what, out.fileno(), received, size)
-                    size = size if size is not None else received
+                    size = self._fetch(client, url, what, hashed, cap)
                 except httpx.HTTPError as exc:
                     raise fetch_error(exc, url, what) from None
-            hasher = _file_sha256(temp)
-            actual = hasher.hexdigest()
+            actual = hashed.hexdigest()
             if expected and actual != expected:
                 raise IntegrityError(f"{what}: {url} hashes to sha256:{actual}, but {checked_by} "
                                      f"says sha256:{expected}; nothing kept")
@@ -128,43 +107,96 @@ class KitFetcher:
             if os.path.exists(temp):
                 os.unlink(temp)
 
-    def _in_ranges(self, url: str, what: str, fd: int, start: int, size: int) -> None:
-        """Bytes ``start`` to ``size`` of ``url`` into ``fd``, SEGMENTS ranges at once, each at its offset."""
-        step = -(-(size - start) // SEGMENTS)
-        spans = [(first, min(first + step, size) - 1) for first in range(start, size, step)]
+    def _fetch(self, client: httpx.Client, url: str, what: str, hashed: InOrderHash, cap: int) -> int:
+        """``url``'s content into ``hashed.fd``, hashed on the way; its size.
+
+        The first 8 MiB are asked for as a range, whose answer tells the size: where the host takes
+        ranges, the rest is asked for at once, as SEGMENTS ranges (a CDN caps each connection), while
+        the first still streams; a host that does not answers 200 with the whole file.
+        """
+        first = {**IDENTITY, "Range": f"bytes=0-{FIRST_RANGE - 1}"}
+        stop = threading.Event()  # set on the first failure: the other ranges end at their next piece
+        rest: list[Future] = []
         with ThreadPoolExecutor(SEGMENTS) as pool:
-            for done in [pool.submit(self._range, url, what, fd, first, last) for first, last in spans]:
-                done.result()  # the first failure, as itself
+            try:
+                with client.stream("GET", url, headers=first) as response:
+                    _check_status(response, url, what)
+                    whole = response.status_code == 200
+                    size = (ascii_int(response.headers.get("content-length", "")) if whole
+                            else _range_total(response.headers.get("content-range", ""), url, what))
+                    if size is not None and size > cap:
+                        raise UsageError(f"{what}: {url} is {size} bytes, more than the "
+                                         f"{cap >> 20} MiB a kit item may be")
+                    most = cap if whole else min(FIRST_RANGE, size)
+                    if not whole:
+                        rest = [pool.submit(self._range, client, url, what, hashed, start, end, stop)
+                                for start, end in _spans(most, size)]
+                    received = self._write(response, url, what, hashed, 0, most, stop, too_much=UsageError(
+                        f"{what}: {url} serves more than {cap >> 20} MiB; refused") if whole else None)
+                if whole and size is not None and received != size:
+                    raise IntegrityError(f"{what}: {url} ended after {received} of {size} bytes")
+                if not whole and received != most:
+                    raise IntegrityError(f"{what}: {url} ended its first range after {received} bytes")
+                for done in rest:
+                    done.result()
+            except BaseException as exc:
+                stop.set()
+                raise _cause(exc, rest) from None
+        return size if size is not None else received
 
-    def _range(self, url: str, what: str, fd: int, start: int, end: int) -> None:
+    def _range(self, client: httpx.Client, url: str, what: str, hashed: InOrderHash, start: int, end: int,
+               stop: threading.Event) -> None:
         headers = {**IDENTITY, "Range": f"bytes={start}-{end}"}
-        with self._client() as client, client.stream("GET", url, headers=headers) as response:
-            if response.status_code != 206:
-                raise MirrorError(f"{what}: {url} answered a range, then {response.status_code} to another")
-            received = self._write(response, url, what, fd, start, end + 1 - start, too_much=None)
-        if received != end + 1 - start:
-            raise IntegrityError(f"{what}: {url} ended the range {start}-{end} after {received} bytes")
+        try:
+            with client.stream("GET", url, headers=headers) as response:
+                if response.status_code != 206:
+                    raise MirrorError(f"{what}: {url} answered a range, then {response.status_code} to another")
+                received = self._write(response, url, what, hashed, start, end + 1 - start, stop, too_much=None)
+            if received != end + 1 - start:
+                raise IntegrityError(f"{what}: {url} ended the range {start}-{end} after {received} bytes")
+        except BaseException:
+            stop.set()
+            raise
 
-    def _write(self, response: httpx.Response, url: str, what: str, fd: int, offset: int, most: int, *,
-               too_much: MirrorError | None) -> int:
-        """The body into ``fd`` from ``offset``, at most ``most`` bytes, at the minimum rate; how many came.
-        More is ``too_much`` (a file past the cap), else a range longer than asked: an integrity error."""
+    def _write(self, response: httpx.Response, url: str, what: str, hashed: InOrderHash, offset: int, most: int,
+               stop: threading.Event, *, too_much: MirrorError | None) -> int:
+        """The body into the file from ``offset``, at most ``most`` bytes, at the minimum rate; how many came.
+        More is ``too_much`` (a file past the cap), else a range longer than asked: an integrity error.
+        Another range failing (``stop``) ends it at its next piece."""
         received, paced = 0, self._guard(url, what)
-        for chunk in response.iter_raw():  # as it arrives: the rate guard sees each piece
-            paced(len(chunk))
-            if received + len(chunk) > most:
-                raise too_much or IntegrityError(f"{what}: {url} sent more than the {most} bytes asked for")
-            os.pwrite(fd, chunk, offset + received)
-            received += len(chunk)
+        try:
+            for chunk in response.iter_raw():  # as it arrives: the rate guard sees each piece
+                if stop.is_set():
+                    raise _Stopped()
+                paced(len(chunk))
+                if received + len(chunk) > most:
+                    raise too_much or IntegrityError(f"{what}: {url} sent more than the {most} bytes asked for")
+                os.pwrite(hashed.fd, chunk, offset + received)
+                hashed.wrote(offset + received, chunk)
+                received += len(chunk)
+        except httpx.RemoteProtocolError as exc:  # closed before the length it gave: a truncated download
+            raise IntegrityError(f"{what}: {url} was cut short at byte {offset + received} ({exc}); "
+                                 "nothing kept") from None
         return received
 
 
-def _file_sha256(path: str) -> "hashlib._Hash":
-    with open(path, "rb") as handle:
-        hasher = hashlib.sha256()
-        while chunk := handle.read(1 << 20):  # hashlib.file_digest is 3.11's; mirror runs on 3.10
-            hasher.update(chunk)
-        return hasher
+class _Stopped(Exception):
+    """A range ended because another failed: that one's error is the download's."""
+
+
+def _cause(error: BaseException, ranges: list[Future]) -> BaseException:
+    """The error that ended a download: ``error``, unless it only stopped for a range that failed."""
+    if isinstance(error, _Stopped):
+        for done in ranges:
+            if (own := done.exception()) is not None and not isinstance(own, _Stopped):  # waits for it to end
+                return own
+    return error
+
+
+def _spans(start: int, size: int) -> list[tuple[int, int]]:
+    """Bytes ``start`` to ``size`` as SEGMENTS ranges (first, last), each asked for on its own connection."""
+    step = -(-(size - start) // SEGMENTS)
+    return [(first, min(first + step, size) - 1) for first in range(start, size, step)] if size > start else []
 
 
 @contextmanager

@@ -10,8 +10,9 @@ fetched. With ``keep_going`` such an item is reported and left out.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Callable
@@ -19,14 +20,14 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .. import lists
 from ..errors import MirrorError, UsageError
-from ..lists.releases import kdm_branch, kdm_url, releases_url
+from ..lists.releases import ReleaseLists, releases_url
 from .checksums import MAX_SUMS, digest_of, parse_sums
 from .fetcher import KitFetcher
 from .helm_index import MAX_INDEX, chart_location
 from .hosts import jetstack_charts_url, rancher_charts_url, raw_url
 from .items import CHART, FILE, KitItem
 
-MAX_KDM = 64 << 20  # Rancher's metadata, every Kubernetes version of a minor
+LOOKUPS = 8  # index, checksum and HEAD requests at once
 K3S_BINARY = {"amd64": "k3s", "arm64": "k3s-arm64", "arm": "k3s-armhf"}
 RKE2_ARCHES = ("amd64", "arm64", "s390x")
 RKE_ARCHES = ("amd64", "arm64", "arm")
@@ -85,9 +86,13 @@ def plan_kit(mode: str | None, versions: dict[str, str], arches: list[str], opti
     for spec in options.extra_files:
         steps.append((f"--file {spec}", lambda s=spec: _extra_file(finder, s)))
     plan = KitPlan(fetcher)
-    for what, step in steps:
+    # Each look-up is a round trip or two to a far host: all at once, then taken in order, so the
+    # first item that fails is the one named
+    with ThreadPoolExecutor(LOOKUPS) as pool:
+        looked_up = [(what, pool.submit(step)) for what, step in steps]
+    for what, done in looked_up:
         try:
-            plan.items.append(step())
+            plan.items.append(done.result())
         except MirrorError as exc:
             if not options.keep_going:
                 raise
@@ -109,16 +114,25 @@ def _once(plan: KitPlan) -> KitPlan:
 
 
 class _Finder:
-    """Finds items upstream; each index or checksum file is fetched once per run."""
+    """Finds items upstream; each index or checksum file is fetched once per run, by the first look-up
+    that needs it (look-ups run at once: the others wait for it)."""
 
     def __init__(self, fetcher: KitFetcher):
         self.fetcher = fetcher
-        self._documents: dict[str, bytes] = {}
+        self._documents: dict[str, Future[bytes]] = {}
+        self._lock = threading.Lock()
 
     def document(self, url: str, what: str, cap: int) -> bytes:
-        if url not in self._documents:
-            self._documents[url] = self.fetcher.document(url, what, cap)
-        return self._documents[url]
+        with self._lock:
+            mine = url not in self._documents
+            if mine:
+                self._documents[url] = Future()
+        if mine:
+            try:
+                self._documents[url].set_result(self.fetcher.document(url, what, cap))
+            except BaseException as exc:
+                self._documents[url].set_exception(exc)
+        return self._documents[url].result()
 
     def chart(self, repository: str, name: str, version: str) -> KitItem:
         index_url = f"{repository}/index.yaml"
@@ -191,28 +205,12 @@ def _rke(finder: _Finder, versions: dict[str, str], arch: str, options: KitOptio
 
 
 def rke_release(finder: _Finder, kubernetes: str, rancher: str, offline: bool) -> str:
-    """The RKE release that brought ``kubernetes``: built in, else Rancher's metadata (``minRKEVersion``)."""
+    """The RKE release that brought ``kubernetes``: built in, else Rancher's metadata (``minRKEVersion``),
+    cached as the image lists are (``--offline-lists`` reads the cache only)."""
     built_in = lists.kit_settings().get("rke_releases", {})
     if kubernetes in built_in:
         return built_in[kubernetes]
-    branch = kdm_branch(rancher)
-    if not branch:
-        raise UsageError(f"--rancher-version {rancher}: not a Rancher 2.x version, "
-                         "whose metadata names the RKE release")
-    url = f"{kdm_url()}/{branch}/data.json"
-    if offline:
-        raise UsageError(f"--kubernetes-version {kubernetes}: no built-in RKE release for it, and --offline-lists "
-                         f"forbids reading {url}")
-    body = finder.document(url, "Kontainer Driver Metadata", MAX_KDM)
-    try:
-        info = json.loads(body)["K8sVersionInfo"][kubernetes]["minRKEVersion"]
-    except (ValueError, KeyError, TypeError):
-        raise UsageError(f"--kubernetes-version {kubernetes}: {url} names no RKE release for it "
-                         "(K8sVersionInfo.minRKEVersion)") from None
-    match = re.fullmatch(r"v?(\d+\.\d+\.\d+)(-rc\d+)?", str(info))
-    if not match:
-        raise UsageError(f"{url}: minRKEVersion {str(info)[:40]!r} of {kubernetes} is not a release version")
-    return f"v{match.group(1)}"
+    return ReleaseLists(offline=offline, ca_file=finder.fetcher.ca_file).rke_release(kubernetes, rancher)
 
 
 def _chart_spec(spec: str) -> tuple[str, str, str]:

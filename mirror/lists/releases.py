@@ -47,6 +47,7 @@ ARCH_LISTS = {"rke2"}  # components whose release has one list per architecture
 DEFAULT_ARCH = "amd64"  # the architecture of the built-in lists
 MAX_DOWNLOAD = 64 << 20  # KDM's data.json is a few MB; a list is a few KB
 _VERSION = re.compile(r"v?\d+\.\d+[0-9A-Za-z.+_-]*")
+_RKE_RELEASE = re.compile(r"v\d+\.\d+\.\d+")
 
 
 def default_cache_dir() -> Path:
@@ -152,6 +153,28 @@ class ReleaseLists:
         images = parse_images_text(text, url)  # a malformed list is refused before it is cached
         _write_cached(cache, source_id, digest, text)
         return images, ListSource("fetched", source_id, digest)
+
+    def rke_release(self, kubernetes: str, rancher_version: str) -> str:
+        """The RKE release that brought ``kubernetes``: KDM's ``K8sVersionInfo.minRKEVersion``, cached as a list is."""
+        if not _VERSION.fullmatch(kubernetes):
+            raise UsageError(f"--kubernetes-version {kubernetes}: not a release version")
+        branch = kdm_branch(rancher_version)
+        if not branch:
+            raise UsageError(f"--rancher-version {rancher_version}: not a Rancher 2.x version, "
+                             "whose metadata names the RKE release")
+        url = f"{kdm_url()}/{branch}/data.json"
+        source_id = f"{url}#K8sVersionInfo/{kubernetes}/minRKEVersion"
+        cache = self.cache / "rke-release" / f"{kubernetes}.txt"
+        cached = _read_cached(cache, source_id)
+        if cached is not None and _RKE_RELEASE.fullmatch(cached[0].strip()):
+            return cached[0].strip()
+        if self.offline:
+            raise UsageError(f"--kubernetes-version {kubernetes}: no built-in or cached RKE release for it, and "
+                             f"--offline-lists forbids reading {url}")
+        body = self._get(url, "Kontainer Driver Metadata", f"no metadata for Rancher {branch}")
+        release = _min_rke_version(body, url, kubernetes)
+        _write_cached(cache, source_id, hashlib.sha256(body).hexdigest(), f"{release}\n")
+        return release
 
     def support_warnings(self, versions: dict[str, str], sources: dict[str, ListSource]) -> list[str]:
         """A line for a K3s/RKE2 version that Rancher's metadata says the Rancher version does not support.
@@ -290,6 +313,19 @@ def _rke_system_images(body: bytes, url: str, option: str, version: str) -> str:
                          + (" ..." if len(known) > 5 else ""))
     names = [v for k, v in images.items() if k not in RKE_SKIPPED_FIELDS and isinstance(v, str) and v]
     return "".join(f"{name}\n" for name in dict.fromkeys(names))
+
+
+def _min_rke_version(body: bytes, url: str, kubernetes: str) -> str:
+    """``v1.3.24`` from KDM's ``K8sVersionInfo[kubernetes].minRKEVersion`` (an -rc names its release)."""
+    try:
+        info = json.loads(body)["K8sVersionInfo"][kubernetes]["minRKEVersion"]
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"--kubernetes-version {kubernetes}: {url} names no RKE release for it "
+                         "(K8sVersionInfo.minRKEVersion)") from None
+    match = re.fullmatch(r"v?(\d+\.\d+\.\d+)(-rc\d+)?", str(info))
+    if not match:
+        raise UsageError(f"{url}: minRKEVersion {str(info)[:40]!r} of {kubernetes} is not a release version")
+    return f"v{match.group(1)}"
 
 
 def _support_ranges(body: bytes, url: str) -> dict[str, dict[str, list[str]]]:

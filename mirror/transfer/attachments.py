@@ -3,39 +3,36 @@
 Pull: as each image resolves, its attachments are looked up concurrently (``attach.discover``)
 and become records of their own, linked to their subject (``attached_to``), fetched and
 carried like images. With ``--verify-key`` an image none of whose signatures verifies fails
-(exit 4) before the bundle is written. Push: images are tagged first, their attachments
-after them (cosign's tags as tags, referrers indexed where the target does not index them),
-and with ``--verify-key`` an image is tagged only once a signature read back from the target
-verifies. docs/signatures.md.
+(exit 4) before the bundle is written. Push: with ``--verify-key`` an image is tagged only
+once a signature read back from the target verifies (``judge_at_target``); the order (images,
+then their attachments, then referrers indexed where the target does not index them) is the
+pipeline's (pipeline.py). sync's are in sync_attachments.py. docs/signatures.md.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import anyio
 
 from ..attach.cosign import MAX_PAYLOAD
 from ..attach.discover import Found, Listings, find, payloads
-from ..attach.keys import ABSENT, INVALID, PRESENT, VERIFIED, Verdict, Verifier, judge, verdict_reason
+from ..attach.keys import ABSENT, PRESENT, VERIFIED, Verdict, Verifier, judge, verdict_reason
 from ..attach.referrers import index_referrers
 from ..bundle.format import Attached, BundleManifest, ImageRecord, attachments_of, is_cosign_signature
 from ..bundle.store import BlobStore
-from ..errors import IntegrityError, MirrorError, worst_exit_code
+from ..errors import IntegrityError, MirrorError
 from ..model import graph
 from ..model.oci import Manifest
 from ..model.reference import Reference
-from ..model.upstream import Location, SourceMap
-from ..registry.client import BlobSource, RegistryClient
+from ..model.upstream import Location
+from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
 from .budget import Budget, RateLimited
 from .deliver import Delivery, DeliveryReport
-from .plan import ImagePlan, Target
+from .plan import ImagePlan
 from .resolve import Resolution, ResolvedImage, stored_manifest
-from .survey import Presence
-from .tasks import each
 
 
 def subjects_of(image: ResolvedImage | ImageRecord) -> set[str]:
@@ -69,7 +66,7 @@ class PullAttachments:
             subjects = [*subjects_of(image), *(child.digest for child in image.children)]
             found = await find(client, repository, subjects, get=functools.partial(self._manifest, client),
                                listings=self.listings)
-            attachments = [_as_image(image.ref, image.location, item) for item in found]
+            attachments = [as_image(image.ref, image.location, item) for item in found]
             for item, attachment in zip(found, attachments):
                 if self.keys and item.tag is not None and item.kind == "signature":
                     for digest, data in (await payloads(client, repository, item.manifest)).items():
@@ -129,7 +126,7 @@ def unsigned(verdict: Verdict) -> IntegrityError:
     return IntegrityError(f"no valid signature: {verdict_reason(verdict)}")
 
 
-def _as_image(subject: Reference, location: Location, item: Found) -> ResolvedImage:
+def as_image(subject: Reference, location: Location, item: Found) -> ResolvedImage:
     """An attachment as an image of its own: in its subject's repository, under cosign's tag or its digest."""
     ref = Reference(subject.registry, subject.repository, tag=item.tag,
                     digest=None if item.tag else item.manifest.digest)
@@ -140,41 +137,23 @@ def _as_image(subject: Reference, location: Location, item: Found) -> ResolvedIm
 # -- push ---------------------------------------------------------------------------------------
 
 
-async def tag_in_order(delivery: Delivery, bundle: BundleManifest, every_plan: list[ImagePlan],
-                       keys: list[Verifier]) -> dict[str, Verdict]:
-    """Tag the images (with keys: only those a signature at the target verifies), then their
-    attachments, then index the referrers; returns each image's verdict (source -> Verdict)."""
-    client = delivery.client
-    images = [plan for plan in delivery.plans if not plan.record.is_attachment]
-    attached = [plan for plan in delivery.plans if plan.record.is_attachment]
+async def judge_at_target(delivery: Delivery, bundle: BundleManifest, every_plan: list[ImagePlan],
+                          keys: list[Verifier]) -> dict[str, Verdict]:
+    """Each image's signatures as the target holds them (source -> Verdict); with keys, an image none
+    verifies is refused its tag, and one tagged already (not in ``delivery.plans``) is a failure all the same."""
     verdicts: dict[str, Verdict] = {}
 
     async def check(plan: ImagePlan) -> None:
-        verdicts[plan.record.source] = verdict = await _verdict_at_target(client, bundle, plan, keys)
+        verdicts[plan.record.source] = verdict = await _verdict_at_target(delivery.client, bundle, plan, keys)
         if keys and verdict.status != VERIFIED:
             delivery.refuse(plan, unsigned(verdict))
+            if plan not in delivery.plans:
+                delivery.report.fail(plan, unsigned(verdict))
 
     async with anyio.create_task_group() as group:
         for plan in every_plan:
             if not plan.record.is_attachment:
                 group.start_soon(check, plan)
-    await delivery.tag_all(images)
-    for plan in every_plan:  # tagged already (in place), but refused now: a failure all the same
-        error = delivery.refused.get(id(plan))
-        if error is not None and plan not in delivery.plans:
-            delivery.report.fail(plan, error)
-    written = {(plan.repository, digest) for plan in every_plan
-               if plan.record.source not in delivery.report.failures and not plan.record.is_attachment
-               for digest in subjects_of(plan.record) | plan.manifests}
-    for plan in attached:
-        assert plan.record.attached_to is not None
-        if (plan.repository, plan.record.attached_to.subject) not in written:
-            delivery.refuse(plan, MirrorError(f"not written: the image it is attached to "
-                                              f"({plan.record.attached_to.subject}) was not"))
-    await delivery.tag_all(attached)
-    await _index_referrers(delivery, attached)
-    if delivery.report.causes:
-        delivery.report.exit_code = worst_exit_code(delivery.report.causes.values())
     return verdicts
 
 
@@ -206,7 +185,7 @@ async def _verdict_at_target(client: RegistryClient, bundle: BundleManifest, pla
     return judge(subjects_of(plan.record), Reference.parse(plan.record.source).name, signatures, keys)
 
 
-async def _index_referrers(delivery: Delivery, attached: list[ImagePlan]) -> None:
+async def index_referrers_of(delivery: Delivery, attached: list[ImagePlan]) -> None:
     """The referrers written (no tag: pushed by digest) listed where clients look for them."""
     by_subject: dict[tuple[str, str], list[ImagePlan]] = {}
     for plan in attached:
@@ -228,93 +207,3 @@ async def _index_referrers(delivery: Delivery, attached: list[ImagePlan]) -> Non
     async with anyio.create_task_group() as group:
         for key in by_subject:
             group.start_soon(one, key)
-
-
-# -- sync ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Subject:
-    """An image sync has in place at the target, whose attachments are to follow it."""
-
-    ref: Reference
-    repository: str  # at the target
-    digests: list[str]  # what its attachments may be about: its digest (the source's), its platform manifests
-    written: list[str] = field(default_factory=list)  # the attachments copied for it (tag, or digest)
-    error: MirrorError | None = None
-
-
-async def signatures_at_source(images: list[ResolvedImage], pool: ClientPool, keys: list[Verifier],
-                               jobs: int) -> list[Verdict]:
-    """Each image's cosign signatures as its source holds them, judged (a failed lookup is ``invalid``)."""
-    verdicts: dict[int, Verdict] = {}
-    listings = Listings()
-
-    async def one(item: tuple[int, ResolvedImage]) -> None:
-        index, image = item
-        signed, repository = subjects_of(image), image.location.repository
-        try:
-            client = await pool.get(image.location.host)
-            found = [f for f in await find(client, repository, sorted(signed), listings=listings)
-                     if f.tag and f.kind == "signature"]
-            signatures = [(f.manifest, await payloads(client, repository, f.manifest)) for f in found]
-            verdicts[index] = judge(signed, image.ref.name, signatures, keys)
-        except MirrorError as exc:
-            verdicts[index] = Verdict(INVALID, f"its signatures could not be read: {exc}")
-
-    await each(enumerate(images), one, jobs)
-    return [verdicts[i] for i in range(len(images))]
-
-
-async def copy_attachments(subjects: list[Subject], sources: SourceMap, pool: ClientPool, client: RegistryClient,
-                           target: Target, jobs: int,
-                           streamed: Callable[[Location, str, int], BlobSource]) -> None:
-    """Copy each subject's attachments the target lacks (``streamed`` gives a blob's bytes from its source);
-    each subject's ``written`` and ``error`` say what happened."""
-    found: list[tuple[Subject, ResolvedImage]] = []
-    seen: set[tuple[str, str]] = set()  # (repository, digest): two tags of one image share its attachments
-    listings = Listings()
-
-    async def look(subject: Subject) -> None:
-        async def have(reference: str, digest: str) -> bool:
-            there = await client.head_manifest(subject.repository, reference)
-            return there is not None and there.digest == digest
-
-        try:
-            location = sources.locate(subject.ref)
-            source = await pool.get(location.host)
-            for item in await find(source, location.repository, subject.digests, have, listings=listings):
-                if (subject.repository, item.manifest.digest) not in seen:
-                    seen.add((subject.repository, item.manifest.digest))
-                    found.append((subject, _as_image(subject.ref, location, item)))
-        except MirrorError as exc:
-            subject.error = exc
-
-    await each(subjects, look, jobs)
-    if not found:
-        return
-    plans = [ImagePlan.of(attachment.record(), target.prefix) for _, attachment in found]
-    presence = Presence(plans)
-    await presence.survey(client, jobs)
-    await presence.mount_known(client, jobs)
-    delivery = Delivery(target, client, plans, presence, jobs)
-    origins = {digest: (attachment.location, size)
-               for _, attachment in found for digest, size in attachment.blobs.items()}
-
-    async def place(digest: str) -> None:
-        location, size = origins[digest]
-        await delivery.place_blob(digest, size, streamed(location, digest, size))
-
-    async with anyio.create_task_group() as group:
-        for _, attachment in found:
-            if attachment.top.digest not in delivery.manifests:
-                delivery.manifest_arrived(attachment.top, group)
-        group.start_soon(each, sorted(presence.missing_blobs), place, jobs)
-    await delivery.tag_all(plans)
-    await _index_referrers(delivery, plans)
-    for (subject, attachment), plan in zip(found, plans):
-        failure = delivery.report.failures.get(plan.record.source)
-        if failure is not None:
-            subject.error = subject.error or MirrorError(f"its attachment {plan.target} was not copied: {failure}")
-        else:
-            subject.written.append(attachment.ref.tag or attachment.top.digest)

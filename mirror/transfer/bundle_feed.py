@@ -11,9 +11,11 @@ handed over as soon as it is read.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 import anyio
 import anyio.from_thread
@@ -25,7 +27,9 @@ from ..model.oci import Manifest
 from ..registry.download import CHUNK_SIZE as CHUNK
 from ..registry.upload import BlobSource
 from ..units import MIB
-from .deliver import Delivery
+
+if TYPE_CHECKING:
+    from .fanout import FanOut
 
 IN_MEMORY_LIMIT = 1 * MIB  # blobs up to this size are spooled in memory ...
 MEMORY_BUDGET = 64 * MIB  # ... while the in-memory spool stays under this
@@ -116,27 +120,39 @@ class FileSpool:
 
 
 class BundleFeed:
-    """One pass over ``reader`` delivering what ``wanted`` names (blobs) and every planned manifest."""
+    """One pass over ``reader`` delivering the blobs the targets want and every planned manifest (a pipeline
+    feed: pipeline.py)."""
 
-    def __init__(self, reader: BundleReader, delivery: Delivery, wanted: set[str], window: int, spool_dir: Path):
-        self.reader, self.delivery, self.to_upload = reader, delivery, wanted
+    def __init__(self, reader: BundleReader, window: int, spool_in: Path | None):
+        self.reader = reader
         self.window_size = window
         self.window = ByteWindow(window)
         self.memory = ByteWindow(MEMORY_BUDGET)
-        self.spool_dir = spool_dir
+        self.spool_in = spool_in  # --spool-dir; None: $TMPDIR
+        self.spool_dir = Path()  # a directory of this run's own in ``spool_in``, while running
         self.group: Any = None
+        self.delivery: Any = None  # the FanOut fed, once running
+        self.to_upload: set[str] = set()
 
-    async def run(self) -> None:
-        delivery = self.delivery
-        async with anyio.create_task_group() as group:
-            self.group = group
-            try:
-                await anyio.to_thread.run_sync(self._read_all)
-            except MirrorError as exc:
-                delivery.fatal = exc
-            bundle = self.reader.path
-            delivery.fail_unreached(
-                lambda digest: IntegrityError(f"{digest} is not in {bundle} (truncated or incomplete)"))
+    def size(self, digest: str) -> int:
+        return self.reader.manifest.blobs.get(digest, 0)
+
+    async def run(self, sink: FanOut) -> None:
+        self.delivery = delivery = sink
+        self.to_upload = sink.wanted
+        self.spool_dir = Path(tempfile.mkdtemp(prefix="mirror-push-", dir=self.spool_in))
+        try:
+            async with anyio.create_task_group() as group:
+                self.group = group
+                try:
+                    await anyio.to_thread.run_sync(self._read_all)
+                except MirrorError as exc:
+                    delivery.fatal = exc
+                bundle = self.reader.path
+                delivery.fail_unreached(
+                    lambda digest: IntegrityError(f"{digest} is not in {bundle} (truncated or incomplete)"))
+        finally:
+            shutil.rmtree(self.spool_dir, ignore_errors=True)
 
     def _read_all(self) -> None:
         """Runs in a worker thread: the tar is read sequentially, work goes to the loop."""
@@ -250,19 +266,26 @@ class BundleFeed:
             await self.delivery.place_blob(digest, size, one_shot(digest, receive))
 
 
-def one_shot(digest: str, receive: Any) -> BlobSource:
-    """A source read from ``receive`` once; marked ``once`` so a fan-out copies it rather than re-reading."""
+def one_shot(digest: str, receive: Any, again: Callable[[], AsyncIterator[bytes]] | None = None) -> BlobSource:
+    """A source read from ``receive`` once; marked ``once`` so a fan-out copies it rather than re-reading.
+
+    A second attempt (an upload retried) reads ``again`` when there is one (a source registry), and lets
+    ``receive`` go so whoever feeds it is not held up; else it fails (a bundle is read in one pass).
+    """
     used = False
 
     def source() -> AsyncIterator[bytes]:
         nonlocal used
+        if used and again is not None:
+            receive.close()
+            return again()
         if used:
             raise MirrorError(f"blob {digest} is larger than the spool window and cannot be "
                               "retried in this pass; re-run push (or raise --window)")
         used = True
         return _chunks_from(receive)
 
-    source.once = True  # type: ignore[attr-defined]
+    source.once = again is None  # type: ignore[attr-defined]
     return source
 
 

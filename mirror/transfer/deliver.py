@@ -77,6 +77,8 @@ class Delivery:
         self.manifests: dict[str, Manifest] = {}  # every manifest handed over, by digest
         self.uploading: set[str] = set()  # blobs handed over whose upload has not finished
         self.fatal: MirrorError | None = None
+        self.to_upload: set[str] | None = None  # blobs the feed must send; None: whatever the survey found missing
+        self.in_hand: list[Manifest] = []  # manifests had before the feed runs (a delta's, from another repository)
         self.refused: dict[int, MirrorError] = {}  # id(plan) -> why it must not be tagged (refuse())
         self.present_before: dict[str, set[str]] = defaultdict(set)  # repository -> manifests there at the survey
         for (digest, repository), outcome in presence.outcomes.items():

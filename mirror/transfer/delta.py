@@ -39,7 +39,7 @@ from .tasks import each
 class Base:
     ids: list[str] = field(default_factory=list)
     digests: set[str] = field(default_factory=set)
-    registries: dict[str, str] = field(default_factory=dict)  # inventory id -> HOST[/PREFIX]
+    registries: dict[str, str] = field(default_factory=dict)  # inventory id -> HOST[/PREFIX] (several: ", "-joined)
     names: dict[str, str] = field(default_factory=dict)  # id -> the name of the file given (have.json)
     images: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (created, digest), newest kept
 
@@ -116,10 +116,10 @@ class BaseSources:
 
 
 def base_warnings(bundle: BundleManifest, target: Target) -> list[str]:
-    """Base inventories taken of another registry or prefix than the one pushed to."""
+    """Base inventories taken of another registry or prefix than the one pushed to (or of several, none of them it)."""
     return [f"this delta's base inventory {base_id} was taken of {address}, not {target.address}: "
             "it may lack what the bundle leaves out" for base_id, address in sorted(bundle.base_registry.items())
-            if address != str(target.address)]
+            if str(target.address) not in address.split(", ")]  # an inventory of several names them all
 
 
 async def require_base(client: RegistryClient, bundle: BundleManifest, plans: list[ImagePlan],

@@ -1,12 +1,14 @@
-"""One read of a bundle, several registries written: a Delivery's face over one Delivery per target.
+"""One read of a source, several registries written: a Delivery's face over one Delivery per target.
 
-BundleFeed reads the tar once and hands each blob and manifest to what it
-thinks is one Delivery; FanOut passes it to every target that still needs
-it, concurrently. A target that fails (its registry gone, a refused upload)
-fails alone: the others go on, and reading stops only once every target is
-gone. A blob too large for the spool window reaches the feed as a one-shot
-stream; it is copied to each target's own bounded stream, so the slowest
-target sets the pace and a failed one is dropped.
+A feed (pipeline.py) reads its source once and hands each blob and manifest
+to what it thinks is one Delivery; FanOut passes it to every target that
+still needs it, concurrently. A target that fails (its registry gone, a
+refused upload) fails alone: the others go on, and reading stops only once
+every target is gone. A stream that must be read once for every target (a
+blob too large for push's spool window, marked ``once``; a blob streamed
+from a source registry, marked ``tee``) is copied to each target's own
+bounded stream, so the slowest target sets the pace and a failed one is
+dropped; a target retrying a ``tee`` blob reads its source again.
 """
 
 from __future__ import annotations
@@ -80,15 +82,16 @@ class FanOut:
             if digest in delivery.uploading and delivery not in targets and delivery.fatal is not None:
                 delivery.uploading.discard(digest)
                 delivery.presence.fail_blob(digest, delivery.fatal)
-        if len(targets) == 1 or not getattr(source, "once", False):
+        once = getattr(source, "once", False)
+        if len(targets) == 1 or not (once or getattr(source, "tee", False)):
             async with anyio.create_task_group() as group:
                 for delivery in targets:
                     group.start_soon(delivery.place_blob, digest, size, source)
             return
-        await self._tee(digest, size, source, targets)
+        await self._tee(digest, size, source, targets, again=None if once else source)
 
-    async def _tee(self, digest: str, size: int, source: Any, targets: list[Delivery]) -> None:
-        """A one-shot stream copied into one bounded stream per target."""
+    async def _tee(self, digest: str, size: int, source: Any, targets: list[Delivery], again: Any) -> None:
+        """One read of ``source`` copied into one bounded stream per target; a retry reads ``again``."""
         streams = [anyio.create_memory_object_stream[Any](TEE_BUFFER) for _ in targets]
 
         async def pump() -> None:
@@ -114,7 +117,7 @@ class FanOut:
 
         async def deliver(delivery: Delivery, receive: Any) -> None:
             with receive:
-                await delivery.place_blob(digest, size, one_shot(digest, receive))
+                await delivery.place_blob(digest, size, one_shot(digest, receive, again))
 
         async with anyio.create_task_group() as group:
             group.start_soon(pump)

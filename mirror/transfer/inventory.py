@@ -10,6 +10,11 @@ Without a selection every repository of the catalog is read; its name is
 mapped back to the source image (``model.target.source_name``), and
 repositories that mirror did not lay out (outside the prefix, or names
 ``target_repository`` never produces) are left out.
+
+An inventory of several registries (``common``) holds what every one of them
+holds: an image only where each has it at the same digest, a digest only where
+each has it. A delta pulled against it leaves out nothing any of them lacks, so
+it pushes to each of them (docs/delta.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+import httpx
+
 from .. import __version__
 from ..clock import utc_now
 from ..errors import IntegrityError, NotFoundError, UsageError
@@ -35,6 +42,7 @@ from .plan import Target
 from .tasks import each
 
 INVENTORY_FORMAT = 1
+SEVERAL_FORMAT = 2  # adds ``registries``: written only for several, so one registry's file stays version 1
 INVENTORY_KIND = "mirror-inventory"
 
 
@@ -48,13 +56,29 @@ class Inventory:
     tool_version: str = __version__
     skipped_tags: dict[str, int] = field(default_factory=dict)  # repository -> entries of its tag list that are
     # no tags (not part of the content: said when taken, never written)
+    registries: list[str] = field(default_factory=list)  # taken of several: every HOST[:PORT][/PREFIX], the
+    # first also in ``registry`` and ``prefix``; empty for one
+
+    @classmethod
+    def common(cls, inventories: list["Inventory"]) -> "Inventory":
+        """What every one of ``inventories`` holds: the images each has at the same digest, the digests each has."""
+        first, *others = inventories
+        if not others:
+            return first
+        images = {source: digest for source, digest in first.images.items()
+                  if all(other.images.get(source) == digest for other in others)}
+        digests = first.digests.intersection(*(other.digests for other in others))
+        return cls(first.registry, first.prefix, images, digests,
+                   registries=[inventory.address for inventory in inventories])
 
     @property
     def address(self) -> str:
-        return str(RegistryAddress(self.registry, self.prefix))
+        """Where it was taken: HOST[:PORT][/PREFIX], or several joined by ", " (a bundle's ``base_registry``)."""
+        return ", ".join(self.registries) or str(RegistryAddress(self.registry, self.prefix))
 
     def _content(self) -> dict[str, Any]:
         return {"registry": self.registry, "prefix": self.prefix,
+                **({"registries": self.registries} if self.registries else {}),
                 "images": [{"source": s, "digest": d} for s, d in sorted(self.images.items())],
                 "digests": sorted(self.digests)}
 
@@ -64,7 +88,8 @@ class Inventory:
         return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
     def to_json(self) -> bytes:
-        doc = {"kind": INVENTORY_KIND, "format_version": INVENTORY_FORMAT, "id": self.id,
+        version = SEVERAL_FORMAT if self.registries else INVENTORY_FORMAT
+        doc = {"kind": INVENTORY_KIND, "format_version": version, "id": self.id,
                "created": self.created, "tool_version": self.tool_version, **self._content()}
         return json.dumps(doc, indent=2).encode() + b"\n"
 
@@ -75,9 +100,10 @@ class Inventory:
             return UsageError(f"inventory {path}: {name}: {why}")
 
         version = doc.get("format_version")
-        if type(version) is not int or version != INVENTORY_FORMAT:  # noqa: E721 - True and 1.0 are no version
+        # True and 1.0 are no version
+        if type(version) is not int or version not in (INVENTORY_FORMAT, SEVERAL_FORMAT):  # noqa: E721
             raise UsageError(f"inventory {path}: format version {_shown(version)} is not supported "
-                             f"(mirror {__version__} reads version {INVENTORY_FORMAT})")
+                             f"(mirror {__version__} reads versions {INVENTORY_FORMAT} and {SEVERAL_FORMAT})")
         registry, prefix = doc.get("registry"), doc.get("prefix", "")
         if not isinstance(registry, str) or not HOST_PATTERN.fullmatch(registry):
             raise bad("registry", f"expected HOST[:PORT], found {_shown(registry)}")
@@ -103,7 +129,14 @@ class Inventory:
         for number, digest in enumerate(digests):
             if not _is_digest(digest):
                 raise bad(f"digests[{number}]", f"expected sha256:<64 hex>, found {_shown(digest)}")
-        inventory = cls(registry, prefix, images, set(digests), created=created, tool_version=tool_version)
+        registries = _list(doc, "registries", bad) if version == SEVERAL_FORMAT else []
+        for number, address in enumerate(registries):
+            if not isinstance(address, str) or not _is_address(address):
+                raise bad(f"registries[{number}]", f"expected HOST[:PORT][/PREFIX], found {_shown(address)}")
+        if version == SEVERAL_FORMAT and len(registries) < 2:
+            raise bad("registries", f"expected two or more, found {len(registries)}")
+        inventory = cls(registry, prefix, images, set(digests), created=created, tool_version=tool_version,
+                        registries=registries)
         if doc.get("id") != inventory.id:
             raise UsageError(f"inventory {path}: its id does not match its content (edited or damaged)")
         return inventory
@@ -120,6 +153,13 @@ def _is_digest(value: Any) -> bool:
     try:
         return isinstance(value, str) and bool(digest_hex(value))
     except IntegrityError:
+        return False
+
+
+def _is_address(text: str) -> bool:
+    try:
+        return str(RegistryAddress.parse(text)) == text  # as ``address`` writes it: no scheme, no slashes around
+    except UsageError:
         return False
 
 
@@ -194,6 +234,23 @@ async def take_inventory(client: RegistryClient, target: Target, selection: list
 
     await each(sorted(wanted), one, jobs)
     return inventory
+
+
+async def take_inventories(targets: list[Target], selection: list[Reference] | None, jobs: int,
+                           keep: Callable[[str], bool] = lambda source: True,
+                           http_transport: httpx.AsyncBaseTransport | None = None) -> list[Inventory]:
+    """``take_inventory`` of each target, all at once, in order (``Inventory.common`` unites them). Any
+    target failing fails the whole: what they all hold is unknown without each."""
+    taken = [Inventory(target.host, target.prefix, {}, set()) for target in targets]
+
+    async def take(index: int) -> None:
+        target = targets[index]
+        async with RegistryClient(target.host, target.settings, http_transport=http_transport) as client:
+            await client.ping()
+            taken[index] = await take_inventory(client, target, selection, jobs, keep)
+
+    await each(range(len(targets)), take, len(targets))
+    return taken
 
 
 MAX_DOCUMENT = 64 << 20  # an inventory or mirror-bundle.json: as a bundle's own manifest (bundle/reader.py)

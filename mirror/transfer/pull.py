@@ -308,7 +308,9 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                     request.images, progress, lambda image: (resolved(image), attached.look_up(image, first)))
             attached.settle(resolution)
             fetch.no_more()
-            images = resolution.images + [artifact_image(artifact) for artifact in kit.artifacts]
+            # The kit first: it is all in the work dir by now, so the writer copies it while the images
+            # still download, instead of after the last of them
+            images = [artifact_image(artifact) for artifact in kit.artifacts] + resolution.images
             failures = {**resolution.failures, **request.kit_failures, **kit.failures}
             causes = {**resolution.causes, **request.kit_causes, **kit.causes}
             deferred = resolution.deferred

@@ -1,16 +1,16 @@
 """``mirror push``: stream a bundle into a registry in one pass, never unpacked.
 
 plan (``mirror-bundle.json``, the bundle's first entry: which repository each
-image goes to, what it needs) -> survey (what the registry has; mounts
-across repositories) -> feed (one pass over the tar, blobs re-hashed and
-uploaded within a byte window) -> deliver (manifests after their children,
-tags last and only for complete images).
+image goes to, what it needs) -> survey (what each registry has; mounts
+across repositories) -> the delivery pipeline (pipeline.py), fed by one pass
+over the tar (bundle_feed.py: blobs re-hashed and uploaded within a byte
+window), every registry at once: manifests after their children, tags last
+and only for complete images, attachments after their images.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,20 +19,19 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ..attach.keys import Verifier
+from ..attach.keys import Verdict, Verifier
 from ..bundle.format import BundleManifest
 from ..bundle.reader import BundleReader
 from ..diskspace import Space
 from ..errors import MirrorError
-from ..model.oci import Manifest
 from ..progress import Progress
 from ..registry.client import RegistryClient
 from ..units import MIB
-from .attachments import report_signatures, tag_in_order
+from .attachments import judge_at_target, report_signatures
 from .bundle_feed import BundleFeed
 from .deliver import Delivery, DeliveryReport, image_entry
 from .delta import base_warnings, require_base
-from .fanout import FanOut
+from .pipeline import deliver, subjects_written
 from .plan import ImagePlan, Target, plan_images
 from .survey import Presence, tagged_in_place
 from .tasks import each
@@ -61,9 +60,7 @@ class PushRequest:
 class _Prepared:
     """One target surveyed and ready for the bundle's bytes."""
 
-    delivery: Delivery
-    to_upload: set[str]
-    copies: list[Manifest]  # manifests a delta omits, from another repository of the target
+    delivery: Delivery  # its in_hand: manifests a delta omits, from another repository of the target
     in_place: list[ImagePlan]  # tagged already: nothing to do
     every_plan: list[ImagePlan]  # the bundle's records, in place or not: signatures are checked on all
 
@@ -115,32 +112,23 @@ async def _push(request: PushRequest, reader: BundleReader, clients: list[Regist
             prepared[index] = _failed(targets[index], reader, exc)
 
     await each(range(len(targets)), prepare, len(targets))
-    ready = [p for p in prepared if isinstance(p, _Prepared)]
-    if any(p.to_upload or p.delivery.presence.missing_manifests for p in ready):
-        fan = FanOut([p.delivery for p in ready], [p.to_upload for p in ready])
-        spool_dir = Path(tempfile.mkdtemp(prefix="mirror-push-", dir=request.spool_dir))
-        try:
-            blobs = reader.manifest.blobs
-            pending = sum(blobs.get(d, 0) for p in ready for d in p.to_upload)
-            with progress.bar(pending, "uploading") as bar:
-                async with anyio.create_task_group() as group:
-                    for p in ready:
-                        p.delivery.progress = bar.update
-                        for copy in p.copies:
-                            p.delivery.manifest_arrived(copy, group)
-                    await BundleFeed(reader, fan, fan.wanted, request.window, spool_dir).run()
-        finally:
-            shutil.rmtree(spool_dir, ignore_errors=True)
+    ready = {id(p.delivery): p for p in prepared if isinstance(p, _Prepared)}
+    verdicts: dict[int, dict[str, Verdict]] = {}
 
-    async def finish(p: _Prepared) -> None:
-        """The images tagged, then their attachments; the ones in place listed; their signatures said."""
-        verdicts = await tag_in_order(p.delivery, reader.manifest, p.every_plan, request.verify_keys)
+    async def judge(delivery: Delivery) -> None:
+        verdicts[id(delivery)] = await judge_at_target(delivery, reader.manifest, ready[id(delivery)].every_plan,
+                                                       request.verify_keys)
+
+    def in_place(delivery: Delivery) -> set[tuple[str, str]]:
+        return subjects_written(ready[id(delivery)].in_place, delivery.report.failures)
+
+    await deliver([p.delivery for p in ready.values()], BundleFeed(reader, request.window, request.spool_dir),
+                  progress, before_tags=judge, in_place=in_place)
+    for p in ready.values():  # the ones in place listed; every image's signatures said
         report = p.delivery.report
         report.images += [{**image_entry(p.delivery.target, plan), "change": "unchanged"} for plan in p.in_place
                           if plan.record.source not in report.failures]
-        report_signatures(report, reader.manifest, verdicts)
-
-    await each(ready, finish, len(ready) or 1)
+        report_signatures(report, reader.manifest, verdicts[id(p.delivery)])
     return [p.delivery.report if isinstance(p, _Prepared) else p for p in prepared]
 
 
@@ -166,8 +154,10 @@ async def _prepare(request: PushRequest, target: Target, reader: BundleReader, c
     if request.space_check:  # before any upload; the data dir is the first target's (the registry `up` manages)
         _check_space(request, manifest, to_upload, presence,
                      request.registry_data_dir if target is request.target else None)
-    copies = [await client.get_manifest(repository, digest) for digest, repository in sources.manifests.items()]
-    return _Prepared(delivery, to_upload, copies, in_place, every_plan)
+    delivery.to_upload = to_upload
+    delivery.in_hand = [await client.get_manifest(repository, digest)
+                        for digest, repository in sources.manifests.items()]
+    return _Prepared(delivery, in_place, every_plan)
 
 
 def _failed(target: Target, reader: BundleReader, error: MirrorError) -> DeliveryReport:

@@ -27,7 +27,7 @@ from ..clock import parse_time, utc_now
 from ..errors import exit_code_of, leaves, reported_error
 from ..model.cron import CronSchedule
 from ..progress import Progress
-from .sync import ACTIONS, SyncRequest, SyncResult
+from .sync_result import ACTIONS, SyncRequest, SyncResult, runs_to_json
 
 if TYPE_CHECKING:
     from .sync_bundle import BundleTarget
@@ -84,15 +84,15 @@ class Reports:
 
 
 def run_sync(request: SyncRequest, progress: Progress, bundle: "BundleTarget | None" = None,
-             topology: dict | None = None) -> SyncResult:
-    """One run, into the request's registry or, for an air gap, into a delta bundle."""
+             topology: dict | None = None) -> list[SyncResult]:
+    """One run, into the request's registries (a result each) or, for an air gap, into a delta bundle."""
     if bundle is not None:
         from .sync_bundle import sync_to_bundle
 
-        return anyio.run(sync_to_bundle, request, bundle, progress, topology)
-    from .sync import sync
+        return [anyio.run(sync_to_bundle, request, bundle, progress, topology)]
+    from .sync import sync_all
 
-    return anyio.run(sync, request, progress)
+    return anyio.run(sync_all, request, progress)
 
 
 def serve(config: Path, schedule: Schedule, reports: Reports, jobs: int, log: Callable[[str], None]) -> None:
@@ -120,12 +120,15 @@ def _run(config: Path, jobs: int, reports: Reports, log: Callable[[str], None]) 
         for note in job.notes:
             log(note.removeprefix("mirror: "))
         with job.lock():
-            result = run_sync(job.request, Progress(True), job.bundle)
-        reports.add(result.to_json())
-        counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
-        skipped = sum(entry.count for entry in result.skipped_tags)
-        log(f"run {result.run_id}: {result.result} (exit {int(result.exit_code)}): {counts or 'nothing to do'}"
-            + (f"; {skipped} listed tag(s) that are no tags skipped (see the report)" if skipped else ""))
+            results = run_sync(job.request, Progress(True), job.bundle)
+        reports.add(runs_to_json(results))
+        for result in results:
+            counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
+            skipped = sum(entry.count for entry in result.skipped_tags)
+            to = f" to {result.target}" if len(results) > 1 else ""
+            log(f"run {result.run_id}{to}: {result.result} (exit {int(result.exit_code)}): "
+                f"{counts or 'nothing to do'}"
+                + (f"; {skipped} listed tag(s) that are no tags skipped (see the report)" if skipped else ""))
     except Exception as exc:
         # A MirrorError or an OSError, alone or in the exception group of a task group; anything else is a bug.
         failed = reported_error(exc)

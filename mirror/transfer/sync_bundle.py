@@ -30,7 +30,8 @@ from ..runlock import RunLock
 from .delta import Base, load_base
 from .pull import PullRequest, pull
 from .resolve import Resolver
-from .sync import ImageResult, SyncRequest, SyncResult, wanted_images
+from .sync import wanted_images
+from .sync_result import ImageResult, SyncRequest, SyncResult
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
@@ -99,7 +100,7 @@ async def sync_to_bundle(request: SyncRequest, bundle: BundleTarget, progress: P
 
 def _landing(base: Base) -> Callable[[Reference], str]:
     """Where an image lands when the bundle is pushed to the registry the base came from (if it names one)."""
-    registries = set(base.registries.values())
+    registries = {address for named in base.registries.values() for address in named.split(", ")}  # several: each
     if len(registries) != 1:
         return _source
     address = RegistryAddress.parse(registries.pop(), "--base")

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import regex
 import yaml
@@ -27,14 +27,14 @@ from ..model.semver import Range
 from ..model.target import RegistryAddress
 from ..model.upstream import SourceMap, SourceMirror
 from ..registry.settings import Credentials, RegistrySettings, connections_for
-from ..runlock import RunLock
+from ..runlock import RunLock, all_held
 from .plan import Target
 from .selection import TagPattern, TagSelection
 from .selection import SyncImage
-from .sync import RETAG_POLICIES, SyncRequest
+from .sync_result import RETAG_POLICIES, SyncRequest
 from .sync_bundle import NAME_RULE, BundleTarget, bad_name
 
-TOP_KEYS = {"target", "sources", "platforms", "images", "interval", "schedule", "keep_going"}
+TOP_KEYS = {"target", "targets", "sources", "platforms", "images", "interval", "schedule", "keep_going"}
 REGISTRY_TARGET_KEYS = {"registry", "ca_file", "insecure", "plain_http", "username", "password"}
 BUNDLE_TARGET_KEYS = {"bundle", "base", "name"}
 TARGET_KEYS = REGISTRY_TARGET_KEYS | BUNDLE_TARGET_KEYS
@@ -68,13 +68,14 @@ class SyncJob:
         """``file:line: key:`` of a top-level key, for a mistake found after reading (exit 2 lines)."""
         return f"{self.path}:{self.lines[key]}: {key}:" if key in self.lines else f"{self.path}: {key}:"
 
-    def lock(self) -> RunLock:
-        """One run at a time per config and target registry, or per bundle directory whoever names it."""
+    def lock(self) -> ContextManager[object]:
+        """One run at a time per config and target registry (each of them), or per bundle directory
+        whoever names it."""
         if self.bundle is not None:
             return self.bundle.lock()
         assert self.request.target is not None
-        address = self.request.target.address
-        return RunLock(f"sync {self.path.resolve()} -> {address}", f"sync to {address}")
+        return all_held([RunLock(f"sync {self.path.resolve()} -> {target.address}", f"sync to {target.address}")
+                         for target in self.request.targets])
 
 
 def parse_interval(text: str) -> float:
@@ -243,7 +244,22 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     reader = _Reader(path, secrets, lists)
     top = reader.mapping(None, "", document, TOP_KEYS)
     target: Target | None = None
-    if "target" in top:
+    also: list[Target] = []
+    if "target" in top and "targets" in top:
+        raise reader.error(top, "targets", "give target (one) or targets (a list), not both")
+    if "targets" in top:
+        items = top["targets"]
+        if not isinstance(items, list) or not items:
+            raise reader.error(top, "targets", "targets: expected a list of registries ({registry: HOST[:PORT]"
+                                               "[/PREFIX], ...}); a bundle target is `target:`")
+        checked_all = [_target(reader, reader.mapping(top, "targets", item, REGISTRY_TARGET_KEYS), jobs,
+                               read_secrets=bundle is None) for item in items]
+        addresses = [str(t.address) for t in checked_all]
+        if len(set(addresses)) != len(addresses):
+            raise reader.error(top, "targets", f"{', '.join(addresses)}: each registry once")
+        if bundle is None:
+            target, *also = checked_all
+    elif "target" in top:
         mapping = reader.mapping(top, "target", top["target"], TARGET_KEYS)
         if "bundle" in mapping:
             configured = _bundle_target(reader, mapping)
@@ -252,7 +268,7 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
             checked = _target(reader, mapping, jobs, read_secrets=bundle is None)
             target = None if bundle else checked
     elif bundle is None:
-        raise reader.error(top, None, "target: missing (a registry to sync into, or a bundle directory)")
+        raise reader.error(top, None, "target: missing (a registry to sync into, or a bundle directory; targets: several registries)")
     sources, settings_for = _sources(reader, top, jobs)
     platforms = []
     for text in reader.strings(top, "platforms"):
@@ -289,7 +305,8 @@ def load_config(path: Path, *, jobs: int = 8, dry_run: bool = False, keep_going:
     keep_going = keep_going or reader.flag(top, "keep_going")
     request = SyncRequest(images, target, sources, settings_for, platforms=platforms, jobs=jobs,
                           dry_run=dry_run, keep_going=keep_going, config_sha256=hashlib.sha256(data).hexdigest(),
-                          selections=selections, prune=list(dict.fromkeys(ref.name for ref in pruned)))
+                          selections=selections, prune=list(dict.fromkeys(ref.name for ref in pruned)),
+                          also=tuple(also))
     return SyncJob(path, request, bundle, interval, schedule, reader.env_names, reader.notes,
                    list(dict.fromkeys(reader.files)),
                    list(dict.fromkeys(reader.secret_files)), dict(top.lines))

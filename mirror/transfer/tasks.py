@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Iterable, TypeVar
+import contextlib
+from typing import AsyncIterator, Awaitable, Callable, Iterable, TypeVar
 
 import anyio
+import anyio.abc
 
 T = TypeVar("T")
 
@@ -23,10 +25,17 @@ async def each(items: Iterable[T], work: Callable[[T], Awaitable[object]], limit
         for item in iterator:  # one event loop: no two workers take the same item
             await work(item)
 
+    async with task_group() as group:
+        for _ in range(max(1, limit)):
+            group.start_soon(worker)
+
+
+@contextlib.asynccontextmanager
+async def task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """anyio's task group, whose one exception propagates as itself (several at once stay a group)."""
     try:
         async with anyio.create_task_group() as group:
-            for _ in range(max(1, limit)):
-                group.start_soon(worker)
+            yield group
     except BaseExceptionGroup as raised:
         if len(raised.exceptions) == 1:
             raise raised.exceptions[0] from None

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 
 import httpx
 import pytest
@@ -210,6 +211,56 @@ def test_a_large_file_comes_in_parallel_ranges_and_one_short_range_keeps_nothing
     assert not again.exists() and "nothing kept" in result.stderr
 
 
+def test_the_other_ranges_are_asked_for_while_the_first_still_streams(kit_upstream, tmp_path):
+    """The first range's answer gives the size: the rest is asked for then, not after its 8 MiB arrived."""
+    from mirror.kit.fetcher import FIRST_RANGE, SEGMENTS
+
+    data = hashlib.shake_256(b"a large kit file").digest(2 * FIRST_RANGE)
+    kit_upstream.host.files["/other/images.tar.zst"] = data
+    all_asked, seen, others, lock = threading.Event(), [], [], threading.Lock()
+
+    def hold_the_first(start):
+        if start == 0:  # its headers are out: hold its body until the others came (a bound, should they not)
+            seen.append(all_asked.wait(30))
+            return None
+        with lock:
+            others.append(start)
+            if len(others) == SEGMENTS:
+                all_asked.set()
+        return None
+
+    kit_upstream.host.on_range = hold_the_first
+    url = f"{kit_upstream.host.url}/other/images.tar.zst#sha256={hashlib.sha256(data).hexdigest()}"
+    result, bundle = pull(kit_upstream, tmp_path, "--no-charts", "--no-files", "--file", url)
+    assert result.returncode == 0, result.stderr
+    assert seen == [True]
+
+
+def test_a_range_cut_short_ends_the_download_naming_it_and_keeps_nothing(kit_upstream, tmp_path):
+    """The other ranges stop at their next piece; the error is the cut range's, and no partial file stays."""
+    from mirror.kit.fetcher import FIRST_RANGE
+
+    data = hashlib.shake_256(b"a large kit file").digest(2 * FIRST_RANGE)
+    kit_upstream.host.files["/other/images.tar.zst"] = data
+    cut = threading.Event()
+
+    def cut_the_last(start):
+        if start == len(data) - FIRST_RANGE // 8:  # the last of the 8 ranges after the first
+            cut.set()
+            return 1000
+        cut.wait(30)  # the others go on only once it was cut: they stop for it, not end before it
+        return None
+
+    kit_upstream.host.on_range = cut_the_last
+    url = f"{kit_upstream.host.url}/other/images.tar.zst#sha256={hashlib.sha256(data).hexdigest()}"
+    result, bundle = pull(kit_upstream, tmp_path, "--no-charts", "--no-files", "--file", url)
+    assert not bundle.exists()
+    assert result.returncode == 4, result.stderr  # a truncated download, as a tampered one
+    assert f"cut short at byte {len(data) - FIRST_RANGE // 8 + 1000}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / f".{bundle.name}.work").rglob(".kit-*"))
+
+
 def test_extract_writes_the_kit_that_sha256sum_checks(kit_upstream, tmp_path):
     result, bundle = pull(kit_upstream, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -292,6 +343,25 @@ def test_the_rke_release_of_another_kubernetes_version_comes_from_rancher_metada
                         "--no-charts", "-o", tmp_path / "rke.tar.zst", "-q", env=env)
     assert result.returncode == 0, result.stderr
     assert files_of(tmp_path / "rke.tar.zst") == [("rke_linux-amd64", "v1.3.99")]
+
+
+def test_the_rke_release_read_from_rancher_metadata_is_cached_for_offline_runs(kit_upstream, tmp_path):
+    """As the image lists are: a later --offline-lists run finds the RKE release without the metadata host."""
+    kubernetes = "v1.99.9-rancher1-1"
+    kit_upstream.host.files["/kdm/release-v2.7/data.json"] = json.dumps({
+        "K8sVersionRKESystemImages": {kubernetes: {"etcd": "rancher/mirrored-coreos-etcd:v3.9.9"}},
+        "K8sVersionInfo": {kubernetes: {"minRKEVersion": "1.3.99"}}}).encode()
+    rke = {"rke_linux-amd64": b"\x7fELF a later rke\n"}
+    kit_upstream.release("rancher/rke", "v1.3.99", {**rke, "sha256sum.txt": sums(rke)})
+    env = {**kit_upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    args = ["pull", "--mode", "rke", "--kubernetes-version", kubernetes, "--exclude", ".", "--no-charts", "-q"]
+    assert run_mirror(*args, "-o", tmp_path / "first.tar.zst", env=env).returncode == 0
+    del kit_upstream.host.files["/kdm/release-v2.7/data.json"]
+    asked = len(kit_upstream.host.requests)
+    result = run_mirror(*args, "--offline-lists", "-o", tmp_path / "again.tar.zst", env=env)
+    assert result.returncode == 0, result.stderr
+    assert files_of(tmp_path / "again.tar.zst") == [("rke_linux-amd64", "v1.3.99")]
+    assert not any(path.startswith("/kdm/") for path in kit_upstream.host.requests[asked:])
 
 
 def test_dry_run_names_the_kit_and_fetches_none_of_it(kit_upstream, tmp_path):

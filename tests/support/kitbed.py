@@ -23,6 +23,7 @@ import sys
 import tarfile
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
@@ -60,6 +61,9 @@ class KitHost:
         self.requests: list[str] = []
         self.ranges = True  # answers Range requests (and says so), as GitHub's release storage does
         self.ranges_asked = 0
+        # Called with a range's first byte between its answer's headers and body (it may wait): a number returned
+        # is how many bytes of the body are sent before the connection is cut
+        self.on_range: Callable[[int], int | None] | None = None
         host = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,6 +83,9 @@ class KitHost:
                 self.send_header("Content-Length", str(len(body if body is not None else b"")))
                 self.end_headers()
                 if body_too and body is not None:
+                    ranged = host.ranges and span.startswith("bytes=")
+                    if ranged and host.on_range and (cut := host.on_range(start)) is not None:
+                        body = body[:cut]
                     self.wfile.write(body)
 
             def do_GET(self):

@@ -100,3 +100,12 @@ async def test_sync_copies_from_source_to_target_then_finds_nothing_to_do(source
     again = await sync(request, QUIET)
     assert [i.action for i in again.images] == ["unchanged", "unchanged"]
     assert destination.writes() == writes
+
+
+async def test_a_spool_dir_that_is_not_there_fails_the_push_before_any_blob_as_itself(source, tmp_path):
+    result = await pulled(source, tmp_path, "lib/app:1.0")
+    registry = FakeRegistry()
+    with pytest.raises(FileNotFoundError):  # the error itself (the CLI's one line), not a task group's
+        await push(PushRequest(result.bundle.path, target(), spool_dir=tmp_path / "gone", space_check=False,
+                               http_transport=registry), QUIET)
+    assert registry.writes() == []

@@ -6,14 +6,14 @@ import pytest
 
 from mirror.errors import ExitCode, ImagesFailed
 from mirror.model.reference import Reference
-from mirror.model.target import RegistryAddress
+from mirror.model.target import RegistryAddress, backup_tag
 from mirror.model.upstream import SourceMap
 from mirror.progress import Progress
 from mirror.registry.settings import RegistrySettings
 from mirror.transfer.plan import Target
 from mirror.transfer.pull import PullRequest, pull
 from mirror.transfer.selection import SyncImage
-from mirror.transfer.sync import SyncRequest, backup_tag, sync
+from mirror.transfer.sync import SyncRequest, sync
 from support.fake_registry import FakeRegistry, answer, by_host
 from support.images import image, seed
 
