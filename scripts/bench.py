@@ -32,6 +32,11 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
                   binary from a release host behind the same link): the time the kit adds against
                   its bytes over the site's link (they download in parallel with the images); the
                   pulls with and without it alternate 3 times, the fastest of each compared
+  attachments     the small images over the WAN, unsigned and with every image signed (cosign's .sig,
+                  .att, .sbom and an OCI 1.1 referrer), and signed with --no-attachments, in turns 3
+                  times: the time carrying them adds against their bytes over the site's link plus one
+                  round trip per image, and against the request floor (a tag list per image and a GET
+                  per attachment manifest, 8 small requests in flight)
 
 Two floors besides skopeo: the CPU the registries themselves spend on a loopback run, spread
 over this machine's cores (no client finishes sooner here), and for runs with nothing to do,
@@ -518,10 +523,85 @@ def sync(bench: Bench) -> list[Row]:
             Row("sync", "no-change run", again.wall_s, "start-up floor", start.wall_s, "")]
 
 
+def attachments(bench: Bench) -> list[Row]:
+    """The small corpus over the WAN unsigned, signed, and signed with --no-attachments: the time carrying
+    what is attached adds, against their bytes over the site's link plus one round trip per image.
+
+    Two registries of their own (signing changes a corpus other scenarios read) seeded with the same
+    images, each registered as a source so it gets its far-away twin. The three pulls take turns,
+    ATTACHMENT_ROUNDS times, and each one's quickest counts: on a shared host one run alone says little."""
+    from support import signing
+
+    generated = corpus.generate_corpus(bench.work / "corpus", bench.spec("small"))
+    images_file = bench.runs / "attachments-images.txt"
+    sources: dict[str, Source] = {}
+    for kind in ("unsigned", "signed"):
+        registry = testbed.start_registry(bench.runs / f"attachments-{kind}")
+        bench.stack.callback(registry.stop)
+        seeded = corpus.seed_registry(registry.host, generated)
+        sources[kind] = bench.sources[f"attachments-{kind}"] = Source(registry, seeded, images_file)
+    corpus.write_image_list(seeded, images_file, "scripts/bench.py attachments corpus")
+    hosts = {kind: bench.remote(f"attachments-{kind}") for kind in sources}
+    fetched, manifests = sign_every_image(sources["signed"].registry.host, seeded, signing)
+
+    def pull(name: str, kind: str, bundle: str, *extra: str) -> Step:
+        return measure(name, [*MIRROR, "pull", "--images-file", str(images_file),
+                              *corpus.source_mirror_args(hosts[kind]), "--quiet", *extra,
+                              "-o", str(bench.runs / f"attachments-{bundle}.tar.zst")],
+                       registries=[sources[kind].registry])
+
+    runs: dict[str, list[Step]] = {"skipped": [], "plain": [], "attached": []}
+    for turn in range(ATTACHMENT_ROUNDS):
+        runs["skipped"].append(pull("pull signed --no-attachments", "signed", f"skipped-{turn}", "--no-attachments"))
+        runs["plain"].append(pull("pull unsigned", "unsigned", f"plain-{turn}"))
+        runs["attached"].append(pull("pull signed", "signed", f"attached-{turn}"))
+    skipped, plain, attached = (min(steps, key=lambda step: step.wall_s) for steps in runs.values())
+    network, images = bench.network, len(seeded.images)
+    allowance = fetched / network.site_rate + images * network.rtt
+    floor = fetched / network.site_rate + (images + manifests) * network.rtt / SMALL_REQUESTS_IN_FLIGHT
+    report("attachments", sources["signed"], [step for steps in zip(*runs.values()) for step in steps],
+           f"{network.describe()}; {4 * images} attachments, {fetched / 1e6:.2f} MB in {manifests} manifests and "
+           f"their blobs; allowance {allowance:.2f} s (their bytes / site rate + one round trip per image), "
+           f"request floor {floor:.2f} s (their bytes / site rate + a tag list per image and a GET per manifest, "
+           f"{SMALL_REQUESTS_IN_FLIGHT} at a time); each pull's quickest of {ATTACHMENT_ROUNDS} counts")
+    return [Row("attachments", "over plain", attached.wall_s - plain.wall_s, "bytes/rate + N x RTT", allowance,
+                "<= 1x", attached.peak_rss_kb),
+            Row("attachments", "over no-att", attached.wall_s - skipped.wall_s, "bytes/rate + N x RTT", allowance,
+                "<= 1x"),
+            Row("attachments", "over no-att", attached.wall_s - skipped.wall_s, "request floor", floor, "")]
+
+
+ATTACHMENT_ROUNDS = 3
+SMALL_REQUESTS_IN_FLIGHT = 8  # to one registry at the default -j 16 (registry/transport.py), besides blob transfers
+
+
+def sign_every_image(host: str, seeded: corpus.Corpus, signing) -> tuple[int, int]:
+    """cosign's signature, attestation and SBOM of every image, and an OCI 1.1 referrer listed in the
+    referrers tag schema (the registry has no referrers API); returns the bytes a pull of them fetches
+    and the number of manifests among them."""
+    signer, fetched, manifests = signing.Signer(), 0, 0
+    for image in seeded.images:
+        writer = signing.Source(host, image.repository)
+        name = f"index.docker.io/{image.source.split('/', 1)[1].rsplit(':', 1)[0]}"
+        subject = signing.Pushed(image.digest, seeded.sizes[image.digest], image.media_type)
+        pushed = [writer.sign(image.digest, signer, name), writer.attest(image.digest, signer, name),
+                  writer.sbom(image.digest), writer.referrer(subject)]
+        index = writer.client.get(f"/v2/{image.repository}/manifests/sha256-{image.digest.split(':')[1]}",
+                                  headers={"Accept": signing.OCI_INDEX})
+        fetched, manifests = fetched + len(index.content), manifests + 1 + len(pushed)  # with the tag schema's index
+        for attachment in pushed:
+            manifest = writer.client.get(f"/v2/{image.repository}/manifests/{attachment.digest}",
+                                         headers={"Accept": attachment.media_type}).json()
+            fetched += attachment.size + sum(d["size"] for d in [manifest["config"], *manifest["layers"]])
+        writer.client.close()
+    return fetched, manifests
+
+
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "loopback-large": loopback_large, "wan-large": wan_large, "wan-small": wan_small,
     "loopback-small": loopback_small, "push-small": push_small, "push-large": push_large,
     "push-fanout": push_fanout, "delta": delta, "sync": sync, "kit": kit,
+    "attachments": attachments,
 }
 
 

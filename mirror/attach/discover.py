@@ -1,10 +1,12 @@
-"""Find what is attached to an image in its source registry: every lookup at once, one round trip deep.
+"""Find what is attached to an image in its source registry, in a few requests whatever its platforms.
 
-For each subject (the image's digest and each of its platform manifests) cosign's three
-tags are HEADed (free on Docker Hub) and the referrers API asked, falling back to the
-referrers tag schema where the registry does not serve it. Only what exists is then
-fetched. Nothing found is not an error; a registry failing a lookup is (the image fails,
-rather than crossing the gap without the signature a policy will ask for).
+The repository's tags are listed once (``Listings``, shared by a run): of cosign's three tags
+and the referrers tag schema's for each subject (the image's digest and each of its platform
+manifests), only those listed are fetched, each with one GET. The referrers API is asked per
+subject until the registry shows it does not serve it (then the listing answers for the tag
+schema). Nothing found is not an error; a registry failing a lookup is (the image fails, rather
+than crossing the gap without the signature a policy will ask for). A registry that will not
+list tags is asked with a HEAD (free on Docker Hub) per candidate tag instead.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import AsyncIterator, Awaitable, Callable
 import anyio
 import anyio.abc
 
-from ..errors import IntegrityError, MirrorError, leaves
+from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, leaves
 from ..model.oci import Manifest, digest_hex
 from ..registry.client import RegistryClient
 from .cosign import MAX_PAYLOAD, SIMPLE_SIGNING, TAG_KINDS, artifact_type, referrer_kind, tag_for
@@ -43,31 +45,94 @@ class Found:
 GetManifest = Callable[[str, str], Awaitable[Manifest]]  # (repository, reference) -> the manifest
 
 
+class Listings:
+    """What one run learned of its source registries, asked once however many images share it:
+    each repository's tags and whether each registry serves the referrers API."""
+
+    def __init__(self) -> None:
+        self._tags: dict[tuple[str, str], set[str] | None] = {}  # (host, repository) -> its tags
+        self._listing: dict[tuple[str, str], anyio.Event] = {}  # being listed -> set when done
+        self._serves_referrers: dict[str, bool] = {}  # host -> whether it serves the referrers API
+        self._probing: dict[str, anyio.Event] = {}  # host -> set once its first referrers answer is in
+
+    async def tags(self, client: RegistryClient, repository: str) -> set[str] | None:
+        """The repository's tags; None where the registry will not list them, or lists none (a
+        repository holding the image has some: a registry that lists nothing is not believed)."""
+        key = (client.host, repository)
+        while key not in self._tags and key in self._listing:
+            await self._listing[key].wait()
+        if key in self._tags:
+            return self._tags[key]
+        self._listing[key] = done = anyio.Event()
+        try:
+            try:
+                self._tags[key] = set(await client.list_tags(repository)) or None
+            except (AuthError, RegistryError):  # listing refused (ECR wants a right pulls do not need), too
+                self._tags[key] = None  # large, failing: each candidate is HEADed, and fails there if it must
+        finally:
+            del self._listing[key]
+            done.set()
+        return self._tags[key]
+
+    async def referrers(self, client: RegistryClient, repository: str, subject: str) -> list[dict] | None:
+        """The referrers API's list for ``subject``; None where the registry does not serve it, which
+        its first answer tells for every later subject (the others wait for that answer)."""
+        host = client.host
+        while host not in self._serves_referrers and host in self._probing:
+            await self._probing[host].wait()
+        if host in self._serves_referrers:
+            return await client.referrers(repository, subject) if self._serves_referrers[host] else None
+        self._probing[host] = done = anyio.Event()
+        try:
+            listed = await client.referrers(repository, subject)
+            self._serves_referrers[host] = listed is not None
+        finally:
+            del self._probing[host]
+            done.set()
+        return listed
+
+
 async def find(client: RegistryClient, repository: str, subjects: list[str],
                have: Callable[[str, str], Awaitable[bool]] | None = None,
-               get: GetManifest | None = None) -> list[Found]:
+               get: GetManifest | None = None, listings: Listings | None = None) -> list[Found]:
     """Every attachment of every subject, each once (cosign's tags first, then referrers).
 
     ``have(reference, digest)``, when given, says the destination holds it already (under
     that tag, or by that digest): it is not fetched (a GET Docker Hub would count).
     ``get`` fetches a manifest (default: the client's GET; pull's pays from its rate limit budget).
+    ``listings``: what the run knows of the registry already (default: asked afresh).
     """
     found: dict[tuple[str, str | None], list[Found]] = {}
     get = get or client.get_manifest
+    listings = listings or Listings()
+
+    async def tagged(tag: str, held: Callable[[str, str], Awaitable[bool]] | None = None) -> Manifest | None:
+        """The manifest under ``tag``, unless ``held`` says the destination has it. Only a tag the
+        listing names is asked for (any, without a listing), with a GET at once where nothing needs
+        its digest first (a HEAD, else: ``held``, or a 404 without a listing)."""
+        tags = await listings.tags(client, repository)
+        if tags is not None and tag not in tags:
+            return None
+        if tags is not None and held is None:
+            try:
+                return await get(repository, tag)
+            except NotFoundError:
+                return None  # deleted since it was listed
+        there = await client.head_manifest(repository, tag)
+        if there is None or (held and await held(tag, there.digest)):
+            return None
+        return await get(repository, there.digest)
 
     async def cosign_tag(subject: str, suffix: str) -> None:
-        tag = tag_for(subject, suffix)
-        there = await client.head_manifest(repository, tag)
-        if there is not None and not (have and await have(tag, there.digest)):
-            manifest = await get(repository, there.digest)
-            if not manifest.is_index:
-                found[subject, suffix] = [Found(subject, TAG_KINDS[suffix], manifest, tag, artifact_type(manifest))]
+        manifest = await tagged(tag_for(subject, suffix), have)
+        if manifest is not None and not manifest.is_index:
+            found[subject, suffix] = [Found(subject, TAG_KINDS[suffix], manifest, tag_for(subject, suffix),
+                                            artifact_type(manifest))]
 
     async def referrers(subject: str) -> None:
-        listed = await client.referrers(repository, subject)
+        listed = await listings.referrers(client, repository, subject)
         if listed is None:  # no referrers API: the referrers tag schema, if anyone wrote it
-            there = await client.head_manifest(repository, tag_for(subject))
-            index = await get(repository, there.digest) if there is not None else None
+            index = await tagged(tag_for(subject))
             listed = index.document.get("manifests") or [] if index is not None and index.is_index else []
         digests = [entry.get("digest") for entry in listed[:MAX_REFERRERS] if isinstance(entry, dict)]
         digests = [d for d in digests if _is_digest(d) and not (have and await have(d, d))]

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import anyio
 
 from ..attach.cosign import MAX_PAYLOAD
-from ..attach.discover import Found, find, payloads
+from ..attach.discover import Found, Listings, find, payloads
 from ..attach.keys import ABSENT, PRESENT, VERIFIED, Verdict, Verifier, judge, verdict_reason
 from ..attach.referrers import index_referrers
 from ..bundle.format import Attached, BundleManifest, ImageRecord, attachments_of, is_cosign_signature
@@ -53,6 +53,7 @@ class PullAttachments:
         self.failed: dict[int, MirrorError] = {}
         self.deferred: dict[int, str] = {}  # id(image) -> the rate limit that left its attachments for later
         self.verdicts: dict[str, Verdict] = {}  # image source -> its signatures
+        self.listings = Listings()  # each repository's tags listed once, however many images share it
 
     def look_up(self, image: ResolvedImage, group: Any) -> None:
         if self.enabled:
@@ -63,7 +64,8 @@ class PullAttachments:
             client = await self.pool.get(image.location.host)
             repository = image.location.repository
             subjects = [*subjects_of(image), *(child.digest for child in image.children)]
-            found = await find(client, repository, subjects, get=functools.partial(self._manifest, client))
+            found = await find(client, repository, subjects, get=functools.partial(self._manifest, client),
+                               listings=self.listings)
             attachments = [as_image(image.ref, image.location, item) for item in found]
             for item, attachment in zip(found, attachments):
                 if self.keys and item.tag is not None and item.kind == "signature":
@@ -78,8 +80,9 @@ class PullAttachments:
             failed.exit_code = exc.exit_code  # an error class's own arguments (a host, a directory) are not ours
             self.failed[id(image)] = failed
 
-    async def _manifest(self, client: RegistryClient, repository: str, digest: str) -> Manifest:
-        return await stored_manifest(client, repository, digest, self.store, self.budget, digest)
+    async def _manifest(self, client: RegistryClient, repository: str, reference: str) -> Manifest:
+        digest = reference if reference.startswith("sha256:") else None  # else cosign's tag, or the schema's
+        return await stored_manifest(client, repository, reference, self.store, self.budget, digest)
 
     def settle(self, resolution: Resolution) -> None:
         """Each image followed by its attachments; images whose lookup failed, or (with keys) whose

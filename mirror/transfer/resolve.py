@@ -132,13 +132,8 @@ class Resolver:
         return image
 
     async def _top(self, ref: Reference, location: Location, client: RegistryClient) -> Manifest:
-        """The manifest ``ref`` names; on a metered registry its tag is HEADed (free) to find it stored."""
-        digest, media_type = ref.digest, None
-        if digest is None and self.store is not None and self.budget is not None and self.budget.limits(location.host):
-            head = await client.head_manifest(location.repository, ref.identifier)
-            if head is not None:
-                digest, media_type = head.digest, head.media_type
-        return await self._manifest(client, location.repository, ref.identifier, digest, media_type)
+        """The manifest ``ref`` names (by tag: found stored, on a metered registry, by a HEAD)."""
+        return await self._manifest(client, location.repository, ref.identifier, ref.digest, None)
 
     async def _manifest(self, client: RegistryClient, repository: str, reference: str, digest: str | None,
                         media_type: str | None) -> Manifest:
@@ -235,7 +230,12 @@ def _narrow_index(index: Manifest, keep: list[Descriptor]) -> Manifest:
 async def stored_manifest(client: RegistryClient, repository: str, reference: str, store: BlobStore | None,
                           budget: Budget | None, digest: str | None = None, media_type: str | None = None) -> Manifest:
     """From the work dir when ``digest`` is there (a rerun pays no pull twice), else a GET (a pull from
-    ``budget``, when there is one) kept there as it arrives: a deferred run's rerun has it."""
+    ``budget``, when there is one) kept there as it arrives: a deferred run's rerun has it. Without
+    ``digest``, a registry that meters pulls is asked for the tag's with a HEAD (free) first."""
+    if digest is None and store is not None and budget is not None and budget.limits(client.host):
+        head = await client.head_manifest(repository, reference)
+        if head is not None:
+            digest, media_type = head.digest, head.media_type
     if digest is not None and store is not None and store.has(digest):
         return Manifest.from_bytes(store.read(digest), media_type)
     if budget is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..attach.discover import find, payloads
+from ..attach.discover import Listings, find, payloads
 from ..attach.keys import INVALID, Verdict, Verifier, judge
 from ..errors import MirrorError
 from ..model.reference import Reference
@@ -54,13 +54,15 @@ async def signatures_at_source(images: list[ResolvedImage], pool: ClientPool, ke
                                jobs: int) -> list[Verdict]:
     """Each image's cosign signatures as its source holds them, judged (a failed lookup is ``invalid``)."""
     verdicts: dict[int, Verdict] = {}
+    listings = Listings()  # each repository's tags listed once
 
     async def one(item: tuple[int, ResolvedImage]) -> None:
         index, image = item
         signed, repository = subjects_of(image), image.location.repository
         try:
             client = await pool.get(image.location.host)
-            found = [f for f in await find(client, repository, sorted(signed)) if f.tag and f.kind == "signature"]
+            found = [f for f in await find(client, repository, sorted(signed), listings=listings)
+                     if f.tag and f.kind == "signature"]
             signatures = [(f.manifest, await payloads(client, repository, f.manifest)) for f in found]
             verdicts[index] = judge(signed, image.ref.name, signatures, keys)
         except MirrorError as exc:
@@ -73,7 +75,8 @@ async def signatures_at_source(images: list[ResolvedImage], pool: ClientPool, ke
 async def copy_attachments(targets: list[AttachTo], sources: SourceMap, pool: ClientPool, jobs: int) -> None:
     """Copy each subject's attachments its target lacks, every target from one read of each blob;
     each subject's ``written`` and ``error`` say what happened."""
-    await each(targets, lambda to: _look_up(to, sources, pool, jobs), len(targets) or 1)
+    listings = Listings()  # the sources' tags listed once for every target
+    await each(targets, lambda to: _look_up(to, sources, pool, jobs, listings), len(targets) or 1)
     alone = len(targets) == 1
     deliveries: list[Delivery] = []
     for to in [to for to in targets if to.found]:
@@ -109,7 +112,7 @@ async def copy_attachments(targets: list[AttachTo], sources: SourceMap, pool: Cl
                 subject.written.append(attachment.ref.tag or attachment.top.digest)
 
 
-async def _look_up(to: AttachTo, sources: SourceMap, pool: ClientPool, jobs: int) -> None:
+async def _look_up(to: AttachTo, sources: SourceMap, pool: ClientPool, jobs: int, listings: Listings) -> None:
     """The attachments of ``to``'s subjects that its target lacks (what it has is not fetched)."""
     seen: set[tuple[str, str]] = set()  # (repository, digest): two tags of one image share its attachments
 
@@ -121,7 +124,7 @@ async def _look_up(to: AttachTo, sources: SourceMap, pool: ClientPool, jobs: int
         try:
             location = sources.locate(subject.ref)
             source = await pool.get(location.host)
-            for item in await find(source, location.repository, subject.digests, have):
+            for item in await find(source, location.repository, subject.digests, have, listings=listings):
                 if (subject.repository, item.manifest.digest) not in seen:
                     seen.add((subject.repository, item.manifest.digest))
                     to.found.append((subject, as_image(subject.ref, location, item)))
