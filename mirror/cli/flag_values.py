@@ -150,6 +150,8 @@ def verifiers(paths: list[Path] | None, trusted_root: Path | None = None, identi
               issuer: str | None = None, *, no_attachments: bool = False) -> list:
     """What may vouch for an image's signature: the --verify-key files and the keyless identity, loaded
     (a UsageError names a file that is no public key or trusted root)."""
+    if not paths and trusted_root is None and identity is None and issuer is None:
+        return []  # nothing to load: a pull, push or sync without them skips importing the X.509 parser
     from ..attach.keyless import load_keyless
     from ..attach.keys import load_keys
 

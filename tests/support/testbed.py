@@ -301,7 +301,7 @@ def _wait_ready(registry: Registry, timeout: float = 20) -> None:
                 return
         except OSError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.02)  # it answers ~50 ms after the start: a coarser poll adds most of a step to every test
     registry.stop()
     raise RuntimeError(f"docker-registry on port {registry.port} did not answer within {timeout}s")
 
