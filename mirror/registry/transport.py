@@ -18,6 +18,7 @@ import ipaddress
 import itertools
 import json
 import random
+import re
 import ssl
 import time
 import urllib.request
@@ -48,6 +49,7 @@ MAX_REDIRECTS = 5
 MAX_DETAIL = 300  # characters of a registry's error message quoted in ours
 IDENTITY = {"Accept-Encoding": "identity"}  # on every request: nothing compressed comes back to decode
 _REDIRECTS = (301, 302, 303, 307, 308)
+_ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)  # a URL with its own scheme and host
 
 T = TypeVar("T")
 Content = Union[bytes, Callable[[], AsyncIterator[bytes]], None]
@@ -122,6 +124,7 @@ class Transport:
         self.settings = settings
         scheme = "http" if settings.plain_http else "https"
         self.base_url = httpx.URL(f"{scheme}://{endpoint_host(host)}")
+        self._origin = str(self.base_url).rstrip("/")  # what url() puts before a path
         self._backoff_base = BACKOFF_BASE if backoff_base is None else backoff_base
         self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
         # Blob bodies and small requests (manifests, HEADs, tokens, upload sessions) queue apart:
@@ -148,6 +151,10 @@ class Transport:
         await self._http.aclose()
 
     def url(self, path: str) -> httpx.URL:
+        """``path`` on this registry. A path from the root is put after the origin and parsed once:
+        ``join`` parses three times (httpx checks every character each time), a cost per request."""
+        if path.startswith("/") and not path.startswith("//"):
+            return httpx.URL(self._origin + path)
         return self.base_url.join(path)
 
     def location(self, response: httpx.Response, what: str) -> httpx.URL:
@@ -162,8 +169,10 @@ class Transport:
 
         It may be on another origin; ``authorized`` sends no credentials there.
         """
+        target = target.strip()
         try:
-            url: httpx.URL | None = response.url.join(target.strip())
+            # An absolute target (an upload's Location, long with its state) is parsed once, not joined.
+            url: httpx.URL | None = httpx.URL(target) if _ABSOLUTE.match(target) else response.url.join(target)
         except httpx.InvalidURL:
             url = None
         if url is None or url.scheme not in ("http", "https") or not url.host:
