@@ -103,6 +103,7 @@ class RegistryClient:
         try:
             if response.status_code != 200:
                 if absent_ok:
+                    await self._transport.discard(response)
                     return response, None
                 raise await self._transport.failure(response, what)
             limit = oci.MAX_MANIFEST_SIZE

@@ -47,6 +47,7 @@ BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 60.0
 MAX_REDIRECTS = 5
 MAX_DETAIL = 300  # characters of a registry's error message quoted in ours
+MAX_DRAINED = 4096  # bytes of an unwanted answer's declared body read to keep its connection (``discard``)
 IDENTITY = {"Accept-Encoding": "identity"}  # on every request: nothing compressed comes back to decode
 _REDIRECTS = (301, 302, 303, 307, 308)
 _ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)  # a URL with its own scheme and host
@@ -190,6 +191,21 @@ class Transport:
             raise RegistryError(f"{what}: {self.host} declared Content-Length {declared[:40]!r}, which is no "
                                 "length", response.status_code)
         return length
+
+    async def discard(self, response: httpx.Response) -> None:
+        """Close an answer whose body is not wanted. One declaring a short body (MAX_DRAINED bytes at
+        most) is read to its end first: its connection then serves the next request, where closing it
+        would cost a new one (referrers are asked per manifest, and distribution 2.8 answers 404 each)."""
+        try:
+            length = ascii_int(response.headers.get("content-length", ""))
+            if length is not None and length <= MAX_DRAINED and not response.is_stream_consumed:
+                guard = RateGuard(self.settings)
+                async for chunk in response.aiter_raw():
+                    guard.feed(len(chunk))
+        except (httpx.TransportError, httpx.StreamError, ssl.SSLError, Stalled):
+            pass  # the connection is closed below, as it would have been
+        finally:
+            await response.aclose()
 
     def same_origin(self, url: httpx.URL) -> bool:
         base = self.base_url
