@@ -189,7 +189,7 @@ class RegistryClient:
 
     def open_blob(self, repository: str, digest: str,
                   size: int | None = None) -> "contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]":
-        """The blob's bytes as an async iterator of ~1 MiB chunks (download.py ``Downloads.open``)."""
+        """The blob's bytes as an async iterator of chunks as they arrive (download.py ``Downloads.open``)."""
         return self._downloads.open(repository, digest, size)
 
     async def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:
