@@ -103,6 +103,7 @@ class RegistryClient:
         try:
             if response.status_code != 200:
                 if absent_ok:
+                    await self._transport.discard(response)
                     return response, None
                 raise await self._transport.failure(response, what)
             limit = oci.MAX_MANIFEST_SIZE
@@ -188,7 +189,7 @@ class RegistryClient:
 
     def open_blob(self, repository: str, digest: str,
                   size: int | None = None) -> "contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]":
-        """The blob's bytes as an async iterator of ~1 MiB chunks (download.py ``Downloads.open``)."""
+        """The blob's bytes as an async iterator of chunks as they arrive (download.py ``Downloads.open``)."""
         return self._downloads.open(repository, digest, size)
 
     async def mount_blob(self, repository: str, digest: str, from_repository: str) -> bool:

@@ -43,7 +43,8 @@ class Downloads:
     @contextlib.asynccontextmanager
     async def open(self, repository: str, digest: str,
                    size: int | None = None) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The blob's bytes as an async iterator of ~1 MiB chunks; the caller hashes them.
+        """The blob's bytes as an async iterator of chunks as they arrive (at most ~1 MiB each over
+        wire.py: not re-chunked, which would copy every byte once more); the caller hashes them.
 
         A body past the declared ``size`` or slower than the settings'
         ``min_rate`` fails the transfer (IntegrityError, RegistryError).
@@ -63,7 +64,7 @@ class Downloads:
             async def chunks() -> AsyncIterator[bytes]:
                 guard, received = RateGuard(self._transport.settings), 0
                 try:
-                    async for chunk in response.aiter_raw(CHUNK_SIZE):  # as stored: the digest is over these
+                    async for chunk in response.aiter_raw():  # as stored: the digest is over these
                         received += len(chunk)
                         if size is not None and received > size:
                             raise IntegrityError(f"{what}: {self._transport.host} sent more than the {size} bytes its "

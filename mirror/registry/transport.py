@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import http.cookiejar
 import ipaddress
 import itertools
 import json
 import random
+import re
 import ssl
 import time
 import urllib.request
@@ -46,8 +48,10 @@ BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 60.0
 MAX_REDIRECTS = 5
 MAX_DETAIL = 300  # characters of a registry's error message quoted in ours
+MAX_DRAINED = 4096  # bytes of an unwanted answer's declared body read to keep its connection (``discard``)
 IDENTITY = {"Accept-Encoding": "identity"}  # on every request: nothing compressed comes back to decode
 _REDIRECTS = (301, 302, 303, 307, 308)
+_ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)  # a URL with its own scheme and host
 
 T = TypeVar("T")
 Content = Union[bytes, Callable[[], AsyncIterator[bytes]], None]
@@ -113,6 +117,16 @@ class _ReleasingStream(httpx.AsyncByteStream):
                 release()
 
 
+class _CookieJar(http.cookiejar.CookieJar):
+    """httpx's cookie handling, skipped for answers that set no cookie (nearly all): for each answer
+    httpx builds urllib's view of it, its headers copied into an email message, ~20-40 us a request."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        answer = getattr(response, "response", None)  # the httpx.Response that httpx's wrapper holds
+        if answer is None or "set-cookie" in answer.headers or "set-cookie2" in answer.headers:
+            super().extract_cookies(response, request)
+
+
 class Transport:
     """Requests to one registry host. ``backoff_base`` overrides BACKOFF_BASE (tests use a tiny one)."""
 
@@ -122,6 +136,7 @@ class Transport:
         self.settings = settings
         scheme = "http" if settings.plain_http else "https"
         self.base_url = httpx.URL(f"{scheme}://{endpoint_host(host)}")
+        self._origin = str(self.base_url).rstrip("/")  # what url() puts before a path
         self._backoff_base = BACKOFF_BASE if backoff_base is None else backoff_base
         self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
         # Blob bodies and small requests (manifests, HEADs, tokens, upload sessions) queue apart:
@@ -136,6 +151,7 @@ class Transport:
             # The limiters do the queueing, so no pool timeout; a frozen peer fails the attempt.
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0), pool=None),
             trust_env=False,  # the environment's proxies are the mounts above
+            cookies=_CookieJar(),
             follow_redirects=False,
         )
 
@@ -148,6 +164,10 @@ class Transport:
         await self._http.aclose()
 
     def url(self, path: str) -> httpx.URL:
+        """``path`` on this registry. A path from the root is put after the origin and parsed once:
+        ``join`` parses three times (httpx checks every character each time), a cost per request."""
+        if path.startswith("/") and not path.startswith("//"):
+            return httpx.URL(self._origin + path)
         return self.base_url.join(path)
 
     def location(self, response: httpx.Response, what: str) -> httpx.URL:
@@ -162,8 +182,10 @@ class Transport:
 
         It may be on another origin; ``authorized`` sends no credentials there.
         """
+        target = target.strip()
         try:
-            url: httpx.URL | None = response.url.join(target.strip())
+            # An absolute target (an upload's Location, long with its state) is parsed once, not joined.
+            url: httpx.URL | None = httpx.URL(target) if _ABSOLUTE.match(target) else response.url.join(target)
         except httpx.InvalidURL:
             url = None
         if url is None or url.scheme not in ("http", "https") or not url.host:
@@ -181,6 +203,21 @@ class Transport:
             raise RegistryError(f"{what}: {self.host} declared Content-Length {declared[:40]!r}, which is no "
                                 "length", response.status_code)
         return length
+
+    async def discard(self, response: httpx.Response) -> None:
+        """Close an answer whose body is not wanted. One declaring a short body (MAX_DRAINED bytes at
+        most) is read to its end first: its connection then serves the next request, where closing it
+        would cost a new one (referrers are asked per manifest, and distribution 2.8 answers 404 each)."""
+        try:
+            length = ascii_int(response.headers.get("content-length", ""))
+            if length is not None and length <= MAX_DRAINED and not response.is_stream_consumed:
+                guard = RateGuard(self.settings)
+                async for chunk in response.aiter_raw():
+                    guard.feed(len(chunk))
+        except (httpx.TransportError, httpx.StreamError, ssl.SSLError, Stalled):
+            pass  # the connection is closed below, as it would have been
+        finally:
+            await response.aclose()
 
     def same_origin(self, url: httpx.URL) -> bool:
         base = self.base_url

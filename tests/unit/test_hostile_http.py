@@ -72,6 +72,28 @@ async def test_identical_repeated_content_lengths_count_as_one():
     assert server.connections == 1
 
 
+async def test_a_short_answer_to_an_optional_document_keeps_its_connection():
+    # distribution 2.8 answers every referrers request (one per manifest) with a short 404 page:
+    # its body is read, so the connection serves the next request instead of a new one per lookup.
+    reply = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\r\n404 page not found\n"
+    async with Scripted(lambda head, body, n: reply) as server, registry_client(server.port) as client:
+        for _ in range(3):
+            assert await client.referrers("lib/app", "sha256:" + "0" * 64) is None
+    assert server.connections == 1 and len(server.requests) == 3
+
+
+async def test_a_cookie_the_registry_sets_is_sent_back_to_it():
+    # Answers that set none skip httpx's cookie handling (transport.py _CookieJar); one that sets one still counts.
+    def reply(head, body, n):
+        cookie = b"Set-Cookie: route=node-2; Path=/\r\n" if n == 1 else b""
+        return b"HTTP/1.1 200 OK\r\n" + cookie + b"Content-Length: 0\r\n\r\n"
+
+    async with Scripted(reply) as server, registry_client(server.port) as client:
+        for _ in range(3):
+            await client.ping()
+    assert [b"cookie: route=node-2" in head.lower() for head, _ in server.requests] == [False, True, True]
+
+
 async def test_a_header_value_with_a_line_break_is_never_sent():
     async with Scripted(lambda head, body, n: b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") as server, \
             wire_client() as http:
