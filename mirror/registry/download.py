@@ -196,8 +196,8 @@ class _Download:
             self.downloads.ranges_refused = True
             self.error = None
             self.pieces.discard()
-            first = self.pieces.pieces[0]
-            first.end, first.done = self.pieces.size, anyio.Event()
+            first = self.pieces.pieces[0]  # asked for from byte 0 without a Range: what this source does right
+            first.end, first.held, first.done = self.pieces.size, 0, anyio.Event()
             await self._fetch_all()
         if isinstance(self.error, IntegrityError):
             self.forget()

@@ -36,7 +36,7 @@ from ..model.numbers import ascii_int
 from ..model.reference import endpoint_host
 from .auth import Authenticator
 from .credentials import AuthFiles
-from .settings import Credentials, RegistrySettings, calls_for
+from .settings import Credentials, RegistrySettings, calls_window, transfers_window
 from .window import Window
 from .wire import NEW_CONNECTION, MalformedAnswer, WireTransport
 
@@ -127,9 +127,10 @@ class Transport:
         self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
         # Blob bodies and small requests (manifests, HEADs, tokens, upload sessions) queue apart:
         # over a long link, resolving hundreds of images must not wait behind their downloads.
-        # Each window grows while the registry answers as fast as it did, up to its cap (window.py).
-        transfers, calls = max(1, settings.max_connections), calls_for(settings.max_connections)
-        self._transfers, self._calls = Window(transfers), Window(calls)
+        # Each window grows from its start while the registry answers as fast as it did (window.py).
+        (transfers_start, transfers), (calls_start, calls) = (transfers_window(settings.max_connections),
+                                                              calls_window(settings.max_connections))
+        self._transfers, self._calls = Window(transfers, transfers_start), Window(calls, calls_start)
         self._http = httpx.AsyncClient(
             # Direct connections go through wire.py (or ``http_transport``, injected: the tests' fake registry).
             transport=http_transport or WireTransport(tls_context(settings, alpn=("http/1.1",)),

@@ -22,7 +22,6 @@ from collections import deque
 
 import anyio
 
-START = 8  # requests in flight before the first answers (a browser opens 6 per host)
 RISE = 1.5  # a round this many times slower than the link's recent best: requests are queueing
 SLACK = 0.005  # seconds of scheduling noise not counted as queueing (a busy event loop, a loopback registry)
 LATENCY_BACKOFF = 0.75  # the window after a slower round, as a share of what it was
@@ -31,16 +30,19 @@ BASE_ROUNDS = 100  # the link's best latency is the least of this many recent ro
 
 
 class Window:
-    """A limiter whose size follows the registry's answers.
+    """A limiter whose size follows the registry's answers, between 1 and ``cap``.
 
+    It opens at ``start``, a number known to be safe; rising latency takes it
+    back towards ``start`` but not below (on a busy client, slow answers are
+    as often its own event loop as the registry), 429 and 503 down to one.
     ``acquire`` waits for a place and returns a ticket; the caller reports the
     answer (``answered`` with the seconds to its head, or ``overloaded``) and
     ``release``s the place when its body is done.
     """
 
-    def __init__(self, cap: int, start: int = START):
+    def __init__(self, cap: int, start: int):
         self.cap = max(1, cap)
-        self.limit = max(1, min(start, self.cap))
+        self.start = self.limit = max(1, min(start, self.cap))
         self.in_flight = 0
         self._waiters: deque[anyio.Event] = deque()
         self._sent = 0  # tickets handed out
@@ -108,7 +110,8 @@ class Window:
         if best is not None:
             self._bests.append(best)
         if base is not None and best is not None and best > base * RISE + SLACK:
-            self.limit = max(1, int(self.limit * LATENCY_BACKOFF))
+            if self.limit > self.start:
+                self.limit = max(self.start, int(self.limit * LATENCY_BACKOFF))
             self._slow_start = False
         elif full:
             self.limit = min(self.cap, self.limit * 2 if self._slow_start else self.limit + 1)

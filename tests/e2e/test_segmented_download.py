@@ -58,4 +58,4 @@ async def test_a_corrupt_range_fails_the_blob_and_leaves_nothing(proxy, tmp_path
         proxy.corrupt("/blobs/sha256:")
         with pytest.raises(IntegrityError, match="hash to"):
             await c.download_blob("lib/app", digest, partial, size=len(data), segments=4)
-    assert not partial.exists() and not list(tmp_path.glob("*.seg*"))
+    assert not partial.exists() and not list(tmp_path.glob("*.pieces"))
