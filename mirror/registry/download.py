@@ -209,9 +209,10 @@ class _Download:
 
     async def help(self) -> bool:
         """Split the piece with the most left and fetch its second half here; False when there is none."""
-        if not self.splittable():
+        try:
+            piece = self.pieces.split() if self.splittable() else None
+        except OSError:  # the work dir took no new piece file: the piece goes on as it was
             return False
-        piece = self.pieces.split()
         if piece is None:
             return False
         await self._run(piece)
@@ -266,12 +267,14 @@ class _Download:
                     return  # nothing after what we hold: the hash check decides
                 if status == 206 and headers and _range_start(response) == position:
                     mode = "ab"
-                elif status == 200 or (status == 206 and headers):
+                elif status == 200 and not headers:
+                    mode, self.hasher = "wb", hashlib.sha256()
+                elif status == 200 or (status == 206 and headers):  # a range answered with all, or another
                     if len(pieces.pieces) > 1:
-                        raise _NoRanges()  # the whole body, or another range: no pieces from this registry
+                        raise _NoRanges()
                     if status == 206:  # resuming the one piece: the partial file is kept for the next run
                         raise await self.transport.failure(response, what)
-                    mode, piece.held, self.hasher = "wb", 0, hashlib.sha256()
+                    mode, piece.held, self.hasher = "wb", 0, hashlib.sha256()  # all of it again
                 else:
                     raise await self.transport.failure(response, what)
                 _note_encoding(response, self.encodings)
