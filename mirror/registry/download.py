@@ -51,9 +51,9 @@ class Downloads:
         A body past the declared ``size`` or slower than the settings'
         ``min_rate`` fails the transfer (IntegrityError, RegistryError).
 
-        The open stream holds one of this client's ``max_connections`` slots
+        The open stream holds a place in this client's window of transfers
         until the block exits: copying within one registry, use a separate
-        client for the writes, or they can wait forever for a slot.
+        client for the writes, or they can wait forever for a place.
         """
         what = f"blob {digest} of {self.transport.host}/{repository}"
         response = await self.transport.request("GET", f"/v2/{repository}/blobs/{digest}",

@@ -60,7 +60,7 @@ async def test_the_window_never_falls_below_one():
         ticket = await window.acquire()
         window.overloaded(ticket)
         window.release()
-    assert window.limit == 1  # twenty halvings of 8, and still one request goes
+    assert window.limit == 1  # twenty 429s, and still one request goes at a time
 
 
 async def test_rising_latency_shrinks_the_window_back_to_its_start_not_below():
