@@ -224,9 +224,12 @@ class _Download:
         self.pieces.partial.unlink(missing_ok=True)
 
     async def _fetch_all(self) -> None:
-        async with anyio.create_task_group() as group:
-            for piece in self.pieces.pieces:
-                group.start_soon(self._run, piece)
+        if len(self.pieces.pieces) == 1:  # most blobs: no task group to pay for
+            await self._run(self.pieces.pieces[0])
+        else:
+            async with anyio.create_task_group() as group:
+                for piece in self.pieces.pieces:
+                    group.start_soon(self._run, piece)
         while waiting := next((p for p in self.pieces.pieces if not p.done.is_set()), None):
             await waiting.done.wait()  # taken by a helper
 
