@@ -11,9 +11,9 @@ multiplicative decrease, after a slow start that doubles).
 
 The rules are decided once a round: a round ends when as many requests sent
 after it began have been answered as the window held, about one round trip
-when the window is full; its fastest answer is its latency. The cap comes from configuration
-(``RegistrySettings``), so memory and connections stay bounded whatever the
-bundle; the window is never below one request.
+when the window is full; its fastest answer is its latency. Start and cap
+come from configuration (registry/settings.py), so memory and connections
+stay bounded whatever the bundle; the window is never below one request.
 """
 
 from __future__ import annotations
