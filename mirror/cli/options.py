@@ -18,7 +18,8 @@ PlainHttpOption = typer.Option(False, "--plain-http", help="Talk plain HTTP to t
 UsernameOption = typer.Option(None, "--username", "-u", help="Registry user; password from --password-stdin.")
 PasswordStdinOption = typer.Option(False, "--password-stdin", help="Read the registry password from standard input.")
 JobsOption = typer.Option(16, "--jobs", "-j", min=1, max=64,
-                          help="Concurrent transfers (at most 16 connections to one registry).")
+                          help="Concurrent transfers (to one registry at most 16 at first, 32 while it keeps "
+                               "answering as fast).")
 VerifyKeyOption = typer.Option(
     None, "--verify-key", metavar="COSIGN.PUB",
     help="Require each image to carry a cosign signature this PEM public key verifies (repeatable: any "

@@ -20,7 +20,7 @@ from ..model import oci
 from ..model.oci import Descriptor, Manifest, digest_hex
 from .auth import CATALOG_SCOPE, delete_scope, pull_scope, push_scope
 from .credentials import AuthFiles
-from .download import Downloads
+from .download import Downloads, Unfinished
 from .settings import RegistrySettings
 from .transport import RateGuard, Stalled, Transport, describe
 from .upload import BlobSource, Uploads
@@ -182,10 +182,11 @@ class RegistryClient:
         return length
 
     async def download_blob(self, repository: str, digest: str, partial: Path, *, size: int | None = None,
-                            progress: Callable[[int], None] | None = None, segments: int = 1) -> None:
+                            progress: Callable[[int], None] | None = None, segments: int = 1,
+                            unfinished: Unfinished | None = None) -> None:
         """Stream a blob into ``partial``, resuming from what it holds; verify its sha256 (download.py)."""
         await self._downloads.download(repository, digest, partial, size=size, progress=progress,
-                                       segments=segments)
+                                       segments=segments, unfinished=unfinished)
 
     def open_blob(self, repository: str, digest: str,
                   size: int | None = None) -> "contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]":

@@ -4,7 +4,9 @@ The pull's work dir is its resume point, so a download continues a partial
 file with a Range request, is cut one chunk past the descriptor's size, is
 cut and resumed when slower than the settings' min_rate, and ends once
 give_up_after seconds pass without a byte. Large blobs may come as parallel
-ranges, each resumable in a file of its own, joined and hashed in order.
+ranges, and a connection left with nothing to do near the end of a pull takes
+over half of what the largest range has left; each range is resumable in a
+file of its own (pieces.py), and the blob is joined and hashed in order.
 Bodies are kept as sent, never decoded: the digest is over the stored bytes.
 """
 
@@ -15,7 +17,7 @@ import hashlib
 import itertools
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator, Callable
 
 import anyio
 import httpx
@@ -24,9 +26,9 @@ from ..errors import IntegrityError, RegistryError
 from ..model.numbers import ascii_int
 from ..model.oci import digest_hex
 from .auth import pull_scope
+from .pieces import CHUNK_SIZE, SPLIT_MIN, Piece, Pieces, hash_file
 from .transport import RateGuard, Stalled, Transport, content_encoding, describe
 
-CHUNK_SIZE = 1 << 20
 SEGMENTED_MIN = 32 << 20  # blobs from this size on may be fetched as parallel ranges
 
 
@@ -38,7 +40,8 @@ class Downloads:
     """The blob downloads of one registry, over its transport."""
 
     def __init__(self, transport: Transport):
-        self._transport = transport
+        self.transport = transport
+        self.ranges_refused = False  # the registry answered a range with something else: no more ranges asked
 
     @contextlib.asynccontextmanager
     async def open(self, repository: str, digest: str,
@@ -49,25 +52,25 @@ class Downloads:
         A body past the declared ``size`` or slower than the settings'
         ``min_rate`` fails the transfer (IntegrityError, RegistryError).
 
-        The open stream holds one of this client's ``max_connections`` slots
+        The open stream holds a place in this client's window of transfers
         until the block exits: copying within one registry, use a separate
-        client for the writes, or they can wait forever for a slot.
+        client for the writes, or they can wait forever for a place.
         """
-        what = f"blob {digest} of {self._transport.host}/{repository}"
-        response = await self._transport.request("GET", f"/v2/{repository}/blobs/{digest}",
+        what = f"blob {digest} of {self.transport.host}/{repository}"
+        response = await self.transport.request("GET", f"/v2/{repository}/blobs/{digest}",
                                                  scopes=[pull_scope(repository)], stream=True, follow=True,
                                                  what=what)
         try:
             if response.status_code != 200:
-                raise await self._transport.failure(response, what)
+                raise await self.transport.failure(response, what)
 
             async def chunks() -> AsyncIterator[bytes]:
-                guard, received = RateGuard(self._transport.settings), 0
+                guard, received = RateGuard(self.transport.settings), 0
                 try:
                     async for chunk in response.aiter_raw():  # as stored: the digest is over these
                         received += len(chunk)
                         if size is not None and received > size:
-                            raise IntegrityError(f"{what}: {self._transport.host} sent more than the {size} bytes its "
+                            raise IntegrityError(f"{what}: {self.transport.host} sent more than the {size} bytes its "
                                                  "descriptor declares")
                         guard.feed(len(chunk))
                         yield chunk
@@ -78,154 +81,233 @@ class Downloads:
         finally:
             await response.aclose()
 
-
     async def download(self, repository: str, digest: str, partial: Path, *, size: int | None = None,
-                       progress: Callable[[int], None] | None = None, segments: int = 1) -> None:
+                       progress: Callable[[int], None] | None = None, segments: int = 1,
+                       unfinished: Unfinished | None = None) -> None:
         """Stream a blob into ``partial``, resuming from what it holds; verify its sha256.
 
         With ``segments`` > 1, a blob of SEGMENTED_MIN bytes or more is fetched
-        as that many ranges at once (each resumable in a file of its own,
-        joined into ``partial`` and hashed in order at the end): one capped
-        connection would otherwise set the pace of the largest layers. A
-        registry that does not answer ranges gets one stream instead.
+        as that many ranges at once: one capped connection would otherwise set
+        the pace of the largest layers. While it downloads, the blob is in
+        ``unfinished``, where a connection with nothing else to do may take
+        over half of what a range has left (``Unfinished.help``). Ranges are
+        pieces on disk, each resumable (pieces.py), joined and hashed in order
+        at the end. A registry that answers a range with the whole body, or
+        with another range, gets one stream instead, and no ranges after.
 
         ``size`` is what the descriptor declares: a body going past it is cut
         there, so a lying source costs at most one chunk more than declared.
         A body slower than the settings' ``min_rate`` is cut and resumed;
         attempts stop once ``give_up_after`` seconds pass without a byte.
         ``progress(n)`` gets the bytes as they arrive over the network (bytes
-        already in ``partial`` are not reported). On a digest mismatch the
-        partial file is deleted, so the next run downloads afresh.
+        already on disk are not reported). On a digest mismatch the partial
+        file is deleted, so the next run downloads afresh.
         """
         digest_hex(digest)
-        what = f"blob {digest} of {self._transport.host}/{repository}"
-        url = f"/v2/{repository}/blobs/{digest}"
-        partial = Path(partial)
-        encodings: set[str] = set()  # Content-Encodings the answers named: kept as sent, named if the hash fails
-        if size is not None and segments > 1 and size >= SEGMENTED_MIN:
-            bounds = _segments(size, segments)
-            if not partial.exists() or partial.stat().st_size <= bounds[0][1]:
-                try:
-                    actual = await self._download_segmented(url, what, repository, partial, bounds, progress,
-                                                            encodings)
-                except _NoRanges:
-                    pass  # the whole body, as one stream, resuming from the first segment
-                else:
-                    _verdict(partial, digest, actual, what, encodings)
-                    return
-        hasher = hashlib.sha256()
-        offset = await anyio.to_thread.run_sync(_hash_file, partial, hasher) if partial.exists() else 0
-        if size is not None and offset > size:
-            partial.unlink()
-            offset, hasher = 0, hashlib.sha256()
-        last_progress = time.monotonic()
-        for drops in itertools.count(1):
-            headers = {"Range": f"bytes={offset}-"} if offset else {}
-            response = await self._transport.request("GET", url, scopes=[pull_scope(repository)],
-                                                     headers=headers, stream=True, follow=True, what=what)
-            try:
-                status = response.status_code
-                if status == 416 and offset:
-                    break  # nothing after what we hold: the hash check below decides
-                if status == 206 and offset and _range_start(response) == offset:
-                    mode = "ab"
-                elif status == 200:
-                    mode, offset, hasher = "wb", 0, hashlib.sha256()
-                else:
-                    raise await self._transport.failure(response, what)
-                _note_encoding(response, encodings)
-                guard = RateGuard(self._transport.settings)
-                # Chunks as they arrive (so a drop loses nothing), written in ~1 MiB syscalls.
-                with open(partial, mode, buffering=CHUNK_SIZE) as out:
-                    async for chunk in response.aiter_raw():
-                        out.write(chunk)
-                        hasher.update(chunk)
-                        offset += len(chunk)
-                        last_progress = time.monotonic()
-                        if size is not None and offset > size:
-                            break
-                        guard.feed(len(chunk))
-                        if progress:
-                            progress(len(chunk))
-                if size is not None and offset > size:
-                    partial.unlink(missing_ok=True)
-                    raise IntegrityError(f"{what}: {self._transport.host} sent more than the {size} bytes its "
-                                         "descriptor declares; stopped reading there")
-                break
-            except (httpx.TransportError, Stalled) as exc:
-                await self._resume_or_give_up(drops, last_progress, exc, what)
-            finally:
-                await response.aclose()
-        _verdict(partial, digest, "sha256:" + hasher.hexdigest(), what, encodings)
+        cuts = []
+        if size is not None and segments > 1 and size >= SEGMENTED_MIN and not self.ranges_refused:
+            cuts = _cuts(size, segments)
+        blob = _Download(self, repository, digest, Pieces.resume(Path(partial), size, cuts), progress)
+        first = blob.pieces.pieces[0]
+        if first.held:
+            await anyio.to_thread.run_sync(hash_file, first.file, blob.hasher)
+        if unfinished is not None:
+            unfinished.add(blob)
+        try:
+            await blob.fetch()
+        finally:
+            if unfinished is not None:
+                unfinished.discard(blob)
+        if len(blob.pieces.pieces) > 1:
+            actual = await anyio.to_thread.run_sync(blob.pieces.join, blob.hasher)
+        else:
+            actual = "sha256:" + blob.hasher.hexdigest()
+        if actual != digest:
+            blob.forget()
+            sent = (f" as sent with Content-Encoding {', '.join(sorted(blob.encodings))} (mirror asks for identity "
+                    "and undoes no encoding: something between it and the storage compresses)"
+                    if blob.encodings else "")
+            raise IntegrityError(f"{blob.what}: the downloaded bytes hash to {actual}{sent}; the partial "
+                                 "download was deleted, run again to fetch it afresh")
 
-    async def _resume_or_give_up(self, attempt: int, last_progress: float, cut: Exception, what: str) -> None:
+    async def resume_or_give_up(self, attempt: int, last_progress: float, cut: Exception, what: str) -> None:
         """A body cut mid-way (dropped, or below min_rate): wait and resume, or give up when the
         retries are spent or no byte came for give_up_after seconds."""
-        settings = self._transport.settings
+        settings = self.transport.settings
         if attempt > settings.retries or time.monotonic() - last_progress >= settings.give_up_after:
             raise RegistryError(f"{what}: the transfer kept failing mid-download ({describe(cut)}); "
                                 "run again to resume from the partial file") from cut
-        await anyio.sleep(self._transport.delay(attempt - 1, None))
+        await anyio.sleep(self.transport.delay(attempt - 1, None))
 
-    async def _download_segmented(self, url: str, what: str, repository: str, partial: Path,
-                                  bounds: list[tuple[int, int]], progress: Callable[[int], None] | None,
-                                  encodings: set[str]) -> str:
-        """Every range into its file (the first is ``partial``), concurrently; then joined into ``partial``.
 
-        Returns the digest of the joined bytes, hashed in order as they are joined.
-        """
-        files = [partial] + [partial.with_name(f"{partial.name}.seg{k}") for k in range(1, len(bounds))]
+class Unfinished:
+    """The downloads in progress, where a connection with nothing else to do finds work."""
+
+    def __init__(self) -> None:
+        self._downloads: dict[_Download, None] = {}  # in the order they started
+        self._changed = anyio.Event()  # a download came or went, or a piece ended (a connection freed)
+
+    def add(self, download: "_Download") -> None:
+        self._downloads[download] = None
+        download.unfinished = self
+        self.changed()
+
+    def discard(self, download: "_Download") -> None:
+        self._downloads.pop(download, None)
+        self.changed()
+
+    def changed(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def help(self) -> bool:
+        """Fetch the second half of what the range with the most left has left, of a download here
+        whose registry has a connection free (waiting for one); False once no range has enough left
+        to be worth a request of its own (pieces.py SPLIT_MIN)."""
+        while True:
+            splittable = [d for d in self._downloads if d.splittable()]
+            if not splittable:
+                return False
+            free = [d for d in splittable if d.transport.transfer_room]
+            if not free:
+                await self._changed.wait()
+                continue
+            if await max(free, key=lambda d: d.pieces.most_left()).help():
+                return True
+
+
+class _Download:
+    """One blob coming in pieces: the first (the partial file) hashed as it arrives, the rest at the join."""
+
+    def __init__(self, downloads: Downloads, repository: str, digest: str, pieces: Pieces,
+                 progress: Callable[[int], None] | None):
+        self.downloads, self.transport, self.pieces, self.progress = downloads, downloads.transport, pieces, progress
+        self.what = f"blob {digest} of {self.transport.host}/{repository}"
+        self.url, self.scopes = f"/v2/{repository}/blobs/{digest}", [pull_scope(repository)]
+        self.hasher = hashlib.sha256()  # over the first piece, as it is written
+        self.encodings: set[str] = set()  # Content-Encodings the answers named: kept as sent, named if the hash fails
+        self.error: Exception | None = None  # the first piece to fail stops the others
+        self._running: set[anyio.CancelScope] = set()
+        self.unfinished: Unfinished | None = None  # where idle connections may find this download
+
+    async def fetch(self) -> None:
+        """Every piece, at once; then the pieces helpers took. On a refused range, one stream instead."""
+        await self._fetch_all()
+        if isinstance(self.error, _NoRanges):
+            self.downloads.ranges_refused = True
+            self.error = None
+            self.pieces.discard()
+            first = self.pieces.pieces[0]  # asked for from byte 0 without a Range: what this source does right
+            first.end, first.held, first.done = self.pieces.size, 0, anyio.Event()
+            await self._fetch_all()
+        if isinstance(self.error, IntegrityError):
+            self.forget()
+        if self.error is not None:
+            raise self.error
+
+    def splittable(self) -> bool:
+        return self.error is None and not self.downloads.ranges_refused and self.pieces.most_left() >= SPLIT_MIN
+
+    async def help(self) -> bool:
+        """Split the piece with the most left and fetch its second half here; False when there is none."""
         try:
-            async with anyio.create_task_group() as group:
-                for file, (start, end) in zip(files, bounds):
-                    group.start_soon(self._fetch_range, url, what, repository, file, start, end, progress,
-                                     encodings)
-        except BaseException as exc:
-            refusals = [e for e in getattr(exc, "exceptions", [exc]) if isinstance(e, _NoRanges)]
-            if refusals:
-                for file in files[1:]:
-                    file.unlink(missing_ok=True)
-                raise refusals[0] from None
-            raise
-        return await anyio.to_thread.run_sync(_join, partial, files[1:])
+            piece = self.pieces.split() if self.splittable() else None
+        except OSError:  # the work dir took no new piece file: the piece goes on as it was
+            return False
+        if piece is None:
+            return False
+        await self._run(piece)
+        return True
 
-    async def _fetch_range(self, url: str, what: str, repository: str, file: Path, start: int, end: int,
-                           progress: Callable[[int], None] | None, encodings: set[str]) -> None:
-        """Bytes [start, end) of a blob into ``file``, resuming from what it holds (Range requests)."""
-        have = file.stat().st_size if file.exists() else 0
-        if start + have > end:
-            file.unlink()
-            have = 0
+    def forget(self) -> None:
+        """Delete what is on disk of the blob: what a lying source sent, or bytes not matching the digest."""
+        self.pieces.discard()
+        self.pieces.partial.unlink(missing_ok=True)
+
+    async def _fetch_all(self) -> None:
+        if len(self.pieces.pieces) == 1:  # most blobs: no task group to pay for
+            await self._run(self.pieces.pieces[0])
+        else:
+            async with anyio.create_task_group() as group:
+                for piece in self.pieces.pieces:
+                    group.start_soon(self._run, piece)
+        while waiting := next((p for p in self.pieces.pieces if not p.done.is_set()), None):
+            await waiting.done.wait()  # taken by a helper
+
+    async def _run(self, piece: Piece) -> None:
+        with anyio.CancelScope() as scope:
+            self._running.add(scope)
+            try:
+                await self._fetch_piece(piece)
+            except Exception as exc:  # a MirrorError, a refused range, the work dir's OSError
+                if self.error is None:
+                    self.error = exc
+                    for running in self._running:
+                        running.cancel()
+            finally:
+                self._running.discard(scope)
+                piece.done.set()
+                if self.unfinished is not None:
+                    self.unfinished.changed()
+
+    async def _fetch_piece(self, piece: Piece) -> None:
+        """Fill ``piece`` from where it stands, resuming after drops; its end may move down meanwhile (a split)."""
+        pieces, size, what = self.pieces, self.pieces.size, self.what
         last_progress = time.monotonic()
         for attempt in itertools.count(1):
-            if start + have == end:
+            if piece.left == 0:
                 return
-            response = await self._transport.request(
-                "GET", url, scopes=[pull_scope(repository)], stream=True, follow=True, what=what,
-                headers={"Range": f"bytes={start + have}-{end - 1}"})
+            position, to_the_end = piece.position, piece.end == size
+            if position == 0 and to_the_end:
+                headers, asked_end = {}, size  # the whole blob
+            else:
+                headers = {"Range": f"bytes={position}-" + ("" if to_the_end else str(piece.end - 1))}
+                asked_end = size if to_the_end else piece.end
+            response = await self.transport.request("GET", self.url, scopes=self.scopes, headers=headers,
+                                                    stream=True, follow=True, what=what)
             try:
-                if response.status_code == 200 or (response.status_code == 206
-                                                   and _range_start(response) != start + have):
-                    raise _NoRanges()
-                if response.status_code != 206:
-                    raise await self._transport.failure(response, what)
-                _note_encoding(response, encodings)
-                guard = RateGuard(self._transport.settings)
-                with open(file, "ab", buffering=CHUNK_SIZE) as out:
+                status = response.status_code
+                if status == 416 and position and size is None:
+                    return  # nothing after what we hold: the hash check decides
+                if status == 206 and headers and _range_start(response) == position:
+                    mode = "ab"
+                elif status == 200 and not headers:
+                    mode, self.hasher = "wb", hashlib.sha256()
+                elif status == 200 or (status == 206 and headers):  # a range answered with all, or another
+                    if len(pieces.pieces) > 1:
+                        raise _NoRanges()
+                    if status == 206:  # resuming the one piece: the partial file is kept for the next run
+                        raise await self.transport.failure(response, what)
+                    mode, piece.held, self.hasher = "wb", 0, hashlib.sha256()  # all of it again
+                else:
+                    raise await self.transport.failure(response, what)
+                _note_encoding(response, self.encodings)
+                hasher = self.hasher if piece.start == 0 else None
+                guard = RateGuard(self.transport.settings)
+                # Chunks as they arrive (so a drop loses nothing), written in ~1 MiB syscalls.
+                with open(piece.file, mode, buffering=CHUNK_SIZE) as out:
                     async for chunk in response.aiter_raw():
-                        if start + have + len(chunk) > end:
-                            raise IntegrityError(f"{what}: {self._transport.host} answered a range with more bytes "
-                                                 "than asked for")
+                        if asked_end is not None and piece.position + len(chunk) > asked_end:
+                            raise IntegrityError(f"{what}: {self.transport.host} " + (
+                                f"sent more than the {size} bytes its descriptor declares; stopped reading there"
+                                if asked_end == size else "answered a range with more bytes than asked for"))
+                        if piece.end is not None and piece.position + len(chunk) > piece.end:
+                            chunk = chunk[:piece.end - piece.position]  # split meanwhile: the rest is a helper's
                         out.write(chunk)
-                        have += len(chunk)
+                        if hasher is not None:
+                            hasher.update(chunk)
+                        piece.held += len(chunk)
                         last_progress = time.monotonic()
                         guard.feed(len(chunk))
-                        if progress:
-                            progress(len(chunk))
-                if start + have < end:
-                    raise httpx.RemoteProtocolError("the range ended early")
+                        if self.progress:
+                            self.progress(len(chunk))
+                        if piece.left == 0 and piece.end != asked_end:
+                            break
+                if piece.left and piece.end != size:  # a range cut short: ask for the rest
+                    raise httpx.RemoteProtocolError("the body ended before the range did")
+                return  # to the blob's end: a body short of the declared size fails the hash check
             except (httpx.TransportError, Stalled) as exc:
-                await self._resume_or_give_up(attempt, last_progress, exc, what)
+                await self.downloads.resume_or_give_up(attempt, last_progress, exc, what)
             finally:
                 await response.aclose()
 
@@ -237,37 +319,10 @@ def _range_start(response: httpx.Response) -> int | None:
     return ascii_int(spec.split("-", 1)[0]) if unit == "bytes" else None
 
 
-def _hash_file(path: Path, hasher: Any) -> int:
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_SIZE):
-            hasher.update(chunk)
-            size += len(chunk)
-    return size
-
-
-def _segments(size: int, count: int) -> list[tuple[int, int]]:
-    """``count`` ranges [start, end) covering ``size`` bytes, cut on MiB boundaries."""
+def _cuts(size: int, count: int) -> list[int]:
+    """Where ``count`` ranges of about equal length start after the first, on MiB boundaries."""
     step = -(-size // count // CHUNK_SIZE) * CHUNK_SIZE
-    return [(start, min(start + step, size)) for start in range(0, size, step)]
-
-
-def _join(partial: Path, rest: list[Path]) -> str:
-    """Append the later segments' files to the first, in order, removing each once appended.
-
-    The bytes are hashed on the way (the first segment as it is, the rest as
-    they are appended), so the joined blob is read once, not read again after.
-    """
-    hasher = hashlib.sha256()
-    _hash_file(partial, hasher)
-    with open(partial, "ab") as out:
-        for segment in rest:
-            with open(segment, "rb") as handle:
-                while chunk := handle.read(CHUNK_SIZE):
-                    hasher.update(chunk)
-                    out.write(chunk)
-            segment.unlink()
-    return "sha256:" + hasher.hexdigest()
+    return list(range(step, size, step))
 
 
 def _note_encoding(response: httpx.Response, encodings: set[str]) -> None:
@@ -276,11 +331,3 @@ def _note_encoding(response: httpx.Response, encodings: set[str]) -> None:
         encodings.add(encoding[:40])
 
 
-def _verdict(partial: Path, digest: str, actual: str, what: str, encodings: set[str]) -> None:
-    """The downloaded bytes are the blob, or they are deleted and the run fails."""
-    if actual != digest:
-        partial.unlink(missing_ok=True)
-        sent = (f" as sent with Content-Encoding {', '.join(sorted(encodings))} (mirror asks for identity and "
-                "undoes no encoding: something between it and the storage compresses)" if encodings else "")
-        raise IntegrityError(f"{what}: the downloaded bytes hash to {actual}{sent}; the partial "
-                             "download was deleted, run again to fetch it afresh")

@@ -19,15 +19,35 @@ class Credentials:
         return f"Credentials(username={self.username!r}, password=<hidden>)"
 
 
-# Blob transfers to one registry stay at 16 whatever -j says, small requests at 8 more (skopeo opens 6,
-# containerd 3 per image): enough to fill a WAN link, not enough to look like an attack. More jobs still
-# mean more transfers queued and more registries at once.
+# Blob transfers to one registry start at most 16 whatever -j says, small requests at half as many more
+# (skopeo opens 6, containerd 3 per image). Both are windows (window.py): while the registry answers as fast
+# as it did they grow, transfers to twice their start and small requests to four times the transfers' start,
+# since over a long link each of those is a round trip that moves little. Rising latency takes a window back
+# to its start, 429 and 503 below it. More jobs still mean more transfers queued and more registries at once.
 MAX_CONNECTIONS_PER_REGISTRY = 16
 
 
 def connections_for(jobs: int) -> int:
-    """Blob transfers to one registry for ``-j jobs`` (flags and config jobs alike)."""
+    """Blob transfers to one registry at first for ``-j jobs`` (flags and config jobs alike)."""
     return max(1, min(jobs, MAX_CONNECTIONS_PER_REGISTRY))
+
+
+def transfers_window(max_connections: int) -> tuple[int, int]:
+    """Where the window of blob transfers to one registry starts, and its cap."""
+    start = max(1, max_connections)
+    return start, 2 * start
+
+
+def calls_window(max_connections: int) -> tuple[int, int]:
+    """Where the window of small requests (tokens, HEADs, manifests) to one registry starts, and its cap."""
+    return max(2, max_connections // 2), max(2, 4 * max_connections)
+
+
+def tasks_for(jobs: int) -> int:
+    """Items (images to resolve, blobs to fetch) one operation works on at once for ``-j jobs``: enough
+    to fill a registry's windows at their caps; the windows decide what is on the wire."""
+    connections = connections_for(jobs)
+    return transfers_window(connections)[1] + calls_window(connections)[1]
 
 
 @dataclass(frozen=True)
@@ -38,7 +58,7 @@ class RegistrySettings:
     client_cert: Path | None = None
     client_key: Path | None = None
     credentials: Credentials | None = None  # explicit; else looked up in auth files
-    max_connections: int = 8  # concurrent blob transfers to this registry; small requests get half as many more
+    max_connections: int = 8  # blob transfers at once to this registry at first (transfers_window)
     retries: int = 5  # attempts after the first, for connection errors, 5xx and 429
     timeout: float = 15.0  # seconds without a byte (or a connection) before an attempt fails
     give_up_after: float = 30.0  # seconds of failing attempts without progress before a request fails

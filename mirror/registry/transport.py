@@ -38,8 +38,9 @@ from ..model.numbers import ascii_int
 from ..model.reference import endpoint_host
 from .auth import Authenticator
 from .credentials import AuthFiles
-from .settings import Credentials, RegistrySettings
-from .wire import MalformedAnswer, WireTransport
+from .settings import Credentials, RegistrySettings, calls_window, transfers_window
+from .window import Window
+from .wire import NEW_CONNECTION, MalformedAnswer, WireTransport
 
 MAX_ANSWER = 1 << 20  # a body read whole (token, /v2/, upload and manifest PUT answers): refused past this
 MAX_ERROR_BODY = 64 << 10  # of an error answer, read for its message; the rest is left unread
@@ -141,8 +142,10 @@ class Transport:
         self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
         # Blob bodies and small requests (manifests, HEADs, tokens, upload sessions) queue apart:
         # over a long link, resolving hundreds of images must not wait behind their downloads.
-        transfers, calls = max(1, settings.max_connections), _calls_limit(settings.max_connections)
-        self._transfers, self._calls = anyio.CapacityLimiter(transfers), anyio.CapacityLimiter(calls)
+        # Each window grows from its start while the registry answers as fast as it did (window.py).
+        (transfers_start, transfers), (calls_start, calls) = (transfers_window(settings.max_connections),
+                                                              calls_window(settings.max_connections))
+        self._transfers, self._calls = Window(transfers, transfers_start), Window(calls, calls_start)
         self._http = httpx.AsyncClient(
             # Direct connections go through wire.py (or ``http_transport``, injected: the tests' fake registry).
             transport=http_transport or WireTransport(tls_context(settings, alpn=("http/1.1",)),
@@ -162,6 +165,11 @@ class Transport:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    @property
+    def transfer_room(self) -> bool:
+        """A blob transfer would start now, not wait for another to end."""
+        return self._transfers.room
 
     def url(self, path: str) -> httpx.URL:
         """``path`` on this registry. A path from the root is put after the origin and parsed once:
@@ -305,12 +313,12 @@ class Transport:
     async def _exchange(self, method: str, url: httpx.URL, headers: dict[str, str], content: Content, *,
                         stream: bool, follow: bool, what: str) -> httpx.Response:
         """One request, following redirects by hand so Authorization never leaves the registry."""
-        limiter = self._transfers if _moves_a_blob(method, url) else self._calls  # kept across redirects
+        window = self._transfers if _moves_a_blob(method, url) else self._calls  # kept across redirects
         raw = method in ("GET", "HEAD") and _names_a_blob(url)  # a blob as sent, wherever it is redirected
         for _ in range(MAX_REDIRECTS + 1):
             body = content() if callable(content) else content
             request = self._http.build_request(method, url, headers={**headers, **IDENTITY}, content=body)
-            response = await self._send_limited(request, stream, limiter, what, raw=raw)
+            response = await self._send_limited(request, stream, window, what, raw=raw)
             if not (follow and response.status_code in _REDIRECTS and response.headers.get("location")):
                 return response
             await response.aclose()
@@ -321,29 +329,31 @@ class Transport:
                 method, content = "GET", None
         raise RegistryError(f"{self.host} redirected {method} {url.path} more than {MAX_REDIRECTS} times")
 
-    async def _send_limited(self, request: httpx.Request, stream: bool, limiter: anyio.CapacityLimiter,
+    async def _send_limited(self, request: httpx.Request, stream: bool, window: Window,
                             what: str, *, raw: bool = False) -> httpx.Response:
-        """Send within one of this registry's concurrency limits; a streamed body holds its slot until closed.
+        """Send within one of this registry's windows; a streamed body holds its place until closed.
 
+        The window hears how long the answer's head took (or that it was 429 or 503).
         Nothing is ever decoded (docs/architecture.md, "What a registry may send"): an answer
         with a Content-Encoding is refused unless ``raw`` (a blob's bytes, judged by their
         digest, read with ``aiter_raw``). A body not streamed is read here, up to MAX_ANSWER.
         """
-        borrower = object()
-        await limiter.acquire_on_behalf_of(borrower)
-
-        def release() -> None:
-            limiter.release_on_behalf_of(borrower)
-
+        ticket = await window.acquire()
         try:
+            sent = time.monotonic()
             response = await self._http.send(request, stream=True)
         except (httpx.TransportError, ssl.SSLError) as exc:  # TLS 1.3 alerts arrive unwrapped, on read
-            release()
+            window.release()
             raise _transport_failure(exc, request) from exc
         except BaseException:
-            release()
+            window.release()
             raise
-        response.stream = _ReleasingStream(response.stream, release)
+        if response.status_code in (429, 503):
+            window.overloaded(ticket)
+        else:
+            # A new connection's handshakes are not the registry's answer time (wire.py says; None elsewhere).
+            window.answered(ticket, None if response.extensions.get(NEW_CONNECTION) else time.monotonic() - sent)
+        response.stream = _ReleasingStream(response.stream, window.release)
         try:
             encoding = content_encoding(response)
             if encoding and not raw:
@@ -395,11 +405,6 @@ class Transport:
             return IntegrityError(f"{what}: {self.host} refused the content as not matching its "
                                   f"digest{detail}")
         return RegistryError(f"{what}: {self.host} answered {status}{detail}", status)
-
-
-def _calls_limit(max_connections: int) -> int:
-    """Small requests at once to one registry, besides its ``max_connections`` blob transfers."""
-    return max(2, max_connections // 2)
 
 
 def _moves_a_blob(method: str, url: httpx.URL) -> bool:

@@ -38,6 +38,7 @@ _FORBIDDEN_IN_HEADER = re.compile(rb"[\r\n\0]")
 CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(;.*)?\r\n", re.DOTALL)
 
 Origin = tuple[str, str, int]
+NEW_CONNECTION = "mirror.new_connection"  # a response extension: its time includes opening the connection
 
 
 class WireTransport(httpx.AsyncBaseTransport):
@@ -65,7 +66,9 @@ class WireTransport(httpx.AsyncBaseTransport):
                 pass  # closed by the server as we reused it; nothing of the request was taken
         connection = await _Connection.open(origin, self._ssl_context, timeouts.get("connect"), request)
         try:
-            return await connection.exchange(request, timeouts, self)
+            response = await connection.exchange(request, timeouts, self)
+            response.extensions[NEW_CONNECTION] = True
+            return response
         except _StaleConnection as exc:
             raise httpx.RemoteProtocolError("the server closed the connection without answering",
                                             request=request) from exc.__cause__

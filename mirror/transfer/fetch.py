@@ -17,7 +17,9 @@ from ..bundle.store import BlobStore
 from ..errors import MirrorError
 from ..model.upstream import Location
 from ..progress import Progress
+from ..registry.download import Unfinished
 from ..registry.pool import ClientPool
+from ..registry.settings import tasks_for
 
 
 PARALLEL_RANGES = 4  # a large blob comes as this many ranges at once (registry/download.py SEGMENTED_MIN)
@@ -107,7 +109,7 @@ class Fetch:
             bar.update(already)
             try:
                 await client.download_blob(location.repository, digest, partial, size=size,
-                                           progress=bar.update, segments=PARALLEL_RANGES)
+                                           progress=bar.update, segments=PARALLEL_RANGES, unfinished=unfinished)
                 self.store.promote(digest)
             except OSError as exc:  # the work dir, not the registry: full disk, permissions
                 self.failed[digest] = self.store.write_failed(exc, digest)
@@ -124,11 +126,15 @@ class Fetch:
         async def worker() -> None:
             async for digest in self._receive:
                 await one(digest)
+            while await unfinished.help():  # nothing left to start: take over half of a large blob's rest
+                pass
+
+        unfinished = Unfinished()
 
         try:
             with progress.bar(None, "downloading") as bar:
                 async with anyio.create_task_group() as group:
-                    for _ in range(self.jobs):
+                    for _ in range(tasks_for(self.jobs)):  # each registry's window decides how many go at once
                         group.start_soon(worker)
         finally:
             if not all(self.store.has(d) for d in self.wanted):

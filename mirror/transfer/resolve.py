@@ -32,6 +32,7 @@ from ..model.upstream import Location, SourceMap
 from ..progress import Progress
 from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
+from ..registry.settings import tasks_for
 from .budget import Budget, RateLimited
 from .tasks import each
 
@@ -114,7 +115,7 @@ class Resolver:
             bar.update(1)
 
         with progress.bar(len(refs), "resolving", unit="img") as bar:
-            await each(enumerate(refs), one, self.jobs)
+            await each(enumerate(refs), one, tasks_for(self.jobs))  # each mostly waits a round trip
         return Resolution([resolved[i] for i in sorted(resolved)], failures, causes, deferred)
 
     async def resolve(self, ref: Reference) -> ResolvedImage:

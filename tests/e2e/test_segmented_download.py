@@ -22,7 +22,7 @@ async def test_a_large_blob_comes_as_parallel_ranges_joined_in_order(proxy, tmp_
     gets = proxy.requests("GET", "/blobs/")
     assert len(gets) == 4 and all(g.status == 206 for g in gets)
     assert proxy.max_in_flight >= 2  # the ranges were in flight together
-    assert not list(tmp_path.glob("*.seg*"))
+    assert not list(tmp_path.glob("*.pieces"))
 
 
 async def test_ranges_resume_each_from_its_own_file(proxy, tmp_path):
@@ -47,7 +47,7 @@ async def test_a_registry_without_ranges_gets_one_stream(proxy, tmp_path):
         proxy.strip("/blobs/sha256:", "Range", times=None)
         await c.download_blob("lib/app", digest, partial, size=len(data), segments=4)
     assert partial.read_bytes() == data
-    assert not list(tmp_path.glob("*.seg*"))
+    assert not list(tmp_path.glob("*.pieces"))
 
 
 async def test_a_corrupt_range_fails_the_blob_and_leaves_nothing(proxy, tmp_path):
@@ -58,4 +58,4 @@ async def test_a_corrupt_range_fails_the_blob_and_leaves_nothing(proxy, tmp_path
         proxy.corrupt("/blobs/sha256:")
         with pytest.raises(IntegrityError, match="hash to"):
             await c.download_blob("lib/app", digest, partial, size=len(data), segments=4)
-    assert not partial.exists() and not list(tmp_path.glob("*.seg*"))
+    assert not partial.exists() and not list(tmp_path.glob("*.pieces"))
