@@ -76,18 +76,41 @@ def running_pid(pid_file: Path, config: Path) -> int | None:
 
 
 def stop(pid_file: Path, config: Path, timeout: float = 15.0) -> bool:
-    """SIGTERM (then SIGKILL) the process; remove the pid file. True if one ran."""
+    """SIGTERM (then SIGKILL) the process and wait until it has let go of its port; remove the pid file.
+    True if one ran."""
     pid = running_pid(pid_file, config)
     if pid is not None:
+        started = _start_time(pid)
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while running_pid(pid_file, config) is not None:
-            if time.monotonic() > deadline:
+        while not _exited(pid, started):
+            if time.monotonic() > deadline and running_pid(pid_file, config) is not None:
                 os.kill(pid, signal.SIGKILL)
                 deadline = time.monotonic() + timeout
-            time.sleep(0.05)
+            time.sleep(0.02)
     pid_file.unlink(missing_ok=True)
     return pid is not None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (which may hold spaces): state first, start time 20th."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def _exited(pid: int, started: str | None) -> bool:
+    """The process is gone, a zombie, or its pid runs another process. Not its empty cmdline: the kernel
+    drops a dying process's memory (and so its cmdline) before its files, so the listening socket may
+    still be open then, and the next ``up`` on the same port would find it in use."""
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] in ("Z", "X") or _start_time(pid) != started
 
 
 def systemd_unit(binary: str, config: Path, port: int) -> str:
