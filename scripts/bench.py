@@ -272,16 +272,21 @@ def loopback_large(bench: Bench) -> list[Row]:
 def over_wan(bench: Bench, kind: str, scenario: str, goal_floor: str, goal_skopeo: str) -> list[Row]:
     """Pull the ``kind`` corpus through the WAN: mirror, then skopeo image by image + tar|zstd."""
     source, host = bench.source(kind), bench.remote(kind)
-    ours = bench.mirror_pull(kind, host, bench.runs / f"{scenario}-mirror.tar.zst")
+    assert bench.link is not None  # bench.remote made it
+    with bench.link.watch() as ours_traffic:
+        ours = bench.mirror_pull(kind, host, bench.runs / f"{scenario}-mirror.tar.zst")
     layout = bench.runs / f"{scenario}-skopeo-oci"
-    copies = bench.skopeo_pull(kind, host, layout)
+    with bench.link.watch() as skopeo_traffic:
+        copies = bench.skopeo_pull(kind, host, layout)
     packed = pack(layout, bench.runs / f"{scenario}-skopeo.tar.zst")
     skopeo = total("skopeo + tar | zstd", [copies, packed])
     floor = source.seeded.total_bytes / bench.network.site_rate
     largest = max(source.seeded.sizes.values())
+    images = len(source.seeded.images)
     report(scenario, source, [copies, packed, skopeo, ours],
            f"{bench.network.describe()}; bandwidth floor {floor:.1f} s, the largest blob alone on one connection "
-           f"{largest / bench.network.connection_rate:.1f} s")
+           f"{largest / bench.network.connection_rate:.1f} s\n  mirror pull: {ours_traffic[0].describe(images)}"
+           f"\n  skopeo: {skopeo_traffic[0].describe(images)}")
     return [Row(scenario, "pull", ours.wall_s, "bandwidth floor", floor, goal_floor, ours.peak_rss_kb),
             Row(scenario, "pull", ours.wall_s, "skopeo + tar|zstd", skopeo.wall_s, goal_skopeo)]
 
