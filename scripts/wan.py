@@ -46,6 +46,7 @@ from typing import Callable, Iterator
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' support package
 
 from support import testbed  # noqa: E402
+from support.fake_registry import request_kind  # noqa: E402
 
 CHUNK = 64 * 1024
 IDLE_TIMEOUT = 300.0
@@ -80,19 +81,9 @@ class TokenBucket:
 
 
 def kind_of(method: str, path: str, status: int) -> str:
-    """What an exchange was, for counting round trips: a redirect by its answer, the rest by the request."""
-    if 300 <= status < 400:
-        return "redirect"
-    if path.startswith("/token"):
-        return "token"
-    if method == "HEAD":
-        return "HEAD"
-    if method == "GET":
-        for kind, pattern in (("manifest", "/manifests/"), ("blob", "/blobs/sha256:"), ("referrers", "/referrers/"),
-                              ("tags", "/tags/list")):
-            if pattern in path:
-                return kind
-    return "other"
+    """What an exchange was, for counting round trips: a redirect by its answer, the rest by the request
+    (as the tests' fake registry counts them)."""
+    return "redirect" if 300 <= status < 400 else request_kind(method, path)
 
 
 @dataclass

@@ -5,6 +5,11 @@ tags are HEADed (free on Docker Hub) and the referrers API asked, falling back t
 referrers tag schema where the registry does not serve it. Only what exists is then
 fetched. Nothing found is not an error; a registry failing a lookup is (the image fails,
 rather than crossing the gap without the signature a policy will ask for).
+
+Most of those tags do not exist, and each HEAD is a round trip: with ``TagListings`` a
+repository's tags are listed once per run (one request, shared by all its images) and only
+tags in the listing are HEADed. A repository whose listing is long (more than
+LISTING_PAGES pages) or refused is looked up tag by tag, as without.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import anyio
 import anyio.abc
 
 from ..errors import IntegrityError, MirrorError, leaves
-from ..model.oci import Manifest, digest_hex
+from ..model.oci import Descriptor, Manifest, digest_hex
 from ..registry.client import RegistryClient
 from .cosign import MAX_PAYLOAD, SIMPLE_SIGNING, TAG_KINDS, artifact_type, referrer_kind, tag_for
 
@@ -27,6 +32,32 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 MAX_REFERRERS = 256  # per subject: more is no attachment set but a flood, and is cut
+LISTING_PAGES = 3  # of a repository's tags; Docker Hub and distribution send all in one
+
+
+class TagListings:
+    """Each repository's tags, listed once per run (concurrent lookups wait for the one listing);
+    None for a repository that is not listed (too many pages, or the registry will not)."""
+
+    def __init__(self) -> None:
+        self._listed: dict[tuple[str, str], set[str] | None] = {}
+        self._listing: dict[tuple[str, str], anyio.Event] = {}
+
+    async def tags(self, client: RegistryClient, repository: str) -> set[str] | None:
+        key = (client.host, repository)
+        while key not in self._listed:
+            pending = self._listing.get(key)
+            if pending is not None:
+                await pending.wait()
+                continue
+            self._listing[key] = done = anyio.Event()
+            try:
+                tags = await client.tags_within(repository, LISTING_PAGES)
+                self._listed[key] = set(tags) if tags is not None else None
+            finally:
+                del self._listing[key]
+                done.set()
+        return self._listed[key]
 
 
 @dataclass
@@ -45,19 +76,24 @@ GetManifest = Callable[[str, str], Awaitable[Manifest]]  # (repository, referenc
 
 async def find(client: RegistryClient, repository: str, subjects: list[str],
                have: Callable[[str, str], Awaitable[bool]] | None = None,
-               get: GetManifest | None = None) -> list[Found]:
+               get: GetManifest | None = None, listings: TagListings | None = None) -> list[Found]:
     """Every attachment of every subject, each once (cosign's tags first, then referrers).
 
     ``have(reference, digest)``, when given, says the destination holds it already (under
     that tag, or by that digest): it is not fetched (a GET Docker Hub would count).
     ``get`` fetches a manifest (default: the client's GET; pull's pays from its rate limit budget).
+    With ``listings`` a tag missing from its repository's listing is not asked for.
     """
     found: dict[tuple[str, str | None], list[Found]] = {}
     get = get or client.get_manifest
+    listed = await listings.tags(client, repository) if listings is not None else None
+
+    async def head(tag: str) -> Descriptor | None:
+        return None if listed is not None and tag not in listed else await client.head_manifest(repository, tag)
 
     async def cosign_tag(subject: str, suffix: str) -> None:
         tag = tag_for(subject, suffix)
-        there = await client.head_manifest(repository, tag)
+        there = await head(tag)
         if there is not None and not (have and await have(tag, there.digest)):
             manifest = await get(repository, there.digest)
             if not manifest.is_index:
@@ -66,7 +102,7 @@ async def find(client: RegistryClient, repository: str, subjects: list[str],
     async def referrers(subject: str) -> None:
         listed = await client.referrers(repository, subject)
         if listed is None:  # no referrers API: the referrers tag schema, if anyone wrote it
-            there = await client.head_manifest(repository, tag_for(subject))
+            there = await head(tag_for(subject))
             index = await get(repository, there.digest) if there is not None else None
             listed = index.document.get("manifests") or [] if index is not None and index.is_index else []
         digests = [entry.get("digest") for entry in listed[:MAX_REFERRERS] if isinstance(entry, dict)]

@@ -147,6 +147,10 @@ class Transport:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    def expect(self, scopes: Iterable[str]) -> None:
+        """Scopes the run will need, for tokens that open several at once (auth.py ``expect``)."""
+        self._auth.expect(scopes)
+
     def url(self, path: str) -> httpx.URL:
         return self.base_url.join(path)
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import anyio
 
 from ..attach.cosign import MAX_PAYLOAD
-from ..attach.discover import Found, find, payloads
+from ..attach.discover import Found, TagListings, find, payloads
 from ..attach.keys import ABSENT, INVALID, PRESENT, VERIFIED, Verdict, Verifier, judge, verdict_reason
 from ..attach.referrers import index_referrers
 from ..bundle.format import Attached, BundleManifest, ImageRecord, attachments_of, is_cosign_signature
@@ -56,6 +56,7 @@ class PullAttachments:
         self.failed: dict[int, MirrorError] = {}
         self.deferred: dict[int, str] = {}  # id(image) -> the rate limit that left its attachments for later
         self.verdicts: dict[str, Verdict] = {}  # image source -> its signatures
+        self.listings = TagListings()  # each repository's tags listed once, for all its images' lookups
 
     def look_up(self, image: ResolvedImage, group: Any) -> None:
         if self.enabled:
@@ -66,7 +67,8 @@ class PullAttachments:
             client = await self.pool.get(image.location.host)
             repository = image.location.repository
             subjects = [*subjects_of(image), *(child.digest for child in image.children)]
-            found = await find(client, repository, subjects, get=functools.partial(self._manifest, client))
+            found = await find(client, repository, subjects, get=functools.partial(self._manifest, client),
+                               listings=self.listings)
             attachments = [_as_image(image.ref, image.location, item) for item in found]
             for item, attachment in zip(found, attachments):
                 if self.keys and item.tag is not None and item.kind == "signature":

@@ -113,6 +113,7 @@ class Resolver:
                     resolved_one(image)
             bar.update(1)
 
+        await expect_pulls(self.pool, self.sources, refs)
         with progress.bar(len(refs), "resolving", unit="img") as bar:
             await each(enumerate(refs), one, self.jobs)
         return Resolution([resolved[i] for i in sorted(resolved)], failures, causes, deferred)
@@ -216,6 +217,17 @@ class Resolver:
         if self.platforms and not image.ref.digest and not any(platform.matches(p) for p in self.platforms):
             wanted = ", ".join(str(p) for p in self.platforms)
             raise UsageError(f"{image.ref}: no manifest for platform {wanted} (the image is only {platform})")
+
+
+async def expect_pulls(pool: ClientPool, sources: SourceMap, refs: list[Reference]) -> None:
+    """Tell each source registry's client which repositories the run will pull from, in list order:
+    their tokens then come several to a request (registry/auth.py)."""
+    repositories: dict[str, dict[str, None]] = {}
+    for ref in refs:
+        location = sources.locate(ref)
+        repositories.setdefault(location.host, {})[location.repository] = None
+    for host, names in repositories.items():
+        (await pool.get(host)).expect_pulls(names)
 
 
 def _wanted(descriptor: Descriptor, platforms: list[Platform]) -> bool:
