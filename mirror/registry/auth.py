@@ -179,7 +179,9 @@ class Authenticator:
             if pending is None:
                 break
             await pending.wait()
-        batch = [scope] + [s for s in self._expected if s != scope and s not in self._fetching
+        order = list(self._expected)
+        at = order.index(scope)
+        batch = [scope] + [s for s in order[at + 1:] + order[:at] if s not in self._fetching  # the next ones first
                            and s not in self._alone and not self._cached(frozenset([s]))][:SCOPES_PER_TOKEN - 1]
         done, asked = anyio.Event(), batch
         self._fetching.update(dict.fromkeys(asked, done))
