@@ -11,7 +11,9 @@ one whose digest is known (a child's, a pinned reference's) is taken from
 there instead of asked again. With a ``budget`` each GET is a pull paid for
 from its registry's rate limit (budget.py); on a registry that meters pulls
 a tag is HEADed first (free) to find its manifest in the work dir, so a run
-the limit deferred is continued without paying twice.
+the limit deferred is continued without paying twice. A work dir empty when
+the run began holds no manifest to find: its tags are not HEADed (a round
+trip each).
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class Resolver:
                  store: BlobStore | None = None, budget: Budget | None = None):
         self.pool, self.sources, self.platforms, self.jobs, self.store = pool, sources, platforms, jobs, store
         self.budget = budget
+        self._resuming = store is not None and not store.empty()  # a tag's HEAD may find its manifest there
         self._configs: dict[str, anyio.Event] = {}  # config downloads in flight or done, each once
 
     async def resolve_all(self, refs: list[Reference], progress: Progress,
@@ -135,7 +138,7 @@ class Resolver:
     async def _top(self, ref: Reference, location: Location, client: RegistryClient) -> Manifest:
         """The manifest ``ref`` names; on a metered registry its tag is HEADed (free) to find it stored."""
         digest, media_type = ref.digest, None
-        if digest is None and self.store is not None and self.budget is not None and self.budget.limits(location.host):
+        if digest is None and self._resuming and self.budget is not None and self.budget.limits(location.host):
             head = await client.head_manifest(location.repository, ref.identifier)
             if head is not None:
                 digest, media_type = head.digest, head.media_type

@@ -10,7 +10,7 @@ import pytest
 SCOPES_PER_TOKEN = 16  # registry/auth.py's: the scopes one shared token request asks for
 from support.fake_registry import FakeRegistry
 from support.images import image, index, seed
-from support.pulled import pulled
+from support.pulled import SOURCE, pulled
 
 pytestmark = pytest.mark.anyio
 
@@ -85,3 +85,27 @@ async def test_only_listed_tags_are_asked_for_and_a_long_listing_falls_back_to_a
     assert [r.digest for r in result.images if r.attached_to] == [signature.digest]
     asked = [line for line in registry.requests if line.startswith("HEAD ") and "/manifests/sha256-" in line]
     assert len(asked) == cosign_heads  # the .sig tag; unlisted: .att, .sbom and the referrers tag too
+
+
+def metered(registry: FakeRegistry) -> None:
+    """The registry states a rate limit on every manifest HEAD, as Docker Hub does (HEADs are free)."""
+    def stated(request):
+        if request.method != "HEAD" or "/manifests/" not in request.url.path:
+            return None
+        name, _, reference = request.url.path.removeprefix("/v2/").rpartition("/manifests/")
+        served = registry._manifest(request, b"", name, reference)
+        served.headers.update({"RateLimit-Remaining": "100;w=21600", "RateLimit-Limit": "100;w=21600"})
+        return served
+    registry.fault = stated
+
+
+async def test_a_first_run_against_a_metered_registry_heads_no_tag_and_pays_a_pull_per_manifest_get(tmp_path):
+    registry = FakeRegistry()
+    app(registry)
+    seed(registry, "lib/tool", image("tool", shared=[BASE]), "2")
+    metered(registry)
+    result = await pulled(registry, tmp_path, "lib/app:1.0", "lib/tool:2")
+    assert result.failures == {}
+    kinds = registry.kinds()
+    assert kinds["HEAD"] == 1  # the budget's survey; an empty work dir has no manifest a tag's HEAD could find
+    assert result.ratelimits[SOURCE]["spent"] == kinds["manifest"] == 3 + 1
