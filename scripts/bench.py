@@ -15,6 +15,8 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
                   (bytes / site cap) and vs skopeo
   wan-small       300 small images (a third with attestations) over the WAN:
                   pull vs the bandwidth floor and vs skopeo
+                  (WAN scenarios also print, for mirror and skopeo, the requests per image by kind
+                  as the link counted them and the share of time it sat idle: wan.py Traffic)
   loopback-small  the 300 small images: pull -j 8 vs skopeo, -j 32 vs -j 8
   push-small      push their bundle vs skopeo from the OCI layout; re-push of
                   the unchanged bundle vs the first push
