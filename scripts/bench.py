@@ -15,6 +15,8 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
                   (bytes / site cap) and vs skopeo
   wan-small       300 small images (a third with attestations) over the WAN:
                   pull vs the bandwidth floor and vs skopeo
+                  (WAN scenarios also print, for mirror and skopeo, the requests per image by kind
+                  as the link counted them and the share of time it sat idle: wan.py Traffic)
   loopback-small  the 300 small images: pull -j 8 vs skopeo, -j 32 vs -j 8
   push-small      push their bundle vs skopeo from the OCI layout; re-push of
                   the unchanged bundle vs the first push
@@ -28,6 +30,10 @@ Each command runs alone under /usr/bin/time (wall, CPU, peak RSS), after a
                   comes to 1.5-1.7x a push to 1, so there the 1.6x goal is out of reach
   delta           resync: v1 pushed and inventoried, v2 adds ~10% new bytes; the delta bundle's
                   size against the new bytes' share, delta pull and push against full ones
+  release         a Rancher release's shape over the WAN: the 696 images of manifests/rancher/v2.7.9.txt
+                  (199 repositories), ~3 GB drawn from one seeded log-normal (a few images of 100+ MB,
+                  most under 2 MB): pull vs the bandwidth floor, peak RSS, requests per image and the
+                  link's idle share; skopeo on every 7th image (700 runs take too long), its time x7
   kit             the large corpus over the WAN with a Rancher kit beside it (a chart and a K3s-sized
                   binary from a release host behind the same link): the time the kit adds against
                   its bytes over the site's link (they download in parallel with the images); the
@@ -85,9 +91,14 @@ class Sizes:
     small_images: int = 300  # loopback-small, wan-small, push-small
     small_kb: int = 900  # per small image, besides shared base layers
     push_mb: int = 2100  # push-large
+    release_images: int = 700  # release: as many of the Rancher list's 696 as there are
+    release_mb: int = 3000
+    release_skopeo_every: int = 7  # skopeo copies every 7th image of the release
 
 
-QUICK = Sizes(large_mb=100, large_images=10, small_images=60, push_mb=200)
+QUICK = Sizes(large_mb=100, large_images=10, small_images=60, push_mb=200, release_images=100, release_mb=400,
+              release_skopeo_every=4)
+RELEASE_LIST = ROOT / "manifests" / "rancher" / "v2.7.9.txt"
 
 
 @dataclass
@@ -173,7 +184,10 @@ class Bench:
     def spec(self, kind: str) -> corpus.CorpusSpec:
         return {"large": lambda: corpus.bench_spec(self.sizes.large_mb, self.sizes.large_images),
                 "small": lambda: corpus.scale_spec(self.sizes.small_images, self.sizes.small_kb),
-                "push": lambda: corpus.bench_spec(self.sizes.push_mb, self.sizes.large_images)}[kind]()
+                "push": lambda: corpus.bench_spec(self.sizes.push_mb, self.sizes.large_images),
+                "release": lambda: corpus.release_spec(
+                    [line for line in RELEASE_LIST.read_text().splitlines() if line and not line.startswith("#")],
+                    self.sizes.release_images, self.sizes.release_mb)}[kind]()
 
     def source(self, kind: str) -> Source:
         """A loopback registry seeded with the ``kind`` corpus, up until the run ends."""
@@ -208,15 +222,16 @@ class Bench:
             self.mirror_pull(kind, self.source(kind).registry.host, self.runs / f"{kind}-mirror.tar.zst")
         return self.bundles[kind]
 
-    def skopeo_pull(self, kind: str, host: str, layout: Path) -> Step:
-        """skopeo copy --all image by image into one OCI layout (kept as ``layout(kind)``)."""
+    def skopeo_pull(self, kind: str, host: str, layout: Path, every: int = 1) -> Step:
+        """skopeo copy --all image by image (every ``every``th) into one OCI layout (kept as ``layout(kind)``)."""
         shutil.rmtree(layout, ignore_errors=True)
-        seeded = self.source(kind).seeded
-        step = total(f"skopeo copy --all x{len(seeded.images)}", [measure(image.source, [
+        images = self.source(kind).seeded.images[::every]
+        step = total(f"skopeo copy --all x{len(images)}", [measure(image.source, [
             testbed.require("skopeo"), "copy", "--all", "--src-tls-verify=false", "--src-no-creds",
             f"docker://{host}/{image.repository}:{image.tag}", f"oci:{layout}:{image.source}",
-        ], self.skopeo_env) for image in seeded.images])
-        self.layouts.setdefault(kind, layout)
+        ], self.skopeo_env) for image in images])
+        if every == 1:
+            self.layouts.setdefault(kind, layout)
         return step
 
     def mirror_pull(self, kind: str, host: str, bundle: Path, jobs: int | None = None) -> Step:
@@ -280,16 +295,21 @@ def loopback_large(bench: Bench) -> list[Row]:
 def over_wan(bench: Bench, kind: str, scenario: str, goal_floor: str, goal_skopeo: str) -> list[Row]:
     """Pull the ``kind`` corpus through the WAN: mirror, then skopeo image by image + tar|zstd."""
     source, host = bench.source(kind), bench.remote(kind)
-    ours = bench.mirror_pull(kind, host, bench.runs / f"{scenario}-mirror.tar.zst")
+    assert bench.link is not None  # bench.remote made it
+    with bench.link.watch() as ours_traffic:
+        ours = bench.mirror_pull(kind, host, bench.runs / f"{scenario}-mirror.tar.zst")
     layout = bench.runs / f"{scenario}-skopeo-oci"
-    copies = bench.skopeo_pull(kind, host, layout)
+    with bench.link.watch() as skopeo_traffic:
+        copies = bench.skopeo_pull(kind, host, layout)
     packed = pack(layout, bench.runs / f"{scenario}-skopeo.tar.zst")
     skopeo = total("skopeo + tar | zstd", [copies, packed])
     floor = source.seeded.total_bytes / bench.network.site_rate
     largest = max(source.seeded.sizes.values())
+    images = len(source.seeded.images)
     report(scenario, source, [copies, packed, skopeo, ours],
            f"{bench.network.describe()}; bandwidth floor {floor:.1f} s, the largest blob alone on one connection "
-           f"{largest / bench.network.connection_rate:.1f} s")
+           f"{largest / bench.network.connection_rate:.1f} s\n  mirror pull: {ours_traffic[0].describe(images)}"
+           f"\n  skopeo: {skopeo_traffic[0].describe(images)}")
     return [Row(scenario, "pull", ours.wall_s, "bandwidth floor", floor, goal_floor, ours.peak_rss_kb),
             Row(scenario, "pull", ours.wall_s, "skopeo + tar|zstd", skopeo.wall_s, goal_skopeo)]
 
@@ -300,6 +320,31 @@ def wan_large(bench: Bench) -> list[Row]:
 
 def wan_small(bench: Bench) -> list[Row]:
     return over_wan(bench, "small", "wan-small", "<= 4x", "<= 0.05x")
+
+
+def release(bench: Bench) -> list[Row]:
+    """A release-shaped pull through the WAN against the bandwidth floor; skopeo on a subset, scaled up."""
+    source, host = bench.source("release"), bench.remote("release")
+    assert bench.link is not None  # bench.remote made it
+    with bench.link.watch() as ours_traffic:
+        ours = bench.mirror_pull("release", host, bench.runs / "release-mirror.tar.zst")
+    every = bench.sizes.release_skopeo_every
+    with bench.link.watch() as skopeo_traffic:
+        copies = bench.skopeo_pull("release", host, bench.runs / "release-skopeo-oci", every)
+    shutil.rmtree(bench.runs / "release-skopeo-oci", ignore_errors=True)
+    images = source.seeded.images
+    factor = len(images) / len(images[::every])
+    scaled = replace(copies, name=f"skopeo x{every} (estimate)", wall_s=copies.wall_s * factor,
+                     cpu_s=copies.cpu_s * factor)
+    floor = source.seeded.total_bytes / bench.network.site_rate
+    repositories = len({image.repository for image in images})
+    report("release", source, [copies, scaled, ours],
+           f"{repositories} repositories; {bench.network.describe()}; bandwidth floor {floor:.1f} s, the largest "
+           f"blob alone on one connection {max(source.seeded.sizes.values()) / bench.network.connection_rate:.1f} s"
+           f"\n  mirror pull: {ours_traffic[0].describe(len(images))}"
+           f"\n  skopeo (every {every}th image): {skopeo_traffic[0].describe(len(images[::every]))}")
+    return [Row("release", "pull", ours.wall_s, "bandwidth floor", floor, "<= 1.5x", ours.peak_rss_kb),
+            Row("release", "pull", ours.wall_s, f"skopeo x{every} est.", scaled.wall_s, "")]
 
 
 def loopback_small(bench: Bench) -> list[Row]:
@@ -600,7 +645,7 @@ def sign_every_image(host: str, seeded: corpus.Corpus, signing) -> tuple[int, in
 SCENARIOS: dict[str, Callable[[Bench], list[Row]]] = {
     "loopback-large": loopback_large, "wan-large": wan_large, "wan-small": wan_small,
     "loopback-small": loopback_small, "push-small": push_small, "push-large": push_large,
-    "push-fanout": push_fanout, "delta": delta, "sync": sync, "kit": kit,
+    "push-fanout": push_fanout, "delta": delta, "sync": sync, "kit": kit, "release": release,
     "attachments": attachments,
 }
 
@@ -633,7 +678,8 @@ def main() -> None:
                         help=f"comma-separated scenarios to run (default all: {','.join(SCENARIOS)})")
     parser.add_argument("--quick", action="store_true",
                         help=f"small corpora for iterating ({QUICK.large_mb} MB / {QUICK.large_images} images, "
-                             f"{QUICK.small_images} small images, {QUICK.push_mb} MB push)")
+                             f"{QUICK.small_images} small images, {QUICK.push_mb} MB push, a release of "
+                             f"{QUICK.release_images} images / {QUICK.release_mb} MB)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench-work")
     parser.add_argument("--keep", action="store_true", help="keep registries' storage and the bundles")
     parser.add_argument("--fetch-blobs", nargs=2, metavar=("HOST", "LIST"), help=argparse.SUPPRESS)

@@ -12,6 +12,12 @@ that is just as far away. ``WanLink`` models the network as a TCP proxy:
   bytes/s per direction (token buckets);
 - TCP slow start and loss are not modelled.
 
+The link also reads what it carries (plain HTTP/1.1): ``Traffic`` counts the
+requests by kind (token, HEAD, manifest, blob, ...) and their answers' status,
+and keeps the bytes delivered downstream per 100 ms, so a benchmark can say
+how many round trips an image cost and how long the link sat idle
+(``WanLink.watch()`` around a step).
+
 ``remote_registry`` puts a token-auth docker-registry (tests/support/testbed.py) and
 its token server behind such a link. Everything binds 127.0.0.1 only; a
 connection idle for ``IDLE_TIMEOUT`` seconds is closed.
@@ -27,19 +33,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
+import re
 import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' support package
 
 from support import testbed  # noqa: E402
+from support.fake_registry import request_kind  # noqa: E402
 
 CHUNK = 64 * 1024
 IDLE_TIMEOUT = 300.0
+BIN = 0.1  # seconds: the granularity of the link's record of bytes over time
+IDLE_BELOW = 0.01  # an interval carrying less than this share of the site's capacity counts as idle
+KINDS = ("token", "HEAD", "manifest", "blob", "referrers", "tags", "redirect", "other")
 
 
 @dataclass(frozen=True)
@@ -67,10 +80,134 @@ class TokenBucket:
         return self.free_at
 
 
+def kind_of(method: str, path: str, status: int) -> str:
+    """What an exchange was, for counting round trips: a redirect by its answer, the rest by the request
+    (as the tests' fake registry counts them)."""
+    return "redirect" if 300 <= status < 400 else request_kind(method, path)
+
+
+@dataclass
+class Counts:
+    """Exchanges by kind and answers by status, over some span of a link's life."""
+
+    kinds: collections.Counter = field(default_factory=collections.Counter)
+    statuses: collections.Counter = field(default_factory=collections.Counter)
+
+    def __sub__(self, earlier: "Counts") -> "Counts":
+        return Counts(self.kinds - earlier.kinds, self.statuses - earlier.statuses)
+
+    def per_image(self, images: int) -> str:
+        """``token 0.1, HEAD 3.0, ...; 11.2 in all (401: 0.1, 404: 3.0)``, each divided by ``images``."""
+        parts = [f"{kind} {self.kinds[kind] / images:.2f}" for kind in KINDS if self.kinds[kind]]
+        refusals = [f"{status}: {self.statuses[status] / images:.2f}" for status in (401, 404, 429)
+                    if self.statuses[status]]
+        return (f"{', '.join(parts) or 'none'}; {sum(self.kinds.values()) / images:.2f} in all"
+                + (f" (answered {', '.join(refusals)})" if refusals else ""))
+
+
+class _Exchanges:
+    """One connection's HTTP/1.1 exchanges, read from its bytes in each direction; bodies are skipped.
+
+    Each direction is a small state machine: a head up to its blank line, then a body of
+    Content-Length bytes, chunked, or (an answer with neither) to the end of the connection."""
+
+    _LENGTH = re.compile(rb"^content-length:\s*(\d+)\s*$", re.I | re.M)
+    _CHUNKED = re.compile(rb"^transfer-encoding:.*chunked", re.I | re.M)
+
+    def __init__(self, counts: Counts):
+        self.counts = counts
+        self.asked: collections.deque[tuple[str, str]] = collections.deque()  # (method, path) awaiting answers
+        self.up, self.down = _Stream(self._request), _Stream(self._answer)
+
+    def _request(self, head: bytes) -> int | None:
+        method, _, rest = head.partition(b" ")
+        self.asked.append((method.decode("latin-1"), rest.split(b" ", 1)[0].decode("latin-1")))
+        return self._body(head, bodyless=False, request=True)
+
+    def _answer(self, head: bytes) -> int | None:
+        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
+        method, path = self.asked.popleft() if self.asked else ("?", "?")
+        self.counts.kinds[kind_of(method, path, status)] += 1
+        self.counts.statuses[status] += 1
+        return self._body(head, bodyless=method == "HEAD" or status in (204, 304) or status < 200, request=False)
+
+    def _body(self, head: bytes, bodyless: bool, request: bool) -> int | None:
+        """Bytes of body after ``head``: a number, -1 for chunked, None for up to the end of the connection."""
+        if bodyless:
+            return 0
+        if self._CHUNKED.search(head):
+            return -1
+        length = self._LENGTH.search(head)
+        return int(length[1]) if length else (0 if request else None)  # a request without either has none
+
+
+class _Stream:
+    """One direction of a connection: heads handed to ``on_head`` (which says how much body follows), bodies skipped."""
+
+    def __init__(self, on_head):
+        self.on_head, self.buffer, self.skip, self.chunked = on_head, b"", 0, False
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        while self.buffer:
+            if self.skip:  # inside a body of known length
+                taken = min(self.skip, len(self.buffer))
+                self.skip -= taken
+                self.buffer = self.buffer[taken:]
+            elif self.skip is None:  # to the end of the connection
+                self.buffer = b""
+            elif self.chunked:
+                line, found, rest = self.buffer.partition(b"\r\n")
+                if not found:
+                    return
+                self.buffer = rest
+                size = int(line.split(b";")[0] or b"0", 16)
+                if size:
+                    self.skip = size + 2  # the chunk and its CRLF
+                else:
+                    self.chunked, self.skip = False, 2  # a last chunk, no trailers (what Go sends)
+            else:
+                head, found, rest = self.buffer.partition(b"\r\n\r\n")
+                if not found:
+                    return
+                self.buffer = rest
+                body = self.on_head(head)
+                self.chunked, self.skip = body == -1, (0 if body == -1 else body)
+
+
+class Traffic:
+    """What crossed a link: exchanges by kind, and bytes delivered downstream per BIN seconds (loop time)."""
+
+    def __init__(self) -> None:
+        self.counts = Counts()
+        self.down: collections.Counter = collections.Counter()  # int(time / BIN) -> bytes
+
+    def delivered(self, when: float, size: int) -> None:
+        self.down[int(when / BIN)] += size
+
+    def snapshot(self) -> Counts:
+        return Counts(collections.Counter(self.counts.kinds), collections.Counter(self.counts.statuses))
+
+
+@dataclass
+class Watched:
+    """A step's share of a link's traffic (``WanLink.watch``): its exchanges and the link's idle share."""
+
+    counts: Counts
+    idle_share: float  # of the step's BIN intervals, those carrying under IDLE_BELOW of the site's capacity
+    bytes_down: int
+
+    def describe(self, images: int) -> str:
+        return (f"requests per image: {self.counts.per_image(images)}; link idle {self.idle_share:.0%} of the time "
+                f"(intervals of {BIN * 1000:.0f} ms under {IDLE_BELOW:.0%} of the site's rate)")
+
+
 class WanLink:
     """A loop in a daemon thread running proxies that share one site cap (one bucket per direction)."""
 
     def __init__(self, network: Network = Network()):
+        self.network = network
+        self.traffic = Traffic()
         self.rtt, self.connection_rate = network.rtt, network.connection_rate
         self.site = {direction: TokenBucket(network.site_rate, 4 * CHUNK) for direction in ("up", "down")}
         self.loop = asyncio.new_event_loop()
@@ -96,6 +233,24 @@ class WanLink:
         self.thread.join(10)
         self.loop.close()
 
+    def _in_loop(self, call):
+        async def run():
+            return call()
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[list[Watched]]:
+        """The traffic of the block: a list that holds one ``Watched`` once the block ends."""
+        before, started = self._in_loop(self.traffic.snapshot), time.monotonic()  # the loop's clock
+        seen: list[Watched] = []
+        yield seen
+        ended = time.monotonic()
+        after = self._in_loop(self.traffic.snapshot)
+        bins = range(int(started / BIN), int(ended / BIN) + 1)
+        down = self._in_loop(lambda: [self.traffic.down.get(b, 0) for b in bins])
+        idle = sum(size < IDLE_BELOW * self.network.site_rate * BIN for size in down)
+        seen.append(Watched(after - before, idle / max(1, len(down)), sum(down)))
+
     def proxy(self, upstream: str) -> str:
         """Start a proxy to ``upstream`` (host:port) for the link's lifetime; returns its 127.0.0.1:port."""
         host, port = upstream.rsplit(":", 1)
@@ -118,9 +273,12 @@ class WanLink:
             return
         writers = {client_writer, upstream_writer}
         self.open |= writers
+        exchanges = _Exchanges(self.traffic.counts)
         try:
-            await asyncio.gather(self._pump(client_reader, upstream_writer, self.site["up"], established),
-                                 self._pump(upstream_reader, client_writer, self.site["down"], established))
+            await asyncio.gather(
+                self._pump(client_reader, upstream_writer, self.site["up"], established, exchanges.up.feed),
+                self._pump(upstream_reader, client_writer, self.site["down"], established, exchanges.down.feed,
+                           self.traffic.delivered))
         except (OSError, asyncio.TimeoutError):
             pass  # one side went away or fell silent
         finally:
@@ -129,8 +287,10 @@ class WanLink:
                 writer.close()
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, site: TokenBucket,
-                    established: float) -> None:
-        """Read, wait for both buckets, deliver RTT/2 later; forward end-of-stream.
+                    established: float, read: Callable[[bytes], None],
+                    delivered: Callable[[float, int], None] | None = None) -> None:
+        """Read, wait for both buckets, deliver RTT/2 later; forward end-of-stream. ``read`` sees every
+        byte as it is read; ``delivered(when, size)`` hears of each delivery.
 
         Delivery times only grow (the connection's bucket adds to them), so data arrives in order."""
         connection = TokenBucket(self.connection_rate, CHUNK)
@@ -150,6 +310,9 @@ class WanLink:
             if passes > now:
                 await asyncio.sleep(passes - now)
             due = passes + self.rtt / 2
+            read(data)
+            if delivered is not None:
+                delivered(due, len(data))
             self.loop.call_at(due, deliver, data)
             await writer.drain()  # a far side slow to take data stops the reading here
         self.loop.call_at(max(due, self.loop.time() + self.rtt / 2), deliver, None)

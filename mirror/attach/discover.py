@@ -3,10 +3,11 @@
 The repository's tags are listed once (``Listings``, shared by a run): of cosign's three tags
 and the referrers tag schema's for each subject (the image's digest and each of its platform
 manifests), only those listed are fetched, each with one GET. The referrers API is asked per
-subject until the registry shows it does not serve it (then the listing answers for the tag
-schema). Nothing found is not an error; a registry failing a lookup is (the image fails, rather
+subject until the registry shows it does not serve it (the client remembers; then the listing
+answers for the tag schema). Nothing found is not an error; a registry failing a lookup is (the image fails, rather
 than crossing the gap without the signature a policy will ask for). A registry that will not
-list tags is asked with a HEAD (free on Docker Hub) per candidate tag instead.
+list tags, or lists more than LISTING_PAGES pages, is asked with a HEAD (free on Docker Hub)
+per candidate tag instead.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import AsyncIterator, Awaitable, Callable
 import anyio
 import anyio.abc
 
-from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, leaves
+from ..errors import IntegrityError, MirrorError, NotFoundError, leaves
 from ..model.oci import Manifest, digest_hex
 from ..registry.client import RegistryClient
 from .cosign import MAX_PAYLOAD, SIMPLE_SIGNING, TAG_KINDS, artifact_type, referrer_kind, tag_for
@@ -42,18 +43,17 @@ class Found:
     artifact_type: str
 
 
+LISTING_PAGES = 3  # of a repository's tags; Docker Hub and distribution send all in one
 GetManifest = Callable[[str, str], Awaitable[Manifest]]  # (repository, reference) -> the manifest
 
 
 class Listings:
-    """What one run learned of its source registries, asked once however many images share it:
-    each repository's tags and whether each registry serves the referrers API."""
+    """Each repository's tags, listed once per run however many images share it (whether a registry
+    serves the referrers API, the client remembers: RegistryClient.referrers)."""
 
     def __init__(self) -> None:
         self._tags: dict[tuple[str, str], set[str] | None] = {}  # (host, repository) -> its tags
         self._listing: dict[tuple[str, str], anyio.Event] = {}  # being listed -> set when done
-        self._serves_referrers: dict[str, bool] = {}  # host -> whether it serves the referrers API
-        self._probing: dict[str, anyio.Event] = {}  # host -> set once its first referrers answer is in
 
     async def tags(self, client: RegistryClient, repository: str) -> set[str] | None:
         """The repository's tags; None where the registry will not list them, or lists none (a
@@ -65,31 +65,13 @@ class Listings:
             return self._tags[key]
         self._listing[key] = done = anyio.Event()
         try:
-            try:
-                self._tags[key] = set(await client.list_tags(repository)) or None
-            except (AuthError, RegistryError):  # listing refused (ECR wants a right pulls do not need), too
-                self._tags[key] = None  # large, failing: each candidate is HEADed, and fails there if it must
+            # None: refused (ECR wants a right pulls do not need) or past LISTING_PAGES pages: each
+            # candidate is HEADed instead, and fails there if it must
+            self._tags[key] = set(await client.tags_within(repository, LISTING_PAGES) or ()) or None
         finally:
             del self._listing[key]
             done.set()
         return self._tags[key]
-
-    async def referrers(self, client: RegistryClient, repository: str, subject: str) -> list[dict] | None:
-        """The referrers API's list for ``subject``; None where the registry does not serve it, which
-        its first answer tells for every later subject (the others wait for that answer)."""
-        host = client.host
-        while host not in self._serves_referrers and host in self._probing:
-            await self._probing[host].wait()
-        if host in self._serves_referrers:
-            return await client.referrers(repository, subject) if self._serves_referrers[host] else None
-        self._probing[host] = done = anyio.Event()
-        try:
-            listed = await client.referrers(repository, subject)
-            self._serves_referrers[host] = listed is not None
-        finally:
-            del self._probing[host]
-            done.set()
-        return listed
 
 
 async def find(client: RegistryClient, repository: str, subjects: list[str],
@@ -130,7 +112,7 @@ async def find(client: RegistryClient, repository: str, subjects: list[str],
                                             artifact_type(manifest))]
 
     async def referrers(subject: str) -> None:
-        listed = await listings.referrers(client, repository, subject)
+        listed = await client.referrers(repository, subject)
         if listed is None:  # no referrers API: the referrers tag schema, if anyone wrote it
             index = await tagged(tag_for(subject))
             listed = index.document.get("manifests") or [] if index is not None and index.is_index else []

@@ -30,6 +30,10 @@ class BlobStore:
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def empty(self) -> bool:
+        """Nothing in it, not even a partial download: a first run's work dir."""
+        return next(self.blob_dir.iterdir(), None) is None
+
     def missing_bytes(self, digest: str, size: int) -> int:
         """Bytes of a ``size``-byte blob still to be written here: none when it is in, else what its partial lacks."""
         if self.has(digest):

@@ -5,6 +5,13 @@ The registry says how to authenticate in ``WWW-Authenticate`` on a 401.
 a token for the scopes a request needs from the realm (with the credentials
 when we have them, anonymously otherwise) and send that. Tokens are cached
 per scope set until they expire. Secrets never go into a message or a log.
+
+A token server takes several ``scope`` parameters in one request (Docker Hub's
+does, and distribution's token spec says so), so the pull scopes a run will
+need (``expect``) are asked for up to SCOPES_PER_TOKEN at a time: a Rancher
+list of 700 images in 200 repositories costs about 13 token round trips, not
+200. A registry that refuses such a shared token for a repository, or a token
+server that refuses the shared request, gets one token per scope again.
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from .settings import Credentials
 CATALOG_SCOPE = "registry:catalog:*"
 DEFAULT_TOKEN_LIFETIME = 60.0  # seconds, when the token server does not say (distribution spec)
 EXPIRY_MARGIN = 5.0
+# Scopes in one shared token: a JWT grows ~150 bytes per scope, and 16 keep its Authorization
+# header near 3 KB, well under the 8 KB a proxy in front of a registry allows a header line.
+SCOPES_PER_TOKEN = 16
 
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # it goes into a header line: no spaces, controls or line breaks
 _PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
@@ -113,6 +123,11 @@ class Authenticator:
         # One lock per scope set: a token is fetched once per scope, while tokens for other
         # repositories are fetched at the same time (a Rancher list is hundreds of repositories).
         self._locks: dict[frozenset[str], anyio.Lock] = {}
+        self._expected: dict[str, None] = {}  # single scopes the run will need, in the order it needs them
+        self._fetching: dict[str, anyio.Event] = {}  # expected scopes whose shared token is on its way
+        self._shared: set[frozenset[str]] = set()  # cached tokens that came from a shared request
+        self._alone: set[str] = set()  # scopes a shared token did not open: asked for one by one
+        self._sharing = True  # False once the token server refused a shared request
 
     @property
     def credentials(self) -> Credentials | None:
@@ -121,6 +136,11 @@ class Authenticator:
             self._looked_up = True
         return self._credentials
 
+    def expect(self, scopes: Iterable[str]) -> None:
+        """Scopes (each a request's only one, e.g. a repository's pull) this run will need: their
+        tokens are then fetched several at a time."""
+        self._expected.update(dict.fromkeys(scopes))
+
     async def authorization(self, scopes: Iterable[str]) -> str | None:
         """The Authorization header to send, or None while no challenge is known."""
         if self.challenge is None:
@@ -128,13 +148,60 @@ class Authenticator:
         if self.challenge.scheme == "basic":
             return basic_header(self.credentials) if self.credentials else None
         key = frozenset(scopes)
+        if len(key) == 1 and self._sharing and not key & self._alone and next(iter(key)) in self._expected:
+            return await self._shared_authorization(next(iter(key)))
         async with self._locks.setdefault(key, anyio.Lock()):
-            cached = self._tokens.get(key)
-            if cached and cached[1] > time.monotonic():
-                return "Bearer " + cached[0]
+            cached = self._cached(key)
+            if cached:
+                return cached
             token, lifetime = await self._fetch_token(sorted(key))
-            self._tokens[key] = (token, time.monotonic() + max(lifetime - EXPIRY_MARGIN, 1.0))
+            self._keep(token, lifetime, [key])
             return "Bearer " + token
+
+    def _cached(self, key: frozenset[str]) -> str | None:
+        cached = self._tokens.get(key)
+        return "Bearer " + cached[0] if cached and cached[1] > time.monotonic() else None
+
+    def _keep(self, token: str, lifetime: float, keys: list[frozenset[str]]) -> None:
+        expires = time.monotonic() + max(lifetime - EXPIRY_MARGIN, 1.0)
+        for key in keys:
+            self._tokens[key] = (token, expires)
+
+    async def _shared_authorization(self, scope: str) -> str:
+        """A token opening ``scope`` and the next expected scopes without one, in one request; a
+        request for a scope already on its way waits for that token."""
+        key = frozenset([scope])
+        while True:
+            cached = self._cached(key)
+            if cached:
+                return cached
+            pending = self._fetching.get(scope)
+            if pending is None:
+                break
+            await pending.wait()
+        order = list(self._expected)
+        at = order.index(scope)
+        batch = [scope] + [s for s in order[at + 1:] + order[:at] if s not in self._fetching  # the next ones first
+                           and s not in self._alone and not self._cached(frozenset([s]))][:SCOPES_PER_TOKEN - 1]
+        done, asked = anyio.Event(), batch
+        self._fetching.update(dict.fromkeys(asked, done))
+        try:
+            token, lifetime = await self._fetch_token(asked)
+        except AuthError:
+            if len(asked) == 1:
+                raise
+            self._sharing = False  # refused the shared request (one repository it will not open?): one by one
+            batch = [scope]
+            token, lifetime = await self._fetch_token(batch)
+        finally:
+            for s in asked:
+                self._fetching.pop(s, None)
+            done.set()
+        keys = [frozenset([s]) for s in batch]
+        self._keep(token, lifetime, keys)
+        if len(batch) > 1:
+            self._shared.update(keys)
+        return "Bearer " + token
 
     def unauthorized(self, response: httpx.Response, scopes: Iterable[str], *, sent: str | None,
                      refreshed: bool) -> None:
@@ -153,7 +220,11 @@ class Authenticator:
             return
         self.challenge = challenge
         if challenge.scheme == "bearer" and sent.startswith("Bearer ") and not refreshed:
-            self._tokens.pop(frozenset(scopes), None)  # expired or revoked: fetch once more
+            key = frozenset(scopes)
+            self._tokens.pop(key, None)  # expired or revoked: fetch once more
+            if key in self._shared:  # or the shared token did not open this repository: its own token
+                self._shared.discard(key)
+                self._alone |= key
             return
         raise AuthError(refused_message(self.host)) if self.credentials else self._needs_credentials()
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Iterable
 
+import anyio
 import httpx
 
-from ..errors import IntegrityError, MirrorError, NotFoundError, RegistryError
+from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, Unreachable
 from ..model import oci
 from ..model.oci import Descriptor, Manifest, digest_hex
 from .auth import CATALOG_SCOPE, delete_scope, pull_scope, push_scope
@@ -50,6 +51,8 @@ class RegistryClient:
         # (``N;w=SECONDS``), as sent: Docker Hub counts pulls, and HEADs are free.
         self.last_ratelimit: str | None = None
         self.last_ratelimit_limit: str | None = None
+        self._serves_referrers: bool | None = None  # whether it serves the referrers API, once it answered
+        self._referrers_probe = anyio.Lock()
 
     async def __aenter__(self) -> "RegistryClient":
         return self
@@ -59,6 +62,10 @@ class RegistryClient:
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+    def expect_pulls(self, repositories: Iterable[str]) -> None:
+        """Repositories this run will pull from: their bearer tokens come several to a request (auth.py)."""
+        self._transport.expect(pull_scope(repository) for repository in repositories)
 
     # -- operations ---------------------------------------------------------
 
@@ -156,18 +163,19 @@ class RegistryClient:
         a proxy's catch-all page) means it does not.
         """
         digest_hex(digest)
+        if self._serves_referrers is None:  # not known yet: one asks, the others wait for its answer
+            async with self._referrers_probe:
+                if self._serves_referrers is None:
+                    listed = await self._referrers(repository, digest)
+                    self._serves_referrers = listed is not None  # the same for the next subject: asked once
+                    return listed
+        return await self._referrers(repository, digest) if self._serves_referrers else None
+
+    async def _referrers(self, repository: str, digest: str) -> list[dict] | None:
         what = f"referrers of {_image(self.host, repository, digest)}"
         _, data = await self._get_document(f"/v2/{repository}/referrers/{digest}", repository, oci.OCI_INDEX, what,
                                            absent_ok=True)
-        if data is None:
-            return None
-        try:
-            listed = json.loads(data).get("manifests") or []
-        except (ValueError, AttributeError):
-            return None
-        if not isinstance(listed, list):
-            return None
-        return [entry for entry in listed if isinstance(entry, dict)]
+        return _referrers_listed(data)
 
     async def blob_size(self, repository: str, digest: str) -> int | None:
         """Size of a blob the registry has in ``repository``; None when absent."""
@@ -241,17 +249,34 @@ class RegistryClient:
         except NotFoundError:
             return []
 
+    async def tags_within(self, repository: str, pages: int) -> list[str] | None:
+        """All tags when they come in at most ``pages`` pages; None when there are more, or the
+        registry will not list them (a listing is an optimisation to its callers, never a need)."""
+        try:
+            return await self._paged(f"/v2/{repository}/tags/list", "tags", [pull_scope(repository)],
+                                     f"tags of {self.host}/{repository}", pages)
+        except NotFoundError:
+            return []
+        except _TooManyPages:
+            return None
+        except (RegistryError, AuthError) as exc:
+            if isinstance(exc, Unreachable) or (getattr(exc, "status", None) or 0) >= 500:
+                raise  # the registry is in trouble, not just unwilling: the next request would fail too
+            return None
+
     async def catalog(self) -> list[str]:
         """Every repository the registry lists (every page)."""
         return await self._paged("/v2/_catalog", "repositories", [CATALOG_SCOPE],
                                  f"catalog of {self.host}")
 
-    async def _paged(self, path: str, key: str, scopes: list[str], what: str) -> list[str]:
-        """Every page's ``key`` list (``_listed``), following ``Link: rel="next"``."""
+    async def _paged(self, path: str, key: str, scopes: list[str], what: str, pages: int | None = None) -> list[str]:
+        """Every page's ``key`` list (``_listed``), following ``Link: rel="next"``; _TooManyPages past ``pages``."""
         found: list[str] = []
         url: httpx.URL | None = self._transport.url(path)
         seen: set[str] = set()
         while url is not None and str(url) not in seen:
+            if pages is not None and len(seen) >= pages:
+                raise _TooManyPages()
             seen.add(str(url))
             response = await self._transport.request("GET", url, scopes=scopes, stream=True, what=what)
             try:
@@ -283,6 +308,23 @@ def _listed(body: bytes, key: str, what: str) -> list[str]:
         raise RegistryError(f"{what} answered with no JSON object holding a {key!r} list")
     return [entry if isinstance(entry, str) and len(entry) <= MAX_NAME
             else f"<{json.dumps(entry, separators=(',', ':'))[:MAX_ENTRY - 2]}>" for entry in entries or []]
+
+
+class _TooManyPages(Exception):
+    """A listing longer than its caller wanted to read."""
+
+
+def _referrers_listed(data: bytes | None) -> list[dict] | None:
+    """The descriptors of a referrers answer's index; None when it is no index (the API is not served)."""
+    if data is None:
+        return None
+    try:
+        listed = json.loads(data).get("manifests") or []
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(listed, list):
+        return None
+    return [entry for entry in listed if isinstance(entry, dict)]
 
 
 def _next_link(response: httpx.Response, transport: Transport, what: str) -> httpx.URL | None:

@@ -171,6 +171,10 @@ class Transport:
         """A blob transfer would start now, not wait for another to end."""
         return self._transfers.room
 
+    def expect(self, scopes: Iterable[str]) -> None:
+        """Scopes the run will need, for tokens that open several at once (auth.py ``expect``)."""
+        self._auth.expect(scopes)
+
     def url(self, path: str) -> httpx.URL:
         """``path`` on this registry. A path from the root is put after the origin and parsed once:
         ``join`` parses three times (httpx checks every character each time), a cost per request."""

@@ -58,7 +58,7 @@ from .budget import Budget
 from .delta import Base
 from .fetch import Abandoned, Arrivals, Fetch
 from .attachments import PullAttachments, attachment_report
-from .resolve import ResolvedImage, Resolver
+from .resolve import ResolvedImage, Resolver, expect_pulls
 
 
 @dataclass
@@ -278,6 +278,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     refused: list[NoRoom] = []
     async with ClientPool(request.settings_for, request.http_transport) as pool:
         budget = Budget(pool, wait=request.wait_for_limit, log=request.log)
+        await expect_pulls(pool, request.sources, request.images)  # before the survey's first request
         await budget.survey(request.sources, request.images)
         fetch = Fetch(store, pool, request.jobs, skip=base.digests)
         room = _Room(request, store, fetch) if request.space_check else None

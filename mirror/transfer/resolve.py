@@ -11,7 +11,9 @@ one whose digest is known (a child's, a pinned reference's) is taken from
 there instead of asked again. With a ``budget`` each GET is a pull paid for
 from its registry's rate limit (budget.py); on a registry that meters pulls
 a tag is HEADed first (free) to find its manifest in the work dir, so a run
-the limit deferred is continued without paying twice.
+the limit deferred is continued without paying twice. A work dir empty when
+the run began holds no manifest to find: its tags are not HEADed (a round
+trip each).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class Resolver:
                  store: BlobStore | None = None, budget: Budget | None = None):
         self.pool, self.sources, self.platforms, self.jobs, self.store = pool, sources, platforms, jobs, store
         self.budget = budget
+        self._resuming = store is not None and not store.empty()  # a tag's HEAD may find its manifest there
         self._configs: dict[str, anyio.Event] = {}  # config downloads in flight or done, each once
 
     async def resolve_all(self, refs: list[Reference], progress: Progress,
@@ -114,6 +117,7 @@ class Resolver:
                     resolved_one(image)
             bar.update(1)
 
+        await expect_pulls(self.pool, self.sources, refs)
         with progress.bar(len(refs), "resolving", unit="img") as bar:
             await each(enumerate(refs), one, tasks_for(self.jobs))  # each mostly waits a round trip
         return Resolution([resolved[i] for i in sorted(resolved)], failures, causes, deferred)
@@ -138,7 +142,8 @@ class Resolver:
 
     async def _manifest(self, client: RegistryClient, repository: str, reference: str, digest: str | None,
                         media_type: str | None) -> Manifest:
-        return await stored_manifest(client, repository, reference, self.store, self.budget, digest, media_type)
+        return await stored_manifest(client, repository, reference, self.store, self.budget, digest, media_type,
+                                     resuming=self._resuming)
 
     async def _resolve_index(self, ref: Reference, location: Location, client: RegistryClient,
                              top: Manifest) -> ResolvedImage:
@@ -214,6 +219,17 @@ class Resolver:
             raise UsageError(f"{image.ref}: no manifest for platform {wanted} (the image is only {platform})")
 
 
+async def expect_pulls(pool: ClientPool, sources: SourceMap, refs: list[Reference]) -> None:
+    """Tell each source registry's client which repositories the run will pull from, in list order:
+    their tokens then come several to a request (registry/auth.py)."""
+    repositories: dict[str, dict[str, None]] = {}
+    for ref in refs:
+        location = sources.locate(ref)
+        repositories.setdefault(location.host, {})[location.repository] = None
+    for host, names in repositories.items():
+        (await pool.get(host)).expect_pulls(names)
+
+
 def _wanted(descriptor: Descriptor, platforms: list[Platform]) -> bool:
     if not platforms:
         return True
@@ -229,11 +245,13 @@ def _narrow_index(index: Manifest, keep: list[Descriptor]) -> Manifest:
 
 
 async def stored_manifest(client: RegistryClient, repository: str, reference: str, store: BlobStore | None,
-                          budget: Budget | None, digest: str | None = None, media_type: str | None = None) -> Manifest:
+                          budget: Budget | None, digest: str | None = None, media_type: str | None = None,
+                          resuming: bool = True) -> Manifest:
     """From the work dir when ``digest`` is there (a rerun pays no pull twice), else a GET (a pull from
     ``budget``, when there is one) kept there as it arrives: a deferred run's rerun has it. Without
-    ``digest``, a registry that meters pulls is asked for the tag's with a HEAD (free) first."""
-    if digest is None and store is not None and budget is not None and budget.limits(client.host):
+    ``digest``, a registry that meters pulls is asked for the tag's with a HEAD (free) first, unless the
+    run is not ``resuming``: a work dir that began empty holds no manifest a HEAD could find."""
+    if digest is None and resuming and store is not None and budget is not None and budget.limits(client.host):
         head = await client.head_manifest(repository, reference)
         if head is not None:
             digest, media_type = head.digest, head.media_type

@@ -262,6 +262,18 @@ async def test_bearer_anonymous_pull_and_refused_anonymous_push(token_registry, 
     assert all(r.user is None for r in tokens.requests)
 
 
+async def test_one_bearer_token_opens_every_repository_a_run_expects(token_registry):
+    tokens, proxy = token_registry
+    async with client(proxy.host, PLAIN_GOOD) as c:
+        seeded = [await seed(c, repository) for repository in ("lib/app", "lib/other")]
+    tokens.requests.clear()
+    async with client(proxy.host, RegistrySettings(plain_http=True)) as c:
+        c.expect_pulls(["lib/app", "lib/other"])
+        assert [await c.get_manifest(r, "v1") for r in ("lib/app", "lib/other")] == [m for m, _ in seeded]
+    assert [r.scopes for r in tokens.requests] == [["repository:lib/app:pull", "repository:lib/other:pull"]]
+    assert not [r for r in proxy.seen if r.status == 401 and r.headers.get("authorization")]
+
+
 async def test_bearer_expired_token_is_refreshed_once(token_registry):
     tokens, proxy = token_registry
     async with client(proxy.host, PLAIN_GOOD) as c:

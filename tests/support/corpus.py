@@ -235,6 +235,31 @@ def scale_spec(images: int = 300, image_kb: int = 900) -> CorpusSpec:
     return CorpusSpec(f"scale-{images}x{image_kb}kb", tuple(plans))
 
 
+def release_spec(names: list[str], images: int = 700, total_mb: int = 3000, seed: int = 7) -> CorpusSpec:
+    """A Rancher release's shape: ``images`` of ``names`` (``rancher/x:tag`` lines of a rancher-images.txt,
+    so repositories keep their many tags), about ``total_mb`` MB in all, sizes drawn from one seeded
+    log-normal (sigma 1.7: the median image a quarter of the mean, the largest few 25-35 times it,
+    as Rancher's few hundred-MB images among many small ones). Most images are two-platform Docker
+    lists or OCI indexes on a shared base layer per platform; one in ten is single-platform, one OCI
+    index in five carries BuildKit attestations."""
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(range(len(names)), images)) if images < len(names) else range(len(names))
+    picked = [names[i] for i in chosen]
+    weights = [rng.lognormvariate(0, 1.7) for _ in picked]
+    base_kb = 2048
+    own_kb = max(len(picked) * 20, total_mb * 1024 - 2 * base_kb)  # the base layer of each of two platforms
+    plans = []
+    for n, (name, weight) in enumerate(zip(picked, weights)):
+        kb = max(20, int(own_kb * weight / sum(weights)))
+        shape = ("docker", "docker-list", "oci-index")[0 if n % 10 == 9 else 1 + n % 2]
+        platforms = (AMD64,) if shape == "docker" else (AMD64, ARM64)
+        per_platform = max(20, kb // len(platforms))
+        layers = (per_platform,) if per_platform < 200 else (per_platform * 7 // 10, per_platform - per_platform * 7 // 10)
+        plans.append(ImageSpec(f"docker.io/{name}", shape, platforms, layers, base=n % 5 != 4,
+                               attestations=shape == "oci-index" and n % 5 == 0))
+    return CorpusSpec(f"release-{len(plans)}x{total_mb}mb", tuple(plans), base_kb=base_kb, seed=seed)
+
+
 SPECS = {"small": small_spec, "demo": demo_spec, "bench": bench_spec, "scale": scale_spec}
 
 

@@ -9,13 +9,16 @@ or Bearer challenge. Like distribution, it refuses a manifest whose children
 are not in its repository. ``requests`` keeps every request in order;
 ``fault(request)`` may answer in the registry's place (a Response, best made
 with ``answer`` or ``error``) or raise (an httpx.TransportError: a dropped
-connection), or return None to go on.
+connection), or return None to go on. ``kinds()`` counts the requests by what
+they cost a client (token, HEAD, manifest, blob, ...; scripts/wan.py counts the
+benchmark's the same way).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import collections
 import itertools
 import json
 import re
@@ -36,6 +39,20 @@ _ROUTES = [
     ("upload", re.compile(r"/v2/(?P<name>.+)/blobs/uploads/(?P<session>[^/]*)")),
     ("blob", re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})")),
 ]
+
+
+def request_kind(method: str, path: str) -> str:
+    """What a request is, for counting round trips: token, HEAD, manifest, blob, referrers, tags or other."""
+    if path.startswith("/token"):
+        return "token"
+    if method == "HEAD":
+        return "HEAD"
+    if method == "GET":
+        for kind, part in (("manifest", "/manifests/"), ("blob", "/blobs/sha256:"), ("referrers", "/referrers/"),
+                           ("tags", "/tags/list")):
+            if part in path:
+                return kind
+    return "other"
 
 
 def digest_of(data: bytes) -> str:
@@ -62,12 +79,15 @@ class FakeRegistry(httpx.AsyncBaseTransport):
     ``auth``: None, "basic" or "bearer"; ``credentials`` (user, password) are required when
     given (for bearer, by the token endpoint at /token), else tokens are handed out to anyone.
     ``page_size``: the most names one catalog or tags page lists (a client follows Link).
+    A bearer token opens the repositories its scopes name; ``scopes_per_token`` grants only the
+    first so many scopes of a token request (as a token server that ignores the rest would).
     """
 
     def __init__(self, *, auth: str | None = None, credentials: tuple[str, str] | None = None,
-                 page_size: int = 100, fault: Fault | None = None):
+                 page_size: int = 100, fault: Fault | None = None, scopes_per_token: int | None = None):
         assert auth in (None, "basic", "bearer")
         self.auth, self.credentials, self.page_size, self.fault = auth, credentials, page_size, fault
+        self.scopes_per_token = scopes_per_token
         self.blobs: dict[str, bytes] = {}  # digest -> bytes, every repository's
         self.manifests: dict[str, tuple[bytes, str]] = {}  # digest -> (bytes, media type)
         self.repositories: dict[str, set[str]] = {}  # repository -> digests linked into it (blobs, manifests)
@@ -75,7 +95,8 @@ class FakeRegistry(httpx.AsyncBaseTransport):
         self.uploads: dict[str, tuple[str, bytearray]] = {}  # session -> (repository, bytes so far)
         self.requests: list[str] = []  # "METHOD /path?query", in the order they came
         self.scopes: list[str] = []  # scopes the token endpoint was asked for
-        self._tokens: set[str] = set()
+        self.token_requests: list[list[str]] = []  # the scopes of each token request, in order
+        self._tokens: dict[str, set[str]] = {}  # token -> the repositories it opens ("" for /v2/ and the catalog)
         self._sessions = itertools.count(1)
 
     # -- for tests: put content in place, read what is there ------------------------------
@@ -98,6 +119,10 @@ class FakeRegistry(httpx.AsyncBaseTransport):
     def has(self, repository: str, digest: str) -> bool:
         return digest in self.repositories.get(repository, ())
 
+    def kinds(self) -> collections.Counter:
+        """The requests so far by kind (``request_kind``)."""
+        return collections.Counter(request_kind(*line.split(" ", 1)) for line in self.requests)
+
     def writes(self) -> list[str]:
         """The requests that change something (no GET or HEAD), in order."""
         return [line for line in self.requests if not line.startswith(("GET ", "HEAD "))]
@@ -119,18 +144,19 @@ class FakeRegistry(httpx.AsyncBaseTransport):
             return error(404, "NOT_FOUND", request.url.path)
         if route == "token":
             return self._token(request)
-        refused = self._refused(request)
+        refused = self._refused(request, match.groupdict().get("name", ""))
         if refused is not None:
             return refused
         handler = getattr(self, f"_{route}")
         return handler(request, body, **match.groupdict())
 
-    def _refused(self, request: httpx.Request) -> httpx.Response | None:
+    def _refused(self, request: httpx.Request, repository: str) -> httpx.Response | None:
         """The challenge for a request without valid credentials or token; None when it may pass."""
         sent = request.headers.get("authorization", "")
         if self.auth == "basic" and not self._basic_ok(sent):
             return error(401, "UNAUTHORIZED", headers={"WWW-Authenticate": 'Basic realm="fake"'})
-        if self.auth == "bearer" and sent.removeprefix("Bearer ") not in self._tokens:
+        opens = self._tokens.get(sent.removeprefix("Bearer ")) if sent.startswith("Bearer ") else None
+        if self.auth == "bearer" and (opens is None or (repository and repository not in opens)):
             realm = f"{request.url.scheme}://{request.url.netloc.decode()}/token"
             return error(401, "UNAUTHORIZED", headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="fake"'})
         return None
@@ -144,9 +170,11 @@ class FakeRegistry(httpx.AsyncBaseTransport):
     def _token(self, request: httpx.Request) -> httpx.Response:
         if self.credentials is not None and not self._basic_ok(request.headers.get("authorization", "")):
             return error(401, "UNAUTHORIZED", "token refused")
-        self.scopes += request.url.params.get_list("scope")
+        asked = request.url.params.get_list("scope")
+        self.scopes += asked
+        self.token_requests.append(asked)
         token = f"token-{len(self._tokens) + 1}"
-        self._tokens.add(token)
+        self._tokens[token] = {scope.split(":")[1] for scope in asked[:self.scopes_per_token] if scope.count(":") == 2}
         return answer(200, document={"token": token, "expires_in": 300})
 
     # -- the API --------------------------------------------------------------------------

@@ -75,11 +75,17 @@ async def test_identical_repeated_content_lengths_count_as_one():
 async def test_a_short_answer_to_an_optional_document_keeps_its_connection():
     # distribution 2.8 answers every referrers request (one per manifest) with a short 404 page:
     # its body is read, so the connection serves the next request instead of a new one per lookup.
-    reply = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\r\n404 page not found\n"
-    async with Scripted(lambda head, body, n: reply) as server, registry_client(server.port) as client:
+    # (The first answer says the API is served, so the client asks again for each subject.)
+    index = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}'
+    served = (b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(index), index))
+    missing = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\r\n404 page not found\n"
+    async with Scripted(lambda head, body, n: served if n == 1 else missing) as server, \
+            registry_client(server.port) as client:
+        assert await client.referrers("lib/app", "sha256:" + "0" * 64) == []
         for _ in range(3):
-            assert await client.referrers("lib/app", "sha256:" + "0" * 64) is None
-    assert server.connections == 1 and len(server.requests) == 3
+            assert await client.referrers("lib/app", "sha256:" + "1" * 64) is None
+    assert server.connections == 1 and len(server.requests) == 4
 
 
 async def test_a_cookie_the_registry_sets_is_sent_back_to_it():
