@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import sys
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -54,6 +54,10 @@ class Listings:
     def __init__(self) -> None:
         self._tags: dict[tuple[str, str], set[str] | None] = {}  # (host, repository) -> its tags
         self._listing: dict[tuple[str, str], anyio.Event] = {}  # being listed -> set when done
+
+    def record(self, host: str, repository: str, listed: list[Any]) -> None:
+        """Tags the run listed already (a sync job's selection): not asked for again."""
+        self._tags.setdefault((host, repository), {tag for tag in listed if isinstance(tag, str)} or None)
 
     async def tags(self, client: RegistryClient, repository: str) -> set[str] | None:
         """The repository's tags; None where the registry will not list them, or lists none (a

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 
+from ..attach.discover import Listings
 from ..attach.keys import VERIFIED
 from ..clock import utc_now
 from ..errors import MirrorError, NotFoundError
@@ -54,17 +55,20 @@ async def wanted_images(request: SyncRequest, pool: ClientPool) -> Wanted:
         images.setdefault(image.ref, image)
     unlisted: list[tuple[Reference, MirrorError]] = []
     skipped: list[SkippedTags] = []
+    listings = Listings()
     for selection in request.selections:
         try:
             listed = await selection.list_tags(pool, request.sources)
         except MirrorError as exc:
             unlisted.append((selection.repository, exc))
             continue
+        location = request.sources.locate(selection.repository)
+        listings.record(location.host, location.repository, listed)
         chosen, bad = selection.select(listed)  # a config mistake found on these tags ends the run (exit 2)
         for image in chosen:
             images.setdefault(image.ref, image)
         skipped += [bad] if bad else []
-    return Wanted(list(images.values()), unlisted, skipped)
+    return Wanted(list(images.values()), unlisted, skipped, listings)
 
 
 async def sync(request: SyncRequest, progress: Progress) -> SyncResult:
@@ -125,6 +129,7 @@ class SyncRun:
         self.request, self.runs, self.pool, self.progress = request, runs, pool, progress
         self.count = len(runs[0].result.images) if runs else 0
         self.ratelimits: dict[str, RateLimit] = {}  # shared by every target's result
+        self.listings = Listings()  # the sources' tags, as the job's selections listed them (run)
         self.probes: dict[str, tuple[str, str]] = {}  # host -> the HEAD that stated its lowest ratelimit
         for run in runs:
             run.result.ratelimits = self.ratelimits
@@ -138,6 +143,7 @@ class SyncRun:
 
     async def run(self, wanted: Wanted) -> None:
         request = self.request
+        self.listings = wanted.listings
         await self.check()
         if not request.dry_run:
             await self.resolve()
@@ -287,7 +293,7 @@ class SyncRun:
         """After the images' tags: the attachments each target lacks of every image in place there
         (docs/signatures.md); an unchanged image that gained one is ``attached``."""
         await copy_attachments([run.attach_to() for run in runs], self.request.sources, self.pool,
-                               self.request.jobs)
+                               self.request.jobs, self.listings)
         for run in runs:
             run.attached()
 

@@ -72,10 +72,11 @@ async def signatures_at_source(images: list[ResolvedImage], pool: ClientPool, ke
     return [verdicts[i] for i in range(len(images))]
 
 
-async def copy_attachments(targets: list[AttachTo], sources: SourceMap, pool: ClientPool, jobs: int) -> None:
+async def copy_attachments(targets: list[AttachTo], sources: SourceMap, pool: ClientPool, jobs: int,
+                           listings: Listings) -> None:
     """Copy each subject's attachments its target lacks, every target from one read of each blob;
-    each subject's ``written`` and ``error`` say what happened."""
-    listings = Listings()  # the sources' tags listed once for every target
+    each subject's ``written`` and ``error`` say what happened. ``listings``: the sources' tags, listed
+    once for every target (and not again where the job's selections listed them)."""
     await each(targets, lambda to: _look_up(to, sources, pool, jobs, listings), len(targets) or 1)
     alone = len(targets) == 1
     deliveries: list[Delivery] = []

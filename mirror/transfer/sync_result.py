@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import httpx
 
+from ..attach.discover import Listings
 from ..errors import ExitCode, MirrorError, worst_exit_code
 from ..model.oci import Descriptor, Platform
 from ..model.reference import Reference
@@ -166,6 +167,7 @@ class Wanted:
     images: list[SyncImage]  # each once: those the job names, then each selection's tags as listed now
     unlisted: list[tuple[Reference, MirrorError]]  # repositories whose tags could not be listed, with why
     skipped: list[SkippedTags]  # entries of the tag lists that are no tags
+    listings: Listings = field(default_factory=Listings)  # the tags listed, for the attachment lookups too
 
 
 def worst_exit(results: list[SyncResult]) -> ExitCode:

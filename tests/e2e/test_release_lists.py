@@ -326,7 +326,7 @@ def test_sync_run_takes_its_lists_as_pull_does_arm64_fetched_then_cached_offline
     host.serve(rancher_path, f"{arm64.source}\n".encode())
     env = {**env, "XDG_STATE_HOME": str(tmp_path / "state")}  # sync's lock
     args = ["sync", "run", "--mode", "rke2", "--rke2-version", RKE2, "--rancher-version", "v2.99.0",
-            "--platform", "linux/arm64", "--no-registry-image", "--exclude", "cert-manager",
+            "--platform", "linux/arm64", "--no-registry-image", "--exclude", "cert-manager", "--no-charts", "--no-files",
             *seeded_source.mirror_args, "--to", registry.host, "--to-plain-http", "--dry-run", "--json", "-q"]
 
     offline = run_mirror(*args, "--offline-lists", env=env)
