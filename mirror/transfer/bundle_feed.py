@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 import anyio
 import anyio.from_thread
@@ -27,9 +27,7 @@ from ..model.oci import Manifest
 from ..registry.download import CHUNK_SIZE as CHUNK
 from ..registry.upload import BlobSource
 from ..units import MIB
-
-if TYPE_CHECKING:
-    from .fanout import FanOut
+from .fanout import FanOut, one_shot
 
 IN_MEMORY_LIMIT = 1 * MIB  # blobs up to this size are spooled in memory ...
 MEMORY_BUDGET = 64 * MIB  # ... while the in-memory spool stays under this
@@ -264,33 +262,3 @@ class BundleFeed:
     async def _upload_streamed(self, digest: str, size: int, receive: Any) -> None:
         with receive:
             await self.delivery.place_blob(digest, size, one_shot(digest, receive))
-
-
-def one_shot(digest: str, receive: Any, again: Callable[[], AsyncIterator[bytes]] | None = None) -> BlobSource:
-    """A source read from ``receive`` once; marked ``once`` so a fan-out copies it rather than re-reading.
-
-    A second attempt (an upload retried) reads ``again`` when there is one (a source registry), and lets
-    ``receive`` go so whoever feeds it is not held up; else it fails (a bundle is read in one pass).
-    """
-    used = False
-
-    def source() -> AsyncIterator[bytes]:
-        nonlocal used
-        if used and again is not None:
-            receive.close()
-            return again()
-        if used:
-            raise MirrorError(f"blob {digest} is larger than the spool window and cannot be "
-                              "retried in this pass; re-run push (or raise --window)")
-        used = True
-        return _chunks_from(receive)
-
-    source.once = again is None  # type: ignore[attr-defined]
-    return source
-
-
-async def _chunks_from(receive: Any) -> AsyncIterator[bytes]:
-    async for item in receive:
-        if isinstance(item, BaseException):
-            raise item
-        yield item

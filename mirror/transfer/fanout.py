@@ -13,14 +13,13 @@ dropped; a target retrying a ``tee`` blob reads its source again.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import anyio
 
 from ..errors import MirrorError
 from ..model.oci import Manifest
 from ..registry.client import BlobSource
-from .bundle_feed import one_shot
 from .deliver import Delivery
 
 TEE_BUFFER = 4  # chunks queued per target for a streamed blob
@@ -124,3 +123,32 @@ class FanOut:
             for delivery, (_, receive) in zip(targets, streams):
                 group.start_soon(deliver, delivery, receive)
 
+
+def one_shot(digest: str, receive: Any, again: Callable[[], AsyncIterator[bytes]] | None = None) -> BlobSource:
+    """A source read from ``receive`` once; marked ``once`` so a fan-out copies it rather than re-reading.
+
+    A second attempt (an upload retried) reads ``again`` when there is one (a source registry), and lets
+    ``receive`` go so whoever feeds it is not held up; else it fails (a bundle is read in one pass).
+    """
+    used = False
+
+    def source() -> AsyncIterator[bytes]:
+        nonlocal used
+        if used and again is not None:
+            receive.close()
+            return again()
+        if used:
+            raise MirrorError(f"blob {digest} is larger than the spool window and cannot be "
+                              "retried in this pass; re-run push (or raise --window)")
+        used = True
+        return _chunks_from(receive)
+
+    source.once = again is None  # type: ignore[attr-defined]
+    return source
+
+
+async def _chunks_from(receive: Any) -> AsyncIterator[bytes]:
+    async for item in receive:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
