@@ -1,11 +1,15 @@
-"""The options that pick pull's charts and files (mirror/kit), and the call that finds them upstream."""
+"""The options that pick the charts and files pull and sync carry (mirror/kit), declared once, and the call
+that finds them upstream."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+from .groups import option_group
 
 if TYPE_CHECKING:
     from ..kit.plan import KitPlan
@@ -28,17 +32,35 @@ RkeVersionOption = typer.Option(
                                 "it supports --kubernetes-version (docs/kit.md).")
 
 
-def select_kit(topology: Topology | None, platforms: list[Platform], *, no_charts: bool, no_files: bool,
-               charts: list[str] | None, files: list[str] | None, rancher_chart_repo: str,
-               with_airgap_images: bool, offline_lists: bool, keep_going: bool,
-               ca_file: Path | None, rke_version: str | None = None) -> KitPlan:
-    """The charts and files a pull carries, each found upstream now (a missing one: exit 2 naming its URL)."""
-    from ..kit.fetcher import KitFetcher
-    from ..kit.plan import KitOptions, kit_arches, plan_kit
+@dataclass(frozen=True)
+class KitChoice:
+    """The kit options as given; ``select`` finds the charts and files they name upstream."""
 
-    options = KitOptions(charts=not no_charts, files=not no_files, rancher_chart_repo=rancher_chart_repo,
-                         extra_charts=list(charts or []), extra_files=list(files or []),
-                         with_airgap_images=with_airgap_images, offline_lists=offline_lists, keep_going=keep_going,
-                         rke_version=rke_version)
-    return plan_kit(topology.mode if topology else None, topology.versions if topology else {},
-                    kit_arches(platforms), options, KitFetcher(ca_file))
+    no_charts: bool
+    no_files: bool
+    chart: list[str] | None
+    file: list[str] | None
+    rancher_chart_repo: str
+    with_airgap_images: bool
+    rke_version: str | None
+
+    def select(self, topology: Topology | None, platforms: list[Platform], *, offline_lists: bool,
+               keep_going: bool, ca_file: Path | None) -> KitPlan:
+        """The charts and files a run carries, each found upstream now (a missing one: exit 2 naming its URL)."""
+        from ..kit.fetcher import KitFetcher
+        from ..kit.plan import KitOptions, kit_arches, plan_kit
+
+        options = KitOptions(charts=not self.no_charts, files=not self.no_files,
+                             rancher_chart_repo=self.rancher_chart_repo, extra_charts=list(self.chart or []),
+                             extra_files=list(self.file or []), with_airgap_images=self.with_airgap_images,
+                             offline_lists=offline_lists, keep_going=keep_going, rke_version=self.rke_version)
+        return plan_kit(topology.mode if topology else None, topology.versions if topology else {},
+                        kit_arches(platforms), options, KitFetcher(ca_file))
+
+
+# pull and sync run: ``kit_choice: KitChoice = ...``
+kit_options = option_group("kit_choice", {
+    "no_charts": (bool, NoChartsOption), "no_files": (bool, NoFilesOption),
+    "chart": (Optional[list[str]], ChartOption), "file": (Optional[list[str]], FileOption),
+    "rancher_chart_repo": (str, RancherChartRepoOption), "with_airgap_images": (bool, WithAirgapImagesOption),
+    "rke_version": (Optional[str], RkeVersionOption)}, KitChoice)

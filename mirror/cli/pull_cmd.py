@@ -22,10 +22,7 @@ from .options import (
 )
 from ..units import parse_size
 from .render import emit_json, report_failures, written_lines
-from .kit_options import (
-    ChartOption, FileOption, NoChartsOption, NoFilesOption, RancherChartRepoOption, RkeVersionOption,
-    WithAirgapImagesOption, select_kit,
-)
+from .kit_options import KitChoice, kit_options
 
 if TYPE_CHECKING:
     from ..model.reference import Reference
@@ -36,6 +33,7 @@ if TYPE_CHECKING:
 @handle_errors
 @release_options
 @signer_options
+@kit_options
 def pull_command(
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle to write, e.g. bundle.tar.zst."),
@@ -44,13 +42,7 @@ def pull_command(
     no_registry_image: bool = NoRegistryImageOption,
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
-    no_charts: bool = NoChartsOption,
-    no_files: bool = NoFilesOption,
-    chart: Optional[list[str]] = ChartOption,
-    file: Optional[list[str]] = FileOption,
-    rancher_chart_repo: str = RancherChartRepoOption,
-    with_airgap_images: bool = WithAirgapImagesOption,
-    rke_version: Optional[str] = RkeVersionOption,
+    kit_choice: KitChoice = ...,  # --no-charts, --chart, --file and the other kit options (kit_options.py)
     downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
     platform: Optional[list[str]] = PlatformOption,
     source_mirror: Optional[list[str]] = SourceMirrorOption,
@@ -109,9 +101,8 @@ def pull_command(
         raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
     if output is not None and not dry_run:
         check_output(output, force)
-    kit = select_kit(topology, platforms, no_charts=no_charts, no_files=no_files, charts=chart, files=file,
-                     rancher_chart_repo=rancher_chart_repo, with_airgap_images=with_airgap_images,
-                     offline_lists=offline_lists, keep_going=keep_going, ca_file=ca_file, rke_version=rke_version)
+    kit = kit_choice.select(topology, platforms, offline_lists=offline_lists, keep_going=keep_going,
+                            ca_file=ca_file)
     if not refs and not kit.items:
         raise UsageError("no images to pull: name images, --images-file or --mode")
     sources, settings_for = source_access(source_mirror or [], plain_http_registry or [], insecure_registry or [],

@@ -24,10 +24,7 @@ from .options import (
     PlainHttpRegistryOption, PlatformOption, QuietOption, Release, Signers, SourceMirrorOption, UsernameOption,
     release_options, signer_options,
 )
-from .kit_options import (
-    ChartOption, FileOption, NoChartsOption, NoFilesOption, RancherChartRepoOption, WithAirgapImagesOption,
-    select_kit,
-)
+from .kit_options import KitChoice, kit_options
 from .sync_render import finish
 
 EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 bad flags or config; "
@@ -45,6 +42,7 @@ app.add_typer(sync_app, name="sync")
 @handle_errors
 @release_options
 @signer_options
+@kit_options
 def run_command(
     context: typer.Context,
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
@@ -65,12 +63,7 @@ def run_command(
     offline_lists: bool = OfflineListsOption,
     exclude: Optional[list[str]] = ExcludeOption,
     downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
-    no_charts: bool = NoChartsOption,
-    no_files: bool = NoFilesOption,
-    chart: Optional[list[str]] = ChartOption,
-    file: Optional[list[str]] = FileOption,
-    rancher_chart_repo: str = RancherChartRepoOption,
-    with_airgap_images: bool = WithAirgapImagesOption,
+    kit_choice: KitChoice = ...,  # --no-charts, --chart, --file and the other kit options (kit_options.py)
     platform: Optional[list[str]] = PlatformOption,
     source_mirror: Optional[list[str]] = SourceMirrorOption,
     plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
@@ -142,9 +135,8 @@ def run_command(
             platforms=platforms, offline_lists=offline_lists, ca_file=ca_file,
             downstream_versions=downstream_versions)
         refs, found = selection.images, selection.topology
-        kit = select_kit(found, platforms, no_charts=no_charts, no_files=no_files, charts=chart, files=file,
-                         rancher_chart_repo=rancher_chart_repo, with_airgap_images=with_airgap_images,
-                         offline_lists=offline_lists, keep_going=keep_going, ca_file=ca_file)
+        kit = kit_choice.select(found, platforms, offline_lists=offline_lists, keep_going=keep_going,
+                                ca_file=ca_file)
         if not refs and not kit.items:
             raise UsageError("no images to sync: name images, --images-file or --mode")
         topology = asdict(found) if found else None
