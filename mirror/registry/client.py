@@ -2,7 +2,7 @@
 
 Everything a pull, push or sync needs: manifests kept byte-for-byte, blobs
 streamed in bounded memory (downloads resumable with Range requests), cross
-repository mounts, chunked uploads, tags and the catalog, each answer
+repository mounts, chunked uploads, tags and the catalog (listing.py), each answer
 checked against the digest asked for.
 """
 
@@ -16,19 +16,16 @@ from typing import AsyncIterator, Callable, Iterable
 import anyio
 import httpx
 
-from ..errors import AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, Unreachable
+from ..errors import IntegrityError, MirrorError, RegistryError
 from ..model import oci
 from ..model.oci import Descriptor, Manifest, digest_hex
-from .auth import CATALOG_SCOPE, delete_scope, pull_scope, push_scope
+from .auth import delete_scope, pull_scope, push_scope
 from .credentials import AuthFiles
 from .download import Downloads, Unfinished
+from .listing import Listing
 from .settings import RegistrySettings
-from .transport import RateGuard, Stalled, Transport, describe
+from .transport import Transport, read_capped
 from .upload import BlobSource, Uploads
-
-MAX_LISTING = 16 << 20  # one page of tags or repositories: 200 000 names of 80 characters
-MAX_NAME = 255  # characters: no tag (128) or repository name (255 with its host) is longer
-MAX_ENTRY = 128  # characters of a listed entry that is not a name, passed on for the caller to report
 
 
 class RegistryClient:
@@ -47,6 +44,7 @@ class RegistryClient:
                                     http_transport=http_transport)
         self._downloads = Downloads(self._transport)
         self._uploads = Uploads(self._transport)
+        self._listing = Listing(self._transport)
         # The newest ``RateLimit-Remaining`` and ``RateLimit-Limit`` a manifest HEAD answered
         # (``N;w=SECONDS``), as sent: Docker Hub counts pulls, and HEADs are free.
         self.last_ratelimit: str | None = None
@@ -114,28 +112,11 @@ class RegistryClient:
                     return response, None
                 raise await self._transport.failure(response, what)
             limit = oci.MAX_MANIFEST_SIZE
-            return response, await self._read_capped(response, what, limit, IntegrityError(
+            return response, await read_capped(self._transport, response, what, limit, IntegrityError(
                 f"{what}: {self.host} serves more than {limit} bytes for it; a manifest is never that large, "
                 "so it was not read"))
         finally:
             await response.aclose()
-
-    async def _read_capped(self, response: httpx.Response, what: str, limit: int, too_large: MirrorError) -> bytes:
-        """A body, refused (``too_large``) past ``limit`` before it is read, or as soon as it gets there."""
-        declared = self._transport.content_length(response, what)
-        if declared is not None and declared > limit:
-            raise too_large
-        body = bytearray()
-        guard = RateGuard(self.settings)
-        try:
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > limit:
-                    raise too_large
-                guard.feed(len(chunk))
-        except (httpx.TransportError, Stalled) as exc:
-            raise RegistryError(f"{what}: the connection failed mid-transfer ({describe(exc)})") from exc
-        return bytes(body)
 
     async def head_manifest(self, repository: str, reference: str) -> Descriptor | None:
         what = f"manifest {_image(self.host, repository, reference)}"
@@ -243,75 +224,15 @@ class RegistryClient:
 
     async def list_tags(self, repository: str) -> list[str]:
         """All tags (every page); [] when the repository does not exist."""
-        try:
-            return await self._paged(f"/v2/{repository}/tags/list", "tags", [pull_scope(repository)],
-                                     f"tags of {self.host}/{repository}")
-        except NotFoundError:
-            return []
+        return await self._listing.tags(repository)
 
     async def tags_within(self, repository: str, pages: int) -> list[str] | None:
-        """All tags when they come in at most ``pages`` pages; None when there are more, or the
-        registry will not list them (a listing is an optimisation to its callers, never a need)."""
-        try:
-            return await self._paged(f"/v2/{repository}/tags/list", "tags", [pull_scope(repository)],
-                                     f"tags of {self.host}/{repository}", pages)
-        except NotFoundError:
-            return []
-        except _TooManyPages:
-            return None
-        except (RegistryError, AuthError) as exc:
-            if isinstance(exc, Unreachable) or (getattr(exc, "status", None) or 0) >= 500:
-                raise  # the registry is in trouble, not just unwilling: the next request would fail too
-            return None
+        """All tags when they come in at most ``pages`` pages, else None (listing.py)."""
+        return await self._listing.tags_within(repository, pages)
 
     async def catalog(self) -> list[str]:
         """Every repository the registry lists (every page)."""
-        return await self._paged("/v2/_catalog", "repositories", [CATALOG_SCOPE],
-                                 f"catalog of {self.host}")
-
-    async def _paged(self, path: str, key: str, scopes: list[str], what: str, pages: int | None = None) -> list[str]:
-        """Every page's ``key`` list (``_listed``), following ``Link: rel="next"``; _TooManyPages past ``pages``."""
-        found: list[str] = []
-        url: httpx.URL | None = self._transport.url(path)
-        seen: set[str] = set()
-        while url is not None and str(url) not in seen:
-            if pages is not None and len(seen) >= pages:
-                raise _TooManyPages()
-            seen.add(str(url))
-            response = await self._transport.request("GET", url, scopes=scopes, stream=True, what=what)
-            try:
-                if response.status_code != 200:
-                    raise await self._transport.failure(response, what)
-                body = await self._read_capped(response, what, MAX_LISTING, RegistryError(
-                    f"{what}: {self.host} serves more than {MAX_LISTING} bytes in one page, so it was not read"))
-            finally:
-                await response.aclose()
-            found += _listed(body, key, f"{what}: {self.host}")
-            url = _next_link(response, self._transport, what)
-        return found
-
-
-def _listed(body: bytes, key: str, what: str) -> list[str]:
-    """The ``key`` list of a tags or catalog page (``{"tags": [...]}``; null or absent: none).
-
-    An entry that is no string (or a string longer than any name) is passed on
-    as ``<JSON text>``, cut to MAX_ENTRY characters: the brackets make it no
-    valid tag or repository name (``5`` or ``null`` alone would be one), so the
-    caller's name check refuses and reports it instead of it vanishing here.
-    """
-    try:
-        page = json.loads(body)
-    except (ValueError, RecursionError):
-        page = None
-    entries = page.get(key) if isinstance(page, dict) else None
-    if not isinstance(page, dict) or not isinstance(entries, (list, type(None))):
-        raise RegistryError(f"{what} answered with no JSON object holding a {key!r} list")
-    return [entry if isinstance(entry, str) and len(entry) <= MAX_NAME
-            else f"<{json.dumps(entry, separators=(',', ':'))[:MAX_ENTRY - 2]}>" for entry in entries or []]
-
-
-class _TooManyPages(Exception):
-    """A listing longer than its caller wanted to read."""
+        return await self._listing.catalog()
 
 
 def _referrers_listed(data: bytes | None) -> list[dict] | None:
@@ -325,15 +246,6 @@ def _referrers_listed(data: bytes | None) -> list[dict] | None:
     if not isinstance(listed, list):
         return None
     return [entry for entry in listed if isinstance(entry, dict)]
-
-
-def _next_link(response: httpx.Response, transport: Transport, what: str) -> httpx.URL | None:
-    """The ``rel="next"`` target of a Link header, resolved against the request."""
-    for part in response.headers.get_list("link", split_commas=True):
-        target, _, params = part.partition(";")
-        if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
-            return transport.resolve(response, target.strip().strip("<>"), what)
-    return None
 
 
 def _is_sha256(digest: str) -> bool:

@@ -25,9 +25,10 @@ import httpx
 from ..errors import IntegrityError, RegistryError
 from ..model.numbers import ascii_int
 from ..model.oci import digest_hex
+from .answers import content_encoding
 from .auth import pull_scope
 from .pieces import CHUNK_SIZE, SPLIT_MIN, Piece, Pieces, hash_file
-from .transport import RateGuard, Stalled, Transport, content_encoding, describe
+from .transport import RateGuard, Stalled, Transport, describe
 
 SEGMENTED_MIN = 32 << 20  # blobs from this size on may be fetched as parallel ranges
 

@@ -5,26 +5,22 @@ round trip (401 -> token or basic, once refreshed), redirects followed by
 hand so Authorization never leaves the registry, transient trouble
 (connection errors, timeouts, 5xx, 429) retried with capped exponential
 backoff and Retry-After, TLS and auth refusals ended at once in AuthError
-(exit 3), and the mapping of unusable answers to MirrorError kinds.
+(exit 3); what an answer says, and the error it becomes, is answers.py's.
 Every request asks for identity and no answer is decoded; a body read whole
 is capped (docs/architecture.md, "What a registry may send").
 """
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import http.cookiejar
 import ipaddress
 import itertools
-import json
 import random
-import re
 import ssl
 import time
 import urllib.request
 from collections import deque
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar, Union
 
@@ -32,10 +28,11 @@ import anyio
 import httpx
 
 from ..errors import (
-    AuthError, IntegrityError, MirrorError, NotFoundError, RegistryError, StorageFull, Unreachable, UsageError,
+    AuthError, MirrorError, RegistryError, Unreachable, UsageError,
 )
 from ..model.numbers import ascii_int
 from ..model.reference import endpoint_host
+from . import answers
 from .auth import Authenticator
 from .credentials import AuthFiles
 from .settings import Credentials, RegistrySettings, calls_window, transfers_window
@@ -43,16 +40,13 @@ from .window import Window
 from .wire import NEW_CONNECTION, MalformedAnswer, WireTransport
 
 MAX_ANSWER = 1 << 20  # a body read whole (token, /v2/, upload and manifest PUT answers): refused past this
-MAX_ERROR_BODY = 64 << 10  # of an error answer, read for its message; the rest is left unread
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles per attempt, with jitter
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 60.0
 MAX_REDIRECTS = 5
-MAX_DETAIL = 300  # characters of a registry's error message quoted in ours
 MAX_DRAINED = 4096  # bytes of an unwanted answer's declared body read to keep its connection (``discard``)
 IDENTITY = {"Accept-Encoding": "identity"}  # on every request: nothing compressed comes back to decode
 _REDIRECTS = (301, 302, 303, 307, 308)
-_ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)  # a URL with its own scheme and host
 
 T = TypeVar("T")
 Content = Union[bytes, Callable[[], AsyncIterator[bytes]], None]
@@ -190,31 +184,10 @@ class Transport:
         return self.resolve(response, location, what)
 
     def resolve(self, response: httpx.Response, target: str, what: str) -> httpx.URL:
-        """A Location or Link target, against the answer that named it: an http(s) URL with a host.
-
-        It may be on another origin; ``authorized`` sends no credentials there.
-        """
-        target = target.strip()
-        try:
-            # An absolute target (an upload's Location, long with its state) is parsed once, not joined.
-            url: httpx.URL | None = httpx.URL(target) if _ABSOLUTE.match(target) else response.url.join(target)
-        except httpx.InvalidURL:
-            url = None
-        if url is None or url.scheme not in ("http", "https") or not url.host:
-            raise RegistryError(f"{what}: {response.url.netloc.decode()} pointed to {target[:100]!r}, which is no "
-                                "http(s) URL", response.status_code)
-        return url
+        return answers.resolve(response, target, what)
 
     def content_length(self, response: httpx.Response, what: str) -> int | None:
-        """The length an answer declares; None when it declares none, RegistryError when it is no number."""
-        declared = response.headers.get("content-length")
-        if declared is None:
-            return None
-        length = ascii_int(declared)
-        if length is None:
-            raise RegistryError(f"{what}: {self.host} declared Content-Length {declared[:40]!r}, which is no "
-                                "length", response.status_code)
-        return length
+        return answers.content_length(self.host, response, what)
 
     async def discard(self, response: httpx.Response) -> None:
         """Close an answer whose body is not wanted. One declaring a short body (MAX_DRAINED bytes at
@@ -305,12 +278,12 @@ class Transport:
                 refreshed = refreshed or authorization is not None
                 continue
             if status == 429 or status >= 500:
-                body = await _error_body(response)
-                full = _storage_full(self.host, response, body, what)
+                body = await answers.error_body(response)
+                full = answers.storage_full(self.host, response, body, what)
                 if full is not None:  # no retry: its disk stays full, for every image
                     raise full
-                detail = _error_detail(response, body)
-                raise Transient(f"answered {status}{detail}", _retry_after(response.headers.get("retry-after")),
+                detail = answers.error_detail(response, body)
+                raise Transient(f"answered {status}{detail}", answers.retry_after(response.headers.get("retry-after")),
                                 status)
             return response
 
@@ -359,7 +332,7 @@ class Transport:
             window.answered(ticket, None if response.extensions.get(NEW_CONNECTION) else time.monotonic() - sent)
         response.stream = _ReleasingStream(response.stream, window.release)
         try:
-            encoding = content_encoding(response)
+            encoding = answers.content_encoding(response)
             if encoding and not raw:
                 raise RegistryError(f"{what}: {request.url.netloc.decode()} answered with Content-Encoding "
                                     f"{encoding[:40]!r} though mirror asks for identity; a compressed answer can "
@@ -383,32 +356,17 @@ class Transport:
             response = await self._send_limited(request, False, self._calls, what)
             if response.status_code == 429 or response.status_code >= 500:
                 raise Transient(f"token endpoint answered {response.status_code}",
-                                 _retry_after(response.headers.get("retry-after")), response.status_code)
+                                 answers.retry_after(response.headers.get("retry-after")), response.status_code)
             return response
 
         return await self.retrying(attempt, what)
 
     def plain_http_refused(self, response: httpx.Response, body: bytes) -> UsageError | None:
-        """A TLS port answering our plain HTTP (Go's servers say "HTTP request to an HTTPS server")."""
-        if response.status_code == 400 and self.settings.plain_http and b"HTTPS" in body:
-            return UsageError(f"{self.host} speaks TLS, not plain HTTP: drop the plain-HTTP option for it "
-                              "(and pass --ca-file if a private CA signed its certificate)")
-        return None
+        return answers.plain_http_refused(self.host, response, body, self.settings.plain_http)
 
     async def failure(self, response: httpx.Response, what: str) -> MirrorError:
         """The error for an answer we cannot use, with the registry's own error code."""
-        body = await _error_body(response)
-        status = response.status_code
-        refused = self.plain_http_refused(response, body)
-        if refused:
-            return refused
-        detail = _error_detail(response, body)
-        if status == 404:
-            return NotFoundError(f"{what} not found on {self.host}{detail}", status)
-        if status == 400 and any(code in detail for code in ("DIGEST_INVALID", "SIZE_INVALID")):
-            return IntegrityError(f"{what}: {self.host} refused the content as not matching its "
-                                  f"digest{detail}")
-        return RegistryError(f"{what}: {self.host} answered {status}{detail}", status)
+        return await answers.failure(self.host, response, what, self.settings.plain_http)
 
 
 def _moves_a_blob(method: str, url: httpx.URL) -> bool:
@@ -421,10 +379,24 @@ def _names_a_blob(url: httpx.URL) -> bool:
     return "/blobs/sha256:" in url.path
 
 
-def content_encoding(response: httpx.Response) -> str | None:
-    """The Content-Encoding an answer names, None for none (or identity): mirror asks for identity."""
-    encoding = response.headers.get("content-encoding", "").strip()
-    return encoding if encoding and encoding.lower() != "identity" else None
+async def read_capped(transport: Transport, response: httpx.Response, what: str, limit: int,
+                      too_large: MirrorError) -> bytes:
+    """A streamed body read whole, refused (``too_large``) past ``limit`` before it is read, or as
+    soon as it gets there; a connection lost or too slow on the way is a RegistryError."""
+    declared = transport.content_length(response, what)
+    if declared is not None and declared > limit:
+        raise too_large
+    body = bytearray()
+    guard = RateGuard(transport.settings)
+    try:
+        async for chunk in response.aiter_raw():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+            guard.feed(len(chunk))
+    except (httpx.TransportError, Stalled) as exc:
+        raise RegistryError(f"{what}: the connection failed mid-transfer ({describe(exc)})") from exc
+    return bytes(body)
 
 
 class _Capped(httpx.AsyncByteStream):
@@ -456,25 +428,6 @@ async def _read_whole(response: httpx.Response, what: str) -> None:
         await response.aread()
     except (httpx.TransportError, ssl.SSLError) as exc:
         raise _transport_failure(exc, response.request) from exc
-
-
-async def _error_body(response: httpx.Response) -> bytes:
-    """At most MAX_ERROR_BODY bytes of an answer we will not use, as sent; the answer is closed after."""
-    try:
-        return response.content[:MAX_ERROR_BODY]  # read whole already, within MAX_ANSWER
-    except httpx.ResponseNotRead:
-        pass
-    body = bytearray()
-    try:
-        async for chunk in response.aiter_raw():
-            body += chunk
-            if len(body) >= MAX_ERROR_BODY:
-                break
-    except (httpx.TransportError, httpx.StreamError, ssl.SSLError):
-        pass  # the status says enough
-    finally:
-        await response.aclose()
-    return bytes(body[:MAX_ERROR_BODY])
 
 
 def _proxy_mounts(settings: RegistrySettings, connections: int) -> dict[str, httpx.AsyncBaseTransport | None]:
@@ -584,67 +537,3 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _error_detail(response: httpx.Response, body: bytes) -> str:
-    """`` (CODE: message)`` from the registry's error JSON, when it sent one, on one line and short."""
-    error = _first_error(response, body)
-    if error is None:
-        return ""
-    try:
-        text = f"{error.get('code', '?')}: {error.get('message', '')}"
-    except AttributeError:
-        return ""
-    return f" ({_printable(text)})"
-
-
-def _first_error(response: httpx.Response, body: bytes) -> Any:
-    """The first entry of a registry's ``{"errors": [...]}`` answer, whatever its shape; None without one."""
-    if content_encoding(response):
-        return None
-    try:
-        return json.loads(body)["errors"][0]
-    except (ValueError, RecursionError, KeyError, IndexError, TypeError):
-        return None
-
-
-def _printable(text: str) -> str:
-    """A peer's words on one line of ours, and short."""
-    return "".join(c if c.isprintable() else "?" for c in text[:MAX_DETAIL])
-
-
-_NO_SPACE = ("no space left on device", "disk quota exceeded")  # how Go words ENOSPC and EDQUOT ...
-_NO_SPACE_ERRNOS = (28, 122)  # ... and their numbers on Linux, in distribution's {"Enclosed": {"Err": N}}
-_STORAGE_TREE = "/docker/registry/v2/"  # where distribution's filesystem driver keeps everything under its root
-
-
-def _storage_full(host: str, response: httpx.Response, body: bytes, what: str) -> StorageFull | None:
-    """A 5xx saying the registry's own disk is full, as distribution words it: its error's ``detail`` is
-    the driver's error, either text ("write PATH: no space left on device") or ``{"Enclosed": {"Op",
-    "Path", "Err": 28}}``. ``where`` is the storage root the path is under, as the registry names it."""
-    error = _first_error(response, body)
-    detail = error.get("detail") if isinstance(error, dict) else None
-    enclosed = detail.get("Enclosed") if isinstance(detail, dict) else None
-    if isinstance(enclosed, dict) and type(enclosed.get("Err")) is int and enclosed["Err"] in _NO_SPACE_ERRNOS:
-        path = enclosed.get("Path")
-    elif isinstance(detail, str) and any(words in detail.lower() for words in _NO_SPACE):
-        path = next((word.rstrip(":") for word in detail.split() if word.startswith("/")), None)
-    else:
-        return None
-    where = _printable(path.split(_STORAGE_TREE)[0]) if isinstance(path, str) and path else None
-    return StorageFull(f"{what}: registry storage full: {host} answered {response.status_code}, no space left on "
-                       f"its disk{f' (under {where})' if where else ''}", response.status_code, host, where)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date; None (the usual backoff) if neither."""
-    if not value:
-        return None
-    seconds = ascii_int(value)
-    if seconds is not None:
-        return float(seconds)
-    try:
-        when = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, OverflowError):  # OverflowError: a year of twenty digits
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

@@ -18,9 +18,10 @@ import pytest
 from mirror.model import oci
 from mirror.errors import IntegrityError, NotFoundError, RegistryError
 from mirror.model.reference import endpoint_host
+from mirror.registry.answers import retry_after
 from mirror.registry.client import RegistryClient
 from mirror.registry.upload import SMALL_UPLOAD
-from mirror.registry.transport import RETRY_AFTER_CAP, _retry_after
+from mirror.registry.transport import RETRY_AFTER_CAP
 from mirror.registry.settings import RegistrySettings, transfers_window
 from support.faults import FaultProxy
 from support.registry_client import PLAIN, blob, client
@@ -285,7 +286,7 @@ async def test_bare_async_iterator_source_gets_one_attempt(proxy):
     assert len(proxy.requests("POST", "/v2/lib/other/")) == 1
 
 
-async def test_429_waits_for_retry_after(proxy):
+async def test_429_waits_forretry_after(proxy):
     proxy.fail("/manifests/", 429, headers={"Retry-After": "1"})
     async with client(proxy.host) as c:
         started = time.monotonic()
@@ -310,10 +311,10 @@ async def test_transient_5xx_then_success_and_bounded_give_up(proxy):
 
 
 def test_retry_after_takes_seconds_or_an_http_date_and_is_capped():
-    assert _retry_after("7") == 7.0
-    assert 25 < _retry_after(email.utils.formatdate(time.time() + 30, usegmt=True)) <= 30
-    assert _retry_after(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
-    assert _retry_after("soon") is None and _retry_after(None) is None
+    assert retry_after("7") == 7.0
+    assert 25 < retry_after(email.utils.formatdate(time.time() + 30, usegmt=True)) <= 30
+    assert retry_after(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
+    assert retry_after("soon") is None and retry_after(None) is None
     assert client("127.0.0.1:1")._transport.delay(0, 3600) == RETRY_AFTER_CAP
 
 
