@@ -50,6 +50,16 @@ def tasks_for(jobs: int) -> int:
     return transfers_window(connections)[1] + calls_window(connections)[1]
 
 
+DEFAULT_RETRIES = 5
+_retries = DEFAULT_RETRIES  # this process's, for every registry: `mirror --retries N` (cli/app.py) sets it
+
+
+def use_retries(retries: int) -> None:
+    """Attempts after the first that every registry request of this process gets (``RegistrySettings.retries``)."""
+    global _retries
+    _retries = retries
+
+
 @dataclass(frozen=True)
 class RegistrySettings:
     plain_http: bool = False
@@ -59,7 +69,7 @@ class RegistrySettings:
     client_key: Path | None = None
     credentials: Credentials | None = None  # explicit; else looked up in auth files
     max_connections: int = 8  # blob transfers at once to this registry at first (transfers_window)
-    retries: int = 5  # attempts after the first, for connection errors, 5xx and 429
+    retries: int = field(default_factory=lambda: _retries)  # attempts after the first: connection errors, 5xx, 429
     timeout: float = 15.0  # seconds without a byte (or a connection) before an attempt fails
     give_up_after: float = 30.0  # seconds of failing attempts without progress before a request fails
     min_rate: int = 16 << 10  # bytes/s a body must keep up over rate_window, else it is cut and retried

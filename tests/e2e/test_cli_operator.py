@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mirror import __version__
 from support import testbed
+from support.faults import FaultProxy
 from support.cli import run_mirror
 
 
@@ -83,13 +86,26 @@ def test_a_log_gets_progress_lines_at_its_interval_and_a_short_run_none(seeded_s
 
 def test_an_offline_pull_says_so_once_per_registry_not_once_per_image(tmp_path):
     images = [f"127.0.0.1:1/rancher/image-{n}:v1" for n in range(25)]
-    result = run_mirror("pull", *images, "-o", tmp_path / "b.tar.zst", "--plain-http-registry", "127.0.0.1:1")
+    result = run_mirror("--retries", "1", "pull", *images, "-o", tmp_path / "b.tar.zst", "--plain-http-registry",
+                        "127.0.0.1:1")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 2, lines  # the registry once, then the summary
     assert lines[0].startswith("mirror: failed: 25 image(s) from 127.0.0.1:1, which could not be reached")
     assert lines[1].startswith("mirror: error: 25 image(s) failed: ") and lines[1].endswith(" and 15 more")
     assert not (tmp_path / "b.tar.zst").exists()
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_retries_is_how_often_a_request_that_failed_on_the_way_is_sent_again(registry, tmp_path, retries):
+    with FaultProxy(registry.host) as proxy:
+        proxy.fail("/manifests/", 503, times=None)
+        result = run_mirror("--retries", str(retries), "pull", f"{proxy.host}/rancher/image:v1", "-o",
+                            tmp_path / "b.tar.zst", "--plain-http-registry", proxy.host)
+        asked = proxy.requests("HEAD", "/manifests/")  # the first request: a GET after it is asked as often
+    assert result.returncode == 1
+    assert len(asked) == retries + 1, asked
+    assert f"{retries + 1} attempt(s)" in result.stderr, result.stderr
 
 
 def test_registry_commands_report_failures_in_json_too(tmp_path):

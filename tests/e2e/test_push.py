@@ -202,7 +202,7 @@ def test_registry_killed_mid_push_leaves_no_broken_tag_and_a_rerun_completes(bun
                     registry.kill()
 
     with KillsRegistry(registry.host) as proxy:
-        result = run_mirror("push", bundle, "--registry", proxy.host, "--plain-http", "--jobs", "2")
+        result = run_mirror("--retries", "1", "push", bundle, "--registry", proxy.host, "--plain-http", "--jobs", "2")
         assert tags_sent(proxy) == []
     assert result.returncode == 1, result.stderr
     assert "mirror: failed:" in result.stderr

@@ -12,7 +12,7 @@ from support.push_checks import tags_pointing_at_incomplete_images
 def test_push_to_two_registries_and_one_that_is_down(corpus_bundle, start_registry):
     first, second = start_registry(), start_registry()
     down = f"127.0.0.1:{testbed.free_port()}"  # nothing listens there
-    result = run_mirror("push", corpus_bundle, "--registry", first.host, "--registry", down,
+    result = run_mirror("--retries", "1", "push", corpus_bundle, "--registry", first.host, "--registry", down,
                         "--registry", second.host, "--plain-http", "--json")
     assert result.returncode == 1, result.stderr
     doc = json.loads(result.stdout)

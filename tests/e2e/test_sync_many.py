@@ -21,7 +21,7 @@ def test_sync_into_two_registries_and_one_that_is_down(seeded_source, start_regi
     with FaultProxy(seeded_source.registry.host) as proxy:
         args = [*(i.source for i in images), "--to", first.host, "--to", down, "--to", second.host,
                 "--to-plain-http", *corpus.source_mirror_args(proxy.host)]
-        result = run_mirror("sync", "run", *args, "--json", "-q")
+        result = run_mirror("--retries", "1", "sync", "run", *args, "--json", "-q")
         blobs = [seen.path for seen in proxy.requests("GET", "/blobs/")]
     assert result.returncode == 1, result.stderr
     assert blobs and len(blobs) == len(set(blobs))  # each blob read from the source once for both registries
