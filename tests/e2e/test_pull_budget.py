@@ -99,7 +99,7 @@ def test_a_429_without_a_stated_limit_defers_instead_of_failing(seeded_source, t
     work = tmp_path / "work"
     with FaultProxy(seeded_source.registry.host) as proxy:
         proxy.limit_pulls(LIMIT, window=3600, stated=False, retry_after=1)  # no headers: only 429s say it
-        result = run_mirror("pull", *IMAGES, "-o", output, "--work-dir", work,
+        result = run_mirror("--retries", "1", "pull", *IMAGES, "-o", output, "--work-dir", work,
                             *corpus.source_mirror_args(proxy.host))
         assert [r for r in proxy.requests() if r.status == 429]
     assert result.returncode == 6, result.stderr
