@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
 
@@ -20,9 +20,6 @@ from .common import handle_errors
 from .options import JsonOption
 from .registry_cmd import StateDirOption, registry_app, up_lines
 from .render import emit_json
-
-if TYPE_CHECKING:
-    from ..server.lifecycle import UpResult
 
 
 @registry_app.command("status", help="URL, engine, storage used, repositories and tags; exit 1 when not running.")
@@ -67,12 +64,9 @@ def status_command(
                                               "with it. Exit 2: no registry set up, or it runs without auth.")
 @handle_errors
 def rotate_password_command(state_dir: Optional[Path] = StateDirOption) -> None:
-    result = _restart(state_dir, rotate_password=True)
-    for line in up_lines(result, sys.stdout.isatty()):
-        typer.echo(line)
-    typer.echo("nodes: put the new password where they keep it (`mirror config k3s|rke2|rke|docker "
-               "--local-registry` writes it again; restart k3s/rke2, or `docker login` again), and in the "
-               "--password-stdin or auth file of every push and sync job")
+    _restart(state_dir, "nodes: put the new password where they keep it (`mirror config k3s|rke2|rke|docker "
+                        "--local-registry` writes it again; restart k3s/rke2, or `docker login` again), and in the "
+                        "--password-stdin or auth file of every push and sync job", rotate_password=True)
 
 
 @registry_app.command("renew-cert", help="A new server certificate from the same CA for the same names; the "
@@ -80,10 +74,7 @@ def rotate_password_command(state_dir: Optional[Path] = StateDirOption) -> None:
                                          "certificate is not from mirror's CA.")
 @handle_errors
 def renew_cert_command(state_dir: Optional[Path] = StateDirOption) -> None:
-    result = _restart(state_dir, renew_cert=True)
-    for line in up_lines(result, sys.stdout.isatty()):
-        typer.echo(line)
-    typer.echo("nodes: nothing to change; they trust the same CA")
+    _restart(state_dir, "nodes: nothing to change; they trust the same CA", renew_cert=True)
 
 
 @registry_app.command("gc", help="Free the disk space of deleted images (run after `mirror prune`): distribution's "
@@ -126,11 +117,15 @@ def gc_command(
         typer.echo("  the registry was not running; left stopped")
 
 
-def _restart(state_dir: Optional[Path], **change: bool) -> UpResult:
+def _restart(state_dir: Optional[Path], for_nodes: str, **change: bool) -> None:
+    """The registry started again with ``change`` made; what it serves, then what the nodes must do."""
     from ..server.lifecycle import UpOptions, up
     from ..server.state import default_state_dir
 
-    return up(UpOptions(state_dir=(state_dir or default_state_dir()).absolute(), **change))
+    result = up(UpOptions(state_dir=(state_dir or default_state_dir()).absolute(), **change))
+    for line in up_lines(result, sys.stdout.isatty()):
+        typer.echo(line)
+    typer.echo(for_nodes)
 
 
 @registry_app.command("export-join", help="Write what another host needs to serve the same images from the "
