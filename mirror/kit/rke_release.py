@@ -84,7 +84,9 @@ def _newest_supporting(lists: ReleaseLists, kdm: str, tags: str, kubernetes: str
     option = f"--kubernetes-version {kubernetes}"
     low, high = _allowed_range(_json(lists.get(kdm, "Kontainer Driver Metadata", "no metadata for that Rancher "
                                                                                  "minor"), kdm), kdm, kubernetes)
-    within = [tag for tag in _stable_tags(lists.get(tags, "RKE releases", "no such repository"), tags)
+    listed = lists.get(tags, "RKE releases", "no such repository",
+                       "; name the release with --rke-version (docs/kit.md), or run again then: the answer is cached")
+    within = [tag for tag in _stable_tags(listed, tags)
               if version_key(low) <= version_key(tag) and (high is None or version_key(tag) <= version_key(high))]
     span = f"RKE {low} to {high}" if high else f"RKE {low} or later"
     if not within:

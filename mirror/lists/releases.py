@@ -18,6 +18,7 @@ import os
 import re
 import ssl
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -25,6 +26,7 @@ import httpx
 
 from ..errors import AuthError, MirrorError, UsageError
 from .imagelist import ListSource, parse_images_text
+from ..model.numbers import ascii_int
 from ..model.oci import Platform
 from ..model.reference import Reference
 from ..registry.settings import RegistrySettings
@@ -231,12 +233,16 @@ class ReleaseLists:
             raise MirrorError(f"{option} latest: {url} points to {location}, not a release")
         return version
 
-    def get(self, url: str, what: str, missing: str) -> bytes:
-        """The body of a 200; a 404 is UsageError saying ``missing``."""
+    def get(self, url: str, what: str, missing: str, hint: str = "") -> bytes:
+        """The body of a 200; a 404 is UsageError saying ``missing``; a spent rate limit says until when, and
+        ``hint`` (what else the user can do)."""
         with self._client(follow_redirects=True) as client:
             response, body = self._send(client, url, what)
         if response.status_code == 404:
             raise UsageError(f"{what}: {missing} ({url} answered 404)")
+        spent = _limit_spent(response)
+        if spent:
+            raise MirrorError(f"{what}: {url} answered {response.status_code}: {spent}{hint}")
         if response.status_code != 200:
             raise MirrorError(f"{what}: {url} answered {response.status_code}")
         return body
@@ -258,6 +264,23 @@ class ReleaseLists:
             return response, bytes(body)
         except httpx.HTTPError as exc:
             raise fetch_error(exc, url, what) from None
+
+
+_LAST_SECOND = 253402300799  # 9999-12-31 23:59:59 UTC: a later reset time is no time datetime can show
+
+
+def _limit_spent(response: httpx.Response) -> str | None:
+    """What a 403 or 429 saying its rate limit is spent (GitHub's API: ``x-ratelimit-remaining: 0``, 60
+    requests an hour for an address without a token) says of it; None for any other answer."""
+    headers = response.headers
+    if response.status_code not in (403, 429) or ascii_int(headers.get("x-ratelimit-remaining", "")) != 0:
+        return None
+    limit = ascii_int(headers.get("x-ratelimit-limit", ""))
+    reset = ascii_int(headers.get("x-ratelimit-reset", ""))
+    until = ""
+    if reset is not None and reset <= _LAST_SECOND:
+        until = f" until {datetime.fromtimestamp(reset, timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return f"its rate limit{f' of {limit} requests' if limit is not None else ''} for this address is spent{until}"
 
 
 def http_client(ca_file: Path | None, *, follow_redirects: bool) -> httpx.Client:

@@ -63,6 +63,18 @@ def test_a_v1_2x_version_takes_the_newest_rke_release_of_its_minor_range_that_su
     assert carried(tmp_path / "rke.tar.zst") == [("rke_linux-amd64", "v1.4.2", sha256(binaries["v1.4.2"]))]
 
 
+def test_github_s_spent_rate_limit_is_named_with_its_reset_time_and_what_to_do_instead(kit_upstream, tmp_path):
+    minor_level_upstream(kit_upstream, "v1.24.9-rancher1-1")
+    kit_upstream.host.refused["/api/repos/rancher/rke/git/matching-refs/tags/v"] = (403, {
+        "x-ratelimit-limit": "60", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1893456000"})
+    result = pull_rke(kit_upstream, tmp_path, "v1.24.9-rancher1-1")
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]  # after the note on the image list fetched
+    assert "rate limit of 60 requests for this address is spent until 2030-01-01 00:00 UTC" in line, line
+    assert "--rke-version" in line
+    assert not (tmp_path / "rke.tar.zst").exists()
+
+
 def test_a_patch_level_entry_is_a_lower_bound_not_the_release(kit_upstream, tmp_path):
     """v1.22 patches have their own minRKEVersion, the release that first carried the minor's line:
     a later patch is known only to later releases."""

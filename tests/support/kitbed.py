@@ -64,10 +64,18 @@ class KitHost:
         # Called with a range's first byte between its answer's headers and body (it may wait): a number returned
         # is how many bytes of the body are sent before the connection is cut
         self.on_range: Callable[[int], int | None] | None = None
+        self.refused: dict[str, tuple[int, dict[str, str]]] = {}  # path -> (status, headers) answered instead
         host = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self, body_too: bool) -> None:
+                if self.path in host.refused:
+                    status, headers = host.refused[self.path]
+                    self.send_response(status)
+                    for name, value in {**headers, "Content-Length": "0"}.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    return
                 body = host.files.get(self.path)
                 span = self.headers.get("Range", "")
                 if body is not None and span.startswith("bytes=") and host.ranges:
