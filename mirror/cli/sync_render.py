@@ -41,17 +41,19 @@ def _say(result: "SyncResult", quiet: bool) -> None:
 
     counts = ", ".join(f"{result.count(a)} {a}" for a in ACTIONS if result.count(a))
     verb = "would sync" if result.dry_run else "synced"
+    kit = sum(entry.kind == "kit" for entry in result.images)
+    carried = f"{len(result.images) - kit} images" + (f" and {kit} kit charts and files" if kit else "")
     if result.delta is None:
-        typer.echo(f"{verb} {len(result.images)} images to {result.target}: {counts or 'nothing to do'}; "
+        typer.echo(f"{verb} {carried} to {result.target}: {counts or 'nothing to do'}; "
                    f"{result.uploaded_blobs} blobs uploaded ({human_size(result.uploaded_bytes)}), "
                    f"{result.mounted_blobs} mounted, {result.skipped_blobs} already there")
     else:
         base = ", ".join(result.delta["base"])
         if result.delta["path"]:
-            said = (f"wrote {result.delta['path']} ({human_size(result.delta['size'])}), a delta of "
-                    f"{len(result.images)} images against {base}")
+            said = (f"wrote {result.delta['path']} ({human_size(result.delta['size'])}), a delta of {carried} "
+                    f"against {base}")
         elif result.dry_run:
-            said = f"would write a delta of {len(result.images)} images against {base}"
+            said = f"would write a delta of {carried} against {base}"
         elif result.failures:
             said = "no bundle written"
         else:

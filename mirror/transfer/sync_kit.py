@@ -58,7 +58,7 @@ async def sync_kit(request: SyncRequest, runs: list[TargetRun], unreached: dict[
         items[id(run)] = [(item, _entry(run, item)) for item in kit.items]
         run.result.images += [entry for _, entry in items[id(run)]]
         for what, cause in kit.causes.items():  # missing upstream (--keep-going)
-            failed = ImageResult(what, str(run.target.address))
+            failed = ImageResult(what, str(run.target.address), kind="kit")
             failed.fail(cause)
             run.result.images.append(failed)
         if id(run) in unreached:
@@ -93,7 +93,7 @@ async def sync_kit(request: SyncRequest, runs: list[TargetRun], unreached: dict[
 
 def _entry(run: TargetRun, item: KitItem) -> ImageResult:
     repository = target_repository(item.reference, run.target.prefix)
-    return ImageResult(item.url, f"{run.target.host}/{repository}:{item.tag}", repository=repository)
+    return ImageResult(item.url, f"{run.target.host}/{repository}:{item.tag}", repository=repository, kind="kit")
 
 
 async def _check(run: TargetRun, item: KitItem, entry: ImageResult) -> None:
@@ -172,12 +172,12 @@ class BundleKit:
     def __init__(self, request: SyncRequest, where: Callable[[Reference], str], base: Base):
         kit = request.kit
         self.items = kit.items if kit is not None else []
-        self.entries = [ImageResult(item.url, where(item.reference)) for item in self.items]
+        self.entries = [ImageResult(item.url, where(item.reference), kind="kit") for item in self.items]
         for item, entry in zip(self.items, self.entries):
             entry.old_digest = base.digest_of(str(item.reference))
         self.failed = []  # missing upstream (--keep-going)
         for what, cause in (kit.causes if kit is not None else {}).items():
-            self.failed.append(ImageResult(what, ""))
+            self.failed.append(ImageResult(what, "", kind="kit"))
             self.failed[-1].fail(cause)
 
     @property

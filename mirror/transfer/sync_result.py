@@ -70,6 +70,7 @@ class ImageResult:
     exception: MirrorError | None = field(default=None, repr=False)
     attachments: list[str] = field(default_factory=list)  # copied this run: cosign tags, referrers' digests
     signatures: str | None = None  # with verify_keys, of an image copied or updated: verified | absent | invalid
+    kind: str = "image"  # or "kit": a chart or file of the kit (sync_kit.py), kept where push puts it
 
     def fail(self, error: MirrorError | str) -> None:
         self.action = "failed"
@@ -79,7 +80,8 @@ class ImageResult:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "action": self.action,
                 "old_digest": self.old_digest, "new_digest": self.new_digest, "backup_tag": self.backup_tag,
-                "attachments": self.attachments, "signatures": self.signatures, "error": self.error}
+                "attachments": self.attachments, "signatures": self.signatures, "error": self.error,
+                "kind": self.kind}
 
 
 @dataclass

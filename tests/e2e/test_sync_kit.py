@@ -26,12 +26,12 @@ DOWNLOADED = {f"rancher-{RANCHER}.tgz", f"cert-manager-{CERT_MANAGER}.tgz", "cer
               "install.sh"}  # the sha256sum file is read anyway, to find the others' digests
 
 
-def sync(upstream, tmp_path, *args, rancher=RANCHER):
+def sync(upstream, tmp_path, *args, rancher=RANCHER, json_report=True):
     result = run_mirror("sync", "run", "--mode", "k3s", "--rancher-version", f"v{rancher}", "--exclude", ".",
-                        "--json", "-q", *args,
+                        "-q", *args, *(["--json"] if json_report else []),
                         env={**upstream.env, "XDG_CACHE_HOME": str(tmp_path / "cache"),
                              "XDG_STATE_HOME": str(tmp_path / "state")})
-    return result, json.loads(result.stdout) if result.stdout else None
+    return result, json.loads(result.stdout) if json_report and result.stdout else None
 
 
 def to_registry(upstream, registry, tmp_path, rancher=RANCHER):
@@ -67,12 +67,18 @@ def test_a_first_sync_copies_the_kit_and_a_second_copies_nothing(kit_upstream, r
     layer = manifest.json()["layers"][0]["digest"]  # where push puts it, as push builds it: the .tgz byte for byte
     assert layer == "sha256:" + hashlib.sha256(kit_upstream.charts["rancher"][("rancher", RANCHER)][0]).hexdigest()
 
+    assert {image["kind"] for image in report["images"]} == {"kit"}
+
     kit_upstream.host.requests.clear()
     again, report = to_registry(kit_upstream, registry, tmp_path)
     assert again.returncode == 0, again.stderr
     assert actions(report) == {name: "unchanged" for name in KIT}
     assert (report["blobs"]["uploaded"], report["tags_pushed"]) == (0, 0)
     assert downloads(kit_upstream) == {}  # the target's tags and digests said so: nothing fetched
+
+    said, _ = sync(kit_upstream, tmp_path, "--to", registry.host, "--to-plain-http", json_report=False)
+    assert said.returncode == 0, said.stderr
+    assert f"synced 0 images and {len(KIT)} kit charts and files to {registry.host}:" in said.stdout, said.stdout
 
 
 def test_two_targets_each_get_what_they_lack_from_one_download(kit_upstream, start_registry, tmp_path):
