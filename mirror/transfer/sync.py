@@ -131,6 +131,7 @@ class SyncRun:
         self.ratelimits: dict[str, RateLimit] = {}  # shared by every target's result
         self.listings = Listings()  # the sources' tags, as the job's selections listed them (run)
         self.probes: dict[str, tuple[str, str]] = {}  # host -> the HEAD that stated its lowest ratelimit
+        self.budget = Budget(pool)  # the sources' rate limits: the images' manifests pay from it, then attachments'
         for run in runs:
             run.result.ratelimits = self.ratelimits
 
@@ -216,7 +217,7 @@ class SyncRun:
     async def resolve(self) -> None:
         """Each manifest GET a pull from its source's budget (budget.py), the job's images in order."""
         request = self.request
-        budget = Budget(self.pool)
+        budget = self.budget
         for host, stated in self.ratelimits.items():
             budget.stated(host, self.probes[host], stated)
         resolver = Resolver(self.pool, request.sources, request.platforms, request.jobs, store=None, budget=budget)
@@ -254,9 +255,13 @@ class SyncRun:
         waiting = [[entry for _, entry in self.pending(i) if entry.resolved] for i in range(self.count)]
         waiting = [entries for entries in waiting if entries]
         images: list[ResolvedImage] = [entries[0].resolved for entries in waiting if entries[0].resolved]
-        verdicts = await signatures_at_source(images, self.pool, self.request.verify_keys, self.request.jobs)
+        verdicts = await signatures_at_source(images, self.pool, self.request.verify_keys, self.request.jobs,
+                                              self.budget)
         for entries, verdict in zip(waiting, verdicts):
             for entry in entries:
+                if isinstance(verdict, RateLimited):  # its signatures could not be read: neither copied nor failed
+                    entry.action, entry.error = "deferred", _deferral(self.budget, verdict.host)
+                    continue
                 entry.signatures = verdict.status
                 if verdict.status != VERIFIED:
                     entry.fail(unsigned(verdict))
@@ -293,7 +298,7 @@ class SyncRun:
         """After the images' tags: the attachments each target lacks of every image in place there
         (docs/signatures.md); an unchanged image that gained one is ``attached``."""
         await copy_attachments([run.attach_to() for run in runs], self.request.sources, self.pool,
-                               self.request.jobs, self.listings)
+                               self.request.jobs, self.listings, self.budget)
         for run in runs:
             run.attached()
 

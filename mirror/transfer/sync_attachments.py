@@ -9,6 +9,7 @@ for every target, tags after manifests, referrers indexed last.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from ..attach.discover import Listings, find, payloads
@@ -20,6 +21,7 @@ from ..progress import Progress
 from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
 from .attachments import as_image, subjects_of
+from .budget import Budget, RateLimited
 from .deliver import Delivery
 from .pipeline import deliver
 from .plan import ImagePlan, Target
@@ -38,6 +40,7 @@ class Subject:
     digests: list[str]  # what its attachments may be about: its digest (the source's), its platform manifests
     written: list[str] = field(default_factory=list)  # the attachments copied for it (tag, or digest)
     error: MirrorError | None = None
+    deferred: str | None = None  # why its attachments wait for the next run: a source's rate limit is spent
 
 
 @dataclass
@@ -51,9 +54,10 @@ class AttachTo:
 
 
 async def signatures_at_source(images: list[ResolvedImage], pool: ClientPool, keys: list[Verifier],
-                               jobs: int) -> list[Verdict]:
-    """Each image's cosign signatures as its source holds them, judged (a failed lookup is ``invalid``)."""
-    verdicts: dict[int, Verdict] = {}
+                               jobs: int, budget: Budget) -> list[Verdict | RateLimited]:
+    """Each image's cosign signatures as its source holds them, judged (a failed lookup is ``invalid``);
+    each manifest GET a pull from ``budget``, and RateLimited for an image it could not pay for."""
+    verdicts: dict[int, Verdict | RateLimited] = {}
     listings = Listings()  # each repository's tags listed once
 
     async def one(item: tuple[int, ResolvedImage]) -> None:
@@ -61,10 +65,13 @@ async def signatures_at_source(images: list[ResolvedImage], pool: ClientPool, ke
         signed, repository = subjects_of(image), image.location.repository
         try:
             client = await pool.get(image.location.host)
-            found = [f for f in await find(client, repository, sorted(signed), listings=listings)
+            paid = functools.partial(budget.get_manifest, client)
+            found = [f for f in await find(client, repository, sorted(signed), get=paid, listings=listings)
                      if f.tag and f.kind == "signature"]
             signatures = [(f.manifest, await payloads(client, repository, f.manifest)) for f in found]
             verdicts[index] = judge(signed, image.ref.name, signatures, keys)
+        except RateLimited as exc:
+            verdicts[index] = exc
         except MirrorError as exc:
             verdicts[index] = Verdict(INVALID, f"its signatures could not be read: {exc}")
 
@@ -73,11 +80,12 @@ async def signatures_at_source(images: list[ResolvedImage], pool: ClientPool, ke
 
 
 async def copy_attachments(targets: list[AttachTo], sources: SourceMap, pool: ClientPool, jobs: int,
-                           listings: Listings) -> None:
+                           listings: Listings, budget: Budget) -> None:
     """Copy each subject's attachments its target lacks, every target from one read of each blob;
-    each subject's ``written`` and ``error`` say what happened. ``listings``: the sources' tags, listed
-    once for every target (and not again where the job's selections listed them)."""
-    await each(targets, lambda to: _look_up(to, sources, pool, jobs, listings), len(targets) or 1)
+    each subject's ``written``, ``error`` and ``deferred`` say what happened. ``listings``: the sources'
+    tags, listed once for every target (and not again where the job's selections listed them);
+    ``budget``: each manifest GET at a source is a pull from it, as the images' were."""
+    await each(targets, lambda to: _look_up(to, sources, pool, jobs, listings, budget), len(targets) or 1)
     alone = len(targets) == 1
     deliveries: list[Delivery] = []
     for to in [to for to in targets if to.found]:
@@ -113,7 +121,8 @@ async def copy_attachments(targets: list[AttachTo], sources: SourceMap, pool: Cl
                 subject.written.append(attachment.ref.tag or attachment.top.digest)
 
 
-async def _look_up(to: AttachTo, sources: SourceMap, pool: ClientPool, jobs: int, listings: Listings) -> None:
+async def _look_up(to: AttachTo, sources: SourceMap, pool: ClientPool, jobs: int, listings: Listings,
+                   budget: Budget) -> None:
     """The attachments of ``to``'s subjects that its target lacks (what it has is not fetched)."""
     seen: set[tuple[str, str]] = set()  # (repository, digest): two tags of one image share its attachments
 
@@ -125,10 +134,13 @@ async def _look_up(to: AttachTo, sources: SourceMap, pool: ClientPool, jobs: int
         try:
             location = sources.locate(subject.ref)
             source = await pool.get(location.host)
-            for item in await find(source, location.repository, subject.digests, have, listings=listings):
+            paid = functools.partial(budget.get_manifest, source)
+            for item in await find(source, location.repository, subject.digests, have, paid, listings):
                 if (subject.repository, item.manifest.digest) not in seen:
                     seen.add((subject.repository, item.manifest.digest))
                     to.found.append((subject, as_image(subject.ref, location, item)))
+        except RateLimited as exc:
+            subject.deferred = f"its attachments wait: {exc}"
         except MirrorError as exc:
             subject.error = exc
 

@@ -150,7 +150,8 @@ class TargetRun:
         return AttachTo(self.target, self.client, list(self.subjects.values()))
 
     def attached(self) -> None:
-        """An unchanged image that gained an attachment is ``attached``; one whose attachments failed, failed."""
+        """An unchanged image that gained an attachment is ``attached``; one whose attachments failed, failed;
+        one whose attachments a source's rate limit left for later, deferred (the next run copies them)."""
         for image in self.result.images:
             subject = self.subjects.get(id(image))
             if subject is None:
@@ -158,6 +159,8 @@ class TargetRun:
             image.attachments = subject.written
             if subject.error is not None:
                 image.fail(subject.error)
+            elif subject.deferred is not None:
+                image.action, image.error = "deferred", subject.deferred
             elif subject.written and image.action == "unchanged":
                 image.action = "attached"
 

@@ -444,6 +444,30 @@ def test_attachment_manifests_are_pulls_paid_from_the_rate_limit_budget(signed, 
         assert len(json.loads(again.stdout)["images"][0]["attachments"]) == 4
 
 
+def test_sync_pays_for_attachment_manifests_from_the_rate_limit_and_defers_what_does_not_fit(signed, registry,
+                                                                                           tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    app = "docker.io/acme/app:1.0"
+    attachments = signed.attached[app]
+    with FaultProxy(signed.registry.host) as proxy:
+        proxy.limit_pulls(3, window=600)  # the image's manifest, then 2 of its attachments' manifests
+        first = run_mirror("sync", "run", app, "--to", registry.host, "--to-plain-http", *through(proxy), "--json")
+        assert [r for r in proxy.requests() if r.status == 429] == []  # the budget stopped short of the limit
+    assert first.returncode == 6, first.stderr
+    [entry] = json.loads(first.stdout)["images"]
+    assert entry["action"] == "deferred" and "rate limit is spent" in entry["error"], entry
+    assert at(registry, app, "1.0").status_code == 200  # the image is in; its attachments follow it next time
+    assert at(registry, app, tag(signed.images[app].digest, "sig")).status_code == 404
+    with FaultProxy(signed.registry.host) as proxy:  # a new window
+        proxy.limit_pulls(len(attachments) + 1, window=600)
+        again = run_mirror("sync", "run", app, "--to", registry.host, "--to-plain-http", *through(proxy), "--json")
+    assert again.returncode == 0, again.stderr
+    [entry] = json.loads(again.stdout)["images"]
+    assert entry["action"] == "attached", entry
+    assert at(registry, app, tag(signed.images[app].digest, "sig")).headers["docker-content-digest"] \
+        == attachments["sig"].digest
+
+
 def test_a_lookup_the_source_refuses_fails_the_image(signed, tmp_path):
     with FaultProxy(signed.registry.host) as proxy:
         proxy.fail(r"/manifests/sha256-[0-9a-f]{64}\.att$", 400, method=None, times=None)  # listed, then asked
