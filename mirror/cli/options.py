@@ -36,6 +36,10 @@ CertificateOidcIssuerOption = typer.Option(
     None, "--certificate-oidc-issuer", help="Keyless: the OIDC issuer that vouched for the signer.")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON report on stdout.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+WaitForLimitOption = typer.Option(
+    False, "--wait-for-limit",
+    help="When a source's rate limit (Docker Hub's) is spent, wait for its window to reopen and finish in this run, "
+         "instead of exiting 6 with the rest left for the next run.")
 NoSpaceCheckOption = typer.Option(
     False, "--no-space-check", help="Start even when the free space looks too small for what this run writes.")
 

@@ -18,7 +18,7 @@ from .options import (
     CaFileOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
     JsonOption, NoAttachmentsOption, NoRegistryImageOption, NoSpaceCheckOption, OfflineListsOption,
     PlainHttpRegistryOption, PlatformOption, QuietOption, Release, Signers, SourceMirrorOption, release_options,
-    signer_options,
+    WaitForLimitOption, signer_options,
 )
 from ..units import parse_size
 from .render import emit_json, report_failures, written_lines
@@ -72,10 +72,7 @@ def pull_command(
         False, "--dry-run",
         help="Print the image list, the download size and, for a registry with a rate limit, the pulls it costs "
              "against what is left; fetch no blob."),
-    wait_for_limit: bool = typer.Option(
-        False, "--wait-for-limit",
-        help="When a source's rate limit (Docker Hub's) is spent, wait for its window to reopen and finish in "
-             "this run, instead of exiting 6 with the rest left for the next run."),
+    wait_for_limit: bool = WaitForLimitOption,
     force: bool = typer.Option(False, "--force", help="Replace a bundle already at -o."),
     with_installer: bool = typer.Option(
         False, "--with-installer",

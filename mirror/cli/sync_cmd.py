@@ -22,7 +22,7 @@ from .options import (
     CaFileOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
     JsonOption, NoAttachmentsOption, NoRegistryImageOption, OfflineListsOption, PasswordStdinOption,
     PlainHttpRegistryOption, PlatformOption, QuietOption, Release, Signers, SourceMirrorOption, UsernameOption,
-    release_options, signer_options,
+    WaitForLimitOption, release_options, signer_options,
 )
 from .kit_options import KitChoice, kit_options
 from .sync_render import finish
@@ -81,6 +81,7 @@ def run_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="HEAD both sides and say what would change; write nothing."),
     keep_going: bool = typer.Option(False, "--keep-going",
                                     help="Copy what can be copied even when other images fail (still exit 1)."),
+    wait_for_limit: bool = WaitForLimitOption,
     no_attachments: bool = NoAttachmentsOption,
     signers: Signers = ...,  # --verify-key, --trusted-root, --certificate-* (options.py)
     json_report: bool = JsonOption,
@@ -153,6 +154,7 @@ def run_command(
         lock = all_held([RunLock(f"sync -> {target.address}", f"sync to {target.address}") for target in targets]) \
             if targets else bundle.lock()  # type: ignore[union-attr]  # no --to: --to-bundle given
     request.verify_keys, request.attachments = keys, not no_attachments
+    request.wait_for_limit, request.log = wait_for_limit, lambda line: typer.echo(f"mirror: {line}", err=True)
     with lock:
         results = run_sync(request, Progress(quiet or json_report), bundle, topology)
     finish(results, report, json_report, quiet)
@@ -160,5 +162,6 @@ def run_command(
 
 # What a run with -c may still take on its command line; any other flag given is refused (the config says).
 CONFIG_FLAGS = {"config", "to_bundle", "base", "name", "password_stdin", "jobs", "report", "dry_run", "keep_going",
+                "wait_for_limit",
                 "json_report", "quiet", "no_attachments", "verify_key", "trusted_root", "certificate_identity",
                 "certificate_oidc_issuer"}

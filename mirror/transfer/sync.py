@@ -131,7 +131,8 @@ class SyncRun:
         self.ratelimits: dict[str, RateLimit] = {}  # shared by every target's result
         self.listings = Listings()  # the sources' tags, as the job's selections listed them (run)
         self.probes: dict[str, tuple[str, str]] = {}  # host -> the HEAD that stated its lowest ratelimit
-        self.budget = Budget(pool)  # the sources' rate limits: the images' manifests pay from it, then attachments'
+        # the sources' rate limits: the images' manifests pay from it, then their attachments'
+        self.budget = Budget(pool, wait=request.wait_for_limit, log=request.log)
         for run in runs:
             run.result.ratelimits = self.ratelimits
 

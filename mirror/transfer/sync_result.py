@@ -45,6 +45,8 @@ class SyncRequest:
     verify_keys: list[Any] = field(default_factory=list)  # attach.keys.Verifier: what must vouch for a copy
     also: tuple[Target, ...] = ()  # more registries written from the same read of the sources
     kit: KitPlan | None = None  # the charts and files pull would carry for the job's topologies (sync_kit.py)
+    wait_for_limit: bool = False  # a spent rate limit is waited for, not deferred to the next run
+    log: Callable[[str], None] = lambda line: None  # a line for the user: a wait for a rate limit
 
     @property
     def targets(self) -> list[Target]:

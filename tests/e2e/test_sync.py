@@ -344,6 +344,23 @@ def test_a_spent_rate_limit_defers_what_does_not_fit_and_exits_6(seeded_source, 
         assert actions(report) == {**{s: "unchanged" for s in images[:2]}, **{s: "copied" for s in images[2:]}}
 
 
+def test_wait_for_limit_waits_for_the_window_and_copies_everything_in_one_run(seeded_source, registry, state_home):
+    images = [i.source for i in seeded_source.corpus.images if i.source.startswith("docker.io/")]
+    costs = [1 + len(image.platforms) if image.media_type in (corpus.DOCKER_LIST, corpus.OCI_INDEX) else 1
+             for image in map(seeded_source.corpus.image, images)]  # a pull per manifest GET
+    cost, limit = sum(costs), max(costs)  # one window holds the dearest image, not all of them
+    with FaultProxy(seeded_source.registry.host) as proxy:
+        proxy.limit_pulls(limit, window=2)
+        result, report = sync(*images, "--to", registry.host, "--to-plain-http",
+                              *corpus.source_mirror_args(proxy.host), "--wait-for-limit")
+        assert result.returncode == 0, result.stderr
+        assert not [r for r in proxy.requests() if r.status == 429]
+        assert len(proxy.requests("GET", "/manifests/")) == cost  # each once
+    assert actions(report) == {s: "copied" for s in images}
+    waits = [line for line in result.stderr.splitlines() if "waiting until" in line]
+    assert waits and all(proxy.host in line for line in waits), result.stderr
+
+
 def test_a_blob_corrupted_on_the_way_is_never_committed_and_exits_4(seeded_source, registry, state_home):
     source = "docker.io/rancher/fleet:v0.3.10"
     image = seeded_source.corpus.image(source)
