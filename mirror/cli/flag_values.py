@@ -1,4 +1,4 @@
-"""What the shared flags mean: registry settings and credentials, source access, platforms, the image list."""
+"""What the shared flags mean: registry settings and credentials, source access, platforms, verifiers."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import typer
-
 from ..errors import UsageError
 from ..registry.settings import Credentials, RegistrySettings, connections_for
 
 if TYPE_CHECKING:
-    from ..lists import Selection
     from ..model.oci import Platform
     from ..model.upstream import SourceMap
     from ..transfer.plan import Target
@@ -94,23 +91,6 @@ def target_registries(
                                      jobs=jobs)
         targets.append(Target(address, settings))
     return targets
-
-
-def select_images(mode: str | None, versions: dict[str, str | None], *, images: list[str] | None = None,
-                  images_file: list[Path] | None = None, exclude: list[str] | None = None,
-                  no_registry_image: bool = False, platforms: "list[Platform]", offline_lists: bool,
-                  ca_file: Path | None, downstream_versions: list[str] | None = None) -> "Selection":
-    """The images that pull's selection options name (lists.select_from_releases), its notes on stderr;
-    ``pull``, ``sync run`` and ``lists`` read them alike."""
-    from ..lists import select_from_releases
-
-    selection, notes = select_from_releases(
-        mode, versions, images=images, images_file=images_file, exclude=exclude,
-        no_registry_image=no_registry_image, platforms=platforms, offline_lists=offline_lists, ca_file=ca_file,
-        downstream_versions=downstream_versions)
-    for note in notes:
-        typer.echo(note, err=True)
-    return selection
 
 
 def parse_platforms(values: list[str]) -> "list[Platform]":

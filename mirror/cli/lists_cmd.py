@@ -10,11 +10,8 @@ import typer
 from .. import lists
 from .app import app
 from .common import handle_errors
-from .flag_values import parse_platforms, select_images
-from .options import (
-    CaFileOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, JsonOption, NoRegistryImageOption,
-    OfflineListsOption, Release, release_options,
-)
+from .flag_values import parse_platforms
+from .options import CaFileOption, ImageChoice, JsonOption, Release, image_options, release_options
 from .render import emit_json
 
 if TYPE_CHECKING:
@@ -42,14 +39,11 @@ def _overview(releases: ReleaseLists) -> None:
 @app.command("lists")
 @handle_errors
 @release_options
+@image_options
 def lists_command(
     release: Release = ...,  # --mode and the --*-version options (options.py)
-    no_registry_image: bool = NoRegistryImageOption,
-    offline_lists: bool = OfflineListsOption,
+    chosen: ImageChoice = ...,  # --images-file, --exclude, --downstream-versions, --offline-lists ... (options.py)
     ca_file: Optional[Path] = CaFileOption,
-    images_file: Optional[list[Path]] = ImagesFileOption,
-    exclude: Optional[list[str]] = ExcludeOption,
-    downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
     platform: Optional[list[str]] = typer.Option(
         None, "--platform",
         help="One architecture, e.g. linux/arm64: that architecture's RKE2 list, as pull takes it [default: amd64's]."),
@@ -58,10 +52,10 @@ def lists_command(
     """Show topologies and versions; with --mode or --images-file, print the resolved image list."""
     mode, versions = release.mode, release.versions
     platforms = parse_platforms(platform or [])
-    if mode is None and not images_file:
-        if any(versions.values()) or exclude or downstream_versions is not None:  # names what is wrong
-            lists.resolve_images(None, versions=versions, exclude=exclude or [],
-                                 downstream_versions=downstream_versions)
+    if mode is None and not chosen.images_file:
+        if any(versions.values()) or chosen.exclude or chosen.downstream_versions is not None:  # names what is wrong
+            lists.resolve_images(None, versions=versions, exclude=chosen.exclude or [],
+                                 downstream_versions=chosen.downstream_versions)
         from ..lists.releases import ReleaseLists  # it brings an HTTP client: imported only where needed
 
         releases = ReleaseLists()  # only its cache is read here
@@ -74,9 +68,7 @@ def lists_command(
         else:
             _overview(releases)
         return
-    selection = select_images(mode, versions, images_file=images_file, exclude=exclude,
-                              no_registry_image=no_registry_image, platforms=platforms,
-                              offline_lists=offline_lists, ca_file=ca_file, downstream_versions=downstream_versions)
+    selection = chosen.select(release, platforms, ca_file)
     refs, topology = selection.images, selection.topology
     if json_report:
         trim = {"downstream_versions": topology.downstream_versions,

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from .groups import option_group
+
+if TYPE_CHECKING:
+    from ..lists import Selection
+    from ..model.oci import Platform
 
 # Shared option declarations, so every command spells them the same way.
 CaFileOption = typer.Option(None, "--ca-file", help="CA certificate (PEM) that signed the registry's certificate.")
@@ -117,3 +121,35 @@ release_options = option_group("release", {
     lambda mode, k3s_version, kubernetes_version, rke2_version, rancher_version, cert_manager_version: Release(
         mode, {"k3s": k3s_version, "kubernetes": kubernetes_version, "rke2": rke2_version, "rancher": rancher_version,
                "cert-manager": cert_manager_version}))
+
+
+@dataclass(frozen=True)
+class ImageChoice:
+    """What picks the images besides --mode's list, as given: lists added, the registry image left out,
+    regexes dropped, the downstream versions kept, whether lists may be fetched."""
+
+    images_file: list[Path] | None
+    no_registry_image: bool
+    offline_lists: bool
+    exclude: list[str] | None
+    downstream_versions: list[str] | None
+
+    def select(self, release: Release, platforms: list["Platform"], ca_file: Path | None,
+               images: list[str] | None = None) -> "Selection":
+        """The images (lists.select_from_releases), with ``images`` named one by one; its notes on stderr."""
+        from ..lists import select_from_releases
+
+        selection, notes = select_from_releases(
+            release.mode, release.versions, images=images, images_file=self.images_file, exclude=self.exclude,
+            no_registry_image=self.no_registry_image, platforms=platforms, offline_lists=self.offline_lists,
+            ca_file=ca_file, downstream_versions=self.downstream_versions)
+        for note in notes:
+            typer.echo(note, err=True)
+        return selection
+
+
+# pull, sync run and lists: ``chosen: ImageChoice = ...``
+image_options = option_group("chosen", {
+    "images_file": (Optional[list[Path]], ImagesFileOption), "no_registry_image": (bool, NoRegistryImageOption),
+    "offline_lists": (bool, OfflineListsOption), "exclude": (Optional[list[str]], ExcludeOption),
+    "downstream_versions": (Optional[list[str]], DownstreamVersionsOption)}, ImageChoice)

@@ -13,14 +13,12 @@ from ..errors import ExitCode, ImagesFailed, UsageError
 from ..progress import Progress
 from .app import app
 from .common import handle_errors
-from .flag_values import parse_platforms, select_images, source_access
 from .options import (
-    CaFileOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
-    JsonOption, NoAttachmentsOption, NoRegistryImageOption, NoSpaceCheckOption, OfflineListsOption,
-    PlainHttpRegistryOption, PlatformOption, QuietOption, Release, Signers, SourceMirrorOption, release_options,
-    WaitForLimitOption, signer_options,
+    ImageChoice, JobsOption, JsonOption, NoAttachmentsOption, NoSpaceCheckOption, QuietOption, Release, Signers,
+    WaitForLimitOption, image_options, release_options, signer_options,
 )
 from ..units import parse_size
+from .reach import Sources, source_options
 from .render import emit_json, report_failures, written_lines
 from .kit_options import KitChoice, kit_options
 
@@ -32,23 +30,17 @@ if TYPE_CHECKING:
 @app.command("pull")
 @handle_errors
 @release_options
+@image_options
 @signer_options
 @kit_options
+@source_options
 def pull_command(
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Bundle to write, e.g. bundle.tar.zst."),
-    images_file: Optional[list[Path]] = ImagesFileOption,
     release: Release = ...,  # --mode and the --*-version options (options.py)
-    no_registry_image: bool = NoRegistryImageOption,
-    offline_lists: bool = OfflineListsOption,
-    exclude: Optional[list[str]] = ExcludeOption,
+    chosen: ImageChoice = ...,  # --images-file, --exclude, --downstream-versions, --offline-lists ... (options.py)
     kit_choice: KitChoice = ...,  # --no-charts, --chart, --file and the other kit options (kit_options.py)
-    downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
-    platform: Optional[list[str]] = PlatformOption,
-    source_mirror: Optional[list[str]] = SourceMirrorOption,
-    plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
-    insecure_registry: Optional[list[str]] = InsecureRegistryOption,
-    ca_file: Optional[Path] = CaFileOption,
+    reading: Sources = ...,  # --platform, --source-mirror, --plain-http-registry, ... --ca-file (reach.py)
     jobs: int = JobsOption,
     work_dir: Optional[Path] = typer.Option(
         None, "--work-dir",
@@ -88,22 +80,18 @@ def pull_command(
     from ..transfer.delta import load_base  # imported here so other commands start faster
     from ..transfer.pull import PullRequest, check_output, pull
 
-    platforms = parse_platforms(platform or [])
-    selection = select_images(
-        release.mode, release.versions,
-        images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
-        platforms=platforms, offline_lists=offline_lists, ca_file=ca_file, downstream_versions=downstream_versions)
+    platforms = reading.platforms()
+    selection = chosen.select(release, platforms, reading.ca_file, images)
     refs, topology = selection.images, selection.topology
     if output is None and not dry_run:
         raise UsageError("--output/-o is required (the bundle to write, e.g. bundle.tar.zst)")
     if output is not None and not dry_run:
         check_output(output, force)
-    kit = kit_choice.select(topology, platforms, offline_lists=offline_lists, keep_going=keep_going,
-                            ca_file=ca_file)
+    kit = kit_choice.select(topology, platforms, offline_lists=chosen.offline_lists, keep_going=keep_going,
+                            ca_file=reading.ca_file)
     if not refs and not kit.items:
         raise UsageError("no images to pull: name images, --images-file or --mode")
-    sources, settings_for = source_access(source_mirror or [], plain_http_registry or [], insecure_registry or [],
-                                          ca_file, jobs)
+    sources, settings_for = reading.access(jobs)
     request = PullRequest(
         images=refs,
         output=(output or Path("bundle.tar.zst")).absolute(),
@@ -130,7 +118,7 @@ def pull_command(
     )
     progress = Progress(quiet or json_report)
     if dry_run:
-        _dry_run(request, progress, json_report, selection.trimmed if downstream_versions is not None else None)
+        _dry_run(request, progress, json_report, selection.trimmed if chosen.downstream_versions is not None else None)
         return
     installer = None
     if with_installer:  # built before anything is fetched: a failure costs no download

@@ -1,5 +1,7 @@
-"""The registries a command writes to or checks, and how it reaches them: one option group for push, verify,
-inventory and prune, declared here once (``--registry``, ``--local-registry``, TLS, credentials, ``--jobs``)."""
+"""The registries a command reaches, as option groups declared here once: those it writes to or checks (push,
+verify, inventory, prune: ``--registry``, ``--local-registry``, TLS, credentials, ``--jobs``), and those it reads
+images from (pull, sync run: ``--platform``, ``--source-mirror``, ``--plain-http-registry``, ``--insecure-registry``,
+``--ca-file``)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,17 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import typer
 
 from ..errors import UsageError
-from .flag_values import target_registries
+from .flag_values import parse_platforms, source_access, target_registries
 from .groups import F, option_group
-from .options import CaFileOption, InsecureOption, JobsOption, PasswordStdinOption, PlainHttpOption, UsernameOption
+from .options import (
+    CaFileOption, InsecureOption, InsecureRegistryOption, JobsOption, PasswordStdinOption, PlainHttpOption,
+    PlainHttpRegistryOption, PlatformOption, SourceMirrorOption, UsernameOption,
+)
 
 if TYPE_CHECKING:
+    from ..model.oci import Platform
+    from ..model.upstream import SourceMap
+    from ..registry.settings import RegistrySettings
     from ..transfer.plan import Target
 
 LOCAL = "the registry `mirror registry up` started here"
@@ -74,3 +82,30 @@ def registry_options(does: str, *, several: bool = True, default: str = LOCAL) -
         return Reach(names, local_registry, **reach)
 
     return option_group("reach", group, build)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where images are read from, as given: the platforms kept, mirrors, plain-HTTP and unverified hosts, a CA."""
+
+    platform: list[str] | None
+    source_mirror: list[str] | None
+    plain_http_registry: list[str] | None
+    insecure_registry: list[str] | None
+    ca_file: Path | None  # also the CA of the release hosts the image lists and the kit come from
+
+    def platforms(self) -> list["Platform"]:
+        return parse_platforms(self.platform or [])
+
+    def access(self, jobs: int) -> "tuple[SourceMap, Callable[[str], RegistrySettings]]":
+        """Where each source registry is read from, and the settings to reach each host with."""
+        return source_access(self.source_mirror or [], self.plain_http_registry or [], self.insecure_registry or [],
+                             self.ca_file, jobs)
+
+
+# pull and sync run: ``reading: Sources = ...``
+source_options = option_group("reading", {
+    "platform": (Optional[list[str]], PlatformOption), "source_mirror": (Optional[list[str]], SourceMirrorOption),
+    "plain_http_registry": (Optional[list[str]], PlainHttpRegistryOption),
+    "insecure_registry": (Optional[list[str]], InsecureRegistryOption), "ca_file": (Optional[Path], CaFileOption)},
+    Sources)

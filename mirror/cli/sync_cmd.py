@@ -17,14 +17,13 @@ from ..errors import UsageError
 from ..progress import Progress
 from .app import app
 from .common import flags_given, handle_errors
-from .flag_values import parse_platforms, select_images, source_access, target_registries
+from .flag_values import target_registries
 from .options import (
-    CaFileOption, DownstreamVersionsOption, ExcludeOption, ImagesFileOption, InsecureRegistryOption, JobsOption,
-    JsonOption, NoAttachmentsOption, NoRegistryImageOption, OfflineListsOption, PasswordStdinOption,
-    PlainHttpRegistryOption, PlatformOption, QuietOption, Release, Signers, SourceMirrorOption, UsernameOption,
-    WaitForLimitOption, release_options, signer_options,
+    ImageChoice, JobsOption, JsonOption, NoAttachmentsOption, PasswordStdinOption, QuietOption, Release, Signers,
+    UsernameOption, WaitForLimitOption, image_options, release_options, signer_options,
 )
 from .kit_options import KitChoice, kit_options
+from .reach import Sources, source_options
 from .sync_render import finish
 
 EXIT_CODES = ("Exit codes: 0 in sync or nothing to do; 1 some images failed; 2 bad flags or config; "
@@ -41,8 +40,10 @@ app.add_typer(sync_app, name="sync")
 @sync_app.command("run", epilog=EXIT_CODES)
 @handle_errors
 @release_options
+@image_options
 @signer_options
 @kit_options
+@source_options
 def run_command(
     context: typer.Context,
     images: Optional[list[str]] = typer.Argument(None, help="Image references (added to --mode's list)."),
@@ -57,18 +58,10 @@ def run_command(
     base: Optional[list[Path]] = typer.Option(
         None, "--base", help="With --to-bundle: an inventory of the bastion (or a bundle it holds); repeatable."),
     name: str = typer.Option("mirror", "--name", help="With --to-bundle: the bundles' name before the time."),
-    images_file: Optional[list[Path]] = ImagesFileOption,
     release: Release = ...,  # --mode and the --*-version options (options.py)
-    no_registry_image: bool = NoRegistryImageOption,
-    offline_lists: bool = OfflineListsOption,
-    exclude: Optional[list[str]] = ExcludeOption,
-    downstream_versions: Optional[list[str]] = DownstreamVersionsOption,
+    chosen: ImageChoice = ...,  # --images-file, --exclude, --downstream-versions, --offline-lists ... (options.py)
     kit_choice: KitChoice = ...,  # --no-charts, --chart, --file and the other kit options (kit_options.py)
-    platform: Optional[list[str]] = PlatformOption,
-    source_mirror: Optional[list[str]] = SourceMirrorOption,
-    plain_http_registry: Optional[list[str]] = PlainHttpRegistryOption,
-    insecure_registry: Optional[list[str]] = InsecureRegistryOption,
-    ca_file: Optional[Path] = CaFileOption,
+    reading: Sources = ...,  # --platform, --source-mirror, --plain-http-registry, ... --ca-file (reach.py)
     to_ca_file: Optional[Path] = typer.Option(None, "--to-ca-file", help="CA certificate (PEM) of the target."),
     to_plain_http: bool = typer.Option(False, "--to-plain-http", help="Talk plain HTTP to the target."),
     to_insecure: bool = typer.Option(False, "--to-insecure", help="Do not verify the target's TLS certificate."),
@@ -129,20 +122,15 @@ def run_command(
         if bundle is not None and on_retag != "update":
             raise UsageError(f"--on-retag {on_retag}: needs --to; the push of a delta bundle moves tags as "
                              "mirror push does")
-        platforms = parse_platforms(platform or [])
-        selection = select_images(
-            release.mode, release.versions,
-            images=images, images_file=images_file, exclude=exclude, no_registry_image=no_registry_image,
-            platforms=platforms, offline_lists=offline_lists, ca_file=ca_file,
-            downstream_versions=downstream_versions)
+        platforms = reading.platforms()
+        selection = chosen.select(release, platforms, reading.ca_file, images)
         refs, found = selection.images, selection.topology
-        kit = kit_choice.select(found, platforms, offline_lists=offline_lists, keep_going=keep_going,
-                                ca_file=ca_file)
+        kit = kit_choice.select(found, platforms, offline_lists=chosen.offline_lists, keep_going=keep_going,
+                                ca_file=reading.ca_file)
         if not refs and not kit.items:
             raise UsageError("no images to sync: name images, --images-file or --mode")
         topology = asdict(found) if found else None
-        sources, settings_for = source_access(source_mirror or [], plain_http_registry or [],
-                                              insecure_registry or [], ca_file, jobs)
+        sources, settings_for = reading.access(jobs)
         if to and len(set(to)) != len(to):
             raise UsageError(f"--to {', '.join(to)}: each registry once")
         targets = target_registries(
