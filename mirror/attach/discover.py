@@ -128,10 +128,21 @@ async def find(client: RegistryClient, repository: str, subjects: list[str],
             for m in manifests if not m.is_index and _names_subject(m, subject)]
 
     async with together() as group:
+        # A task only for what will be asked (an image with nothing attached is most images: 3 subjects
+        # would be 12 tasks, each looking at the listing to ask nothing). The referrers API is asked
+        # while the listing is on its way, as long as the registry may serve it.
+        asked = set()
+        if client.serves_referrers is not False:
+            asked.update(subjects)
+            for subject in subjects:
+                group.start_soon(referrers, subject)
+        tags = await listings.tags(client, repository)
         for subject in subjects:
             for suffix in TAG_KINDS:
-                group.start_soon(cosign_tag, subject, suffix)
-            group.start_soon(referrers, subject)
+                if tags is None or tag_for(subject, suffix) in tags:
+                    group.start_soon(cosign_tag, subject, suffix)
+            if subject not in asked and (tags is None or tag_for(subject) in tags):
+                group.start_soon(referrers, subject)  # the referrers tag schema, where someone wrote it
     seen: set[str] = set()
     result = []
     for subject in subjects:

@@ -152,6 +152,11 @@ class RegistryClient:
                     return listed
         return await self._referrers(repository, digest) if self._serves_referrers else None
 
+    @property
+    def serves_referrers(self) -> bool | None:
+        """Whether the registry serves the referrers API; None until it answered once."""
+        return self._serves_referrers
+
     async def _referrers(self, repository: str, digest: str) -> list[dict] | None:
         what = f"referrers of {_image(self.host, repository, digest)}"
         _, data = await self._get_document(f"/v2/{repository}/referrers/{digest}", repository, oci.OCI_INDEX, what,

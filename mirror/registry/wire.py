@@ -13,7 +13,9 @@ requests and reads the responses; proxied requests keep httpx's own transport
 
 An idle connection the server closed is noticed for free: the event loop
 already watches its socket, so the stream is at EOF before it is reused.
-Only the asyncio backend is supported (mirror runs anyio on asyncio).
+Only the asyncio backend is supported (mirror runs anyio on asyncio), so each wait's deadline is
+asyncio's own ``timeout``: anyio's ``fail_after`` builds a cancel scope, twice the CPU, and a
+blob's body is several waits.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import ssl
 import time
 from typing import AsyncIterator
 
-import anyio
 import httpx
 
 from ..model.numbers import ascii_int
@@ -117,7 +118,7 @@ class _Connection:
                    request: httpx.Request) -> _Connection:
         scheme, host, port = origin
         try:
-            with anyio.fail_after(timeout):
+            async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=context if scheme == "https" else None,
                     server_hostname=host if scheme == "https" else None, limit=BUFFER)
@@ -195,7 +196,7 @@ class _Connection:
         """One piece out; the timeout is for this piece (a large upload takes as long as it takes)."""
         try:
             self.writer.write(data)
-            with anyio.fail_after(timeout):
+            async with asyncio.timeout(timeout):
                 await self.writer.drain()
         except TimeoutError as exc:
             raise httpx.WriteTimeout(f"the server took nothing for {timeout} s", request=request) from exc
@@ -206,7 +207,7 @@ class _Connection:
                          retry_stale: bool) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         for _ in range(MAX_LINES):
             try:
-                with anyio.fail_after(timeout):
+                async with asyncio.timeout(timeout):
                     head = await self.reader.readuntil(b"\r\n\r\n")
                 if len(head) > MAX_HEAD:
                     raise asyncio.LimitOverrunError("head too long", len(head))
@@ -309,7 +310,7 @@ class _Body(httpx.AsyncByteStream):
         assert self._connection is not None
         reader = self._connection.reader
         try:
-            with anyio.fail_after(self._timeout):
+            async with asyncio.timeout(self._timeout):
                 return await (reader.readexactly(size) if exact else reader.read(size))
         except TimeoutError as exc:
             raise httpx.ReadTimeout(f"no data for {self._timeout} s", request=self._request) from exc
@@ -322,7 +323,7 @@ class _Body(httpx.AsyncByteStream):
     async def _line(self) -> bytes:
         assert self._connection is not None
         try:
-            with anyio.fail_after(self._timeout):
+            async with asyncio.timeout(self._timeout):
                 return await self._connection.reader.readuntil(b"\r\n")
         except TimeoutError as exc:
             raise httpx.ReadTimeout(f"no data for {self._timeout} s", request=self._request) from exc

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 
 import pytest
 from httpx._utils import get_environment_proxies  # only to compare with: httpx's own reading of the environment
 
+from mirror.model import oci
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.settings import RegistrySettings
 from mirror.registry.transport import proxy_routes, tls_context
 from mirror.server.tls import ensure_tls
 from support.fake_registry import FakeRegistry
+from support.scripted import Scripted
 
 pytestmark = pytest.mark.anyio
 
@@ -110,3 +113,20 @@ async def test_direct_tls_offers_http_1_1_alone_whatever_the_shared_context_offe
         async with client(registry.host, settings) as c:
             await c.ping()
     assert registry.alpn == ["http/1.1"]
+
+
+async def test_a_direct_request_carries_each_header_once_the_callers_over_the_clients_defaults():
+    # Without a proxy, requests skip httpx's client (transport.py _build): its defaults and the
+    # caller's headers are merged by hand, whatever case either spells a name in.
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "config": {}, "layers": []}).encode()
+    digest = oci.sha256_digest(manifest)
+    reply = (b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+             % (oci.OCI_MANIFEST.encode(), len(manifest), manifest))
+    async with Scripted(lambda head, body, n: reply) as server, client(f"127.0.0.1:{server.port}") as c:
+        assert (await c.get_manifest("lib/app", digest)).digest == digest
+    (head, _), = server.requests
+    names = [line.split(b":")[0].lower() for line in head.split(b"\r\n")[1:] if line]
+    assert sorted(names) == sorted(set(names))  # none twice
+    fields = {line.split(b":")[0].lower(): line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")[1:] if line}
+    assert fields[b"accept"] == oci.ACCEPT.encode() and fields[b"accept-encoding"] == b"identity"
+    assert fields[b"user-agent"].startswith(b"python-httpx/")
