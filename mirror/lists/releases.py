@@ -30,7 +30,7 @@ from ..model.numbers import ascii_int
 from ..model.oci import Platform
 from ..model.reference import Reference
 from ..registry.settings import RegistrySettings
-from ..registry.transport import tls_context
+from ..registry.sender import tls_context
 from ..safefiles import write_file
 
 RELEASE_ASSETS = {  # component -> release asset under the releases host

@@ -5,23 +5,19 @@ round trip (401 -> token or basic, once refreshed), redirects followed by
 hand so Authorization never leaves the registry, transient trouble
 (connection errors, timeouts, 5xx, 429) retried with capped exponential
 backoff and Retry-After, TLS and auth refusals ended at once in AuthError
-(exit 3); what an answer says, and the error it becomes, is answers.py's.
-Every request asks for identity and no answer is decoded; a body read whole
-is capped (docs/architecture.md, "What a registry may send").
+(exit 3); what an answer says, and the error it becomes, is answers.py's,
+and how a request reaches the wire sender.py's. Every request asks for
+identity and no answer is decoded; a body read whole is capped
+(docs/architecture.md, "What a registry may send").
 """
 
 from __future__ import annotations
 
-import functools
-import http.cookiejar
-import ipaddress
 import itertools
 import random
 import ssl
 import time
-import urllib.request
 from collections import deque
-from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar, Union
 
 import anyio
@@ -35,9 +31,10 @@ from ..model.reference import endpoint_host
 from . import answers
 from .auth import Authenticator
 from .credentials import AuthFiles
+from .sender import Sender
 from .settings import Credentials, RegistrySettings, calls_window, transfers_window
 from .window import Window
-from .wire import NEW_CONNECTION, MalformedAnswer, WireTransport
+from .wire import NEW_CONNECTION, MalformedAnswer
 
 MAX_ANSWER = 1 << 20  # a body read whole (token, /v2/, upload and manifest PUT answers): refused past this
 BACKOFF_BASE = 0.5  # seconds before the first retry; doubles per attempt, with jitter
@@ -45,7 +42,6 @@ BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 60.0
 MAX_REDIRECTS = 5
 MAX_DRAINED = 4096  # bytes of an unwanted answer's declared body read to keep its connection (``discard``)
-IDENTITY = {"accept-encoding": "identity"}  # on every request: nothing compressed comes back to decode
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 T = TypeVar("T")
@@ -112,16 +108,6 @@ class _ReleasingStream(httpx.AsyncByteStream):
                 release()
 
 
-class _CookieJar(http.cookiejar.CookieJar):
-    """httpx's cookie handling, skipped for answers that set no cookie (nearly all): for each answer
-    httpx builds urllib's view of it, its headers copied into an email message, ~20-40 us a request."""
-
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        answer = getattr(response, "response", None)  # the httpx.Response that httpx's wrapper holds
-        if answer is None or "set-cookie" in answer.headers or "set-cookie2" in answer.headers:
-            super().extract_cookies(response, request)
-
-
 class Transport:
     """Requests to one registry host. ``backoff_base`` overrides BACKOFF_BASE (tests use a tiny one)."""
 
@@ -140,23 +126,8 @@ class Transport:
         (transfers_start, transfers), (calls_start, calls) = (transfers_window(settings.max_connections),
                                                               calls_window(settings.max_connections))
         self._transfers, self._calls = Window(transfers, transfers_start), Window(calls, calls_start)
-        # Direct connections go through wire.py (or ``http_transport``, injected: the tests' fake registry).
-        direct = http_transport or WireTransport(tls_context(settings, alpn=("http/1.1",)), max_idle=transfers + calls)
-        mounts = {} if http_transport else _proxy_mounts(settings, transfers + calls)
-        self._http = httpx.AsyncClient(
-            transport=direct,
-            mounts=mounts,
-            # The limiters do the queueing, so no pool timeout; a frozen peer fails the attempt.
-            timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 10.0), pool=None),
-            trust_env=False,  # the environment's proxies are the mounts above
-            cookies=_CookieJar(),
-            follow_redirects=False,
-        )
-        # With no proxy to route to, registry requests skip the client (``_build``, ``_send``); token
-        # requests, rare, keep it.
-        self._direct = None if mounts else direct
-        self._defaults = {name.lower(): value for name, value in self._http.headers.items()}  # User-Agent...
-        self._timeouts = self._http.timeout.as_dict()
+        # wire.py's connections or the environment's proxies (sender.py); ``http_transport``: the tests' fake
+        self._sender = Sender(settings, transfers + calls, http_transport)
 
         def credentials() -> Credentials | None:
             return settings.credentials or (auth_files or AuthFiles()).lookup(host)
@@ -164,7 +135,7 @@ class Transport:
         self._auth = Authenticator(host, credentials, self._send_plain)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._sender.aclose()
 
     @property
     def transfer_room(self) -> bool:
@@ -300,7 +271,8 @@ class Transport:
         raw = method in ("GET", "HEAD") and _names_a_blob(url)  # a blob as sent, wherever it is redirected
         for _ in range(MAX_REDIRECTS + 1):
             body = content() if callable(content) else content
-            response = await self._send_limited(self._build(method, url, headers, body), stream, window, what, raw=raw)
+            request = self._sender.build(method, url, headers, body)
+            response = await self._send_limited(request, stream, window, what, raw=raw)
             if not (follow and response.status_code in _REDIRECTS and response.headers.get("location")):
                 return response
             await response.aclose()
@@ -310,30 +282,6 @@ class Transport:
             if response.status_code == 303:
                 method, content = "GET", None
         raise RegistryError(f"{self.host} redirected {method} {url.path} more than {MAX_REDIRECTS} times")
-
-    def _build(self, method: str, url: httpx.URL, headers: dict[str, str], content: Any) -> httpx.Request:
-        """The request as the client would build it: its default headers, ours, identity, its cookies."""
-        if self._direct is None:
-            return self._http.build_request(method, url, headers={**headers, **IDENTITY}, content=content)
-        sent = {**self._defaults, **{name.lower(): value for name, value in headers.items()}, **IDENTITY}
-        request = httpx.Request(method, url, headers=sent, content=content, extensions={"timeout": self._timeouts})
-        cookies = self._http.cookies
-        if cookies:  # set by a registry's load balancer, to keep a client on one node
-            cookies.set_cookie_header(request)
-        return request
-
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` as it is. Straight to the direct transport when no proxy is configured:
-        httpx's client around it (auth and redirect flows, a stream wrapper, a urllib request built
-        for the cookie jar from every answer) took a third of a small request's CPU and more of a
-        blob's, on the one event loop. Through the client, whose mounts route to proxies, otherwise."""
-        if self._direct is None:
-            return await self._http.send(request, stream=True)
-        response = await self._direct.handle_async_request(request)
-        response.request = request
-        if "set-cookie" in response.headers or "set-cookie2" in response.headers:
-            self._http.cookies.extract_cookies(response)
-        return response
 
     async def _send_limited(self, request: httpx.Request, stream: bool, window: Window,
                             what: str, *, raw: bool = False) -> httpx.Response:
@@ -347,7 +295,7 @@ class Transport:
         ticket = await window.acquire()
         try:
             sent = time.monotonic()
-            response = await self._send(request)
+            response = await self._sender.send(request)
         except (httpx.TransportError, ssl.SSLError) as exc:  # TLS 1.3 alerts arrive unwrapped, on read
             window.release()
             raise _transport_failure(exc, request) from exc
@@ -380,8 +328,7 @@ class Transport:
         what = f"token request for {self.host}"
 
         async def attempt() -> httpx.Response:
-            request = self._http.build_request(method, url, headers={**(headers or {}), **IDENTITY}, params=params,
-                                               data=data)
+            request = self._sender.build_plain(method, url, headers, params, data)
             response = await self._send_limited(request, False, self._calls, what)
             if response.status_code == 429 or response.status_code >= 500:
                 raise Transient(f"token endpoint answered {response.status_code}",
@@ -457,90 +404,6 @@ async def _read_whole(response: httpx.Response, what: str) -> None:
         await response.aread()
     except (httpx.TransportError, ssl.SSLError) as exc:
         raise _transport_failure(exc, response.request) from exc
-
-
-def _proxy_mounts(settings: RegistrySettings, connections: int) -> dict[str, httpx.AsyncBaseTransport | None]:
-    """The environment's proxies as the client's mounts: httpx's own transport for proxied requests.
-
-    wire.py speaks only direct HTTP/1.1; a NO_PROXY host maps to None, the client's direct transport.
-    """
-    routes = proxy_routes()
-    if not any(routes.values()):
-        return {}  # no proxy: every request is direct
-    context = tls_context(settings)
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return {pattern: None if url is None else httpx.AsyncHTTPTransport(verify=context, limits=limits, proxy=url)
-            for pattern, url in routes.items()}
-
-
-def proxy_routes() -> dict[str, str | None]:
-    """HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY as httpx mount patterns -> proxy URL (None: direct).
-
-    The patterns are the ones httpx makes when it reads the environment itself (``trust_env``).
-    """
-    found = urllib.request.getproxies()
-    routes: dict[str, str | None] = {f"{scheme}://": url if "://" in url else f"http://{url}"
-                                     for scheme in ("http", "https", "all") if (url := found.get(scheme))}
-    for name in (name.strip() for name in found.get("no", "").split(",")):
-        if name == "*":
-            return {}
-        if name:
-            routes[_no_proxy_pattern(name)] = None
-    return routes
-
-
-def _no_proxy_pattern(name: str) -> str:
-    """A NO_PROXY entry as a mount pattern: a URL as given, an address or localhost exactly, else a domain suffix."""
-    if "://" in name:
-        return name
-    try:
-        address = ipaddress.ip_address(name.split("/")[0])
-    except ValueError:
-        return f"all://{name}" if name.lower() == "localhost" else f"all://*{name}"
-    return f"all://[{name}]" if address.version == 6 else f"all://{name}"
-
-
-def tls_context(settings: RegistrySettings, alpn: tuple[str, ...] = ()) -> ssl.SSLContext:
-    """System CAs plus --ca-file; --insecure turns verification off; client cert for mTLS.
-
-    ``alpn`` pins the protocols offered: wire.py's context offers http/1.1 alone, and is its own
-    (httpcore sets ALPN on any context handed to it, so a shared one could come to offer h2).
-
-    One context per distinct TLS setting in a process: loading the system CAs costs ~30 ms, once
-    per registry client otherwise (a sync holds two, a pull one per source registry). A file's
-    modification time is part of the key, so `sync serve` picks up a renewed CA or certificate.
-    """
-    files = (settings.ca_file, settings.client_cert, settings.client_key)
-    return _tls_context(*files, settings.insecure, tuple(_modified(path) for path in files), alpn)
-
-
-def _modified(path: Path | None) -> int | None:
-    try:
-        return path.stat().st_mtime_ns if path else None
-    except OSError:
-        return None  # the load below names the file
-
-
-@functools.lru_cache(maxsize=16)
-def _tls_context(ca_file: Path | None, client_cert: Path | None, client_key: Path | None, insecure: bool,
-                 versions: tuple[int | None, ...], alpn: tuple[str, ...]) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if alpn:
-        context.set_alpn_protocols(list(alpn))
-    if ca_file:
-        try:
-            context.load_verify_locations(cafile=str(ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"--ca-file {ca_file}: not a readable PEM CA certificate ({exc})") from None
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if client_cert:
-        try:
-            context.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"client certificate {client_cert}: cannot load it with its key ({exc})") from None
-    return context
 
 
 def _transport_failure(exc: Exception, request: httpx.Request) -> Exception:

@@ -89,7 +89,7 @@ async def test_a_short_answer_to_an_optional_document_keeps_its_connection():
 
 
 async def test_a_cookie_the_registry_sets_is_sent_back_to_it():
-    # Answers that set none skip httpx's cookie handling (transport.py _send; _CookieJar through a proxy); one that
+    # Answers that set none skip httpx's cookie handling (sender.py Sender.send; _CookieJar through a proxy); one that
     # sets one still counts.
     def reply(head, body, n):
         cookie = b"Set-Cookie: route=node-2; Path=/\r\n" if n == 1 else b""

@@ -13,7 +13,7 @@ from mirror.model import oci
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.settings import RegistrySettings
-from mirror.registry.transport import proxy_routes, tls_context
+from mirror.registry.sender import proxy_routes, tls_context
 from mirror.server.tls import ensure_tls
 from support.fake_registry import FakeRegistry
 from support.scripted import Scripted
