@@ -53,6 +53,7 @@ from .parts import bundle_part_path, checksum_path, incomplete_marker, stray_par
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
 FAT32_MAX_FILE = (4 << 30) - 1  # split bundles are for size-capped media; FAT32 is the usual one
+WRITTEN_BACK_EVERY = 64 << 20  # bytes: the bundle goes to disk as it is written, not all in the final fsync
 
 
 @dataclass
@@ -339,6 +340,7 @@ class _Sink:
         self.temps: list[Path] = []
         self.handle: BinaryIO | None = None
         self.room = 0  # bytes the open part may still take
+        self.unsynced = 0  # bytes written to the open part since it was last synced
         if not path.parent.is_dir():
             raise UsageError(f"cannot write {path}: directory {path.parent} does not exist")
         _remove_dead_temps(path)
@@ -365,6 +367,7 @@ class _Sink:
             os.fsync(self.handle.fileno())
             self.handle.close()
             self.handle = None
+            self.unsynced = 0
             if self.part_hasher:
                 self.part_digests.append(self.part_hasher.hexdigest())
                 self.part_hasher = hashlib.sha256()
@@ -383,7 +386,18 @@ class _Sink:
             view = view[take:]
             if self.room > 0:
                 self.room -= take
+            self.unsynced += take
+            if self.unsynced >= WRITTEN_BACK_EVERY:
+                self._sync()
         return len(data)
+
+    def _sync(self) -> None:
+        """The open part onto the disk so far. On this thread, while the compressor goes on: with every
+        byte left to the commit's fsync, a bundle of GBs written at a link's pace would sit in the page
+        cache and reach the disk only after the last blob arrived, the pull waiting for it."""
+        self.handle.flush()
+        os.fdatasync(self.handle.fileno())
+        self.unsynced = 0
 
     def flush(self) -> None:
         if self.handle is not None:
