@@ -252,9 +252,13 @@ async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStor
                                  wait_for=wait_for))
 
 
-async def _collect_kit(request: PullRequest, store: BlobStore, into: Collected) -> None:
-    collected = await collect(request.kit, store, request.kit_fetcher or KitFetcher())
-    into.artifacts, into.failures, into.causes = collected.artifacts, collected.failures, collected.causes
+async def _collect_kit(request: PullRequest, store: BlobStore, into: Collected, done: anyio.Event) -> None:
+    try:
+        if request.kit:
+            collected = await collect(request.kit, store, request.kit_fetcher or KitFetcher())
+            into.artifacts, into.failures, into.causes = collected.artifacts, collected.failures, collected.causes
+    finally:
+        done.set()
 
 
 async def pull(request: PullRequest, progress: Progress) -> PullResult:
@@ -283,7 +287,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         fetch = Fetch(store, pool, request.jobs, skip=base.digests)
         room = _Room(request, store, fetch) if request.space_check else None
         arrivals = Arrivals()
-        kit = Collected()
+        kit, kit_collected = Collected(), anyio.Event()
         async with anyio.create_task_group() as tg:
 
             def resolved(image: ResolvedImage) -> None:
@@ -300,15 +304,15 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                 fetch.want(image.blobs, image.location)
 
             tg.start_soon(fetch.run, arrivals, progress, True)
-            attached = PullAttachments(pool, store, resolved, request.attachments, request.verify_keys, budget)
             # the kit downloads and the attachments are looked up while the images resolve, not after them
+            tg.start_soon(_collect_kit, request, store, kit, kit_collected)
+            attached = PullAttachments(pool, store, resolved, request.attachments, request.verify_keys, budget)
             async with anyio.create_task_group() as first:
-                if request.kit:
-                    first.start_soon(_collect_kit, request, store, kit)
                 resolution = await resolver(request, pool, store, budget).resolve_all(
                     request.images, progress, lambda image: (resolved(image), attached.look_up(image, first)))
             attached.settle(resolution)
-            fetch.no_more()
+            fetch.no_more()  # before the kit is in: connections left idle meanwhile help with the last blobs
+            await kit_collected.wait()
             # The kit first: it is all in the work dir by now, so the writer copies it while the images
             # still download, instead of after the last of them
             images = [artifact_image(artifact) for artifact in kit.artifacts] + resolution.images
