@@ -50,12 +50,14 @@ class Arrivals:
             self._abandoned = True
             self._condition.notify_all()
 
-    def wait_for(self, digest: str) -> None:
+    def among(self, digests: set[str]) -> set[str]:
+        """Those of ``digests`` in the store, once one at least is (Abandoned if the bundle was given up)."""
         with self._condition:
-            while digest not in self._ready and not self._abandoned:
+            while not (ready := digests & self._ready) and not self._abandoned:
                 self._condition.wait()
             if self._abandoned:
-                raise Abandoned(digest)
+                raise Abandoned()
+            return ready
 
 
 class Fetch:
@@ -67,7 +69,7 @@ class Fetch:
     largest first: with each connection capped (a CDN gives one connection
     ~10 MB/s), the largest blob alone can outlast the rest, and started last
     it sets the tail. The bundle writer, far faster than such a link, takes
-    blobs in bundle order as they arrive.
+    each blob as it arrives.
     """
 
     def __init__(self, store: BlobStore, pool: ClientPool, jobs: int, skip: Collection[str] = ()):

@@ -3,9 +3,9 @@
 1. resolve: every reference to its manifest bytes (tag -> digest), indexes
    walked and, with ``--platform``, narrowed; all images concurrently;
 2. fetch and write, overlapped: the union of all blobs is downloaded once
-   into the work dir (a content-addressed store a re-run resumes from), in
-   the order the bundle needs them, while the bundle writer streams each one
-   from the work dir into the bundle as soon as it is there.
+   into the work dir (a content-addressed store a re-run resumes from) as
+   images resolve, while the bundle writer streams each one from the work
+   dir into the bundle as soon as it is there (a manifest after all it names).
 
 An image that cannot be resolved or whose blob fails is a failure; without
 ``keep_going`` any failure means no bundle at all. Each image's blobs are
@@ -244,12 +244,12 @@ class _Room:
 
 
 async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStore, progress: Progress,
-                 verified: set[str], wait_for: Callable[[str], None] | None = None) -> WrittenBundle:
+                 verified: set[str], arrived: Callable[[set[str]], set[str]] | None = None) -> WrittenBundle:
     with progress.bar(manifest.total_size, "writing bundle") as bar:
         return await anyio.to_thread.run_sync(
             lambda: write_bundle(request.output, manifest, store, level=request.compression_level,
                                  part_size=request.part_size, progress=bar.update, verified=verified,
-                                 wait_for=wait_for))
+                                 arrived=arrived))
 
 
 async def _collect_kit(request: PullRequest, store: BlobStore, into: Collected, done: anyio.Event) -> None:
@@ -333,7 +333,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                     if store.has(digest):
                         arrivals.arrived(digest)
                 try:
-                    bundle = await _write(request, manifest, store, progress, fetch.verified, arrivals.wait_for)
+                    bundle = await _write(request, manifest, store, progress, fetch.verified, arrivals.among)
                 except Abandoned:
                     pass
                 except Exception as exc:  # kept out of the task group, so it surfaces as itself

@@ -379,3 +379,27 @@ def test_the_bundle_goes_to_disk_as_it_is_written_not_all_in_the_last_fsync(tmp_
     monkeypatch.setattr(writer.os, "fdatasync", recorded)
     written = write_bundle(tmp_path / "b.tar.zst", manifest_for(generated), store)
     assert len(synced) >= 2 and synced == sorted(synced) and synced[0] < written.size // 2
+
+
+def test_a_pull_writes_each_blob_as_it_arrives_and_each_manifest_after_all_it_names(tmp_path, generated,  # noqa: F811
+                                                                                    store):
+    """While downloads go on, the writer does not wait for the next blob in its plan while later ones are
+    in: they come in any order over a capped link, and all it has not written when the last arrives is
+    written after it, the link idle."""
+    bundle = manifest_for(generated)
+    manifests = {d for image in bundle.images for d in (image.digest, *image.manifests)}
+    planned = [digest for digest, _ in plan_blobs(bundle, store) if digest not in manifests]
+    coming = list(reversed(planned))  # the last of the plan arrives first
+
+    def arrived(digests: set[str]) -> set[str]:
+        assert coming[0] in digests
+        return {coming.pop(0)}
+
+    written = write_bundle(tmp_path / "b.tar.zst", bundle, store, arrived=arrived)
+    with BundleReader(written.path) as reader:
+        entries = [(entry.digest, entry.read(limit=1 << 30)) for entry in reader.entries() if entry.digest]
+    assert [digest for digest, _ in entries if digest not in manifests] == list(reversed(planned))
+    position = {digest: n for n, (digest, _) in enumerate(entries)}
+    for digest in manifests:
+        assert all(position[child] < position[digest] for child in children_of(store.read(digest))), digest
+    assert sorted(position) == sorted(bundle.blobs) and verify_bundle(written.path) is not None
