@@ -8,17 +8,17 @@ ranges, and a connection left with nothing to do near the end of a pull takes
 over half of what the largest range has left; each range is resumable in a
 file of its own (pieces.py), and the blob is joined and hashed in order.
 Downloads of a pull wait to start in a line of their own (``Unfinished.turn``),
-not in the registry's window, so other requests for blobs go first.
+largest first, not in the registry's window, so other requests for blobs go first.
 Bodies are kept as sent, never decoded: the digest is over the stored bytes.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import itertools
 import time
-from collections import deque
 from pathlib import Path
 from typing import AsyncIterator, Callable
 
@@ -34,6 +34,7 @@ from .pieces import CHUNK_SIZE, SPLIT_MIN, Piece, Pieces, hash_file
 from .transport import RateGuard, Stalled, Transport, describe
 
 SEGMENTED_MIN = 32 << 20  # blobs from this size on may be fetched as parallel ranges
+RANGE_SIZE = 8 << 20  # about how long each of those ranges is, up to the ``segments`` asked for
 ROOM_POLL = 0.02  # seconds: how often the first download in line looks for room freed by other requests
 
 
@@ -110,10 +111,10 @@ class Downloads:
         """
         digest_hex(digest)
         if unfinished is not None:
-            await unfinished.turn(self.transport)
+            await unfinished.turn(self.transport, size or 0)
         cuts = []
         if size is not None and segments > 1 and size >= SEGMENTED_MIN and not self.ranges_refused:
-            cuts = _cuts(size, segments)
+            cuts = _cuts(size, min(segments, -(-size // RANGE_SIZE)))
         blob = _Download(self, repository, digest, Pieces.resume(Path(partial), size, cuts), progress)
         first = blob.pieces.pieces[0]
         if first.held:
@@ -151,14 +152,18 @@ class Unfinished:
     """The downloads in progress, where a connection with nothing else to do finds work, and the line of
     downloads waiting to start."""
 
-    def __init__(self) -> None:
+    def __init__(self, at_once: int | None = None) -> None:
+        self.at_once = at_once  # downloads in progress at most, all registries together (None: no limit)
         self._downloads: dict[_Download, None] = {}  # in the order they started
         self._changed = anyio.Event()  # a download came or went, or a piece ended (a connection freed)
-        self._lines: dict[Transport, deque[anyio.Event]] = {}  # per registry: downloads waiting, each set at its turn
+        # per registry, the downloads waiting to start, largest first: [-size, arrival, set when first in line]
+        self._lines: dict[Transport, list[list]] = {}
+        self._arrivals = itertools.count()
 
-    async def turn(self, transport: Transport) -> None:
-        """Return once a blob transfer to ``transport``'s registry would start at once and the downloads
-        that came here before have started.
+    async def turn(self, transport: Transport, size: int) -> None:
+        """Return once a blob transfer to ``transport``'s registry would start at once, no larger
+        download waits here (of equal ones, the first to come goes first) and fewer than ``at_once``
+        are in progress.
 
         Downloads wait in line here rather than in the registry's window of
         transfers, which serves whoever asked first: a pull queues hundreds of
@@ -166,20 +171,27 @@ class Unfinished:
         needs would wait behind all of them, holding back that image's own
         downloads (and the bundle writer, which starts once every image is
         resolved). Here anything else that asks for a transfer goes first.
+        The largest go first: a large blob asked for late would otherwise be
+        the last to arrive, and its join and its copy into the bundle would
+        come after the link went quiet; small ones fill the end instead.
         """
-        line = self._lines.setdefault(transport, deque())
-        mine = anyio.Event()
-        line.append(mine)
+        line = self._lines.setdefault(transport, [])
+        mine = [-size, next(self._arrivals), anyio.Event()]
+        bisect.insort(line, mine)
         try:
-            if line[0] is not mine:
-                await mine.wait()  # set when the one before started
-            while not transport.transfer_room:
-                with anyio.move_on_after(ROOM_POLL):  # room freed by another's request tells nobody
-                    await self._changed.wait()
+            while True:
+                if line[0] is not mine:
+                    mine[2] = anyio.Event()
+                    await mine[2].wait()  # set when it is first in line
+                elif transport.transfer_room and (self.at_once is None or len(self._downloads) < self.at_once):
+                    return
+                else:
+                    with anyio.move_on_after(ROOM_POLL):  # room freed by another's request tells nobody
+                        await self._changed.wait()
         finally:
             line.remove(mine)
             if line:
-                line[0].set()
+                line[0][2].set()
             else:
                 del self._lines[transport]
 

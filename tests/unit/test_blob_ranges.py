@@ -202,3 +202,51 @@ async def test_an_idle_connection_does_not_split_a_blob_while_a_download_waits_t
     assert blobs == [digests[0], digests[1], digests[2], digests[0]]  # the last: the helper's range
     assert helped == [True]
     assert (tmp_path / digests[0]).read_bytes() == DATA
+
+
+async def test_of_the_downloads_waiting_to_start_the_largest_goes_first(tmp_path):
+    """A large blob asked for late would otherwise arrive last, its join and its copy into the bundle
+    after the link went quiet."""
+    registry = FakeRegistry()
+    held = [registry.add_blob("lib/app", bytes([i]) * 100) for i in range(2)]
+    sizes = {"small": 1000, "large": 3000, "medium": 2000}
+    waiting = {name: registry.add_blob("lib/app", name.encode() * size) for name, size in sizes.items()}
+    unfinished = Unfinished()
+    settings = RegistrySettings(plain_http=True, retries=1, max_connections=1)  # two transfers at most
+
+    async with RegistryClient("registry.test", settings, auth_files=AuthFiles([]), backoff_base=0.001,
+                              http_transport=registry) as c, anyio.create_task_group() as group:
+        places = contextlib.AsyncExitStack()
+        for digest in held:  # both places taken: the window has grown to its cap of two
+            await places.enter_async_context(c.open_blob("lib/app", digest))
+        for name, size in sizes.items():  # in line, in this order
+            group.start_soon(lambda d=waiting[name], s=size * len(name): c.download_blob(
+                "lib/app", d, tmp_path / d, size=s, unfinished=unfinished))
+            await anyio.wait_all_tasks_blocked()
+        await places.aclose()
+    blobs = [line.rsplit("/", 1)[1] for line in registry.requests if "/blobs/" in line]
+    assert blobs == [*held, waiting["large"], waiting["medium"], waiting["small"]]
+
+
+async def test_no_more_downloads_are_in_progress_at_once_than_the_line_allows(tmp_path):
+    held = Held(DATA)  # the large blob's body waits after its first MiB
+
+    def fault(request: httpx.Request):
+        if request.url.path.endswith(digest_of(DATA)):
+            return httpx.Response(200, headers={"Content-Length": str(len(DATA))}, stream=held)
+        return None
+
+    registry = FakeRegistry(fault=fault)
+    large, small = registry.add_blob("lib/app", DATA), registry.add_blob("lib/app", b"small" * 200)
+    unfinished = Unfinished(at_once=1)  # whatever room the registry's window has
+
+    async with client(registry) as c, anyio.create_task_group() as group:
+        group.start_soon(lambda: c.download_blob("lib/app", large, tmp_path / "large", size=len(DATA),
+                                                 unfinished=unfinished))
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(lambda: c.download_blob("lib/app", small, tmp_path / "small", size=1000,
+                                                 unfinished=unfinished))
+        await anyio.wait_all_tasks_blocked()
+        assert [line.rsplit("/", 1)[1] for line in registry.requests if "/blobs/" in line] == [large]
+        held.go.set()
+    assert (tmp_path / "small").read_bytes() == b"small" * 200 and (tmp_path / "large").read_bytes() == DATA
