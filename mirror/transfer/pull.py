@@ -280,15 +280,23 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     bundle: WrittenBundle | None = None
     writer_error: BaseException | None = None
     refused: list[NoRoom] = []
+    surveyed: list[Exception] = []  # what reading the sources' rate limits raised
     async with ClientPool(request.settings_for, request.http_transport) as pool:
         budget = Budget(pool, wait=request.wait_for_limit, log=request.log)
-        await expect_pulls(pool, request.sources, request.images)  # before the survey's first request
-        await budget.survey(request.sources, request.images)
         fetch = Fetch(store, pool, request.jobs, skip=base.digests)
         room = _Room(request, store, fetch) if request.space_check else None
         arrivals = Arrivals()
         kit, kit_collected = Collected(), anyio.Event()
         async with anyio.create_task_group() as tg:
+            # the kit, from hosts of its own, downloads from the start: while the sources' rate limits are
+            # read (round trips the link would idle through), then beside the images
+            tg.start_soon(_collect_kit, request, store, kit, kit_collected)
+            try:
+                await expect_pulls(pool, request.sources, request.images)  # before the survey's first request
+                await budget.survey(request.sources, request.images)
+            except Exception as exc:  # raised below, outside the task group, as itself
+                surveyed.append(exc)
+                tg.cancel_scope.cancel()
 
             def resolved(image: ResolvedImage) -> None:
                 """Its downloads start at once, if the pull still fits; else the pull stops here."""
@@ -304,8 +312,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                 fetch.want(image.blobs, image.location)
 
             tg.start_soon(fetch.run, arrivals, progress, True)
-            # the kit downloads and the attachments are looked up while the images resolve, not after them
-            tg.start_soon(_collect_kit, request, store, kit, kit_collected)
+            # the attachments are looked up while the images resolve, not after them
             attached = PullAttachments(pool, store, resolved, request.attachments, request.verify_keys, budget)
             async with anyio.create_task_group() as first:
                 resolution = await resolver(request, pool, store, budget).resolve_all(
@@ -339,6 +346,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                 except Exception as exc:  # kept out of the task group, so it surfaces as itself
                     writer_error = exc
                     tg.cancel_scope.cancel()
+    if surveyed:
+        raise surveyed[0]
     if refused:  # before the disk filled: a work dir this run made held only manifests and the first downloads
         if made_work_dir:
             shutil.rmtree(request.store_dir, ignore_errors=True)

@@ -80,3 +80,41 @@ async def test_idle_connections_help_with_the_last_large_blob_while_the_kit_stil
     assert kit.saw_help == [True]
     assert [r.source for r in result.images] == ["docker.io/files/k3s:v1.0.0", "src.test/lib/app:1.0"]
     assert large_digest in BundleReader(tmp_path / "b.tar.zst").manifest.blobs
+
+
+class HeldSurvey(FakeRegistry):
+    """A registry whose manifest HEADs (the rate limit survey's) wait until the kit download began."""
+
+    def __init__(self, kit_began: threading.Event):
+        super().__init__()
+        self.kit_began, self.kit_first = kit_began, []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "HEAD":
+            self.kit_first.append(await anyio.to_thread.run_sync(self.kit_began.wait, PATIENCE))
+        return await super().handle_async_request(request)
+
+
+class NotedKit:
+    def __init__(self, began: threading.Event):
+        self.began = began
+
+    def download(self, url: str, what: str, store: BlobStore, cap: int, expected: str | None,
+                 checked_by: str | None) -> tuple[str, int]:
+        self.began.set()
+        digest = sha256_digest(KIT_FILE)
+        store.put_bytes(digest, KIT_FILE)
+        return digest, len(KIT_FILE)
+
+
+async def test_the_kit_downloads_while_the_sources_rate_limits_are_read(tmp_path):
+    """The survey is round trips before any image can start: the link would idle through them."""
+    began = threading.Event()
+    registry = HeldSurvey(began)
+    seed(registry, "lib/app", image("app"), "1.0")
+    request = PullRequest(images=[Reference.parse("src.test/lib/app:1.0")], output=tmp_path / "b.tar.zst",
+                          sources=SourceMap(), settings_for=lambda host: RegistrySettings(plain_http=True, retries=0),
+                          http_transport=registry, space_check=False, kit_fetcher=NotedKit(began),
+                          kit=[KitItem(FILE, "k3s", "v1.0.0", "http://kit.test/k3s", "k3s")])
+    await pull(request, Progress(quiet=True))
+    assert registry.kit_first and all(registry.kit_first)
