@@ -24,7 +24,7 @@ from support.images import image, seed
 pytestmark = pytest.mark.anyio
 
 MIB = 1 << 20
-LARGE = bytes(range(251)) * (9 * MIB // 251)  # a range of 4 MiB or more left is worth a helper's request
+LARGE = bytes(range(251)) * (9 * MIB // 251)  # a range of 2 MiB or more left is worth a helper's request
 KIT_FILE = b"a k3s binary" * 1000
 PATIENCE = 10.0  # seconds the kit waits for a helper before it gives up waiting (the test then fails)
 
