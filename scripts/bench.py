@@ -108,6 +108,7 @@ class Step:
     cpu_s: float
     peak_rss_kb: int
     registries_cpu_s: float = 0.0  # of the registries passed to measure(), over the step
+    traffic: wan.Watched | None = None  # what crossed the link passed to measure(), over the command alone
 
 
 @contextlib.contextmanager
@@ -133,17 +134,19 @@ class Row:
 
 
 def measure(name: str, command: list[str], env: dict[str, str] | None = None,
-            registries: list[testbed.Registry] = ()) -> Step:
-    """Run ``command`` under /usr/bin/time after a sync; CPU and peak RSS cover a shell pipeline's children."""
+            registries: list[testbed.Registry] = (), link: wan.WanLink | None = None) -> Step:
+    """Run ``command`` under /usr/bin/time after a sync; CPU and peak RSS cover a shell pipeline's children.
+    With ``link``, what crossed it while the command ran (not during the sync) is the step's ``traffic``."""
     subprocess.run(["sync"], check=True)
-    with tempfile.NamedTemporaryFile("r", suffix=".time") as report, registries_cpu(list(registries)) as spent:
+    with (tempfile.NamedTemporaryFile("r", suffix=".time") as report, registries_cpu(list(registries)) as spent,
+          link.watch() if link else contextlib.nullcontext([None]) as traffic):
         done = subprocess.run([testbed.require("time"), "-f", "%e %U %S %M", "-o", report.name, *command],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env or ENV,
                               timeout=STEP_TIMEOUT)
         if done.returncode:
             raise RuntimeError(f"{name}: exit {done.returncode}: {done.stderr.decode()[-2000:]}")
         wall, user, system, rss = report.read().split()[-4:]
-    return Step(name, float(wall), float(user) + float(system), int(rss), spent())
+    return Step(name, float(wall), float(user) + float(system), int(rss), spent(), traffic[0])
 
 
 def total(name: str, steps: list[Step]) -> Step:
@@ -165,8 +168,10 @@ class Source:
 class Bench:
     """Seeded registries and artefacts, made on first use and shared by the scenarios that need them."""
 
-    def __init__(self, work: Path, sizes: Sizes, network: wan.Network, stack: contextlib.ExitStack):
+    def __init__(self, work: Path, sizes: Sizes, network: wan.Network, stack: contextlib.ExitStack,
+                 trace: bool = False):
         self.work, self.sizes, self.network, self.stack = work, sizes, network, stack
+        self.trace = trace  # print the link's use over time under each WAN pull of mirror's
         self.runs = work / "runs"
         self.sources: dict[str, Source] = {}
         self.layouts: dict[str, Path] = {}
@@ -174,6 +179,13 @@ class Bench:
         self.link: wan.WanLink | None = None
         self.remotes: dict[str, str] = {}
         self.skopeo_env = {**ENV, "CONTAINERS_REGISTRIES_CONF": str(self._empty_registries_conf())}
+
+    def timeline(self, step: Step) -> str:
+        """With --trace, the link's use over ``step`` (wan.Watched.timeline), for the report's note."""
+        if not self.trace or step.traffic is None:
+            return ""
+        return (f"\n  {step.name}, the link per {wan.BIN * 1000:.0f} ms: % of the site's rate / connections moving "
+                f"bytes\n{step.traffic.timeline()}")
 
     def _empty_registries_conf(self) -> Path:
         path = self.runs / "registries.conf"
@@ -234,12 +246,14 @@ class Bench:
             self.layouts.setdefault(kind, layout)
         return step
 
-    def mirror_pull(self, kind: str, host: str, bundle: Path, jobs: int | None = None) -> Step:
-        """mirror pull of the whole corpus from ``host`` into one bundle (kept as ``bundle(kind)``)."""
+    def mirror_pull(self, kind: str, host: str, bundle: Path, jobs: int | None = None,
+                    link: wan.WanLink | None = None) -> Step:
+        """mirror pull of the whole corpus from ``host`` into one bundle (kept as ``bundle(kind)``); with
+        ``link``, what crossed it is the step's traffic."""
         step = measure(f"mirror pull{f' -j {jobs}' if jobs else ''}", [
             *MIRROR, "pull", "--images-file", str(self.source(kind).images_file),
             *corpus.source_mirror_args(host), "-o", str(bundle), "--quiet", *(["-j", str(jobs)] if jobs else [])],
-            registries=[self.source(kind).registry])
+            registries=[self.source(kind).registry], link=link)
         self.bundles.setdefault(kind, bundle)
         return step
 
@@ -296,8 +310,7 @@ def over_wan(bench: Bench, kind: str, scenario: str, goal_floor: str, goal_skope
     """Pull the ``kind`` corpus through the WAN: mirror, then skopeo image by image + tar|zstd."""
     source, host = bench.source(kind), bench.remote(kind)
     assert bench.link is not None  # bench.remote made it
-    with bench.link.watch() as ours_traffic:
-        ours = bench.mirror_pull(kind, host, bench.runs / f"{scenario}-mirror.tar.zst")
+    ours = bench.mirror_pull(kind, host, bench.runs / f"{scenario}-mirror.tar.zst", link=bench.link)
     layout = bench.runs / f"{scenario}-skopeo-oci"
     with bench.link.watch() as skopeo_traffic:
         copies = bench.skopeo_pull(kind, host, layout)
@@ -308,8 +321,8 @@ def over_wan(bench: Bench, kind: str, scenario: str, goal_floor: str, goal_skope
     images = len(source.seeded.images)
     report(scenario, source, [copies, packed, skopeo, ours],
            f"{bench.network.describe()}; bandwidth floor {floor:.1f} s, the largest blob alone on one connection "
-           f"{largest / bench.network.connection_rate:.1f} s\n  mirror pull: {ours_traffic[0].describe(images)}"
-           f"\n  skopeo: {skopeo_traffic[0].describe(images)}")
+           f"{largest / bench.network.connection_rate:.1f} s\n  mirror pull: {ours.traffic.describe(images)}"
+           f"\n  skopeo: {skopeo_traffic[0].describe(images)}{bench.timeline(ours)}")
     return [Row(scenario, "pull", ours.wall_s, "bandwidth floor", floor, goal_floor, ours.peak_rss_kb),
             Row(scenario, "pull", ours.wall_s, "skopeo + tar|zstd", skopeo.wall_s, goal_skopeo)]
 
@@ -326,8 +339,7 @@ def release(bench: Bench) -> list[Row]:
     """A release-shaped pull through the WAN against the bandwidth floor; skopeo on a subset, scaled up."""
     source, host = bench.source("release"), bench.remote("release")
     assert bench.link is not None  # bench.remote made it
-    with bench.link.watch() as ours_traffic:
-        ours = bench.mirror_pull("release", host, bench.runs / "release-mirror.tar.zst")
+    ours = bench.mirror_pull("release", host, bench.runs / "release-mirror.tar.zst", link=bench.link)
     every = bench.sizes.release_skopeo_every
     with bench.link.watch() as skopeo_traffic:
         copies = bench.skopeo_pull("release", host, bench.runs / "release-skopeo-oci", every)
@@ -341,8 +353,9 @@ def release(bench: Bench) -> list[Row]:
     report("release", source, [copies, scaled, ours],
            f"{repositories} repositories; {bench.network.describe()}; bandwidth floor {floor:.1f} s, the largest "
            f"blob alone on one connection {max(source.seeded.sizes.values()) / bench.network.connection_rate:.1f} s"
-           f"\n  mirror pull: {ours_traffic[0].describe(len(images))}"
-           f"\n  skopeo (every {every}th image): {skopeo_traffic[0].describe(len(images[::every]))}")
+           f"\n  mirror pull: {ours.traffic.describe(len(images))}"
+           f"\n  skopeo (every {every}th image): {skopeo_traffic[0].describe(len(images[::every]))}"
+           f"{bench.timeline(ours)}")
     return [Row("release", "pull", ours.wall_s, "bandwidth floor", floor, "<= 1.5x", ours.peak_rss_kb),
             Row("release", "pull", ours.wall_s, f"skopeo x{every} est.", scaled.wall_s, "")]
 
@@ -509,11 +522,11 @@ def kit(bench: Bench) -> list[Row]:
     with_kit: list[Step] = []
     for turn in range(1, KIT_ROUNDS + 1):
         bundle = bench.runs / f"kit-images-{turn}.tar.zst"
-        images.append(measure(f"mirror pull ({turn})", [*pull, "-o", str(bundle)]))
+        images.append(measure(f"mirror pull ({turn})", [*pull, "-o", str(bundle)], link=bench.link))
         bench.bundles.setdefault("large", bundle)
         both = bench.runs / f"kit-both-{turn}.tar.zst"
         with_kit.append(measure(f"mirror pull + kit ({turn})", [*pull, *kit_args, "-o", str(both)],
-                                {**ENV, "NO_PROXY": "127.0.0.1"}))
+                                {**ENV, "NO_PROXY": "127.0.0.1"}, link=bench.link))
         both.unlink()
         if bench.bundles["large"] != bundle:
             bundle.unlink()
@@ -526,7 +539,9 @@ def kit(bench: Bench) -> list[Row]:
     report("kit", source, [*images, *with_kit], f"{bench.network.describe()}; the kit {kit_bytes / 1e6:.0f} MB: "
            f"{kit_floor:.1f} s at the site's rate, {alone:.1f} s on one connection; fastest without / with the kit "
            f"{fastest['images'].wall_s:.1f} / {fastest['kit'].wall_s:.1f} s, medians {medians['images']:.1f} / "
-           f"{medians['kit']:.1f} s; load {os.getloadavg()[0]:.1f}")
+           f"{medians['kit']:.1f} s; load {os.getloadavg()[0]:.1f}; link idle (fastest) "
+           f"{fastest['images'].traffic.idle_share:.0%} / {fastest['kit'].traffic.idle_share:.0%}"
+           f"{bench.timeline(fastest['images'])}{bench.timeline(fastest['kit'])}")
     return [Row("kit", "time the kit adds", fastest["kit"].wall_s - fastest["images"].wall_s,
                 "kit bytes / site rate", kit_floor, "<= 1x", max(s.peak_rss_kb for s in with_kit))]
 
@@ -682,6 +697,8 @@ def main() -> None:
                              f"{QUICK.release_images} images / {QUICK.release_mb} MB)")
     parser.add_argument("--work", type=Path, default=ROOT / "bench-work")
     parser.add_argument("--keep", action="store_true", help="keep registries' storage and the bundles")
+    parser.add_argument("--trace", action="store_true",
+                        help="under each WAN pull of mirror's, the link's use per 100 ms: when it sat idle")
     parser.add_argument("--fetch-blobs", nargs=2, metavar=("HOST", "LIST"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.fetch_blobs:
@@ -694,7 +711,7 @@ def main() -> None:
     rows: list[Row] = []
     try:
         with contextlib.ExitStack() as stack:
-            bench = Bench(args.work, QUICK if args.quick else Sizes(), wan.Network(), stack)
+            bench = Bench(args.work, QUICK if args.quick else Sizes(), wan.Network(), stack, args.trace)
             for name in SCENARIOS:
                 if name in chosen:
                     rows += SCENARIOS[name](bench)

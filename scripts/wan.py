@@ -176,14 +176,17 @@ class _Stream:
 
 
 class Traffic:
-    """What crossed a link: exchanges by kind, and bytes delivered downstream per BIN seconds (loop time)."""
+    """What crossed a link: exchanges by kind, and per BIN seconds (loop time) the bytes delivered
+    downstream and the connections that delivered them."""
 
     def __init__(self) -> None:
         self.counts = Counts()
         self.down: collections.Counter = collections.Counter()  # int(time / BIN) -> bytes
+        self.busy: collections.defaultdict = collections.defaultdict(set)  # int(time / BIN) -> connections
 
-    def delivered(self, when: float, size: int) -> None:
+    def delivered(self, when: float, size: int, connection: int) -> None:
         self.down[int(when / BIN)] += size
+        self.busy[int(when / BIN)].add(connection)
 
     def snapshot(self) -> Counts:
         return Counts(collections.Counter(self.counts.kinds), collections.Counter(self.counts.statuses))
@@ -191,15 +194,27 @@ class Traffic:
 
 @dataclass
 class Watched:
-    """A step's share of a link's traffic (``WanLink.watch``): its exchanges and the link's idle share."""
+    """A step's share of a link's traffic (``WanLink.watch``): its exchanges, the link's idle share, and
+    per BIN interval the share of the site's rate it carried and how many connections carried it."""
 
     counts: Counts
     idle_share: float  # of the step's BIN intervals, those carrying under IDLE_BELOW of the site's capacity
     bytes_down: int
+    use: list[float] = field(default_factory=list)  # per interval: bytes down / what the site could carry
+    connections: list[int] = field(default_factory=list)  # per interval: connections that delivered bytes
 
     def describe(self, images: int) -> str:
         return (f"requests per image: {self.counts.per_image(images)}; link idle {self.idle_share:.0%} of the time "
                 f"(intervals of {BIN * 1000:.0f} ms under {IDLE_BELOW:.0%} of the site's rate)")
+
+    def timeline(self) -> str:
+        """A line a second: per interval the percent of the site's rate used / the connections moving it
+        ('.' for an idle interval), to see when the link sat idle: before the first blob, between, or after."""
+        cells = [" ." if use < IDLE_BELOW else f"{min(99, round(use * 100)):>2}/{count:<2}"
+                 for use, count in zip(self.use, self.connections)]
+        per_line = round(1 / BIN)
+        return "\n".join(f"  {line * per_line * BIN:5.1f}s " + " ".join(f"{cell:<5}" for cell in cells[at:at + per_line])
+                         for line, at in enumerate(range(0, len(cells), per_line)))
 
 
 class WanLink:
@@ -248,8 +263,11 @@ class WanLink:
         after = self._in_loop(self.traffic.snapshot)
         bins = range(int(started / BIN), int(ended / BIN) + 1)
         down = self._in_loop(lambda: [self.traffic.down.get(b, 0) for b in bins])
-        idle = sum(size < IDLE_BELOW * self.network.site_rate * BIN for size in down)
-        seen.append(Watched(after - before, idle / max(1, len(down)), sum(down)))
+        busy = self._in_loop(lambda: [len(self.traffic.busy.get(b, ())) for b in bins])
+        capacity = self.network.site_rate * BIN
+        idle = sum(size < IDLE_BELOW * capacity for size in down)
+        seen.append(Watched(after - before, idle / max(1, len(down)), sum(down), [size / capacity for size in down],
+                            busy))
 
     def proxy(self, upstream: str) -> str:
         """Start a proxy to ``upstream`` (host:port) for the link's lifetime; returns its 127.0.0.1:port."""
@@ -278,7 +296,7 @@ class WanLink:
             await asyncio.gather(
                 self._pump(client_reader, upstream_writer, self.site["up"], established, exchanges.up.feed),
                 self._pump(upstream_reader, client_writer, self.site["down"], established, exchanges.down.feed,
-                           self.traffic.delivered))
+                           lambda when, size: self.traffic.delivered(when, size, id(exchanges))))
         except (OSError, asyncio.TimeoutError):
             pass  # one side went away or fell silent
         finally:

@@ -20,7 +20,7 @@ import tarfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Collection
+from typing import BinaryIO, Callable, Collection, Iterator
 
 import zstandard
 
@@ -53,6 +53,7 @@ from .parts import bundle_part_path, checksum_path, incomplete_marker, stray_par
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
 FAT32_MAX_FILE = (4 << 30) - 1  # split bundles are for size-capped media; FAT32 is the usual one
+WRITTEN_BACK_EVERY = 64 << 20  # bytes: the bundle goes to disk as it is written, not all in the final fsync
 
 
 @dataclass
@@ -76,7 +77,7 @@ def write_bundle(
     part_size: int | None = None,
     progress: Callable[[int], None] | None = None,
     verified: Collection[str] = frozenset(),
-    wait_for: Callable[[str], None] | None = None,
+    arrived: Callable[[set[str]], set[str]] | None = None,
 ) -> WrittenBundle:
     """Write ``bundle`` with its blobs from ``store``; ``progress`` gets blob bytes as they go.
 
@@ -84,16 +85,16 @@ def write_bundle(
     gzip'd, and zstd's worker mode was measured 3x slower and 5x larger in
     memory on such data. ``verified`` names blobs this process has already
     hashed (a fresh download); every other blob is re-hashed as it is copied.
-    ``wait_for(digest)``, when given, is called before each blob is copied and
-    returns once the blob is in ``store`` (or raises to abandon the bundle):
-    it lets a pull write the bundle while downloads are still going on.
-    The compressed stream is hashed and written by a second thread, so that
-    work overlaps with reading and compressing.
+    ``arrived(digests)``, when given, returns those of ``digests`` in ``store``
+    now, waiting for one at least (or raises to abandon the bundle): it lets a
+    pull write the bundle while downloads are still going on, each blob as it
+    arrives (``_as_they_arrive``). The compressed stream is hashed and written
+    by a second thread, so that work overlaps with reading and compressing.
     """
     path = Path(path)
     if part_size is not None:
         part_size = capped_part_size(part_size)
-    order = plan_blobs(bundle, store, pending=wait_for is not None)
+    order = plan_blobs(bundle, store, pending=arrived is not None)
     sink = _Sink(path, part_size)
     try:
         compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
@@ -101,9 +102,7 @@ def write_bundle(
             tar = _TarWriter(stream, bundle.created_timestamp)
             tar.add_bytes(BUNDLE_MANIFEST, bundle.to_json())
             tar.add_bytes(OCI_LAYOUT, json.dumps(OCI_LAYOUT_DOC).encode())
-            for digest, size in order:
-                if wait_for:
-                    wait_for(digest)
+            for digest, size in _as_they_arrive(order, _manifests(bundle), arrived) if arrived else order:
                 tar.add_blob(digest, size, store, progress, rehash=digest not in verified)
             tar.add_bytes(INDEX_JSON, _index_json(bundle.images))
             tar.close()
@@ -168,6 +167,39 @@ def plan_blobs(bundle: BundleManifest, store: BlobStore, pending: bool = False) 
     if unreferenced:
         raise MirrorError(f"bundle manifest lists blob {unreferenced[0]}, which no image references")
     return list(order.items())
+
+
+def _as_they_arrive(order: list[tuple[str, int]], manifests: set[str],
+                    arrived: Callable[[set[str]], set[str]]) -> Iterator[tuple[str, int]]:
+    """``order``'s entries as a pull's downloads let the writer take them: each config or layer as soon
+    as it is in the store, a manifest once every entry before it in ``order`` is taken, so it still
+    follows all it names (docs/bundle-format.md, entry order).
+
+    In ``order`` alone the writer would wait for the next blob while later ones
+    pile up (blobs share a capped link: the first ones asked for are not the
+    first in), and after the last blob arrived it would still have all of
+    them to write, the link idle meanwhile.
+    """
+    place = {digest: index for index, (digest, _) in enumerate(order)}
+    left = {digest for digest, _ in order if digest not in manifests}  # blobs not taken yet
+    taken: set[str] = set()
+    position = 0  # every entry before it is taken
+    while True:
+        while position < len(order) and (order[position][0] in taken or order[position][0] in manifests):
+            if order[position][0] not in taken:
+                yield order[position]
+            position += 1
+        if position == len(order):
+            return
+        for digest in sorted(arrived(left), key=place.__getitem__):
+            left.discard(digest)
+            taken.add(digest)
+            yield order[place[digest]]
+
+
+def _manifests(bundle: BundleManifest) -> set[str]:
+    """The digests of every image's manifests: its top one and those below it."""
+    return {digest for image in bundle.images for digest in (image.digest, *image.manifests)}
 
 
 def _manifest_at_hand(descriptor: Descriptor, image: ImageRecord, store: BlobStore,
@@ -339,6 +371,7 @@ class _Sink:
         self.temps: list[Path] = []
         self.handle: BinaryIO | None = None
         self.room = 0  # bytes the open part may still take
+        self.unsynced = 0  # bytes written to the open part since it was last synced
         if not path.parent.is_dir():
             raise UsageError(f"cannot write {path}: directory {path.parent} does not exist")
         _remove_dead_temps(path)
@@ -365,6 +398,7 @@ class _Sink:
             os.fsync(self.handle.fileno())
             self.handle.close()
             self.handle = None
+            self.unsynced = 0
             if self.part_hasher:
                 self.part_digests.append(self.part_hasher.hexdigest())
                 self.part_hasher = hashlib.sha256()
@@ -383,7 +417,18 @@ class _Sink:
             view = view[take:]
             if self.room > 0:
                 self.room -= take
+            self.unsynced += take
+            if self.unsynced >= WRITTEN_BACK_EVERY:
+                self._sync()
         return len(data)
+
+    def _sync(self) -> None:
+        """The open part onto the disk so far. On this thread, while the compressor goes on: with every
+        byte left to the commit's fsync, a bundle of GBs written at a link's pace would sit in the page
+        cache and reach the disk only after the last blob arrived, the pull waiting for it."""
+        self.handle.flush()
+        os.fdatasync(self.handle.fileno())
+        self.unsynced = 0
 
     def flush(self) -> None:
         if self.handle is not None:

@@ -7,11 +7,14 @@ give_up_after seconds pass without a byte. Large blobs may come as parallel
 ranges, and a connection left with nothing to do near the end of a pull takes
 over half of what the largest range has left; each range is resumable in a
 file of its own (pieces.py), and the blob is joined and hashed in order.
+Downloads of a pull wait to start in a line of their own (``Unfinished.turn``),
+largest first, not in the registry's window, so other requests for blobs go first.
 Bodies are kept as sent, never decoded: the digest is over the stored bytes.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import itertools
@@ -31,6 +34,8 @@ from .pieces import CHUNK_SIZE, SPLIT_MIN, Piece, Pieces, hash_file
 from .transport import RateGuard, Stalled, Transport, describe
 
 SEGMENTED_MIN = 32 << 20  # blobs from this size on may be fetched as parallel ranges
+RANGE_SIZE = 8 << 20  # about how long each of those ranges is, up to the ``segments`` asked for
+ROOM_POLL = 0.02  # seconds: how often the first download in line looks for room freed by other requests
 
 
 class _NoRanges(Exception):
@@ -105,9 +110,11 @@ class Downloads:
         file is deleted, so the next run downloads afresh.
         """
         digest_hex(digest)
+        if unfinished is not None:
+            await unfinished.turn(self.transport, size or 0)
         cuts = []
         if size is not None and segments > 1 and size >= SEGMENTED_MIN and not self.ranges_refused:
-            cuts = _cuts(size, segments)
+            cuts = _cuts(size, min(segments, -(-size // RANGE_SIZE)))
         blob = _Download(self, repository, digest, Pieces.resume(Path(partial), size, cuts), progress)
         first = blob.pieces.pieces[0]
         if first.held:
@@ -142,11 +149,51 @@ class Downloads:
 
 
 class Unfinished:
-    """The downloads in progress, where a connection with nothing else to do finds work."""
+    """The downloads in progress, where a connection with nothing else to do finds work, and the line of
+    downloads waiting to start."""
 
-    def __init__(self) -> None:
+    def __init__(self, at_once: int | None = None) -> None:
+        self.at_once = at_once  # downloads in progress at most, all registries together (None: no limit)
         self._downloads: dict[_Download, None] = {}  # in the order they started
         self._changed = anyio.Event()  # a download came or went, or a piece ended (a connection freed)
+        # per registry, the downloads waiting to start, largest first: [-size, arrival, set when first in line]
+        self._lines: dict[Transport, list[list]] = {}
+        self._arrivals = itertools.count()
+
+    async def turn(self, transport: Transport, size: int) -> None:
+        """Return once a blob transfer to ``transport``'s registry would start at once, no larger
+        download waits here (of equal ones, the first to come goes first) and fewer than ``at_once``
+        are in progress.
+
+        Downloads wait in line here rather than in the registry's window of
+        transfers, which serves whoever asked first: a pull queues hundreds of
+        blobs as images resolve, and the config an image's resolution still
+        needs would wait behind all of them, holding back that image's own
+        downloads (and the bundle writer, which starts once every image is
+        resolved). Here anything else that asks for a transfer goes first.
+        The largest go first: a large blob asked for late would otherwise be
+        the last to arrive, and its join and its copy into the bundle would
+        come after the link went quiet; small ones fill the end instead.
+        """
+        line = self._lines.setdefault(transport, [])
+        mine = [-size, next(self._arrivals), anyio.Event()]
+        bisect.insort(line, mine)
+        try:
+            while True:
+                if line[0] is not mine:
+                    mine[2] = anyio.Event()
+                    await mine[2].wait()  # set when it is first in line
+                elif transport.transfer_room and (self.at_once is None or len(self._downloads) < self.at_once):
+                    return
+                else:
+                    with anyio.move_on_after(ROOM_POLL):  # room freed by another's request tells nobody
+                        await self._changed.wait()
+        finally:
+            line.remove(mine)
+            if line:
+                line[0][2].set()
+            else:
+                del self._lines[transport]
 
     def add(self, download: "_Download") -> None:
         self._downloads[download] = None
@@ -163,13 +210,13 @@ class Unfinished:
 
     async def help(self) -> bool:
         """Fetch the second half of what the range with the most left has left, of a download here
-        whose registry has a connection free (waiting for one); False once no range has enough left
-        to be worth a request of its own (pieces.py SPLIT_MIN)."""
+        whose registry has a connection free and no download waiting to start (waiting for that);
+        False once no range has enough left to be worth a request of its own (pieces.py SPLIT_MIN)."""
         while True:
             splittable = [d for d in self._downloads if d.splittable()]
             if not splittable:
                 return False
-            free = [d for d in splittable if d.transport.transfer_room]
+            free = [d for d in splittable if d.transport.transfer_room and d.transport not in self._lines]
             if not free:
                 await self._changed.wait()
                 continue

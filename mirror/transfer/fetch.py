@@ -22,7 +22,7 @@ from ..registry.pool import ClientPool
 from ..registry.settings import tasks_for
 
 
-PARALLEL_RANGES = 4  # a large blob comes as this many ranges at once (registry/download.py SEGMENTED_MIN)
+PARALLEL_RANGES = 16  # a large blob comes as ranges of 8 MiB, up to this many at once (registry/download.py)
 
 
 class Abandoned(Exception):
@@ -50,12 +50,14 @@ class Arrivals:
             self._abandoned = True
             self._condition.notify_all()
 
-    def wait_for(self, digest: str) -> None:
+    def among(self, digests: set[str]) -> set[str]:
+        """Those of ``digests`` in the store, once one at least is (Abandoned if the bundle was given up)."""
         with self._condition:
-            while digest not in self._ready and not self._abandoned:
+            while not (ready := digests & self._ready) and not self._abandoned:
                 self._condition.wait()
             if self._abandoned:
-                raise Abandoned(digest)
+                raise Abandoned()
+            return ready
 
 
 class Fetch:
@@ -63,11 +65,11 @@ class Fetch:
 
     Downloads start with the first resolved image instead of after the last:
     over a real network, resolving hundreds of images is mostly round trips,
-    and the link would otherwise idle through them. An image's blobs start
-    largest first: with each connection capped (a CDN gives one connection
-    ~10 MB/s), the largest blob alone can outlast the rest, and started last
-    it sets the tail. The bundle writer, far faster than such a link, takes
-    blobs in bundle order as they arrive.
+    and the link would otherwise idle through them. Of the blobs waiting to
+    start, the largest go first, in ranges (registry/download.py): with each
+    connection capped (a CDN gives one connection ~10 MB/s), the largest blob
+    alone can outlast the rest, and started last it sets the tail. The bundle
+    writer, far faster than such a link, takes each blob as it arrives.
     """
 
     def __init__(self, store: BlobStore, pool: ClientPool, jobs: int, skip: Collection[str] = ()):
@@ -85,7 +87,7 @@ class Fetch:
 
     def want(self, blobs: dict[str, int], location: Location) -> None:
         """Queue blobs (digest -> size) unless present, queued already or left to the base."""
-        for digest, size in sorted(blobs.items(), key=lambda item: -item[1]):
+        for digest, size in blobs.items():
             if digest in self.wanted or digest in self.skip:
                 continue
             self.wanted[digest] = (size, location)
@@ -123,19 +125,19 @@ class Fetch:
             self.verified.add(digest)
             arrivals.arrived(digest)
 
-        async def worker() -> None:
-            async for digest in self._receive:
-                await one(digest)
+        async def helper() -> None:
             while await unfinished.help():  # nothing left to start: take over half of a large blob's rest
                 pass
 
-        unfinished = Unfinished()
+        unfinished = Unfinished(at_once=tasks_for(self.jobs))  # -j's cap; each registry's window: how many move
 
         try:
             with progress.bar(None, "downloading") as bar:
                 async with anyio.create_task_group() as group:
-                    for _ in range(tasks_for(self.jobs)):  # each registry's window decides how many go at once
-                        group.start_soon(worker)
+                    async for digest in self._receive:  # each waits in its registry's line, the largest first
+                        group.start_soon(one, digest)
+                    for _ in range(tasks_for(self.jobs)):
+                        group.start_soon(helper)
         finally:
             if not all(self.store.has(d) for d in self.wanted):
                 arrivals.abandon()  # cancelled or failed: the writer thread must not wait for ever

@@ -3,9 +3,9 @@
 1. resolve: every reference to its manifest bytes (tag -> digest), indexes
    walked and, with ``--platform``, narrowed; all images concurrently;
 2. fetch and write, overlapped: the union of all blobs is downloaded once
-   into the work dir (a content-addressed store a re-run resumes from), in
-   the order the bundle needs them, while the bundle writer streams each one
-   from the work dir into the bundle as soon as it is there.
+   into the work dir (a content-addressed store a re-run resumes from) as
+   images resolve, while the bundle writer streams each one from the work
+   dir into the bundle as soon as it is there (a manifest after all it names).
 
 An image that cannot be resolved or whose blob fails is a failure; without
 ``keep_going`` any failure means no bundle at all. Each image's blobs are
@@ -244,17 +244,21 @@ class _Room:
 
 
 async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStore, progress: Progress,
-                 verified: set[str], wait_for: Callable[[str], None] | None = None) -> WrittenBundle:
+                 verified: set[str], arrived: Callable[[set[str]], set[str]] | None = None) -> WrittenBundle:
     with progress.bar(manifest.total_size, "writing bundle") as bar:
         return await anyio.to_thread.run_sync(
             lambda: write_bundle(request.output, manifest, store, level=request.compression_level,
                                  part_size=request.part_size, progress=bar.update, verified=verified,
-                                 wait_for=wait_for))
+                                 arrived=arrived))
 
 
-async def _collect_kit(request: PullRequest, store: BlobStore, into: Collected) -> None:
-    collected = await collect(request.kit, store, request.kit_fetcher or KitFetcher())
-    into.artifacts, into.failures, into.causes = collected.artifacts, collected.failures, collected.causes
+async def _collect_kit(request: PullRequest, store: BlobStore, into: Collected, done: anyio.Event) -> None:
+    try:
+        if request.kit:
+            collected = await collect(request.kit, store, request.kit_fetcher or KitFetcher())
+            into.artifacts, into.failures, into.causes = collected.artifacts, collected.failures, collected.causes
+    finally:
+        done.set()
 
 
 async def pull(request: PullRequest, progress: Progress) -> PullResult:
@@ -276,15 +280,23 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
     bundle: WrittenBundle | None = None
     writer_error: BaseException | None = None
     refused: list[NoRoom] = []
+    surveyed: list[Exception] = []  # what reading the sources' rate limits raised
     async with ClientPool(request.settings_for, request.http_transport) as pool:
         budget = Budget(pool, wait=request.wait_for_limit, log=request.log)
-        await expect_pulls(pool, request.sources, request.images)  # before the survey's first request
-        await budget.survey(request.sources, request.images)
         fetch = Fetch(store, pool, request.jobs, skip=base.digests)
         room = _Room(request, store, fetch) if request.space_check else None
         arrivals = Arrivals()
-        kit = Collected()
+        kit, kit_collected = Collected(), anyio.Event()
         async with anyio.create_task_group() as tg:
+            # the kit, from hosts of its own, downloads from the start: while the sources' rate limits are
+            # read (round trips the link would idle through), then beside the images
+            tg.start_soon(_collect_kit, request, store, kit, kit_collected)
+            try:
+                await expect_pulls(pool, request.sources, request.images)  # before the survey's first request
+                await budget.survey(request.sources, request.images)
+            except Exception as exc:  # raised below, outside the task group, as itself
+                surveyed.append(exc)
+                tg.cancel_scope.cancel()
 
             def resolved(image: ResolvedImage) -> None:
                 """Its downloads start at once, if the pull still fits; else the pull stops here."""
@@ -300,15 +312,14 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                 fetch.want(image.blobs, image.location)
 
             tg.start_soon(fetch.run, arrivals, progress, True)
+            # the attachments are looked up while the images resolve, not after them
             attached = PullAttachments(pool, store, resolved, request.attachments, request.verify_keys, budget)
-            # the kit downloads and the attachments are looked up while the images resolve, not after them
             async with anyio.create_task_group() as first:
-                if request.kit:
-                    first.start_soon(_collect_kit, request, store, kit)
                 resolution = await resolver(request, pool, store, budget).resolve_all(
                     request.images, progress, lambda image: (resolved(image), attached.look_up(image, first)))
             attached.settle(resolution)
-            fetch.no_more()
+            fetch.no_more()  # before the kit is in: connections left idle meanwhile help with the last blobs
+            await kit_collected.wait()
             # The kit first: it is all in the work dir by now, so the writer copies it while the images
             # still download, instead of after the last of them
             images = [artifact_image(artifact) for artifact in kit.artifacts] + resolution.images
@@ -329,12 +340,14 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                     if store.has(digest):
                         arrivals.arrived(digest)
                 try:
-                    bundle = await _write(request, manifest, store, progress, fetch.verified, arrivals.wait_for)
+                    bundle = await _write(request, manifest, store, progress, fetch.verified, arrivals.among)
                 except Abandoned:
                     pass
                 except Exception as exc:  # kept out of the task group, so it surfaces as itself
                     writer_error = exc
                     tg.cancel_scope.cancel()
+    if surveyed:
+        raise surveyed[0]
     if refused:  # before the disk filled: a work dir this run made held only manifests and the first downloads
         if made_work_dir:
             shutil.rmtree(request.store_dir, ignore_errors=True)

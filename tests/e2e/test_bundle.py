@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -15,6 +16,7 @@ from mirror.bundle.inspect import summarize_bundle
 from mirror.bundle.verify import VerificationFailed, verify_bundle
 from mirror.bundle.format import BundleManifest, ImageRecord
 from mirror.bundle.reader import BundleReader
+from mirror.bundle import writer
 from mirror.bundle.writer import plan_blobs, write_bundle
 from mirror.errors import IntegrityError, MirrorError, UsageError
 from mirror.bundle.store import BlobStore
@@ -362,3 +364,42 @@ def test_bad_output_is_a_usage_error(tmp_path, generated, store):
     with pytest.raises(UsageError, match="part size must be positive"):
         write_bundle(tmp_path / "b.tar.zst", manifest_for(generated), store, part_size=0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_bundle_goes_to_disk_as_it_is_written_not_all_in_the_last_fsync(tmp_path, generated, store,  # noqa: F811
+                                                                             monkeypatch):
+    """A pull writes its bundle at the link's pace: left in the page cache, gigabytes would reach the
+    disk only in the commit's fsync, after the last blob arrived, with the pull waiting."""
+    synced, sync = [], os.fdatasync  # the file's size at each sync before the commit's
+
+    def recorded(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+        sync(fd)
+    monkeypatch.setattr(writer, "WRITTEN_BACK_EVERY", 16 * 1024)
+    monkeypatch.setattr(writer.os, "fdatasync", recorded)
+    written = write_bundle(tmp_path / "b.tar.zst", manifest_for(generated), store)
+    assert len(synced) >= 2 and synced == sorted(synced) and synced[0] < written.size // 2
+
+
+def test_a_pull_writes_each_blob_as_it_arrives_and_each_manifest_after_all_it_names(tmp_path, generated,  # noqa: F811
+                                                                                    store):
+    """While downloads go on, the writer does not wait for the next blob in its plan while later ones are
+    in: they come in any order over a capped link, and all it has not written when the last arrives is
+    written after it, the link idle."""
+    bundle = manifest_for(generated)
+    manifests = {d for image in bundle.images for d in (image.digest, *image.manifests)}
+    planned = [digest for digest, _ in plan_blobs(bundle, store) if digest not in manifests]
+    coming = list(reversed(planned))  # the last of the plan arrives first
+
+    def arrived(digests: set[str]) -> set[str]:
+        assert coming[0] in digests
+        return {coming.pop(0)}
+
+    written = write_bundle(tmp_path / "b.tar.zst", bundle, store, arrived=arrived)
+    with BundleReader(written.path) as reader:
+        entries = [(entry.digest, entry.read(limit=1 << 30)) for entry in reader.entries() if entry.digest]
+    assert [digest for digest, _ in entries if digest not in manifests] == list(reversed(planned))
+    position = {digest: n for n, (digest, _) in enumerate(entries)}
+    for digest in manifests:
+        assert all(position[child] < position[digest] for child in children_of(store.read(digest))), digest
+    assert sorted(position) == sorted(bundle.blobs) and verify_bundle(written.path) is not None

@@ -3,6 +3,8 @@ that ignore or lie about Range never corrupt the blob. Driven through the fake r
 
 from __future__ import annotations
 
+import contextlib
+
 import anyio
 import httpx
 import pytest
@@ -11,13 +13,14 @@ from mirror.errors import IntegrityError
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles
 from mirror.registry.download import Unfinished
+from mirror.registry.pieces import Pieces
 from mirror.registry.settings import RegistrySettings
-from support.fake_registry import FakeRegistry, answer
+from support.fake_registry import FakeRegistry, answer, digest_of
 
 pytestmark = pytest.mark.anyio
 
 MIB = 1 << 20
-DATA = bytes(range(251)) * (9 * MIB // 251)  # ~9 MiB: a range of 4 MiB or more left is worth splitting
+DATA = bytes(range(251)) * (9 * MIB // 251)  # ~9 MiB: a range of 2 MiB or more left is worth splitting
 
 
 class Held(httpx.AsyncByteStream):
@@ -130,3 +133,130 @@ async def test_pieces_left_by_a_run_that_stopped_are_resumed_each_from_its_end(t
     assert sorted(asked) == [f"bytes={MIB}-{cut - 1}", f"bytes={cut + MIB}-"]
     assert partial.read_bytes() == DATA
     assert not (tmp_path / "blob.partial.pieces").exists()
+
+
+async def test_a_download_waiting_to_start_lets_another_request_for_a_blob_go_first(tmp_path):
+    """Downloads queue in line outside the registry's window of transfers: a request that needs a blob
+    to go on (an image's config, while the pull's downloads wait) takes the next free place."""
+    registry = FakeRegistry()
+    held, waiting, asked = (registry.add_blob("lib/app", bytes([i]) * 1000) for i in range(3))
+    other = registry.add_blob("lib/app", b"other" * 200)
+    unfinished = Unfinished()
+    settings = RegistrySettings(plain_http=True, retries=1, max_connections=1)  # two transfers at most
+
+    async with RegistryClient("registry.test", settings, auth_files=AuthFiles([]), backoff_base=0.001,
+                              http_transport=registry) as c, anyio.create_task_group() as group:
+        places = contextlib.AsyncExitStack()
+        for digest in (held, other):  # both places taken: the window has grown to its cap of two
+            await places.enter_async_context(c.open_blob("lib/app", digest))
+        group.start_soon(lambda: c.download_blob("lib/app", waiting, tmp_path / "waiting.partial",
+                                                 size=1000, unfinished=unfinished))
+        await anyio.wait_all_tasks_blocked()
+
+        async def read() -> None:
+            async with c.open_blob("lib/app", asked) as chunks:
+                async for _ in chunks:
+                    pass
+        group.start_soon(read)
+        await anyio.wait_all_tasks_blocked()
+        await places.aclose()
+    blobs = [line.rsplit("/", 1)[1] for line in registry.requests if "/blobs/" in line]
+    assert blobs == [held, other, asked, waiting]
+    assert (tmp_path / "waiting.partial").read_bytes() == bytes([1]) * 1000
+
+
+async def test_an_idle_connection_does_not_split_a_blob_while_a_download_waits_to_start(tmp_path):
+    large, small = Held(DATA), Held(bytes(2 * MIB))  # each sends a MiB, then waits for its go
+
+    def fault(request: httpx.Request):
+        if request.url.path.endswith(digest_of(DATA)) and "range" not in request.headers:
+            return httpx.Response(200, headers={"Content-Length": str(len(DATA))}, stream=large)
+        if request.url.path.endswith(digest_of(small.data)):
+            return httpx.Response(200, headers={"Content-Length": str(len(small.data))}, stream=small)
+        return None
+
+    registry = FakeRegistry(fault=fault)
+    digests = [registry.add_blob("lib/app", data) for data in (DATA, small.data, b"waiting" * 100)]
+    unfinished, helped = Unfinished(), []
+    settings = RegistrySettings(plain_http=True, retries=1, max_connections=1)  # two transfers at most
+
+    async def download(digest: str, size: int) -> None:
+        await c.download_blob("lib/app", digest, tmp_path / digest, size=size, unfinished=unfinished)
+
+    async def help() -> None:
+        helped.append(await unfinished.help())
+
+    async with RegistryClient("registry.test", settings, auth_files=AuthFiles([]), backoff_base=0.001,
+                              http_transport=registry) as c, anyio.create_task_group() as group:
+        group.start_soon(download, digests[0], len(DATA))
+        await anyio.wait_all_tasks_blocked()  # its answer came: the window has grown to its cap of two
+        group.start_soon(download, digests[1], len(small.data))
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(help)  # no place free: it waits for one
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(download, digests[2], 700)  # in line
+        await anyio.wait_all_tasks_blocked()
+        small.go.set()  # a place comes free: the download in line takes it, then the helper the next
+        await anyio.wait_all_tasks_blocked()
+        large.go.set()
+    blobs = [line.rsplit("/", 1)[1] for line in registry.requests if "/blobs/" in line]
+    assert blobs == [digests[0], digests[1], digests[2], digests[0]]  # the last: the helper's range
+    assert helped == [True]
+    assert (tmp_path / digests[0]).read_bytes() == DATA
+
+
+async def test_of_the_downloads_waiting_to_start_the_largest_goes_first(tmp_path):
+    """A large blob asked for late would otherwise arrive last, its join and its copy into the bundle
+    after the link went quiet."""
+    registry = FakeRegistry()
+    held = [registry.add_blob("lib/app", bytes([i]) * 100) for i in range(2)]
+    sizes = {"small": 1000, "large": 3000, "medium": 2000}
+    waiting = {name: registry.add_blob("lib/app", name.encode() * size) for name, size in sizes.items()}
+    unfinished = Unfinished()
+    settings = RegistrySettings(plain_http=True, retries=1, max_connections=1)  # two transfers at most
+
+    async with RegistryClient("registry.test", settings, auth_files=AuthFiles([]), backoff_base=0.001,
+                              http_transport=registry) as c, anyio.create_task_group() as group:
+        places = contextlib.AsyncExitStack()
+        for digest in held:  # both places taken: the window has grown to its cap of two
+            await places.enter_async_context(c.open_blob("lib/app", digest))
+        for name, size in sizes.items():  # in line, in this order
+            group.start_soon(lambda d=waiting[name], s=size * len(name): c.download_blob(
+                "lib/app", d, tmp_path / d, size=s, unfinished=unfinished))
+            await anyio.wait_all_tasks_blocked()
+        await places.aclose()
+    blobs = [line.rsplit("/", 1)[1] for line in registry.requests if "/blobs/" in line]
+    assert blobs == [*held, waiting["large"], waiting["medium"], waiting["small"]]
+
+
+async def test_no_more_downloads_are_in_progress_at_once_than_the_line_allows(tmp_path):
+    held = Held(DATA)  # the large blob's body waits after its first MiB
+
+    def fault(request: httpx.Request):
+        if request.url.path.endswith(digest_of(DATA)):
+            return httpx.Response(200, headers={"Content-Length": str(len(DATA))}, stream=held)
+        return None
+
+    registry = FakeRegistry(fault=fault)
+    large, small = registry.add_blob("lib/app", DATA), registry.add_blob("lib/app", b"small" * 200)
+    unfinished = Unfinished(at_once=1)  # whatever room the registry's window has
+
+    async with client(registry) as c, anyio.create_task_group() as group:
+        group.start_soon(lambda: c.download_blob("lib/app", large, tmp_path / "large", size=len(DATA),
+                                                 unfinished=unfinished))
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(lambda: c.download_blob("lib/app", small, tmp_path / "small", size=1000,
+                                                 unfinished=unfinished))
+        await anyio.wait_all_tasks_blocked()
+        assert [line.rsplit("/", 1)[1] for line in registry.requests if "/blobs/" in line] == [large]
+        held.go.set()
+    assert (tmp_path / "small").read_bytes() == b"small" * 200 and (tmp_path / "large").read_bytes() == DATA
+
+
+def test_a_range_with_a_few_mib_left_is_split_for_an_idle_connection(tmp_path):
+    """At the end of a pull a range with 3 MiB left takes 0.3 s on a connection capped at 10 MB/s while
+    the others sit idle; halved, each half is done in about half that, a round trip later."""
+    pieces = Pieces.resume(tmp_path / "blob.partial", 3 * MIB)
+    later = pieces.split()
+    assert later is not None and (later.start, later.end) == (3 * MIB // 2, 3 * MIB)
+    assert pieces.pieces[0].end == 3 * MIB // 2

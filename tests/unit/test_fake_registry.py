@@ -162,6 +162,7 @@ async def test_a_download_resumes_a_partial_file_with_a_range(tmp_path):
 
 async def test_a_download_in_parallel_ranges_joins_them_in_order(tmp_path, monkeypatch):
     monkeypatch.setattr(download_module, "SEGMENTED_MIN", 1024)
+    monkeypatch.setattr(download_module, "RANGE_SIZE", 1 << 20)
     ranges = []
     registry = FakeRegistry(fault=lambda request: ranges.append(request.headers.get("range")))
     data = bytes(range(251)) * (4 << 12)  # 4 MiB and more: ranges are cut on MiB boundaries
