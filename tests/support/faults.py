@@ -273,12 +273,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault and fault.drop_after is not None:
             data = data[:fault.drop_after]
+        # counted before it is sent: a client that has read it all may look before this thread goes on
+        seen.body_bytes = len(data)
         try:
             self.wfile.write(data)
             self.wfile.flush()
         except OSError:
+            seen.body_bytes = 0  # how much got out before the client hung up is not known
             return
-        seen.body_bytes = len(data)
         if fault and fault.drop_after is not None:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -291,8 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
+            seen.body_bytes = len(body)  # before it is sent, as in _forward
             self.wfile.write(body)
-            seen.body_bytes = len(body)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
