@@ -24,11 +24,14 @@ import json
 import re
 from typing import Callable
 
+import anyio
 import httpx
 
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
 Fault = Callable[[httpx.Request], "httpx.Response | None"]
+MIB = 1 << 20
+LARGE_BLOB = bytes(range(251)) * (9 * MIB // 251)  # ~9 MiB: a range of 2 MiB or more left is worth splitting
 
 _ROUTES = [
     ("ping", re.compile(r"/v2/")),
@@ -283,6 +286,19 @@ class FakeRegistry(httpx.AsyncBaseTransport):
     def _stored(self, name: str, digest: str, data: bytes) -> httpx.Response:
         self.add_blob(name, data)
         return answer(201, headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest})
+
+
+class Held(httpx.AsyncByteStream):
+    """A body that sends its first MiB, then waits until ``go`` is set to send the rest."""
+
+    def __init__(self, data: bytes):
+        self.data, self.go = data, anyio.Event()
+
+    async def __aiter__(self):
+        yield self.data[:MIB]
+        await self.go.wait()
+        for start in range(MIB, len(self.data), MIB):
+            yield self.data[start:start + MIB]
 
 
 def by_host(registries: dict[str, httpx.AsyncBaseTransport]) -> httpx.MockTransport:

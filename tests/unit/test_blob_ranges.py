@@ -15,30 +15,15 @@ from mirror.registry.credentials import AuthFiles
 from mirror.registry.download import Unfinished
 from mirror.registry.pieces import Pieces
 from mirror.registry.settings import RegistrySettings
-from support.fake_registry import FakeRegistry, answer, digest_of
+from support.fake_registry import LARGE_BLOB, MIB, FakeRegistry, Held, answer, digest_of
 
 pytestmark = pytest.mark.anyio
 
-MIB = 1 << 20
-DATA = bytes(range(251)) * (9 * MIB // 251)  # ~9 MiB: a range of 2 MiB or more left is worth splitting
-
-
-class Held(httpx.AsyncByteStream):
-    """A body that sends its first MiB, then waits until ``go`` is set to send the rest."""
-
-    def __init__(self, data: bytes):
-        self.data, self.go = data, anyio.Event()
-
-    async def __aiter__(self):
-        yield self.data[:MIB]
-        await self.go.wait()
-        for start in range(MIB, len(self.data), MIB):
-            yield self.data[start:start + MIB]
 
 
 def source(ranges: str = "honest") -> tuple[FakeRegistry, Held, list]:
     """A registry whose first GET of the blob is held after a MiB; ``ranges``: how it answers a Range."""
-    held, asked = Held(DATA), []
+    held, asked = Held(LARGE_BLOB), []
 
     def fault(request: httpx.Request):
         if "/blobs/" not in request.url.path:
@@ -46,19 +31,19 @@ def source(ranges: str = "honest") -> tuple[FakeRegistry, Held, list]:
         wanted = request.headers.get("range")
         asked.append(wanted)
         if wanted is None:
-            return httpx.Response(200, headers={"Content-Length": str(len(DATA))}, stream=held)
+            return httpx.Response(200, headers={"Content-Length": str(len(LARGE_BLOB))}, stream=held)
         start = int(wanted.split("=")[1].split("-")[0])
         if ranges == "ignored":  # the whole body, as if no Range was asked
-            return answer(200, DATA)
+            return answer(200, LARGE_BLOB)
         if ranges == "elsewhere":  # a 206, but of other bytes than asked, and it says so
-            return answer(206, DATA[:len(DATA) - start], {"Content-Range": f"bytes 0-{len(DATA) - start - 1}/{len(DATA)}"})
+            return answer(206, LARGE_BLOB[:len(LARGE_BLOB) - start], {"Content-Range": f"bytes 0-{len(LARGE_BLOB) - start - 1}/{len(LARGE_BLOB)}"})
         if ranges == "lying":  # a 206 claiming the bytes asked for, holding others
-            return answer(206, DATA[:len(DATA) - start],
-                          {"Content-Range": f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"})
+            return answer(206, LARGE_BLOB[:len(LARGE_BLOB) - start],
+                          {"Content-Range": f"bytes {start}-{len(LARGE_BLOB) - 1}/{len(LARGE_BLOB)}"})
         return None  # the registry's own answer
 
     registry = FakeRegistry(fault=fault)
-    registry.add_blob("lib/app", DATA)
+    registry.add_blob("lib/app", LARGE_BLOB)
     return registry, held, asked
 
 
@@ -75,7 +60,7 @@ async def download_with_a_helper(registry: FakeRegistry, held: Held, partial) ->
 
     async def download(c: RegistryClient) -> None:
         try:
-            await c.download_blob("lib/app", digest, partial, size=len(DATA), unfinished=unfinished)
+            await c.download_blob("lib/app", digest, partial, size=len(LARGE_BLOB), unfinished=unfinished)
         except IntegrityError as exc:
             failed.append(exc)
 
@@ -91,8 +76,8 @@ async def test_an_idle_connection_takes_over_half_of_what_a_large_blob_has_left(
     registry, held, asked = source()
     partial = tmp_path / "blob.partial"
     assert await download_with_a_helper(registry, held, partial) is None
-    assert partial.read_bytes() == DATA
-    middle = MIB + (len(DATA) - MIB) // 2
+    assert partial.read_bytes() == LARGE_BLOB
+    middle = MIB + (len(LARGE_BLOB) - MIB) // 2
     assert asked == [None, f"bytes={middle}-"]  # the first stream stopped where the helper's range began
     assert not (tmp_path / "blob.partial.pieces").exists()
 
@@ -101,7 +86,7 @@ async def test_a_source_that_ignores_range_gets_one_stream_and_the_blob_is_intac
     registry, held, asked = source("ignored")
     partial = tmp_path / "blob.partial"
     assert await download_with_a_helper(registry, held, partial) is None
-    assert partial.read_bytes() == DATA
+    assert partial.read_bytes() == LARGE_BLOB
     assert asked[-1] is None  # after the refused range, the whole blob as one stream
     assert not (tmp_path / "blob.partial.pieces").exists()
 
@@ -110,7 +95,7 @@ async def test_a_range_answered_from_elsewhere_falls_back_to_one_stream(tmp_path
     registry, held, _ = source("elsewhere")
     partial = tmp_path / "blob.partial"
     assert await download_with_a_helper(registry, held, partial) is None
-    assert partial.read_bytes() == DATA
+    assert partial.read_bytes() == LARGE_BLOB
 
 
 async def test_a_range_lying_about_its_bytes_fails_the_blob_and_leaves_nothing(tmp_path):
@@ -123,15 +108,15 @@ async def test_a_range_lying_about_its_bytes_fails_the_blob_and_leaves_nothing(t
 
 async def test_pieces_left_by_a_run_that_stopped_are_resumed_each_from_its_end(tmp_path):
     registry, asked = FakeRegistry(fault=lambda r: asked.append(r.headers.get("range"))), []
-    digest = registry.add_blob("lib/app", DATA)
+    digest = registry.add_blob("lib/app", LARGE_BLOB)
     partial, cut = tmp_path / "blob.partial", 5 * MIB
-    partial.write_bytes(DATA[:MIB])
+    partial.write_bytes(LARGE_BLOB[:MIB])
     (tmp_path / "blob.partial.pieces").mkdir()
-    (tmp_path / "blob.partial.pieces" / str(cut)).write_bytes(DATA[cut:cut + MIB])
+    (tmp_path / "blob.partial.pieces" / str(cut)).write_bytes(LARGE_BLOB[cut:cut + MIB])
     async with client(registry) as c:
-        await c.download_blob("lib/app", digest, partial, size=len(DATA))
+        await c.download_blob("lib/app", digest, partial, size=len(LARGE_BLOB))
     assert sorted(asked) == [f"bytes={MIB}-{cut - 1}", f"bytes={cut + MIB}-"]
-    assert partial.read_bytes() == DATA
+    assert partial.read_bytes() == LARGE_BLOB
     assert not (tmp_path / "blob.partial.pieces").exists()
 
 
@@ -166,17 +151,17 @@ async def test_a_download_waiting_to_start_lets_another_request_for_a_blob_go_fi
 
 
 async def test_an_idle_connection_does_not_split_a_blob_while_a_download_waits_to_start(tmp_path):
-    large, small = Held(DATA), Held(bytes(2 * MIB))  # each sends a MiB, then waits for its go
+    large, small = Held(LARGE_BLOB), Held(bytes(2 * MIB))  # each sends a MiB, then waits for its go
 
     def fault(request: httpx.Request):
-        if request.url.path.endswith(digest_of(DATA)) and "range" not in request.headers:
-            return httpx.Response(200, headers={"Content-Length": str(len(DATA))}, stream=large)
+        if request.url.path.endswith(digest_of(LARGE_BLOB)) and "range" not in request.headers:
+            return httpx.Response(200, headers={"Content-Length": str(len(LARGE_BLOB))}, stream=large)
         if request.url.path.endswith(digest_of(small.data)):
             return httpx.Response(200, headers={"Content-Length": str(len(small.data))}, stream=small)
         return None
 
     registry = FakeRegistry(fault=fault)
-    digests = [registry.add_blob("lib/app", data) for data in (DATA, small.data, b"waiting" * 100)]
+    digests = [registry.add_blob("lib/app", data) for data in (LARGE_BLOB, small.data, b"waiting" * 100)]
     unfinished, helped = Unfinished(), []
     settings = RegistrySettings(plain_http=True, retries=1, max_connections=1)  # two transfers at most
 
@@ -188,7 +173,7 @@ async def test_an_idle_connection_does_not_split_a_blob_while_a_download_waits_t
 
     async with RegistryClient("registry.test", settings, auth_files=AuthFiles([]), backoff_base=0.001,
                               http_transport=registry) as c, anyio.create_task_group() as group:
-        group.start_soon(download, digests[0], len(DATA))
+        group.start_soon(download, digests[0], len(LARGE_BLOB))
         await anyio.wait_all_tasks_blocked()  # its answer came: the window has grown to its cap of two
         group.start_soon(download, digests[1], len(small.data))
         await anyio.wait_all_tasks_blocked()
@@ -202,7 +187,7 @@ async def test_an_idle_connection_does_not_split_a_blob_while_a_download_waits_t
     blobs = [line.rsplit("/", 1)[1] for line in registry.requests if "/blobs/" in line]
     assert blobs == [digests[0], digests[1], digests[2], digests[0]]  # the last: the helper's range
     assert helped == [True]
-    assert (tmp_path / digests[0]).read_bytes() == DATA
+    assert (tmp_path / digests[0]).read_bytes() == LARGE_BLOB
 
 
 async def test_of_the_downloads_waiting_to_start_the_largest_goes_first(tmp_path):
@@ -230,19 +215,19 @@ async def test_of_the_downloads_waiting_to_start_the_largest_goes_first(tmp_path
 
 
 async def test_no_more_downloads_are_in_progress_at_once_than_the_line_allows(tmp_path):
-    held = Held(DATA)  # the large blob's body waits after its first MiB
+    held = Held(LARGE_BLOB)  # the large blob's body waits after its first MiB
 
     def fault(request: httpx.Request):
-        if request.url.path.endswith(digest_of(DATA)):
-            return httpx.Response(200, headers={"Content-Length": str(len(DATA))}, stream=held)
+        if request.url.path.endswith(digest_of(LARGE_BLOB)):
+            return httpx.Response(200, headers={"Content-Length": str(len(LARGE_BLOB))}, stream=held)
         return None
 
     registry = FakeRegistry(fault=fault)
-    large, small = registry.add_blob("lib/app", DATA), registry.add_blob("lib/app", b"small" * 200)
+    large, small = registry.add_blob("lib/app", LARGE_BLOB), registry.add_blob("lib/app", b"small" * 200)
     unfinished = Unfinished(at_once=1)  # whatever room the registry's window has
 
     async with client(registry) as c, anyio.create_task_group() as group:
-        group.start_soon(lambda: c.download_blob("lib/app", large, tmp_path / "large", size=len(DATA),
+        group.start_soon(lambda: c.download_blob("lib/app", large, tmp_path / "large", size=len(LARGE_BLOB),
                                                  unfinished=unfinished))
         await anyio.wait_all_tasks_blocked()
         group.start_soon(lambda: c.download_blob("lib/app", small, tmp_path / "small", size=1000,
@@ -250,7 +235,7 @@ async def test_no_more_downloads_are_in_progress_at_once_than_the_line_allows(tm
         await anyio.wait_all_tasks_blocked()
         assert [line.rsplit("/", 1)[1] for line in registry.requests if "/blobs/" in line] == [large]
         held.go.set()
-    assert (tmp_path / "small").read_bytes() == b"small" * 200 and (tmp_path / "large").read_bytes() == DATA
+    assert (tmp_path / "small").read_bytes() == b"small" * 200 and (tmp_path / "large").read_bytes() == LARGE_BLOB
 
 
 def test_a_range_with_a_few_mib_left_is_split_for_an_idle_connection(tmp_path):

@@ -18,28 +18,13 @@ from mirror.model.upstream import SourceMap
 from mirror.progress import Progress
 from mirror.registry.settings import RegistrySettings
 from mirror.transfer.pull import PullRequest, pull
-from support.fake_registry import FakeRegistry
+from support.fake_registry import LARGE_BLOB, FakeRegistry, Held
 from support.images import image, seed
 
 pytestmark = pytest.mark.anyio
 
-MIB = 1 << 20
-LARGE = bytes(range(251)) * (9 * MIB // 251)  # a range of 2 MiB or more left is worth a helper's request
 KIT_FILE = b"a k3s binary" * 1000
 PATIENCE = 10.0  # seconds the kit waits for a helper before it gives up waiting (the test then fails)
-
-
-class Held(httpx.AsyncByteStream):
-    """A body that sends its first MiB, then waits until ``go`` is set to send the rest."""
-
-    def __init__(self, data: bytes):
-        self.data, self.go = data, anyio.Event()
-
-    async def __aiter__(self):
-        yield self.data[:MIB]
-        await self.go.wait()
-        for start in range(MIB, len(self.data), MIB):
-            yield self.data[start:start + MIB]
 
 
 class SlowKit:
@@ -57,20 +42,20 @@ class SlowKit:
 
 
 async def test_idle_connections_help_with_the_last_large_blob_while_the_kit_still_downloads(tmp_path):
-    large_digest = sha256_digest(LARGE)
-    held, helped = Held(LARGE), threading.Event()
+    large_digest = sha256_digest(LARGE_BLOB)
+    held, helped = Held(LARGE_BLOB), threading.Event()
 
     def fault(request: httpx.Request):
         if not request.url.path.endswith(large_digest):
             return None
         if "range" not in request.headers:
-            return httpx.Response(200, headers={"Content-Length": str(len(LARGE))}, stream=held)
+            return httpx.Response(200, headers={"Content-Length": str(len(LARGE_BLOB))}, stream=held)
         helped.set()  # a helper's range: the registry answers it, and the first stream goes on
         held.go.set()
         return None
 
     registry = FakeRegistry(fault=fault)
-    seed(registry, "lib/app", image("app", shared=[LARGE]), "1.0")
+    seed(registry, "lib/app", image("app", shared=[LARGE_BLOB]), "1.0")
     kit = SlowKit(helped)
     request = PullRequest(images=[Reference.parse("src.test/lib/app:1.0")], output=tmp_path / "b.tar.zst",
                           sources=SourceMap(), settings_for=lambda host: RegistrySettings(plain_http=True, retries=0),
