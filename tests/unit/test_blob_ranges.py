@@ -36,7 +36,8 @@ def source(ranges: str = "honest") -> tuple[FakeRegistry, Held, list]:
         if ranges == "ignored":  # the whole body, as if no Range was asked
             return answer(200, LARGE_BLOB)
         if ranges == "elsewhere":  # a 206, but of other bytes than asked, and it says so
-            return answer(206, LARGE_BLOB[:len(LARGE_BLOB) - start], {"Content-Range": f"bytes 0-{len(LARGE_BLOB) - start - 1}/{len(LARGE_BLOB)}"})
+            return answer(206, LARGE_BLOB[:len(LARGE_BLOB) - start],
+                          {"Content-Range": f"bytes 0-{len(LARGE_BLOB) - start - 1}/{len(LARGE_BLOB)}"})
         if ranges == "lying":  # a 206 claiming the bytes asked for, holding others
             return answer(206, LARGE_BLOB[:len(LARGE_BLOB) - start],
                           {"Content-Range": f"bytes {start}-{len(LARGE_BLOB) - 1}/{len(LARGE_BLOB)}"})
