@@ -27,11 +27,11 @@ from ..bundle.store import BlobStore
 from ..errors import IntegrityError, MirrorError, UsageError
 from ..inorder_hash import InOrderHash
 from ..model.numbers import ascii_int
+from ..registry.sender import IDENTITY
 from ..registry.settings import RegistrySettings
 from ..registry.transport import RateGuard, Stalled
 from ..lists.releases import fetch_error, http_client
 
-IDENTITY = {"Accept-Encoding": "identity"}
 FIRST_RANGE = 8 << 20  # asked first; what follows, where the host takes ranges, comes as SEGMENTS at once
 SEGMENTS = 8
 
