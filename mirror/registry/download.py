@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
+import heapq
 import itertools
 import time
 from pathlib import Path
@@ -149,17 +150,62 @@ class Downloads:
 
 
 class Unfinished:
-    """The downloads in progress, where a connection with nothing else to do finds work, and the line of
-    downloads waiting to start."""
+    """A pull's downloads: those waiting for a worker, those a worker started (``turn``), and those in
+    progress, where a connection with nothing else to do finds work.
+
+    Waiting downloads are heap entries, per registry and largest first: a release has thousands of
+    blobs, and a task (or an event) each would grow the pull's memory with the bundle. A fixed pool of
+    workers takes them (``next``) and starts each through ``turn``.
+    """
 
     def __init__(self, at_once: int | None = None) -> None:
         self.at_once = at_once  # downloads in progress at most, all registries together (None: no limit)
         self._downloads: dict[_Download, None] = {}  # in the order they started
         self._changed = anyio.Event()  # a download came or went, or a piece ended (a connection freed)
         self._looking = anyio.Lock()  # held by the one idle connection looking for a range to take over
-        # per registry, the downloads waiting to start, largest first: [-size, arrival, set when first in line]
-        self._lines: dict[Transport, list[list]] = {}
+        self._choosing = anyio.Lock()  # held by the one worker looking for a download to start
+        self._startable = anyio.Event()  # a download was queued, or a registry's line emptied, or close
+        # per registry host, the downloads no worker took yet: a heap of (-size, arrival, item)
+        self._waiting: dict[str, list[tuple[int, int, str]]] = {}
+        self._closed = False
+        # per registry host, the downloads started and waiting their turn: [-size, arrival, set when first]
+        self._lines: dict[str, list[list]] = {}
         self._arrivals = itertools.count()
+
+    def queue(self, host: str, size: int, item: str) -> None:
+        """``item`` (a blob of ``host``'s, ``size`` bytes) waits for a worker's ``next``."""
+        heapq.heappush(self._waiting.setdefault(host, []), (-size, next(self._arrivals), item))
+        self._start_one()
+
+    def close(self) -> None:
+        """Nothing more is queued: ``next`` returns None once every queued item is taken."""
+        self._closed = True
+        self._start_one()
+
+    async def next(self) -> str | None:
+        """The largest queued item of a registry with no download waiting in ``turn`` (where its worker
+        starts it at once, or is first for the next place); None once closed and all are taken.
+
+        A registry's downloads wait here rather than in its line: one at a time goes into the line,
+        the next once it started, so the others' workers start other registries' downloads meanwhile.
+        One worker looks at a time, the others queue behind it: a change wakes one, not the pool."""
+        async with self._choosing:
+            while True:
+                open_ = [host for host in self._waiting if host not in self._lines]
+                if open_:
+                    host = min(open_, key=lambda h: self._waiting[h][0])  # the largest first
+                    heap = self._waiting[host]
+                    item = heapq.heappop(heap)[2]
+                    if not heap:
+                        del self._waiting[host]
+                    return item
+                if self._closed and not self._waiting:
+                    return None
+                await self._startable.wait()
+
+    def _start_one(self) -> None:
+        self._startable.set()
+        self._startable = anyio.Event()
 
     async def turn(self, transport: Transport, size: int) -> None:
         """Return once a blob transfer to ``transport``'s registry would start at once, no larger
@@ -176,7 +222,7 @@ class Unfinished:
         the last to arrive, and its join and its copy into the bundle would
         come after the link went quiet; small ones fill the end instead.
         """
-        line = self._lines.setdefault(transport, [])
+        line = self._lines.setdefault(transport.host, [])
         mine = [-size, next(self._arrivals), anyio.Event()]
         bisect.insort(line, mine)
         try:
@@ -194,7 +240,8 @@ class Unfinished:
             if line:
                 line[0][2].set()
             else:
-                del self._lines[transport]
+                del self._lines[transport.host]
+                self._start_one()
 
     def add(self, download: "_Download") -> None:
         self._downloads[download] = None
@@ -232,7 +279,8 @@ class Unfinished:
             splittable = [d for d in self._downloads if d.splittable()]
             if not splittable:
                 return None
-            free = [d for d in splittable if d.transport.transfer_room and d.transport not in self._lines]
+            free = [d for d in splittable if d.transport.transfer_room and d.transport.host not in self._lines
+                    and d.transport.host not in self._waiting]
             if free:
                 return max(free, key=lambda d: d.pieces.most_left())
             await self._changed.wait()

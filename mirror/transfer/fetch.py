@@ -7,7 +7,6 @@ blobs are there; a failed download abandons the bundle being written.
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Collection
 
@@ -70,6 +69,9 @@ class Fetch:
     connection capped (a CDN gives one connection ~10 MB/s), the largest blob
     alone can outlast the rest, and started last it sets the tail. The bundle
     writer, far faster than such a link, takes each blob as it arrives.
+    A blob waiting is an entry in ``Unfinished``'s heaps, taken by a fixed
+    pool of ``tasks_for(jobs)`` workers: memory stays bounded by -j, not by
+    how many blobs a release has.
     """
 
     def __init__(self, store: BlobStore, pool: ClientPool, jobs: int, skip: Collection[str] = ()):
@@ -79,7 +81,9 @@ class Fetch:
         self.failed: dict[str, MirrorError] = {}
         self.downloaded = 0
         self.verified: set[str] = set()  # hashed on the way in by this process
-        self._send, self._receive = anyio.create_memory_object_stream[str](math.inf)
+        self._workers = tasks_for(jobs)  # downloads in progress at most: -j's cap
+        self._unfinished = Unfinished(at_once=self._workers)  # each registry's window: how many move
+        self._no_more = anyio.Event()
 
     def new(self, blobs: dict[str, int]) -> dict[str, int]:
         """Of ``blobs``, those ``want`` would add: not queued yet, not left to the base."""
@@ -92,11 +96,12 @@ class Fetch:
                 continue
             self.wanted[digest] = (size, location)
             if not self.store.has(digest):
-                self._send.send_nowait(digest)
+                self._unfinished.queue(location.host, size, digest)
 
     def no_more(self) -> None:
         """Every image is resolved: the downloads end once the queue is empty."""
-        self._send.close()
+        self._unfinished.close()
+        self._no_more.set()
 
     def reused(self, digests: Collection[str]) -> int:
         """Bytes of these blobs taken from the work dir rather than downloaded by this run."""
@@ -125,18 +130,22 @@ class Fetch:
             self.verified.add(digest)
             arrivals.arrived(digest)
 
+        async def worker() -> None:
+            while (digest := await unfinished.next()) is not None:  # of its registry's, the largest
+                await one(digest)
+
         async def helper() -> None:
             while await unfinished.help():  # nothing left to start: take over half of a large blob's rest
                 pass
 
-        unfinished = Unfinished(at_once=tasks_for(self.jobs))  # -j's cap; each registry's window: how many move
-
+        unfinished = self._unfinished
         try:
             with progress.bar(None, "downloading") as bar:
                 async with anyio.create_task_group() as group:
-                    async for digest in self._receive:  # each waits in its registry's line, the largest first
-                        group.start_soon(one, digest)
-                    for _ in range(tasks_for(self.jobs)):
+                    for _ in range(self._workers):
+                        group.start_soon(worker)
+                    await self._no_more.wait()
+                    for _ in range(self._workers):
                         group.start_soon(helper)
         finally:
             if not all(self.store.has(d) for d in self.wanted):
