@@ -7,8 +7,9 @@ give_up_after seconds pass without a byte. Large blobs may come as parallel
 ranges, and a connection left with nothing to do near the end of a pull takes
 over half of what the largest range has left; each range is resumable in a
 file of its own (pieces.py), and the blob is joined and hashed in order.
-Downloads of a pull wait to start in a line of their own (``Unfinished.turn``),
-largest first, not in the registry's window, so other requests for blobs go first.
+A pull's downloads wait as heap entries, largest first per registry, for a fixed
+pool of workers (``Unfinished.next``), and start through a line of their own
+(``Unfinished.turn``), not the registry's window, so other requests for blobs go first.
 Bodies are kept as sent, never decoded: the digest is over the stored bytes.
 """
 

@@ -1,0 +1,90 @@
+"""A pull's blobs waiting to download: entries a fixed pool of workers takes, the largest of a registry first,
+whatever the bundle's size (through the fake registry)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import anyio
+import httpx
+import pytest
+
+from mirror.bundle.store import BlobStore
+from mirror.model.upstream import Location
+from mirror.progress import Progress
+from mirror.registry.pool import ClientPool
+from mirror.registry.settings import RegistrySettings, tasks_for
+from mirror.transfer.fetch import Arrivals, Fetch
+from support.fake_registry import FakeRegistry, Held, by_host
+
+pytestmark = pytest.mark.anyio
+
+BLOBS = 300  # a release has thousands
+
+
+def holding(registry: FakeRegistry, go: anyio.Event):
+    """``registry``'s fault: every blob's body held open until ``go``."""
+
+    def fault(request: httpx.Request):
+        if "/blobs/" not in request.url.path:
+            return None
+        data = registry.blobs[request.url.path.rsplit("/", 1)[1]]
+        held = Held(data)
+        held.go = go
+        return httpx.Response(200, headers={"Content-Length": str(len(data))}, stream=held)
+
+    return fault
+
+
+def blob_requests(registry: FakeRegistry) -> list[str]:
+    return [line.rsplit("/", 1)[1] for line in registry.requests if "/blobs/" in line]
+
+
+async def test_queued_blobs_take_no_task_each_and_the_largest_starts_first(tmp_path):
+    """Thousands of blobs queue as an image list resolves; each waiting as a task of its own grew the
+    pull's memory with the bundle's size (~7 KB a blob), not with -j."""
+    go = anyio.Event()
+    registry = FakeRegistry()
+    registry.fault = holding(registry, go)
+    sizes = {registry.add_blob("lib/app", bytes([i % 251]) * (100 + i)): 100 + i for i in range(BLOBS)}
+    shuffled = list(sizes.items())
+    random.Random(7).shuffle(shuffled)
+    settings = lambda host: RegistrySettings(plain_http=True, retries=0, max_connections=1)  # noqa: E731
+
+    async with ClientPool(settings, registry) as pool, anyio.create_task_group() as group:
+        fetch = Fetch(BlobStore(tmp_path / "store"), pool, jobs=1)
+        before = len(asyncio.all_tasks())
+        for digest, size in shuffled:
+            fetch.want({digest: size}, Location("src.test", "lib/app"))
+        group.start_soon(fetch.run, Arrivals(), Progress(quiet=True), False)
+        await anyio.wait_all_tasks_blocked()  # the first downloads are in, held; every other one waits
+        waiting_tasks = len(asyncio.all_tasks()) - before
+        go.set()
+        fetch.no_more()
+    assert waiting_tasks <= tasks_for(1) + 1  # the pool and fetch.run itself, not a task per blob
+    assert blob_requests(registry) == sorted(sizes, key=sizes.__getitem__, reverse=True)
+    assert all(fetch.store.has(digest) for digest in sizes)
+
+
+async def test_a_registry_with_downloads_waiting_for_room_does_not_hold_back_another_registry(tmp_path):
+    """The pool's workers do not all queue for one registry's next free place while another has room."""
+    go = anyio.Event()
+    busy, other = FakeRegistry(), FakeRegistry()
+    busy.fault = holding(busy, go)
+    large = {busy.add_blob("lib/app", bytes([i % 251]) * (10_000 + i)): 10_000 + i for i in range(BLOBS)}
+    small = other.add_blob("lib/app", b"small" * 20)
+    settings = lambda host: RegistrySettings(plain_http=True, retries=0, max_connections=1)  # noqa: E731
+
+    async with ClientPool(settings, by_host({"busy.test": busy, "other.test": other})) as pool, \
+            anyio.create_task_group() as group:
+        fetch = Fetch(BlobStore(tmp_path / "store"), pool, jobs=1)
+        fetch.want(large, Location("busy.test", "lib/app"))
+        fetch.want({small: 100}, Location("other.test", "lib/app"))
+        group.start_soon(fetch.run, Arrivals(), Progress(quiet=True), False)
+        await anyio.wait_all_tasks_blocked()  # busy's downloads held, its place taken: the rest wait
+        small_done = fetch.store.has(small)
+        go.set()
+        fetch.no_more()
+    assert small_done
+    assert blob_requests(busy) == sorted(large, key=large.__getitem__, reverse=True)
