@@ -86,9 +86,9 @@ def write_bundle(
     memory on such data. ``verified`` names blobs this process has already
     hashed (a fresh download); every other blob is re-hashed as it is copied.
     ``arrived(digests)``, when given, returns those of ``digests`` in ``store``
-    now, waiting for one at least (or raises to abandon the bundle): it lets a
-    pull write the bundle while downloads are still going on, each blob as it
-    arrives (``_as_they_arrive``). The compressed stream is hashed and written
+    now and not returned before, waiting for one at least (or raises to abandon
+    the bundle): it lets a pull write the bundle while downloads are still going
+    on, each blob as it arrives (``_as_they_arrive``). The compressed stream is hashed and written
     by a second thread, so that work overlaps with reading and compressing.
     """
     path = Path(path)

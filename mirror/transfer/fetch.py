@@ -35,13 +35,13 @@ class Arrivals:
     """
 
     def __init__(self) -> None:
-        self._ready: set[str] = set()
+        self._unclaimed: set[str] = set()  # in the store, not yet returned by ``among``
         self._abandoned = False
         self._condition = threading.Condition()
 
     def arrived(self, digest: str) -> None:
         with self._condition:
-            self._ready.add(digest)
+            self._unclaimed.add(digest)
             self._condition.notify_all()
 
     def abandon(self) -> None:
@@ -50,12 +50,17 @@ class Arrivals:
             self._condition.notify_all()
 
     def among(self, digests: set[str]) -> set[str]:
-        """Those of ``digests`` in the store, once one at least is (Abandoned if the bundle was given up)."""
+        """Those of ``digests`` in the store and not returned before, once one at least is (Abandoned if
+        the bundle was given up).
+
+        Each is returned once: the writer asks with every blob it has not written yet (thousands) after
+        each arrival, and the intersection then costs what arrived since, not what arrived in all."""
         with self._condition:
-            while not (ready := digests & self._ready) and not self._abandoned:
+            while not (ready := digests & self._unclaimed) and not self._abandoned:
                 self._condition.wait()
             if self._abandoned:
                 raise Abandoned()
+            self._unclaimed -= ready
             return ready
 
 
