@@ -310,8 +310,8 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                     request.images, progress, lambda image: (resolved(image), attached.look_up(image, first)))
             attached.settle(resolution)
             fetch.no_more()  # before the kit is in: connections left idle meanwhile help with the last blobs
-            # Every item described by now; a file's body may still be coming, and the writer takes it
-            # when it arrives, as an image's blob
+            # once every kit item is described: a file's body may still be coming, and the writer takes
+            # it when it arrives, as an image's blob
             await kit.described.wait()
             images = resolution.images + [artifact_image(artifact) for artifact in kit.take()]
             failures = {**resolution.failures, **request.kit_failures, **kit.failures}
