@@ -81,10 +81,12 @@ class KitFetcher:
             raise UsageError(f"{what}: {url} is not there (answered {response.status_code})")
 
     def download(self, url: str, what: str, store: BlobStore, cap: int, expected: str | None,
-                 checked_by: str | None) -> tuple[str, int]:
+                 checked_by: str | None, sized: Callable[[int], None] | None = None) -> tuple[str, int]:
         """(digest, size) of ``url``'s content, now in ``store``; a digest other than ``expected`` is exit 4.
 
-        Already in the store (a re-run) under ``expected``: not fetched again.
+        ``sized`` hears the size once the first answer gives it, before its body is read (not for an
+        answer without a length); what it raises ends the download. Already in the store (a re-run)
+        under ``expected``: not fetched again.
         """
         if expected and store.has(f"sha256:{expected}"):
             return f"sha256:{expected}", store.size(f"sha256:{expected}")
@@ -93,7 +95,7 @@ class KitFetcher:
             with _writes_to(store, what), open(fd, "wb") as out, self._client() as client:
                 hashed = InOrderHash(out.fileno())
                 try:
-                    size = self._fetch(client, url, what, hashed, cap)
+                    size = self._fetch(client, url, what, hashed, cap, sized)
                 except httpx.HTTPError as exc:
                     raise fetch_error(exc, url, what) from None
             actual = hashed.hexdigest()
@@ -107,7 +109,8 @@ class KitFetcher:
             if os.path.exists(temp):
                 os.unlink(temp)
 
-    def _fetch(self, client: httpx.Client, url: str, what: str, hashed: InOrderHash, cap: int) -> int:
+    def _fetch(self, client: httpx.Client, url: str, what: str, hashed: InOrderHash, cap: int,
+               sized: Callable[[int], None] | None) -> int:
         """``url``'s content into ``hashed.fd``, hashed on the way; its size.
 
         The first 8 MiB are asked for as a range, whose answer tells the size: where the host takes
@@ -131,6 +134,8 @@ class KitFetcher:
                     if not whole:
                         rest = [pool.submit(self._range, client, url, what, hashed, start, end, stop)
                                 for start, end in _spans(most, size)]
+                    if sized is not None and size is not None:
+                        sized(size)
                     received = self._write(response, url, what, hashed, 0, most, stop, too_much=UsageError(
                         f"{what}: {url} serves more than {cap >> 20} MiB; refused") if whole else None)
                 if whole and size is not None and received != size:
