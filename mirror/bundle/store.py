@@ -65,7 +65,7 @@ class BlobStore:
         self._read_pack()
 
     def path(self, digest: str) -> Path:
-        """Where a blob of its own file is (not a packed one): the kit's fetcher writes large files there."""
+        """Where a blob in a file of its own is (not a packed one); the kit's fetcher writes its files there."""
         return self.blob_dir / digest_hex(digest)
 
     def partial_path(self, digest: str) -> Path:
