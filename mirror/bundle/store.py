@@ -53,6 +53,7 @@ class BlobStore:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs" / "sha256"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self._prefix = f"{self.blob_dir}{os.sep}"  # a path as a string: pathlib's join costs more than the stat
         self.pack_path = self.root / PACK
         self._packed: dict[str, tuple[int, int]] = {}  # digest -> where its bytes start in the pack, their length
         self._files: dict[str, int] = {}  # digest -> size, of blobs in files of their own
@@ -82,7 +83,7 @@ class BlobStore:
     def _found(self, digest: str) -> bool:
         """A file put at ``path`` by someone else (the kit's fetcher), noted once found."""
         try:
-            found = os.stat(self.path(digest), follow_symlinks=False)
+            found = os.stat(self._prefix + digest_hex(digest), follow_symlinks=False)
         except FileNotFoundError:
             return False
         if not stat.S_ISREG(found.st_mode):
