@@ -10,6 +10,8 @@ file of its own (pieces.py), and the blob is joined and hashed in order.
 Downloads of a pull wait to start in a line of their own (``Unfinished.turn``),
 largest first, not in the registry's window, so other requests for blobs go first.
 Bodies are kept as sent, never decoded: the digest is over the stored bytes.
+A blob small enough for the work dir's pack (bundle/store.py) comes whole into
+memory instead (``SmallDownload``): no partial file, no ranges.
 """
 
 from __future__ import annotations
