@@ -21,7 +21,7 @@ from ..model import oci
 from ..model.oci import Descriptor, Manifest, digest_hex
 from .auth import delete_scope, pull_scope, push_scope
 from .credentials import AuthFiles
-from .download import Downloads, Unfinished
+from .download import Downloads, SmallDownload, Unfinished
 from .listing import Listing
 from .settings import RegistrySettings
 from .transport import Transport, read_capped
@@ -181,6 +181,12 @@ class RegistryClient:
         """Stream a blob into ``partial``, resuming from what it holds; verify its sha256 (download.py)."""
         await self._downloads.download(repository, digest, partial, size=size, progress=progress,
                                        segments=segments, unfinished=unfinished)
+
+    async def download_small_blob(self, repository: str, digest: str, *, size: int,
+                                  progress: Callable[[int], None] | None = None,
+                                  unfinished: Unfinished | None = None) -> bytes:
+        """A blob of at most ``size`` bytes (small: held whole), its sha256 verified (download.py SmallDownload)."""
+        return await SmallDownload(self._downloads, repository, digest, size, progress).fetch(unfinished)
 
     def open_blob(self, repository: str, digest: str,
                   size: int | None = None) -> "contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]":

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from mirror.bundle.store import PACKED_MAX
 from support.cli import run_mirror
-from support.corpus_fixtures import single_platform_image
 
 
 def test_a_work_dir_given_by_the_user_is_not_deleted(seeded_source, tmp_path):
@@ -21,16 +21,21 @@ def test_a_work_dir_given_by_the_user_is_not_deleted(seeded_source, tmp_path):
     assert (work / "notes.txt").read_text() == "not mirror's"
 
 
-def test_a_work_dir_that_cannot_be_written_ends_the_pull_in_one_line(seeded_source, tmp_path):
-    image = single_platform_image(seeded_source.corpus)
-    layer = max(image.blob_digests, key=lambda d: seeded_source.corpus.sizes[d])
+@pytest.mark.parametrize("in_the_way", ["a large layer's partial file", "the pack of small content"])
+def test_a_work_dir_that_cannot_be_written_ends_the_pull_in_one_line(seeded_source, tmp_path, in_the_way):
+    sizes = seeded_source.corpus.sizes
+    image = next(i for i in seeded_source.corpus.images  # one manifest, no index; a layer of a file of its own
+                 if len(i.platforms) == 1 and any(sizes[d] > PACKED_MAX for d in i.blob_digests))
+    layer = max(image.blob_digests, key=lambda d: sizes[d])
     work = tmp_path / "work"
-    (work / "blobs" / "sha256" / f"{layer.split(':')[1]}.partial").mkdir(parents=True)  # in the download's way
+    blocked = (work / "blobs" / "sha256" / f"{layer.split(':')[1]}.partial" if in_the_way.endswith("file")
+               else work / "blobs.pack")
+    blocked.mkdir(parents=True)  # a directory, in the download's way
     output = tmp_path / "b.tar.zst"
     result = run_mirror("pull", image.source, "-o", output, "--work-dir", work, *seeded_source.mirror_args, "-q",
                         timeout=90)  # a full work dir once hung the pull
     assert result.returncode == 1, result.stderr
-    assert layer in result.stderr and "work dir" in result.stderr
+    assert (layer if in_the_way.endswith("file") else str(blocked)) in result.stderr and "work dir" in result.stderr
     assert "Traceback" not in result.stderr
     assert [p.name for p in tmp_path.iterdir() if p.name != "work"] == []  # no bundle, no temp file
 
