@@ -3,11 +3,13 @@ in one line."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
 from mirror.bundle.store import PACKED_MAX
+from mirror.runlock import RunLock
 from support.cli import run_mirror
 
 
@@ -75,3 +77,15 @@ def test_a_link_planted_as_the_hidden_work_dir_is_refused(seeded_source, tmp_pat
     assert result.stderr == (f"mirror: error: {out / '.b.tar.zst.work'} is not a directory of this user's (a link, "
                              "a file, or another user's): refusing to write in it; remove it\n")
     assert list(elsewhere.iterdir()) == [] and [p.name for p in out.iterdir()] == [".b.tar.zst.work"]
+
+
+def test_a_second_pull_into_a_work_dir_in_use_exits_7_and_touches_nothing(seeded_source, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    work, bundle = tmp_path / "work", tmp_path / "b.tar.zst"
+    work.mkdir()
+    with RunLock(f"pull {work.resolve()}", "pull"):  # as the first pull holds it while it runs
+        result = run_mirror("pull", seeded_source.corpus.images[1].source, "-o", bundle, "--work-dir", work,
+                            *seeded_source.mirror_args, "-q")
+    assert result.returncode == 7, result.stderr
+    assert f"another pull using the work dir {work} is running (PID {os.getpid()}" in result.stderr
+    assert list(work.iterdir()) == [] and not bundle.exists()
