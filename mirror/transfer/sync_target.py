@@ -90,6 +90,10 @@ class TargetRun:
         presence = Presence(plans)
         await presence.survey(self.client, jobs)
         self.delivery = Delivery(self.target, self.client, plans, presence, jobs)
+        # what check's HEAD of each tag found (not of a pinned tag@digest: that HEAD asked for the digest)
+        self.delivery.tags_read = {(image.plan.repository, image.plan.tag): image.old_digest
+                                   for image in self.to_copy()
+                                   if image.plan and image.image and image.plan.tag == image.image.ref.identifier}
         self.result.skipped_blobs += len(presence.blob_repos) - len(presence.missing_blobs)
         self.result.mounted_blobs += await presence.mount_known(self.client, jobs)
         return self.delivery

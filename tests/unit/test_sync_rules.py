@@ -52,6 +52,15 @@ async def test_a_moved_tag_is_updated_by_default(ends):
     assert target.tags[LANDED] == {"1.0": new.digest}
 
 
+async def test_the_tag_is_asked_at_the_target_once_and_moved_from_what_that_answer_said(ends):
+    source, target, old, new = ends
+    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    # the check's HEAD is the tag step's too: a registry's CPU per request, one request per image spared
+    assert target.requests.count(f"HEAD /v2/{LANDED}/manifests/1.0") == 1
+    assert (result.images[0].old_digest, target.tags[LANDED]) == (old.digest, {"1.0": new.digest})
+    assert result.tags_pushed == 1
+
+
 async def test_on_retag_backup_keeps_the_old_image_under_a_backup_tag_first(ends):
     source, target, old, new = ends
     await run(source, target, SyncImage(Reference.parse(REF), on_retag="backup"))
