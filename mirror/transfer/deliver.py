@@ -83,6 +83,9 @@ class Delivery:
         # (repository, tag) -> the digest the caller read there before this write (None: no such tag), as
         # sync's check did: the tag step then asks no HEAD of its own (a request per image at each registry)
         self.tags_read: dict[tuple[str, str], str | None] = {}
+        # repositories the survey did not ask (sync: no tags there, so most likely empty): a blob's upload
+        # there asks in its first request whether the blob is there after all (upload.py, ``unless_there``)
+        self.unsurveyed: set[str] = set()
         self.present_before: dict[str, set[str]] = defaultdict(set)  # repository -> manifests there at the survey
         for (digest, repository), outcome in presence.outcomes.items():
             if outcome.ok and digest in presence.manifest_repos:
@@ -98,9 +101,12 @@ class Delivery:
         self.claim(digest)
         try:
             async with self._slot():
-                await self.client.upload_blob(first, digest, size, source)
+                sent = await self.client.upload_blob(first, digest, size, source, unless_there=first in self.unsurveyed)
             presence[digest, first].succeed()
-            self._uploaded(size)
+            if sent:
+                self._uploaded(size)
+            else:
+                self.report.present_blobs += 1
             for repository in rest:
                 async with self._slot():
                     if await self.client.mount_blob(repository, digest, first):

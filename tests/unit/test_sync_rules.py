@@ -14,7 +14,7 @@ from mirror.transfer.plan import Target
 from mirror.transfer.pull import PullRequest, pull
 from mirror.transfer.selection import SyncImage
 from mirror.transfer.sync import SyncRequest, sync
-from support.fake_registry import FakeRegistry, answer, by_host
+from support.fake_registry import FakeRegistry, answer, by_host, digest_of
 from support.images import image, index, seed
 
 pytestmark = pytest.mark.anyio
@@ -59,6 +59,41 @@ async def test_the_tag_is_asked_at_the_target_once_and_moved_from_what_that_answ
     assert target.requests.count(f"HEAD /v2/{LANDED}/manifests/1.0") == 1
     assert (result.images[0].old_digest, target.tags[LANDED]) == (old.digest, {"1.0": new.digest})
     assert result.tags_pushed == 1
+
+
+async def test_a_repository_new_to_the_target_is_listed_once_instead_of_a_head_per_blob():
+    source, target, app = FakeRegistry(), FakeRegistry(), image("app", layers=3)
+    seed(source, "lib/app", app, "1.0")
+    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    assert [line for line in target.requests if line.startswith(("HEAD ", "GET "))] == [
+        "GET /v2/", f"HEAD /v2/{LANDED}/manifests/1.0", f"GET /v2/{LANDED}/tags/list"]
+    assert target.tags[LANDED] == {"1.0": app.digest} and result.uploaded_blobs == len(app.blobs)
+
+
+async def test_blobs_an_interrupted_run_left_in_a_repository_without_tags_are_neither_read_nor_sent_again():
+    source, target, app = FakeRegistry(), FakeRegistry(), image("app", layers=3)
+    seed(source, "lib/app", app, "1.0")
+    left = list(app.blobs.values())[:2]
+    for data in left:  # the run before stopped after these, before any manifest or tag
+        target.add_blob(LANDED, data)
+    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    kept = {digest_of(data) for data in left}
+    assert not [line for line in source.requests if "/blobs/" in line and line.rsplit("/", 1)[1] in kept]
+    sent = [line for line in target.writes() if line.startswith("PUT ") and "/blobs/uploads/" in line]
+    assert len(sent) == result.uploaded_blobs == len(app.blobs) - 2 and result.skipped_blobs == 2
+    assert result.images[0].action == "copied" and target.tags[LANDED] == {"1.0": app.digest}
+
+
+async def test_a_new_tag_in_a_repository_with_tags_has_its_blobs_asked_before_any_is_read():
+    source, target = FakeRegistry(), FakeRegistry()
+    base = b"a base layer both tags share " * 40
+    old, new = image("old", shared=[base]), image("new", shared=[base])
+    seed(source, "lib/app", new, "1.0")
+    seed(target, LANDED, old, "0.9")
+    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    assert f"HEAD /v2/{LANDED}/blobs/{digest_of(base)}" in target.requests
+    assert not [line for line in source.requests if line.endswith(digest_of(base))]
+    assert result.skipped_blobs == 1 and target.tags[LANDED] == {"0.9": old.digest, "1.0": new.digest}
 
 
 async def test_on_retag_backup_keeps_the_old_image_under_a_backup_tag_first(ends):
