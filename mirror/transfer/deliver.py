@@ -107,6 +107,8 @@ class Delivery:
                 self._uploaded(size)
             else:
                 self.report.present_blobs += 1
+                if self.progress is not None:
+                    self.progress(size)  # the bar counted it as to send: it is done with
             for repository in rest:
                 async with self._slot():
                     if await self.client.mount_blob(repository, digest, first):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from mirror.errors import ExitCode, ImagesFailed
@@ -38,10 +40,28 @@ def ends():
     return source, target, old, new
 
 
-async def run(source: FakeRegistry, target: FakeRegistry, *images: SyncImage, **options):
+async def run(source: FakeRegistry, target: FakeRegistry, *images: SyncImage, progress: Progress = QUIET, **options):
     request = SyncRequest(list(images), Target(RegistryAddress.parse(f"http://{TARGET}"), plain(TARGET)),
                           SourceMap(), plain, http_transport=by_host({SOURCE: source, TARGET: target}), **options)
-    return await sync(request, QUIET)
+    return await sync(request, progress)
+
+
+class Bars(Progress):
+    """Quiet, but keeps each bar's total and the sum of its updates: ``counted[desc] == [total, sum]``."""
+
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.counted: dict[str, list[int]] = {}
+
+    @contextmanager
+    def bar(self, total, desc, unit="B"):
+        counted = self.counted[desc] = [total, 0]
+
+        class Counting:
+            def update(self, n: int = 1) -> None:
+                counted[1] += n
+
+        yield Counting()
 
 
 async def test_a_moved_tag_is_updated_by_default(ends):
@@ -76,7 +96,9 @@ async def test_blobs_an_interrupted_run_left_in_a_repository_without_tags_are_ne
     left = list(app.blobs.values())[:2]
     for data in left:  # the run before stopped after these, before any manifest or tag
         target.add_blob(LANDED, data)
-    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    bars = Bars()
+    result = await run(source, target, SyncImage(Reference.parse(REF)), progress=bars)
+    assert bars.counted["copying"] == [sum(len(data) for data in app.blobs.values())] * 2  # its end reached
     kept = {digest_of(data) for data in left}
     assert not [line for line in source.requests if "/blobs/" in line and line.rsplit("/", 1)[1] in kept]
     sent = [line for line in target.writes() if line.startswith("PUT ") and "/blobs/uploads/" in line]
