@@ -197,9 +197,11 @@ class RegistryClient:
         """Ask the registry to link a blob from another of its repositories; False if it would not."""
         return await self._uploads.mount(repository, digest, from_repository)
 
-    async def upload_blob(self, repository: str, digest: str, size: int, source: BlobSource) -> None:
-        """Upload a blob (upload.py); retried as a whole on transient failures, a bare iterator once."""
-        await self._uploads.upload(repository, digest, size, source)
+    async def upload_blob(self, repository: str, digest: str, size: int, source: BlobSource, *,
+                          unless_there: bool = False) -> bool:
+        """Upload a blob (upload.py); retried as a whole on transient failures, a bare iterator once.
+        ``unless_there``: asked in the same request whether the repository has it (False: it had)."""
+        return await self._uploads.upload(repository, digest, size, source, unless_there=unless_there)
 
     async def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> None:
         """PUT the manifest's bytes exactly as given under a tag or its digest."""
