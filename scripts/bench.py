@@ -332,7 +332,7 @@ def wan_large(bench: Bench) -> list[Row]:
 
 
 def wan_small(bench: Bench) -> list[Row]:
-    return over_wan(bench, "small", "wan-small", "<= 4x", "<= 0.05x")
+    return over_wan(bench, "small", "wan-small", "<= 3x", "<= 0.05x")
 
 
 def release(bench: Bench) -> list[Row]:

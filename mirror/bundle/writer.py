@@ -278,7 +278,7 @@ class _TarWriter:
         self._header(blob_name(digest), size)
         hasher = hashlib.sha256() if rehash else None
         remaining = size
-        with open(store.path(digest), "rb") as handle:
+        with store.open(digest) as handle:
             while remaining:
                 chunk = handle.read(min(CHUNK, remaining))
                 if not chunk:

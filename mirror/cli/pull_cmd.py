@@ -127,8 +127,12 @@ def pull_command(
         say = (lambda line: None) if quiet or json_report else \
             (lambda line: typer.echo(f"mirror: offline installer: {line}", err=True))
         installer = PendingInstaller(installer_beside(request.output), log=say)
+    from ..runlock import RunLock
+
     try:
-        result = anyio.run(pull, request, progress)
+        # two pulls appending to one work dir's pack would write over each other's records
+        with RunLock(f"pull {request.store_dir.resolve()}", f"pull using the work dir {request.store_dir}"):
+            result = anyio.run(pull, request, progress)
         made = installer.publish() if installer and result.bundle else None
     except ImagesFailed as failed:
         if json_report:  # a script still gets its report: no bundle, and why

@@ -73,7 +73,7 @@ def build(item: KitItem, layer: str, size: int, store: BlobStore) -> Artifact:
 def chart_config(store: BlobStore, layer: str, item: KitItem) -> bytes:
     """Chart.yaml of the chart in blob ``layer``, as JSON; one that names another chart or version is refused."""
     try:
-        with tarfile.open(store.path(layer), mode="r:gz") as tar:
+        with store.open(layer) as blob, tarfile.open(fileobj=blob, mode="r:gz") as tar:
             for member in tar:
                 if member.offset_data > MAX_CHART_YAML_OFFSET:
                     break

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,9 +38,14 @@ SEGMENTS = 8
 
 
 class KitFetcher:
+    """One HTTP client for a run's look-ups and downloads, shared by their threads: a download reuses the
+    connection its item's look-up opened, instead of paying a TCP and TLS handshake (2-3 round trips) again."""
+
     def __init__(self, ca_file: Path | None = None, pace: RegistrySettings | None = None):
         self.ca_file = ca_file
         self.pace = pace or RegistrySettings()  # its min_rate over rate_window: a source that drips is cut
+        self._shared: httpx.Client | None = None
+        self._making = threading.Lock()
 
     def _guard(self, url: str, what: str) -> Callable[[int], None]:
         guard = RateGuard(self.pace)
@@ -51,8 +57,14 @@ class KitFetcher:
                 raise MirrorError(f"{what}: {url} sends {exc}; given up") from None
         return feed
 
-    def _client(self) -> httpx.Client:
-        return http_client(self.ca_file, follow_redirects=True)
+    @contextmanager
+    def _client(self) -> Iterator[httpx.Client]:
+        """The shared client, made on first use; closed with the fetcher (httpx's pool is thread-safe)."""
+        with self._making:
+            if self._shared is None:
+                self._shared = http_client(self.ca_file, follow_redirects=True)
+                weakref.finalize(self, self._shared.close)
+        yield self._shared
 
     def document(self, url: str, what: str, cap: int) -> bytes:
         """The body of a 200 at ``url``: missing (404) or larger than ``cap`` is a usage error naming it."""
@@ -81,10 +93,12 @@ class KitFetcher:
             raise UsageError(f"{what}: {url} is not there (answered {response.status_code})")
 
     def download(self, url: str, what: str, store: BlobStore, cap: int, expected: str | None,
-                 checked_by: str | None) -> tuple[str, int]:
+                 checked_by: str | None, sized: Callable[[int], None] | None = None) -> tuple[str, int]:
         """(digest, size) of ``url``'s content, now in ``store``; a digest other than ``expected`` is exit 4.
 
-        Already in the store (a re-run) under ``expected``: not fetched again.
+        ``sized`` hears the size once the first answer gives it, before its body is read (not for an
+        answer without a length); what it raises ends the download. Already in the store (a re-run)
+        under ``expected``: not fetched again.
         """
         if expected and store.has(f"sha256:{expected}"):
             return f"sha256:{expected}", store.size(f"sha256:{expected}")
@@ -93,7 +107,7 @@ class KitFetcher:
             with _writes_to(store, what), open(fd, "wb") as out, self._client() as client:
                 hashed = InOrderHash(out.fileno())
                 try:
-                    size = self._fetch(client, url, what, hashed, cap)
+                    size = self._fetch(client, url, what, hashed, cap, sized)
                 except httpx.HTTPError as exc:
                     raise fetch_error(exc, url, what) from None
             actual = hashed.hexdigest()
@@ -107,7 +121,8 @@ class KitFetcher:
             if os.path.exists(temp):
                 os.unlink(temp)
 
-    def _fetch(self, client: httpx.Client, url: str, what: str, hashed: InOrderHash, cap: int) -> int:
+    def _fetch(self, client: httpx.Client, url: str, what: str, hashed: InOrderHash, cap: int,
+               sized: Callable[[int], None] | None) -> int:
         """``url``'s content into ``hashed.fd``, hashed on the way; its size.
 
         The first 8 MiB are asked for as a range, whose answer tells the size: where the host takes
@@ -131,6 +146,8 @@ class KitFetcher:
                     if not whole:
                         rest = [pool.submit(self._range, client, url, what, hashed, start, end, stop)
                                 for start, end in _spans(most, size)]
+                    if sized is not None and size is not None:
+                        sized(size)
                     received = self._write(response, url, what, hashed, 0, most, stop, too_much=UsageError(
                         f"{what}: {url} serves more than {cap >> 20} MiB; refused") if whole else None)
                 if whole and size is not None and received != size:

@@ -21,7 +21,7 @@ from ..model import oci
 from ..model.oci import Descriptor, Manifest, digest_hex
 from .auth import delete_scope, pull_scope, push_scope
 from .credentials import AuthFiles
-from .download import Downloads, Unfinished
+from .download import Downloads, SmallDownload, Unfinished
 from .listing import Listing
 from .settings import RegistrySettings
 from .transport import Transport, read_capped
@@ -182,6 +182,12 @@ class RegistryClient:
         await self._downloads.download(repository, digest, partial, size=size, progress=progress,
                                        segments=segments, unfinished=unfinished)
 
+    async def download_small_blob(self, repository: str, digest: str, *, size: int,
+                                  progress: Callable[[int], None] | None = None,
+                                  unfinished: Unfinished | None = None) -> bytes:
+        """A blob of at most ``size`` bytes (small: held whole), its sha256 verified (download.py SmallDownload)."""
+        return await SmallDownload(self._downloads, repository, digest, size, progress).fetch(unfinished)
+
     def open_blob(self, repository: str, digest: str,
                   size: int | None = None) -> "contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]":
         """The blob's bytes as an async iterator of chunks as they arrive (download.py ``Downloads.open``)."""
@@ -191,9 +197,11 @@ class RegistryClient:
         """Ask the registry to link a blob from another of its repositories; False if it would not."""
         return await self._uploads.mount(repository, digest, from_repository)
 
-    async def upload_blob(self, repository: str, digest: str, size: int, source: BlobSource) -> None:
-        """Upload a blob (upload.py); retried as a whole on transient failures, a bare iterator once."""
-        await self._uploads.upload(repository, digest, size, source)
+    async def upload_blob(self, repository: str, digest: str, size: int, source: BlobSource, *,
+                          unless_there: bool = False) -> bool:
+        """Upload a blob (upload.py); retried as a whole on transient failures, a bare iterator once.
+        ``unless_there``: asked in the same request whether the repository has it (False: it had)."""
+        return await self._uploads.upload(repository, digest, size, source, unless_there=unless_there)
 
     async def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> None:
         """PUT the manifest's bytes exactly as given under a tag or its digest."""

@@ -11,6 +11,8 @@ A pull's downloads wait as heap entries, largest first per registry, for a fixed
 pool of workers (``Unfinished.next``), and start through a line of their own
 (``Unfinished.turn``), not the registry's window, so other requests for blobs go first.
 Bodies are kept as sent, never decoded: the digest is over the stored bytes.
+A blob small enough for the work dir's pack (bundle/store.py) comes whole into
+memory instead (``SmallDownload``): no partial file, no ranges.
 """
 
 from __future__ import annotations
@@ -134,19 +136,16 @@ class Downloads:
             actual = "sha256:" + blob.hasher.hexdigest()
         if actual != digest:
             blob.forget()
-            sent = (f" as sent with Content-Encoding {', '.join(sorted(blob.encodings))} (mirror asks for identity "
-                    "and undoes no encoding: something between it and the storage compresses)"
-                    if blob.encodings else "")
-            raise IntegrityError(f"{blob.what}: the downloaded bytes hash to {actual}{sent}; the partial "
-                                 "download was deleted, run again to fetch it afresh")
+            raise IntegrityError(f"{blob.what}: the downloaded bytes hash to {actual}{_as_sent(blob.encodings)}; "
+                                 "the partial download was deleted, run again to fetch it afresh")
 
-    async def resume_or_give_up(self, attempt: int, last_progress: float, cut: Exception, what: str) -> None:
+    async def resume_or_give_up(self, attempt: int, last_progress: float, cut: Exception, what: str,
+                                then: str = "run again to resume from the partial file") -> None:
         """A body cut mid-way (dropped, or below min_rate): wait and resume, or give up when the
-        retries are spent or no byte came for give_up_after seconds."""
+        retries are spent or no byte came for give_up_after seconds (the error ends with ``then``)."""
         settings = self.transport.settings
         if attempt > settings.retries or time.monotonic() - last_progress >= settings.give_up_after:
-            raise RegistryError(f"{what}: the transfer kept failing mid-download ({describe(cut)}); "
-                                "run again to resume from the partial file") from cut
+            raise RegistryError(f"{what}: the transfer kept failing mid-download ({describe(cut)}); {then}") from cut
         await anyio.sleep(self.transport.delay(attempt - 1, None))
 
 
@@ -421,6 +420,84 @@ class _Download:
                 await self.downloads.resume_or_give_up(attempt, last_progress, exc, what)
             finally:
                 await response.aclose()
+
+
+class SmallDownload:
+    """A blob small enough to come whole into memory (the work dir packs it: bundle/store.py PACKED_MAX).
+
+    Checked as a download into a file is: cut one chunk past the declared
+    size, cut and retried when slower than min_rate, given up after
+    give_up_after seconds without a byte, its sha256 checked. It has no
+    partial file and asks for no range: a body cut mid-way starts again.
+    It waits in ``Unfinished``'s line and counts among its downloads in
+    progress, with nothing for an idle connection to take over.
+    """
+
+    def __init__(self, downloads: Downloads, repository: str, digest: str, size: int,
+                 progress: Callable[[int], None] | None):
+        digest_hex(digest)
+        self.downloads, self.transport, self.digest, self.size = downloads, downloads.transport, digest, size
+        self.progress = progress
+        self.what = f"blob {digest} of {self.transport.host}/{repository}"
+        self.url, self.scopes = f"/v2/{repository}/blobs/{digest}", [pull_scope(repository)]
+        self.unfinished: Unfinished | None = None  # set by Unfinished.add
+
+    def splittable(self) -> bool:
+        return False
+
+    async def fetch(self, unfinished: Unfinished | None) -> bytes:
+        """The blob's bytes, once they hash to its digest."""
+        if unfinished is not None:
+            await unfinished.turn(self.transport, self.size)
+            unfinished.add(self)  # counted as a download in progress, with nothing to split
+        try:
+            data, encodings = await self._body()
+        finally:
+            if unfinished is not None:
+                unfinished.discard(self)
+        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        if actual != self.digest:
+            raise IntegrityError(f"{self.what}: the downloaded bytes hash to {actual}{_as_sent(encodings)}; "
+                                 "nothing was kept, run again to fetch it afresh")
+        return data
+
+    async def _body(self) -> tuple[bytes, set[str]]:
+        """The whole body and the Content-Encodings its answer named; a body cut mid-way is asked for again."""
+        attempt, last_progress = 0, time.monotonic()
+        while True:
+            attempt += 1
+            response = await self.transport.request("GET", self.url, scopes=self.scopes, stream=True, follow=True,
+                                                    what=self.what)
+            try:
+                if response.status_code != 200:
+                    raise await self.transport.failure(response, self.what)
+                chunks: list[bytes] = []
+                received, guard = 0, RateGuard(self.transport.settings)
+                async for chunk in response.aiter_raw():
+                    received += len(chunk)
+                    if received > self.size:
+                        raise IntegrityError(f"{self.what}: {self.transport.host} sent more than the {self.size} "
+                                             "bytes its descriptor declares; stopped reading there")
+                    chunks.append(chunk)
+                    last_progress = time.monotonic()
+                    guard.feed(len(chunk))
+                if self.progress:
+                    self.progress(received)  # once whole: a body cut short is not counted twice
+                encodings: set[str] = set()
+                _note_encoding(response, encodings)
+                return b"".join(chunks), encodings
+            except (httpx.TransportError, Stalled) as exc:
+                await self.downloads.resume_or_give_up(attempt, last_progress, exc, self.what, "run again")
+            finally:
+                await response.aclose()
+
+
+def _as_sent(encodings: set[str]) -> str:
+    """What a failed hash check says of the Content-Encodings the answers named (none: nothing)."""
+    if not encodings:
+        return ""
+    return (f" as sent with Content-Encoding {', '.join(sorted(encodings))} (mirror asks for identity "
+            "and undoes no encoding: something between it and the storage compresses)")
 
 
 def _range_start(response: httpx.Response) -> int | None:

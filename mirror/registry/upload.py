@@ -46,12 +46,18 @@ class Uploads:
             return False
         raise await self.transport.failure(response, what)
 
-    async def upload(self, repository: str, digest: str, size: int, source: BlobSource) -> None:
-        """Upload a blob; retried as a whole on transient failures.
+    async def upload(self, repository: str, digest: str, size: int, source: BlobSource, *,
+                     unless_there: bool = False) -> bool:
+        """Upload a blob; retried as a whole on transient failures. False: ``unless_there`` found it there.
 
         A callable source is called once per attempt for a fresh iterator;
         whatever it raises cancels the upload and propagates unchanged. A bare
         async iterator cannot be replayed, so it gets one attempt only.
+
+        ``unless_there`` opens the session as a mount of the blob from the repository itself: a
+        registry holding it there links it again (201, and the source is never read), one lacking it
+        opens the upload as usual. One request asks both, where a HEAD would come first; a registry
+        that does not mount just opens the upload, which uploads a blob it may have had.
         """
         digest_hex(digest)
         what = f"upload of blob {digest} to {self.transport.host}/{repository}"
@@ -60,10 +66,14 @@ class Uploads:
         if not isinstance(source, (bytes, Path)) and not callable(source):
             stream, retries = source, 0
             source = lambda: stream  # noqa: E731
+        start = self.transport.url(f"/v2/{repository}/blobs/uploads/")
+        if unless_there:
+            start = start.copy_merge_params({"mount": digest, "from": repository})
 
-        async def attempt() -> None:
-            response = await self.transport.request("POST", f"/v2/{repository}/blobs/uploads/",
-                                                     scopes=scopes, retry=False, what=what)
+        async def attempt() -> bool:
+            response = await self.transport.request("POST", start, scopes=scopes, retry=False, what=what)
+            if response.status_code == 201 and unless_there:
+                return False
             if response.status_code != 202:
                 raise await self.transport.failure(response, what)
             location = self.transport.location(response, what)
@@ -72,8 +82,9 @@ class Uploads:
             except BaseException:
                 await self._cancel(location, repository)
                 raise
+            return True
 
-        await self.transport.retrying(attempt, what, retries)
+        return await self.transport.retrying(attempt, what, retries)
 
     async def _send(self, location: httpx.URL, digest: str, size: int, source: BlobSource,
                            scopes: list[str], what: str) -> None:

@@ -80,6 +80,12 @@ class Delivery:
         self.to_upload: set[str] | None = None  # blobs the feed must send; None: whatever the survey found missing
         self.in_hand: list[Manifest] = []  # manifests had before the feed runs (a delta's, from another repository)
         self.refused: dict[int, MirrorError] = {}  # id(plan) -> why it must not be tagged (refuse())
+        # (repository, tag) -> the digest the caller read there before this write (None: no such tag), as
+        # sync's check did: the tag step then asks no HEAD of its own (a request per image at each registry)
+        self.tags_read: dict[tuple[str, str], str | None] = {}
+        # repositories the survey did not ask (sync: no tags there, so most likely empty): a blob's upload
+        # there asks in its first request whether the blob is there after all (upload.py, ``unless_there``)
+        self.unsurveyed: set[str] = set()
         self.present_before: dict[str, set[str]] = defaultdict(set)  # repository -> manifests there at the survey
         for (digest, repository), outcome in presence.outcomes.items():
             if outcome.ok and digest in presence.manifest_repos:
@@ -95,9 +101,14 @@ class Delivery:
         self.claim(digest)
         try:
             async with self._slot():
-                await self.client.upload_blob(first, digest, size, source)
+                sent = await self.client.upload_blob(first, digest, size, source, unless_there=first in self.unsurveyed)
             presence[digest, first].succeed()
-            self._uploaded(size)
+            if sent:
+                self._uploaded(size)
+            else:
+                self.report.present_blobs += 1
+                if self.progress is not None:
+                    self.progress(size)  # the bar counted it as to send: it is done with
             for repository in rest:
                 async with self._slot():
                     if await self.client.mount_blob(repository, digest, first):
@@ -222,15 +233,19 @@ class Delivery:
             if plan.tag is None:
                 there = plan.record.digest in self.present_before[plan.repository]
                 return {"change": "unchanged" if there else "added"}
-            current = await self.client.head_manifest(plan.repository, plan.tag)
-            if current is not None and current.digest == plan.record.digest:
+            if (plan.repository, plan.tag) in self.tags_read:
+                current = self.tags_read[plan.repository, plan.tag]
+            else:
+                found = await self.client.head_manifest(plan.repository, plan.tag)
+                current = found.digest if found else None
+            if current == plan.record.digest:
                 return {"change": "unchanged"}
             manifest = self.manifests.get(plan.record.digest) or await self.client.get_manifest(
                 plan.repository, plan.record.digest)
             async with self.limiter:
                 await self.client.put_manifest(plan.repository, plan.tag, manifest)
             self.report.tags_pushed += 1
-            return {"change": "added"} if current is None else {"change": "updated", "previous": current.digest}
+            return {"change": "added"} if current is None else {"change": "updated", "previous": current}
 
         async def one(plan: ImagePlan) -> None:
             error = self.refused.get(id(plan)) or self.presence.image_error(plan)

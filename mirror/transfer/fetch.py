@@ -116,13 +116,18 @@ class Fetch:
         async def one(digest: str) -> None:
             size, location = self.wanted[digest]
             client = await self.pool.get(location.host)
-            partial = self.store.partial_path(digest)
-            already = partial.stat().st_size if partial.exists() else 0
-            bar.update(already)
+            already = 0
             try:
-                await client.download_blob(location.repository, digest, partial, size=size,
-                                           progress=bar.update, segments=PARALLEL_RANGES, unfinished=unfinished)
-                self.store.promote(digest)
+                if self.store.packs(size):  # whole into memory, then one record of the work dir's pack
+                    self.store.put_checked(digest, await client.download_small_blob(
+                        location.repository, digest, size=size, progress=bar.update, unfinished=unfinished))
+                else:
+                    partial = self.store.partial_path(digest)
+                    already = partial.stat().st_size if partial.exists() else 0
+                    bar.update(already)
+                    await client.download_blob(location.repository, digest, partial, size=size,
+                                               progress=bar.update, segments=PARALLEL_RANGES, unfinished=unfinished)
+                    self.store.promote(digest)
             except OSError as exc:  # the work dir, not the registry: full disk, permissions
                 self.failed[digest] = self.store.write_failed(exc, digest)
             except MirrorError as exc:

@@ -43,7 +43,7 @@ from ..bundle.writer import WrittenBundle, plan_blobs, tar_size, write_bundle
 from ..diskspace import Space
 from ..errors import DiskFull, ExitCode, ImagesFailed, MirrorError, NoRoom, UsageError, worst_exit_code
 from ..kit.artifact import Artifact
-from ..kit.collect import Collected, collect
+from ..kit.collect import KitDownloads
 from ..kit.fetcher import KitFetcher
 from ..kit.items import KitItem
 from ..model.oci import Platform
@@ -252,15 +252,6 @@ async def _write(request: PullRequest, manifest: BundleManifest, store: BlobStor
                                  arrived=arrived))
 
 
-async def _collect_kit(request: PullRequest, store: BlobStore, into: Collected, done: anyio.Event) -> None:
-    try:
-        if request.kit:
-            collected = await collect(request.kit, store, request.kit_fetcher or KitFetcher())
-            into.artifacts, into.failures, into.causes = collected.artifacts, collected.failures, collected.causes
-    finally:
-        done.set()
-
-
 async def pull(request: PullRequest, progress: Progress) -> PullResult:
     """Run a whole pull. Failures raise ImagesFailed (no bundle) unless keep_going, or unless a rate
     limit deferred images: then the result says so (no bundle, exit 6 or the failures' code).
@@ -286,11 +277,11 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         fetch = Fetch(store, pool, request.jobs, skip=base.digests)
         room = _Room(request, store, fetch) if request.space_check else None
         arrivals = Arrivals()
-        kit, kit_collected = Collected(), anyio.Event()
+        kit = KitDownloads(request.kit, store, request.kit_fetcher or KitFetcher(), arrivals.arrived, arrivals.abandon)
         async with anyio.create_task_group() as tg:
             # the kit, from hosts of its own, downloads from the start: while the sources' rate limits are
             # read (round trips the link would idle through), then beside the images
-            tg.start_soon(_collect_kit, request, store, kit, kit_collected)
+            tg.start_soon(kit.run)
             try:
                 await expect_pulls(pool, request.sources, request.images)  # before the survey's first request
                 await budget.survey(request.sources, request.images)
@@ -319,10 +310,10 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                     request.images, progress, lambda image: (resolved(image), attached.look_up(image, first)))
             attached.settle(resolution)
             fetch.no_more()  # before the kit is in: connections left idle meanwhile help with the last blobs
-            await kit_collected.wait()
-            # The kit first: it is all in the work dir by now, so the writer copies it while the images
-            # still download, instead of after the last of them
-            images = [artifact_image(artifact) for artifact in kit.artifacts] + resolution.images
+            # once every kit item is described: a file's body may still be coming, and the writer takes
+            # it when it arrives, as an image's blob
+            await kit.described.wait()
+            images = resolution.images + [artifact_image(artifact) for artifact in kit.take()]
             failures = {**resolution.failures, **request.kit_failures, **kit.failures}
             causes = {**resolution.causes, **request.kit_causes, **kit.causes}
             deferred = resolution.deferred
@@ -337,7 +328,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
                     fetch.verified.update(image.fetched)
                     fetch.downloaded += sum(image.fetched.values())
                 for digest, _ in plan_blobs(manifest, store, pending=True):
-                    if store.has(digest):
+                    if store.has(digest) and not kit.coming(digest):
                         arrivals.arrived(digest)
                 try:
                     bundle = await _write(request, manifest, store, progress, fetch.verified, arrivals.among)
@@ -352,6 +343,11 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         if made_work_dir:
             shutil.rmtree(request.store_dir, ignore_errors=True)
         raise refused[0]
+    # kit items that failed once they were in the bundle being written (which gave it up)
+    lost = {str(artifact.item.reference) for artifact in kit.lost()}
+    images = [image for image in images if str(image.ref) not in lost]
+    failures.update(kit.failures)
+    causes.update(kit.causes)
     full = next((e for e in (writer_error, *fetch.failed.values(), *causes.values()) if isinstance(e, DiskFull)),
                 None)
     if full is not None:  # the disk, not the images: no use going on with the others
@@ -368,7 +364,7 @@ async def pull(request: PullRequest, progress: Progress) -> PullResult:
         _drop_own_work_dir(request)
         return PullResult([image.record() for image in images], failures, kind="delta", base=list(base.ids))
 
-    if fetch.failed:
+    if fetch.failed or lost:
         kept = _without_failed_blobs(images, fetch, failures, causes)
         if not request.keep_going or not kept:
             raise exit_error(failures, causes)

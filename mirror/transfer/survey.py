@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Collection
 
 import anyio
 
@@ -82,10 +83,10 @@ class Presence:
                 return outcome.error or MirrorError(f"{digest} did not reach {plan.repository}")
         return None
 
-    async def survey(self, client: RegistryClient, jobs: int) -> None:
-        """HEAD every planned blob and manifest in its repository."""
-        wanted = [(d, r, False) for d, repos in self.blob_repos.items() for r in repos]
-        wanted += [(d, r, True) for d, repos in self.manifest_repos.items() for r in repos]
+    async def survey(self, client: RegistryClient, jobs: int, skip: Collection[str] = ()) -> None:
+        """HEAD every planned blob and manifest in its repository, but in ``skip``'s (left missing)."""
+        wanted = [(d, r, False) for d, repos in self.blob_repos.items() for r in repos if r not in skip]
+        wanted += [(d, r, True) for d, repos in self.manifest_repos.items() for r in repos if r not in skip]
 
         async def head(item: tuple[str, str, bool]) -> None:
             digest, repository, is_manifest = item

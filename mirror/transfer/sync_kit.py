@@ -144,7 +144,7 @@ async def _deliver(runs: list[TargetRun], artifacts: list[Artifact], store: Blob
 
 
 class StoreFeed:
-    """Feed a delivery from a blob store (pipeline.py): the artifacts' manifests, then their blobs as files."""
+    """Feed a delivery from a blob store (pipeline.py): the artifacts' manifests, then their blobs from it."""
 
     def __init__(self, store: BlobStore, artifacts: list[Artifact], jobs: int):
         self.store, self.jobs = store, jobs
@@ -158,7 +158,7 @@ class StoreFeed:
         async with anyio.create_task_group() as group:
             for manifest in self.manifests:
                 sink.manifest_arrived(manifest, group)
-            await each(sorted(sink.wanted), lambda d: sink.place_blob(d, self.sizes[d], self.store.path(d)),
+            await each(sorted(sink.wanted), lambda d: sink.place_blob(d, self.sizes[d], self.store.upload_source(d)),
                        self.jobs)
             sink.fail_unreached(lambda digest: MirrorError(f"{digest}: no kit item holds it"))
 

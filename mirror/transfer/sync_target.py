@@ -88,11 +88,34 @@ class TargetRun:
             return None
         jobs = self.request.jobs
         presence = Presence(plans)
-        await presence.survey(self.client, jobs)
+        tagless = await self._tagless()
+        await presence.survey(self.client, jobs, skip=tagless)
         self.delivery = Delivery(self.target, self.client, plans, presence, jobs)
+        self.delivery.unsurveyed = tagless
+        # what check's HEAD of each tag found (not of a pinned tag@digest: that HEAD asked for the digest)
+        self.delivery.tags_read = {(image.plan.repository, image.plan.tag): image.old_digest
+                                   for image in self.to_copy()
+                                   if image.plan and image.image and image.plan.tag == image.image.ref.identifier}
         self.result.skipped_blobs += len(presence.blob_repos) - len(presence.missing_blobs)
         self.result.mounted_blobs += await presence.mount_known(self.client, jobs)
         return self.delivery
+
+    async def _tagless(self) -> set[str]:
+        """The repositories of new tags that hold no tag at all: new to the target, most likely.
+
+        One tag listing each, instead of a HEAD for each of their blobs and manifests (distribution
+        spends ~1.4 ms of CPU on each); their blobs' uploads ask instead (Delivery.unsurveyed). A
+        repository whose listing is refused or long is surveyed as any other.
+        """
+        asked = {image.repository for image in self.to_copy() if image.old_digest is None}
+        tagless: set[str] = set()
+
+        async def one(repository: str) -> None:
+            if await self.client.tags_within(repository, 1) == []:
+                tagless.add(repository)
+
+        await each(sorted(asked), one, self.request.jobs)
+        return tagless
 
     async def backups(self, delivery: Delivery) -> None:
         """``on_retag: backup``: tag the old image ``TAG-prev-<12 hex>`` before its tag moves.
@@ -126,6 +149,7 @@ class TargetRun:
         result.uploaded_blobs += report.uploaded_blobs
         result.uploaded_bytes += report.uploaded_bytes
         result.mounted_blobs += report.mounted_blobs
+        result.skipped_blobs += report.present_blobs  # found by an upload to a repository not surveyed
         result.manifests_pushed += report.manifests_pushed
         result.tags_pushed += report.tags_pushed
         for image in self.to_copy():  # an image whose backup failed has failed already

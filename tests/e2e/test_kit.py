@@ -342,6 +342,16 @@ def test_dry_run_names_the_kit_and_fetches_none_of_it(kit_upstream, tmp_path):
     assert not [p for p in kit_upstream.host.requests if p.endswith((".tgz", "/k3s", ".crds.yaml", "install.sh"))]
 
 
+def test_the_kit_reuses_its_connections_across_look_ups_and_downloads(kit_upstream, tmp_path):
+    # each new connection to a real host costs a TCP and a TLS handshake: 2-3 round trips over a WAN
+    result, _ = pull(kit_upstream, tmp_path)
+    assert result.returncode == 0, result.stderr
+    host = kit_upstream.host
+    sent = len(host.requests) + host.heads
+    assert sent >= 8
+    assert host.connections <= sent // 2, (host.connections, sent)
+
+
 def test_index_urls_are_taken_relative_to_the_repository_and_sums_read_both_forms():
     from mirror.kit.checksums import parse_sums
     from mirror.kit.helm_index import chart_location

@@ -3,12 +3,14 @@ in one line."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
+from mirror.bundle.store import PACKED_MAX
+from mirror.runlock import RunLock
 from support.cli import run_mirror
-from support.corpus_fixtures import single_platform_image
 
 
 def test_a_work_dir_given_by_the_user_is_not_deleted(seeded_source, tmp_path):
@@ -21,16 +23,21 @@ def test_a_work_dir_given_by_the_user_is_not_deleted(seeded_source, tmp_path):
     assert (work / "notes.txt").read_text() == "not mirror's"
 
 
-def test_a_work_dir_that_cannot_be_written_ends_the_pull_in_one_line(seeded_source, tmp_path):
-    image = single_platform_image(seeded_source.corpus)
-    layer = max(image.blob_digests, key=lambda d: seeded_source.corpus.sizes[d])
+@pytest.mark.parametrize("in_the_way", ["a large layer's partial file", "the pack of small content"])
+def test_a_work_dir_that_cannot_be_written_ends_the_pull_in_one_line(seeded_source, tmp_path, in_the_way):
+    sizes = seeded_source.corpus.sizes
+    image = next(i for i in seeded_source.corpus.images  # one manifest, no index; a layer of a file of its own
+                 if len(i.platforms) == 1 and any(sizes[d] > PACKED_MAX for d in i.blob_digests))
+    layer = max(image.blob_digests, key=lambda d: sizes[d])
     work = tmp_path / "work"
-    (work / "blobs" / "sha256" / f"{layer.split(':')[1]}.partial").mkdir(parents=True)  # in the download's way
+    blocked = (work / "blobs" / "sha256" / f"{layer.split(':')[1]}.partial" if in_the_way.endswith("file")
+               else work / "blobs.pack")
+    blocked.mkdir(parents=True)  # a directory, in the download's way
     output = tmp_path / "b.tar.zst"
     result = run_mirror("pull", image.source, "-o", output, "--work-dir", work, *seeded_source.mirror_args, "-q",
                         timeout=90)  # a full work dir once hung the pull
     assert result.returncode == 1, result.stderr
-    assert layer in result.stderr and "work dir" in result.stderr
+    assert (layer if in_the_way.endswith("file") else str(blocked)) in result.stderr and "work dir" in result.stderr
     assert "Traceback" not in result.stderr
     assert [p.name for p in tmp_path.iterdir() if p.name != "work"] == []  # no bundle, no temp file
 
@@ -70,3 +77,15 @@ def test_a_link_planted_as_the_hidden_work_dir_is_refused(seeded_source, tmp_pat
     assert result.stderr == (f"mirror: error: {out / '.b.tar.zst.work'} is not a directory of this user's (a link, "
                              "a file, or another user's): refusing to write in it; remove it\n")
     assert list(elsewhere.iterdir()) == [] and [p.name for p in out.iterdir()] == [".b.tar.zst.work"]
+
+
+def test_a_second_pull_into_a_work_dir_in_use_exits_7_and_touches_nothing(seeded_source, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    work, bundle = tmp_path / "work", tmp_path / "b.tar.zst"
+    work.mkdir()
+    with RunLock(f"pull {work.resolve()}", "pull"):  # as the first pull holds it while it runs
+        result = run_mirror("pull", seeded_source.corpus.images[1].source, "-o", bundle, "--work-dir", work,
+                            *seeded_source.mirror_args, "-q")
+    assert result.returncode == 7, result.stderr
+    assert f"another pull using the work dir {work} is running (PID {os.getpid()}" in result.stderr
+    assert list(work.iterdir()) == [] and not bundle.exists()

@@ -54,13 +54,16 @@ def sums(files: dict[str, bytes]) -> bytes:
 
 
 class KitHost:
-    """A loopback HTTP server answering GET and HEAD from ``files`` (path -> body); records GET paths."""
+    """A loopback HTTP/1.1 server (connections kept alive, as GitHub's and the chart hosts' are) answering GET
+    and HEAD from ``files`` (path -> body); records GET paths and counts connections."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
         self.ranges = True  # answers Range requests (and says so), as GitHub's release storage does
         self.ranges_asked = 0
+        self.connections = 0
+        self.heads = 0
         # Called with a range's first byte between its answer's headers and body (it may wait): a number returned
         # is how many bytes of the body are sent before the connection is cut
         self.on_range: Callable[[int], int | None] | None = None
@@ -68,6 +71,12 @@ class KitHost:
         host = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                host.connections += 1
+                super().setup()
+
             def _answer(self, body_too: bool) -> None:
                 if self.path in host.refused:
                     status, headers = host.refused[self.path]
@@ -93,7 +102,7 @@ class KitHost:
                 if body_too and body is not None:
                     ranged = host.ranges and span.startswith("bytes=")
                     if ranged and host.on_range and (cut := host.on_range(start)) is not None:
-                        body = body[:cut]
+                        body, self.close_connection = body[:cut], True
                     self.wfile.write(body)
 
             def do_GET(self):
@@ -102,6 +111,7 @@ class KitHost:
                 self._answer(True)
 
             def do_HEAD(self):
+                host.heads += 1
                 self._answer(False)
 
             def log_message(self, *args):

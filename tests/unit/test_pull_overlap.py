@@ -34,7 +34,7 @@ class SlowKit:
         self.helped, self.saw_help = helped, []
 
     def download(self, url: str, what: str, store: BlobStore, cap: int, expected: str | None,
-                 checked_by: str | None) -> tuple[str, int]:
+                 checked_by: str | None, sized=None) -> tuple[str, int]:
         self.saw_help.append(self.helped.wait(PATIENCE))
         digest = sha256_digest(KIT_FILE)
         store.put_bytes(digest, KIT_FILE)
@@ -63,7 +63,7 @@ async def test_idle_connections_help_with_the_last_large_blob_while_the_kit_stil
                           kit=[KitItem(FILE, "k3s", "v1.0.0", "http://kit.test/k3s", "k3s")])
     result = await pull(request, Progress(quiet=True))
     assert kit.saw_help == [True]
-    assert [r.source for r in result.images] == ["docker.io/files/k3s:v1.0.0", "src.test/lib/app:1.0"]
+    assert [r.source for r in result.images] == ["src.test/lib/app:1.0", "docker.io/files/k3s:v1.0.0"]
     assert large_digest in BundleReader(tmp_path / "b.tar.zst").manifest.blobs
 
 
@@ -85,7 +85,7 @@ class NotedKit:
         self.began = began
 
     def download(self, url: str, what: str, store: BlobStore, cap: int, expected: str | None,
-                 checked_by: str | None) -> tuple[str, int]:
+                 checked_by: str | None, sized=None) -> tuple[str, int]:
         self.began.set()
         digest = sha256_digest(KIT_FILE)
         store.put_bytes(digest, KIT_FILE)

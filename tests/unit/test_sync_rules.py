@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from mirror.errors import ExitCode, ImagesFailed
@@ -14,7 +16,7 @@ from mirror.transfer.plan import Target
 from mirror.transfer.pull import PullRequest, pull
 from mirror.transfer.selection import SyncImage
 from mirror.transfer.sync import SyncRequest, sync
-from support.fake_registry import FakeRegistry, answer, by_host
+from support.fake_registry import FakeRegistry, answer, by_host, digest_of
 from support.images import image, index, seed
 
 pytestmark = pytest.mark.anyio
@@ -38,10 +40,28 @@ def ends():
     return source, target, old, new
 
 
-async def run(source: FakeRegistry, target: FakeRegistry, *images: SyncImage, **options):
+async def run(source: FakeRegistry, target: FakeRegistry, *images: SyncImage, progress: Progress = QUIET, **options):
     request = SyncRequest(list(images), Target(RegistryAddress.parse(f"http://{TARGET}"), plain(TARGET)),
                           SourceMap(), plain, http_transport=by_host({SOURCE: source, TARGET: target}), **options)
-    return await sync(request, QUIET)
+    return await sync(request, progress)
+
+
+class Bars(Progress):
+    """Quiet, but keeps each bar's total and the sum of its updates: ``counted[desc] == [total, sum]``."""
+
+    def __init__(self):
+        super().__init__(quiet=True)
+        self.counted: dict[str, list[int]] = {}
+
+    @contextmanager
+    def bar(self, total, desc, unit="B"):
+        counted = self.counted[desc] = [total, 0]
+
+        class Counting:
+            def update(self, n: int = 1) -> None:
+                counted[1] += n
+
+        yield Counting()
 
 
 async def test_a_moved_tag_is_updated_by_default(ends):
@@ -50,6 +70,52 @@ async def test_a_moved_tag_is_updated_by_default(ends):
     (entry,) = result.images
     assert (entry.action, entry.old_digest, entry.new_digest) == ("updated", old.digest, new.digest)
     assert target.tags[LANDED] == {"1.0": new.digest}
+
+
+async def test_the_tag_is_asked_at_the_target_once_and_moved_from_what_that_answer_said(ends):
+    source, target, old, new = ends
+    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    # the check's HEAD is the tag step's too: a registry's CPU per request, one request per image spared
+    assert target.requests.count(f"HEAD /v2/{LANDED}/manifests/1.0") == 1
+    assert (result.images[0].old_digest, target.tags[LANDED]) == (old.digest, {"1.0": new.digest})
+    assert result.tags_pushed == 1
+
+
+async def test_a_repository_new_to_the_target_is_listed_once_instead_of_a_head_per_blob():
+    source, target, app = FakeRegistry(), FakeRegistry(), image("app", layers=3)
+    seed(source, "lib/app", app, "1.0")
+    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    assert [line for line in target.requests if line.startswith(("HEAD ", "GET "))] == [
+        "GET /v2/", f"HEAD /v2/{LANDED}/manifests/1.0", f"GET /v2/{LANDED}/tags/list"]
+    assert target.tags[LANDED] == {"1.0": app.digest} and result.uploaded_blobs == len(app.blobs)
+
+
+async def test_blobs_an_interrupted_run_left_in_a_repository_without_tags_are_neither_read_nor_sent_again():
+    source, target, app = FakeRegistry(), FakeRegistry(), image("app", layers=3)
+    seed(source, "lib/app", app, "1.0")
+    left = list(app.blobs.values())[:2]
+    for data in left:  # the run before stopped after these, before any manifest or tag
+        target.add_blob(LANDED, data)
+    bars = Bars()
+    result = await run(source, target, SyncImage(Reference.parse(REF)), progress=bars)
+    assert bars.counted["copying"] == [sum(len(data) for data in app.blobs.values())] * 2  # its end reached
+    kept = {digest_of(data) for data in left}
+    assert not [line for line in source.requests if "/blobs/" in line and line.rsplit("/", 1)[1] in kept]
+    sent = [line for line in target.writes() if line.startswith("PUT ") and "/blobs/uploads/" in line]
+    assert len(sent) == result.uploaded_blobs == len(app.blobs) - 2 and result.skipped_blobs == 2
+    assert result.images[0].action == "copied" and target.tags[LANDED] == {"1.0": app.digest}
+
+
+async def test_a_new_tag_in_a_repository_with_tags_has_its_blobs_asked_before_any_is_read():
+    source, target = FakeRegistry(), FakeRegistry()
+    base = b"a base layer both tags share " * 40
+    old, new = image("old", shared=[base]), image("new", shared=[base])
+    seed(source, "lib/app", new, "1.0")
+    seed(target, LANDED, old, "0.9")
+    result = await run(source, target, SyncImage(Reference.parse(REF)))
+    assert f"HEAD /v2/{LANDED}/blobs/{digest_of(base)}" in target.requests
+    assert not [line for line in source.requests if line.endswith(digest_of(base))]
+    assert result.skipped_blobs == 1 and target.tags[LANDED] == {"0.9": old.digest, "1.0": new.digest}
 
 
 async def test_on_retag_backup_keeps_the_old_image_under_a_backup_tag_first(ends):
