@@ -109,6 +109,7 @@ class Step:
     peak_rss_kb: int
     registries_cpu_s: float = 0.0  # of the registries passed to measure(), over the step
     traffic: wan.Watched | None = None  # what crossed the link passed to measure(), over the command alone
+    link_cpu_s: float = 0.0  # this process's over the step, with a link: its proxies and token server
 
 
 @contextlib.contextmanager
@@ -138,6 +139,7 @@ def measure(name: str, command: list[str], env: dict[str, str] | None = None,
     """Run ``command`` under /usr/bin/time after a sync; CPU and peak RSS cover a shell pipeline's children.
     With ``link``, what crossed it while the command ran (not during the sync) is the step's ``traffic``."""
     subprocess.run(["sync"], check=True)
+    before = os.times()
     with (tempfile.NamedTemporaryFile("r", suffix=".time") as report, registries_cpu(list(registries)) as spent,
           link.watch() if link else contextlib.nullcontext([None]) as traffic):
         done = subprocess.run([testbed.require("time"), "-f", "%e %U %S %M", "-o", report.name, *command],
@@ -146,7 +148,9 @@ def measure(name: str, command: list[str], env: dict[str, str] | None = None,
         if done.returncode:
             raise RuntimeError(f"{name}: exit {done.returncode}: {done.stderr.decode()[-2000:]}")
         wall, user, system, rss = report.read().split()[-4:]
-    return Step(name, float(wall), float(user) + float(system), int(rss), spent(), traffic[0])
+    after = os.times()
+    link_cpu = after.user + after.system - before.user - before.system if link else 0.0
+    return Step(name, float(wall), float(user) + float(system), int(rss), spent(), traffic[0], link_cpu)
 
 
 def total(name: str, steps: list[Step]) -> Step:
@@ -177,7 +181,7 @@ class Bench:
         self.layouts: dict[str, Path] = {}
         self.bundles: dict[str, Path] = {}
         self.link: wan.WanLink | None = None
-        self.remotes: dict[str, str] = {}
+        self.remotes: dict[str, wan.Remote] = {}
         self.skopeo_env = {**ENV, "CONTAINERS_REGISTRIES_CONF": str(self._empty_registries_conf())}
 
     def timeline(self, step: Step) -> str:
@@ -220,7 +224,7 @@ class Bench:
             storage = self.source(kind).registry.directory / "storage"
             self.remotes[kind] = self.stack.enter_context(
                 wan.remote_registry(self.runs / f"{kind}-remote", storage, self.link))
-        return self.remotes[kind]
+        return self.remotes[kind].host
 
     def layout(self, kind: str) -> Path:
         """skopeo's OCI layout of the corpus (copied untimed if no scenario has made it)."""
@@ -253,7 +257,7 @@ class Bench:
         step = measure(f"mirror pull{f' -j {jobs}' if jobs else ''}", [
             *MIRROR, "pull", "--images-file", str(self.source(kind).images_file),
             *corpus.source_mirror_args(host), "-o", str(bundle), "--quiet", *(["-j", str(jobs)] if jobs else [])],
-            registries=[self.source(kind).registry], link=link)
+            registries=[self.remotes[kind].registry if link else self.source(kind).registry], link=link)
         self.bundles.setdefault(kind, bundle)
         return step
 
@@ -321,10 +325,12 @@ def over_wan(bench: Bench, kind: str, scenario: str, goal_floor: str, goal_skope
     images = len(source.seeded.images)
     report(scenario, source, [copies, packed, skopeo, ours],
            f"{bench.network.describe()}; bandwidth floor {floor:.1f} s, the largest blob alone on one connection "
-           f"{largest / bench.network.connection_rate:.1f} s\n  mirror pull: {ours.traffic.describe(images)}"
+           f"{largest / bench.network.connection_rate:.1f} s\n  mirror pull: {ours.traffic.describe(images)}; "
+           f"{cpu_note(ours)}"
            f"\n  skopeo: {skopeo_traffic[0].describe(images)}{bench.timeline(ours)}")
     return [Row(scenario, "pull", ours.wall_s, "bandwidth floor", floor, goal_floor, ours.peak_rss_kb),
-            Row(scenario, "pull", ours.wall_s, "skopeo + tar|zstd", skopeo.wall_s, goal_skopeo)]
+            Row(scenario, "pull", ours.wall_s, "skopeo + tar|zstd", skopeo.wall_s, goal_skopeo),
+            Row(scenario, "pull", ours.wall_s, "all CPU floor", machine_floor(ours), "")]
 
 
 def wan_large(bench: Bench) -> list[Row]:
@@ -353,11 +359,12 @@ def release(bench: Bench) -> list[Row]:
     report("release", source, [copies, scaled, ours],
            f"{repositories} repositories; {bench.network.describe()}; bandwidth floor {floor:.1f} s, the largest "
            f"blob alone on one connection {max(source.seeded.sizes.values()) / bench.network.connection_rate:.1f} s"
-           f"\n  mirror pull: {ours.traffic.describe(len(images))}"
+           f"\n  mirror pull: {ours.traffic.describe(len(images))}; {cpu_note(ours)}"
            f"\n  skopeo (every {every}th image): {skopeo_traffic[0].describe(len(images[::every]))}"
            f"{bench.timeline(ours)}")
     return [Row("release", "pull", ours.wall_s, "bandwidth floor", floor, "<= 1.5x", ours.peak_rss_kb),
-            Row("release", "pull", ours.wall_s, f"skopeo x{every} est.", scaled.wall_s, "")]
+            Row("release", "pull", ours.wall_s, f"skopeo x{every} est.", scaled.wall_s, ""),
+            Row("release", "pull", ours.wall_s, "all CPU floor", machine_floor(ours), "")]
 
 
 def loopback_small(bench: Bench) -> list[Row]:
@@ -448,9 +455,15 @@ def push_fanout(bench: Bench) -> list[Row]:
             Row("push-fanout", "push to 3", three.wall_s, "all CPU floor", machine_floor(three), "")]
 
 
+def cpu_note(step: Step) -> str:
+    return (f"CPU-s: mirror {step.cpu_s:.1f}, the registry {step.registries_cpu_s:.1f}, the link {step.link_cpu_s:.1f} "
+            f"({machine_floor(step):.1f} s over {os.cpu_count()} cores)")
+
+
 def machine_floor(step: Step) -> float:
-    """Wall time all of ``step``'s CPU takes at the least, mirror's and the registries', spread over every core."""
-    return (step.cpu_s + step.registries_cpu_s) / (os.cpu_count() or 1)
+    """Wall time all of ``step``'s CPU takes at the least, spread over every core: mirror's, the registries'
+    and, over the WAN, the link's (its proxies run on this machine too)."""
+    return (step.cpu_s + step.registries_cpu_s + step.link_cpu_s) / (os.cpu_count() or 1)
 
 
 def delta(bench: Bench) -> list[Row]:

@@ -23,8 +23,8 @@ its token server behind such a link. Everything binds 127.0.0.1 only; a
 connection idle for ``IDLE_TIMEOUT`` seconds is closed.
 
     with WanLink(Network(rtt=0.040, connection_rate=10e6, site_rate=100e6)) as link:
-        with remote_registry(work / "wan", seeded_storage, link) as host:
-            ... pull from http://host/... ...
+        with remote_registry(work / "wan", seeded_storage, link) as remote:
+            ... pull from http://{remote.host}/... ...
 
     python3 scripts/wan.py proxy 127.0.0.1:5000 [--rtt-ms 40] [--connection-mb 10] [--site-mb 100]
 """
@@ -336,11 +336,17 @@ class WanLink:
         self.loop.call_at(max(due, self.loop.time() + self.rtt / 2), deliver, None)
 
 
+@dataclass(frozen=True)
+class Remote:
+    host: str  # the registry's address through the link
+    registry: testbed.Registry  # its process, on loopback: what it spends serving is measured by the benchmark
+
+
 @contextlib.contextmanager
-def remote_registry(directory: Path, storage: Path, link: WanLink) -> Iterator[str]:
+def remote_registry(directory: Path, storage: Path, link: WanLink) -> Iterator[Remote]:
     """A docker-registry serving ``storage`` (another registry's, already seeded) behind ``link``,
     requiring a bearer token per repository from a token server also behind ``link``, as Docker Hub
-    does (anonymous pulls get a pull-only token). Yields the registry's address through the link."""
+    does (anonymous pulls get a pull-only token)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "storage").symlink_to(storage.resolve(), target_is_directory=True)
     tokens = testbed.TokenServer(directory / "signer", users={}, refresh_tokens={})
@@ -348,7 +354,7 @@ def remote_registry(directory: Path, storage: Path, link: WanLink) -> Iterator[s
         realm = f"http://{link.proxy(tokens.url.removeprefix('http://'))}/token"
         registry = testbed.start_registry(directory, token_auth=tokens.auth_config(realm))
         try:
-            yield link.proxy(registry.host)
+            yield Remote(link.proxy(registry.host), registry)
         finally:
             registry.stop()
     finally:
