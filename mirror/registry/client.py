@@ -21,7 +21,8 @@ from ..model import oci
 from ..model.oci import Descriptor, Manifest, digest_hex
 from .auth import delete_scope, pull_scope, push_scope
 from .credentials import AuthFiles
-from .download import Downloads, SmallDownload, Unfinished
+from .download import Downloads, SmallDownload
+from .unfinished import Unfinished
 from .listing import Listing
 from .settings import RegistrySettings
 from .transport import Transport, read_capped

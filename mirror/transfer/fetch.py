@@ -16,7 +16,7 @@ from ..bundle.store import BlobStore
 from ..errors import MirrorError
 from ..model.upstream import Location
 from ..progress import Progress
-from ..registry.download import Unfinished
+from ..registry.unfinished import Unfinished
 from ..registry.pool import ClientPool
 from ..registry.settings import tasks_for
 

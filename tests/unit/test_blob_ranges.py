@@ -12,7 +12,7 @@ import pytest
 from mirror.errors import IntegrityError
 from mirror.registry.client import RegistryClient
 from mirror.registry.credentials import AuthFiles
-from mirror.registry.download import Unfinished
+from mirror.registry.unfinished import Unfinished
 from mirror.registry.pieces import Pieces
 from mirror.registry.settings import RegistrySettings
 from support.fake_registry import LARGE_BLOB, MIB, FakeRegistry, Held, answer, digest_of
