@@ -13,16 +13,26 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 
+from .pieces import Pieces
 from .transport import Transport
 
-if TYPE_CHECKING:
-    from .download import _Download
-
 ROOM_POLL = 0.02  # seconds: how often the first download in line looks for room freed by other requests
+
+
+class InProgress(Protocol):
+    """A download in progress as Unfinished sees it (download.py: a blob into pieces, or a small one)."""
+
+    transport: Transport
+    pieces: Pieces  # read, and help called, only when ``splittable``
+    unfinished: "Unfinished | None"
+
+    def splittable(self) -> bool: ...
+
+    async def help(self) -> bool: ...
 
 
 class Unfinished:
@@ -36,7 +46,7 @@ class Unfinished:
 
     def __init__(self, at_once: int | None = None) -> None:
         self.at_once = at_once  # downloads in progress at most, all registries together (None: no limit)
-        self._downloads: dict[_Download, None] = {}  # in the order they started
+        self._downloads: dict[InProgress, None] = {}  # in the order they started
         self._changed = anyio.Event()  # a download came or went, or a piece ended (a connection freed)
         self._looking = anyio.Lock()  # held by the one idle connection looking for a range to take over
         self._choosing = anyio.Lock()  # held by the one worker looking for a download to start
@@ -119,12 +129,12 @@ class Unfinished:
                 del self._lines[transport.host]
                 self._start_one()
 
-    def add(self, download: "_Download") -> None:
+    def add(self, download: "InProgress") -> None:
         self._downloads[download] = None
         download.unfinished = self
         self.changed()
 
-    def discard(self, download: "_Download") -> None:
+    def discard(self, download: "InProgress") -> None:
         self._downloads.pop(download, None)
         self.changed()
 
@@ -148,7 +158,7 @@ class Unfinished:
             if await chosen.help():  # splits at once, before another connection looks
                 return True
 
-    async def _range_to_take(self) -> "_Download | None":
+    async def _range_to_take(self) -> "InProgress | None":
         """The download whose range has the most left, once its registry has a connection free and no
         download waiting to start; None once no range is worth splitting."""
         while True:
