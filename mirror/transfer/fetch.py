@@ -8,7 +8,7 @@ blobs are there; a failed download abandons the bundle being written.
 from __future__ import annotations
 
 import threading
-from typing import Collection
+from typing import Callable, Collection
 
 import anyio
 
@@ -16,12 +16,32 @@ from ..bundle.store import BlobStore
 from ..errors import MirrorError
 from ..model.upstream import Location
 from ..progress import Progress
-from ..registry.unfinished import Unfinished
+from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
 from ..registry.settings import tasks_for
+from ..registry.unfinished import Unfinished
 
 
 PARALLEL_RANGES = 16  # a large blob comes as ranges of 8 MiB, up to this many at once (registry/download.py)
+
+
+async def download_into(store: BlobStore, client: RegistryClient, repository: str, digest: str, size: int, *,
+                        progress: Callable[[int], None] | None = None, unfinished: Unfinished | None = None) -> int:
+    """The blob into the work dir: a small one whole into memory, then one record of its pack; a large one
+    into its partial file, resumed, then promoted. The bytes a partial file already held (counted as
+    progress at once). OSError is the work dir's (full disk, permissions)."""
+    if store.packs(size):
+        store.put_checked(digest, await client.download_small_blob(repository, digest, size=size, progress=progress,
+                                                                   unfinished=unfinished))
+        return 0
+    partial = store.partial_path(digest)
+    already = partial.stat().st_size if partial.exists() else 0
+    if progress is not None:
+        progress(already)
+    await client.download_blob(repository, digest, partial, size=size, progress=progress, segments=PARALLEL_RANGES,
+                               unfinished=unfinished)
+    store.promote(digest)
+    return already
 
 
 class Abandoned(Exception):
@@ -118,16 +138,8 @@ class Fetch:
             client = await self.pool.get(location.host)
             already = 0
             try:
-                if self.store.packs(size):  # whole into memory, then one record of the work dir's pack
-                    self.store.put_checked(digest, await client.download_small_blob(
-                        location.repository, digest, size=size, progress=bar.update, unfinished=unfinished))
-                else:
-                    partial = self.store.partial_path(digest)
-                    already = partial.stat().st_size if partial.exists() else 0
-                    bar.update(already)
-                    await client.download_blob(location.repository, digest, partial, size=size,
-                                               progress=bar.update, segments=PARALLEL_RANGES, unfinished=unfinished)
-                    self.store.promote(digest)
+                already = await download_into(self.store, client, location.repository, digest, size,
+                                              progress=bar.update, unfinished=unfinished)
             except OSError as exc:  # the work dir, not the registry: full disk, permissions
                 self.failed[digest] = self.store.write_failed(exc, digest)
             except MirrorError as exc:

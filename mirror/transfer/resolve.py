@@ -36,6 +36,7 @@ from ..registry.client import RegistryClient
 from ..registry.pool import ClientPool
 from ..registry.settings import tasks_for
 from .budget import Budget, RateLimited
+from .fetch import download_into
 from .tasks import each
 
 
@@ -197,13 +198,7 @@ class Resolver:
             try:
                 if not self.store.has(config):
                     try:
-                        if self.store.packs(size):  # most configs: one record of the pack, no file of their own
-                            self.store.put_checked(config, await client.download_small_blob(
-                                image.location.repository, config, size=size))
-                        else:
-                            await client.download_blob(image.location.repository, config,
-                                                       self.store.partial_path(config), size=size)
-                            self.store.promote(config)
+                        await download_into(self.store, client, image.location.repository, config, size)
                     except OSError as exc:  # the work dir, not the registry: full disk, permissions
                         raise self.store.write_failed(exc, config) from None
                     image.fetched[config] = self.store.size(config)
