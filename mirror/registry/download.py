@@ -71,14 +71,8 @@ class Downloads:
                 raise await self.transport.failure(response, what)
 
             async def chunks() -> AsyncIterator[bytes]:
-                guard, received = RateGuard(self.transport.settings), 0
                 try:
-                    async for chunk in response.aiter_raw():  # as stored: the digest is over these
-                        received += len(chunk)
-                        if size is not None and received > size:
-                            raise IntegrityError(f"{what}: {self.transport.host} sent more than the {size} bytes its "
-                                                 "descriptor declares")
-                        guard.feed(len(chunk))
+                    async for chunk in _bounded(response, self.transport, size, what):
                         yield chunk
                 except (httpx.TransportError, Stalled) as exc:
                     raise RegistryError(f"{what}: the connection failed mid-transfer ({describe(exc)})") from exc
@@ -331,17 +325,11 @@ class SmallDownload:
                 if response.status_code != 200:
                     raise await self.transport.failure(response, self.what)
                 chunks: list[bytes] = []
-                received, guard = 0, RateGuard(self.transport.settings)
-                async for chunk in response.aiter_raw():
-                    received += len(chunk)
-                    if received > self.size:
-                        raise IntegrityError(f"{self.what}: {self.transport.host} sent more than the {self.size} "
-                                             "bytes its descriptor declares; stopped reading there")
+                async for chunk in _bounded(response, self.transport, self.size, self.what):
                     chunks.append(chunk)
                     last_progress = time.monotonic()
-                    guard.feed(len(chunk))
                 if self.progress:
-                    self.progress(received)  # once whole: a body cut short is not counted twice
+                    self.progress(sum(map(len, chunks)))  # once whole: a body cut short is not counted twice
                 encodings: set[str] = set()
                 _note_encoding(response, encodings)
                 return b"".join(chunks), encodings
@@ -349,6 +337,19 @@ class SmallDownload:
                 await self.downloads.resume_or_give_up(attempt, last_progress, exc, self.what, "run again")
             finally:
                 await response.aclose()
+
+
+async def _bounded(response: httpx.Response, transport: Transport, size: int | None,
+                  what: str) -> AsyncIterator[bytes]:
+    """A blob's body as stored (the digest is over these bytes), cut one chunk past the declared ``size``
+    (IntegrityError) and when slower than the settings' min_rate (Stalled)."""
+    guard, received = RateGuard(transport.settings), 0
+    async for chunk in response.aiter_raw():
+        received += len(chunk)
+        if size is not None and received > size:
+            raise IntegrityError(f"{what}: {transport.host} sent more than the {size} bytes its descriptor declares")
+        guard.feed(len(chunk))
+        yield chunk
 
 
 def _as_sent(encodings: set[str]) -> str:
