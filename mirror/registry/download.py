@@ -105,7 +105,7 @@ class Downloads:
         """
         digest_hex(digest)
         if unfinished is not None:
-            await unfinished.turn(self.transport, size or 0)
+            await unfinished.turn(self.transport, size or 0, small=False)
         cuts = []
         if size is not None and segments > 1 and size >= SEGMENTED_MIN and not self.ranges_refused:
             cuts = _cuts(size, min(segments, -(-size // RANGE_SIZE)))
@@ -282,8 +282,9 @@ class SmallDownload:
     size, cut and retried when slower than min_rate, given up after
     give_up_after seconds without a byte, its sha256 checked. It has no
     partial file and asks for no range: a body cut mid-way starts again.
-    It waits in ``Unfinished``'s line and counts among its downloads in
-    progress, with nothing for an idle connection to take over.
+    It waits in ``Unfinished``'s line of small blobs and goes in the
+    registry's window of small blobs (registry/settings.py), and counts among
+    the downloads in progress, with nothing for an idle connection to take over.
     """
 
     def __init__(self, downloads: Downloads, repository: str, digest: str, size: int,
@@ -301,7 +302,7 @@ class SmallDownload:
     async def fetch(self, unfinished: Unfinished | None) -> bytes:
         """The blob's bytes, once they hash to its digest."""
         if unfinished is not None:
-            await unfinished.turn(self.transport, self.size)
+            await unfinished.turn(self.transport, self.size, small=True)
             unfinished.add(self)  # counted as a download in progress, with nothing to split
         try:
             data, encodings = await self._body()
@@ -320,7 +321,7 @@ class SmallDownload:
         while True:
             attempt += 1
             response = await self.transport.request("GET", self.url, scopes=self.scopes, stream=True, follow=True,
-                                                    what=self.what)
+                                                    small_blob=True, what=self.what)
             try:
                 if response.status_code != 200:
                     raise await self.transport.failure(response, self.what)

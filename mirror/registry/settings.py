@@ -22,9 +22,13 @@ class Credentials:
 # Blob transfers to one registry start at most 16 whatever -j says, small requests at half as many more
 # (skopeo opens 6, containerd 3 per image). Both are windows (window.py): while the registry answers as fast
 # as it did they grow, transfers to twice their start and small requests to four times the transfers' start,
-# since over a long link each of those is a round trip that moves little. Rising latency takes a window back
-# to its start, 429 and 503 below it. More jobs still mean more transfers queued and more registries at once.
+# since over a long link each of those is a round trip that moves little. Small blobs (whole into memory,
+# download.py SmallDownload) have a window of their own, from the transfers' start to eight times it, at most
+# SMALL_BLOBS_CAP: each is a round trip too, and queued among large blobs they would wait for a place a large
+# one holds for seconds. Rising latency takes a window back to its start, 429 and 503 below it. More jobs
+# still mean more transfers queued and more registries at once.
 MAX_CONNECTIONS_PER_REGISTRY = 16
+SMALL_BLOBS_CAP = 64  # small blobs in flight to one registry at most: 64 MiB (bundle/store.py PACKED_MAX each)
 
 
 def connections_for(jobs: int) -> int:
@@ -43,11 +47,22 @@ def calls_window(max_connections: int) -> tuple[int, int]:
     return max(2, max_connections // 2), max(2, 4 * max_connections)
 
 
+def small_blobs_window(max_connections: int) -> tuple[int, int]:
+    """Where the window of small blob downloads from one registry starts, and its cap."""
+    start = max(1, max_connections)
+    return start, max(start, min(8 * start, SMALL_BLOBS_CAP))
+
+
+def windows(max_connections: int) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """The (start, cap) of a registry's windows: blob transfers, small blobs, small requests."""
+    return (transfers_window(max_connections), small_blobs_window(max_connections),
+            calls_window(max_connections))
+
+
 def tasks_for(jobs: int) -> int:
     """Items (images to resolve, blobs to fetch) one operation works on at once for ``-j jobs``: enough
     to fill a registry's windows at their caps; the windows decide what is on the wire."""
-    connections = connections_for(jobs)
-    return transfers_window(connections)[1] + calls_window(connections)[1]
+    return sum(cap for _, cap in windows(connections_for(jobs)))
 
 
 DEFAULT_RETRIES = 5

@@ -32,7 +32,7 @@ from . import answers
 from .auth import Authenticator
 from .credentials import AuthFiles
 from .sender import Sender
-from .settings import Credentials, RegistrySettings, calls_window, transfers_window
+from .settings import Credentials, RegistrySettings, windows
 from .window import Window
 from .wire import NEW_CONNECTION, MalformedAnswer
 
@@ -120,14 +120,15 @@ class Transport:
         self._origin = str(self.base_url).rstrip("/")  # what url() puts before a path
         self._backoff_base = BACKOFF_BASE if backoff_base is None else backoff_base
         self._unreachable: RegistryError | None = None  # set once retries ran out on connection errors
-        # Blob bodies and small requests (manifests, HEADs, tokens, upload sessions) queue apart:
-        # over a long link, resolving hundreds of images must not wait behind their downloads.
-        # Each window grows from its start while the registry answers as fast as it did (window.py).
-        (transfers_start, transfers), (calls_start, calls) = (transfers_window(settings.max_connections),
-                                                              calls_window(settings.max_connections))
-        self._transfers, self._calls = Window(transfers, transfers_start), Window(calls, calls_start)
+        # Blob bodies, small blobs and small requests (manifests, HEADs, tokens, upload sessions) queue
+        # apart: over a long link, resolving hundreds of images must not wait behind their downloads, nor a
+        # small blob behind large ones. Each window grows from its start while the registry answers as fast
+        # as it did (window.py).
+        (transfers_start, transfers), (small_start, small), (calls_start, calls) = windows(settings.max_connections)
+        self._transfers, self._small_blobs = Window(transfers, transfers_start), Window(small, small_start)
+        self._calls = Window(calls, calls_start)
         # wire.py's connections or the environment's proxies (sender.py); ``http_transport``: the tests' fake
-        self._sender = Sender(settings, transfers + calls, http_transport)
+        self._sender = Sender(settings, transfers + small + calls, http_transport)
 
         def credentials() -> Credentials | None:
             return settings.credentials or (auth_files or AuthFiles()).lookup(host)
@@ -137,10 +138,9 @@ class Transport:
     async def aclose(self) -> None:
         await self._sender.aclose()
 
-    @property
-    def transfer_room(self) -> bool:
-        """A blob transfer would start now, not wait for another to end."""
-        return self._transfers.room
+    def transfer_room(self, small: bool = False) -> bool:
+        """A blob transfer (``small``: a small blob's, held whole in memory) would start now, not wait."""
+        return (self._small_blobs if small else self._transfers).room
 
     def expect(self, scopes: Iterable[str]) -> None:
         """Scopes the run will need, for tokens that open several at once (auth.py ``expect``)."""
@@ -188,19 +188,20 @@ class Transport:
     async def request(self, method: str, url: httpx.URL | str, *, scopes: Iterable[str] = (),
                       headers: dict[str, str] | None = None, content: Content = None,
                       stream: bool = False, follow: bool = False, retry: bool = True,
-                      what: str) -> httpx.Response:
+                      small_blob: bool = False, what: str) -> httpx.Response:
         """Send with registry auth; a ``url`` given as a path is on this registry.
 
         Transient failures are retried (or, with ``retry=False``, raised as
         Transient for an enclosing ``retrying``); 401/403 end in AuthError;
-        any other answer is the caller's to judge.
+        any other answer is the caller's to judge. ``small_blob``: a GET of
+        a small blob, in the small blobs' window.
         """
         scopes = list(scopes)
         target = self.url(url) if isinstance(url, str) else url
 
         async def attempt() -> httpx.Response:
             return await self.authorized(method, target, scopes, headers or {}, content, stream=stream,
-                                         follow=follow, what=what)
+                                         follow=follow, small_blob=small_blob, what=what)
 
         return await (self.retrying(attempt, what) if retry else attempt())
 
@@ -234,7 +235,8 @@ class Transport:
         return min(BACKOFF_CAP, self._backoff_base * 2 ** number) * random.uniform(0.5, 1.0)
 
     async def authorized(self, method: str, url: httpx.URL, scopes: list[str], headers: dict[str, str],
-                          content: Content, *, stream: bool, follow: bool, what: str) -> httpx.Response:
+                          content: Content, *, stream: bool, follow: bool, what: str,
+                          small_blob: bool = False) -> httpx.Response:
         """``_exchange`` with this registry's credentials, which go only to its origin (scheme, host,
         port: the one whose challenge they answer); a Link page or upload Location elsewhere is
         asked without them, as Docker and containerd do."""
@@ -244,7 +246,8 @@ class Transport:
             sent = dict(headers)
             if authorization:
                 sent["Authorization"] = authorization
-            response = await self._exchange(method, url, sent, content, stream=stream, follow=follow, what=what)
+            response = await self._exchange(method, url, sent, content, stream=stream, follow=follow,
+                                            small_blob=small_blob, what=what)
             status = response.status_code
             if status in (401, 403) and self.same_origin(response.url):
                 await response.aclose()
@@ -265,9 +268,11 @@ class Transport:
             return response
 
     async def _exchange(self, method: str, url: httpx.URL, headers: dict[str, str], content: Content, *,
-                        stream: bool, follow: bool, what: str) -> httpx.Response:
+                        stream: bool, follow: bool, what: str, small_blob: bool = False) -> httpx.Response:
         """One request, following redirects by hand so Authorization never leaves the registry."""
-        window = self._transfers if _moves_a_blob(method, url) else self._calls  # kept across redirects
+        window = self._calls  # kept across redirects
+        if _moves_a_blob(method, url):
+            window = self._small_blobs if small_blob else self._transfers
         raw = method in ("GET", "HEAD") and _names_a_blob(url)  # a blob as sent, wherever it is redirected
         for _ in range(MAX_REDIRECTS + 1):
             body = content() if callable(content) else content

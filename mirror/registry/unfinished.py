@@ -1,6 +1,7 @@
 """A pull's downloads as a whole: waiting for a worker, waiting their turn, in progress.
 
-Waiting downloads are heap entries per registry, largest first, taken by a
+Waiting downloads are heap entries per lane (a registry's small blobs, or its
+others: each kind has a window of its own there), largest first, taken by a
 fixed pool of workers (``Unfinished.next``); a worker starts one through a
 line of its own (``Unfinished.turn``), not the registry's window, so other
 requests for blobs (a config an image's resolution needs) go first. Near the
@@ -22,6 +23,8 @@ from .transport import Transport
 
 ROOM_POLL = 0.02  # seconds: how often the first download in line looks for room freed by other requests
 
+Lane = tuple[str, bool]  # a registry host, and whether its blobs there are small (transport.py's windows)
+
 
 class InProgress(Protocol):
     """A download in progress as Unfinished sees it (download.py: a blob into pieces, or a small one)."""
@@ -39,9 +42,10 @@ class Unfinished:
     """A pull's downloads: those waiting for a worker, those a worker started (``turn``), and those in
     progress, where a connection with nothing else to do finds work.
 
-    Waiting downloads are heap entries, per registry and largest first: a release has thousands of
+    Waiting downloads are heap entries, per lane and largest first: a release has thousands of
     blobs, and a task (or an event) each would grow the pull's memory with the bundle. A fixed pool of
-    workers takes them (``next``) and starts each through ``turn``.
+    workers takes them (``next``) and starts each through ``turn``. A registry's small blobs have a lane
+    of their own, as they have a window: they start while its large ones wait for a place.
     """
 
     def __init__(self, at_once: int | None = None) -> None:
@@ -51,16 +55,17 @@ class Unfinished:
         self._looking = anyio.Lock()  # held by the one idle connection looking for a range to take over
         self._choosing = anyio.Lock()  # held by the one worker looking for a download to start
         self._startable = anyio.Event()  # a download was queued, or a registry's line emptied, or close
-        # per registry host, the downloads no worker took yet: a heap of (-size, arrival, item)
-        self._waiting: dict[str, list[tuple[int, int, str]]] = {}
+        # per lane, the downloads no worker took yet: a heap of (-size, arrival, item)
+        self._waiting: dict[Lane, list[tuple[int, int, str]]] = {}
         self._closed = False
-        # per registry host, the downloads started and waiting their turn: [-size, arrival, set when first]
-        self._lines: dict[str, list[list]] = {}
+        # per lane, the downloads started and waiting their turn: [-size, arrival, set when first]
+        self._lines: dict[Lane, list[list]] = {}
         self._arrivals = itertools.count()
 
-    def queue(self, host: str, size: int, item: str) -> None:
-        """``item`` (a blob of ``host``'s, ``size`` bytes) waits for a worker's ``next``."""
-        heapq.heappush(self._waiting.setdefault(host, []), (-size, next(self._arrivals), item))
+    def queue(self, host: str, size: int, item: str, *, small: bool) -> None:
+        """``item`` (a blob of ``host``'s, ``size`` bytes; ``small``: one held whole in memory) waits for a
+        worker's ``next``."""
+        heapq.heappush(self._waiting.setdefault((host, small), []), (-size, next(self._arrivals), item))
         self._start_one()
 
     def close(self) -> None:
@@ -69,21 +74,21 @@ class Unfinished:
         self._start_one()
 
     async def next(self) -> str | None:
-        """The largest queued item of a registry with no download waiting in ``turn`` (where its worker
+        """The largest queued item of a lane with no download waiting in ``turn`` (where its worker
         starts it at once, or is first for the next place); None once closed and all are taken.
 
-        A registry's downloads wait here rather than in its line: one at a time goes into the line,
-        the next once it started, so the others' workers start other registries' downloads meanwhile.
+        A lane's downloads wait here rather than in its line: one at a time goes into the line,
+        the next once it started, so the others' workers start other lanes' downloads meanwhile.
         One worker looks at a time, the others queue behind it: a change wakes one, not the pool."""
         async with self._choosing:
             while True:
-                open_ = [host for host in self._waiting if host not in self._lines]
+                open_ = [lane for lane in self._waiting if lane not in self._lines]
                 if open_:
-                    host = min(open_, key=lambda h: self._waiting[h][0])  # the largest first
-                    heap = self._waiting[host]
+                    lane = min(open_, key=lambda each: self._waiting[each][0])  # the largest first
+                    heap = self._waiting[lane]
                     item = heapq.heappop(heap)[2]
                     if not heap:
-                        del self._waiting[host]
+                        del self._waiting[lane]
                     return item
                 if self._closed and not self._waiting:
                     return None
@@ -93,10 +98,10 @@ class Unfinished:
         self._startable.set()
         self._startable = anyio.Event()
 
-    async def turn(self, transport: Transport, size: int) -> None:
-        """Return once a blob transfer to ``transport``'s registry would start at once, no larger
-        download waits here (of equal ones, the first to come goes first) and fewer than ``at_once``
-        are in progress.
+    async def turn(self, transport: Transport, size: int, *, small: bool) -> None:
+        """Return once a blob transfer to ``transport``'s registry (``small``: in its small blobs' window)
+        would start at once, no larger download of the lane waits here (of equal ones, the first to
+        come goes first) and fewer than ``at_once`` are in progress.
 
         Downloads wait in line here rather than in the registry's window of
         transfers, which serves whoever asked first: a pull queues hundreds of
@@ -108,7 +113,8 @@ class Unfinished:
         the last to arrive, and its join and its copy into the bundle would
         come after the link went quiet; small ones fill the end instead.
         """
-        line = self._lines.setdefault(transport.host, [])
+        lane = (transport.host, small)
+        line = self._lines.setdefault(lane, [])
         mine = [-size, next(self._arrivals), anyio.Event()]
         bisect.insort(line, mine)
         try:
@@ -116,7 +122,7 @@ class Unfinished:
                 if line[0] is not mine:
                     mine[2] = anyio.Event()
                     await mine[2].wait()  # set when it is first in line
-                elif transport.transfer_room and (self.at_once is None or len(self._downloads) < self.at_once):
+                elif transport.transfer_room(small) and (self.at_once is None or len(self._downloads) < self.at_once):
                     return
                 else:
                     with anyio.move_on_after(ROOM_POLL):  # room freed by another's request tells nobody
@@ -126,7 +132,7 @@ class Unfinished:
             if line:
                 line[0][2].set()
             else:
-                del self._lines[transport.host]
+                del self._lines[lane]
                 self._start_one()
 
     def add(self, download: "InProgress") -> None:
@@ -144,7 +150,7 @@ class Unfinished:
 
     async def help(self) -> bool:
         """Fetch the second half of what the range with the most left has left, of a download here
-        whose registry has a connection free and no download waiting to start (waiting for that);
+        whose registry has a transfer's place free and no large download waiting to start (waiting for that);
         False once no range has enough left to be worth a request of its own (pieces.py SPLIT_MIN).
 
         One idle connection looks at a time, the others queue behind it: each change would otherwise
@@ -159,14 +165,15 @@ class Unfinished:
                 return True
 
     async def _range_to_take(self) -> "InProgress | None":
-        """The download whose range has the most left, once its registry has a connection free and no
-        download waiting to start; None once no range is worth splitting."""
+        """The download whose range has the most left, once its registry has a transfer's place free and no
+        large download waiting to start (small ones have a window of their own); None once no range is
+        worth splitting."""
         while True:
             splittable = [d for d in self._downloads if d.splittable()]
             if not splittable:
                 return None
-            free = [d for d in splittable if d.transport.transfer_room and d.transport.host not in self._lines
-                    and d.transport.host not in self._waiting]
+            free = [d for d in splittable if d.transport.transfer_room() and (d.transport.host, False) not in self._lines
+                    and (d.transport.host, False) not in self._waiting]
             if free:
                 return max(free, key=lambda d: d.pieces.most_left())
             await self._changed.wait()

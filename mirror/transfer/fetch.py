@@ -121,7 +121,7 @@ class Fetch:
                 continue
             self.wanted[digest] = (size, location)
             if not self.store.has(digest):
-                self._unfinished.queue(location.host, size, digest)
+                self._unfinished.queue(location.host, size, digest, small=self.store.packs(size))
 
     def no_more(self) -> None:
         """Every image is resolved: the downloads end once the queue is empty."""

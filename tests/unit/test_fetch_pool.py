@@ -10,11 +10,12 @@ import anyio
 import httpx
 import pytest
 
-from mirror.bundle.store import BlobStore
+from mirror.bundle.store import PACKED_MAX, BlobStore
 from mirror.model.upstream import Location
 from mirror.progress import Progress
 from mirror.registry.pool import ClientPool
-from mirror.registry.settings import RegistrySettings, tasks_for
+from mirror.registry.settings import (SMALL_BLOBS_CAP, RegistrySettings, small_blobs_window, tasks_for,
+                                      transfers_window)
 from mirror.transfer.fetch import Arrivals, Fetch
 from support.fake_registry import FakeRegistry, Held, by_host
 
@@ -88,3 +89,76 @@ async def test_a_registry_with_downloads_waiting_for_room_does_not_hold_back_ano
         fetch.no_more()
     assert small_done
     assert blob_requests(busy) == sorted(large, key=large.__getitem__, reverse=True)
+
+
+class Counted(httpx.AsyncByteStream):
+    """A body that ends once ``hold()`` returns, counted in ``open_`` (now, at most) until it does."""
+
+    def __init__(self, data: bytes, hold, open_: list[int]):
+        self.data, self.hold, self.open_ = data, hold, open_
+
+    async def __aiter__(self):
+        self.open_[0] += 1
+        self.open_[1] = max(self.open_[1], self.open_[0])
+        try:
+            yield self.data
+            await self.hold()
+        finally:
+            self.open_[0] -= 1
+
+
+def counting(registry: FakeRegistry, hold, open_: list[int], holds=lambda size: True):
+    """``registry``'s fault: the blobs ``holds`` names by size end once ``hold()`` returns, counted in ``open_``."""
+
+    def fault(request: httpx.Request):
+        if "/blobs/" not in request.url.path:
+            return None
+        data = registry.blobs[request.url.path.rsplit("/", 1)[1]]
+        if not holds(len(data)):
+            return None
+        return httpx.Response(200, headers={"Content-Length": str(len(data))}, stream=Counted(data, hold, open_))
+
+    return fault
+
+
+async def test_small_blobs_come_while_large_ones_hold_every_transfer(tmp_path):
+    """A registry's small blobs (a release's hundreds of configs and small layers) have a window of their
+    own: they do not wait behind large layers that hold every transfer's place for seconds."""
+    go, open_ = anyio.Event(), [0, 0]
+    registry = FakeRegistry()
+    registry.fault = counting(registry, go.wait, open_, holds=lambda size: size > PACKED_MAX)
+    large = {registry.add_blob("lib/app", bytes([i]) * (PACKED_MAX + 1 + i)): PACKED_MAX + 1 + i for i in range(4)}
+    small = {registry.add_blob("lib/app", bytes([i]) * (1_000 + i)): 1_000 + i for i in range(30)}
+    settings = lambda host: RegistrySettings(plain_http=True, retries=0, max_connections=1)  # noqa: E731
+
+    async with ClientPool(settings, registry) as pool, anyio.create_task_group() as group:
+        fetch = Fetch(BlobStore(tmp_path / "store"), pool, jobs=1)
+        fetch.want(large, Location("src.test", "lib/app"))
+        fetch.want(small, Location("src.test", "lib/app"))
+        group.start_soon(fetch.run, Arrivals(), Progress(quiet=True), False)
+        await anyio.wait_all_tasks_blocked()  # the large ones held, in every transfer's place
+        small_done = [fetch.store.has(digest) for digest in small]
+        large_open = open_[0]
+        go.set()
+        fetch.no_more()
+    assert large_open == transfers_window(1)[1]
+    assert all(small_done)
+    assert all(fetch.store.has(digest) for digest in large)
+
+
+async def test_small_blobs_in_flight_grow_past_the_transfers_and_stop_at_their_cap(tmp_path):
+    """Each small blob in flight is held whole in memory: their window bounds that memory, whatever -j."""
+    open_ = [0, 0]
+    registry = FakeRegistry()
+    registry.fault = counting(registry, lambda: anyio.sleep(0.002), open_)
+    small = {registry.add_blob("lib/app", bytes([i % 251]) * (1_000 + i)): 1_000 + i for i in range(BLOBS)}
+    settings = lambda host: RegistrySettings(plain_http=True, retries=0, max_connections=1)  # noqa: E731
+
+    async with ClientPool(settings, registry) as pool:
+        fetch = Fetch(BlobStore(tmp_path / "store"), pool, jobs=1)
+        fetch.want(small, Location("src.test", "lib/app"))
+        fetch.no_more()
+        await fetch.run(Arrivals(), Progress(quiet=True), False)
+    assert transfers_window(1)[1] < open_[1] == small_blobs_window(1)[1]
+    assert small_blobs_window(16)[1] == SMALL_BLOBS_CAP
+    assert all(fetch.store.has(digest) for digest in small)
