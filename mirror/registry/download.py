@@ -142,6 +142,8 @@ class Downloads:
 class _Download:
     """One blob coming in pieces: the first (the partial file) hashed as it arrives, the rest at the join."""
 
+    small = False  # Unfinished: not held whole in memory
+
     def __init__(self, downloads: Downloads, repository: str, digest: str, pieces: Pieces,
                  progress: Callable[[int], None] | None):
         self.downloads, self.transport, self.pieces, self.progress = downloads, downloads.transport, pieces, progress
@@ -286,6 +288,8 @@ class SmallDownload:
     registry's window of small blobs (registry/settings.py), and counts among
     the downloads in progress, with nothing for an idle connection to take over.
     """
+
+    small = True  # Unfinished: held whole in memory until it is in
 
     def __init__(self, downloads: Downloads, repository: str, digest: str, size: int,
                  progress: Callable[[int], None] | None):

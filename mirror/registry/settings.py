@@ -28,7 +28,7 @@ class Credentials:
 # one holds for seconds. Rising latency takes a window back to its start, 429 and 503 below it. More jobs
 # still mean more transfers queued and more registries at once.
 MAX_CONNECTIONS_PER_REGISTRY = 16
-SMALL_BLOBS_CAP = 64  # small blobs in flight to one registry at most: 64 MiB (bundle/store.py PACKED_MAX each)
+SMALL_BLOBS_CAP = 64  # small blobs in flight at most, to one registry and to all: 64 MiB (store.py PACKED_MAX each)
 
 
 def connections_for(jobs: int) -> int:

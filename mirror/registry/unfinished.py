@@ -19,6 +19,7 @@ from typing import Protocol
 import anyio
 
 from .pieces import Pieces
+from .settings import SMALL_BLOBS_CAP
 from .transport import Transport
 
 ROOM_POLL = 0.02  # seconds: how often the first download in line looks for room freed by other requests
@@ -32,6 +33,7 @@ class InProgress(Protocol):
     transport: Transport
     pieces: Pieces  # read, and help called, only when ``splittable``
     unfinished: "Unfinished | None"
+    small: bool  # held whole in memory until it is in (a small blob's)
 
     def splittable(self) -> bool: ...
 
@@ -51,6 +53,7 @@ class Unfinished:
     def __init__(self, at_once: int | None = None) -> None:
         self.at_once = at_once  # downloads in progress at most, all registries together (None: no limit)
         self._downloads: dict[InProgress, None] = {}  # in the order they started
+        self._small = 0  # of them, small blobs: held whole in memory, SMALL_BLOBS_CAP at most
         self._changed = anyio.Event()  # a download came or went, or a piece ended (a connection freed)
         self._looking = anyio.Lock()  # held by the one idle connection looking for a range to take over
         self._choosing = anyio.Lock()  # held by the one worker looking for a download to start
@@ -101,7 +104,8 @@ class Unfinished:
     async def turn(self, transport: Transport, size: int, *, small: bool) -> None:
         """Return once a blob transfer to ``transport``'s registry (``small``: in its small blobs' window)
         would start at once, no larger download of the lane waits here (of equal ones, the first to
-        come goes first) and fewer than ``at_once`` are in progress.
+        come goes first) and fewer than ``at_once`` are in progress (of small ones, which memory
+        holds whole, fewer than SMALL_BLOBS_CAP whatever the registry).
 
         Downloads wait in line here rather than in the registry's window of
         transfers, which serves whoever asked first: a pull queues hundreds of
@@ -122,7 +126,7 @@ class Unfinished:
                 if line[0] is not mine:
                     mine[2] = anyio.Event()
                     await mine[2].wait()  # set when it is first in line
-                elif transport.transfer_room(small) and (self.at_once is None or len(self._downloads) < self.at_once):
+                elif transport.transfer_room(small) and self._room(small):
                     return
                 else:
                     with anyio.move_on_after(ROOM_POLL):  # room freed by another's request tells nobody
@@ -135,13 +139,21 @@ class Unfinished:
                 del self._lines[lane]
                 self._start_one()
 
+    def _room(self, small: bool) -> bool:
+        if small and self._small >= SMALL_BLOBS_CAP:
+            return False
+        return self.at_once is None or len(self._downloads) < self.at_once
+
     def add(self, download: "InProgress") -> None:
         self._downloads[download] = None
+        self._small += download.small
         download.unfinished = self
         self.changed()
 
     def discard(self, download: "InProgress") -> None:
-        self._downloads.pop(download, None)
+        if download in self._downloads:
+            del self._downloads[download]
+            self._small -= download.small
         self.changed()
 
     def changed(self) -> None:

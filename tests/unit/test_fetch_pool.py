@@ -13,6 +13,7 @@ import pytest
 from mirror.bundle.store import PACKED_MAX, BlobStore
 from mirror.model.upstream import Location
 from mirror.progress import Progress
+from mirror.registry import unfinished
 from mirror.registry.pool import ClientPool
 from mirror.registry.settings import (SMALL_BLOBS_CAP, RegistrySettings, small_blobs_window, tasks_for,
                                       transfers_window)
@@ -162,3 +163,25 @@ async def test_small_blobs_in_flight_grow_past_the_transfers_and_stop_at_their_c
     assert transfers_window(1)[1] < open_[1] == small_blobs_window(1)[1]
     assert small_blobs_window(16)[1] == SMALL_BLOBS_CAP
     assert all(fetch.store.has(digest) for digest in small)
+
+
+async def test_small_blobs_held_in_memory_are_capped_across_registries(tmp_path, monkeypatch):
+    """Each registry has its window of small blobs; memory is one: all registries' small blobs in flight
+    together stay within SMALL_BLOBS_CAP (here made 6), however many registries a list names."""
+    monkeypatch.setattr(unfinished, "SMALL_BLOBS_CAP", 6)
+    open_ = [0, 0]
+    registries = {f"r{n}.test": FakeRegistry() for n in range(3)}
+    wanted = {}
+    for host, registry in registries.items():
+        registry.fault = counting(registry, lambda: anyio.sleep(0.002), open_)
+        wanted[host] = {registry.add_blob("lib/app", f"{host} {i}".encode() * 50): 0 for i in range(60)}
+    settings = lambda host: RegistrySettings(plain_http=True, retries=0, max_connections=4)  # noqa: E731
+
+    async with ClientPool(settings, by_host(registries)) as pool:
+        fetch = Fetch(BlobStore(tmp_path / "store"), pool, jobs=4)
+        for host, blobs in wanted.items():
+            fetch.want({digest: len(registries[host].blobs[digest]) for digest in blobs}, Location(host, "lib/app"))
+        fetch.no_more()
+        await fetch.run(Arrivals(), Progress(quiet=True), False)
+    assert open_[1] == 6 < 3 * small_blobs_window(4)[1]
+    assert all(fetch.store.has(digest) for blobs in wanted.values() for digest in blobs)
