@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import io
 import os
-import stat
 import threading
 import weakref
 from pathlib import Path
@@ -53,7 +52,6 @@ class BlobStore:
         self.root = Path(root)
         self.blob_dir = self.root / "blobs" / "sha256"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
-        self._prefix = f"{self.blob_dir}{os.sep}"  # a path as a string: pathlib's join costs more than the stat
         self.pack_path = self.root / PACK
         self._packed: dict[str, tuple[int, int]] = {}  # digest -> where its bytes start in the pack, their length
         self._files: dict[str, int] = {}  # digest -> size, of blobs in files of their own
@@ -66,7 +64,7 @@ class BlobStore:
         self._read_pack()
 
     def path(self, digest: str) -> Path:
-        """Where a blob in a file of its own is (not a packed one); the kit's fetcher writes its files there."""
+        """Where a blob in a file of its own is (not a packed one)."""
         return self.blob_dir / digest_hex(digest)
 
     def partial_path(self, digest: str) -> Path:
@@ -78,18 +76,7 @@ class BlobStore:
         return size <= PACKED_MAX
 
     def has(self, digest: str) -> bool:
-        return digest in self._packed or digest in self._files or self._found(digest)
-
-    def _found(self, digest: str) -> bool:
-        """A file put at ``path`` by someone else (the kit's fetcher), noted once found."""
-        try:
-            found = os.stat(self._prefix + digest_hex(digest), follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        if not stat.S_ISREG(found.st_mode):
-            return False
-        self._files[digest] = found.st_size
-        return True
+        return digest in self._packed or digest in self._files
 
     def empty(self) -> bool:
         """Nothing in it, not even a partial download: a first run's work dir."""
@@ -155,8 +142,12 @@ class BlobStore:
 
     def promote(self, digest: str) -> None:
         """Move a ``.partial`` whose hash the downloader already checked into place."""
+        self.adopt(self.partial_path(digest), digest)
+
+    def adopt(self, temp: str | Path, digest: str) -> None:
+        """Move a file of this work dir whose hash the caller checked (a download) into place."""
         path = self.path(digest)
-        os.replace(self.partial_path(digest), path)
+        os.replace(temp, path)
         self._files[digest] = os.stat(path).st_size
 
     # -- the pack ----------------------------------------------------------------------------------

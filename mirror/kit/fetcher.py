@@ -115,7 +115,7 @@ class KitFetcher:
                 raise IntegrityError(f"{what}: {url} hashes to sha256:{actual}, but {checked_by} "
                                      f"says sha256:{expected}; nothing kept")
             digest = f"sha256:{actual}"
-            os.replace(temp, store.path(digest))
+            store.adopt(temp, digest)
             return digest, size
         finally:
             if os.path.exists(temp):
