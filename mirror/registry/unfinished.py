@@ -113,9 +113,10 @@ class Unfinished:
         needs would wait behind all of them, holding back that image's own
         downloads (and the bundle writer, which starts once every image is
         resolved). Here anything else that asks for a transfer goes first.
-        The largest go first: a large blob asked for late would otherwise be
-        the last to arrive, and its join and its copy into the bundle would
-        come after the link went quiet; small ones fill the end instead.
+        The largest of a lane go first: a large blob asked for late would
+        otherwise be the last to arrive, and its join and its copy into the
+        bundle would come after the link went quiet. Small blobs, in a lane
+        of their own, come beside them.
         """
         lane = (transport.host, small)
         line = self._lines.setdefault(lane, [])
@@ -162,7 +163,8 @@ class Unfinished:
 
     async def help(self) -> bool:
         """Fetch the second half of what the range with the most left has left, of a download here
-        whose registry has a transfer's place free and no large download waiting to start (waiting for that);
+        whose registry has a transfer's place free and no large download waiting to start (waiting for
+        that);
         False once no range has enough left to be worth a request of its own (pieces.py SPLIT_MIN).
 
         One idle connection looks at a time, the others queue behind it: each change would otherwise
@@ -184,8 +186,11 @@ class Unfinished:
             splittable = [d for d in self._downloads if d.splittable()]
             if not splittable:
                 return None
-            free = [d for d in splittable if d.transport.transfer_room() and (d.transport.host, False) not in self._lines
-                    and (d.transport.host, False) not in self._waiting]
+            free = [d for d in splittable if d.transport.transfer_room() and not self._large_waiting(d.transport.host)]
             if free:
                 return max(free, key=lambda d: d.pieces.most_left())
             await self._changed.wait()
+
+    def _large_waiting(self, host: str) -> bool:
+        """A download of ``host``'s that is not small waits to start: a free place is for it, not a range."""
+        return (host, False) in self._lines or (host, False) in self._waiting
