@@ -130,13 +130,13 @@ def seed_source(registry_host: str, store: BlobStore, image: BuiltImage) -> str:
         + [(image.record.digest, image.record.media_type)],
         platforms={}, blobs=[b for b in image.record.blobs if b not in blob_types])
     sizes = {d: store.size(d) for d in [image.record.digest, *image.record.blobs]}
-    files = store.root / "as-files"  # corpus.py pushes from a file per blob; the store packs the small ones
+    # corpus.py pushes from a file per blob; the store packs the small ones
+    as_files = corpus.GeneratedCorpus(store.root / "as-files", [generated], sizes)
     for digest in sizes:
-        path = corpus.GeneratedCorpus(files, [], {}).path(digest)
+        path = as_files.path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(store.read(digest))
-    seeded = corpus.seed_registry(registry_host, corpus.GeneratedCorpus(files, [generated], sizes),
-                                  prefixes={"docker.io": "dockerhub"})
+    seeded = corpus.seed_registry(registry_host, as_files, prefixes={"docker.io": "dockerhub"})
     return f"{registry_host}/{seeded.images[0].repository}:{seeded.images[0].tag}"
 
 
