@@ -18,23 +18,41 @@ from mirror.registry.pool import ClientPool
 from mirror.registry.settings import (SMALL_BLOBS_CAP, RegistrySettings, small_blobs_window, tasks_for,
                                       transfers_window)
 from mirror.transfer.fetch import Arrivals, Fetch
-from support.fake_registry import FakeRegistry, Held, by_host
+from support.fake_registry import FakeRegistry, by_host
 
 pytestmark = pytest.mark.anyio
 
 BLOBS = 300  # a release has thousands
 
 
-def holding(registry: FakeRegistry, go: anyio.Event):
-    """``registry``'s fault: every blob's body held open until ``go``."""
+class Counted(httpx.AsyncByteStream):
+    """A body that ends once ``hold()`` returns, counted in ``open_`` (now, at most) until it does."""
+
+    def __init__(self, data: bytes, hold, open_: list[int]):
+        self.data, self.hold, self.open_ = data, hold, open_
+
+    async def __aiter__(self):
+        self.open_[0] += 1
+        self.open_[1] = max(self.open_[1], self.open_[0])
+        try:
+            yield self.data
+            await self.hold()
+        finally:
+            self.open_[0] -= 1
+
+
+def holding(registry: FakeRegistry, hold, open_: list[int] | None = None, holds=lambda size: True):
+    """``registry``'s fault: the bodies of the blobs ``holds`` names by size end once ``hold()`` returns,
+    counted in ``open_`` (now, at most) until they do."""
+    open_ = [0, 0] if open_ is None else open_
 
     def fault(request: httpx.Request):
         if "/blobs/" not in request.url.path:
             return None
         data = registry.blobs[request.url.path.rsplit("/", 1)[1]]
-        held = Held(data)
-        held.go = go
-        return httpx.Response(200, headers={"Content-Length": str(len(data))}, stream=held)
+        if not holds(len(data)):
+            return None
+        return httpx.Response(200, headers={"Content-Length": str(len(data))}, stream=Counted(data, hold, open_))
 
     return fault
 
@@ -48,7 +66,7 @@ async def test_queued_blobs_take_no_task_each_and_the_largest_starts_first(tmp_p
     pull's memory with the bundle's size (~7 KB a blob), not with -j."""
     go = anyio.Event()
     registry = FakeRegistry()
-    registry.fault = holding(registry, go)
+    registry.fault = holding(registry, go.wait)
     sizes = {registry.add_blob("lib/app", bytes([i % 251]) * (100 + i)): 100 + i for i in range(BLOBS)}
     shuffled = list(sizes.items())
     random.Random(7).shuffle(shuffled)
@@ -73,7 +91,7 @@ async def test_a_registry_with_downloads_waiting_for_room_does_not_hold_back_ano
     """The pool's workers do not all queue for one registry's next free place while another has room."""
     go = anyio.Event()
     busy, other = FakeRegistry(), FakeRegistry()
-    busy.fault = holding(busy, go)
+    busy.fault = holding(busy, go.wait)
     large = {busy.add_blob("lib/app", bytes([i % 251]) * (10_000 + i)): 10_000 + i for i in range(BLOBS)}
     small = other.add_blob("lib/app", b"small" * 20)
     settings = lambda host: RegistrySettings(plain_http=True, retries=0, max_connections=1)  # noqa: E731
@@ -92,42 +110,12 @@ async def test_a_registry_with_downloads_waiting_for_room_does_not_hold_back_ano
     assert blob_requests(busy) == sorted(large, key=large.__getitem__, reverse=True)
 
 
-class Counted(httpx.AsyncByteStream):
-    """A body that ends once ``hold()`` returns, counted in ``open_`` (now, at most) until it does."""
-
-    def __init__(self, data: bytes, hold, open_: list[int]):
-        self.data, self.hold, self.open_ = data, hold, open_
-
-    async def __aiter__(self):
-        self.open_[0] += 1
-        self.open_[1] = max(self.open_[1], self.open_[0])
-        try:
-            yield self.data
-            await self.hold()
-        finally:
-            self.open_[0] -= 1
-
-
-def counting(registry: FakeRegistry, hold, open_: list[int], holds=lambda size: True):
-    """``registry``'s fault: the blobs ``holds`` names by size end once ``hold()`` returns, counted in ``open_``."""
-
-    def fault(request: httpx.Request):
-        if "/blobs/" not in request.url.path:
-            return None
-        data = registry.blobs[request.url.path.rsplit("/", 1)[1]]
-        if not holds(len(data)):
-            return None
-        return httpx.Response(200, headers={"Content-Length": str(len(data))}, stream=Counted(data, hold, open_))
-
-    return fault
-
-
 async def test_small_blobs_come_while_large_ones_hold_every_transfer(tmp_path):
     """A registry's small blobs (a release's hundreds of configs and small layers) have a window of their
     own: they do not wait behind large layers that hold every transfer's place for seconds."""
     go, open_ = anyio.Event(), [0, 0]
     registry = FakeRegistry()
-    registry.fault = counting(registry, go.wait, open_, holds=lambda size: size > PACKED_MAX)
+    registry.fault = holding(registry, go.wait, open_, holds=lambda size: size > PACKED_MAX)
     large = {registry.add_blob("lib/app", bytes([i]) * (PACKED_MAX + 1 + i)): PACKED_MAX + 1 + i for i in range(4)}
     small = {registry.add_blob("lib/app", bytes([i]) * (1_000 + i)): 1_000 + i for i in range(30)}
     settings = lambda host: RegistrySettings(plain_http=True, retries=0, max_connections=1)  # noqa: E731
@@ -151,7 +139,7 @@ async def test_small_blobs_in_flight_grow_past_the_transfers_and_stop_at_their_c
     """Each small blob in flight is held whole in memory: their window bounds that memory, whatever -j."""
     open_ = [0, 0]
     registry = FakeRegistry()
-    registry.fault = counting(registry, lambda: anyio.sleep(0.002), open_)
+    registry.fault = holding(registry, lambda: anyio.sleep(0.002), open_)
     small = {registry.add_blob("lib/app", bytes([i % 251]) * (1_000 + i)): 1_000 + i for i in range(BLOBS)}
     settings = lambda host: RegistrySettings(plain_http=True, retries=0, max_connections=1)  # noqa: E731
 
@@ -173,7 +161,7 @@ async def test_small_blobs_held_in_memory_are_capped_across_registries(tmp_path,
     registries = {f"r{n}.test": FakeRegistry() for n in range(3)}
     wanted = {}
     for host, registry in registries.items():
-        registry.fault = counting(registry, lambda: anyio.sleep(0.002), open_)
+        registry.fault = holding(registry, lambda: anyio.sleep(0.002), open_)
         bodies = [f"{host} {i}".encode() * 50 for i in range(60)]
         wanted[host] = {registry.add_blob("lib/app", data): len(data) for data in bodies}
     settings = lambda host: RegistrySettings(plain_http=True, retries=0, max_connections=4)  # noqa: E731
